@@ -1,0 +1,81 @@
+//! One NAFBlock on the CPU, streamed over row bands of the feature map.
+//!
+//! Phase A (all bands): LN1 → conv1 → depthwise + gate into a full-map buffer `g`, summing
+//! each channel. Then the channel-attention vector is folded into β·conv3's columns.
+//! Phase B (all bands): `y = x + β·conv3(s ⊙ g)`, `out = y + γ·conv5(gate(conv4(LN2(y))))`,
+//! written in place over `x`. Only `g` is full size; everything else is band-sized, and the
+//! result does not depend on the band height except for the order of the SCA sums.
+
+use super::kernels::conv::{Band, depthwise_gate};
+use super::kernels::elementwise::{add_bias, simple_gate};
+use super::kernels::layernorm::layer_norm;
+use super::kernels::matmul::{MatMut, MatRef, matmul};
+use super::prepared::BlockWeights;
+
+/// Scratch a block needs on an `h × w` map with bands of `band_rows` rows.
+pub struct BlockScratch<'a> {
+    /// Full-map gate output, `c × h × w`.
+    pub g: &'a mut [f32],
+    /// Band matrix, `c × (band_rows + 2) × w`.
+    pub t: &'a mut [f32],
+    /// Band matrix, `2c × (band_rows + 2) × w`.
+    pub u: &'a mut [f32],
+}
+
+/// Element counts of (`g`, `t`, `u`) for channels `c`, map `h × w` and `band_rows`.
+pub fn scratch_len(c: usize, h: usize, w: usize, band_rows: usize) -> (usize, usize, usize) {
+    let rows = (band_rows + 2).min(h);
+    (c * h * w, c * rows * w, 2 * c * rows * w)
+}
+
+/// Row ranges `[r0, r1)` covering `0..h` in bands of `band_rows`.
+fn bands(h: usize, band_rows: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..h).step_by(band_rows.max(1)).map(move |r0| (r0, (r0 + band_rows.max(1)).min(h)))
+}
+
+/// Runs the block in place on the planar `c × h × w` map `x`.
+pub fn run_block(bw: &BlockWeights, x: &mut [f32], (h, w): (usize, usize), band_rows: usize, s: BlockScratch<'_>, threads: usize) {
+    let (c, hw) = (bw.c, h * w);
+    let x = &mut x[..c * hw];
+    let mut sums = vec![0.0f64; c];
+    for (r0, r1) in bands(h, band_rows) {
+        let (e0, e1) = (r0.saturating_sub(1), (r1 + 1).min(h));
+        let ne = (e1 - e0) * w;
+        let (t, u) = (&mut s.t[..c * ne], &mut s.u[..2 * c * ne]);
+        layer_norm(t, &x[e0 * w..], hw, c, ne, &bw.norm1.0, &bw.norm1.1, bw.eps);
+        matmul(MatMut { data: u, row_stride: ne }, false, &bw.conv1.0, MatRef { data: t, row_stride: ne }, 2 * c, c, ne, threads);
+        add_bias(u, ne, ne, &bw.conv1.1);
+        let band = Band { data: u, first: e0, rows: e1 - e0 };
+        let part = depthwise_gate(s.g, &band, &bw.dw.0, &bw.dw.1, c, (h, w), (r0, r1));
+        sums.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+    }
+    let conv3 = attention_folded_conv3(bw, &sums, hw);
+    for (r0, r1) in bands(h, band_rows) {
+        let (off, n) = (r0 * w, (r1 - r0) * w);
+        let rows = (c - 1) * hw + n;
+        let xb = &mut x[off..off + rows];
+        add_bias(xb, hw, n, &bw.conv3_beta.1);
+        matmul(MatMut { data: xb, row_stride: hw }, true, &conv3, MatRef { data: &s.g[off..], row_stride: hw }, c, c, n, threads);
+        let (t, u) = (&mut s.t[..c * n], &mut s.u[..2 * c * n]);
+        layer_norm(t, xb, hw, c, n, &bw.norm2.0, &bw.norm2.1, bw.eps);
+        matmul(MatMut { data: u, row_stride: n }, false, &bw.conv4.0, MatRef { data: t, row_stride: n }, 2 * c, c, n, threads);
+        add_bias(u, n, n, &bw.conv4.1);
+        simple_gate(t, u, c, n);
+        add_bias(xb, hw, n, &bw.conv5_gamma.1);
+        matmul(MatMut { data: xb, row_stride: hw }, true, &bw.conv5_gamma.0, MatRef { data: t, row_stride: n }, c, c, n, threads);
+    }
+}
+
+/// `β·conv3 · diag(s)` where `s = W_sca · mean(g) + b_sca` is the channel-attention vector.
+fn attention_folded_conv3(bw: &BlockWeights, sums: &[f64], hw: usize) -> Vec<f32> {
+    let c = bw.c;
+    let mean: Vec<f32> = sums.iter().map(|s| (s / hw as f64) as f32).collect();
+    let attention: Vec<f32> = (0..c)
+        .map(|i| bw.sca.1[i] + bw.sca.0[i * c..(i + 1) * c].iter().zip(&mean).map(|(w, m)| w * m).sum::<f32>())
+        .collect();
+    let mut folded = bw.conv3_beta.0.clone();
+    for row in folded.chunks_exact_mut(c) {
+        row.iter_mut().zip(&attention).for_each(|(v, a)| *v *= a);
+    }
+    folded
+}

@@ -1,0 +1,230 @@
+//! The f32 CPU engine: executes the fused program with rayon-parallel kernels over a static
+//! buffer plan. Always available; the reference every other backend is checked against.
+
+mod block;
+pub mod kernels;
+mod prepared;
+mod workspace;
+
+use std::sync::Mutex;
+
+use crate::backend::{Engine, EngineOptions, MemoryEstimate, Precision, ScaMode, Tiling};
+use crate::error::{Error, Result};
+use crate::graph::Graph;
+use crate::image::{Image, from_planar_cropped, round_up, to_padded_planar};
+use crate::model::Model;
+use crate::passes::{Program, Step, fuse};
+use crate::spec::{IMAGE_CHANNELS, PadMode};
+use crate::tiling::restore_local_tiles;
+use block::{BlockScratch, run_block};
+use kernels::conv::conv3x3;
+use kernels::elementwise::{add_bias, add_pixel_shuffle, space_to_depth};
+use kernels::matmul::{MatMut, MatRef, matmul};
+use prepared::{StepWeights, prepare};
+use workspace::{Layout, Workspace};
+
+/// Elements of the band matrices a block streams through when no tile size is given.
+const AUTO_BAND_ELEMENTS: usize = 1 << 20;
+
+/// The CPU engine.
+pub struct CpuEngine {
+    graph: Graph,
+    program: Program,
+    weights: Vec<StepWeights>,
+    size_multiple: usize,
+    pad_mode: PadMode,
+    tiling: Option<Tiling>,
+    memory_limit: Option<u64>,
+    pool: rayon::ThreadPool,
+    threads: usize,
+    /// Workspaces of finished runs, reused by later runs of the same size.
+    spare: Mutex<Vec<Workspace>>,
+}
+
+impl CpuEngine {
+    /// Builds the engine: fuses the graph and converts the weights once.
+    pub fn new(model: &Model, options: &EngineOptions) -> Result<Self> {
+        let Precision::F32 = options.precision;
+        if let Some(t) = options.tiling {
+            if t.tile == 0 {
+                return Err(Error::InvalidArgument("tile size must be at least 1 pixel".into()));
+            }
+        }
+        let threads = match options.threads {
+            Some(0) => return Err(Error::InvalidArgument("threads must be at least 1".into())),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("maskdcpt-cpu-{i}"))
+            .build()
+            .map_err(|e| Error::Unsupported(format!("cannot start {threads} worker threads: {e}")))?;
+        let graph = model.graph();
+        let program = fuse(&graph)?;
+        let weights = program.steps.iter().map(|s| prepare(s, model.weights())).collect::<Result<Vec<_>>>()?;
+        Ok(CpuEngine {
+            graph,
+            program,
+            weights,
+            size_multiple: model.spec().size_multiple(),
+            pad_mode: model.spec().family.pad_mode(),
+            tiling: options.tiling,
+            memory_limit: options.memory_limit,
+            pool,
+            threads,
+            spare: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Band height at resolution `level` for a map of width `w` and `c` channels.
+    fn band_rows(&self, level: usize, c: usize, w: usize) -> usize {
+        match self.tiling {
+            Some(Tiling { tile, sca: ScaMode::Global, .. }) => (tile >> level).max(1),
+            _ => (AUTO_BAND_ELEMENTS / (2 * c * w).max(1)).saturating_sub(2).max(1),
+        }
+    }
+
+    /// Buffer layout for a padded `h × w` input.
+    fn layout(&self, h: usize, w: usize) -> Layout {
+        Layout::new(&self.program, &self.graph, &self.weights, h, w, |level, c, width| self.band_rows(level, c, width))
+    }
+
+    fn weights_bytes(&self) -> u64 {
+        self.weights.iter().map(|w| w.len() as u64 * 4).sum()
+    }
+
+    /// Padded size of one untiled run over a `width × height` image.
+    fn padded(&self, width: usize, height: usize) -> (usize, usize) {
+        (round_up(height, self.size_multiple), round_up(width, self.size_multiple))
+    }
+
+    /// Largest image one untiled run processes for this input (a local tile or the image).
+    fn run_size(&self, width: usize, height: usize) -> (usize, usize) {
+        match self.tiling {
+            Some(Tiling { tile, overlap, sca: ScaMode::Local }) => {
+                let side = |n: usize| n.min(tile + 2 * overlap);
+                (side(width), side(height))
+            }
+            _ => (width, height),
+        }
+    }
+
+    fn check_memory(&self, estimate: &MemoryEstimate) -> Result<()> {
+        let Some(available) = self.memory_limit.or_else(available_memory) else { return Ok(()) };
+        if estimate.total() <= available {
+            return Ok(());
+        }
+        Err(Error::OutOfMemory {
+            needed_mb: estimate.total() >> 20,
+            available_mb: available >> 20,
+            hint: "restore in tiles (e.g. `--tile 512 --sca local`, or a smaller tile)".into(),
+        })
+    }
+
+    /// Runs the network once on the whole `img` (no local tiling).
+    fn restore_whole(&self, img: &Image) -> Result<Image> {
+        let (planar, h, w) = to_padded_planar(img, self.size_multiple, self.pad_mode);
+        let layout = self.layout(h, w);
+        let mut ws = self.take_workspace(&layout)?;
+        ws.slots[layout.plan.slot_of[self.program.input.0].expect("input is planned")][..planar.len()]
+            .copy_from_slice(&planar);
+        self.pool.install(|| self.execute(&layout, &mut ws, h, w));
+        let out_slot = layout.plan.slot_of[self.program.output.0].expect("output is planned");
+        let out = from_planar_cropped(&ws.slots[out_slot], h, w, img.width(), img.height());
+        self.spare.lock().unwrap_or_else(|e| e.into_inner()).push(ws);
+        Ok(out)
+    }
+
+    fn take_workspace(&self, layout: &Layout) -> Result<Workspace> {
+        let reuse = {
+            let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+            spare.iter().position(|ws| ws.fits(layout)).map(|i| spare.swap_remove(i))
+        };
+        match reuse {
+            Some(ws) => Ok(ws),
+            None => {
+                self.spare.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                Workspace::allocate(layout)
+            }
+        }
+    }
+
+    fn execute(&self, layout: &Layout, ws: &mut Workspace, h: usize, w: usize) {
+        for (step, sw) in self.program.steps.iter().zip(&self.weights) {
+            let out_slot = layout.plan.slot_of[step.output().0].expect("outputs are planned");
+            let slot = |v: crate::graph::ValueId| layout.plan.slot_of[v.0].expect("inputs are planned");
+            let level = self.graph.node(step.output()).level;
+            let (hl, wl) = (h >> level, w >> level);
+            let mut out = std::mem::take(&mut ws.slots[out_slot]);
+            match (step, sw) {
+                (Step::Conv3x3 { input, residual, .. }, StepWeights::Conv3x3 { weight, bias, cin, cout }) => {
+                    let res = residual.map(|r| &ws.slots[slot(r)][..]);
+                    conv3x3(&mut out, &ws.slots[slot(*input)], res, weight, bias, (*cin, *cout), (hl, wl));
+                }
+                (Step::Down { input, .. }, StepWeights::Down { weight, bias, cin, cout }) => {
+                    let (hi, wi) = (hl * 2, wl * 2);
+                    let n = hl * wl;
+                    space_to_depth(&mut ws.tmp, &ws.slots[slot(*input)], *cin, hi, wi);
+                    let dst = MatMut { data: &mut out[..cout * n], row_stride: n };
+                    matmul(dst, false, weight, MatRef { data: &ws.tmp, row_stride: n }, *cout, 4 * cin, n, self.threads);
+                    add_bias(&mut out[..cout * n], n, n, bias);
+                }
+                (Step::UpShuffleAdd { input, skip, .. }, StepWeights::Up { weight, cin, cout }) => {
+                    let n = (hl / 2) * (wl / 2);
+                    if slot(*skip) != out_slot {
+                        let len = cout / 4 * hl * wl;
+                        out[..len].copy_from_slice(&ws.slots[slot(*skip)][..len]);
+                    }
+                    let dst = MatMut { data: &mut ws.tmp[..cout * n], row_stride: n };
+                    matmul(dst, false, weight, MatRef { data: &ws.slots[slot(*input)], row_stride: n }, *cout, *cin, n, self.threads);
+                    add_pixel_shuffle(&mut out, &ws.tmp, cout / 4, hl, wl);
+                }
+                (Step::NafBlock { input, .. }, StepWeights::Block(bw)) => {
+                    if slot(*input) != out_slot {
+                        let len = bw.c * hl * wl;
+                        out[..len].copy_from_slice(&ws.slots[slot(*input)][..len]);
+                    }
+                    let band = self.band_rows(level, bw.c, wl);
+                    let scratch = BlockScratch { g: &mut ws.g, t: &mut ws.t, u: &mut ws.u };
+                    run_block(bw, &mut out, (hl, wl), band, scratch, self.threads);
+                }
+                _ => unreachable!("weights are prepared from the same steps"),
+            }
+            ws.slots[out_slot] = out;
+        }
+    }
+}
+
+impl Engine for CpuEngine {
+    fn restore(&self, input: &Image) -> Result<Image> {
+        input.check_finite()?;
+        let estimate = self.memory_estimate(input.width(), input.height())?;
+        self.check_memory(&estimate)?;
+        match self.tiling {
+            Some(Tiling { tile, overlap, sca: ScaMode::Local }) => {
+                restore_local_tiles(input, tile, overlap, |t| self.restore_whole(t))
+            }
+            _ => self.restore_whole(input),
+        }
+    }
+
+    fn memory_estimate(&self, width: usize, height: usize) -> Result<MemoryEstimate> {
+        if width == 0 || height == 0 {
+            return Err(Error::InvalidImage(format!("image is {width}×{height}: it must have at least one pixel")));
+        }
+        let (rw, rh) = self.run_size(width, height);
+        let (h, w) = self.padded(rw, rh);
+        let planar_io = 2 * IMAGE_CHANNELS as u64 * (h * w) as u64 + 2 * IMAGE_CHANNELS as u64 * (width * height) as u64;
+        let activations = (self.layout(h, w).total_len() as u64 + planar_io) * 4;
+        Ok(MemoryEstimate { weights: self.weights_bytes(), activations })
+    }
+}
+
+/// Memory the operating system reports as available (Linux `MemAvailable`), in bytes.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

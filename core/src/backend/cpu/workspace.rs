@@ -1,0 +1,107 @@
+//! Buffers of one CPU run: the planned value slots plus the scratch of the steps, sized up
+//! front for a padded input size and allocated fallibly (an error, not an abort).
+
+use super::block::scratch_len;
+use super::prepared::StepWeights;
+use crate::error::{Error, Result};
+use crate::graph::Graph;
+use crate::passes::{MemoryPlan, Program, Step, plan};
+
+/// Sizes (in f32 elements) of everything a run on one padded size needs.
+pub struct Layout {
+    /// Value slots.
+    pub plan: MemoryPlan,
+    /// Full-map gate buffer of the widest block.
+    pub g_len: usize,
+    /// Band matrix `t`.
+    pub t_len: usize,
+    /// Band matrix `u`.
+    pub u_len: usize,
+    /// Space-to-depth / up-conv product buffer.
+    pub tmp_len: usize,
+}
+
+impl Layout {
+    /// Plans a padded `h × w` run; `band_rows(level, channels, width)` gives the block bands.
+    pub fn new(
+        program: &Program,
+        graph: &Graph,
+        weights: &[StepWeights],
+        h: usize,
+        w: usize,
+        band_rows: impl Fn(usize, usize, usize) -> usize,
+    ) -> Self {
+        let mut layout = Layout { plan: plan(program, graph, h, w), g_len: 0, t_len: 0, u_len: 0, tmp_len: 0 };
+        for (step, sw) in program.steps.iter().zip(weights) {
+            let level = graph.node(step.output()).level;
+            let (hl, wl) = (h >> level, w >> level);
+            match (step, sw) {
+                (Step::NafBlock { .. }, StepWeights::Block(b)) => {
+                    let (g, t, u) = scratch_len(b.c, hl, wl, band_rows(level, b.c, wl));
+                    layout.g_len = layout.g_len.max(g);
+                    layout.t_len = layout.t_len.max(t);
+                    layout.u_len = layout.u_len.max(u);
+                }
+                (Step::Down { .. }, StepWeights::Down { cin, .. }) => layout.tmp_len = layout.tmp_len.max(4 * cin * hl * wl),
+                (Step::UpShuffleAdd { .. }, StepWeights::Up { cout, .. }) => {
+                    layout.tmp_len = layout.tmp_len.max(cout * (hl / 2) * (wl / 2));
+                }
+                _ => {}
+            }
+        }
+        layout
+    }
+
+    /// Total elements.
+    pub fn total_len(&self) -> usize {
+        self.plan.total_len() + self.g_len + self.t_len + self.u_len + self.tmp_len
+    }
+}
+
+/// The buffers themselves.
+pub struct Workspace {
+    /// One buffer per plan slot.
+    pub slots: Vec<Vec<f32>>,
+    /// See [`Layout::g_len`].
+    pub g: Vec<f32>,
+    /// See [`Layout::t_len`].
+    pub t: Vec<f32>,
+    /// See [`Layout::u_len`].
+    pub u: Vec<f32>,
+    /// See [`Layout::tmp_len`].
+    pub tmp: Vec<f32>,
+}
+
+fn zeroed(len: usize) -> Result<Vec<f32>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| Error::OutOfMemory {
+        needed_mb: (len as u64 * 4) >> 20,
+        available_mb: 0,
+        hint: "the allocation failed; restore in tiles (`--tile 512 --sca local`)".into(),
+    })?;
+    v.resize(len, 0.0);
+    Ok(v)
+}
+
+impl Workspace {
+    /// Allocates every buffer of `layout`.
+    pub fn allocate(layout: &Layout) -> Result<Self> {
+        Ok(Workspace {
+            slots: layout.plan.slot_len.iter().map(|&n| zeroed(n)).collect::<Result<_>>()?,
+            g: zeroed(layout.g_len)?,
+            t: zeroed(layout.t_len)?,
+            u: zeroed(layout.u_len)?,
+            tmp: zeroed(layout.tmp_len)?,
+        })
+    }
+
+    /// Whether these buffers can serve a run planned as `layout`.
+    pub fn fits(&self, layout: &Layout) -> bool {
+        self.slots.len() == layout.plan.slot_len.len()
+            && self.slots.iter().zip(&layout.plan.slot_len).all(|(s, &n)| s.len() >= n)
+            && self.g.len() >= layout.g_len
+            && self.t.len() >= layout.t_len
+            && self.u.len() >= layout.u_len
+            && self.tmp.len() >= layout.tmp_len
+    }
+}

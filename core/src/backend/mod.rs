@@ -1,0 +1,85 @@
+//! Engines: one trait, implemented per backend, built once from (model, options) and run many
+//! times. Backends are siblings; none imports another.
+
+pub mod cpu;
+
+use crate::error::Result;
+use crate::image::Image;
+use crate::model::Model;
+
+/// How the channel-attention (SCA) means are taken when an image is processed in tiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ScaMode {
+    /// Means over the whole image, computed in a first pass per block: results equal the
+    /// untiled run. Full-resolution block inputs/outputs stay resident; tiles bound the rest.
+    #[default]
+    Global,
+    /// Each tile runs through the whole network on its own (with overlap as context), taking
+    /// its own means: memory bounded by the tile, results differ slightly from untiled.
+    Local,
+}
+
+/// Tiled execution settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tiling {
+    /// Tile edge in input pixels.
+    pub tile: usize,
+    /// Context added on each side of a tile in `Local` mode (ignored by `Global`, which is exact).
+    pub overlap: usize,
+    /// How SCA means are taken.
+    pub sca: ScaMode,
+}
+
+/// Arithmetic precision of an engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// IEEE f32 everywhere.
+    #[default]
+    F32,
+}
+
+/// Options for building an engine.
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// Worker threads (`None`: all cores).
+    pub threads: Option<usize>,
+    /// Tiled execution (`None`: whole image).
+    pub tiling: Option<Tiling>,
+    /// Arithmetic precision.
+    pub precision: Precision,
+    /// Refuse runs whose estimated memory exceeds this many bytes (`None`: the memory the
+    /// operating system reports as available).
+    pub memory_limit: Option<u64>,
+}
+
+/// Up-front memory need of one restore call, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryEstimate {
+    /// Weights as held by the engine.
+    pub weights: u64,
+    /// Activations and scratch of the largest planned run.
+    pub activations: u64,
+}
+
+impl MemoryEstimate {
+    /// Weights plus activations.
+    pub fn total(&self) -> u64 {
+        self.weights + self.activations
+    }
+}
+
+/// A compiled network ready to restore images. Engines are `Send + Sync`: one engine may be
+/// used from several threads at once (each call has its own scratch memory).
+pub trait Engine: Send + Sync {
+    /// Restores `input`; the result has the input's size and holds the raw network output
+    /// (not clamped).
+    fn restore(&self, input: &Image) -> Result<Image>;
+
+    /// Memory a restore of a `width × height` image would need.
+    fn memory_estimate(&self, width: usize, height: usize) -> Result<MemoryEstimate>;
+}
+
+/// Builds the CPU engine (the only backend in this build).
+pub fn build_engine(model: &Model, options: &EngineOptions) -> Result<Box<dyn Engine>> {
+    Ok(Box::new(cpu::CpuEngine::new(model, options)?))
+}

@@ -1,0 +1,184 @@
+//! Images in and out of engines: interleaved RGB f32, and the family padding rule.
+//!
+//! Independent of backends: engines receive a planar, padded tensor built here and hand back a
+//! planar output that is cropped here.
+
+use crate::error::{Error, Result};
+use crate::spec::{IMAGE_CHANNELS, PadMode};
+
+/// An RGB image, `height × width × 3` interleaved f32 (nominally in [0, 1]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Image {
+    width: usize,
+    height: usize,
+    data: Vec<f32>,
+}
+
+impl Image {
+    /// Wraps interleaved RGB data; `data.len()` must be `height * width * 3`.
+    pub fn new(width: usize, height: usize, data: Vec<f32>) -> Result<Self> {
+        if width == 0 || height == 0 {
+            return Err(Error::InvalidImage(format!("image is {width}×{height}: it must have at least one pixel")));
+        }
+        let expected = width
+            .checked_mul(height)
+            .and_then(|p| p.checked_mul(IMAGE_CHANNELS))
+            .ok_or_else(|| Error::InvalidImage(format!("{width}×{height} overflows")))?;
+        if data.len() != expected {
+            return Err(Error::InvalidImage(format!(
+                "{width}×{height}×3 needs {expected} values, got {}",
+                data.len()
+            )));
+        }
+        Ok(Image { width, height, data })
+    }
+
+    /// Width in pixels.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Height in pixels.
+    pub fn height(&self) -> usize {
+        self.height
+    }
+
+    /// Interleaved RGB values.
+    pub fn data(&self) -> &[f32] {
+        &self.data
+    }
+
+    /// Consumes the image, returning its interleaved RGB values.
+    pub fn into_data(self) -> Vec<f32> {
+        self.data
+    }
+
+    /// Errors naming the first pixel that is NaN or infinite.
+    pub fn check_finite(&self) -> Result<()> {
+        match self.data.iter().position(|v| !v.is_finite()) {
+            None => Ok(()),
+            Some(i) => {
+                let px = i / IMAGE_CHANNELS;
+                Err(Error::InvalidImage(format!(
+                    "pixel (x {}, y {}) channel {} is {}: inputs must be finite",
+                    px % self.width,
+                    px / self.width,
+                    i % IMAGE_CHANNELS,
+                    self.data[i]
+                )))
+            }
+        }
+    }
+
+    /// The sub-image `[x0, x0+w) × [y0, y0+h)`.
+    pub fn crop(&self, x0: usize, y0: usize, w: usize, h: usize) -> Image {
+        let mut data = Vec::with_capacity(w * h * IMAGE_CHANNELS);
+        for y in y0..y0 + h {
+            let row = (y * self.width + x0) * IMAGE_CHANNELS;
+            data.extend_from_slice(&self.data[row..row + w * IMAGE_CHANNELS]);
+        }
+        Image { width: w, height: h, data }
+    }
+
+    /// Copies `src` into this image with its top-left corner at `(x0, y0)`.
+    pub fn paste(&mut self, src: &Image, x0: usize, y0: usize) {
+        for y in 0..src.height {
+            let dst = ((y0 + y) * self.width + x0) * IMAGE_CHANNELS;
+            let s = y * src.width * IMAGE_CHANNELS;
+            self.data[dst..dst + src.width * IMAGE_CHANNELS]
+                .copy_from_slice(&src.data[s..s + src.width * IMAGE_CHANNELS]);
+        }
+    }
+}
+
+/// Rounds `n` up to a multiple of `m`.
+pub fn round_up(n: usize, m: usize) -> usize {
+    n.div_ceil(m) * m
+}
+
+/// Source index for output index `i` of an axis of length `n` padded with `mode`
+/// (`None` = a zero). Reflect mirrors without repeating the edge (REFLECT_101); pads longer
+/// than the axis keep mirroring (numpy `reflect`), and a length-1 axis repeats its pixel.
+fn pad_index(i: usize, n: usize, mode: PadMode) -> Option<usize> {
+    if i < n {
+        return Some(i);
+    }
+    match mode {
+        PadMode::Zero => None,
+        PadMode::Reflect if n == 1 => Some(0),
+        PadMode::Reflect => {
+            let period = 2 * (n - 1);
+            let r = i % period;
+            Some(if r < n { r } else { period - r })
+        }
+    }
+}
+
+/// Planar `3 × H' × W'` copy of `img`, padded bottom/right to multiples of `multiple`.
+pub fn to_padded_planar(img: &Image, multiple: usize, mode: PadMode) -> (Vec<f32>, usize, usize) {
+    let (h, w) = (round_up(img.height, multiple), round_up(img.width, multiple));
+    let mut out = vec![0.0f32; IMAGE_CHANNELS * h * w];
+    let cols: Vec<Option<usize>> = (0..w).map(|x| pad_index(x, img.width, mode)).collect();
+    for y in 0..h {
+        let Some(sy) = pad_index(y, img.height, mode) else { continue };
+        let src_row = &img.data[sy * img.width * IMAGE_CHANNELS..(sy + 1) * img.width * IMAGE_CHANNELS];
+        for (x, sx) in cols.iter().enumerate() {
+            let Some(sx) = sx else { continue };
+            for c in 0..IMAGE_CHANNELS {
+                out[(c * h + y) * w + x] = src_row[sx * IMAGE_CHANNELS + c];
+            }
+        }
+    }
+    (out, h, w)
+}
+
+/// Interleaved `height × width` image from the top-left corner of a planar `3 × ph × pw` map.
+pub fn from_planar_cropped(planar: &[f32], ph: usize, pw: usize, width: usize, height: usize) -> Image {
+    debug_assert!(height <= ph && width <= pw);
+    let mut data = vec![0.0f32; width * height * IMAGE_CHANNELS];
+    for y in 0..height {
+        for x in 0..width {
+            for c in 0..IMAGE_CHANNELS {
+                data[(y * width + x) * IMAGE_CHANNELS + c] = planar[(c * ph + y) * pw + x];
+            }
+        }
+    }
+    Image { width, height, data }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reflect_matches_torch_reflect_for_short_pads() {
+        // torch.nn.functional.pad([0,1,2,3,4], (0,3), "reflect") = [0,1,2,3,4,3,2,1]
+        let got: Vec<usize> = (0..8).map(|i| pad_index(i, 5, PadMode::Reflect).unwrap()).collect();
+        assert_eq!(got, [0, 1, 2, 3, 4, 3, 2, 1]);
+    }
+
+    #[test]
+    fn reflect_keeps_mirroring_like_numpy_for_long_pads() {
+        // numpy.pad([0,1,2], (0,7), "reflect") = [0,1,2,1,0,1,2,1,0,1]
+        let got: Vec<usize> = (0..10).map(|i| pad_index(i, 3, PadMode::Reflect).unwrap()).collect();
+        assert_eq!(got, [0, 1, 2, 1, 0, 1, 2, 1, 0, 1]);
+        assert_eq!(pad_index(5, 1, PadMode::Reflect), Some(0));
+        assert_eq!(pad_index(5, 3, PadMode::Zero), None);
+    }
+
+    #[test]
+    fn pad_then_crop_round_trips() {
+        let img = Image::new(3, 2, (0..18).map(|v| v as f32).collect()).unwrap();
+        let (p, h, w) = to_padded_planar(&img, 4, PadMode::Reflect);
+        assert_eq!((h, w), (4, 4));
+        assert_eq!(from_planar_cropped(&p, h, w, 3, 2), img);
+    }
+
+    #[test]
+    fn empty_and_mis_sized_images_are_rejected() {
+        assert!(Image::new(0, 0, vec![]).is_err());
+        assert!(Image::new(2, 2, vec![0.0; 11]).is_err());
+        let bad = Image::new(1, 1, vec![0.0, f32::NAN, 0.0]).unwrap();
+        assert!(bad.check_finite().unwrap_err().to_string().contains("channel 1"));
+    }
+}

@@ -1,0 +1,17 @@
+//! maskdcpt-core: MaskDCPT / NAFNet image restoration.
+//!
+//! One data path: checkpoint file → [`weights`] (named tensors) → [`spec`] (family and
+//! hyper-parameters inferred from keys) → [`graph`] (typed op list) → [`passes`] (fusion,
+//! memory plan) → [`backend`] (engines) → restore an [`image`] (padding, [`tiling`], cropping).
+
+pub mod backend;
+pub mod error;
+pub mod graph;
+pub mod image;
+pub mod model;
+pub mod passes;
+pub mod spec;
+pub mod tiling;
+pub mod weights;
+
+pub use error::{Error, Result};

@@ -1,0 +1,8 @@
+//! Passes: pure functions from the op graph to what engines execute — fused steps
+//! ([`fuse`]) and a static buffer plan ([`plan`]). Unit-testable without any hardware.
+
+pub mod fuse;
+pub mod plan;
+
+pub use fuse::{BlockKeys, Program, Step, fuse};
+pub use plan::{MemoryPlan, plan};

@@ -1,0 +1,375 @@
+//! Model spec: the network family and its hyper-parameters, inferred from a [`WeightStore`]'s
+//! keys and shapes (no config file), and the strict validation of every key.
+//!
+//! The family carries its semantics: LayerNorm epsilon, how inputs are padded (reflect outside
+//! the network for the MaskDCPT fork, zeros inside for upstream NAFNet) and the size multiple.
+//! This module knows key names and shapes, not how to compute anything.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::error::{Error, Result};
+use crate::weights::WeightStore;
+
+/// Number of image channels every supported network takes and returns (RGB).
+pub const IMAGE_CHANNELS: usize = 3;
+
+/// A supported architecture family (state-dict layout plus its padding and LayerNorm rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// `NAFNetBaseline` of the MaskDCPT BasicSR fork: keys `encoders.N.blocks.M`,
+    /// `middle_blks.blocks.M`, `decoderN.blocks.M`; LayerNorm eps 1e-5; the harness
+    /// reflect-pads (REFLECT_101) bottom/right to a multiple of 16.
+    MaskDcpt,
+    /// Upstream megvii NAFNet: keys `encoders.N.M`, `middle_blks.M`, `decoders.N.M`;
+    /// LayerNorm eps 1e-6; the forward zero-pads bottom/right to a multiple of 2^levels.
+    Nafnet,
+}
+
+/// How the input is padded up to the size multiple before the network runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PadMode {
+    /// Mirror without repeating the edge pixel (PyTorch `reflect`, OpenCV REFLECT_101).
+    Reflect,
+    /// Zeros.
+    Zero,
+}
+
+impl Family {
+    /// Short stable name (`maskdcpt` or `nafnet`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::MaskDcpt => "maskdcpt",
+            Family::Nafnet => "nafnet",
+        }
+    }
+
+    /// LayerNorm epsilon of the family.
+    pub fn layer_norm_eps(self) -> f32 {
+        match self {
+            Family::MaskDcpt => 1e-5,
+            Family::Nafnet => 1e-6,
+        }
+    }
+
+    /// Padding rule of the family.
+    pub fn pad_mode(self) -> PadMode {
+        match self {
+            Family::MaskDcpt => PadMode::Reflect,
+            Family::Nafnet => PadMode::Zero,
+        }
+    }
+
+    /// Key prefix shared by the blocks of encoder `level` (ends with a dot).
+    fn encoder_stage(self, level: usize) -> String {
+        match self {
+            Family::MaskDcpt => format!("encoders.{level}.blocks."),
+            Family::Nafnet => format!("encoders.{level}."),
+        }
+    }
+
+    /// Key prefix shared by the bottleneck blocks (ends with a dot).
+    fn middle_stage(self) -> &'static str {
+        match self {
+            Family::MaskDcpt => "middle_blks.blocks.",
+            Family::Nafnet => "middle_blks.",
+        }
+    }
+
+    /// Key prefix shared by the blocks of decoder `stage` (ends with a dot).
+    fn decoder_stage(self, stage: usize) -> String {
+        match self {
+            Family::MaskDcpt => format!("decoder{stage}.blocks."),
+            Family::Nafnet => format!("decoders.{stage}."),
+        }
+    }
+}
+
+/// Hyper-parameters of a NAFNet-shaped network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSpec {
+    /// Key layout and semantics.
+    pub family: Family,
+    /// Channels at full resolution (`intro` output).
+    pub width: usize,
+    /// NAFBlocks per encoder level, full resolution first.
+    pub enc_blocks: Vec<usize>,
+    /// NAFBlocks in the bottleneck.
+    pub middle_blocks: usize,
+    /// NAFBlocks per decoder stage, lowest resolution first (`decoder0` / `decoders.0`).
+    pub dec_blocks: Vec<usize>,
+}
+
+/// Where a NAFBlock sits and how wide it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockSite {
+    /// Key prefix, e.g. `encoders.3.blocks.27`.
+    pub prefix: String,
+    /// Channels.
+    pub channels: usize,
+}
+
+impl ModelSpec {
+    /// Number of down-sampling levels.
+    pub fn levels(&self) -> usize {
+        self.enc_blocks.len()
+    }
+
+    /// Channels at `level` (0 = full resolution).
+    pub fn channels_at(&self, level: usize) -> usize {
+        self.width << level
+    }
+
+    /// Height and width of the network input must be multiples of this.
+    pub fn size_multiple(&self) -> usize {
+        let network = 1usize << self.levels();
+        match self.family {
+            // The MaskDCPT harness pads to `window_size` = 16 regardless of depth; deeper
+            // variants need at least 2^levels to run at all.
+            Family::MaskDcpt => network.max(16),
+            Family::Nafnet => network,
+        }
+    }
+
+    /// Key prefix of encoder block `block` at `level`.
+    pub fn encoder_block(&self, level: usize, block: usize) -> BlockSite {
+        BlockSite { prefix: format!("{}{block}", self.family.encoder_stage(level)), channels: self.channels_at(level) }
+    }
+
+    /// Key prefix of bottleneck block `block`.
+    pub fn middle_block(&self, block: usize) -> BlockSite {
+        BlockSite { prefix: format!("{}{block}", self.family.middle_stage()), channels: self.channels_at(self.levels()) }
+    }
+
+    /// Key prefix of decoder block `block` of `stage` (stage 0 is the lowest resolution).
+    pub fn decoder_block(&self, stage: usize, block: usize) -> BlockSite {
+        let level = self.levels() - 1 - stage;
+        BlockSite { prefix: format!("{}{block}", self.family.decoder_stage(stage)), channels: self.channels_at(level) }
+    }
+
+    /// Every state-dict key of this architecture with its shape, in network order.
+    pub fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
+        let w = self.width;
+        let mut out = vec![
+            ("intro.weight".to_owned(), vec![w, IMAGE_CHANNELS, 3, 3]),
+            ("intro.bias".to_owned(), vec![w]),
+        ];
+        for level in 0..self.levels() {
+            for b in 0..self.enc_blocks[level] {
+                push_block(&mut out, &self.encoder_block(level, b));
+            }
+            let c = self.channels_at(level);
+            out.push((format!("downs.{level}.weight"), vec![2 * c, c, 2, 2]));
+            out.push((format!("downs.{level}.bias"), vec![2 * c]));
+        }
+        for b in 0..self.middle_blocks {
+            push_block(&mut out, &self.middle_block(b));
+        }
+        for stage in 0..self.levels() {
+            let c = self.channels_at(self.levels() - stage);
+            out.push((format!("ups.{stage}.0.weight"), vec![2 * c, c, 1, 1]));
+            for b in 0..self.dec_blocks[stage] {
+                push_block(&mut out, &self.decoder_block(stage, b));
+            }
+        }
+        out.push(("ending.weight".to_owned(), vec![IMAGE_CHANNELS, w, 3, 3]));
+        out.push(("ending.bias".to_owned(), vec![IMAGE_CHANNELS]));
+        out
+    }
+
+    /// Total number of parameters.
+    pub fn param_count(&self) -> usize {
+        self.expected_tensors().iter().map(|(_, s)| s.iter().product::<usize>()).sum()
+    }
+
+    /// Multiply-accumulates of one forward pass on a `height`×`width` (padded) input.
+    pub fn macs(&self, height: usize, width: usize) -> u64 {
+        let px = |level: usize| ((height >> level) * (width >> level)) as u64;
+        let block = |c: u64, level: usize| {
+            // conv1, conv4 (c→2c), conv3, conv5 (c→c), depthwise 3×3 on 2c; SCA c×c once.
+            px(level) * (6 * c * c + 9 * 2 * c) + c * c
+        };
+        let w = self.width as u64;
+        let mut total = px(0) * 2 * 9 * IMAGE_CHANNELS as u64 * w; // intro + ending
+        for level in 0..self.levels() {
+            let c = w << level;
+            total += self.enc_blocks[level] as u64 * block(c, level);
+            // down: 2×2/2 conv c→2c; up: 1×1 conv 2c→4c at the lower resolution.
+            total += 2 * px(level + 1) * (2 * c) * (4 * c);
+            let stage = self.levels() - 1 - level;
+            total += self.dec_blocks[stage] as u64 * block(c, level);
+        }
+        total += self.middle_blocks as u64 * block(w << self.levels(), self.levels());
+        total
+    }
+
+    /// Infers family and hyper-parameters from the keys and shapes of `weights`, then validates
+    /// every key (nothing missing, nothing extra, every shape right).
+    pub fn infer(weights: &WeightStore) -> Result<Self> {
+        let family = detect_family(weights)?;
+        let intro = weights
+            .get("intro.weight")
+            .ok_or_else(|| Error::MissingKey { key: "intro.weight".into(), expected: vec![0, IMAGE_CHANNELS, 3, 3] })?;
+        let width = match intro.shape() {
+            [w, c, 3, 3] if *c == IMAGE_CHANNELS && *w > 0 => *w,
+            other => {
+                return Err(Error::ShapeMismatch {
+                    key: "intro.weight".into(),
+                    expected: vec![0, IMAGE_CHANNELS, 3, 3],
+                    found: other.to_vec(),
+                });
+            }
+        };
+        let keys: Vec<&str> = weights.iter().map(|(k, _)| k).collect();
+        let levels = count_indices(&keys, "downs.");
+        if levels == 0 {
+            return Err(Error::UnknownArchitecture("no `downs.N.weight` keys: not a NAFNet".into()));
+        }
+        if levels > 8 {
+            return Err(Error::UnknownArchitecture(format!("{levels} down-sampling levels is implausible")));
+        }
+        let enc_blocks = (0..levels)
+            .map(|l| count_indices(&keys, &family.encoder_stage(l)))
+            .collect();
+        let middle_blocks = count_indices(&keys, family.middle_stage());
+        let dec_blocks = (0..levels)
+            .map(|s| count_indices(&keys, &family.decoder_stage(s)))
+            .collect();
+        let spec = ModelSpec { family, width, enc_blocks, middle_blocks, dec_blocks };
+        spec.validate(weights)?;
+        Ok(spec)
+    }
+
+    /// Checks that `weights` holds exactly this architecture's keys with the right shapes.
+    pub fn validate(&self, weights: &WeightStore) -> Result<()> {
+        let expected = self.expected_tensors();
+        let expected_keys: BTreeSet<&str> = expected.iter().map(|(k, _)| k.as_str()).collect();
+        for (key, tensor) in weights.iter() {
+            if !expected_keys.contains(key) {
+                return Err(Error::UnexpectedKey {
+                    key: key.to_owned(),
+                    shape: tensor.shape().to_vec(),
+                    family: self.family.name(),
+                });
+            }
+        }
+        for (key, shape) in &expected {
+            let tensor = weights
+                .get(key)
+                .ok_or_else(|| Error::MissingKey { key: key.clone(), expected: shape.clone() })?;
+            if tensor.shape() != shape.as_slice() {
+                return Err(Error::ShapeMismatch {
+                    key: key.clone(),
+                    expected: shape.clone(),
+                    found: tensor.shape().to_vec(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn push_block(out: &mut Vec<(String, Vec<usize>)>, site: &BlockSite) {
+    let (p, c) = (&site.prefix, site.channels);
+    let entries: [(&str, Vec<usize>); 18] = [
+        ("beta", vec![1, c, 1, 1]),
+        ("gamma", vec![1, c, 1, 1]),
+        ("conv1.weight", vec![2 * c, c, 1, 1]),
+        ("conv1.bias", vec![2 * c]),
+        ("conv2.weight", vec![2 * c, 1, 3, 3]),
+        ("conv2.bias", vec![2 * c]),
+        ("conv3.weight", vec![c, c, 1, 1]),
+        ("conv3.bias", vec![c]),
+        ("sca.1.weight", vec![c, c, 1, 1]),
+        ("sca.1.bias", vec![c]),
+        ("conv4.weight", vec![2 * c, c, 1, 1]),
+        ("conv4.bias", vec![2 * c]),
+        ("conv5.weight", vec![c, c, 1, 1]),
+        ("conv5.bias", vec![c]),
+        ("norm1.weight", vec![c]),
+        ("norm1.bias", vec![c]),
+        ("norm2.weight", vec![c]),
+        ("norm2.bias", vec![c]),
+    ];
+    for (suffix, shape) in entries {
+        out.push((format!("{p}.{suffix}"), shape));
+    }
+}
+
+/// Tells the two layouts apart by their block key pattern.
+fn detect_family(weights: &WeightStore) -> Result<Family> {
+    let has = |pred: &dyn Fn(&str) -> bool| weights.iter().any(|(k, _)| pred(k));
+    let maskdcpt = has(&|k| k.starts_with("middle_blks.blocks.") || (k.starts_with("decoder") && k.contains(".blocks.")));
+    let upstream = has(&|k| k.starts_with("decoders.") || is_upstream_middle(k));
+    match (maskdcpt, upstream) {
+        (true, false) => Ok(Family::MaskDcpt),
+        (false, true) => Ok(Family::Nafnet),
+        (true, true) => Err(Error::UnknownArchitecture(
+            "keys mix the MaskDCPT (`.blocks.`) and upstream NAFNet layouts".into(),
+        )),
+        (false, false) => {
+            let sample: Vec<&str> = weights.iter().map(|(k, _)| k).take(5).collect();
+            Err(Error::UnknownArchitecture(format!(
+                "keys match neither the MaskDCPT NAFNet layout (`middle_blks.blocks.0.*`, `decoder0.blocks.0.*`) \
+                 nor upstream NAFNet (`middle_blks.0.*`, `decoders.0.0.*`); first keys: {sample:?}"
+            )))
+        }
+    }
+}
+
+fn is_upstream_middle(key: &str) -> bool {
+    key.strip_prefix("middle_blks.")
+        .and_then(|rest| rest.split('.').next())
+        .is_some_and(|idx| idx.parse::<usize>().is_ok())
+}
+
+/// Number of distinct indices `N` in keys `{prefix}N.…` (max index + 1; gaps are
+/// reported later as missing keys).
+fn count_indices(keys: &[&str], prefix: &str) -> usize {
+    let indices: BTreeMap<usize, ()> = keys
+        .iter()
+        .filter_map(|k| k.strip_prefix(prefix))
+        .filter_map(|rest| rest.split('.').next())
+        .filter_map(|idx| idx.parse::<usize>().ok())
+        .filter(|&i| i < 4096)
+        .map(|i| (i, ()))
+        .collect();
+    indices.keys().next_back().map_or(0, |&m| m + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn released() -> ModelSpec {
+        ModelSpec {
+            family: Family::MaskDcpt,
+            width: 64,
+            enc_blocks: vec![1, 1, 1, 28],
+            middle_blocks: 1,
+            dec_blocks: vec![1, 1, 1, 1],
+        }
+    }
+
+    #[test]
+    fn released_config_has_the_published_parameter_count() {
+        let spec = released();
+        assert_eq!(spec.param_count(), 67_888_835);
+        assert_eq!(spec.expected_tensors().len(), 664);
+        assert_eq!(spec.size_multiple(), 16);
+    }
+
+    #[test]
+    fn released_config_macs_match_flop_counter() {
+        // torch FlopCounter: 126.1 GFLOPs at 256×256 (spec §7) = 63.05 GMACs.
+        let gmacs = released().macs(256, 256) as f64 / 1e9;
+        assert!((gmacs - 63.05).abs() < 0.1, "{gmacs}");
+    }
+
+    #[test]
+    fn upstream_layout_pads_to_power_of_levels() {
+        let spec = ModelSpec { family: Family::Nafnet, width: 8, enc_blocks: vec![1, 1, 2], middle_blocks: 2, dec_blocks: vec![1, 1, 1] };
+        assert_eq!(spec.size_multiple(), 8);
+        assert!(spec.expected_tensors().iter().any(|(k, _)| k == "decoders.2.0.conv5.bias"));
+        assert!(spec.expected_tensors().iter().any(|(k, _)| k == "middle_blks.1.beta"));
+    }
+}

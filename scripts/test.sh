@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The project's test command (README "Run the tests"; CI runs it through .ci/run).
+# Sets up what it needs on a fresh Debian machine, then builds, lints and tests everything.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo --version
+cargo build --release --workspace --all-targets
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --release --workspace
