@@ -689,3 +689,45 @@ fn long_from_le(bytes: &[u8]) -> Option<i64> {
     let fits = high.iter().all(|&b| b == fill) && (value < 0) == (fill == 0xff);
     fits.then_some(value)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long1_is_twos_complement_within_64_bits() {
+        assert_eq!(long_from_le(&[]), Some(0));
+        assert_eq!(long_from_le(&[0xff]), Some(-1));
+        assert_eq!(long_from_le(&[0x80, 0x00]), Some(128));
+        assert_eq!(long_from_le(&[0, 0, 0, 0, 0, 0, 0, 0x80]), Some(i64::MIN));
+        assert_eq!(long_from_le(&[0xff; 9]), Some(-1));
+        assert_eq!(long_from_le(&[0, 0, 0, 0, 0, 0, 0, 0x80, 0]), None); // 2^63
+        assert_eq!(long_from_le(&[0, 0, 0, 0, 0, 0, 0, 0, 1]), None); // 2^64
+    }
+
+    #[test]
+    fn memoised_dict_is_shared_not_copied() {
+        // {'a': d, 'b': d} where d = {'k': 5} is filled after it was memoised.
+        let pickle = unpickle(b"\x80\x02}q\x00(X\x01\x00\x00\x00a}q\x01(X\x01\x00\x00\x00kK\x05uX\x01\x00\x00\x00bh\x01u.").unwrap();
+        let root = pickle.dict(pickle.root()).unwrap();
+        assert_eq!(root.len(), 2);
+        for (_, value) in root {
+            assert!(matches!(pickle.dict(value), Some([(Value::Str(k), Value::Int(5))]) if &**k == "k"));
+        }
+    }
+
+    #[test]
+    fn deep_nesting_neither_recurses_nor_overflows() {
+        let mut data = b"\x80\x02)".to_vec();
+        data.extend(std::iter::repeat_n(0x85, 200_000)); // TUPLE1, 200k levels deep
+        data.push(b'.');
+        let pickle = unpickle(&data).unwrap();
+        assert_eq!(pickle.describe(pickle.root()), "a tuple of 1");
+    }
+
+    #[test]
+    fn ops_cannot_reach_below_the_mark() {
+        let err = unpickle(b"\x80\x02K\x01K\x02(\x86.").unwrap_err();
+        assert!(err.to_string().contains("stack underflow at byte 7"), "{err}");
+    }
+}

@@ -215,8 +215,9 @@ impl Engine for CpuEngine {
         }
         let (rw, rh) = self.run_size(width, height);
         let (h, w) = self.padded(rw, rh);
-        let planar_io = 2 * IMAGE_CHANNELS as u64 * (h * w) as u64 + 2 * IMAGE_CHANNELS as u64 * (width * height) as u64;
-        let activations = (self.layout(h, w).total_len() as u64 + planar_io) * 4;
+        // The padded planar copy and the cropped result of one run, plus the whole output.
+        let io = IMAGE_CHANNELS as u64 * ((h * w + rw * rh) as u64 + (width * height) as u64);
+        let activations = (self.layout(h, w).total_len() as u64 + io) * 4;
         Ok(MemoryEstimate { weights: self.weights_bytes(), activations })
     }
 }

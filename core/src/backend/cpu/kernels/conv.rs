@@ -5,7 +5,8 @@ use multiversion::multiversion;
 use rayon::prelude::*;
 
 /// `acc[x] += k[0]·src[x-1] + k[1]·src[x] + k[2]·src[x+1]`, with zeros outside `src`.
-#[multiversion(targets("x86_64+avx512f+avx512vl+fma", "x86_64+avx2+fma", "aarch64+neon"))]
+/// Inlined into the per-target clones of its callers.
+#[inline(always)]
 fn row_taps(acc: &mut [f32], src: &[f32], k: [f32; 3]) {
     let w = acc.len();
     debug_assert_eq!(src.len(), w);
@@ -14,19 +15,52 @@ fn row_taps(acc: &mut [f32], src: &[f32], k: [f32; 3]) {
         return;
     }
     acc[0] += k[1] * src[0] + k[2] * src[1];
-    for x in 1..w - 1 {
-        acc[x] += k[0] * src[x - 1] + k[1] * src[x] + k[2] * src[x + 1];
+    for ((a, s), (l, r)) in acc[1..w - 1].iter_mut().zip(&src[1..w - 1]).zip(src[..w - 2].iter().zip(&src[2..])) {
+        *a += k[0] * l + k[1] * s + k[2] * r;
     }
     acc[w - 1] += k[0] * src[w - 2] + k[1] * src[w - 1];
 }
 
-/// One output row of a 3×3 conv of one input plane: `acc += conv(plane)[row]`.
-/// `plane_rows(r)` returns input row `r`, or `None` outside the plane (zero padding).
-fn accumulate_row<'a>(acc: &mut [f32], plane_rows: impl Fn(isize) -> Option<&'a [f32]>, row: usize, k: &[f32]) {
-    for ky in 0..3 {
-        if let Some(src) = plane_rows(row as isize + ky as isize - 1) {
-            row_taps(acc, src, [k[3 * ky], k[3 * ky + 1], k[3 * ky + 2]]);
+/// Rows `[first, first + rows)` of one plane of width `w`, inside an image of `h` rows.
+#[derive(Clone, Copy)]
+struct Plane<'a> {
+    data: &'a [f32],
+    first: usize,
+    rows: usize,
+    h: usize,
+    w: usize,
+}
+
+impl<'a> Plane<'a> {
+    /// Row `r` of the image, or `None` where it is zero padding (or not held).
+    #[inline(always)]
+    fn row(&self, r: isize) -> Option<&'a [f32]> {
+        let local = r - self.first as isize;
+        ((0..self.h as isize).contains(&r) && (0..self.rows as isize).contains(&local))
+            .then(|| &self.data[local as usize * self.w..(local as usize + 1) * self.w])
+    }
+}
+
+/// `out` (rows `r0..` of width `w`) `+= conv3×3(plane)` with kernel `k` (row-major 3×3).
+#[inline(always)]
+fn accumulate_rows(out: &mut [f32], plane: Plane<'_>, r0: usize, k: &[f32]) {
+    for (i, acc) in out.chunks_exact_mut(plane.w).enumerate() {
+        let row = (r0 + i) as isize;
+        for ky in 0..3 {
+            if let Some(src) = plane.row(row + ky as isize - 1) {
+                row_taps(acc, src, [k[3 * ky], k[3 * ky + 1], k[3 * ky + 2]]);
+            }
         }
+    }
+}
+
+/// One output row of a dense 3×3 conv: `acc = bias + Σ_cin conv(input[cin])[row]`.
+#[multiversion(targets("x86_64+avx512f+avx512vl+fma", "x86_64+avx2+fma", "aarch64+neon"))]
+fn dense_row(acc: &mut [f32], input: &[f32], (h, w): (usize, usize), row: usize, weight: &[f32], bias: f32) {
+    acc.fill(bias);
+    for (c, k) in weight.chunks_exact(9).enumerate() {
+        let plane = Plane { data: &input[c * h * w..(c + 1) * h * w], first: 0, rows: h, h, w };
+        accumulate_rows(acc, plane, row, k);
     }
 }
 
@@ -46,12 +80,7 @@ pub fn conv3x3(
     assert!(out.len() >= cout * plane && input.len() >= cin * plane && weight.len() >= cout * cin * 9);
     out[..cout * plane].par_chunks_mut(w).enumerate().for_each(|(i, acc)| {
         let (o, row) = (i / h, i % h);
-        acc.fill(bias[o]);
-        for c in 0..cin {
-            let src = &input[c * plane..(c + 1) * plane];
-            let rows = |r: isize| (0..h as isize).contains(&r).then(|| &src[r as usize * w..(r as usize + 1) * w]);
-            accumulate_row(acc, rows, row, &weight[(o * cin + c) * 9..(o * cin + c + 1) * 9]);
-        }
+        dense_row(acc, &input[..cin * plane], (h, w), row, &weight[o * cin * 9..(o + 1) * cin * 9], bias[o]);
         if let Some(res) = residual {
             let r = &res[o * plane + row * w..o * plane + (row + 1) * w];
             acc.iter_mut().zip(r).for_each(|(a, b)| *a += b);
@@ -85,41 +114,48 @@ pub fn depthwise_gate(
     let plane = h * w;
     assert!(g.len() >= c * plane && u.data.len() >= 2 * c * u.rows * w);
     assert!(u.first <= r0.saturating_sub(1) && u.first + u.rows >= (r1 + 1).min(h), "band misses halo rows");
+    let band_plane = |ch: usize| Plane { data: &u.data[ch * u.rows * w..(ch + 1) * u.rows * w], first: u.first, rows: u.rows, h, w };
     g[..c * plane]
         .par_chunks_mut(plane)
         .enumerate()
         .map(|(i, gi)| {
-            let mut a = vec![0.0f32; w];
-            let mut b = vec![0.0f32; w];
-            let mut sum = 0.0f64;
-            for row in r0..r1 {
-                for (acc, ch) in [(&mut a, i), (&mut b, i + c)] {
-                    acc.fill(bias[ch]);
-                    let src = &u.data[ch * u.rows * w..(ch + 1) * u.rows * w];
-                    let rows = |r: isize| {
-                        let local = r - u.first as isize;
-                        ((0..h as isize).contains(&r) && (0..u.rows as isize).contains(&local))
-                            .then(|| &src[local as usize * w..(local as usize + 1) * w])
-                    };
-                    accumulate_row(acc, rows, row, &weight[ch * 9..ch * 9 + 9]);
-                }
-                let dst = &mut gi[row * w..(row + 1) * w];
-                sum += gate_into(dst, &a, &b);
-            }
-            sum
+            let dst = &mut gi[r0 * w..r1 * w];
+            let mut other = vec![0.0f32; dst.len()];
+            let k = |ch: usize| &weight[ch * 9..ch * 9 + 9];
+            dw_gate_rows(dst, &mut other, (band_plane(i), band_plane(i + c)), r0, (k(i), k(i + c)), (bias[i], bias[i + c]))
         })
         .collect()
 }
 
-/// `dst = a · b` element-wise; returns the sum of `dst`.
+/// `dst = (dw(a) + bias_a) · (dw(b) + bias_b)` over rows `r0..`; `other` is scratch of
+/// `dst`'s size. Returns the sum of `dst`.
 #[multiversion(targets("x86_64+avx512f+avx512vl+fma", "x86_64+avx2+fma", "aarch64+neon"))]
-fn gate_into(dst: &mut [f32], a: &[f32], b: &[f32]) -> f64 {
-    let mut sum = 0.0f32;
-    for ((d, x), y) in dst.iter_mut().zip(a).zip(b) {
-        *d = x * y;
-        sum += *d;
+fn dw_gate_rows(
+    dst: &mut [f32],
+    other: &mut [f32],
+    (a, b): (Plane<'_>, Plane<'_>),
+    r0: usize,
+    (ka, kb): (&[f32], &[f32]),
+    (bias_a, bias_b): (f32, f32),
+) -> f64 {
+    dst.fill(bias_a);
+    accumulate_rows(dst, a, r0, ka);
+    other.fill(bias_b);
+    accumulate_rows(other, b, r0, kb);
+    dst.iter_mut().zip(other.iter()).for_each(|(d, o)| *d *= o);
+    dst.chunks(a.w).map(|row| sum_lanes(row) as f64).sum()
+}
+
+/// Sum of `xs` in 16 independent lanes (so it vectorises), then across lanes.
+#[inline(always)]
+fn sum_lanes(xs: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 16];
+    let chunks = xs.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for chunk in chunks {
+        lanes.iter_mut().zip(chunk).for_each(|(l, x)| *l += x);
     }
-    sum as f64
+    lanes.iter().sum::<f32>() + tail
 }
 
 #[cfg(test)]

@@ -1,0 +1,140 @@
+//! Bad models and bad images: each is a clear error naming the problem, never a panic.
+
+use std::collections::BTreeMap;
+
+use maskdcpt_core::Error;
+use maskdcpt_core::backend::{EngineOptions, ScaMode, Tiling, build_engine};
+use maskdcpt_core::image::Image;
+use maskdcpt_core::model::Model;
+use maskdcpt_core::spec::{Family, ModelSpec};
+use maskdcpt_core::weights::{Format, Tensor, WeightStore};
+
+fn tiny_spec() -> ModelSpec {
+    ModelSpec { family: Family::MaskDcpt, width: 4, enc_blocks: vec![1, 1], middle_blocks: 1, dec_blocks: vec![1, 1] }
+}
+
+fn random_tensors(spec: &ModelSpec) -> BTreeMap<String, Tensor> {
+    let mut state = 0x2545_f491_u32;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        (state as f32 / u32::MAX as f32 - 0.5) * 0.4
+    };
+    spec.expected_tensors()
+        .into_iter()
+        .map(|(key, shape)| {
+            let n: usize = shape.iter().product();
+            let values: Vec<f32> = (0..n).map(|_| if key.contains("norm") && key.ends_with("weight") { 1.0 } else { next() }).collect();
+            let tensor = Tensor::from_f32(shape, &values).unwrap();
+            (key, tensor)
+        })
+        .collect()
+}
+
+fn model_from(tensors: BTreeMap<String, Tensor>) -> Result<Model, Error> {
+    Model::from_weights(WeightStore::new(tensors, Format::Safetensors, None))
+}
+
+fn tiny_model() -> Model {
+    model_from(random_tensors(&tiny_spec())).unwrap()
+}
+
+#[test]
+fn a_missing_key_is_named_with_its_shape() {
+    let mut t = random_tensors(&tiny_spec());
+    t.remove("encoders.1.blocks.0.conv4.weight");
+    let err = model_from(t).unwrap_err();
+    assert!(matches!(&err, Error::MissingKey { key, expected } if key == "encoders.1.blocks.0.conv4.weight" && expected == &vec![16, 8, 1, 1]), "{err}");
+}
+
+#[test]
+fn a_wrong_shape_is_named() {
+    let mut t = random_tensors(&tiny_spec());
+    t.insert("decoder1.blocks.0.conv5.bias".into(), Tensor::from_f32(vec![5], &[0.0; 5]).unwrap());
+    let err = model_from(t).unwrap_err().to_string();
+    assert!(err.contains("decoder1.blocks.0.conv5.bias") && err.contains("[4]") && err.contains("[5]"), "{err}");
+}
+
+#[test]
+fn an_unexpected_key_is_named() {
+    let mut t = random_tensors(&tiny_spec());
+    t.insert("head.fc.weight".into(), Tensor::from_f32(vec![2], &[0.0; 2]).unwrap());
+    let err = model_from(t).unwrap_err().to_string();
+    assert!(err.contains("head.fc.weight"), "{err}");
+}
+
+#[test]
+fn a_non_finite_weight_is_named() {
+    let mut t = random_tensors(&tiny_spec());
+    t.insert("intro.bias".into(), Tensor::from_f32(vec![4], &[0.0, 0.0, f32::INFINITY, 0.0]).unwrap());
+    let err = model_from(t).unwrap_err();
+    assert!(matches!(&err, Error::NonFinite { key, index: 2, .. } if key == "intro.bias"), "{err}");
+}
+
+#[test]
+fn keys_of_another_network_are_an_unknown_architecture() {
+    let t: BTreeMap<String, Tensor> =
+        [("patch_embed.proj.weight".to_owned(), Tensor::from_f32(vec![1], &[0.0]).unwrap())].into_iter().collect();
+    assert!(matches!(model_from(t), Err(Error::UnknownArchitecture(_))));
+    assert!(matches!(model_from(BTreeMap::new()), Err(Error::UnknownArchitecture(_))));
+}
+
+#[test]
+fn empty_and_non_finite_images_are_refused() {
+    let engine = build_engine(&tiny_model(), &EngineOptions::default()).unwrap();
+    assert!(Image::new(0, 0, vec![]).is_err());
+    assert!(Image::new(0, 5, vec![]).is_err());
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut data = vec![0.5; 4 * 3 * 3];
+        data[7] = bad;
+        let err = engine.restore(&Image::new(4, 3, data).unwrap()).unwrap_err();
+        assert!(matches!(err, Error::InvalidImage(ref m) if m.contains("(x 2, y 0) channel 1")), "{err}");
+    }
+}
+
+#[test]
+fn one_pixel_and_thin_images_restore_to_their_own_size() {
+    let engine = build_engine(&tiny_model(), &EngineOptions::default()).unwrap();
+    for (w, h) in [(1, 1), (1, 9), (17, 1)] {
+        let out = engine.restore(&Image::new(w, h, vec![0.25; w * h * 3]).unwrap()).unwrap();
+        assert_eq!((out.width(), out.height()), (w, h));
+        assert!(out.data().iter().all(|v| v.is_finite()));
+    }
+}
+
+#[test]
+fn a_run_over_the_memory_limit_is_an_error_with_a_hint() {
+    let options = EngineOptions { memory_limit: Some(1 << 20), ..Default::default() };
+    let engine = build_engine(&tiny_model(), &options).unwrap();
+    let err = engine.restore(&Image::new(512, 512, vec![0.5; 512 * 512 * 3]).unwrap()).unwrap_err();
+    assert!(matches!(err, Error::OutOfMemory { .. }), "{err}");
+    assert!(err.to_string().contains("--tile"), "{err}");
+    // Local tiles bound the memory: the same image fits in tiles.
+    let tiling = Some(Tiling { tile: 32, overlap: 8, sca: ScaMode::Local });
+    let tiled = build_engine(&tiny_model(), &EngineOptions { tiling, memory_limit: Some(8 << 20), ..Default::default() }).unwrap();
+    let estimate = tiled.memory_estimate(512, 512).unwrap();
+    assert!(estimate.total() < 8 << 20 && estimate.total() > 3 * 512 * 512 * 4, "{estimate:?}");
+    assert!(tiled.restore(&Image::new(512, 512, vec![0.5; 512 * 512 * 3]).unwrap()).is_ok());
+}
+
+#[test]
+fn invalid_options_are_refused() {
+    let zero_threads = EngineOptions { threads: Some(0), ..Default::default() };
+    assert!(matches!(build_engine(&tiny_model(), &zero_threads), Err(Error::InvalidArgument(_))));
+    let zero_tile = EngineOptions { tiling: Some(Tiling { tile: 0, overlap: 0, sca: ScaMode::Global }), ..Default::default() };
+    assert!(matches!(build_engine(&tiny_model(), &zero_tile), Err(Error::InvalidArgument(_))));
+}
+
+#[test]
+fn one_engine_serves_many_threads_with_identical_results() {
+    let engine = build_engine(&tiny_model(), &EngineOptions { threads: Some(2), ..Default::default() }).unwrap();
+    let img = Image::new(19, 23, (0..19 * 23 * 3).map(|i| (i % 97) as f32 / 97.0).collect()).unwrap();
+    let reference = engine.restore(&img).unwrap();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8).map(|_| s.spawn(|| engine.restore(&img).unwrap())).collect();
+        for h in handles {
+            assert_eq!(h.join().unwrap(), reference);
+        }
+    });
+}
