@@ -5,7 +5,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use maskdcpt_core::backend::cpu::kernels::conv::{Band, conv3x3, depthwise_gate};
 use maskdcpt_core::backend::cpu::kernels::elementwise::simple_gate;
 use maskdcpt_core::backend::cpu::kernels::layernorm::layer_norm;
-use maskdcpt_core::backend::cpu::kernels::matmul::{MatMut, MatRef, matmul};
+use maskdcpt_core::backend::cpu::kernels::matmul::{Epilogue, MatMut, MatRef, MatmulPrecision, PackedLhs, bf16_supported, matmul};
 
 fn values(n: usize) -> Vec<f32> {
     (0..n).map(|i| ((i as f32) * 0.618).sin()).collect()
@@ -16,14 +16,21 @@ const LEVELS: [(usize, usize); 2] = [(64, 256), (512, 32)];
 
 fn bench_matmul(c: &mut Criterion) {
     let mut group = c.benchmark_group("conv1x1_c_to_2c");
+    let precisions: &[MatmulPrecision] =
+        if bf16_supported() { &[MatmulPrecision::F32, MatmulPrecision::Bf16] } else { &[MatmulPrecision::F32] };
     for (ch, side) in LEVELS {
         let n = side * side;
-        let (w, x) = (values(2 * ch * ch), values(ch * n));
+        let (w, x, bias) = (values(2 * ch * ch), values(ch * n), values(2 * ch));
         let mut out = vec![0.0; 2 * ch * n];
+        // Elements = floating-point operations, so criterion's rate reads as FLOP/s.
         group.throughput(Throughput::Elements((2 * 2 * ch * ch * n) as u64));
-        group.bench_function(format!("{ch}ch_{side}px"), |b| {
-            b.iter(|| matmul(MatMut { data: &mut out, row_stride: n }, false, &w, MatRef { data: &x, row_stride: n }, 2 * ch, ch, n, 2));
-        });
+        for &precision in precisions {
+            let packed = PackedLhs::new(&w, 2 * ch, ch, precision).unwrap();
+            let e = Epilogue { bias: Some(&bias), ..Default::default() };
+            group.bench_function(format!("{precision:?}_{ch}ch_{side}px"), |b| {
+                b.iter(|| matmul(MatMut { data: &mut out, row_stride: n }, &packed, MatRef { data: &x, row_stride: n }, n, e, 2));
+            });
+        }
     }
 }
 

@@ -36,6 +36,9 @@ pub enum Precision {
     /// IEEE f32 everywhere.
     #[default]
     F32,
+    /// The matrix products (1×1, up and down convolutions: most of the work) take bf16
+    /// inputs and accumulate in f32; everything else stays f32. Needs AVX512-BF16.
+    Bf16,
 }
 
 /// Options for building an engine.

@@ -619,7 +619,9 @@ impl<'a> Machine<'a> {
     /// `value` as a non-negative int.
     fn non_negative(&self, value: &Value, what: &str) -> Result<usize> {
         match value {
-            Value::Int(i) => usize::try_from(*i).map_err(|_| self.error(format!("{what} {i} is negative or too large"))),
+            Value::Int(i) => {
+                usize::try_from(*i).map_err(|_| self.error(format!("{what} {i} is negative or too large")))
+            }
             _ => Err(self.error(format!("{what} is not an int"))),
         }
     }
@@ -673,7 +675,7 @@ enum Made {
     Same(Value),
 }
 
-/// Most dimensions accepted for a tensor (PyTorch itself allows 64).
+/// Most dimensions accepted for a tensor; bounds the work per REDUCE (state dicts use at most 5 or 6).
 const MAX_RANK: usize = 64;
 
 /// A little-endian two's-complement integer (LONG1), if it fits in an `i64`.
@@ -708,7 +710,9 @@ mod tests {
     #[test]
     fn memoised_dict_is_shared_not_copied() {
         // {'a': d, 'b': d} where d = {'k': 5} is filled after it was memoised.
-        let pickle = unpickle(b"\x80\x02}q\x00(X\x01\x00\x00\x00a}q\x01(X\x01\x00\x00\x00kK\x05uX\x01\x00\x00\x00bh\x01u.").unwrap();
+        let pickle =
+            unpickle(b"\x80\x02}q\x00(X\x01\x00\x00\x00a}q\x01(X\x01\x00\x00\x00kK\x05uX\x01\x00\x00\x00bh\x01u.")
+                .unwrap();
         let root = pickle.dict(pickle.root()).unwrap();
         assert_eq!(root.len(), 2);
         for (_, value) in root {

@@ -39,11 +39,13 @@ const LISTED_KEYS: usize = 20;
 
 /// Reads a `torch.save` zip archive held in `bytes`.
 pub(super) fn read(bytes: &[u8], options: &LoadOptions) -> Result<WeightStore> {
-    let mut archive = ZipArchive::new(Cursor::new(bytes)).map_err(|e| corrupt(format!("not a readable zip archive: {e}")))?;
+    let mut archive =
+        ZipArchive::new(Cursor::new(bytes)).map_err(|e| corrupt(format!("not a readable zip archive: {e}")))?;
     let prefix = archive_prefix(&archive)?;
     check_byteorder(&mut archive, &prefix)?;
     let name = format!("{prefix}data.pkl");
-    let pkl = read_entry(&mut archive, &name, MAX_PICKLE_BYTES)?.ok_or_else(|| corrupt(format!("`{name}` is missing")))?;
+    let pkl =
+        read_entry(&mut archive, &name, MAX_PICKLE_BYTES)?.ok_or_else(|| corrupt(format!("`{name}` is missing")))?;
     let pickle = pickle::unpickle(&pkl)?;
     let (param_key, dict) = choose_state_dict(&pickle, options)?;
     let refs = tensor_refs(&pickle, dict, param_key.as_deref())?;
@@ -64,7 +66,9 @@ fn archive_prefix(archive: &Archive<'_>) -> Result<String> {
         (!folder.is_empty() && !folder.contains(&b'/')).then_some(dir)
     });
     match (found.next(), found.next()) {
-        (Some(dir), None) => String::from_utf8(dir.to_vec()).map_err(|_| corrupt("the archive folder name is not UTF-8")),
+        (Some(dir), None) => {
+            String::from_utf8(dir.to_vec()).map_err(|_| corrupt("the archive folder name is not UTF-8"))
+        }
         (None, _) => Err(corrupt("no `<folder>/data.pkl` in the archive: not a torch.save file")),
         (Some(_), Some(_)) => Err(corrupt("several `<folder>/data.pkl` entries in the archive")),
     }
@@ -102,9 +106,9 @@ fn read_entry(archive: &mut Archive<'_>, name: &str, max: usize) -> Result<Optio
 /// The state dict to use and the top-level key it came from.
 fn choose_state_dict<'p>(pickle: &'p Pickle, options: &LoadOptions) -> Result<(Option<String>, &'p Pairs)> {
     let root = pickle.root();
-    let top = pickle
-        .dict(root)
-        .ok_or_else(|| Error::NoStateDict(format!("the checkpoint holds {}, not a dict of tensors", pickle.describe(root))))?;
+    let top = pickle.dict(root).ok_or_else(|| {
+        Error::NoStateDict(format!("the checkpoint holds {}, not a dict of tensors", pickle.describe(root)))
+    })?;
     if let Some(key) = &options.param_key {
         let value = lookup(top, key).ok_or_else(|| missing_key(pickle, top, key))?;
         let dict = pickle.dict(value).ok_or_else(|| {
@@ -124,8 +128,16 @@ fn lookup<'p>(pairs: &'p Pairs, key: &str) -> Option<&'p Value> {
     pairs.iter().rev().find_map(|(k, v)| matches!(k, Value::Str(s) if &**s == key).then_some(v))
 }
 
-/// The error for a `param_key` that the checkpoint lacks, listing what it has.
+/// The error for a `param_key` that the checkpoint lacks, saying what it has instead.
 fn missing_key(pickle: &Pickle, top: &Pairs, key: &str) -> Error {
+    let is_tensor = |v: &Value| matches!(pickle.object(v), Some(Object::Tensor(_)));
+    if !top.is_empty() && top.iter().all(|(_, v)| is_tensor(v)) {
+        return Error::NoStateDict(format!(
+            "param_key `{key}` is not in the checkpoint: it is a bare state dict of {} tensors, \
+             load it without a param key",
+            top.len()
+        ));
+    }
     let mut keys: Vec<String> = top
         .iter()
         .take(LISTED_KEYS)
@@ -137,7 +149,10 @@ fn missing_key(pickle: &Pickle, top: &Pairs, key: &str) -> Error {
     if top.len() > LISTED_KEYS {
         keys.push(format!("... ({} more)", top.len() - LISTED_KEYS));
     }
-    Error::NoStateDict(format!("param_key `{key}` is not in the checkpoint; its top-level keys are: {}", keys.join(", ")))
+    Error::NoStateDict(format!(
+        "param_key `{key}` is not in the checkpoint; its top-level keys are: {}",
+        keys.join(", ")
+    ))
 }
 
 /// The tensors of the chosen dict by key, each with its float dtype.
@@ -224,10 +239,13 @@ impl<'b, 'a> Storages<'b, 'a> {
 
     /// The blob of a storage, loaded if needed; its length must be `numel` elements of `dtype`.
     fn blob(&mut self, storage_key: &str, dtype: DType, numel: usize) -> Result<&[u8]> {
-        let expected = numel.checked_mul(dtype.size()).ok_or_else(|| corrupt(format!("storage `{storage_key}` size overflows")))?;
+        let expected = numel
+            .checked_mul(dtype.size())
+            .ok_or_else(|| corrupt(format!("storage `{storage_key}` size overflows")))?;
         if !self.loaded.contains_key(storage_key) {
             let name = format!("{}data/{storage_key}", self.prefix);
-            let bytes = read_entry(self.archive, &name, expected)?.ok_or_else(|| corrupt(format!("`{name}` is missing")))?;
+            let bytes =
+                read_entry(self.archive, &name, expected)?.ok_or_else(|| corrupt(format!("`{name}` is missing")))?;
             self.loaded.insert(storage_key.to_owned(), bytes);
         }
         let blob = self.loaded.get(storage_key).map_or(&[][..], Vec::as_slice);
@@ -270,7 +288,8 @@ fn gather(storage: &[u8], elem: usize, tensor: &TensorRef) -> Option<Vec<u8>> {
     if numel == 0 {
         return Some(Vec::new());
     }
-    let last = size.iter().zip(stride).try_fold(tensor.offset, |acc, (&n, &s)| acc.checked_add((n - 1).checked_mul(s)?))?;
+    let last =
+        size.iter().zip(stride).try_fold(tensor.offset, |acc, (&n, &s)| acc.checked_add((n - 1).checked_mul(s)?))?;
     if last >= storage.len() / elem {
         return None;
     }

@@ -7,9 +7,9 @@
 //! result does not depend on the band height except for the order of the SCA sums.
 
 use super::kernels::conv::{Band, depthwise_gate};
-use super::kernels::elementwise::{add_bias, simple_gate};
+use super::kernels::elementwise::simple_gate;
 use super::kernels::layernorm::layer_norm;
-use super::kernels::matmul::{MatMut, MatRef, matmul};
+use super::kernels::matmul::{Epilogue, MatMut, MatRef, matmul};
 use super::prepared::BlockWeights;
 
 /// Scratch a block needs on an `h × w` map with bands of `band_rows` rows.
@@ -43,39 +43,33 @@ pub fn run_block(bw: &BlockWeights, x: &mut [f32], (h, w): (usize, usize), band_
         let ne = (e1 - e0) * w;
         let (t, u) = (&mut s.t[..c * ne], &mut s.u[..2 * c * ne]);
         layer_norm(t, &x[e0 * w..], hw, c, ne, &bw.norm1.0, &bw.norm1.1, bw.eps);
-        matmul(MatMut { data: u, row_stride: ne }, false, &bw.conv1.0, MatRef { data: t, row_stride: ne }, 2 * c, c, ne, threads);
-        add_bias(u, ne, ne, &bw.conv1.1);
+        let bias = Epilogue { bias: Some(&bw.conv1.1), ..Default::default() };
+        matmul(MatMut { data: u, row_stride: ne }, &bw.conv1.0, MatRef { data: t, row_stride: ne }, ne, bias, threads);
         let band = Band { data: u, first: e0, rows: e1 - e0 };
         let part = depthwise_gate(s.g, &band, &bw.dw.0, &bw.dw.1, c, (h, w), (r0, r1));
         sums.iter_mut().zip(part).for_each(|(a, b)| *a += b);
     }
-    let conv3 = attention_folded_conv3(bw, &sums, hw);
+    let attention = channel_attention(bw, &sums, hw);
     for (r0, r1) in bands(h, band_rows) {
         let (off, n) = (r0 * w, (r1 - r0) * w);
         let rows = (c - 1) * hw + n;
         let xb = &mut x[off..off + rows];
-        add_bias(xb, hw, n, &bw.conv3_beta.1);
-        matmul(MatMut { data: xb, row_stride: hw }, true, &conv3, MatRef { data: &s.g[off..], row_stride: hw }, c, c, n, threads);
+        let e3 = Epilogue { accumulate: true, bias: Some(&bw.conv3_beta.1), rhs_scale: Some(&attention) };
+        matmul(MatMut { data: xb, row_stride: hw }, &bw.conv3_beta.0, MatRef { data: &s.g[off..], row_stride: hw }, n, e3, threads);
         let (t, u) = (&mut s.t[..c * n], &mut s.u[..2 * c * n]);
         layer_norm(t, xb, hw, c, n, &bw.norm2.0, &bw.norm2.1, bw.eps);
-        matmul(MatMut { data: u, row_stride: n }, false, &bw.conv4.0, MatRef { data: t, row_stride: n }, 2 * c, c, n, threads);
-        add_bias(u, n, n, &bw.conv4.1);
+        let e4 = Epilogue { bias: Some(&bw.conv4.1), ..Default::default() };
+        matmul(MatMut { data: u, row_stride: n }, &bw.conv4.0, MatRef { data: t, row_stride: n }, n, e4, threads);
         simple_gate(t, u, c, n);
-        add_bias(xb, hw, n, &bw.conv5_gamma.1);
-        matmul(MatMut { data: xb, row_stride: hw }, true, &bw.conv5_gamma.0, MatRef { data: t, row_stride: n }, c, c, n, threads);
+        let e5 = Epilogue { accumulate: true, bias: Some(&bw.conv5_gamma.1), rhs_scale: None };
+        matmul(MatMut { data: xb, row_stride: hw }, &bw.conv5_gamma.0, MatRef { data: t, row_stride: n }, n, e5, threads);
     }
 }
 
-/// `β·conv3 · diag(s)` where `s = W_sca · mean(g) + b_sca` is the channel-attention vector.
-fn attention_folded_conv3(bw: &BlockWeights, sums: &[f64], hw: usize) -> Vec<f32> {
+/// The channel-attention vector `s = W_sca · mean(g) + b_sca`, applied as a per-row scale of
+/// conv3's input.
+fn channel_attention(bw: &BlockWeights, sums: &[f64], hw: usize) -> Vec<f32> {
     let c = bw.c;
     let mean: Vec<f32> = sums.iter().map(|s| (s / hw as f64) as f32).collect();
-    let attention: Vec<f32> = (0..c)
-        .map(|i| bw.sca.1[i] + bw.sca.0[i * c..(i + 1) * c].iter().zip(&mean).map(|(w, m)| w * m).sum::<f32>())
-        .collect();
-    let mut folded = bw.conv3_beta.0.clone();
-    for row in folded.chunks_exact_mut(c) {
-        row.iter_mut().zip(&attention).for_each(|(v, a)| *v *= a);
-    }
-    folded
+    (0..c).map(|i| bw.sca.1[i] + bw.sca.0[i * c..(i + 1) * c].iter().zip(&mean).map(|(w, m)| w * m).sum::<f32>()).collect()
 }

@@ -18,8 +18,8 @@ use crate::spec::{IMAGE_CHANNELS, PadMode};
 use crate::tiling::restore_local_tiles;
 use block::{BlockScratch, run_block};
 use kernels::conv::conv3x3;
-use kernels::elementwise::{add_bias, add_pixel_shuffle, space_to_depth};
-use kernels::matmul::{MatMut, MatRef, matmul};
+use kernels::elementwise::{add_pixel_shuffle, space_to_depth};
+use kernels::matmul::{Epilogue, MatMut, MatRef, MatmulPrecision, matmul};
 use prepared::{StepWeights, prepare};
 use workspace::{Layout, Workspace};
 
@@ -44,11 +44,12 @@ pub struct CpuEngine {
 impl CpuEngine {
     /// Builds the engine: fuses the graph and converts the weights once.
     pub fn new(model: &Model, options: &EngineOptions) -> Result<Self> {
-        let Precision::F32 = options.precision;
-        if let Some(t) = options.tiling {
-            if t.tile == 0 {
-                return Err(Error::InvalidArgument("tile size must be at least 1 pixel".into()));
-            }
+        let precision = match options.precision {
+            Precision::F32 => MatmulPrecision::F32,
+            Precision::Bf16 => MatmulPrecision::Bf16,
+        };
+        if options.tiling.is_some_and(|t| t.tile == 0) {
+            return Err(Error::InvalidArgument("tile size must be at least 1 pixel".into()));
         }
         let threads = match options.threads {
             Some(0) => return Err(Error::InvalidArgument("threads must be at least 1".into())),
@@ -62,7 +63,7 @@ impl CpuEngine {
             .map_err(|e| Error::Unsupported(format!("cannot start {threads} worker threads: {e}")))?;
         let graph = model.graph();
         let program = fuse(&graph)?;
-        let weights = program.steps.iter().map(|s| prepare(s, model.weights())).collect::<Result<Vec<_>>>()?;
+        let weights = program.steps.iter().map(|s| prepare(s, model.weights(), precision)).collect::<Result<Vec<_>>>()?;
         Ok(CpuEngine {
             graph,
             program,
@@ -162,22 +163,21 @@ impl CpuEngine {
                     let res = residual.map(|r| &ws.slots[slot(r)][..]);
                     conv3x3(&mut out, &ws.slots[slot(*input)], res, weight, bias, (*cin, *cout), (hl, wl));
                 }
-                (Step::Down { input, .. }, StepWeights::Down { weight, bias, cin, cout }) => {
-                    let (hi, wi) = (hl * 2, wl * 2);
+                (Step::Down { input, .. }, StepWeights::Down { weight: (weight, bias), cin }) => {
                     let n = hl * wl;
-                    space_to_depth(&mut ws.tmp, &ws.slots[slot(*input)], *cin, hi, wi);
-                    let dst = MatMut { data: &mut out[..cout * n], row_stride: n };
-                    matmul(dst, false, weight, MatRef { data: &ws.tmp, row_stride: n }, *cout, 4 * cin, n, self.threads);
-                    add_bias(&mut out[..cout * n], n, n, bias);
+                    space_to_depth(&mut ws.tmp, &ws.slots[slot(*input)], *cin, hl * 2, wl * 2);
+                    let dst = MatMut { data: &mut out, row_stride: n };
+                    let e = Epilogue { bias: Some(bias), ..Default::default() };
+                    matmul(dst, weight, MatRef { data: &ws.tmp, row_stride: n }, n, e, self.threads);
                 }
-                (Step::UpShuffleAdd { input, skip, .. }, StepWeights::Up { weight, cin, cout }) => {
-                    let n = (hl / 2) * (wl / 2);
+                (Step::UpShuffleAdd { input, skip, .. }, StepWeights::Up { weight, .. }) => {
+                    let (n, cout) = ((hl / 2) * (wl / 2), weight.rows());
                     if slot(*skip) != out_slot {
                         let len = cout / 4 * hl * wl;
                         out[..len].copy_from_slice(&ws.slots[slot(*skip)][..len]);
                     }
-                    let dst = MatMut { data: &mut ws.tmp[..cout * n], row_stride: n };
-                    matmul(dst, false, weight, MatRef { data: &ws.slots[slot(*input)], row_stride: n }, *cout, *cin, n, self.threads);
+                    let dst = MatMut { data: &mut ws.tmp, row_stride: n };
+                    matmul(dst, weight, MatRef { data: &ws.slots[slot(*input)], row_stride: n }, n, Epilogue::default(), self.threads);
                     add_pixel_shuffle(&mut out, &ws.tmp, cout / 4, hl, wl);
                 }
                 (Step::NafBlock { input, .. }, StepWeights::Block(bw)) => {

@@ -1,9 +1,13 @@
 //! Weights of each fused step converted to f32 and laid out for the CPU kernels, with the
 //! per-channel branch scales (β, γ) folded into the 1×1 conv that feeds them.
 
+use super::kernels::matmul::{MatmulPrecision, PackedLhs};
 use crate::error::{Error, Result};
 use crate::passes::{BlockKeys, Step};
 use crate::weights::WeightStore;
+
+/// A 1×1-conv style weight matrix, packed, with its bias.
+pub type Dense = (PackedLhs, Vec<f32>);
 
 /// NAFBlock weights in kernel layout.
 pub struct BlockWeights {
@@ -14,29 +18,29 @@ pub struct BlockWeights {
     /// LayerNorm 1 scale / shift.
     pub norm1: (Vec<f32>, Vec<f32>),
     /// conv1 `[2c][c]`, bias `[2c]`.
-    pub conv1: (Vec<f32>, Vec<f32>),
+    pub conv1: Dense,
     /// Depthwise `[2c][9]`, bias `[2c]`.
     pub dw: (Vec<f32>, Vec<f32>),
     /// SCA `[c][c]`, bias `[c]`.
     pub sca: (Vec<f32>, Vec<f32>),
     /// β·conv3 `[c][c]`, β·bias `[c]`.
-    pub conv3_beta: (Vec<f32>, Vec<f32>),
+    pub conv3_beta: Dense,
     /// LayerNorm 2 scale / shift.
     pub norm2: (Vec<f32>, Vec<f32>),
     /// conv4 `[2c][c]`, bias `[2c]`.
-    pub conv4: (Vec<f32>, Vec<f32>),
+    pub conv4: Dense,
     /// γ·conv5 `[c][c]`, γ·bias `[c]`.
-    pub conv5_gamma: (Vec<f32>, Vec<f32>),
+    pub conv5_gamma: Dense,
 }
 
 /// A step's weights.
 pub enum StepWeights {
     /// Dense 3×3: `[cout][cin][9]`, bias, (cin, cout).
     Conv3x3 { weight: Vec<f32>, bias: Vec<f32>, cin: usize, cout: usize },
-    /// 2×2 stride 2: `[cout][cin·4]`, bias, (cin, cout).
-    Down { weight: Vec<f32>, bias: Vec<f32>, cin: usize, cout: usize },
+    /// 2×2 stride 2 as a product over space-to-depth input: `[cout][cin·4]`, bias.
+    Down { weight: Dense, cin: usize },
     /// 1×1 up conv `[cout][cin]` (cout = 4 × output channels).
-    Up { weight: Vec<f32>, cin: usize, cout: usize },
+    Up { weight: PackedLhs },
     /// A NAFBlock.
     Block(Box<BlockWeights>),
 }
@@ -45,20 +49,25 @@ impl StepWeights {
     /// Number of f32 values held.
     pub fn len(&self) -> usize {
         match self {
-            StepWeights::Conv3x3 { weight, bias, .. } | StepWeights::Down { weight, bias, .. } => weight.len() + bias.len(),
-            StepWeights::Up { weight, .. } => weight.len(),
-            StepWeights::Block(b) => [
-                &b.norm1, &b.conv1, &b.dw, &b.sca, &b.conv3_beta, &b.norm2, &b.conv4, &b.conv5_gamma,
-            ]
-            .iter()
-            .map(|(w, b)| w.len() + b.len())
-            .sum(),
+            StepWeights::Conv3x3 { weight, bias, .. } => weight.len() + bias.len(),
+            StepWeights::Down { weight: (w, b), .. } => w.stored_len() + b.len(),
+            StepWeights::Up { weight, .. } => weight.stored_len(),
+            StepWeights::Block(b) => {
+                let plain: usize = [&b.norm1, &b.dw, &b.sca, &b.norm2].iter().map(|(w, b)| w.len() + b.len()).sum();
+                let packed: usize = [&b.conv1, &b.conv3_beta, &b.conv4, &b.conv5_gamma].iter().map(|(w, b)| w.stored_len() + b.len()).sum();
+                plain + packed
+            }
         }
     }
 }
 
+/// Packs row-major `w` (`rows × len/rows`) for products in `precision`.
+fn pack(w: &[f32], rows: usize, precision: MatmulPrecision) -> Result<PackedLhs> {
+    PackedLhs::new(w, rows, w.len() / rows, precision).map_err(Error::Unsupported)
+}
+
 /// Converts the weights `step` references.
-pub fn prepare(step: &Step, store: &WeightStore) -> Result<StepWeights> {
+pub fn prepare(step: &Step, store: &WeightStore, precision: MatmulPrecision) -> Result<StepWeights> {
     let get = |key: &str| -> Result<(Vec<f32>, Vec<usize>)> {
         let t = store
             .get(key)
@@ -72,21 +81,25 @@ pub fn prepare(step: &Step, store: &WeightStore) -> Result<StepWeights> {
         }
         Step::Down { weight, bias, .. } => {
             let (w, shape) = get(weight)?;
-            StepWeights::Down { weight: w, bias: get(bias)?.0, cin: shape[1], cout: shape[0] }
+            StepWeights::Down { weight: (pack(&w, shape[0], precision)?, get(bias)?.0), cin: shape[1] }
         }
         Step::UpShuffleAdd { weight, .. } => {
             let (w, shape) = get(weight)?;
-            StepWeights::Up { weight: w, cin: shape[1], cout: shape[0] }
+            StepWeights::Up { weight: pack(&w, shape[0], precision)? }
         }
-        Step::NafBlock { keys, eps, .. } => StepWeights::Block(Box::new(prepare_block(keys, *eps, &get)?)),
+        Step::NafBlock { keys, eps, .. } => StepWeights::Block(Box::new(prepare_block(keys, *eps, &get, precision)?)),
     })
 }
 
 type Getter<'a> = dyn Fn(&str) -> Result<(Vec<f32>, Vec<usize>)> + 'a;
 
-fn prepare_block(keys: &BlockKeys, eps: f32, get: &Getter<'_>) -> Result<BlockWeights> {
+fn prepare_block(keys: &BlockKeys, eps: f32, get: &Getter<'_>, precision: MatmulPrecision) -> Result<BlockWeights> {
     let pair = |(w, b): &(String, String)| -> Result<(Vec<f32>, Vec<f32>)> { Ok((get(w)?.0, get(b)?.0)) };
-    let scaled = |(w, b): &(String, String), scale: &str| -> Result<(Vec<f32>, Vec<f32>)> {
+    let dense = |keys: &(String, String)| -> Result<Dense> {
+        let (w, b) = pair(keys)?;
+        Ok((pack(&w, b.len(), precision)?, b))
+    };
+    let scaled = |(w, b): &(String, String), scale: &str| -> Result<Dense> {
         let s = get(scale)?.0;
         let (mut w, mut b) = pair(&(w.clone(), b.clone()))?;
         let cin = w.len() / s.len();
@@ -94,19 +107,19 @@ fn prepare_block(keys: &BlockKeys, eps: f32, get: &Getter<'_>) -> Result<BlockWe
             w[o * cin..(o + 1) * cin].iter_mut().for_each(|v| *v *= so);
             b[o] *= so;
         }
-        Ok((w, b))
+        Ok((pack(&w, s.len(), precision)?, b))
     };
     let norm1 = pair(&keys.norm1)?;
     Ok(BlockWeights {
         c: norm1.0.len(),
         eps,
         norm1,
-        conv1: pair(&keys.conv1)?,
+        conv1: dense(&keys.conv1)?,
         dw: pair(&keys.conv2)?,
         sca: pair(&keys.sca)?,
         conv3_beta: scaled(&keys.conv3, &keys.beta)?,
         norm2: pair(&keys.norm2)?,
-        conv4: pair(&keys.conv4)?,
+        conv4: dense(&keys.conv4)?,
         conv5_gamma: scaled(&keys.conv5, &keys.gamma)?,
     })
 }

@@ -43,8 +43,8 @@ impl Layout {
                     layout.u_len = layout.u_len.max(u);
                 }
                 (Step::Down { .. }, StepWeights::Down { cin, .. }) => layout.tmp_len = layout.tmp_len.max(4 * cin * hl * wl),
-                (Step::UpShuffleAdd { .. }, StepWeights::Up { cout, .. }) => {
-                    layout.tmp_len = layout.tmp_len.max(cout * (hl / 2) * (wl / 2));
+                (Step::UpShuffleAdd { .. }, StepWeights::Up { weight, .. }) => {
+                    layout.tmp_len = layout.tmp_len.max(weight.rows() * (hl / 2) * (wl / 2));
                 }
                 _ => {}
             }

@@ -1,6 +1,22 @@
-//! Matrix products for 1×1 convolutions: `dst[m×n] (+)= lhs[m×k] · rhs[k×n]`, where `rhs` and
-//! `dst` are channel-major feature maps (row stride = channel stride) and `lhs` is a
-//! row-major weight matrix `[cout][cin]`.
+//! Matrix products for 1×1 convolutions: `dst[m×n] (+)= bias + lhs[m×k] · diag(s) · rhs[k×n]`,
+//! where `rhs` and `dst` are channel-major feature maps (row stride = channel stride) and `lhs`
+//! is a weight matrix `[cout][cin]` packed once when the engine is built.
+//!
+//! On x86-64 CPUs with AVX-512 the product runs on our own micro-kernels ([`avx512`]), in f32
+//! or with bf16 inputs and f32 accumulation (AVX512-BF16); elsewhere it goes through the
+//! `gemm` crate (AVX2+FMA, NEON or portable code, chosen at run time).
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
+/// Arithmetic of a product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatmulPrecision {
+    /// f32 inputs, f32 accumulation.
+    F32,
+    /// Inputs rounded to bf16, f32 accumulation (needs AVX512-BF16).
+    Bf16,
+}
 
 /// A read-only `rows × cols` view with a row stride, columns contiguous.
 #[derive(Clone, Copy)]
@@ -19,29 +35,119 @@ pub struct MatMut<'a> {
     pub row_stride: usize,
 }
 
-/// How many threads a product may use.
-pub fn parallelism(threads: usize) -> gemm::Parallelism {
-    if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None }
+/// What a product adds besides `lhs · rhs`.
+#[derive(Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    /// Add to the existing contents of `dst` instead of overwriting them.
+    pub accumulate: bool,
+    /// Per-row (output channel) constant added.
+    pub bias: Option<&'a [f32]>,
+    /// Per-row scale of `rhs` (a diagonal between `lhs` and `rhs`).
+    pub rhs_scale: Option<&'a [f32]>,
+}
+
+/// A weight matrix `m × k` in the layout of the kernel that will multiply it.
+pub struct PackedLhs {
+    m: usize,
+    k: usize,
+    layout: Layout,
+}
+
+enum Layout {
+    /// Row-major, for the `gemm` crate.
+    RowMajor(Vec<f32>),
+    /// Panels for the AVX-512 kernels.
+    #[cfg(target_arch = "x86_64")]
+    Avx512(avx512::Packed),
+}
+
+impl PackedLhs {
+    /// Packs the row-major `m × k` matrix `w` for products in `precision`; errors if this CPU
+    /// cannot run that precision.
+    pub fn new(w: &[f32], m: usize, k: usize, precision: MatmulPrecision) -> Result<Self, String> {
+        assert_eq!(w.len(), m * k, "weight matrix size");
+        #[cfg(target_arch = "x86_64")]
+        if let Some(packed) = avx512::Packed::new(w, m, k, precision) {
+            return Ok(PackedLhs { m, k, layout: Layout::Avx512(packed) });
+        }
+        match precision {
+            MatmulPrecision::F32 => Ok(PackedLhs { m, k, layout: Layout::RowMajor(w.to_vec()) }),
+            MatmulPrecision::Bf16 => Err("bf16 precision needs a CPU with AVX512-BF16".into()),
+        }
+    }
+
+    /// Rows (output channels).
+    pub fn rows(&self) -> usize {
+        self.m
+    }
+
+    /// Elements held (for memory accounting).
+    pub fn stored_len(&self) -> usize {
+        match &self.layout {
+            Layout::RowMajor(w) => w.len(),
+            #[cfg(target_arch = "x86_64")]
+            Layout::Avx512(p) => p.len(),
+        }
+    }
+}
+
+/// Whether this CPU runs bf16 products natively.
+pub fn bf16_supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        avx512::bf16_supported()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 fn fits(len: usize, rows: usize, row_stride: usize, cols: usize) -> bool {
     rows == 0 || cols == 0 || (rows - 1).checked_mul(row_stride).and_then(|o| o.checked_add(cols)).is_some_and(|end| end <= len)
 }
 
-/// `dst = dst + lhs·rhs` when `accumulate`, else `dst = lhs·rhs`; `lhs` is `m × k` row-major,
-/// `rhs` is `k × n`, `dst` is `m × n`.
+/// `dst = [dst +] bias + lhs · diag(rhs_scale) · rhs` over `n` columns, with `threads` workers
+/// of the current rayon pool.
 ///
 /// # Panics
 /// If a view is too short for its shape (a bug in the caller, never user input).
-#[allow(clippy::too_many_arguments)]
-pub fn matmul(dst: MatMut<'_>, accumulate: bool, lhs: &[f32], rhs: MatRef<'_>, m: usize, k: usize, n: usize, threads: usize) {
-    assert!(lhs.len() >= m * k, "lhs too short");
+pub fn matmul(dst: MatMut<'_>, lhs: &PackedLhs, rhs: MatRef<'_>, n: usize, epilogue: Epilogue<'_>, threads: usize) {
+    let (m, k) = (lhs.m, lhs.k);
     assert!(fits(rhs.data.len(), k, rhs.row_stride, n), "rhs too short");
     assert!(fits(dst.data.len(), m, dst.row_stride, n), "dst too short");
+    assert!(epilogue.bias.is_none_or(|b| b.len() >= m) && epilogue.rhs_scale.is_none_or(|s| s.len() >= k));
     if m == 0 || n == 0 {
         return;
     }
-    // SAFETY: the asserts above keep every index the kernel touches inside the three slices;
+    match &lhs.layout {
+        Layout::RowMajor(w) => portable(dst, w, rhs, (m, k, n), epilogue, threads),
+        #[cfg(target_arch = "x86_64")]
+        Layout::Avx512(p) => avx512::matmul(dst, p, rhs, n, epilogue, threads),
+    }
+}
+
+/// The `gemm` crate path.
+fn portable(dst: MatMut<'_>, w: &[f32], rhs: MatRef<'_>, (m, k, n): (usize, usize, usize), e: Epilogue<'_>, threads: usize) {
+    let scaled;
+    let lhs = match e.rhs_scale {
+        Some(s) => {
+            scaled = w.chunks_exact(k).flat_map(|row| row.iter().zip(s).map(|(a, b)| a * b)).collect::<Vec<f32>>();
+            &scaled
+        }
+        None => w,
+    };
+    for i in 0..m {
+        let row = &mut dst.data[i * dst.row_stride..i * dst.row_stride + n];
+        let b = e.bias.map_or(0.0, |b| b[i]);
+        if e.accumulate {
+            row.iter_mut().for_each(|v| *v += b);
+        } else {
+            row.fill(b);
+        }
+    }
+    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    // SAFETY: `matmul` checked that every index the kernel touches is inside the three slices;
     // `dst` is exclusively borrowed and cannot alias `lhs` or `rhs`.
     unsafe {
         gemm::gemm(
@@ -51,7 +157,7 @@ pub fn matmul(dst: MatMut<'_>, accumulate: bool, lhs: &[f32], rhs: MatRef<'_>, m
             dst.data.as_mut_ptr(),
             1,
             dst.row_stride as isize,
-            accumulate,
+            true,
             lhs.as_ptr(),
             1,
             k as isize,
@@ -63,7 +169,7 @@ pub fn matmul(dst: MatMut<'_>, accumulate: bool, lhs: &[f32], rhs: MatRef<'_>, m
             false,
             false,
             false,
-            parallelism(threads),
+            parallelism,
         );
     }
 }
@@ -72,19 +178,55 @@ pub fn matmul(dst: MatMut<'_>, accumulate: bool, lhs: &[f32], rhs: MatRef<'_>, m
 mod tests {
     use super::*;
 
-    #[test]
-    fn strided_product_matches_naive() {
-        let (m, k, n, stride) = (5, 7, 9, 13);
-        let lhs: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
-        let rhs: Vec<f32> = (0..k * stride).map(|i| (i as f32 * 0.11).cos()).collect();
-        let mut dst = vec![1.0f32; m * stride];
-        matmul(MatMut { data: &mut dst, row_stride: stride }, true, &lhs, MatRef { data: &rhs, row_stride: stride }, m, k, n, 1);
-        for i in 0..m {
-            for j in 0..n {
-                let want: f32 = 1.0 + (0..k).map(|p| lhs[i * k + p] * rhs[p * stride + j]).sum::<f32>();
-                assert!((dst[i * stride + j] - want).abs() < 1e-5);
+    fn check(precision: MatmulPrecision, tolerance: f32) {
+        for (m, k, n, stride) in [(5, 7, 9, 13), (16, 64, 100, 100), (13, 33, 47, 50), (128, 64, 1000, 1024), (8, 1, 1, 1)] {
+            let lhs: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+            let rhs: Vec<f32> = (0..k * stride).map(|i| (i as f32 * 0.11).cos()).collect();
+            let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.5).collect();
+            let scale: Vec<f32> = (0..k).map(|i| 1.0 + i as f32 * 0.01).collect();
+            let packed = PackedLhs::new(&lhs, m, k, precision).unwrap();
+            for accumulate in [false, true] {
+                let mut dst = vec![1.0f32; m * stride];
+                let e = Epilogue { accumulate, bias: Some(&bias), rhs_scale: Some(&scale) };
+                matmul(MatMut { data: &mut dst, row_stride: stride }, &packed, MatRef { data: &rhs, row_stride: stride }, n, e, 2);
+                for i in 0..m {
+                    for j in 0..n {
+                        let term = |p: usize| lhs[i * k + p] * scale[p] * rhs[p * stride + j];
+                        let dot: f32 = (0..k).map(term).sum();
+                        let magnitude: f32 = (0..k).map(|p| term(p).abs()).sum();
+                        let want = dot + bias[i] + if accumulate { 1.0 } else { 0.0 };
+                        let got = dst[i * stride + j];
+                        assert!((got - want).abs() <= tolerance * (1.0 + magnitude), "{m}x{k}x{n} ({i},{j}): {got} vs {want}");
+                    }
+                    assert!(dst[i * stride + n..(i + 1) * stride].iter().all(|&v| v == 1.0), "columns past n untouched");
+                }
             }
-            assert_eq!(dst[i * stride + n], 1.0, "columns past n untouched");
         }
+    }
+
+    #[test]
+    fn f32_product_matches_naive() {
+        check(MatmulPrecision::F32, 1e-5);
+    }
+
+    #[test]
+    fn bf16_product_is_close_where_supported() {
+        if bf16_supported() {
+            check(MatmulPrecision::Bf16, 1e-2);
+        } else {
+            assert!(PackedLhs::new(&[0.0; 4], 2, 2, MatmulPrecision::Bf16).is_err());
+        }
+    }
+
+    #[test]
+    fn portable_path_matches_naive() {
+        let (m, k, n) = (3, 4, 5);
+        let w: Vec<f32> = (0..m * k).map(|i| i as f32).collect();
+        let rhs: Vec<f32> = (0..k * n).map(|i| i as f32 * 0.5).collect();
+        let mut dst = vec![0.0; m * n];
+        let e = Epilogue { accumulate: false, bias: Some(&[1.0, 2.0, 3.0]), rhs_scale: None };
+        portable(MatMut { data: &mut dst, row_stride: n }, &w, MatRef { data: &rhs, row_stride: n }, (m, k, n), e, 1);
+        let want: f32 = 1.0 + (0..k).map(|p| w[p] * rhs[p * n + 2]).sum::<f32>();
+        assert_eq!(dst[2], want);
     }
 }
