@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo --version
+cargo fmt --all --check
 cargo build --release --workspace --all-targets
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --release --workspace

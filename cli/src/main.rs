@@ -1,1 +1,38 @@
-fn main() {}
+//! `maskdcpt`: restore images with MaskDCPT / NAFNet checkpoints, and inspect, convert or
+//! benchmark the checkpoints.
+//!
+//! Exit codes: 0 on success, 1 on any error (one `maskdcpt: error: …` line on stderr),
+//! 2 on a usage error (reported by clap).
+
+mod args;
+mod atomic;
+mod bench;
+mod convert;
+mod error;
+mod image_io;
+mod info;
+mod model;
+mod restore;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Restore(args) => restore::run(args),
+        Command::Convert(args) => convert::run(args),
+        Command::Info(args) => info::run(args),
+        Command::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", error::error_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -5,7 +5,9 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use maskdcpt_core::backend::cpu::kernels::conv::{Band, conv3x3, depthwise_gate};
 use maskdcpt_core::backend::cpu::kernels::elementwise::simple_gate;
 use maskdcpt_core::backend::cpu::kernels::layernorm::layer_norm;
-use maskdcpt_core::backend::cpu::kernels::matmul::{Epilogue, MatMut, MatRef, MatmulPrecision, PackedLhs, bf16_supported, matmul};
+use maskdcpt_core::backend::cpu::kernels::matmul::{
+    Epilogue, MatMut, MatRef, MatmulPrecision, PackedLhs, bf16_supported, matmul,
+};
 
 fn values(n: usize) -> Vec<f32> {
     (0..n).map(|i| ((i as f32) * 0.618).sin()).collect()
@@ -28,7 +30,16 @@ fn bench_matmul(c: &mut Criterion) {
             let packed = PackedLhs::new(&w, 2 * ch, ch, precision).unwrap();
             let e = Epilogue { bias: Some(&bias), ..Default::default() };
             group.bench_function(format!("{precision:?}_{ch}ch_{side}px"), |b| {
-                b.iter(|| matmul(MatMut { data: &mut out, row_stride: n }, &packed, MatRef { data: &x, row_stride: n }, n, e, 2));
+                b.iter(|| {
+                    matmul(
+                        MatMut { data: &mut out, row_stride: n },
+                        &packed,
+                        MatRef { data: &x, row_stride: n },
+                        n,
+                        e,
+                        2,
+                    )
+                });
             });
         }
     }
@@ -41,7 +52,9 @@ fn bench_depthwise(c: &mut Criterion) {
         let mut g = vec![0.0; ch * side * side];
         group.throughput(Throughput::Elements((ch * side * side) as u64));
         group.bench_function(format!("{ch}ch_{side}px"), |b| {
-            b.iter(|| depthwise_gate(&mut g, &Band { data: &u, first: 0, rows: side }, &w, &bias, ch, (side, side), (0, side)));
+            b.iter(|| {
+                depthwise_gate(&mut g, &Band { data: &u, first: 0, rows: side }, &w, &bias, ch, (side, side), (0, side))
+            });
         });
     }
 }
@@ -53,7 +66,9 @@ fn bench_layer_norm(c: &mut Criterion) {
         let (x, w, bias) = (values(ch * n), values(ch), values(ch));
         let mut out = vec![0.0; ch * n];
         group.throughput(Throughput::Elements((ch * n) as u64));
-        group.bench_function(format!("{ch}ch_{side}px"), |b| b.iter(|| layer_norm(&mut out, &x, n, ch, n, &w, &bias, 1e-5)));
+        group.bench_function(format!("{ch}ch_{side}px"), |b| {
+            b.iter(|| layer_norm(&mut out, &x, n, ch, n, &w, &bias, 1e-5))
+        });
     }
 }
 

@@ -126,7 +126,14 @@ impl Graph {
                 x = b.naf_block(x, &spec.encoder_block(level, i), level);
             }
             skips.push(x);
-            x = b.conv(x, ConvKind::K2x2Stride2, &format!("downs.{level}"), true, spec.channels_at(level + 1), level + 1);
+            x = b.conv(
+                x,
+                ConvKind::K2x2Stride2,
+                &format!("downs.{level}"),
+                true,
+                spec.channels_at(level + 1),
+                level + 1,
+            );
         }
         for i in 0..spec.middle_blocks {
             x = b.naf_block(x, &spec.middle_block(i), spec.levels());
@@ -180,12 +187,8 @@ impl Builder {
     }
 
     fn conv(&mut self, input: ValueId, kind: ConvKind, prefix: &str, bias: bool, cout: usize, level: usize) -> ValueId {
-        let op = Op::Conv {
-            input,
-            kind,
-            weight: format!("{prefix}.weight"),
-            bias: bias.then(|| format!("{prefix}.bias")),
-        };
+        let op =
+            Op::Conv { input, kind, weight: format!("{prefix}.weight"), bias: bias.then(|| format!("{prefix}.bias")) };
         self.push(op, cout, level)
     }
 
@@ -194,15 +197,25 @@ impl Builder {
         let (p, c) = (&site.prefix, site.channels);
         let key = |s: &str| format!("{p}.{s}");
         let eps = self.eps;
-        let n1 = self.push(Op::LayerNorm { input: x, weight: key("norm1.weight"), bias: key("norm1.bias"), eps }, c, level);
+        let n1 =
+            self.push(Op::LayerNorm { input: x, weight: key("norm1.weight"), bias: key("norm1.bias"), eps }, c, level);
         let c1 = self.conv(n1, ConvKind::K1x1, &key("conv1"), true, 2 * c, level);
-        let c2 = self.push(Op::DepthwiseConv3x3 { input: c1, weight: key("conv2.weight"), bias: key("conv2.bias") }, 2 * c, level);
+        let c2 = self.push(
+            Op::DepthwiseConv3x3 { input: c1, weight: key("conv2.weight"), bias: key("conv2.bias") },
+            2 * c,
+            level,
+        );
         let g1 = self.push(Op::SimpleGate { input: c2 }, c, level);
-        let sca = self.push(Op::ChannelAttention { input: g1, weight: key("sca.1.weight"), bias: key("sca.1.bias") }, c, level);
+        let sca = self.push(
+            Op::ChannelAttention { input: g1, weight: key("sca.1.weight"), bias: key("sca.1.bias") },
+            c,
+            level,
+        );
         let c3 = self.conv(sca, ConvKind::K1x1, &key("conv3"), true, c, level);
         let s1 = self.push(Op::Scale { input: c3, scale: key("beta") }, c, level);
         let y = self.push(Op::Add { a: x, b: s1 }, c, level);
-        let n2 = self.push(Op::LayerNorm { input: y, weight: key("norm2.weight"), bias: key("norm2.bias"), eps }, c, level);
+        let n2 =
+            self.push(Op::LayerNorm { input: y, weight: key("norm2.weight"), bias: key("norm2.bias"), eps }, c, level);
         let c4 = self.conv(n2, ConvKind::K1x1, &key("conv4"), true, 2 * c, level);
         let g2 = self.push(Op::SimpleGate { input: c4 }, c, level);
         let c5 = self.conv(g2, ConvKind::K1x1, &key("conv5"), true, c, level);
@@ -218,7 +231,13 @@ mod tests {
 
     #[test]
     fn graph_references_exactly_the_spec_keys() {
-        let spec = ModelSpec { family: Family::MaskDcpt, width: 8, enc_blocks: vec![1, 2], middle_blocks: 1, dec_blocks: vec![2, 1] };
+        let spec = ModelSpec {
+            family: Family::MaskDcpt,
+            width: 8,
+            enc_blocks: vec![1, 2],
+            middle_blocks: 1,
+            dec_blocks: vec![2, 1],
+        };
         let graph = Graph::from_spec(&spec);
         let mut used: Vec<String> = graph
             .nodes

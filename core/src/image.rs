@@ -25,10 +25,7 @@ impl Image {
             .and_then(|p| p.checked_mul(IMAGE_CHANNELS))
             .ok_or_else(|| Error::InvalidImage(format!("{width}×{height} overflows")))?;
         if data.len() != expected {
-            return Err(Error::InvalidImage(format!(
-                "{width}×{height}×3 needs {expected} values, got {}",
-                data.len()
-            )));
+            return Err(Error::InvalidImage(format!("{width}×{height}×3 needs {expected} values, got {}", data.len())));
         }
         Ok(Image { width, height, data })
     }

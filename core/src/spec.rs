@@ -137,7 +137,10 @@ impl ModelSpec {
 
     /// Key prefix of bottleneck block `block`.
     pub fn middle_block(&self, block: usize) -> BlockSite {
-        BlockSite { prefix: format!("{}{block}", self.family.middle_stage()), channels: self.channels_at(self.levels()) }
+        BlockSite {
+            prefix: format!("{}{block}", self.family.middle_stage()),
+            channels: self.channels_at(self.levels()),
+        }
     }
 
     /// Key prefix of decoder block `block` of `stage` (stage 0 is the lowest resolution).
@@ -149,10 +152,8 @@ impl ModelSpec {
     /// Every state-dict key of this architecture with its shape, in network order.
     pub fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
         let w = self.width;
-        let mut out = vec![
-            ("intro.weight".to_owned(), vec![w, IMAGE_CHANNELS, 3, 3]),
-            ("intro.bias".to_owned(), vec![w]),
-        ];
+        let mut out =
+            vec![("intro.weight".to_owned(), vec![w, IMAGE_CHANNELS, 3, 3]), ("intro.bias".to_owned(), vec![w])];
         for level in 0..self.levels() {
             for b in 0..self.enc_blocks[level] {
                 push_block(&mut out, &self.encoder_block(level, b));
@@ -227,13 +228,9 @@ impl ModelSpec {
         if levels > 8 {
             return Err(Error::UnknownArchitecture(format!("{levels} down-sampling levels is implausible")));
         }
-        let enc_blocks = (0..levels)
-            .map(|l| count_indices(&keys, &family.encoder_stage(l)))
-            .collect();
+        let enc_blocks = (0..levels).map(|l| count_indices(&keys, &family.encoder_stage(l))).collect();
         let middle_blocks = count_indices(&keys, family.middle_stage());
-        let dec_blocks = (0..levels)
-            .map(|s| count_indices(&keys, &family.decoder_stage(s)))
-            .collect();
+        let dec_blocks = (0..levels).map(|s| count_indices(&keys, &family.decoder_stage(s))).collect();
         let spec = ModelSpec { family, width, enc_blocks, middle_blocks, dec_blocks };
         spec.validate(weights)?;
         Ok(spec)
@@ -253,9 +250,8 @@ impl ModelSpec {
             }
         }
         for (key, shape) in &expected {
-            let tensor = weights
-                .get(key)
-                .ok_or_else(|| Error::MissingKey { key: key.clone(), expected: shape.clone() })?;
+            let tensor =
+                weights.get(key).ok_or_else(|| Error::MissingKey { key: key.clone(), expected: shape.clone() })?;
             if tensor.shape() != shape.as_slice() {
                 return Err(Error::ShapeMismatch {
                     key: key.clone(),
@@ -298,14 +294,15 @@ fn push_block(out: &mut Vec<(String, Vec<usize>)>, site: &BlockSite) {
 /// Tells the two layouts apart by their block key pattern.
 fn detect_family(weights: &WeightStore) -> Result<Family> {
     let has = |pred: &dyn Fn(&str) -> bool| weights.iter().any(|(k, _)| pred(k));
-    let maskdcpt = has(&|k| k.starts_with("middle_blks.blocks.") || (k.starts_with("decoder") && k.contains(".blocks.")));
+    let maskdcpt =
+        has(&|k| k.starts_with("middle_blks.blocks.") || (k.starts_with("decoder") && k.contains(".blocks.")));
     let upstream = has(&|k| k.starts_with("decoders.") || is_upstream_middle(k));
     match (maskdcpt, upstream) {
         (true, false) => Ok(Family::MaskDcpt),
         (false, true) => Ok(Family::Nafnet),
-        (true, true) => Err(Error::UnknownArchitecture(
-            "keys mix the MaskDCPT (`.blocks.`) and upstream NAFNet layouts".into(),
-        )),
+        (true, true) => {
+            Err(Error::UnknownArchitecture("keys mix the MaskDCPT (`.blocks.`) and upstream NAFNet layouts".into()))
+        }
         (false, false) => {
             let sample: Vec<&str> = weights.iter().map(|(k, _)| k).take(5).collect();
             Err(Error::UnknownArchitecture(format!(
@@ -367,7 +364,13 @@ mod tests {
 
     #[test]
     fn upstream_layout_pads_to_power_of_levels() {
-        let spec = ModelSpec { family: Family::Nafnet, width: 8, enc_blocks: vec![1, 1, 2], middle_blocks: 2, dec_blocks: vec![1, 1, 1] };
+        let spec = ModelSpec {
+            family: Family::Nafnet,
+            width: 8,
+            enc_blocks: vec![1, 1, 2],
+            middle_blocks: 2,
+            dec_blocks: vec![1, 1, 1],
+        };
         assert_eq!(spec.size_multiple(), 8);
         assert!(spec.expected_tensors().iter().any(|(k, _)| k == "decoders.2.0.conv5.bias"));
         assert!(spec.expected_tensors().iter().any(|(k, _)| k == "middle_blks.1.beta"));

@@ -6,7 +6,12 @@ use crate::error::{Error, Result};
 use crate::image::Image;
 
 /// Restores `img` tile by tile with `run`, which restores one (context-extended) tile.
-pub fn restore_local_tiles(img: &Image, tile: usize, overlap: usize, run: impl Fn(&Image) -> Result<Image>) -> Result<Image> {
+pub fn restore_local_tiles(
+    img: &Image,
+    tile: usize,
+    overlap: usize,
+    run: impl Fn(&Image) -> Result<Image>,
+) -> Result<Image> {
     if tile == 0 {
         return Err(Error::InvalidArgument("tile size must be at least 1 pixel".into()));
     }

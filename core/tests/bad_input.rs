@@ -25,7 +25,8 @@ fn random_tensors(spec: &ModelSpec) -> BTreeMap<String, Tensor> {
         .into_iter()
         .map(|(key, shape)| {
             let n: usize = shape.iter().product();
-            let values: Vec<f32> = (0..n).map(|_| if key.contains("norm") && key.ends_with("weight") { 1.0 } else { next() }).collect();
+            let values: Vec<f32> =
+                (0..n).map(|_| if key.contains("norm") && key.ends_with("weight") { 1.0 } else { next() }).collect();
             let tensor = Tensor::from_f32(shape, &values).unwrap();
             (key, tensor)
         })
@@ -45,7 +46,10 @@ fn a_missing_key_is_named_with_its_shape() {
     let mut t = random_tensors(&tiny_spec());
     t.remove("encoders.1.blocks.0.conv4.weight");
     let err = model_from(t).unwrap_err();
-    assert!(matches!(&err, Error::MissingKey { key, expected } if key == "encoders.1.blocks.0.conv4.weight" && expected == &vec![16, 8, 1, 1]), "{err}");
+    assert!(
+        matches!(&err, Error::MissingKey { key, expected } if key == "encoders.1.blocks.0.conv4.weight" && expected == &vec![16, 8, 1, 1]),
+        "{err}"
+    );
 }
 
 #[test]
@@ -112,7 +116,9 @@ fn a_run_over_the_memory_limit_is_an_error_with_a_hint() {
     assert!(err.to_string().contains("--tile"), "{err}");
     // Local tiles bound the memory: the same image fits in tiles.
     let tiling = Some(Tiling { tile: 32, overlap: 8, sca: ScaMode::Local });
-    let tiled = build_engine(&tiny_model(), &EngineOptions { tiling, memory_limit: Some(8 << 20), ..Default::default() }).unwrap();
+    let tiled =
+        build_engine(&tiny_model(), &EngineOptions { tiling, memory_limit: Some(8 << 20), ..Default::default() })
+            .unwrap();
     let estimate = tiled.memory_estimate(512, 512).unwrap();
     assert!(estimate.total() < 8 << 20 && estimate.total() > 3 * 512 * 512 * 4, "{estimate:?}");
     assert!(tiled.restore(&Image::new(512, 512, vec![0.5; 512 * 512 * 3]).unwrap()).is_ok());
@@ -122,7 +128,8 @@ fn a_run_over_the_memory_limit_is_an_error_with_a_hint() {
 fn invalid_options_are_refused() {
     let zero_threads = EngineOptions { threads: Some(0), ..Default::default() };
     assert!(matches!(build_engine(&tiny_model(), &zero_threads), Err(Error::InvalidArgument(_))));
-    let zero_tile = EngineOptions { tiling: Some(Tiling { tile: 0, overlap: 0, sca: ScaMode::Global }), ..Default::default() };
+    let zero_tile =
+        EngineOptions { tiling: Some(Tiling { tile: 0, overlap: 0, sca: ScaMode::Global }), ..Default::default() };
     assert!(matches!(build_engine(&tiny_model(), &zero_tile), Err(Error::InvalidArgument(_))));
 }
 

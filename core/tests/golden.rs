@@ -65,7 +65,9 @@ fn every_case_matches_pytorch() {
         };
         assert_eq!(spec.family, family, "{name}");
         assert_eq!(spec.width as u64, case["width"].as_u64().unwrap(), "{name}");
-        let blocks = |k: &str| -> Vec<usize> { case[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect() };
+        let blocks = |k: &str| -> Vec<usize> {
+            case[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect()
+        };
         assert_eq!(spec.enc_blocks, blocks("enc_blocks"), "{name}");
         assert_eq!(spec.dec_blocks, blocks("dec_blocks"), "{name}");
         assert_eq!(spec.middle_blocks as u64, case["middle_blocks"].as_u64().unwrap(), "{name}");

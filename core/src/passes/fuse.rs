@@ -199,7 +199,13 @@ fn match_up(
     let shuffle = sole(conv).filter(|&s| graph.node(s).op == Op::PixelShuffle { input: conv })?;
     let add = sole(shuffle)?;
     let Op::Add { a, b } = graph.node(add).op else { return None };
-    let skip = if a == shuffle { b } else if b == shuffle { a } else { return None };
+    let skip = if a == shuffle {
+        b
+    } else if b == shuffle {
+        a
+    } else {
+        return None;
+    };
     let step = Step::UpShuffleAdd { input: src, skip, output: add, weight: weight.to_owned() };
     Some((step, vec![conv, shuffle, add]))
 }
@@ -245,7 +251,11 @@ fn match_block(graph: &Graph, sole: &dyn Fn(ValueId) -> Option<ValueId>, n1: Val
     Some((Step::NafBlock { input: *x, output: out, keys: Box::new(keys), eps: *eps }, used))
 }
 
-fn next_conv1x1(graph: &Graph, sole: &dyn Fn(ValueId) -> Option<ValueId>, v: ValueId) -> Option<(ValueId, (String, String))> {
+fn next_conv1x1(
+    graph: &Graph,
+    sole: &dyn Fn(ValueId) -> Option<ValueId>,
+    v: ValueId,
+) -> Option<(ValueId, (String, String))> {
     let c = sole(v)?;
     match &graph.node(c).op {
         Op::Conv { input, kind: ConvKind::K1x1, weight, bias: Some(bias) } if *input == v => {
@@ -270,7 +280,13 @@ mod tests {
 
     #[test]
     fn nafnet_fuses_into_blocks_and_three_kinds_of_conv() {
-        let spec = ModelSpec { family: Family::Nafnet, width: 8, enc_blocks: vec![2, 0, 1], middle_blocks: 3, dec_blocks: vec![1, 0, 2] };
+        let spec = ModelSpec {
+            family: Family::Nafnet,
+            width: 8,
+            enc_blocks: vec![2, 0, 1],
+            middle_blocks: 3,
+            dec_blocks: vec![1, 0, 2],
+        };
         let program = fuse(&Graph::from_spec(&spec)).unwrap();
         let count = |f: fn(&Step) -> bool| program.steps.iter().filter(|s| f(s)).count();
         assert_eq!(count(|s| matches!(s, Step::NafBlock { .. })), 2 + 1 + 3 + 1 + 2);
@@ -283,7 +299,13 @@ mod tests {
 
     #[test]
     fn an_op_outside_every_pattern_is_reported() {
-        let spec = ModelSpec { family: Family::MaskDcpt, width: 4, enc_blocks: vec![1], middle_blocks: 1, dec_blocks: vec![1] };
+        let spec = ModelSpec {
+            family: Family::MaskDcpt,
+            width: 4,
+            enc_blocks: vec![1],
+            middle_blocks: 1,
+            dec_blocks: vec![1],
+        };
         let mut graph = Graph::from_spec(&spec);
         graph.nodes[1].op = Op::SimpleGate { input: ValueId(0) };
         assert!(matches!(fuse(&graph), Err(Error::Unsupported(_))));

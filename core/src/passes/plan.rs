@@ -45,9 +45,7 @@ pub fn plan(program: &Program, graph: &Graph, height: usize, width: usize) -> Me
     for (s, step) in program.steps.iter().enumerate() {
         let out = step.output();
         let need = value_len(graph, out, height, width);
-        let reuse = step
-            .in_place_input()
-            .filter(|v| last_use[v.0] == s && value_len(graph, *v, height, width) == need);
+        let reuse = step.in_place_input().filter(|v| last_use[v.0] == s && value_len(graph, *v, height, width) == need);
         let slot = match reuse {
             Some(v) => plan.slot_of[v.0].expect("inputs are planned before their readers"),
             None => take_free(&mut free, &plan.slot_len, need).unwrap_or_else(|| new_slot(&mut plan, need)),
@@ -69,11 +67,7 @@ fn new_slot(plan: &mut MemoryPlan, len: usize) -> usize {
 
 /// Removes and returns the smallest free slot holding at least `need` elements.
 fn take_free(free: &mut Vec<usize>, slot_len: &[usize], need: usize) -> Option<usize> {
-    let (pos, _) = free
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| slot_len[**s] >= need)
-        .min_by_key(|(_, s)| slot_len[**s])?;
+    let (pos, _) = free.iter().enumerate().filter(|(_, s)| slot_len[**s] >= need).min_by_key(|(_, s)| slot_len[**s])?;
     Some(free.swap_remove(pos))
 }
 
@@ -85,7 +79,13 @@ mod tests {
 
     #[test]
     fn live_values_never_share_a_slot() {
-        let spec = ModelSpec { family: Family::MaskDcpt, width: 8, enc_blocks: vec![1, 2, 1], middle_blocks: 2, dec_blocks: vec![1, 1, 1] };
+        let spec = ModelSpec {
+            family: Family::MaskDcpt,
+            width: 8,
+            enc_blocks: vec![1, 2, 1],
+            middle_blocks: 2,
+            dec_blocks: vec![1, 1, 1],
+        };
         let graph = Graph::from_spec(&spec);
         let program = fuse(&graph).unwrap();
         let p = plan(&program, &graph, 64, 48);
@@ -93,9 +93,8 @@ mod tests {
         let mut live: Vec<ValueId> = vec![program.input];
         for (s, step) in program.steps.iter().enumerate() {
             live.push(step.output());
-            let needed_later = |v: &ValueId| {
-                *v == program.output || program.steps[s + 1..].iter().any(|t| t.inputs().contains(v))
-            };
+            let needed_later =
+                |v: &ValueId| *v == program.output || program.steps[s + 1..].iter().any(|t| t.inputs().contains(v));
             live.retain(needed_later);
             let mut slots: Vec<usize> = live.iter().map(|v| p.slot_of[v.0].unwrap()).collect();
             slots.sort();

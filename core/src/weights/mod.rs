@@ -90,12 +90,17 @@ impl Tensor {
 
     /// A tensor owning `bytes` (which must hold exactly `numel * dtype.size()` bytes).
     pub fn from_bytes(dtype: DType, shape: Vec<usize>, bytes: Vec<u8>) -> Result<Self> {
-        let numel = checked_numel(&shape)
-            .ok_or_else(|| Error::corrupt("tensor", format!("shape {shape:?} overflows")))?;
+        let numel =
+            checked_numel(&shape).ok_or_else(|| Error::corrupt("tensor", format!("shape {shape:?} overflows")))?;
         if numel.checked_mul(dtype.size()) != Some(bytes.len()) {
             return Err(Error::corrupt(
                 "tensor",
-                format!("shape {shape:?} of {} needs {} bytes, got {}", dtype.name(), numel * dtype.size(), bytes.len()),
+                format!(
+                    "shape {shape:?} of {} needs {} bytes, got {}",
+                    dtype.name(),
+                    numel * dtype.size(),
+                    bytes.len()
+                ),
             ));
         }
         let len = bytes.len();
@@ -132,18 +137,11 @@ impl Tensor {
         let b = self.bytes();
         match self.dtype {
             DType::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            DType::F16 => b
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            DType::BF16 => b
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            DType::F64 => b
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")) as f32)
-                .collect(),
+            DType::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            DType::BF16 => b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            DType::F64 => {
+                b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")) as f32).collect()
+            }
         }
     }
 }
@@ -190,17 +188,14 @@ impl WeightStore {
         // fault, which is the documented memmap2 caveat accepted by every mmap-based loader.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         Self::from_map(Arc::new(map), options).map_err(|e| match e {
-            Error::CorruptWeights { format, detail } => {
-                Error::corrupt(format, format!("{}: {detail}", path.display()))
-            }
+            Error::CorruptWeights { format, detail } => Error::corrupt(format, format!("{}: {detail}", path.display())),
             other => other,
         })
     }
 
     /// Reads a checkpoint held in memory (a copy is kept).
     pub fn from_bytes(bytes: &[u8], options: &LoadOptions) -> Result<Self> {
-        let mut map = memmap2::MmapMut::map_anon(bytes.len().max(1))
-            .map_err(|e| Error::io("<memory buffer>", e))?;
+        let mut map = memmap2::MmapMut::map_anon(bytes.len().max(1)).map_err(|e| Error::io("<memory buffer>", e))?;
         map[..bytes.len()].copy_from_slice(bytes);
         let map = map.make_read_only().map_err(|e| Error::io("<memory buffer>", e))?;
         Self::from_map_len(Arc::new(map), bytes.len(), options)

@@ -34,7 +34,14 @@ fn bands(h: usize, band_rows: usize) -> impl Iterator<Item = (usize, usize)> {
 }
 
 /// Runs the block in place on the planar `c × h × w` map `x`.
-pub fn run_block(bw: &BlockWeights, x: &mut [f32], (h, w): (usize, usize), band_rows: usize, s: BlockScratch<'_>, threads: usize) {
+pub fn run_block(
+    bw: &BlockWeights,
+    x: &mut [f32],
+    (h, w): (usize, usize),
+    band_rows: usize,
+    s: BlockScratch<'_>,
+    threads: usize,
+) {
     let (c, hw) = (bw.c, h * w);
     let x = &mut x[..c * hw];
     let mut sums = vec![0.0f64; c];
@@ -55,14 +62,28 @@ pub fn run_block(bw: &BlockWeights, x: &mut [f32], (h, w): (usize, usize), band_
         let rows = (c - 1) * hw + n;
         let xb = &mut x[off..off + rows];
         let e3 = Epilogue { accumulate: true, bias: Some(&bw.conv3_beta.1), rhs_scale: Some(&attention) };
-        matmul(MatMut { data: xb, row_stride: hw }, &bw.conv3_beta.0, MatRef { data: &s.g[off..], row_stride: hw }, n, e3, threads);
+        matmul(
+            MatMut { data: xb, row_stride: hw },
+            &bw.conv3_beta.0,
+            MatRef { data: &s.g[off..], row_stride: hw },
+            n,
+            e3,
+            threads,
+        );
         let (t, u) = (&mut s.t[..c * n], &mut s.u[..2 * c * n]);
         layer_norm(t, xb, hw, c, n, &bw.norm2.0, &bw.norm2.1, bw.eps);
         let e4 = Epilogue { bias: Some(&bw.conv4.1), ..Default::default() };
         matmul(MatMut { data: u, row_stride: n }, &bw.conv4.0, MatRef { data: t, row_stride: n }, n, e4, threads);
         simple_gate(t, u, c, n);
         let e5 = Epilogue { accumulate: true, bias: Some(&bw.conv5_gamma.1), rhs_scale: None };
-        matmul(MatMut { data: xb, row_stride: hw }, &bw.conv5_gamma.0, MatRef { data: t, row_stride: n }, n, e5, threads);
+        matmul(
+            MatMut { data: xb, row_stride: hw },
+            &bw.conv5_gamma.0,
+            MatRef { data: t, row_stride: n },
+            n,
+            e5,
+            threads,
+        );
     }
 }
 
@@ -71,5 +92,7 @@ pub fn run_block(bw: &BlockWeights, x: &mut [f32], (h, w): (usize, usize), band_
 fn channel_attention(bw: &BlockWeights, sums: &[f64], hw: usize) -> Vec<f32> {
     let c = bw.c;
     let mean: Vec<f32> = sums.iter().map(|s| (s / hw as f64) as f32).collect();
-    (0..c).map(|i| bw.sca.1[i] + bw.sca.0[i * c..(i + 1) * c].iter().zip(&mean).map(|(w, m)| w * m).sum::<f32>()).collect()
+    (0..c)
+        .map(|i| bw.sca.1[i] + bw.sca.0[i * c..(i + 1) * c].iter().zip(&mean).map(|(w, m)| w * m).sum::<f32>())
+        .collect()
 }

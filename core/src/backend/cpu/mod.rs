@@ -63,7 +63,8 @@ impl CpuEngine {
             .map_err(|e| Error::Unsupported(format!("cannot start {threads} worker threads: {e}")))?;
         let graph = model.graph();
         let program = fuse(&graph)?;
-        let weights = program.steps.iter().map(|s| prepare(s, model.weights(), precision)).collect::<Result<Vec<_>>>()?;
+        let weights =
+            program.steps.iter().map(|s| prepare(s, model.weights(), precision)).collect::<Result<Vec<_>>>()?;
         Ok(CpuEngine {
             graph,
             program,
@@ -177,7 +178,14 @@ impl CpuEngine {
                         out[..len].copy_from_slice(&ws.slots[slot(*skip)][..len]);
                     }
                     let dst = MatMut { data: &mut ws.tmp, row_stride: n };
-                    matmul(dst, weight, MatRef { data: &ws.slots[slot(*input)], row_stride: n }, n, Epilogue::default(), self.threads);
+                    matmul(
+                        dst,
+                        weight,
+                        MatRef { data: &ws.slots[slot(*input)], row_stride: n },
+                        n,
+                        Epilogue::default(),
+                        self.threads,
+                    );
                     add_pixel_shuffle(&mut out, &ws.tmp, cout / 4, hl, wl);
                 }
                 (Step::NafBlock { input, .. }, StepWeights::Block(bw)) => {

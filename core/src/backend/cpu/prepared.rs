@@ -54,7 +54,10 @@ impl StepWeights {
             StepWeights::Up { weight, .. } => weight.stored_len(),
             StepWeights::Block(b) => {
                 let plain: usize = [&b.norm1, &b.dw, &b.sca, &b.norm2].iter().map(|(w, b)| w.len() + b.len()).sum();
-                let packed: usize = [&b.conv1, &b.conv3_beta, &b.conv4, &b.conv5_gamma].iter().map(|(w, b)| w.stored_len() + b.len()).sum();
+                let packed: usize = [&b.conv1, &b.conv3_beta, &b.conv4, &b.conv5_gamma]
+                    .iter()
+                    .map(|(w, b)| w.stored_len() + b.len())
+                    .sum();
                 plain + packed
             }
         }
@@ -69,9 +72,7 @@ fn pack(w: &[f32], rows: usize, precision: MatmulPrecision) -> Result<PackedLhs>
 /// Converts the weights `step` references.
 pub fn prepare(step: &Step, store: &WeightStore, precision: MatmulPrecision) -> Result<StepWeights> {
     let get = |key: &str| -> Result<(Vec<f32>, Vec<usize>)> {
-        let t = store
-            .get(key)
-            .ok_or_else(|| Error::MissingKey { key: key.to_owned(), expected: vec![] })?;
+        let t = store.get(key).ok_or_else(|| Error::MissingKey { key: key.to_owned(), expected: vec![] })?;
         Ok((t.to_f32(), t.shape().to_vec()))
     };
     Ok(match step {

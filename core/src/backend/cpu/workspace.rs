@@ -42,7 +42,9 @@ impl Layout {
                     layout.t_len = layout.t_len.max(t);
                     layout.u_len = layout.u_len.max(u);
                 }
-                (Step::Down { .. }, StepWeights::Down { cin, .. }) => layout.tmp_len = layout.tmp_len.max(4 * cin * hl * wl),
+                (Step::Down { .. }, StepWeights::Down { cin, .. }) => {
+                    layout.tmp_len = layout.tmp_len.max(4 * cin * hl * wl)
+                }
                 (Step::UpShuffleAdd { .. }, StepWeights::Up { weight, .. }) => {
                     layout.tmp_len = layout.tmp_len.max(weight.rows() * (hl / 2) * (wl / 2));
                 }

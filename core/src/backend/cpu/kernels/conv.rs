@@ -114,7 +114,8 @@ pub fn depthwise_gate(
     let plane = h * w;
     assert!(g.len() >= c * plane && u.data.len() >= 2 * c * u.rows * w);
     assert!(u.first <= r0.saturating_sub(1) && u.first + u.rows >= (r1 + 1).min(h), "band misses halo rows");
-    let band_plane = |ch: usize| Plane { data: &u.data[ch * u.rows * w..(ch + 1) * u.rows * w], first: u.first, rows: u.rows, h, w };
+    let band_plane =
+        |ch: usize| Plane { data: &u.data[ch * u.rows * w..(ch + 1) * u.rows * w], first: u.first, rows: u.rows, h, w };
     g[..c * plane]
         .par_chunks_mut(plane)
         .enumerate()
@@ -122,7 +123,14 @@ pub fn depthwise_gate(
             let dst = &mut gi[r0 * w..r1 * w];
             let mut other = vec![0.0f32; dst.len()];
             let k = |ch: usize| &weight[ch * 9..ch * 9 + 9];
-            dw_gate_rows(dst, &mut other, (band_plane(i), band_plane(i + c)), r0, (k(i), k(i + c)), (bias[i], bias[i + c]))
+            dw_gate_rows(
+                dst,
+                &mut other,
+                (band_plane(i), band_plane(i + c)),
+                r0,
+                (k(i), k(i + c)),
+                (bias[i], bias[i + c]),
+            )
         })
         .collect()
 }
@@ -220,8 +228,17 @@ mod tests {
         let mut sums_band = vec![0.0; c];
         for (r0, r1) in [(0usize, 2usize), (2, 5), (5, 6)] {
             let (e0, e1) = (r0.saturating_sub(1), (r1 + 1).min(h));
-            let band: Vec<f32> = (0..2 * c).flat_map(|ch| u[ch * h * w + e0 * w..ch * h * w + e1 * w].to_vec()).collect();
-            let part = depthwise_gate(&mut g_band, &Band { data: &band, first: e0, rows: e1 - e0 }, &weight, &bias, c, (h, w), (r0, r1));
+            let band: Vec<f32> =
+                (0..2 * c).flat_map(|ch| u[ch * h * w + e0 * w..ch * h * w + e1 * w].to_vec()).collect();
+            let part = depthwise_gate(
+                &mut g_band,
+                &Band { data: &band, first: e0, rows: e1 - e0 },
+                &weight,
+                &bias,
+                c,
+                (h, w),
+                (r0, r1),
+            );
             sums_band.iter_mut().zip(part).for_each(|(a, b)| *a += b);
         }
         assert_eq!(g_whole, g_band);

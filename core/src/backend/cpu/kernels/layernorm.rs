@@ -10,7 +10,16 @@ const CHUNK: usize = 512;
 /// `out[ch][p] = (x[ch][p] − μ[p]) / sqrt(σ²[p] + eps) · weight[ch] + bias[ch]` for `n` pixels;
 /// `x` has channel stride `x_stride`, `out` is `c × n` contiguous.
 #[allow(clippy::too_many_arguments)]
-pub fn layer_norm(out: &mut [f32], x: &[f32], x_stride: usize, c: usize, n: usize, weight: &[f32], bias: &[f32], eps: f32) {
+pub fn layer_norm(
+    out: &mut [f32],
+    x: &[f32],
+    x_stride: usize,
+    c: usize,
+    n: usize,
+    weight: &[f32],
+    bias: &[f32],
+    eps: f32,
+) {
     assert!(out.len() >= c * n && (c == 0 || x.len() >= (c - 1) * x_stride + n));
     let mut mean = vec![0.0f32; n];
     let mut rstd = vec![0.0f32; n];

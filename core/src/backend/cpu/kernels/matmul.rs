@@ -104,7 +104,9 @@ pub fn bf16_supported() -> bool {
 }
 
 fn fits(len: usize, rows: usize, row_stride: usize, cols: usize) -> bool {
-    rows == 0 || cols == 0 || (rows - 1).checked_mul(row_stride).and_then(|o| o.checked_add(cols)).is_some_and(|end| end <= len)
+    rows == 0
+        || cols == 0
+        || (rows - 1).checked_mul(row_stride).and_then(|o| o.checked_add(cols)).is_some_and(|end| end <= len)
 }
 
 /// `dst = [dst +] bias + lhs · diag(rhs_scale) · rhs` over `n` columns, with `threads` workers
@@ -128,7 +130,14 @@ pub fn matmul(dst: MatMut<'_>, lhs: &PackedLhs, rhs: MatRef<'_>, n: usize, epilo
 }
 
 /// The `gemm` crate path.
-fn portable(dst: MatMut<'_>, w: &[f32], rhs: MatRef<'_>, (m, k, n): (usize, usize, usize), e: Epilogue<'_>, threads: usize) {
+fn portable(
+    dst: MatMut<'_>,
+    w: &[f32],
+    rhs: MatRef<'_>,
+    (m, k, n): (usize, usize, usize),
+    e: Epilogue<'_>,
+    threads: usize,
+) {
     let scaled;
     let lhs = match e.rhs_scale {
         Some(s) => {
@@ -179,7 +188,9 @@ mod tests {
     use super::*;
 
     fn check(precision: MatmulPrecision, tolerance: f32) {
-        for (m, k, n, stride) in [(5, 7, 9, 13), (16, 64, 100, 100), (13, 33, 47, 50), (128, 64, 1000, 1024), (8, 1, 1, 1)] {
+        for (m, k, n, stride) in
+            [(5, 7, 9, 13), (16, 64, 100, 100), (13, 33, 47, 50), (128, 64, 1000, 1024), (8, 1, 1, 1)]
+        {
             let lhs: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
             let rhs: Vec<f32> = (0..k * stride).map(|i| (i as f32 * 0.11).cos()).collect();
             let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.5).collect();
@@ -188,7 +199,14 @@ mod tests {
             for accumulate in [false, true] {
                 let mut dst = vec![1.0f32; m * stride];
                 let e = Epilogue { accumulate, bias: Some(&bias), rhs_scale: Some(&scale) };
-                matmul(MatMut { data: &mut dst, row_stride: stride }, &packed, MatRef { data: &rhs, row_stride: stride }, n, e, 2);
+                matmul(
+                    MatMut { data: &mut dst, row_stride: stride },
+                    &packed,
+                    MatRef { data: &rhs, row_stride: stride },
+                    n,
+                    e,
+                    2,
+                );
                 for i in 0..m {
                     for j in 0..n {
                         let term = |p: usize| lhs[i * k + p] * scale[p] * rhs[p * stride + j];
@@ -196,9 +214,15 @@ mod tests {
                         let magnitude: f32 = (0..k).map(|p| term(p).abs()).sum();
                         let want = dot + bias[i] + if accumulate { 1.0 } else { 0.0 };
                         let got = dst[i * stride + j];
-                        assert!((got - want).abs() <= tolerance * (1.0 + magnitude), "{m}x{k}x{n} ({i},{j}): {got} vs {want}");
+                        assert!(
+                            (got - want).abs() <= tolerance * (1.0 + magnitude),
+                            "{m}x{k}x{n} ({i},{j}): {got} vs {want}"
+                        );
                     }
-                    assert!(dst[i * stride + n..(i + 1) * stride].iter().all(|&v| v == 1.0), "columns past n untouched");
+                    assert!(
+                        dst[i * stride + n..(i + 1) * stride].iter().all(|&v| v == 1.0),
+                        "columns past n untouched"
+                    );
                 }
             }
         }

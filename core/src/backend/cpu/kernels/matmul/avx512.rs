@@ -59,7 +59,10 @@ impl Packed {
         let at = |i: usize, kk: usize| if i < m && kk < k { w[i * k + kk] } else { 0.0 };
         let data = match precision {
             MatmulPrecision::F32 => PackedData::F32(
-                (0..panels).flat_map(|p| (0..k).flat_map(move |kk| (0..MR).map(move |r| (p * MR + r, kk)))).map(|(i, kk)| at(i, kk)).collect(),
+                (0..panels)
+                    .flat_map(|p| (0..k).flat_map(move |kk| (0..MR).map(move |r| (p * MR + r, kk))))
+                    .map(|(i, kk)| at(i, kk))
+                    .collect(),
             ),
             MatmulPrecision::Bf16 if bf16_supported() => PackedData::Bf16(
                 (0..panels)
@@ -264,8 +267,9 @@ unsafe fn tile_f32(k: usize, a: *const f32, b: *const f32) -> Acc {
 unsafe fn tile_bf16(kp: usize, a: *const u32, b: *const u32) -> Acc {
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     for p in 0..kp {
-        let bv: [__m512bh; NV] =
-            std::array::from_fn(|v| std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(b.add(p * NR + 16 * v) as *const __m512i)));
+        let bv: [__m512bh; NV] = std::array::from_fn(|v| {
+            std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(b.add(p * NR + 16 * v) as *const __m512i))
+        });
         for (i, row) in acc.iter_mut().enumerate() {
             let av = std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(*a.add(p * MR + i) as i32));
             for (r, bvv) in row.iter_mut().zip(&bv) {
@@ -280,7 +284,14 @@ unsafe fn tile_bf16(kp: usize, a: *const u32, b: *const u32) -> Acc {
 /// accumulating, the previous contents.
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn store(acc: Acc, dst: DstPtr, rs: usize, (row0, rows): (usize, usize), (col0, cols): (usize, usize), e: Epilogue<'_>) {
+unsafe fn store(
+    acc: Acc,
+    dst: DstPtr,
+    rs: usize,
+    (row0, rows): (usize, usize),
+    (col0, cols): (usize, usize),
+    e: Epilogue<'_>,
+) {
     for (i, row) in acc.iter().enumerate().take(rows) {
         let base = dst.0.add((row0 + i) * rs + col0);
         let bias = _mm512_set1_ps(e.bias.map_or(0.0, |b| b[row0 + i]));

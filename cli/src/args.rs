@@ -1,0 +1,197 @@
+//! Command-line syntax (clap derive) and its translation into core options.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use maskdcpt_core::backend::{EngineOptions, Precision, ScaMode, Tiling};
+
+/// Restore images with MaskDCPT / NAFNet checkpoints, and inspect, convert or benchmark them.
+#[derive(Debug, Parser)]
+#[command(name = "maskdcpt", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Restore an image, or every file of a folder, with a model.
+    Restore(RestoreArgs),
+    /// Rewrite a checkpoint as a validated `.safetensors` file (f32 or f16).
+    Convert(ConvertArgs),
+    /// Describe a checkpoint: architecture, parameter count, dtype, format.
+    Info(InfoArgs),
+    /// Time restores of a synthetic image and print one JSON line.
+    Bench(BenchArgs),
+}
+
+/// Options of `maskdcpt restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Checkpoint (`.pth` or `.safetensors`).
+    #[arg(short, long, value_name = "MODEL")]
+    pub model: PathBuf,
+    /// Input image (PNG, JPEG, TIFF or float32 H×W×3 `.npy`), or a folder of them.
+    #[arg(short, long, value_name = "INPUT")]
+    pub input: PathBuf,
+    /// Output file (format from its extension), or a folder when INPUT is a folder.
+    #[arg(short, long, value_name = "OUTPUT")]
+    pub output: PathBuf,
+    /// Checkpoint entry to use (default: `params_ema`, then `params`).
+    #[arg(long, value_name = "K")]
+    pub param_key: Option<String>,
+    /// Engine settings.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// Engine settings shared by `restore` and `bench`.
+#[derive(Debug, Args)]
+pub struct EngineArgs {
+    /// Worker threads (default: all available cores).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub threads: Option<u32>,
+    /// Process the image in tiles of N×N pixels to bound memory.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub tile: Option<u32>,
+    /// Context pixels added around each tile in `--sca local` mode.
+    #[arg(long, value_name = "N", default_value_t = 32, requires = "tile")]
+    pub tile_overlap: u32,
+    /// How tiles take channel-attention means: `global` equals the untiled result, `local`
+    /// bounds memory by the tile but differs slightly.
+    #[arg(long, value_enum, default_value_t = Sca::Global, requires = "tile")]
+    pub sca: Sca,
+}
+
+/// `--sca` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Sca {
+    /// Whole-image means (exact).
+    Global,
+    /// Per-tile means (approximate, least memory).
+    Local,
+}
+
+/// `--precision` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PrecisionArg {
+    /// IEEE f32 everywhere.
+    F32,
+}
+
+impl PrecisionArg {
+    /// The core precision.
+    pub fn to_core(self) -> Precision {
+        match self {
+            PrecisionArg::F32 => Precision::F32,
+        }
+    }
+
+    /// The name as typed on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            PrecisionArg::F32 => "f32",
+        }
+    }
+}
+
+impl EngineArgs {
+    /// Core engine options for these settings.
+    pub fn to_options(&self, precision: Precision) -> EngineOptions {
+        EngineOptions {
+            threads: self.threads.map(|t| t as usize),
+            tiling: self.tile.map(|tile| Tiling {
+                tile: tile as usize,
+                overlap: self.tile_overlap as usize,
+                sca: match self.sca {
+                    Sca::Global => ScaMode::Global,
+                    Sca::Local => ScaMode::Local,
+                },
+            }),
+            precision,
+            memory_limit: None,
+        }
+    }
+}
+
+/// Options of `maskdcpt convert`.
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// Checkpoint to convert (`.pth` or `.safetensors`).
+    #[arg(value_name = "IN")]
+    pub input: PathBuf,
+    /// Output `.safetensors` file.
+    #[arg(short, long, value_name = "OUT.safetensors")]
+    pub output: PathBuf,
+    /// Checkpoint entry to use (default: `params_ema`, then `params`).
+    #[arg(long, value_name = "K")]
+    pub param_key: Option<String>,
+    /// Element type of the written tensors.
+    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
+    pub dtype: DtypeArg,
+}
+
+/// `--dtype` values of `convert`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DtypeArg {
+    /// IEEE binary32.
+    F32,
+    /// IEEE binary16.
+    F16,
+}
+
+/// Options of `maskdcpt info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Checkpoint (`.pth` or `.safetensors`).
+    #[arg(value_name = "MODEL")]
+    pub model: PathBuf,
+    /// Checkpoint entry to use (default: `params_ema`, then `params`).
+    #[arg(long, value_name = "K")]
+    pub param_key: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `maskdcpt bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Checkpoint (`.pth` or `.safetensors`).
+    #[arg(short, long, value_name = "MODEL")]
+    pub model: PathBuf,
+    /// Checkpoint entry to use (default: `params_ema`, then `params`).
+    #[arg(long, value_name = "K")]
+    pub param_key: Option<String>,
+    /// Input height in pixels.
+    #[arg(long, value_name = "H", value_parser = clap::value_parser!(u32).range(1..))]
+    pub height: u32,
+    /// Input width in pixels.
+    #[arg(long, value_name = "W", value_parser = clap::value_parser!(u32).range(1..))]
+    pub width: u32,
+    /// Timed runs.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub iters: u32,
+    /// Untimed runs before the timed ones.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub warmup: u32,
+    /// Arithmetic precision.
+    #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
+    pub precision: PrecisionArg,
+    /// Engine settings.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,206 @@
+//! Image files in and out: PNG / JPEG / TIFF (8- and 16-bit) through the `image` crate, and
+//! float32 `H × W × 3` `.npy` arrays through `npyz`.
+//!
+//! Reading: 8-bit samples are divided by 255, 16-bit ones by 65535, float samples are kept.
+//! Grayscale becomes RGB; an alpha channel is dropped (and reported to the caller, who warns).
+//! Writing: `.npy` holds the values as given; image formats clamp to [0, 1] and round to the
+//! output depth. Every write is atomic (see [`crate::atomic`]).
+
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use image::codecs::jpeg::JpegEncoder;
+use image::{ColorType, DynamicImage, ImageBuffer, ImageFormat, Rgb};
+use maskdcpt_core::image::Image;
+use npyz::WriterBuilder;
+
+use crate::atomic::write_atomically;
+use crate::error::{CliError, Result};
+
+/// JPEG quality used for JPEG outputs (restoration output deserves a high one).
+const JPEG_QUALITY: u8 = 95;
+
+/// A file format chosen from a file extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// `.png`
+    Png,
+    /// `.jpg`, `.jpeg`
+    Jpeg,
+    /// `.tif`, `.tiff`
+    Tiff,
+    /// `.npy` (float32 `H × W × 3`)
+    Npy,
+}
+
+/// The extensions [`FileKind::from_path`] accepts, for messages.
+pub const SUPPORTED_EXTENSIONS: &str = "png, jpg, jpeg, tif, tiff, npy";
+
+impl FileKind {
+    /// The format of `path` by its (case-insensitive) extension.
+    pub fn from_path(path: &Path) -> Result<Self> {
+        let ext = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
+        match ext.as_deref() {
+            Some("png") => Ok(FileKind::Png),
+            Some("jpg" | "jpeg") => Ok(FileKind::Jpeg),
+            Some("tif" | "tiff") => Ok(FileKind::Tiff),
+            Some("npy") => Ok(FileKind::Npy),
+            Some(other) => Err(CliError::file(
+                path,
+                format!("unsupported file type `.{other}` (supported: {SUPPORTED_EXTENSIONS})"),
+            )),
+            None => Err(CliError::file(
+                path,
+                format!("no file extension to tell the format from (supported: {SUPPORTED_EXTENSIONS})"),
+            )),
+        }
+    }
+}
+
+/// Sample depth of a source file, which decides the depth of image outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// 8-bit integer samples.
+    U8,
+    /// 16-bit integer samples.
+    U16,
+    /// Floating-point samples (`.npy`, float TIFF): written as 16-bit where the format allows.
+    Float,
+}
+
+/// An image read from a file.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The RGB pixels.
+    pub image: Image,
+    /// The depth of the file's samples.
+    pub depth: Depth,
+    /// Whether the file had an alpha channel, which was dropped.
+    pub dropped_alpha: bool,
+}
+
+/// Reads an image or `.npy` file (format by extension; image codecs also sniff the content).
+pub fn read(path: &Path) -> Result<Loaded> {
+    let kind = FileKind::from_path(path)?;
+    let bytes = std::fs::read(path).map_err(|e| CliError::file(path, e))?;
+    if bytes.is_empty() {
+        return Err(CliError::file(path, "file is empty"));
+    }
+    let loaded = match kind {
+        FileKind::Npy => read_npy(&bytes).map_err(|m| CliError::file(path, m))?,
+        _ => decode_image(path, &bytes)?,
+    };
+    loaded.image.check_finite().map_err(|e| CliError::file(path, e))?;
+    Ok(loaded)
+}
+
+/// Decodes PNG / JPEG / TIFF bytes to RGB f32.
+fn decode_image(path: &Path, bytes: &[u8]) -> Result<Loaded> {
+    let format =
+        image::guess_format(bytes).or_else(|_| ImageFormat::from_path(path)).map_err(|e| CliError::file(path, e))?;
+    let img = image::load_from_memory_with_format(bytes, format)
+        .map_err(|e| CliError::file(path, format!("cannot decode image: {e}")))?;
+    let color = img.color();
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    let (depth, data) = match color {
+        ColorType::L8 | ColorType::La8 | ColorType::Rgb8 | ColorType::Rgba8 => {
+            (Depth::U8, img.into_rgb8().into_raw().into_iter().map(|v| f32::from(v) / 255.0).collect())
+        }
+        ColorType::L16 | ColorType::La16 | ColorType::Rgb16 | ColorType::Rgba16 => {
+            (Depth::U16, img.into_rgb16().into_raw().into_iter().map(|v| f32::from(v) / 65535.0).collect())
+        }
+        ColorType::Rgb32F | ColorType::Rgba32F => (Depth::Float, img.into_rgb32f().into_raw()),
+        other => return Err(CliError::file(path, format!("unsupported pixel format {other:?}"))),
+    };
+    let image = Image::new(width, height, data).map_err(|e| CliError::file(path, e))?;
+    Ok(Loaded { image, depth, dropped_alpha: color.has_alpha() })
+}
+
+/// Parses a float32 `H × W × 3` C-order `.npy` file.
+fn read_npy(bytes: &[u8]) -> std::result::Result<Loaded, String> {
+    let mut rest = bytes;
+    let header = npyz::NpyHeader::from_reader(&mut rest).map_err(|e| format!("not a valid .npy file: {e}"))?;
+    match header.dtype() {
+        npyz::DType::Plain(ts) if ts.type_char() == npyz::TypeChar::Float && ts.size_field() == 4 => {}
+        npyz::DType::Plain(ts) => {
+            return Err(format!("dtype `{ts}` is not supported: expected float32 (`<f4`)"));
+        }
+        _ => return Err("structured dtypes are not supported: expected float32 (`<f4`)".into()),
+    }
+    let (height, width) = match *header.shape() {
+        [h, w, 3] => (h, w),
+        ref shape => return Err(format!("shape {shape:?} is not supported: expected [height, width, 3] (RGB)")),
+    };
+    if header.order() == npyz::Order::Fortran {
+        return Err("Fortran-ordered arrays are not supported: save a C-contiguous array".into());
+    }
+    let too_big = || format!("shape [{height}, {width}, 3] is too large");
+    let (height, width) =
+        (usize::try_from(height).map_err(|_| too_big())?, usize::try_from(width).map_err(|_| too_big())?);
+    let needed = height.checked_mul(width).and_then(|n| n.checked_mul(12)).ok_or_else(too_big)?;
+    if rest.len() != needed {
+        return Err(format!(
+            "shape [{height}, {width}, 3] needs {needed} bytes of float32 data, the file holds {}",
+            rest.len()
+        ));
+    }
+    let data = npyz::NpyFile::with_header(header, rest)
+        .into_vec::<f32>()
+        .map_err(|e| format!("cannot read .npy data: {e}"))?;
+    let image = Image::new(width, height, data).map_err(|e| e.to_string())?;
+    Ok(Loaded { image, depth: Depth::Float, dropped_alpha: false })
+}
+
+/// Writes `image` to `path` in the format of its extension. Image formats get `depth`
+/// (16-bit for `U16` and `Float`) where they support it; JPEG is always 8-bit.
+pub fn write(path: &Path, image: &Image, depth: Depth) -> Result<()> {
+    let kind = FileKind::from_path(path)?;
+    write_atomically(path, |tmp| {
+        let mut out = BufWriter::new(tmp.as_file_mut());
+        let encoded = match kind {
+            FileKind::Npy => write_npy(&mut out, image).map_err(|e| e.to_string()),
+            FileKind::Jpeg => encode(&mut out, image, ImageFormat::Jpeg, Depth::U8),
+            FileKind::Png => encode(&mut out, image, ImageFormat::Png, depth),
+            FileKind::Tiff => encode(&mut out, image, ImageFormat::Tiff, depth),
+        };
+        encoded.and_then(|()| out.flush().map_err(|e| e.to_string())).map_err(|m| CliError::file(path, m))
+    })
+}
+
+/// Writes the raw values as a float32 `H × W × 3` `.npy`.
+fn write_npy(out: &mut impl Write, image: &Image) -> std::io::Result<()> {
+    let shape = [image.height() as u64, image.width() as u64, 3];
+    let mut writer = npyz::WriteOptions::<f32>::new().default_dtype().shape(&shape).writer(out).begin_nd()?;
+    writer.extend(image.data().iter().copied())?;
+    writer.finish()
+}
+
+/// Clamps to [0, 1], quantises to `depth` and encodes as `format`.
+fn encode<W: Write + std::io::Seek>(
+    out: &mut W,
+    image: &Image,
+    format: ImageFormat,
+    depth: Depth,
+) -> std::result::Result<(), String> {
+    let (w, h) = (u32::try_from(image.width()), u32::try_from(image.height()));
+    let (Ok(w), Ok(h)) = (w, h) else {
+        return Err(format!("{}×{} is too large for an image file", image.width(), image.height()));
+    };
+    let pixels: DynamicImage = match depth {
+        Depth::U8 => {
+            let data = image.data().iter().map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect();
+            ImageBuffer::<Rgb<u8>, Vec<u8>>::from_raw(w, h, data).map(DynamicImage::ImageRgb8)
+        }
+        Depth::U16 | Depth::Float => {
+            let data = image.data().iter().map(|v| (v.clamp(0.0, 1.0) * 65535.0).round() as u16).collect();
+            ImageBuffer::<Rgb<u16>, Vec<u16>>::from_raw(w, h, data).map(DynamicImage::ImageRgb16)
+        }
+    }
+    .ok_or("pixel buffer does not match the image size")?;
+    let result = if format == ImageFormat::Jpeg {
+        pixels.write_with_encoder(JpegEncoder::new_with_quality(out, JPEG_QUALITY))
+    } else {
+        pixels.write_to(out, format)
+    };
+    result.map_err(|e| format!("cannot encode image: {e}"))
+}

@@ -1,0 +1,117 @@
+//! `maskdcpt info`: what a checkpoint holds, as aligned text or one JSON object.
+
+use maskdcpt_core::model::Model;
+use maskdcpt_core::spec::PadMode;
+use maskdcpt_core::weights::Format;
+use serde_json::json;
+
+use crate::args::InfoArgs;
+use crate::error::Result;
+
+/// Loads the model and prints its description to stdout.
+pub fn run(args: &InfoArgs) -> Result<()> {
+    let model = crate::model::load(&args.model, args.param_key.as_deref())?;
+    let info = describe(&model);
+    if args.json {
+        let value = json!({
+            "model": args.model.display().to_string(),
+            "format": info.format,
+            "param_key": info.param_key,
+            "family": info.family,
+            "width": info.width,
+            "enc_blocks": info.enc_blocks,
+            "middle_blocks": info.middle_blocks,
+            "dec_blocks": info.dec_blocks,
+            "parameters": info.parameters,
+            "tensors": info.tensors,
+            "dtype": info.dtype,
+            "size_multiple": info.size_multiple,
+            "padding": info.padding,
+        });
+        println!("{value}");
+    } else {
+        let list = |v: &[usize]| v.iter().map(usize::to_string).collect::<Vec<_>>().join(", ");
+        println!("model:          {}", args.model.display());
+        println!("format:         {}", info.format);
+        println!("checkpoint key: {}", info.param_key.unwrap_or("none"));
+        println!("family:         {}", info.family);
+        println!("width:          {}", info.width);
+        println!("encoder blocks: {}", list(&info.enc_blocks));
+        println!("middle blocks:  {}", info.middle_blocks);
+        println!("decoder blocks: {}", list(&info.dec_blocks));
+        println!("parameters:     {}", thousands(info.parameters));
+        println!("tensors:        {}", info.tensors);
+        println!("dtype:          {}", info.dtype);
+        println!("size multiple:  {}", info.size_multiple);
+        println!("padding:        {} (bottom/right, to the size multiple)", info.padding);
+    }
+    Ok(())
+}
+
+/// The facts `info` reports, shared by both renderings.
+struct Info<'a> {
+    format: &'static str,
+    param_key: Option<&'a str>,
+    family: &'static str,
+    width: usize,
+    enc_blocks: Vec<usize>,
+    middle_blocks: usize,
+    dec_blocks: Vec<usize>,
+    parameters: usize,
+    tensors: usize,
+    dtype: &'static str,
+    size_multiple: usize,
+    padding: &'static str,
+}
+
+fn describe(model: &Model) -> Info<'_> {
+    let spec = model.spec();
+    let weights = model.weights();
+    Info {
+        format: match weights.format() {
+            Format::Safetensors => "safetensors",
+            Format::TorchZip => "pth",
+        },
+        param_key: weights.param_key(),
+        family: spec.family.name(),
+        width: spec.width,
+        enc_blocks: spec.enc_blocks.clone(),
+        middle_blocks: spec.middle_blocks,
+        dec_blocks: spec.dec_blocks.clone(),
+        parameters: spec.param_count(),
+        tensors: weights.len(),
+        dtype: weights.common_dtype().map_or("mixed", |d| d.name()),
+        size_multiple: spec.size_multiple(),
+        padding: match spec.family.pad_mode() {
+            PadMode::Reflect => "reflect",
+            PadMode::Zero => "zero",
+        },
+    }
+}
+
+/// `67888835` → `"67,888,835"`.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thousands;
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(67_888_835), "67,888,835");
+        assert_eq!(thousands(123_456_789_012), "123,456,789,012");
+    }
+}

@@ -1,0 +1,19 @@
+//! Loading a checkpoint as a validated model, with errors that name the file.
+
+use std::path::Path;
+
+use maskdcpt_core::Error;
+use maskdcpt_core::model::Model;
+use maskdcpt_core::weights::LoadOptions;
+
+use crate::error::{CliError, Result};
+
+/// Loads and validates the checkpoint at `path`, using `param_key` when given.
+pub fn load(path: &Path, param_key: Option<&str>) -> Result<Model> {
+    let options = LoadOptions { param_key: param_key.map(str::to_owned) };
+    Model::load(path, &options).map_err(|e| match e {
+        // These already start with the path.
+        Error::Io { .. } | Error::CorruptWeights { .. } => CliError::Core(e),
+        other => CliError::file(path, other),
+    })
+}
