@@ -11,6 +11,7 @@ use super::kernels::elementwise::simple_gate;
 use super::kernels::layernorm::layer_norm;
 use super::kernels::matmul::{Epilogue, MatMut, MatRef, matmul};
 use super::prepared::BlockWeights;
+use super::row_bands;
 
 /// Scratch a block needs on an `h × w` map with bands of `band_rows` rows.
 pub struct BlockScratch<'a> {
@@ -28,11 +29,6 @@ pub fn scratch_len(c: usize, h: usize, w: usize, band_rows: usize) -> (usize, us
     (c * h * w, c * rows * w, 2 * c * rows * w)
 }
 
-/// Row ranges `[r0, r1)` covering `0..h` in bands of `band_rows`.
-fn bands(h: usize, band_rows: usize) -> impl Iterator<Item = (usize, usize)> {
-    (0..h).step_by(band_rows.max(1)).map(move |r0| (r0, (r0 + band_rows.max(1)).min(h)))
-}
-
 /// Runs the block in place on the planar `c × h × w` map `x`.
 pub fn run_block(
     bw: &BlockWeights,
@@ -45,7 +41,7 @@ pub fn run_block(
     let (c, hw) = (bw.c, h * w);
     let x = &mut x[..c * hw];
     let mut sums = vec![0.0f64; c];
-    for (r0, r1) in bands(h, band_rows) {
+    for (r0, r1) in row_bands(h, band_rows) {
         let (e0, e1) = (r0.saturating_sub(1), (r1 + 1).min(h));
         let ne = (e1 - e0) * w;
         let (t, u) = (&mut s.t[..c * ne], &mut s.u[..2 * c * ne]);
@@ -57,7 +53,7 @@ pub fn run_block(
         sums.iter_mut().zip(part).for_each(|(a, b)| *a += b);
     }
     let attention = channel_attention(bw, &sums, hw);
-    for (r0, r1) in bands(h, band_rows) {
+    for (r0, r1) in row_bands(h, band_rows) {
         let (off, n) = (r0 * w, (r1 - r0) * w);
         let rows = (c - 1) * hw + n;
         let xb = &mut x[off..off + rows];

@@ -79,17 +79,20 @@ impl CpuEngine {
         })
     }
 
-    /// Band height at resolution `level` for a map of width `w` and `c` channels.
-    fn band_rows(&self, level: usize, c: usize, w: usize) -> usize {
+    /// Rows per band at resolution `level` when one band row needs `row_elements` of scratch:
+    /// the tile (scaled to the level) in global tiled mode, else what fits the default budget.
+    fn band_rows(&self, level: usize, row_elements: usize) -> usize {
         match self.tiling {
             Some(Tiling { tile, sca: ScaMode::Global, .. }) => (tile >> level).max(1),
-            _ => (AUTO_BAND_ELEMENTS / (2 * c * w).max(1)).saturating_sub(2).max(1),
+            _ => (AUTO_BAND_ELEMENTS / row_elements.max(1)).max(1),
         }
     }
 
     /// Buffer layout for a padded `h × w` input.
     fn layout(&self, h: usize, w: usize) -> Layout {
-        Layout::new(&self.program, &self.graph, &self.weights, h, w, |level, c, width| self.band_rows(level, c, width))
+        Layout::new(&self.program, &self.graph, &self.weights, h, w, |level, row_elements| {
+            self.band_rows(level, row_elements)
+        })
     }
 
     fn weights_bytes(&self) -> u64 {
@@ -165,35 +168,35 @@ impl CpuEngine {
                     conv3x3(&mut out, &ws.slots[slot(*input)], res, weight, bias, (*cin, *cout), (hl, wl));
                 }
                 (Step::Down { input, .. }, StepWeights::Down { weight: (weight, bias), cin }) => {
-                    let n = hl * wl;
-                    space_to_depth(&mut ws.tmp, &ws.slots[slot(*input)], *cin, hl * 2, wl * 2);
-                    let dst = MatMut { data: &mut out, row_stride: n };
                     let e = Epilogue { bias: Some(bias), ..Default::default() };
-                    matmul(dst, weight, MatRef { data: &ws.tmp, row_stride: n }, n, e, self.threads);
+                    for (r0, r1) in row_bands(hl, self.band_rows(level, 4 * cin * wl)) {
+                        let n = (r1 - r0) * wl;
+                        space_to_depth(&mut ws.tmp, &ws.slots[slot(*input)], *cin, (hl * 2, wl * 2), (r0, r1));
+                        let dst = MatMut { data: &mut out[r0 * wl..], row_stride: hl * wl };
+                        matmul(dst, weight, MatRef { data: &ws.tmp, row_stride: n }, n, e, self.threads);
+                    }
                 }
                 (Step::UpShuffleAdd { input, skip, .. }, StepWeights::Up { weight, .. }) => {
-                    let (n, cout) = ((hl / 2) * (wl / 2), weight.rows());
+                    let (hi, wi, cout) = (hl / 2, wl / 2, weight.rows());
                     if slot(*skip) != out_slot {
                         let len = cout / 4 * hl * wl;
                         out[..len].copy_from_slice(&ws.slots[slot(*skip)][..len]);
                     }
-                    let dst = MatMut { data: &mut ws.tmp, row_stride: n };
-                    matmul(
-                        dst,
-                        weight,
-                        MatRef { data: &ws.slots[slot(*input)], row_stride: n },
-                        n,
-                        Epilogue::default(),
-                        self.threads,
-                    );
-                    add_pixel_shuffle(&mut out, &ws.tmp, cout / 4, hl, wl);
+                    let src = &ws.slots[slot(*input)];
+                    for (r0, r1) in row_bands(hi, self.band_rows(level + 1, cout * wi)) {
+                        let n = (r1 - r0) * wi;
+                        let dst = MatMut { data: &mut ws.tmp, row_stride: n };
+                        let rhs = MatRef { data: &src[r0 * wi..], row_stride: hi * wi };
+                        matmul(dst, weight, rhs, n, Epilogue::default(), self.threads);
+                        add_pixel_shuffle(&mut out, &ws.tmp, cout / 4, (hl, wl), (r0, r1));
+                    }
                 }
                 (Step::NafBlock { input, .. }, StepWeights::Block(bw)) => {
                     if slot(*input) != out_slot {
                         let len = bw.c * hl * wl;
                         out[..len].copy_from_slice(&ws.slots[slot(*input)][..len]);
                     }
-                    let band = self.band_rows(level, bw.c, wl);
+                    let band = self.band_rows(level, 2 * bw.c * wl);
                     let scratch = BlockScratch { g: &mut ws.g, t: &mut ws.t, u: &mut ws.u };
                     run_block(bw, &mut out, (hl, wl), band, scratch, self.threads);
                 }
@@ -228,6 +231,12 @@ impl Engine for CpuEngine {
         let activations = (self.layout(h, w).total_len() as u64 + io) * 4;
         Ok(MemoryEstimate { weights: self.weights_bytes(), activations })
     }
+}
+
+/// Row ranges `[r0, r1)` covering `0..h` in bands of `band_rows`.
+fn row_bands(h: usize, band_rows: usize) -> impl Iterator<Item = (usize, usize)> {
+    let step = band_rows.max(1);
+    (0..h).step_by(step).map(move |r0| (r0, (r0 + step).min(h)))
 }
 
 /// Memory the operating system reports as available (Linux `MemAvailable`), in bytes.

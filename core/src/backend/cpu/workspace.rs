@@ -22,14 +22,15 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// Plans a padded `h × w` run; `band_rows(level, channels, width)` gives the block bands.
+    /// Plans a padded `h × w` run; `band_rows(level, row_elements)` gives the rows per band
+    /// at a resolution level when one band row needs `row_elements` of scratch.
     pub fn new(
         program: &Program,
         graph: &Graph,
         weights: &[StepWeights],
         h: usize,
         w: usize,
-        band_rows: impl Fn(usize, usize, usize) -> usize,
+        band_rows: impl Fn(usize, usize) -> usize,
     ) -> Self {
         let mut layout = Layout { plan: plan(program, graph, h, w), g_len: 0, t_len: 0, u_len: 0, tmp_len: 0 };
         for (step, sw) in program.steps.iter().zip(weights) {
@@ -37,7 +38,7 @@ impl Layout {
             let (hl, wl) = (h >> level, w >> level);
             match (step, sw) {
                 (Step::NafBlock { .. }, StepWeights::Block(b)) => {
-                    let (g, t, u) = scratch_len(b.c, hl, wl, band_rows(level, b.c, wl));
+                    let (g, t, u) = scratch_len(b.c, hl, wl, band_rows(level, 2 * b.c * wl));
                     layout.g_len = layout.g_len.max(g);
                     layout.t_len = layout.t_len.max(t);
                     layout.u_len = layout.u_len.max(u);

@@ -28,33 +28,34 @@ fn multiply(out: &mut [f32], a: &[f32], b: &[f32]) {
     }
 }
 
-/// Space-to-depth by 2: `out[4i + 2ky + kx][y][x] = input[i][2y + ky][2x + kx]` for a planar
-/// `c × h × w` input (h, w even); `out` is `4c × (h/2 · w/2)`, matching the
-/// `[cout][cin][ky][kx]` order of a 2×2 conv weight.
-pub fn space_to_depth(out: &mut [f32], input: &[f32], c: usize, h: usize, w: usize) {
-    let (ho, wo) = (h / 2, w / 2);
-    out[..4 * c * ho * wo].par_chunks_mut(ho * wo).enumerate().for_each(|(k, o)| {
+/// Space-to-depth by 2 for output rows `[r0, r1)`: `out[4i + 2ky + kx][y − r0][x] =
+/// input[i][2y + ky][2x + kx]` for a planar `c × h × w` input (h, w even); `out` is
+/// `4c × ((r1 − r0) · w/2)`, matching the `[cout][cin][ky][kx]` order of a 2×2 conv weight.
+pub fn space_to_depth(out: &mut [f32], input: &[f32], c: usize, (h, w): (usize, usize), (r0, r1): (usize, usize)) {
+    let wo = w / 2;
+    let n = (r1 - r0) * wo;
+    out[..4 * c * n].par_chunks_mut(n).enumerate().for_each(|(k, o)| {
         let (i, ky, kx) = (k / 4, (k / 2) % 2, k % 2);
-        for y in 0..ho {
+        for (y, dst) in (r0..r1).zip(o.chunks_exact_mut(wo)) {
             let src = &input[i * h * w + (2 * y + ky) * w..][..w];
-            for (x, v) in o[y * wo..(y + 1) * wo].iter_mut().enumerate() {
-                *v = src[2 * x + kx];
-            }
+            dst.iter_mut().zip(src.iter().skip(kx).step_by(2)).for_each(|(d, s)| *d = *s);
         }
     });
 }
 
-/// `out[c][2y + i][2x + j] += t[4c + 2i + j][y][x]` (PixelShuffle(2) added onto `out`), for a
-/// `4c × (h/2 · w/2)` input `t` and a planar `c × h × w` output.
-pub fn add_pixel_shuffle(out: &mut [f32], t: &[f32], c: usize, h: usize, w: usize) {
-    let (hi, wi) = (h / 2, w / 2);
-    out[..c * h * w].par_chunks_mut(w).enumerate().for_each(|(r, row)| {
-        let (ch, y) = (r / h, r % h);
-        let (yi, i) = (y / 2, y % 2);
-        for j in 0..2 {
-            let src = &t[(4 * ch + 2 * i + j) * hi * wi + yi * wi..][..wi];
-            for (x, v) in src.iter().enumerate() {
-                row[2 * x + j] += v;
+/// `out[c][2y + i][2x + j] += t[4c + 2i + j][y − r0][x]` for low-resolution rows `[r0, r1)`
+/// (PixelShuffle(2) added onto `out`): `t` is `4c × ((r1 − r0) · w/2)`, `out` a planar
+/// `c × h × w` map.
+pub fn add_pixel_shuffle(out: &mut [f32], t: &[f32], c: usize, (h, w): (usize, usize), (r0, r1): (usize, usize)) {
+    let wi = w / 2;
+    let n = (r1 - r0) * wi;
+    out[..c * h * w].par_chunks_mut(h * w).enumerate().for_each(|(ch, plane)| {
+        for y in 2 * r0..2 * r1 {
+            let row = &mut plane[y * w..(y + 1) * w];
+            let (yi, i) = (y / 2 - r0, y % 2);
+            for j in 0..2 {
+                let src = &t[(4 * ch + 2 * i + j) * n + yi * wi..][..wi];
+                row.iter_mut().skip(j).step_by(2).zip(src).for_each(|(d, s)| *d += s);
             }
         }
     });
@@ -69,11 +70,19 @@ mod tests {
         let (c, h, w) = (3, 4, 6);
         let input: Vec<f32> = (0..c * h * w).map(|v| v as f32).collect();
         let mut s2d = vec![0.0; c * h * w];
-        space_to_depth(&mut s2d, &input, c, h, w);
+        space_to_depth(&mut s2d, &input, c, (h, w), (0, h / 2));
         // PixelShuffle channel order 4c + 2i + j matches space-to-depth order 4c + 2ky + kx.
         let mut back = vec![0.0; c * h * w];
-        add_pixel_shuffle(&mut back, &s2d, c, h, w);
+        add_pixel_shuffle(&mut back, &s2d, c, (h, w), (0, h / 2));
         assert_eq!(back, input);
+        // Band by band gives the same.
+        let mut banded = vec![0.0; c * h * w];
+        for r in 0..h / 2 {
+            let mut part = vec![0.0; c * w * 2];
+            space_to_depth(&mut part, &input, c, (h, w), (r, r + 1));
+            add_pixel_shuffle(&mut banded, &part, c, (h, w), (r, r + 1));
+        }
+        assert_eq!(banded, input);
         // Spot check: channel 1, ky 1, kx 0 at (y 1, x 2) comes from input[1][3][4].
         assert_eq!(s2d[(4 + 2) * (h / 2 * w / 2) + 3 + 2], input[h * w + 3 * w + 4]);
     }
