@@ -101,8 +101,20 @@ def cpu_busy_fraction(seconds: float = 1.0) -> float:
     return (1.0 - (i1 - i0) / total) * ncpu
 
 
-def warn_if_busy(label: str, notes: list[str]) -> None:
+def other_busy(seconds: float) -> float:
+    """Cores used by OTHER processes over `seconds` (system busy minus ours)."""
+    c0 = time.process_time()
+    busy = cpu_busy_fraction(seconds)
+    return max(0.0, busy - (time.process_time() - c0) / seconds)
+
+
+def warn_if_busy(label: str, notes: list[str], wait_idle: float = 0.0) -> None:
+    """Wait up to `wait_idle` seconds for the machine to be quiet (< 0.3
+    cores busy over 2 s), then warn if it still is not."""
+    deadline = time.monotonic() + wait_idle
     busy = cpu_busy_fraction(1.0)
+    while busy > 0.3 and time.monotonic() < deadline:
+        busy = cpu_busy_fraction(2.0)
     if busy > 0.3:
         msg = f"WARNING: {busy:.2f} cores busy just before '{label}': timings may be disturbed"
         print(msg, file=sys.stderr)
@@ -133,11 +145,26 @@ def ort_worker(args: argparse.Namespace) -> None:
         if i == 0 and args.save_output:
             np.save(args.save_output, y)
             np.save(args.save_output.replace(".npy", "_input.npy"), x)
-    times = []
-    for _ in range(args.iters):
+    times, utils = [], []
+    discarded = 0
+    deadline = time.monotonic() + args.max_seconds
+    while len(times) < args.iters:
+        if args.min_util > 0:
+            # wait (bounded) until other processes leave the cores alone
+            while other_busy(1.0) > 0.2 and time.monotonic() < deadline:
+                pass
+        c = time.process_time()
         t = time.perf_counter()
         sess.run(None, {name: x})
-        times.append((time.perf_counter() - t) * 1e3)
+        wall = time.perf_counter() - t
+        # process CPU time / (wall x threads): well below 1 when other
+        # processes steal the cores during the run
+        util = (time.process_time() - c) / (wall * args.threads)
+        if util < args.min_util and time.monotonic() < deadline:
+            discarded += 1
+            continue
+        times.append(wall * 1e3)
+        utils.append(util)
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(
         json.dumps(
@@ -149,6 +176,8 @@ def ort_worker(args: argparse.Namespace) -> None:
                 peak_rss_mb=rss_kb / 1024.0,
                 session_init_s=init_s,
                 times_ms=times,
+                cpu_util=utils,
+                discarded_disturbed=discarded,
                 ort_version=ort.__version__,
             )
         )
@@ -272,6 +301,13 @@ def main() -> None:
     ap.add_argument("--skip-ours", action="store_true", help="time ONNX Runtime only")
     ap.add_argument("--skip-ort", action="store_true", help="time maskdcpt only")
     ap.add_argument("--no-verify", action="store_true", help="skip the ORT-vs-torch output check")
+    ap.add_argument("--wait-idle", type=float, default=60.0,
+                    help="before each timed run wait up to this many seconds for other load to stop (0: no wait)")
+    ap.add_argument("--min-util", type=float, default=0.0,
+                    help="ORT only: wait for a quiet machine before each iteration and re-run iterations whose CPU "
+                         "utilisation (process CPU time / (wall x threads)) is below this, e.g. 0.95 on a shared host")
+    ap.add_argument("--max-seconds", type=float, default=1800.0,
+                    help="time budget per size for --min-util re-runs; after it iterations are kept as they come")
     ap.add_argument("--json-out", type=Path, help="also write raw results here")
     # internal
     ap.add_argument("--ort-worker", help=argparse.SUPPRESS)
@@ -309,13 +345,20 @@ def main() -> None:
             if not args.no_verify and verified is None:
                 save = str(args.cache / f"ort_out_{h}x{w}.npy")
             cmd = [sys.executable, str(Path(__file__).resolve()), "--ort-worker", str(onnx_paths[(h, w)]),
-                   "--threads", str(args.threads), "--iters", str(iters), "--warmup", str(max(1, args.warmup))]
+                   "--threads", str(args.threads), "--iters", str(iters), "--warmup", str(max(1, args.warmup)),
+                   "--min-util", str(args.min_util), "--max-seconds", str(args.max_seconds)]
             if save:
                 cmd += ["--save-output", save]
-            warn_if_busy(f"ORT {h}x{w}", notes)
+            warn_if_busy(f"ORT {h}x{w}", notes, args.wait_idle)
             print(f"[ort] {h}x{w}: {iters} iters, {args.threads} threads ...", file=sys.stderr)
             row["ort"] = run_json(cmd)
-            print(f"[ort] {h}x{w}: median {row['ort']['median_ms']:.1f} ms", file=sys.stderr)
+            util = statistics.median(row["ort"]["cpu_util"])
+            print(f"[ort] {h}x{w}: median {row['ort']['median_ms']:.1f} ms, min {row['ort']['min_ms']:.1f} ms, "
+                  f"CPU utilisation {util:.2f} of {args.threads} threads", file=sys.stderr)
+            if row["ort"].get("discarded_disturbed"):
+                print(f"[ort] {h}x{w}: re-ran {row['ort']['discarded_disturbed']} disturbed iterations", file=sys.stderr)
+            if util < 0.85:
+                notes.append(f"WARNING: ORT {h}x{w} ran at {util:.2f} CPU utilisation (other load on the machine)")
             if save:
                 d, mx = verify_ort_output(st_path, Path(save))
                 verified = (h, w, d, mx)
@@ -328,10 +371,14 @@ def main() -> None:
                        "--iters", str(iters), "--threads", str(args.threads)]
                 if prec != "f32" or len(precisions) > 1:
                     cmd += ["--precision", prec]
-                warn_if_busy(f"maskdcpt {prec} {h}x{w}", notes)
+                warn_if_busy(f"maskdcpt {prec} {h}x{w}", notes, args.wait_idle)
                 print(f"[ours] {h}x{w} {prec} ...", file=sys.stderr)
                 row["ours"][prec] = run_json(cmd)
                 print(f"[ours] {h}x{w} {prec}: median {row['ours'][prec]['median_ms']:.1f} ms", file=sys.stderr)
+                gm = row["ours"][prec].get("gmacs")
+                if gm is not None and abs(2 * gm * 1e9 - flops) > 0.01 * flops:
+                    notes.append(f"NOTE: maskdcpt reports {2 * gm:.2f} GFLOP at {h}x{w}, this script counts "
+                                 f"{flops / 1e9:.2f} (GFLOP/s columns use the latter)")
         results.append(row)
 
     # ---------------- report ----------------
@@ -345,38 +392,31 @@ def main() -> None:
     print(f"Model: MaskDCPT NAFNetBaseline w64 enc [1,1,1,28] mid 1 dec [1,1,1,1], random weights (seed {args.seed}); "
           f"threads {args.threads}; ONNX Runtime {onnxruntime.__version__} CPU EP (intra {args.threads}, inter 1, "
           f"ORT_ENABLE_ALL), opset 17; warm-up {args.warmup}.")
+    if args.min_util > 0 and not args.skip_ort:
+        print(f"ORT iterations were timed only when the machine was otherwise idle and kept only at >= "
+              f"{args.min_util:.2f} CPU utilisation (--min-util).")
     if verified:
         print(f"ORT output checked against the PyTorch reference at {verified[0]}x{verified[1]}: "
               f"max|diff| {verified[2]:.2e}.")
     print()
-    hdr = "| size (WxH) | GFLOP | ORT median ms | ORT min ms | ORT GFLOP/s | ORT peak RSS MB |"
-    sep = "|---|---|---|---|---|---|"
-    for p in precisions if not args.skip_ours else []:
-        hdr += f" ours {p} median ms | ours {p} min ms | ratio ours/ORT | ours {p} GFLOP/s | ours {p} peak RSS MB |"
-        sep += "---|---|---|---|---|"
-    print(hdr)
-    print(sep)
+    print("| size (W×H) | GFLOP | ours precision | ORT median ms | ORT min ms | ours median ms | ours min ms "
+          "| ratio ours/ORT | ours GFLOP/s | ORT GFLOP/s | ours peak RSS MB | ORT peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 
     def f(v, nd=1):
         return "–" if v is None else f"{v:.{nd}f}"
 
     for r in results:
-        o = r["ort"]
+        o = r["ort"] or {}
         gfl = r["gflop"]
-        line = f"| {r['width']}×{r['height']} | {gfl:.1f} | "
-        if o:
-            line += f"{f(o['median_ms'])} | {f(o['min_ms'])} | {f(gfl / (o['median_ms'] / 1e3))} | {f(o['peak_rss_mb'], 0)} |"
-        else:
-            line += "– | – | – | – |"
-        for p in precisions if not args.skip_ours else []:
-            u = r["ours"].get(p)
-            if u:
-                ratio = f"{u['median_ms'] / o['median_ms']:.2f}" if o else "–"
-                line += (f" {f(u['median_ms'])} | {f(u.get('min_ms'))} | {ratio} | "
-                         f"{f(gfl / (u['median_ms'] / 1e3))} | {f(u.get('peak_rss_mb'), 0)} |")
-            else:
-                line += " – | – | – | – | – |"
-        print(line)
+        ort_gfs = gfl / (o["median_ms"] / 1e3) if o else None
+        rows = list(r["ours"].items()) or [("–", {})]
+        for prec, u in rows:
+            ratio = u["median_ms"] / o["median_ms"] if (u and o) else None
+            ours_gfs = gfl / (u["median_ms"] / 1e3) if u else None
+            print(f"| {r['width']}×{r['height']} | {gfl:.1f} | {prec} | {f(o.get('median_ms'))} | {f(o.get('min_ms'))} "
+                  f"| {f(u.get('median_ms'))} | {f(u.get('min_ms'))} | {f(ratio, 2)} | {f(ours_gfs)} | {f(ort_gfs)} "
+                  f"| {f(u.get('peak_rss_mb'), 0)} | {f(o.get('peak_rss_mb'), 0)} |")
     print()
     print("GFLOP = exact conv FLOPs (2×MACs) of the network at that size; GFLOP/s from the median. "
           "ratio < 1 means maskdcpt is faster. Iterations: "

@@ -17,9 +17,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Some(t) => t as usize,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    let mut options = args.engine.to_options(args.precision.to_core());
+    let mut options = args.engine.to_options();
     options.threads = Some(threads);
     let engine = build_engine(&model, &options)?;
+    // The engine holds its own copy of the weights: release the checkpoint (and its mapping).
+    let spec = model.spec().clone();
+    drop(model);
 
     let (height, width) = (args.height as usize, args.width as usize);
     let input = Image::new(width, height, synthetic_pixels(width, height)?)?;
@@ -35,7 +38,6 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let stats = Stats::of(&mut times_ms);
 
-    let spec = model.spec();
     let multiple = spec.size_multiple();
     let gmacs = spec.macs(round_up(height, multiple), round_up(width, multiple)) as f64 / 1e9;
     let line = json!({
@@ -45,7 +47,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "iters": args.iters,
         "warmup": args.warmup,
         "threads": threads,
-        "precision": args.precision.name(),
+        "precision": args.engine.precision.name(),
         "tile": args.engine.tile,
         "sca": args.engine.tile.map(|_| match args.engine.sca {
             Sca::Global => "global",

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use maskdcpt_core::backend::{Engine, Precision, build_engine};
+use maskdcpt_core::backend::{Engine, build_engine};
 
 use crate::args::RestoreArgs;
 use crate::atomic::same_file;
@@ -110,5 +110,5 @@ fn restore_to(engine: &dyn Engine, input: &Path, loaded: &Loaded, output: &Path)
 /// Loads the model and builds the engine for `args`.
 fn engine(args: &RestoreArgs) -> Result<Box<dyn Engine>> {
     let model = crate::model::load(&args.model, args.param_key.as_deref())?;
-    Ok(build_engine(&model, &args.engine.to_options(Precision::F32))?)
+    Ok(build_engine(&model, &args.engine.to_options())?)
 }
