@@ -33,7 +33,7 @@ pub struct RestoreArgs {
     /// Checkpoint (`.pth` or `.safetensors`).
     #[arg(short, long, value_name = "MODEL")]
     pub model: PathBuf,
-    /// Input image (PNG, JPEG, TIFF or float32 H×W×3 `.npy`), or a folder of them.
+    /// Input image (PNG, JPEG, TIFF, PPM or float32 H×W×3 `.npy`), or a folder of them.
     #[arg(short, long, value_name = "INPUT")]
     pub input: PathBuf,
     /// Output file (format from its extension), or a folder when INPUT is a folder.

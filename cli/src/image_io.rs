@@ -1,7 +1,8 @@
-//! Image files in and out: PNG / JPEG / TIFF (8- and 16-bit) through the `image` crate, and
-//! float32 `H × W × 3` `.npy` arrays through `npyz`.
+//! Image files in and out: PNG / JPEG / TIFF / binary PPM (8- and 16-bit) through the `image`
+//! crate, and float32 `H × W × 3` `.npy` arrays through `npyz`.
 //!
-//! Reading: 8-bit samples are divided by 255, 16-bit ones by 65535, float samples are kept.
+//! Reading: 8-bit samples are divided by 255, 16-bit ones by 65535, float samples are kept
+//! (the rule of [`maskdcpt_core::pixels`], which the C library shares).
 //! Grayscale becomes RGB; an alpha channel is dropped (and reported to the caller, who warns).
 //! Writing: `.npy` holds the values as given; image formats clamp to [0, 1] and round to the
 //! output depth. Every write is atomic (see [`crate::atomic`]).
@@ -10,8 +11,10 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use image::codecs::jpeg::JpegEncoder;
+use image::codecs::pnm::{PnmEncoder, PnmSubtype, SampleEncoding};
 use image::{ColorType, DynamicImage, ImageBuffer, ImageFormat, Rgb};
 use maskdcpt_core::image::Image;
+use maskdcpt_core::pixels::{f32_to_unorm8, f32_to_unorm16, unorm8_to_f32, unorm16_to_f32};
 use npyz::WriterBuilder;
 
 use crate::atomic::write_atomically;
@@ -29,12 +32,14 @@ pub enum FileKind {
     Jpeg,
     /// `.tif`, `.tiff`
     Tiff,
+    /// `.ppm` (binary PPM: read at 8 or 16 bits, written as 8-bit P6)
+    Ppm,
     /// `.npy` (float32 `H × W × 3`)
     Npy,
 }
 
 /// The extensions [`FileKind::from_path`] accepts, for messages.
-pub const SUPPORTED_EXTENSIONS: &str = "png, jpg, jpeg, tif, tiff, npy";
+pub const SUPPORTED_EXTENSIONS: &str = "png, jpg, jpeg, tif, tiff, ppm, npy";
 
 impl FileKind {
     /// The format of `path` by its (case-insensitive) extension.
@@ -44,6 +49,7 @@ impl FileKind {
             Some("png") => Ok(FileKind::Png),
             Some("jpg" | "jpeg") => Ok(FileKind::Jpeg),
             Some("tif" | "tiff") => Ok(FileKind::Tiff),
+            Some("ppm") => Ok(FileKind::Ppm),
             Some("npy") => Ok(FileKind::Npy),
             Some(other) => Err(CliError::file(
                 path,
@@ -94,7 +100,7 @@ pub fn read(path: &Path) -> Result<Loaded> {
     Ok(loaded)
 }
 
-/// Decodes PNG / JPEG / TIFF bytes to RGB f32.
+/// Decodes PNG / JPEG / TIFF / PPM bytes to RGB f32.
 fn decode_image(path: &Path, bytes: &[u8]) -> Result<Loaded> {
     let format =
         image::guess_format(bytes).or_else(|_| ImageFormat::from_path(path)).map_err(|e| CliError::file(path, e))?;
@@ -104,10 +110,10 @@ fn decode_image(path: &Path, bytes: &[u8]) -> Result<Loaded> {
     let (width, height) = (img.width() as usize, img.height() as usize);
     let (depth, data) = match color {
         ColorType::L8 | ColorType::La8 | ColorType::Rgb8 | ColorType::Rgba8 => {
-            (Depth::U8, img.into_rgb8().into_raw().into_iter().map(|v| f32::from(v) / 255.0).collect())
+            (Depth::U8, img.into_rgb8().into_raw().into_iter().map(unorm8_to_f32).collect())
         }
         ColorType::L16 | ColorType::La16 | ColorType::Rgb16 | ColorType::Rgba16 => {
-            (Depth::U16, img.into_rgb16().into_raw().into_iter().map(|v| f32::from(v) / 65535.0).collect())
+            (Depth::U16, img.into_rgb16().into_raw().into_iter().map(unorm16_to_f32).collect())
         }
         ColorType::Rgb32F | ColorType::Rgba32F => (Depth::Float, img.into_rgb32f().into_raw()),
         other => return Err(CliError::file(path, format!("unsupported pixel format {other:?}"))),
@@ -152,7 +158,8 @@ fn read_npy(bytes: &[u8]) -> std::result::Result<Loaded, String> {
 }
 
 /// Writes `image` to `path` in the format of its extension. Image formats get `depth`
-/// (16-bit for `U16` and `Float`) where they support it; JPEG is always 8-bit.
+/// (16-bit for `U16` and `Float`) where they support it; JPEG and PPM (binary P6) are always
+/// 8-bit.
 pub fn write(path: &Path, image: &Image, depth: Depth) -> Result<()> {
     let kind = FileKind::from_path(path)?;
     write_atomically(path, |tmp| {
@@ -162,6 +169,7 @@ pub fn write(path: &Path, image: &Image, depth: Depth) -> Result<()> {
             FileKind::Jpeg => encode(&mut out, image, ImageFormat::Jpeg, Depth::U8),
             FileKind::Png => encode(&mut out, image, ImageFormat::Png, depth),
             FileKind::Tiff => encode(&mut out, image, ImageFormat::Tiff, depth),
+            FileKind::Ppm => encode(&mut out, image, ImageFormat::Pnm, Depth::U8),
         };
         encoded.and_then(|()| out.flush().map_err(|e| e.to_string())).map_err(|m| CliError::file(path, m))
     })
@@ -188,19 +196,21 @@ fn encode<W: Write + std::io::Seek>(
     };
     let pixels: DynamicImage = match depth {
         Depth::U8 => {
-            let data = image.data().iter().map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect();
+            let data = image.data().iter().copied().map(f32_to_unorm8).collect();
             ImageBuffer::<Rgb<u8>, Vec<u8>>::from_raw(w, h, data).map(DynamicImage::ImageRgb8)
         }
         Depth::U16 | Depth::Float => {
-            let data = image.data().iter().map(|v| (v.clamp(0.0, 1.0) * 65535.0).round() as u16).collect();
+            let data = image.data().iter().copied().map(f32_to_unorm16).collect();
             ImageBuffer::<Rgb<u16>, Vec<u16>>::from_raw(w, h, data).map(DynamicImage::ImageRgb16)
         }
     }
     .ok_or("pixel buffer does not match the image size")?;
-    let result = if format == ImageFormat::Jpeg {
-        pixels.write_with_encoder(JpegEncoder::new_with_quality(out, JPEG_QUALITY))
-    } else {
-        pixels.write_to(out, format)
+    let result = match format {
+        ImageFormat::Jpeg => pixels.write_with_encoder(JpegEncoder::new_with_quality(out, JPEG_QUALITY)),
+        ImageFormat::Pnm => {
+            pixels.write_with_encoder(PnmEncoder::new(out).with_subtype(PnmSubtype::Pixmap(SampleEncoding::Binary)))
+        }
+        _ => pixels.write_to(out, format),
     };
     result.map_err(|e| format!("cannot encode image: {e}"))
 }
@@ -215,14 +225,21 @@ mod tests {
         let (w, h) = (5, 4);
         let image = Image::new(w, h, (0..w * h * 3).map(|i| i as f32 / 60.0).collect()).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        [("png", Depth::U8), ("png", Depth::U16), ("jpg", Depth::U8), ("tiff", Depth::U16), ("npy", Depth::Float)]
-            .into_iter()
-            .map(|(ext, depth)| {
-                let path = dir.path().join(format!("seed.{ext}"));
-                write(&path, &image, depth).unwrap();
-                (ext, std::fs::read(&path).unwrap())
-            })
-            .collect()
+        [
+            ("png", Depth::U8),
+            ("png", Depth::U16),
+            ("jpg", Depth::U8),
+            ("tiff", Depth::U16),
+            ("ppm", Depth::U8),
+            ("npy", Depth::Float),
+        ]
+        .into_iter()
+        .map(|(ext, depth)| {
+            let path = dir.path().join(format!("seed.{ext}"));
+            write(&path, &image, depth).unwrap();
+            (ext, std::fs::read(&path).unwrap())
+        })
+        .collect()
     }
 
     /// Parses `bytes` as a file with extension `ext`, as [`read`] does after reading it.
@@ -248,7 +265,7 @@ mod tests {
         /// error, never a panic.
         #[test]
         fn mutated_files_never_panic(
-            seed in 0usize..5,
+            seed in 0usize..6,
             flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
             cut in any::<prop::sample::Index>(),
             truncate in any::<bool>(),

@@ -286,18 +286,22 @@ fn png_16_bit_stays_16_bit_in_png_and_tiff() {
 }
 
 #[test]
-fn tiff_8_bit_round_trip() {
+fn tiff_and_ppm_8_bit_round_trip() {
     let dir = TempDir::new().unwrap();
     let model = write_model(dir.path());
     let (w, h) = (17, 20);
     let img = rgb8(w, h, 11);
-    let (input, output) = (dir.path().join("in.tiff"), dir.path().join("out.tiff"));
-    img.save(&input).unwrap();
-    assert_ok(&maskdcpt(&["restore", "-m", s(&model), "-i", s(&input), "-o", s(&output)]));
-    let out = image::open(&output).unwrap();
-    assert!(matches!(out, DynamicImage::ImageRgb8(_)), "{:?}", out.color());
-    let data = img.as_raw().iter().map(|&v| f32::from(v) / 255.0).collect();
-    assert_eq!(out.into_rgb8().into_raw(), quantize8(&core_restore(&model, w, h, data)));
+    let data: Vec<f32> = img.as_raw().iter().map(|&v| f32::from(v) / 255.0).collect();
+    let expected = quantize8(&core_restore(&model, w, h, data));
+    for ext in ["tiff", "ppm"] {
+        let (input, output) = (dir.path().join(format!("in.{ext}")), dir.path().join(format!("out.{ext}")));
+        img.save(&input).unwrap();
+        assert_ok(&maskdcpt(&["restore", "-m", s(&model), "-i", s(&input), "-o", s(&output)]));
+        let out = image::open(&output).unwrap();
+        assert!(matches!(out, DynamicImage::ImageRgb8(_)), "{ext}: {:?}", out.color());
+        assert_eq!(out.into_rgb8().into_raw(), expected, "{ext}");
+        assert!(ext != "ppm" || std::fs::read(&output).unwrap().starts_with(b"P6\n"), "PPM output is binary P6");
+    }
 }
 
 #[test]

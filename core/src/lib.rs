@@ -3,6 +3,7 @@
 //! One data path: checkpoint file → [`weights`] (named tensors) → [`spec`] (family and
 //! hyper-parameters inferred from keys) → [`graph`] (typed op list) → [`passes`] (fusion,
 //! memory plan) → [`backend`] (engines) → restore an [`image`] (padding, [`tiling`], cropping).
+//! [`pixels`] converts caller buffers (RGB8, BGRA8, RGB16, f32, NV12, ...) to and from images.
 
 pub mod backend;
 pub mod error;
@@ -10,6 +11,7 @@ pub mod graph;
 pub mod image;
 pub mod model;
 pub mod passes;
+pub mod pixels;
 pub mod spec;
 pub mod tiling;
 pub mod weights;
