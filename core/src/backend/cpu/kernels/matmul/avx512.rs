@@ -9,6 +9,9 @@
 
 // Every function below is an intrinsic kernel whose contract (features detected, views
 // bounds-checked) is established once in `matmul`; unsafe blocks inside them would add nothing.
+// The `#[inline(always)]` helpers carry no target features of their own: they are only called
+// from the `#[target_feature]` functions, into which they (and their intrinsics) are inlined, so
+// the register tile never leaves registers.
 #![allow(unsafe_op_in_unsafe_fn)]
 
 use std::arch::x86_64::*;
@@ -194,8 +197,7 @@ fn lane_mask(lanes: usize) -> __mmask16 {
 
 /// Row `kk` of `b`, columns `[n0, n0+nc)` starting at panel offset `j·NR + 16v`: a masked load
 /// (zeros past `nc`), times `scale[kk]`.
-#[inline]
-#[target_feature(enable = "avx512f")]
+#[inline(always)]
 unsafe fn load_b(b: MatRef<'_>, scale: Option<&[f32]>, kk: usize, n0: usize, col: usize, nc: usize) -> __m512 {
     let lanes = nc.saturating_sub(col).min(16);
     if lanes == 0 {
@@ -245,8 +247,7 @@ unsafe fn pack_bf16(buf: &mut [u32], b: MatRef<'_>, scale: Option<&[f32]>, k: us
 type Acc = [[__m512; NV]; MR];
 
 /// `MR × NR` tile of `A_panel[k][MR] · B_panel[k][NR]`.
-#[inline]
-#[target_feature(enable = "avx512f")]
+#[inline(always)]
 unsafe fn tile_f32(k: usize, a: *const f32, b: *const f32) -> Acc {
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     for kk in 0..k {
@@ -262,8 +263,7 @@ unsafe fn tile_f32(k: usize, a: *const f32, b: *const f32) -> Acc {
 }
 
 /// `MR × NR` tile of bf16 pairs `A_panel[kp][MR] · B_panel[kp][NR]`.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bf16")]
+#[inline(always)]
 unsafe fn tile_bf16(kp: usize, a: *const u32, b: *const u32) -> Acc {
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     for p in 0..kp {
@@ -282,8 +282,7 @@ unsafe fn tile_bf16(kp: usize, a: *const u32, b: *const u32) -> Acc {
 
 /// Writes the valid `rows × cols` part of a tile at `(row0, col0)`, adding bias and, when
 /// accumulating, the previous contents.
-#[inline]
-#[target_feature(enable = "avx512f")]
+#[inline(always)]
 unsafe fn store(
     acc: Acc,
     dst: DstPtr,
