@@ -8,4 +8,5 @@ cargo --version
 cargo fmt --all --check
 cargo build --release --workspace --all-targets
 cargo clippy --workspace --all-targets -- -D warnings
+scripts/test-onnx.sh
 cargo test --release --workspace

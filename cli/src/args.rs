@@ -25,6 +25,8 @@ pub enum Command {
     Info(InfoArgs),
     /// Time restores of a synthetic image and print one JSON line.
     Bench(BenchArgs),
+    /// Write the model as ONNX (opset 17, LayerNormalization), padding and cropping included.
+    ExportOnnx(ExportOnnxArgs),
 }
 
 /// Options of `maskdcpt restore`.
@@ -162,6 +164,32 @@ pub struct InfoArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Options of `maskdcpt export-onnx`.
+#[derive(Debug, Args)]
+pub struct ExportOnnxArgs {
+    /// Checkpoint (`.pth` or `.safetensors`).
+    #[arg(short, long, value_name = "MODEL")]
+    pub model: PathBuf,
+    /// Output `.onnx` file.
+    #[arg(short, long, value_name = "OUT.onnx")]
+    pub output: PathBuf,
+    /// Checkpoint entry to use (default: `params_ema`, then `params`).
+    #[arg(long, value_name = "K")]
+    pub param_key: Option<String>,
+    /// Float16 weights and activations; LayerNorm stays float32.
+    #[arg(long)]
+    pub fp16: bool,
+    /// Symbolic batch, height and width (instead of --height/--width).
+    #[arg(long, conflicts_with_all = ["height", "width"])]
+    pub dynamic: bool,
+    /// Fixed input height.
+    #[arg(long, value_name = "H", requires = "width", value_parser = clap::value_parser!(u32).range(1..))]
+    pub height: Option<u32>,
+    /// Fixed input width.
+    #[arg(long, value_name = "W", requires = "height", value_parser = clap::value_parser!(u32).range(1..))]
+    pub width: Option<u32>,
 }
 
 /// Options of `maskdcpt bench`.

@@ -1,5 +1,5 @@
-//! `maskdcpt`: restore images with MaskDCPT / NAFNet checkpoints, and inspect, convert or
-//! benchmark the checkpoints.
+//! `maskdcpt`: restore images with MaskDCPT / NAFNet checkpoints, and inspect, convert,
+//! export or benchmark the checkpoints.
 //!
 //! Exit codes: 0 on success, 1 on any error (one `maskdcpt: error: …` line on stderr),
 //! 2 on a usage error (reported by clap).
@@ -9,6 +9,7 @@ mod atomic;
 mod bench;
 mod convert;
 mod error;
+mod export_onnx;
 mod image_io;
 mod info;
 mod model;
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
         Command::Convert(args) => convert::run(args),
         Command::Info(args) => info::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::ExportOnnx(args) => export_onnx::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,11 +2,13 @@
 //!
 //! One data path: checkpoint file → [`weights`] (named tensors) → [`spec`] (family and
 //! hyper-parameters inferred from keys) → [`graph`] (typed op list) → [`passes`] (fusion,
-//! memory plan) → [`backend`] (engines) → restore an [`image`] (padding, [`tiling`], cropping).
+//! memory plan) → [`backend`] (engines) → restore an [`image`] (padding, [`tiling`], cropping);
+//! the graph also lowers to other formats ([`export`]).
 //! [`pixels`] converts caller buffers (RGB8, BGRA8, RGB16, f32, NV12, ...) to and from images.
 
 pub mod backend;
 pub mod error;
+pub mod export;
 pub mod graph;
 pub mod image;
 pub mod model;

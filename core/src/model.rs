@@ -52,3 +52,34 @@ impl Model {
         Graph::from_spec(&self.spec)
     }
 }
+
+/// Test support: models with deterministic random weights.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::Model;
+    use crate::spec::ModelSpec;
+    use crate::weights::{Format, Tensor, WeightStore};
+
+    /// `spec` with LayerNorm scales 1 and every other value uniform in ±0.2 (xorshift, `seed`).
+    pub fn random_model(spec: &ModelSpec, seed: u32) -> Model {
+        let mut state = seed.max(1);
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (state as f32 / u32::MAX as f32 - 0.5) * 0.4
+        };
+        let tensors = spec
+            .expected_tensors()
+            .into_iter()
+            .map(|(key, shape)| {
+                let n: usize = shape.iter().product();
+                let is_scale = key.contains("norm") && key.ends_with("weight");
+                let values: Vec<f32> = (0..n).map(|_| if is_scale { 1.0 } else { next() }).collect();
+                let tensor = Tensor::from_f32(shape, &values).expect("sizes match");
+                (key, tensor)
+            })
+            .collect();
+        Model::from_weights(WeightStore::new(tensors, Format::Safetensors, None)).expect("valid by construction")
+    }
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# ONNX export parity (part of scripts/test.sh): exports the golden models with
+# `maskdcpt export-onnx` (dynamic and fixed shapes, both families, fp32 and fp16), checks each
+# file with onnx.checker (full check) and runs it in ONNX Runtime 1.31.1 against the raw output
+# of `maskdcpt restore` on the same input. Needs target/release/maskdcpt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv="${MASKDCPT_ONNX_VENV:-$HOME/.cache/maskdcpt/venv-onnx}"
+if ! "$venv/bin/python" -c 'import onnx, numpy, onnxruntime as o; assert o.__version__ == "1.31.1"' 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check onnx onnxruntime==1.31.1 numpy
+fi
+
+bin=target/release/maskdcpt
+golden=tests/golden
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+passed=0
+failed=0
+
+# check NAME MODEL INPUT TOLERANCE EXPORT-FLAGS...
+check() {
+    local name=$1 model=$2 input=$3 tol=$4
+    shift 4
+    "$bin" export-onnx -m "$golden/$model" -o "$work/$name.onnx" "$@" 2>/dev/null
+    "$bin" restore -m "$golden/$model" -i "$golden/$input" -o "$work/$name.npy"
+    if "$venv/bin/python" scripts/check_onnx.py "$work/$name.onnx" "$golden/$input" "$work/$name.npy" --tol "$tol"; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+    fi
+}
+
+check maskdcpt-dynamic-37x53 maskdcpt_w8.pth input_37x53.npy 1e-4 --dynamic
+check maskdcpt-dynamic-96x136 maskdcpt_w8.pth input_96x136.npy 1e-4 --dynamic
+check maskdcpt-fixed-96x136 maskdcpt_w8.pth input_96x136.npy 1e-4 --height 96 --width 136
+check maskdcpt-f16-weights-37x53 maskdcpt_w8_f16.safetensors input_37x53.npy 1e-4 --dynamic
+check nafnet-dynamic-29x41 nafnet_w8.pth input_29x41.npy 1e-4 --dynamic
+check nafnet-fixed-16x24 nafnet_w8.pth input_16x24.npy 1e-4 --height 16 --width 24
+# float16 activations: rounding, not parity; the bound catches a broken graph.
+check maskdcpt-fp16-96x136 maskdcpt_w8.pth input_96x136.npy 5e-2 --dynamic --fp16
+
+echo "onnx export: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
