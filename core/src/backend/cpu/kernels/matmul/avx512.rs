@@ -103,18 +103,11 @@ thread_local! {
 /// See [`super::matmul`]; views were bounds-checked by the caller.
 pub fn matmul(dst: MatMut<'_>, a: &Packed, b: MatRef<'_>, n: usize, e: Epilogue<'_>, threads: usize) {
     let (m, k) = (a.m, a.k);
-    let panels = m.div_ceil(MR);
-    let max_cols = (BLOCK_BYTES / (4 * k.max(1)) / NR * NR).max(NR);
-    let n_blocks = n.div_ceil(max_cols);
-    let m_chunks = panels.min((2 * threads).div_ceil(n_blocks)).max(1);
-    let cols = n.div_ceil(n_blocks).div_ceil(NR) * NR;
-    let panels_per_chunk = panels.div_ceil(m_chunks);
+    let plan = TaskPlan::new(m, k, n, threads);
     let ptr = DstPtr(dst.data.as_mut_ptr());
     let rs = dst.row_stride;
     let task = |t: usize| {
-        let (block, chunk) = (t / m_chunks, t % m_chunks);
-        let (n0, p0) = (block * cols, chunk * panels_per_chunk);
-        let (nc, p1) = (cols.min(n - n0.min(n)), (p0 + panels_per_chunk).min(panels));
+        let ((n0, nc), (p0, p1)) = plan.task(t, n);
         if nc == 0 || p0 >= p1 {
             return;
         }
@@ -130,11 +123,45 @@ pub fn matmul(dst: MatMut<'_>, a: &Packed, b: MatRef<'_>, n: usize, e: Epilogue<
             }
         });
     };
-    let tasks = n_blocks * m_chunks;
+    let tasks = plan.col_tasks * plan.row_tasks;
     if threads > 1 && tasks > 1 {
         (0..tasks).into_par_iter().for_each(task);
     } else {
         (0..tasks).for_each(task);
+    }
+}
+
+/// How a product is split into tasks: contiguous ranges of `NR`-column panels (each small
+/// enough for its packed block to stay in L2), and, when there are too few of those to keep
+/// every thread busy, ranges of `MR`-row panels.
+struct TaskPlan {
+    col_panels: usize,
+    col_tasks: usize,
+    row_panels: usize,
+    row_tasks: usize,
+}
+
+impl TaskPlan {
+    fn new(m: usize, k: usize, n: usize, threads: usize) -> Self {
+        let col_panels = n.div_ceil(NR);
+        let max_panels = (BLOCK_BYTES / (4 * NR * k.max(1))).max(1);
+        // At least two tasks per thread where the columns allow, in a multiple of the thread
+        // count so that equal tasks split evenly.
+        let balanced = col_panels.div_ceil(max_panels).max(2 * threads).div_ceil(threads) * threads;
+        let col_tasks = balanced.min(col_panels).max(1);
+        let row_panels = m.div_ceil(MR);
+        let row_tasks = row_panels.min((2 * threads).div_ceil(col_tasks)).max(1);
+        TaskPlan { col_panels, col_tasks, row_panels, row_tasks }
+    }
+
+    /// Columns `(n0, nc)` and row panels `[p0, p1)` of task `t`.
+    fn task(&self, t: usize, n: usize) -> ((usize, usize), (usize, usize)) {
+        let (c, r) = (t / self.row_tasks, t % self.row_tasks);
+        let (q0, q1) = (c * self.col_panels / self.col_tasks, (c + 1) * self.col_panels / self.col_tasks);
+        let n0 = (q0 * NR).min(n);
+        let nc = (q1 * NR).min(n) - n0;
+        let (p0, p1) = (r * self.row_panels / self.row_tasks, (r + 1) * self.row_panels / self.row_tasks);
+        ((n0, nc), (p0, p1))
     }
 }
 
@@ -305,6 +332,29 @@ unsafe fn store(
                 val = _mm512_add_ps(val, _mm512_maskz_loadu_ps(mask, base.add(16 * v)));
             }
             _mm512_mask_storeu_ps(base.add(16 * v), mask, val);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tasks_cover_every_column_and_row_once() {
+        for (m, k, n, threads) in
+            [(1024, 512, 1024, 2), (2048, 1024, 256, 2), (128, 64, 7680, 2), (8, 3, 5, 1), (24, 8, 1, 4)]
+        {
+            let plan = TaskPlan::new(m, k, n, threads);
+            let mut covered = vec![0u32; plan.row_panels * n];
+            for t in 0..plan.col_tasks * plan.row_tasks {
+                let ((n0, nc), (p0, p1)) = plan.task(t, n);
+                assert!(nc * 4 * k <= BLOCK_BYTES.max(4 * k * NR), "{m}x{k}x{n}: block of {nc} columns too big");
+                for p in p0..p1 {
+                    covered[p * n + n0..p * n + n0 + nc].iter_mut().for_each(|c| *c += 1);
+                }
+            }
+            assert!(covered.iter().all(|&c| c == 1), "{m}x{k}x{n}");
         }
     }
 }
