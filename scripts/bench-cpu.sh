@@ -19,6 +19,8 @@ if ! "$PY" -c 'import torch, numpy' >/dev/null 2>&1; then
     [ -x "$PY" ] || python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q --no-deps torch==2.11.0 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85
     "$VENV/bin/pip" install -q numpy
+    # The slim install above does not import on every host; fall back to torch's full dependencies.
+    "$PY" -c 'import torch' >/dev/null 2>&1 || "$VENV/bin/pip" install -q torch==2.11.0
 fi
 if ! "$PY" - <<'PYEOF' >/dev/null 2>&1
 import onnx, onnxruntime
