@@ -10,3 +10,5 @@ cargo build --release --workspace --all-targets
 cargo clippy --workspace --all-targets -- -D warnings
 scripts/test-onnx.sh
 cargo test --release --workspace
+# The C ABI: header drift, C/C++ header compiles, install, samples, byte identity, valgrind.
+scripts/test-capi.sh

@@ -1,0 +1,155 @@
+//! `maskdcpt_engine`: a network compiled for one backend from a model and options, and the
+//! calls that run it.
+//!
+//! Threading contract: an engine is internally synchronised. Any number of threads may call
+//! `maskdcpt_restore` / `maskdcpt_classify` on one engine at the same time (each call gets its
+//! own scratch memory); only `maskdcpt_engine_free` must not race with other calls.
+
+use std::ffi::c_void;
+
+use maskdcpt_core::backend::{Engine, build_engine};
+use maskdcpt_core::pixels;
+
+use crate::args::{Out, arg, free_and_null};
+use crate::image::{Frame, maskdcpt_image};
+use crate::model::{NO_CLASSIFIER, maskdcpt_model};
+use crate::options::{maskdcpt_options, maskdcpt_options_default};
+use crate::status::{Failure, FfiResult, entry, guarded, maskdcpt_status};
+
+/// A compiled network (opaque). Internally synchronised: may be used from several threads at
+/// once.
+pub struct maskdcpt_engine {
+    engine: Box<dyn Engine>,
+}
+
+/// Builds an engine for `model` with `options` (NULL: `maskdcpt_options_default()`). The engine
+/// keeps no reference to the model, which may be freed afterwards. On success `*out` receives
+/// an engine to free with `maskdcpt_engine_free`.
+///
+/// # Safety
+/// `model` is a live model, `options` NULL or valid, `out` a writable pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn maskdcpt_engine_new(
+    model: *const maskdcpt_model,
+    options: *const maskdcpt_options,
+    out: *mut *mut maskdcpt_engine,
+) -> maskdcpt_status {
+    entry(|| {
+        // SAFETY (all blocks): the pointers are valid per the contract.
+        let model = unsafe { arg(model, "model") }?;
+        let out = Out::new(out, "out")?;
+        // SAFETY: NULL or valid per the contract.
+        let options = unsafe { options.as_ref() }.copied().unwrap_or_else(|| maskdcpt_options_default()).to_core()?;
+        let engine = build_engine(&model.model, &options)?;
+        unsafe { out.write(Box::into_raw(Box::new(maskdcpt_engine { engine }))) };
+        Ok(())
+    })
+}
+
+/// Frees `*engine` and sets `*engine` to NULL. NULL or `*engine == NULL` do nothing, so calling
+/// it twice through the same pointer is safe.
+///
+/// # Safety
+/// `engine` is NULL or points to NULL or to an engine not yet freed, which no other thread is
+/// using.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn maskdcpt_engine_free(engine: *mut *mut maskdcpt_engine) {
+    // SAFETY: per the contract.
+    guarded((), || unsafe { free_and_null(engine) })
+}
+
+/// Checks that `input` and `output` have the same size.
+fn same_size(input: &Frame, output: &Frame) -> FfiResult {
+    let (i, o) = (input.desc(), output.desc());
+    if (i.width, i.height) != (o.width, o.height) {
+        return Err(Failure::invalid(format!(
+            "input is {}×{} but output is {}×{}: they must be the same size",
+            i.width, i.height, o.width, o.height
+        )));
+    }
+    Ok(())
+}
+
+/// Restores `input` into `output`, both in host memory, each in any pixel format (see
+/// `maskdcpt_image`); they must have the same width and height. `output` is written only on
+/// success. Input and output may be the same frame (in place).
+///
+/// # Safety
+/// `engine` is a live engine; `input` and `output` describe readable / writable planes at
+/// least `stride × (rows − 1) + row size` bytes long.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn maskdcpt_restore(
+    engine: *const maskdcpt_engine,
+    input: *const maskdcpt_image,
+    output: *const maskdcpt_image,
+) -> maskdcpt_status {
+    entry(|| {
+        // SAFETY (all blocks): the pointers and planes are valid per the contract. The input
+        // slices are dropped after decoding, before the output slices exist, so in-place
+        // frames never alias.
+        let engine = unsafe { arg(engine, "engine") }?;
+        let input = Frame::check(unsafe { arg(input, "input") }?, "input")?;
+        let mut output = Frame::check(unsafe { arg(output, "output") }?, "output")?;
+        same_size(&input, &output)?;
+        let decoded = pixels::decode(input.desc(), &unsafe { input.planes() })?;
+        let desc = *output.desc();
+        let mut planes = unsafe { output.planes_mut() }?;
+        let restored = engine.engine.restore(&decoded.image)?;
+        pixels::encode(&desc, &restored, decoded.alpha.as_deref(), &mut planes)?;
+        Ok(())
+    })
+}
+
+/// Restores `input` into `output`, both in GPU memory, on `cuda_stream` (a `cudaStream_t`;
+/// NULL is the default stream). Needs a GPU backend: the CPU backend returns
+/// `MASKDCPT_STATUS_UNSUPPORTED`.
+///
+/// # Safety
+/// `engine` is a live engine; `input` and `output` are valid descriptors.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn maskdcpt_restore_device(
+    engine: *const maskdcpt_engine,
+    input: *const maskdcpt_image,
+    output: *const maskdcpt_image,
+    cuda_stream: *mut c_void,
+) -> maskdcpt_status {
+    entry(|| {
+        // SAFETY (all blocks): the pointers are valid per the contract.
+        unsafe { arg(engine, "engine") }?;
+        unsafe { arg(input, "input") }?;
+        unsafe { arg(output, "output") }?;
+        let _ = cuda_stream;
+        Err(Failure::unsupported(
+            "device-memory restore needs the CUDA or TensorRT backend, which this build does not have: \
+             copy the frame to host memory and call maskdcpt_restore",
+        ))
+    })
+}
+
+/// Classifies the degradations of `input`: writes one probability per class (names from
+/// `maskdcpt_model_class_name`) to `probabilities`, which holds `capacity` floats, and the
+/// class count to `*count`. Returns `MASKDCPT_STATUS_UNSUPPORTED` when the model has no
+/// degradation-classification head.
+///
+/// # Safety
+/// `engine` is a live engine, `input` a valid frame, `probabilities` NULL (with `capacity` 0)
+/// or `capacity` writable floats, `count` a writable pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn maskdcpt_classify(
+    engine: *const maskdcpt_engine,
+    input: *const maskdcpt_image,
+    probabilities: *mut f32,
+    capacity: usize,
+    count: *mut usize,
+) -> maskdcpt_status {
+    entry(|| {
+        // SAFETY (both blocks): the pointers are valid per the contract.
+        unsafe { arg(engine, "engine") }?;
+        Frame::check(unsafe { arg(input, "input") }?, "input")?;
+        if probabilities.is_null() && capacity > 0 {
+            return Err(Failure::null("probabilities"));
+        }
+        Out::new(count, "count")?;
+        Err(Failure::unsupported(NO_CLASSIFIER))
+    })
+}

@@ -1,0 +1,202 @@
+//! `maskdcpt_model`: a loaded, validated checkpoint. Immutable, so one model may be used from
+//! any number of threads at once.
+
+use std::ffi::{CStr, c_char};
+use std::path::PathBuf;
+
+use maskdcpt_core::model::Model;
+use maskdcpt_core::spec::Family;
+use maskdcpt_core::weights::LoadOptions;
+
+use crate::args::{Out, arg, c_str, free_and_null};
+use crate::status::{Failure, FfiResult, entry, guarded, maskdcpt_status};
+
+/// A loaded model (opaque). Thread-safe: it never changes after loading.
+pub struct maskdcpt_model {
+    pub(crate) model: Model,
+}
+
+/// Architecture family of a model.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum maskdcpt_family {
+    /// MaskDCPT `NAFNetBaseline` (reflect padding to a multiple of 16, LayerNorm eps 1e-5).
+    Maskdcpt = 0,
+    /// Upstream megvii NAFNet (zero padding to a multiple of 2^levels, LayerNorm eps 1e-6).
+    Nafnet = 1,
+}
+
+/// What a model is, filled by `maskdcpt_model_get_info`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct maskdcpt_model_info {
+    /// Architecture family.
+    pub family: maskdcpt_family,
+    /// Channels at full resolution.
+    pub width: usize,
+    /// Down-sampling levels.
+    pub levels: usize,
+    /// NAFBlocks in all encoders, the bottleneck and all decoders.
+    pub blocks: usize,
+    /// Number of parameters.
+    pub param_count: u64,
+    /// Images are padded internally to a multiple of this many pixels.
+    pub size_multiple: usize,
+    /// Whether the model carries the degradation-classification head (`maskdcpt_classify`).
+    pub has_classifier: bool,
+    /// Number of degradation classes (0 without the head).
+    pub class_count: usize,
+}
+
+/// The message for classification calls on a model without the head.
+pub(crate) const NO_CLASSIFIER: &str =
+    "this model has no degradation-classification head (only restoration checkpoints are supported so far)";
+
+/// Load options for an optional `param_key` argument.
+///
+/// # Safety
+/// `param_key` is NULL or a NUL-terminated string.
+unsafe fn load_options(param_key: *const c_char) -> FfiResult<LoadOptions> {
+    if param_key.is_null() {
+        return Ok(LoadOptions::default());
+    }
+    // SAFETY: non-NULL and NUL-terminated per the contract.
+    let key = unsafe { CStr::from_ptr(param_key) }
+        .to_str()
+        .map_err(|_| Failure::invalid("`param_key` is not valid UTF-8"))?;
+    Ok(LoadOptions { param_key: Some(key.to_owned()) })
+}
+
+/// The file-system path spelled by `path`'s bytes.
+fn to_path(path: &CStr) -> FfiResult<PathBuf> {
+    #[cfg(unix)]
+    let path = PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(path.to_bytes()));
+    #[cfg(not(unix))]
+    let path = PathBuf::from(path.to_str().map_err(|_| Failure::invalid("`path` is not valid UTF-8"))?);
+    Ok(path)
+}
+
+/// Hands a new model to the caller through `out`.
+///
+/// # Safety
+/// `out` was checked by [`Out::new`] from a valid pointer.
+unsafe fn give(out: Out<*mut maskdcpt_model>, model: Model) {
+    // SAFETY: per the contract.
+    unsafe { out.write(Box::into_raw(Box::new(maskdcpt_model { model }))) }
+}
+
+/// Loads and validates a checkpoint file (`.pth` or `.safetensors`; architecture inferred from
+/// the keys). `param_key` picks the entry of a BasicSR `.pth` (NULL: `params_ema`, then
+/// `params`). On success `*out` receives a model to free with `maskdcpt_model_free`.
+///
+/// # Safety
+/// `path` is a NUL-terminated string, `param_key` NULL or one, `out` a writable pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn maskdcpt_model_load_file(
+    path: *const c_char,
+    param_key: *const c_char,
+    out: *mut *mut maskdcpt_model,
+) -> maskdcpt_status {
+    entry(|| {
+        // SAFETY (all blocks): the pointers are valid per the contract.
+        let path = to_path(unsafe { c_str(path, "path") }?)?;
+        let out = Out::new(out, "out")?;
+        let options = unsafe { load_options(param_key) }?;
+        let model = Model::load(&path, &options)?;
+        unsafe { give(out, model) };
+        Ok(())
+    })
+}
+
+/// Loads and validates a checkpoint held in memory (`len` bytes at `data`; the bytes are copied,
+/// so they may be freed afterwards). `param_key` as in `maskdcpt_model_load_file`.
+///
+/// # Safety
+/// `data` points to `len` readable bytes, `param_key` is NULL or a NUL-terminated string,
+/// `out` a writable pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn maskdcpt_model_load_memory(
+    data: *const u8,
+    len: usize,
+    param_key: *const c_char,
+    out: *mut *mut maskdcpt_model,
+) -> maskdcpt_status {
+    entry(|| {
+        if data.is_null() {
+            return Err(Failure::null("data"));
+        }
+        if len == 0 {
+            return Err(Failure::invalid("`len` is 0: the model buffer is empty"));
+        }
+        if isize::try_from(len).is_err() {
+            return Err(Failure::invalid(format!("`len` {len} is too large")));
+        }
+        let out = Out::new(out, "out")?;
+        // SAFETY (all blocks): the pointers are valid per the contract; `len` was checked.
+        let options = unsafe { load_options(param_key) }?;
+        let model = Model::from_bytes(unsafe { std::slice::from_raw_parts(data, len) }, &options)?;
+        unsafe { give(out, model) };
+        Ok(())
+    })
+}
+
+/// Writes what `model` is to `*out`.
+///
+/// # Safety
+/// `model` is a live model, `out` a writable pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn maskdcpt_model_get_info(
+    model: *const maskdcpt_model,
+    out: *mut maskdcpt_model_info,
+) -> maskdcpt_status {
+    entry(|| {
+        // SAFETY (both blocks): the pointers are valid per the contract.
+        let spec = unsafe { arg(model, "model") }?.model.spec();
+        let out = Out::new(out, "out")?;
+        let info = maskdcpt_model_info {
+            family: match spec.family {
+                Family::MaskDcpt => maskdcpt_family::Maskdcpt,
+                Family::Nafnet => maskdcpt_family::Nafnet,
+            },
+            width: spec.width,
+            levels: spec.levels(),
+            blocks: spec.enc_blocks.iter().chain(&spec.dec_blocks).sum::<usize>() + spec.middle_blocks,
+            param_count: spec.param_count() as u64,
+            size_multiple: spec.size_multiple(),
+            has_classifier: false,
+            class_count: 0,
+        };
+        unsafe { out.write(info) };
+        Ok(())
+    })
+}
+
+/// Writes the name of degradation class `index` (a static string) to `*out`. Fails with
+/// `MASKDCPT_STATUS_UNSUPPORTED` when the model has no classification head.
+///
+/// # Safety
+/// `model` is a live model, `out` a writable pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn maskdcpt_model_class_name(
+    model: *const maskdcpt_model,
+    index: usize,
+    out: *mut *const c_char,
+) -> maskdcpt_status {
+    entry(|| {
+        // SAFETY: the pointer is valid per the contract.
+        unsafe { arg(model, "model") }?;
+        Out::new(out, "out")?;
+        Err(Failure::unsupported(format!("class {index}: {NO_CLASSIFIER}")))
+    })
+}
+
+/// Frees `*model` and sets `*model` to NULL. NULL or `*model == NULL` do nothing, so calling
+/// it twice through the same pointer is safe. Engines built from the model stay usable.
+///
+/// # Safety
+/// `model` is NULL or points to NULL or to a model not yet freed, and no other thread uses it.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn maskdcpt_model_free(model: *mut *mut maskdcpt_model) {
+    // SAFETY: per the contract.
+    guarded((), || unsafe { free_and_null(model) })
+}

@@ -1,0 +1,168 @@
+//! The C ABI end to end: loading, model info, restoring every pixel format with row padding,
+//! in place, and one engine shared by 8 threads.
+
+mod common;
+
+use std::ptr;
+use std::sync::Barrier;
+
+use common::*;
+use maskdcpt::*;
+
+#[test]
+fn model_loads_from_file_and_memory_with_the_same_info() {
+    let mut from_file = load_model();
+    let bytes = std::fs::read(model_path()).unwrap();
+    let mut from_memory = ptr::null_mut();
+    // SAFETY: valid arguments throughout.
+    let status = unsafe { maskdcpt_model_load_memory(bytes.as_ptr(), bytes.len(), ptr::null(), &mut from_memory) };
+    assert_eq!(status, maskdcpt_status::Ok, "{}", last_error());
+    assert_eq!(last_error(), "");
+    let info = |model| {
+        let mut info = std::mem::MaybeUninit::uninit();
+        assert_eq!(unsafe { maskdcpt_model_get_info(model, info.as_mut_ptr()) }, maskdcpt_status::Ok);
+        unsafe { info.assume_init() }
+    };
+    let a: maskdcpt_model_info = info(from_file);
+    assert_eq!(a, info(from_memory));
+    assert_eq!((a.family, a.width, a.levels, a.size_multiple), (maskdcpt_family::Maskdcpt, 8, 4, 16));
+    assert!(a.param_count > 0 && a.blocks > 0 && !a.has_classifier && a.class_count == 0, "{a:?}");
+    let mut engine = new_engine(from_memory, &options(1));
+    unsafe {
+        maskdcpt_model_free(&mut from_memory);
+        maskdcpt_model_free(&mut from_file);
+    }
+    assert!(from_memory.is_null() && from_file.is_null());
+    // The engine outlives its model.
+    let mut input = OwnedFrame::from_image(maskdcpt_pixel_format::Rgb8, &pattern(20, 12, 1), 0);
+    let mut output = OwnedFrame::new(maskdcpt_pixel_format::Rgb8, 20, 12, 0, 0);
+    let status = unsafe { maskdcpt_restore(engine, &input.image(), &output.image()) };
+    assert_eq!(status, maskdcpt_status::Ok, "{}", last_error());
+    assert_eq!(output, reference(&input, OwnedFrame::new(maskdcpt_pixel_format::Rgb8, 20, 12, 0, 0)));
+    unsafe { maskdcpt_engine_free(&mut engine) };
+    assert!(engine.is_null());
+}
+
+#[test]
+fn every_format_restores_like_the_core_and_keeps_row_padding() {
+    let f = Fixture::new(2);
+    let image = pattern(22, 14, 2);
+    for (i, &format) in FORMATS.iter().enumerate() {
+        let pad = 1 + i;
+        let mut input = OwnedFrame::from_image(format, &image, pad);
+        let before = input.clone();
+        let mut output = OwnedFrame::new(format, 22, 14, pad, 0xee);
+        let expected = reference(&input, output.clone());
+        // SAFETY: the frames own their planes.
+        let status = unsafe { maskdcpt_restore(f.engine, &input.image(), &output.image()) };
+        assert_eq!(status, maskdcpt_status::Ok, "{format:?}: {}", last_error());
+        assert_eq!(input, before, "{format:?}: the input is only read");
+        assert_eq!(output, expected, "{format:?}");
+    }
+}
+
+#[test]
+fn formats_convert_and_alpha_passes_through() {
+    let f = Fixture::new(2);
+    let image = pattern(16, 10, 3);
+    let cases = [
+        (maskdcpt_pixel_format::Nv12, maskdcpt_pixel_format::Bgra8),
+        (maskdcpt_pixel_format::Rgba8, maskdcpt_pixel_format::Bgra8),
+        (maskdcpt_pixel_format::Rgb16, maskdcpt_pixel_format::RgbF32Planar),
+        (maskdcpt_pixel_format::Bgr8, maskdcpt_pixel_format::Nv12),
+    ];
+    for (from, to) in cases {
+        let mut input = OwnedFrame::from_image(from, &image, 0);
+        let mut output = OwnedFrame::new(to, 16, 10, 0, 0);
+        let expected = reference(&input, output.clone());
+        // SAFETY: the frames own their planes.
+        let status = unsafe { maskdcpt_restore(f.engine, &input.image(), &output.image()) };
+        assert_eq!(status, maskdcpt_status::Ok, "{from:?} → {to:?}: {}", last_error());
+        assert_eq!(output, expected, "{from:?} → {to:?}");
+    }
+    // RGBA → BGRA keeps the input's alpha; NV12 → BGRA writes opaque pixels.
+    let mut rgba = OwnedFrame::from_image(maskdcpt_pixel_format::Rgba8, &image, 0);
+    let mut bgra = OwnedFrame::new(maskdcpt_pixel_format::Bgra8, 16, 10, 0, 0);
+    assert_eq!(unsafe { maskdcpt_restore(f.engine, &rgba.image(), &bgra.image()) }, maskdcpt_status::Ok);
+    assert!(bgra.planes[0].chunks(4).all(|px| px[3] == 200));
+    let mut nv12 = OwnedFrame::from_image(maskdcpt_pixel_format::Nv12, &image, 0);
+    assert_eq!(unsafe { maskdcpt_restore(f.engine, &nv12.image(), &bgra.image()) }, maskdcpt_status::Ok);
+    assert!(bgra.planes[0].chunks(4).all(|px| px[3] == 255));
+}
+
+#[test]
+fn in_place_restore_equals_out_of_place() {
+    let f = Fixture::new(2);
+    for format in [maskdcpt_pixel_format::Bgra8, maskdcpt_pixel_format::Nv12] {
+        let mut frame = OwnedFrame::from_image(format, &pattern(18, 8, 4), 3);
+        let expected = reference(&frame, frame.clone());
+        let image = frame.image();
+        // SAFETY: one frame as both input and output is allowed.
+        assert_eq!(unsafe { maskdcpt_restore(f.engine, &image, &image) }, maskdcpt_status::Ok, "{}", last_error());
+        assert_eq!(frame, expected, "{format:?}");
+    }
+}
+
+/// Engine pointers cross threads in this test only.
+#[derive(Clone, Copy)]
+struct Shared(*const maskdcpt_engine);
+// SAFETY: the engine is documented as internally synchronised.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+#[test]
+fn eight_threads_sharing_one_engine_match_a_single_thread() {
+    const THREADS: usize = 8;
+    let f = Fixture::new(2);
+    let inputs: Vec<OwnedFrame> = (0..THREADS)
+        .map(|t| OwnedFrame::from_image(maskdcpt_pixel_format::Rgb8, &pattern(24 + t % 3, 16, t), 0))
+        .collect();
+    let restore = |engine: Shared, input: &OwnedFrame| {
+        let mut input = input.clone();
+        let mut output = OwnedFrame::new(input.format, input.width, input.height, 0, 0);
+        // SAFETY: the frames own their planes; the engine is live.
+        let status = unsafe { maskdcpt_restore(engine.0, &input.image(), &output.image()) };
+        assert_eq!(status, maskdcpt_status::Ok, "{}", last_error());
+        output
+    };
+    let shared = Shared(f.engine);
+    let single: Vec<OwnedFrame> = inputs.iter().map(|i| restore(shared, i)).collect();
+    let barrier = Barrier::new(THREADS);
+    let concurrent: Vec<Vec<OwnedFrame>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (inputs, barrier, restore) = (&inputs, &barrier, &restore);
+                s.spawn(move || {
+                    barrier.wait();
+                    // Each thread restores every image, starting at a different one.
+                    (0..THREADS).map(|k| restore(shared, &inputs[(t + k) % THREADS])).collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (t, outputs) in concurrent.iter().enumerate() {
+        for (k, output) in outputs.iter().enumerate() {
+            assert_eq!(output, &single[(t + k) % THREADS], "thread {t}, image {k}");
+        }
+    }
+}
+
+#[test]
+fn tiled_global_equals_untiled_through_the_options() {
+    let mut model = load_model();
+    let mut whole = new_engine(model, &options(2));
+    let tiled_options = maskdcpt_options { tile_size: 8, sca_mode: maskdcpt_sca_mode::Global as u32, ..options(2) };
+    let mut tiled = new_engine(model, &tiled_options);
+    let mut input = OwnedFrame::from_image(maskdcpt_pixel_format::RgbF32, &pattern(40, 24, 5), 0);
+    let mut a = OwnedFrame::new(maskdcpt_pixel_format::RgbF32, 40, 24, 0, 0);
+    let mut b = a.clone();
+    unsafe {
+        assert_eq!(maskdcpt_restore(whole, &input.image(), &a.image()), maskdcpt_status::Ok);
+        assert_eq!(maskdcpt_restore(tiled, &input.image(), &b.image()), maskdcpt_status::Ok);
+        maskdcpt_engine_free(&mut whole);
+        maskdcpt_engine_free(&mut tiled);
+        maskdcpt_model_free(&mut model);
+    }
+    assert_eq!(a, b);
+}
