@@ -441,7 +441,8 @@ maskdcpt_status maskdcpt_engine_new(const struct maskdcpt_model *model,
 
 /**
  * Frees `*engine` and sets `*engine` to NULL. NULL or `*engine == NULL` do nothing, so calling
- * it twice through the same pointer is safe.
+ * it twice through the same pointer is safe. The engine's worker threads finish exiting
+ * shortly after this returns.
  *
  * # Safety
  * `engine` is NULL or points to NULL or to an engine not yet freed, which no other thread is

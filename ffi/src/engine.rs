@@ -22,6 +22,13 @@ pub struct maskdcpt_engine {
     engine: Box<dyn Engine>,
 }
 
+// The threading contract of the header, checked by the compiler.
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<maskdcpt_engine>();
+    shareable::<maskdcpt_model>();
+};
+
 /// Builds an engine for `model` with `options` (NULL: `maskdcpt_options_default()`). The engine
 /// keeps no reference to the model, which may be freed afterwards. On success `*out` receives
 /// an engine to free with `maskdcpt_engine_free`.
@@ -47,7 +54,8 @@ pub unsafe extern "C" fn maskdcpt_engine_new(
 }
 
 /// Frees `*engine` and sets `*engine` to NULL. NULL or `*engine == NULL` do nothing, so calling
-/// it twice through the same pointer is safe.
+/// it twice through the same pointer is safe. The engine's worker threads finish exiting
+/// shortly after this returns.
 ///
 /// # Safety
 /// `engine` is NULL or points to NULL or to an engine not yet freed, which no other thread is
