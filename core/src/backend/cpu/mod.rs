@@ -23,6 +23,10 @@ use kernels::matmul::{Epilogue, MatMut, MatRef, MatmulPrecision, matmul};
 use prepared::{StepWeights, prepare};
 use workspace::{Layout, Workspace};
 
+/// What to do when a run does not fit in memory (CLI flags and C options alike).
+pub(crate) const TILING_HINT: &str = "restore in tiles with local channel attention, e.g. 512 pixels or smaller \
+     (CLI: `--tile 512 --sca local`; C: options.tile_size = 512, options.sca_mode = MASKDCPT_SCA_MODE_LOCAL)";
+
 /// Elements of the band matrices a block streams through when no tile size is given.
 const AUTO_BAND_ELEMENTS: usize = 1 << 20;
 
@@ -123,7 +127,7 @@ impl CpuEngine {
         Err(Error::OutOfMemory {
             needed_mb: estimate.total() >> 20,
             available_mb: available >> 20,
-            hint: "restore in tiles (e.g. `--tile 512 --sca local`, or a smaller tile)".into(),
+            hint: TILING_HINT.into(),
         })
     }
 
