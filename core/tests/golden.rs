@@ -125,3 +125,24 @@ fn local_tiles_stay_close_to_the_untiled_run() {
     // Per-tile channel-attention means change the result, but not wildly.
     assert!(diff > 0.0 && diff < 1.0, "{diff}");
 }
+
+#[test]
+fn bf16_products_stay_close_to_pytorch_where_the_cpu_has_them() {
+    use maskdcpt_core::backend::Precision;
+    use maskdcpt_core::backend::cpu::kernels::matmul::bf16_supported;
+    let case = cases().into_iter().find(|c| c["name"] == "maskdcpt_w8_ema_96x136").unwrap();
+    let model = load(&case);
+    let options = EngineOptions { precision: Precision::Bf16, ..Default::default() };
+    if !bf16_supported() {
+        let err = build_engine(&model, &options).err().expect("bf16 must be refused without AVX512-BF16");
+        println!("skipped: this CPU has no AVX512-BF16 ({err})");
+        return;
+    }
+    let input = read_image(&golden_dir().join(case["input"].as_str().unwrap()));
+    let (_, want) = read_npy(&golden_dir().join(case["output"].as_str().unwrap()));
+    let got = restore(&model, &options, &input);
+    let mse = got.data().iter().zip(&want).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / want.len() as f64;
+    let psnr = 10.0 * (1.0 / mse).log10();
+    println!("bf16 vs PyTorch f32: PSNR {psnr:.1} dB, max |Δ| {:.3e}", max_abs_diff(got.data(), &want));
+    assert!(psnr > 40.0, "{psnr}");
+}
