@@ -3,7 +3,6 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use maskdcpt_core::backend::cpu::kernels::conv::{Band, conv3x3, depthwise_gate};
-use maskdcpt_core::backend::cpu::kernels::elementwise::simple_gate;
 use maskdcpt_core::backend::cpu::kernels::layernorm::layer_norm;
 use maskdcpt_core::backend::cpu::kernels::matmul::{
     Epilogue, MatMut, MatRef, MatmulPrecision, PackedLhs, bf16_supported, matmul,
@@ -72,13 +71,6 @@ fn bench_layer_norm(c: &mut Criterion) {
     }
 }
 
-fn bench_gate(c: &mut Criterion) {
-    let (ch, n) = (64, 256 * 256);
-    let v = values(2 * ch * n);
-    let mut out = vec![0.0; ch * n];
-    c.bench_function("simple_gate/64ch_256px", |b| b.iter(|| simple_gate(&mut out, &v, ch, n)));
-}
-
 fn bench_conv3x3(c: &mut Criterion) {
     let (h, w) = (256, 256);
     let mut group = c.benchmark_group("conv3x3");
@@ -89,5 +81,5 @@ fn bench_conv3x3(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench_matmul, bench_depthwise, bench_layer_norm, bench_gate, bench_conv3x3);
+criterion_group!(benches, bench_matmul, bench_depthwise, bench_layer_norm, bench_conv3x3);
 criterion_main!(benches);

@@ -2,12 +2,12 @@
 //!
 //! Phase A (all bands): LN1 → conv1 → depthwise + gate into a full-map buffer `g`, summing
 //! each channel. Then the channel-attention vector is folded into β·conv3's columns.
-//! Phase B (all bands): `y = x + β·conv3(s ⊙ g)`, `out = y + γ·conv5(gate(conv4(LN2(y))))`,
+//! Phase B (all bands): `y = x + β·conv3(s ⊙ g)`, `out = y + γ·conv5(gate(conv4(LN2(y))))`
+//! (the gate fused into conv4's store),
 //! written in place over `x`. Only `g` is full size; everything else is band-sized, and the
 //! result does not depend on the band height except for the order of the SCA sums.
 
 use super::kernels::conv::{Band, depthwise_gate};
-use super::kernels::elementwise::simple_gate;
 use super::kernels::layernorm::layer_norm;
 use super::kernels::matmul::{Epilogue, MatMut, MatRef, matmul};
 use super::prepared::BlockWeights;
@@ -68,14 +68,14 @@ pub fn run_block(
         );
         let (t, u) = (&mut s.t[..c * n], &mut s.u[..2 * c * n]);
         layer_norm(t, xb, hw, c, n, &bw.norm2.0, &bw.norm2.1, bw.eps);
+        // conv4 with SimpleGate fused into its store: `u` receives the c gated channels.
         let e4 = Epilogue { bias: Some(&bw.conv4.1), ..Default::default() };
         matmul(MatMut { data: u, row_stride: n }, &bw.conv4.0, MatRef { data: t, row_stride: n }, n, e4, threads);
-        simple_gate(t, u, c, n);
         let e5 = Epilogue { accumulate: true, bias: Some(&bw.conv5_gamma.1), rhs_scale: None };
         matmul(
             MatMut { data: xb, row_stride: hw },
             &bw.conv5_gamma.0,
-            MatRef { data: t, row_stride: n },
+            MatRef { data: u, row_stride: n },
             n,
             e5,
             threads,

@@ -27,7 +27,7 @@ pub struct BlockWeights {
     pub conv3_beta: Dense,
     /// LayerNorm 2 scale / shift.
     pub norm2: (Vec<f32>, Vec<f32>),
-    /// conv4 `[2c][c]`, bias `[2c]`.
+    /// conv4 `[2c][c]` packed with SimpleGate fused (c output rows), bias `[2c]`.
     pub conv4: Dense,
     /// γ·conv5 `[c][c]`, γ·bias `[c]`.
     pub conv5_gamma: Dense,
@@ -100,6 +100,11 @@ fn prepare_block(keys: &BlockKeys, eps: f32, get: &Getter<'_>, precision: Matmul
         let (w, b) = pair(keys)?;
         Ok((pack(&w, b.len(), precision)?, b))
     };
+    let gated = |keys: &(String, String)| -> Result<Dense> {
+        let (w, b) = pair(keys)?;
+        let packed = PackedLhs::gated(&w, b.len(), w.len() / b.len(), precision).map_err(Error::Unsupported)?;
+        Ok((packed, b))
+    };
     let scaled = |(w, b): &(String, String), scale: &str| -> Result<Dense> {
         let s = get(scale)?.0;
         let (mut w, mut b) = pair(&(w.clone(), b.clone()))?;
@@ -120,7 +125,7 @@ fn prepare_block(keys: &BlockKeys, eps: f32, get: &Getter<'_>, precision: Matmul
         sca: pair(&keys.sca)?,
         conv3_beta: scaled(&keys.conv3, &keys.beta)?,
         norm2: pair(&keys.norm2)?,
-        conv4: dense(&keys.conv4)?,
+        conv4: gated(&keys.conv4)?,
         conv5_gamma: scaled(&keys.conv5, &keys.gamma)?,
     })
 }

@@ -1,32 +1,7 @@
-//! Memory-bound element-wise kernels: bias broadcast, SimpleGate, space-to-depth for the 2×2
-//! stride-2 conv, and PixelShuffle(2) fused with the skip addition.
+//! Memory-bound layout kernels: space-to-depth for the 2×2 stride-2 conv, and PixelShuffle(2)
+//! fused with the skip addition. (Bias and SimpleGate are fused into the matrix products.)
 
-use multiversion::multiversion;
 use rayon::prelude::*;
-
-/// `rows[ch][..n] += bias[ch]` for each of `bias.len()` rows spaced `stride` apart.
-pub fn add_bias(data: &mut [f32], stride: usize, n: usize, bias: &[f32]) {
-    data.par_chunks_mut(stride).zip(bias).for_each(|(row, b)| add_scalar(&mut row[..n], *b));
-}
-
-#[multiversion(targets("x86_64+avx512f+avx512vl+fma", "x86_64+avx2+fma", "aarch64+neon"))]
-fn add_scalar(row: &mut [f32], b: f32) {
-    row.iter_mut().for_each(|v| *v += b);
-}
-
-/// `out[i][p] = v[i][p] · v[i + c][p]` for a `2c × n` matrix `v`.
-pub fn simple_gate(out: &mut [f32], v: &[f32], c: usize, n: usize) {
-    out[..c * n].par_chunks_mut(n).enumerate().for_each(|(i, o)| {
-        multiply(o, &v[i * n..(i + 1) * n], &v[(i + c) * n..(i + c + 1) * n]);
-    });
-}
-
-#[multiversion(targets("x86_64+avx512f+avx512vl+fma", "x86_64+avx2+fma", "aarch64+neon"))]
-fn multiply(out: &mut [f32], a: &[f32], b: &[f32]) {
-    for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
-        *o = x * y;
-    }
-}
 
 /// Space-to-depth by 2 for output rows `[r0, r1)`: `out[4i + 2ky + kx][y − r0][x] =
 /// input[i][2y + ky][2x + kx]` for a planar `c × h × w` input (h, w even); `out` is
@@ -85,16 +60,5 @@ mod tests {
         assert_eq!(banded, input);
         // Spot check: channel 1, ky 1, kx 0 at (y 1, x 2) comes from input[1][3][4].
         assert_eq!(s2d[(4 + 2) * (h / 2 * w / 2) + 3 + 2], input[h * w + 3 * w + 4]);
-    }
-
-    #[test]
-    fn gate_and_bias() {
-        let v = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
-        let mut out = [0.0; 4];
-        simple_gate(&mut out, &v, 2, 2);
-        assert_eq!(out, [5.0, 12.0, 21.0, 32.0]);
-        let mut rows = vec![0.0; 6];
-        add_bias(&mut rows, 3, 2, &[1.0, 2.0]);
-        assert_eq!(rows, [1.0, 1.0, 0.0, 2.0, 2.0, 0.0]);
     }
 }

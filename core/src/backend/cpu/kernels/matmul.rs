@@ -46,10 +46,12 @@ pub struct Epilogue<'a> {
     pub rhs_scale: Option<&'a [f32]>,
 }
 
-/// A weight matrix `m × k` in the layout of the kernel that will multiply it.
+/// A weight matrix `m × k` in the layout of the kernel that will multiply it, optionally with
+/// SimpleGate fused into the product's output.
 pub struct PackedLhs {
     m: usize,
     k: usize,
+    gated: bool,
     layout: Layout,
 }
 
@@ -65,20 +67,34 @@ impl PackedLhs {
     /// Packs the row-major `m × k` matrix `w` for products in `precision`; errors if this CPU
     /// cannot run that precision.
     pub fn new(w: &[f32], m: usize, k: usize, precision: MatmulPrecision) -> Result<Self, String> {
+        Self::pack(w, m, k, false, precision)
+    }
+
+    /// As [`PackedLhs::new`] for a product whose output is SimpleGate'd: `m` (even) product
+    /// rows give `m / 2` output rows, `out[i] = (row i + bias i) · (row m/2 + i + bias m/2 + i)`.
+    pub fn gated(w: &[f32], m: usize, k: usize, precision: MatmulPrecision) -> Result<Self, String> {
+        assert!(m.is_multiple_of(2), "a gated product needs an even number of rows");
+        Self::pack(w, m, k, true, precision)
+    }
+
+    fn pack(w: &[f32], m: usize, k: usize, gated: bool, precision: MatmulPrecision) -> Result<Self, String> {
         assert_eq!(w.len(), m * k, "weight matrix size");
         #[cfg(target_arch = "x86_64")]
-        if let Some(packed) = avx512::Packed::new(w, m, k, precision) {
-            return Ok(PackedLhs { m, k, layout: Layout::Avx512(packed) });
+        {
+            let rows = if gated { avx512::Rows::Gated(m / 2) } else { avx512::Rows::Plain(m) };
+            if let Some(packed) = avx512::Packed::new(w, rows, k, precision) {
+                return Ok(PackedLhs { m, k, gated, layout: Layout::Avx512(packed) });
+            }
         }
         match precision {
-            MatmulPrecision::F32 => Ok(PackedLhs { m, k, layout: Layout::RowMajor(w.to_vec()) }),
+            MatmulPrecision::F32 => Ok(PackedLhs { m, k, gated, layout: Layout::RowMajor(w.to_vec()) }),
             MatmulPrecision::Bf16 => Err("bf16 precision needs a CPU with AVX512-BF16".into()),
         }
     }
 
-    /// Rows (output channels).
+    /// Rows of the output (output channels; half the product's rows when gated).
     pub fn rows(&self) -> usize {
-        self.m
+        if self.gated { self.m / 2 } else { self.m }
     }
 
     /// Elements held (for memory accounting).
@@ -117,15 +133,35 @@ fn fits(len: usize, rows: usize, row_stride: usize, cols: usize) -> bool {
 pub fn matmul(dst: MatMut<'_>, lhs: &PackedLhs, rhs: MatRef<'_>, n: usize, epilogue: Epilogue<'_>, threads: usize) {
     let (m, k) = (lhs.m, lhs.k);
     assert!(fits(rhs.data.len(), k, rhs.row_stride, n), "rhs too short");
-    assert!(fits(dst.data.len(), m, dst.row_stride, n), "dst too short");
+    assert!(fits(dst.data.len(), lhs.rows(), dst.row_stride, n), "dst too short");
+    assert!(!(lhs.gated && epilogue.accumulate), "a gated product cannot accumulate");
     assert!(epilogue.bias.is_none_or(|b| b.len() >= m) && epilogue.rhs_scale.is_none_or(|s| s.len() >= k));
     if m == 0 || n == 0 {
         return;
     }
     match &lhs.layout {
+        Layout::RowMajor(w) if lhs.gated => portable_gated(dst, w, rhs, (m, k, n), epilogue, threads),
         Layout::RowMajor(w) => portable(dst, w, rhs, (m, k, n), epilogue, threads),
         #[cfg(target_arch = "x86_64")]
         Layout::Avx512(p) => avx512::matmul(dst, p, rhs, n, epilogue, threads),
+    }
+}
+
+/// The `gemm` crate path of a gated product: the full product in a temporary, then the gate.
+fn portable_gated(
+    dst: MatMut<'_>,
+    w: &[f32],
+    rhs: MatRef<'_>,
+    (m, k, n): (usize, usize, usize),
+    e: Epilogue<'_>,
+    threads: usize,
+) {
+    let mut full = vec![0.0f32; m * n];
+    portable(MatMut { data: &mut full, row_stride: n }, w, rhs, (m, k, n), e, threads);
+    let (first, second) = full.split_at(m / 2 * n);
+    for (i, (a, b)) in first.chunks_exact(n).zip(second.chunks_exact(n)).enumerate() {
+        let row = &mut dst.data[i * dst.row_stride..i * dst.row_stride + n];
+        row.iter_mut().zip(a.iter().zip(b)).for_each(|(d, (x, y))| *d = x * y);
     }
 }
 
@@ -226,6 +262,56 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn check_gated(precision: MatmulPrecision, tolerance: f64) {
+        for (m, k, n) in [(16, 64, 100), (26, 33, 47), (128, 64, 1000), (2, 1, 1), (16, 8, 2491)] {
+            let lhs: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+            let rhs: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
+            let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.05).collect();
+            let packed = PackedLhs::gated(&lhs, m, k, precision).unwrap();
+            assert_eq!(packed.rows(), m / 2);
+            let mut dst = vec![7.0f32; m / 2 * n + 3];
+            let e = Epilogue { bias: Some(&bias), ..Default::default() };
+            matmul(MatMut { data: &mut dst, row_stride: n }, &packed, MatRef { data: &rhs, row_stride: n }, n, e, 2);
+            // Exact row values in f64, and their magnitudes (sum of |terms|) for the error bound.
+            let row = |i: usize, j: usize| {
+                let terms = (0..k).map(|p| f64::from(lhs[i * k + p]) * f64::from(rhs[p * n + j]));
+                let (sum, mag) = terms.fold((0.0, 0.0), |(s, a), t| (s + t, a + t.abs()));
+                (sum + f64::from(bias[i]), mag + f64::from(bias[i]).abs())
+            };
+            for i in 0..m / 2 {
+                for j in 0..n {
+                    let ((a, mag_a), (b, mag_b)) = (row(i, j), row(i + m / 2, j));
+                    let got = f64::from(dst[i * n + j]);
+                    let bound = tolerance * (mag_a * b.abs() + mag_b * a.abs() + tolerance * mag_a * mag_b);
+                    assert!((got - a * b).abs() <= bound, "{m}x{k}x{n} ({i},{j}): {got} vs {}", a * b);
+                }
+            }
+            assert_eq!(&dst[m / 2 * n..], &[7.0; 3], "rows past m/2 untouched");
+        }
+    }
+
+    #[test]
+    fn gated_product_matches_naive() {
+        check_gated(MatmulPrecision::F32, 1e-6);
+        if bf16_supported() {
+            check_gated(MatmulPrecision::Bf16, 1e-2);
+        }
+        let (m, k, n) = (6, 5, 9);
+        let lhs: Vec<f32> = (0..m * k).map(|i| i as f32 * 0.1).collect();
+        let rhs: Vec<f32> = (0..k * n).map(|i| i as f32 * 0.01).collect();
+        let mut dst = vec![0.0; m / 2 * n];
+        portable_gated(
+            MatMut { data: &mut dst, row_stride: n },
+            &lhs,
+            MatRef { data: &rhs, row_stride: n },
+            (m, k, n),
+            Epilogue::default(),
+            1,
+        );
+        let row = |i: usize, j: usize| (0..k).map(|p| lhs[i * k + p] * rhs[p * n + j]).sum::<f32>();
+        assert!((dst[n + 4] - row(1, 4) * row(4, 4)).abs() < 1e-5);
     }
 
     #[test]

@@ -35,9 +35,41 @@ pub fn bf16_supported() -> bool {
     is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
 }
 
+/// How the `MR` accumulator rows of a panel map to rows of the product and of the output.
+#[derive(Debug, Clone, Copy)]
+pub enum Rows {
+    /// `m` output rows; panel `p`, row `r` is product row `p·MR + r`.
+    Plain(usize),
+    /// SimpleGate over a `2h`-row product: panel `p` holds product rows `p·MR/2 + q` (first
+    /// half of the panel) and their partners `h + p·MR/2 + q` (second half); the output has
+    /// `h` rows, `out[p·MR/2 + q] = first · second`.
+    Gated(usize),
+}
+
+impl Rows {
+    /// Number of panels.
+    fn panels(self) -> usize {
+        match self {
+            Rows::Plain(m) => m.div_ceil(MR),
+            Rows::Gated(h) => h.div_ceil(MR / 2),
+        }
+    }
+
+    /// The product row packed at row `r` of panel `p`, if any.
+    fn source(self, p: usize, r: usize) -> Option<usize> {
+        match self {
+            Rows::Plain(m) => Some(p * MR + r).filter(|&i| i < m),
+            Rows::Gated(h) => {
+                let i = p * (MR / 2) + r % (MR / 2);
+                (i < h).then_some(if r < MR / 2 { i } else { h + i })
+            }
+        }
+    }
+}
+
 /// `A` packed as `[panel][k][MR]` (f32) or `[panel][k/2][MR]` bf16 pairs in a `u32`.
 pub struct Packed {
-    m: usize,
+    rows: Rows,
     k: usize,
     data: PackedData,
 }
@@ -53,29 +85,30 @@ fn bf16_pair(lo: f32, hi: f32) -> u32 {
 }
 
 impl Packed {
-    /// Packs the row-major `m × k` matrix `w`, or `None` if the CPU lacks the instructions.
-    pub fn new(w: &[f32], m: usize, k: usize, precision: MatmulPrecision) -> Option<Self> {
+    /// Packs the row-major `· × k` product matrix `w` with its rows arranged as `rows`, or
+    /// `None` if the CPU lacks the instructions.
+    pub fn new(w: &[f32], rows: Rows, k: usize, precision: MatmulPrecision) -> Option<Self> {
         if !is_x86_feature_detected!("avx512f") {
             return None;
         }
-        let panels = m.div_ceil(MR);
-        let at = |i: usize, kk: usize| if i < m && kk < k { w[i * k + kk] } else { 0.0 };
+        let at = |p: usize, r: usize, kk: usize| match rows.source(p, r) {
+            Some(i) if kk < k => w[i * k + kk],
+            _ => 0.0,
+        };
+        let panels = 0..rows.panels();
         let data = match precision {
             MatmulPrecision::F32 => PackedData::F32(
-                (0..panels)
-                    .flat_map(|p| (0..k).flat_map(move |kk| (0..MR).map(move |r| (p * MR + r, kk))))
-                    .map(|(i, kk)| at(i, kk))
-                    .collect(),
+                panels.flat_map(|p| (0..k).flat_map(move |kk| (0..MR).map(move |r| at(p, r, kk)))).collect(),
             ),
             MatmulPrecision::Bf16 if bf16_supported() => PackedData::Bf16(
-                (0..panels)
-                    .flat_map(|p| (0..k.div_ceil(2)).flat_map(move |kp| (0..MR).map(move |r| (p * MR + r, 2 * kp))))
-                    .map(|(i, kk)| bf16_pair(at(i, kk), at(i, kk + 1)))
+                panels
+                    .flat_map(|p| (0..k.div_ceil(2)).flat_map(move |kp| (0..MR).map(move |r| (p, r, 2 * kp))))
+                    .map(|(p, r, kk)| bf16_pair(at(p, r, kk), at(p, r, kk + 1)))
                     .collect(),
             ),
             MatmulPrecision::Bf16 => return None,
         };
-        Some(Packed { m, k, data })
+        Some(Packed { rows, k, data })
     }
 
     /// Elements held.
@@ -102,8 +135,7 @@ thread_local! {
 
 /// See [`super::matmul`]; views were bounds-checked by the caller.
 pub fn matmul(dst: MatMut<'_>, a: &Packed, b: MatRef<'_>, n: usize, e: Epilogue<'_>, threads: usize) {
-    let (m, k) = (a.m, a.k);
-    let plan = TaskPlan::new(m, k, n, threads);
+    let plan = TaskPlan::new(a.rows.panels(), a.k, n, threads);
     let ptr = DstPtr(dst.data.as_mut_ptr());
     let rs = dst.row_stride;
     let task = |t: usize| {
@@ -117,8 +149,8 @@ pub fn matmul(dst: MatMut<'_>, a: &Packed, b: MatRef<'_>, n: usize, e: Epilogue<
             // no other task writes it.
             unsafe {
                 match &a.data {
-                    PackedData::F32(ap) => run_block_f32(ptr, rs, (ap, a.m, a.k), b, e, (n0, nc), (p0, p1), buf),
-                    PackedData::Bf16(ap) => run_block_bf16(ptr, rs, (ap, a.m, a.k), b, e, (n0, nc), (p0, p1), buf),
+                    PackedData::F32(ap) => run_block_f32(ptr, rs, (ap, a.rows, a.k), b, e, (n0, nc), (p0, p1), buf),
+                    PackedData::Bf16(ap) => run_block_bf16(ptr, rs, (ap, a.rows, a.k), b, e, (n0, nc), (p0, p1), buf),
                 }
             }
         });
@@ -142,14 +174,13 @@ struct TaskPlan {
 }
 
 impl TaskPlan {
-    fn new(m: usize, k: usize, n: usize, threads: usize) -> Self {
+    fn new(row_panels: usize, k: usize, n: usize, threads: usize) -> Self {
         let col_panels = n.div_ceil(NR);
         let max_panels = (BLOCK_BYTES / (4 * NR * k.max(1))).max(1);
         // At least two tasks per thread where the columns allow, in a multiple of the thread
         // count so that equal tasks split evenly.
         let balanced = col_panels.div_ceil(max_panels).max(2 * threads).div_ceil(threads) * threads;
         let col_tasks = balanced.min(col_panels).max(1);
-        let row_panels = m.div_ceil(MR);
         let row_tasks = row_panels.min((2 * threads).div_ceil(col_tasks)).max(1);
         TaskPlan { col_panels, col_tasks, row_panels, row_tasks }
     }
@@ -171,7 +202,7 @@ impl TaskPlan {
 unsafe fn run_block_f32(
     dst: DstPtr,
     rs: usize,
-    (ap, m, k): (&[f32], usize, usize),
+    (ap, rows, k): (&[f32], Rows, usize),
     b: MatRef<'_>,
     e: Epilogue<'_>,
     (n0, nc): (usize, usize),
@@ -186,7 +217,7 @@ unsafe fn run_block_f32(
         let a_panel = ap.as_ptr().add(p * k * MR);
         for j in 0..col_panels {
             let acc = tile_f32(k, a_panel, bp.add(j * k * NR));
-            store(acc, dst, rs, (p * MR, (m - p * MR).min(MR)), (n0 + j * NR, (nc - j * NR).min(NR)), e);
+            store(acc, dst, rs, (rows, p), (n0 + j * NR, (nc - j * NR).min(NR)), e);
         }
     }
 }
@@ -197,7 +228,7 @@ unsafe fn run_block_f32(
 unsafe fn run_block_bf16(
     dst: DstPtr,
     rs: usize,
-    (ap, m, k): (&[u32], usize, usize),
+    (ap, rows, k): (&[u32], Rows, usize),
     b: MatRef<'_>,
     e: Epilogue<'_>,
     (n0, nc): (usize, usize),
@@ -211,7 +242,7 @@ unsafe fn run_block_bf16(
         let a_panel = ap.as_ptr().add(p * kp * MR);
         for j in 0..col_panels {
             let acc = tile_bf16(kp, a_panel, buf.as_ptr().add(j * kp * NR));
-            store(acc, dst, rs, (p * MR, (m - p * MR).min(MR)), (n0 + j * NR, (nc - j * NR).min(NR)), e);
+            store(acc, dst, rs, (rows, p), (n0 + j * NR, (nc - j * NR).min(NR)), e);
         }
     }
 }
@@ -307,30 +338,41 @@ unsafe fn tile_bf16(kp: usize, a: *const u32, b: *const u32) -> Acc {
     acc
 }
 
-/// Writes the valid `rows × cols` part of a tile at `(row0, col0)`, adding bias and, when
-/// accumulating, the previous contents.
+/// Writes the valid part of panel `p`'s tile at column `col0` (`cols` wide): plain rows get
+/// the bias and, when accumulating, the previous contents; gated rows get
+/// `(first + bias) · (second + bias)`.
 #[inline(always)]
 unsafe fn store(
     acc: Acc,
     dst: DstPtr,
     rs: usize,
-    (row0, rows): (usize, usize),
+    (rows, p): (Rows, usize),
     (col0, cols): (usize, usize),
     e: Epilogue<'_>,
 ) {
-    for (i, row) in acc.iter().enumerate().take(rows) {
-        let base = dst.0.add((row0 + i) * rs + col0);
-        let bias = _mm512_set1_ps(e.bias.map_or(0.0, |b| b[row0 + i]));
-        for (v, r) in row.iter().enumerate() {
+    let bias = |i: usize| _mm512_set1_ps(e.bias.map_or(0.0, |b| b[i]));
+    let (first, count) = match rows {
+        Rows::Plain(m) => (p * MR, (m - p * MR).min(MR)),
+        Rows::Gated(h) => (p * (MR / 2), (h - p * (MR / 2)).min(MR / 2)),
+    };
+    for i in 0..count {
+        let out = first + i;
+        let base = dst.0.add(out * rs + col0);
+        for (v, (&first_half, &second_half)) in acc[i].iter().zip(&acc[(i + MR / 2) % MR]).enumerate() {
             let lanes = cols.saturating_sub(16 * v).min(16);
             if lanes == 0 {
                 break;
             }
             let mask = lane_mask(lanes);
-            let mut val = _mm512_add_ps(*r, bias);
-            if e.accumulate {
-                val = _mm512_add_ps(val, _mm512_maskz_loadu_ps(mask, base.add(16 * v)));
-            }
+            let val = match rows {
+                Rows::Plain(_) => {
+                    let val = _mm512_add_ps(first_half, bias(out));
+                    if e.accumulate { _mm512_add_ps(val, _mm512_maskz_loadu_ps(mask, base.add(16 * v))) } else { val }
+                }
+                Rows::Gated(h) => {
+                    _mm512_mul_ps(_mm512_add_ps(first_half, bias(out)), _mm512_add_ps(second_half, bias(h + out)))
+                }
+            };
             _mm512_mask_storeu_ps(base.add(16 * v), mask, val);
         }
     }
@@ -342,10 +384,14 @@ mod tests {
 
     #[test]
     fn tasks_cover_every_column_and_row_once() {
-        for (m, k, n, threads) in
-            [(1024, 512, 1024, 2), (2048, 1024, 256, 2), (128, 64, 7680, 2), (8, 3, 5, 1), (24, 8, 1, 4)]
-        {
-            let plan = TaskPlan::new(m, k, n, threads);
+        for (m, k, n, threads) in [
+            (1024usize, 512usize, 1024usize, 2usize),
+            (2048, 1024, 256, 2),
+            (128, 64, 7680, 2),
+            (8, 3, 5, 1),
+            (24, 8, 1, 4),
+        ] {
+            let plan = TaskPlan::new(m.div_ceil(MR), k, n, threads);
             let mut covered = vec![0u32; plan.row_panels * n];
             for t in 0..plan.col_tasks * plan.row_tasks {
                 let ((n0, nc), (p0, p1)) = plan.task(t, n);
