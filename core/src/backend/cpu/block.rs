@@ -1,15 +1,16 @@
 //! One NAFBlock on the CPU, streamed over row bands of the feature map.
 //!
 //! Phase A (all bands): LN1 → conv1 → depthwise + gate into a full-map buffer `g`, summing
-//! each channel. Then the channel-attention vector is folded into β·conv3's columns.
-//! Phase B (all bands): `y = x + β·conv3(s ⊙ g)`, `out = y + γ·conv5(gate(conv4(LN2(y))))`
-//! (the gate fused into conv4's store),
-//! written in place over `x`. Only `g` is full size; everything else is band-sized, and the
-//! result does not depend on the band height except for the order of the SCA sums.
+//! each channel. Then the channel-attention vector follows.
+//! Phase B (all bands): `y = x + β·conv3(s ⊙ g)`, `out = y + γ·conv5(gate(conv4(LN2(y))))`,
+//! written in place over `x`. Both LayerNorms are applied by the next product while it packs
+//! its input (only their per-pixel statistics are computed here), the gate is fused into
+//! conv4's store and s, β, γ into conv3/conv5. Only `g` is full size; the rest is band-sized,
+//! and the result does not depend on the band height except for the order of the SCA sums.
 
 use super::kernels::conv::{Band, depthwise_gate};
-use super::kernels::layernorm::layer_norm;
-use super::kernels::matmul::{Epilogue, MatMut, MatRef, matmul};
+use super::kernels::layernorm::layer_norm_stats;
+use super::kernels::matmul::{Epilogue, MatMut, MatRef, RhsNorm, matmul};
 use super::prepared::BlockWeights;
 use super::row_bands;
 
@@ -17,16 +18,14 @@ use super::row_bands;
 pub struct BlockScratch<'a> {
     /// Full-map gate output, `c × h × w`.
     pub g: &'a mut [f32],
-    /// Band matrix, `c × (band_rows + 2) × w`.
-    pub t: &'a mut [f32],
     /// Band matrix, `2c × (band_rows + 2) × w`.
     pub u: &'a mut [f32],
 }
 
-/// Element counts of (`g`, `t`, `u`) for channels `c`, map `h × w` and `band_rows`.
-pub fn scratch_len(c: usize, h: usize, w: usize, band_rows: usize) -> (usize, usize, usize) {
+/// Element counts of (`g`, `u`) for channels `c`, map `h × w` and `band_rows`.
+pub fn scratch_len(c: usize, h: usize, w: usize, band_rows: usize) -> (usize, usize) {
     let rows = (band_rows + 2).min(h);
-    (c * h * w, c * rows * w, 2 * c * rows * w)
+    (c * h * w, 2 * c * rows * w)
 }
 
 /// Runs the block in place on the planar `c × h × w` map `x`.
@@ -44,10 +43,12 @@ pub fn run_block(
     for (r0, r1) in row_bands(h, band_rows) {
         let (e0, e1) = (r0.saturating_sub(1), (r1 + 1).min(h));
         let ne = (e1 - e0) * w;
-        let (t, u) = (&mut s.t[..c * ne], &mut s.u[..2 * c * ne]);
-        layer_norm(t, &x[e0 * w..], hw, c, ne, &bw.norm1.0, &bw.norm1.1, bw.eps);
-        let bias = Epilogue { bias: Some(&bw.conv1.1), ..Default::default() };
-        matmul(MatMut { data: u, row_stride: ne }, &bw.conv1.0, MatRef { data: t, row_stride: ne }, ne, bias, threads);
+        let xe = MatRef { data: &x[e0 * w..], row_stride: hw };
+        let stats = layer_norm_stats(xe.data, hw, c, ne, bw.eps);
+        let norm = RhsNorm { mean: &stats.mean, rstd: &stats.rstd, weight: &bw.norm1.0, bias: &bw.norm1.1 };
+        let conv1 = Epilogue { bias: Some(&bw.conv1.1), rhs_norm: Some(norm), ..Default::default() };
+        let u = &mut s.u[..2 * c * ne];
+        matmul(MatMut { data: u, row_stride: ne }, &bw.conv1.0, xe, ne, conv1, threads);
         let band = Band { data: u, first: e0, rows: e1 - e0 };
         let part = depthwise_gate(s.g, &band, &bw.dw.0, &bw.dw.1, c, (h, w), (r0, r1));
         sums.iter_mut().zip(part).for_each(|(a, b)| *a += b);
@@ -57,21 +58,17 @@ pub fn run_block(
         let (off, n) = (r0 * w, (r1 - r0) * w);
         let rows = (c - 1) * hw + n;
         let xb = &mut x[off..off + rows];
-        let e3 = Epilogue { accumulate: true, bias: Some(&bw.conv3_beta.1), rhs_scale: Some(&attention) };
-        matmul(
-            MatMut { data: xb, row_stride: hw },
-            &bw.conv3_beta.0,
-            MatRef { data: &s.g[off..], row_stride: hw },
-            n,
-            e3,
-            threads,
-        );
-        let (t, u) = (&mut s.t[..c * n], &mut s.u[..2 * c * n]);
-        layer_norm(t, xb, hw, c, n, &bw.norm2.0, &bw.norm2.1, bw.eps);
+        let e3 =
+            Epilogue { accumulate: true, bias: Some(&bw.conv3_beta.1), rhs_scale: Some(&attention), rhs_norm: None };
+        let g = MatRef { data: &s.g[off..], row_stride: hw };
+        matmul(MatMut { data: xb, row_stride: hw }, &bw.conv3_beta.0, g, n, e3, threads);
+        let stats = layer_norm_stats(xb, hw, c, n, bw.eps);
+        let norm = RhsNorm { mean: &stats.mean, rstd: &stats.rstd, weight: &bw.norm2.0, bias: &bw.norm2.1 };
         // conv4 with SimpleGate fused into its store: `u` receives the c gated channels.
-        let e4 = Epilogue { bias: Some(&bw.conv4.1), ..Default::default() };
-        matmul(MatMut { data: u, row_stride: n }, &bw.conv4.0, MatRef { data: t, row_stride: n }, n, e4, threads);
-        let e5 = Epilogue { accumulate: true, bias: Some(&bw.conv5_gamma.1), rhs_scale: None };
+        let u = &mut s.u[..c * n];
+        let e4 = Epilogue { bias: Some(&bw.conv4.1), rhs_norm: Some(norm), ..Default::default() };
+        matmul(MatMut { data: u, row_stride: n }, &bw.conv4.0, MatRef { data: xb, row_stride: hw }, n, e4, threads);
+        let e5 = Epilogue { accumulate: true, bias: Some(&bw.conv5_gamma.1), ..Default::default() };
         matmul(
             MatMut { data: xb, row_stride: hw },
             &bw.conv5_gamma.0,

@@ -201,7 +201,7 @@ impl CpuEngine {
                         out[..len].copy_from_slice(&ws.slots[slot(*input)][..len]);
                     }
                     let band = self.band_rows(level, 2 * bw.c * wl);
-                    let scratch = BlockScratch { g: &mut ws.g, t: &mut ws.t, u: &mut ws.u };
+                    let scratch = BlockScratch { g: &mut ws.g, u: &mut ws.u };
                     run_block(bw, &mut out, (hl, wl), band, scratch, self.threads);
                 }
                 _ => unreachable!("weights are prepared from the same steps"),

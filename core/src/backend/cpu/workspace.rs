@@ -13,8 +13,6 @@ pub struct Layout {
     pub plan: MemoryPlan,
     /// Full-map gate buffer of the widest block.
     pub g_len: usize,
-    /// Band matrix `t`.
-    pub t_len: usize,
     /// Band matrix `u`.
     pub u_len: usize,
     /// Space-to-depth / up-conv product buffer.
@@ -32,15 +30,14 @@ impl Layout {
         w: usize,
         band_rows: impl Fn(usize, usize) -> usize,
     ) -> Self {
-        let mut layout = Layout { plan: plan(program, graph, h, w), g_len: 0, t_len: 0, u_len: 0, tmp_len: 0 };
+        let mut layout = Layout { plan: plan(program, graph, h, w), g_len: 0, u_len: 0, tmp_len: 0 };
         for (step, sw) in program.steps.iter().zip(weights) {
             let level = graph.node(step.output()).level;
             let (hl, wl) = (h >> level, w >> level);
             match (step, sw) {
                 (Step::NafBlock { .. }, StepWeights::Block(b)) => {
-                    let (g, t, u) = scratch_len(b.c, hl, wl, band_rows(level, 2 * b.c * wl));
+                    let (g, u) = scratch_len(b.c, hl, wl, band_rows(level, 2 * b.c * wl));
                     layout.g_len = layout.g_len.max(g);
-                    layout.t_len = layout.t_len.max(t);
                     layout.u_len = layout.u_len.max(u);
                 }
                 (Step::Down { .. }, StepWeights::Down { cin, .. }) => {
@@ -57,7 +54,7 @@ impl Layout {
 
     /// Total elements.
     pub fn total_len(&self) -> usize {
-        self.plan.total_len() + self.g_len + self.t_len + self.u_len + self.tmp_len
+        self.plan.total_len() + self.g_len + self.u_len + self.tmp_len
     }
 }
 
@@ -67,8 +64,6 @@ pub struct Workspace {
     pub slots: Vec<Vec<f32>>,
     /// See [`Layout::g_len`].
     pub g: Vec<f32>,
-    /// See [`Layout::t_len`].
-    pub t: Vec<f32>,
     /// See [`Layout::u_len`].
     pub u: Vec<f32>,
     /// See [`Layout::tmp_len`].
@@ -92,7 +87,6 @@ impl Workspace {
         Ok(Workspace {
             slots: layout.plan.slot_len.iter().map(|&n| zeroed(n)).collect::<Result<_>>()?,
             g: zeroed(layout.g_len)?,
-            t: zeroed(layout.t_len)?,
             u: zeroed(layout.u_len)?,
             tmp: zeroed(layout.tmp_len)?,
         })
@@ -103,7 +97,6 @@ impl Workspace {
         self.slots.len() == layout.plan.slot_len.len()
             && self.slots.iter().zip(&layout.plan.slot_len).all(|(s, &n)| s.len() >= n)
             && self.g.len() >= layout.g_len
-            && self.t.len() >= layout.t_len
             && self.u.len() >= layout.u_len
             && self.tmp.len() >= layout.tmp_len
     }

@@ -35,15 +35,39 @@ pub struct MatMut<'a> {
     pub row_stride: usize,
 }
 
-/// What a product adds besides `lhs · rhs`.
+/// A LayerNorm applied to `rhs` while it is packed:
+/// `rhs'[r][j] = (rhs[r][j] − mean[j]) · rstd[j] · weight[r] + bias[r]`.
+#[derive(Clone, Copy)]
+pub struct RhsNorm<'a> {
+    /// Per-column (pixel) mean.
+    pub mean: &'a [f32],
+    /// Per-column reciprocal standard deviation.
+    pub rstd: &'a [f32],
+    /// Per-row (channel) scale.
+    pub weight: &'a [f32],
+    /// Per-row shift.
+    pub bias: &'a [f32],
+}
+
+impl RhsNorm<'_> {
+    /// The normalised value of `x` at row `r`, column `j`.
+    fn apply(&self, x: f32, r: usize, j: usize) -> f32 {
+        (x - self.mean[j]) * self.rstd[j] * self.weight[r] + self.bias[r]
+    }
+}
+
+/// What a product does besides `lhs · rhs`: transforms of `rhs` applied while packing it, and
+/// what the store adds.
 #[derive(Clone, Copy, Default)]
 pub struct Epilogue<'a> {
     /// Add to the existing contents of `dst` instead of overwriting them.
     pub accumulate: bool,
     /// Per-row (output channel) constant added.
     pub bias: Option<&'a [f32]>,
-    /// Per-row scale of `rhs` (a diagonal between `lhs` and `rhs`).
+    /// Per-row scale of `rhs` (a diagonal between `lhs` and `rhs`), applied after `rhs_norm`.
     pub rhs_scale: Option<&'a [f32]>,
+    /// LayerNorm of `rhs` over its rows (channels), per column (pixel).
+    pub rhs_norm: Option<RhsNorm<'a>>,
 }
 
 /// A weight matrix `m × k` in the layout of the kernel that will multiply it, optionally with
@@ -136,6 +160,11 @@ pub fn matmul(dst: MatMut<'_>, lhs: &PackedLhs, rhs: MatRef<'_>, n: usize, epilo
     assert!(fits(dst.data.len(), lhs.rows(), dst.row_stride, n), "dst too short");
     assert!(!(lhs.gated && epilogue.accumulate), "a gated product cannot accumulate");
     assert!(epilogue.bias.is_none_or(|b| b.len() >= m) && epilogue.rhs_scale.is_none_or(|s| s.len() >= k));
+    assert!(
+        epilogue
+            .rhs_norm
+            .is_none_or(|r| r.mean.len() >= n && r.rstd.len() >= n && r.weight.len() >= k && r.bias.len() >= k)
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -174,6 +203,17 @@ fn portable(
     e: Epilogue<'_>,
     threads: usize,
 ) {
+    let normalized: Vec<f32>;
+    let rhs = match e.rhs_norm {
+        Some(norm) => {
+            normalized = (0..k)
+                .flat_map(|r| (0..n).map(move |j| (r, j)))
+                .map(|(r, j)| norm.apply(rhs.data[r * rhs.row_stride + j], r, j))
+                .collect();
+            MatRef { data: &normalized, row_stride: n }
+        }
+        None => rhs,
+    };
     let scaled;
     let lhs = match e.rhs_scale {
         Some(s) => {
@@ -234,7 +274,7 @@ mod tests {
             let packed = PackedLhs::new(&lhs, m, k, precision).unwrap();
             for accumulate in [false, true] {
                 let mut dst = vec![1.0f32; m * stride];
-                let e = Epilogue { accumulate, bias: Some(&bias), rhs_scale: Some(&scale) };
+                let e = Epilogue { accumulate, bias: Some(&bias), rhs_scale: Some(&scale), rhs_norm: None };
                 matmul(
                     MatMut { data: &mut dst, row_stride: stride },
                     &packed,
@@ -315,6 +355,42 @@ mod tests {
     }
 
     #[test]
+    fn layer_norm_of_rhs_is_applied_while_packing() {
+        let (m, k, n, stride) = (9, 6, 53, 60);
+        let lhs: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.29).sin()).collect();
+        let rhs: Vec<f32> = (0..k * stride).map(|i| (i as f32 * 0.07).cos() * 3.0 + 1.0).collect();
+        let mean: Vec<f32> = (0..n).map(|j| j as f32 * 0.01).collect();
+        let rstd: Vec<f32> = (0..n).map(|j| 1.0 + j as f32 * 0.02).collect();
+        let (weight, shift): (Vec<f32>, Vec<f32>) = (0..k).map(|r| (0.5 + r as f32 * 0.1, r as f32 * -0.3)).unzip();
+        let norm = RhsNorm { mean: &mean, rstd: &rstd, weight: &weight, bias: &shift };
+        let scale: Vec<f32> = (0..k).map(|r| 2.0 - r as f32 * 0.1).collect();
+        let mut paths = vec![];
+        let packed = PackedLhs::new(&lhs, m, k, MatmulPrecision::F32).unwrap();
+        let e = Epilogue { rhs_norm: Some(norm), rhs_scale: Some(&scale), ..Default::default() };
+        let mut fast = vec![0.0; m * n];
+        matmul(MatMut { data: &mut fast, row_stride: n }, &packed, MatRef { data: &rhs, row_stride: stride }, n, e, 2);
+        paths.push(fast);
+        let mut slow = vec![0.0; m * n];
+        let rhs_ref = MatRef { data: &rhs, row_stride: stride };
+        portable(MatMut { data: &mut slow, row_stride: n }, &lhs, rhs_ref, (m, k, n), e, 1);
+        paths.push(slow);
+        for (path, dst) in paths.iter().enumerate() {
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f32 = (0..k)
+                        .map(|r| {
+                            lhs[i * k + r]
+                                * scale[r]
+                                * ((rhs[r * stride + j] - mean[j]) * rstd[j] * weight[r] + shift[r])
+                        })
+                        .sum();
+                    assert!((dst[i * n + j] - want).abs() < 1e-4 * (1.0 + want.abs()), "path {path} ({i},{j})");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn f32_product_matches_naive() {
         check(MatmulPrecision::F32, 1e-5);
     }
@@ -334,7 +410,7 @@ mod tests {
         let w: Vec<f32> = (0..m * k).map(|i| i as f32).collect();
         let rhs: Vec<f32> = (0..k * n).map(|i| i as f32 * 0.5).collect();
         let mut dst = vec![0.0; m * n];
-        let e = Epilogue { accumulate: false, bias: Some(&[1.0, 2.0, 3.0]), rhs_scale: None };
+        let e = Epilogue { bias: Some(&[1.0, 2.0, 3.0]), ..Default::default() };
         portable(MatMut { data: &mut dst, row_stride: n }, &w, MatRef { data: &rhs, row_stride: n }, (m, k, n), e, 1);
         let want: f32 = 1.0 + (0..k).map(|p| w[p] * rhs[p * n + 2]).sum::<f32>();
         assert_eq!(dst[2], want);

@@ -211,7 +211,7 @@ unsafe fn run_block_f32(
 ) {
     let col_panels = nc.div_ceil(NR);
     buf.resize(col_panels * k * NR, 0);
-    pack_f32(buf, b, e.rhs_scale, k, n0, nc);
+    pack_f32(buf, b, e, k, n0, nc);
     let bp = buf.as_ptr() as *const f32;
     for p in p0..p1 {
         let a_panel = ap.as_ptr().add(p * k * MR);
@@ -237,7 +237,7 @@ unsafe fn run_block_bf16(
 ) {
     let (col_panels, kp) = (nc.div_ceil(NR), k.div_ceil(2));
     buf.resize(col_panels * kp * NR, 0);
-    pack_bf16(buf, b, e.rhs_scale, k, n0, nc);
+    pack_bf16(buf, b, e, k, n0, nc);
     for p in p0..p1 {
         let a_panel = ap.as_ptr().add(p * kp * MR);
         for j in 0..col_panels {
@@ -254,45 +254,55 @@ fn lane_mask(lanes: usize) -> __mmask16 {
 }
 
 /// Row `kk` of `b`, columns `[n0, n0+nc)` starting at panel offset `j·NR + 16v`: a masked load
-/// (zeros past `nc`), times `scale[kk]`.
+/// (zeros past `nc`), normalised by `e.rhs_norm` and scaled by `e.rhs_scale` when given.
 #[inline(always)]
-unsafe fn load_b(b: MatRef<'_>, scale: Option<&[f32]>, kk: usize, n0: usize, col: usize, nc: usize) -> __m512 {
+unsafe fn load_b(b: MatRef<'_>, e: Epilogue<'_>, kk: usize, n0: usize, col: usize, nc: usize) -> __m512 {
     let lanes = nc.saturating_sub(col).min(16);
     if lanes == 0 {
         return _mm512_setzero_ps();
     }
-    let v = _mm512_maskz_loadu_ps(lane_mask(lanes), b.data.as_ptr().add(kk * b.row_stride + n0 + col));
-    match scale {
+    let mask = lane_mask(lanes);
+    let mut v = _mm512_maskz_loadu_ps(mask, b.data.as_ptr().add(kk * b.row_stride + n0 + col));
+    if let Some(norm) = e.rhs_norm {
+        let mean = _mm512_maskz_loadu_ps(mask, norm.mean.as_ptr().add(n0 + col));
+        let rstd = _mm512_maskz_loadu_ps(mask, norm.rstd.as_ptr().add(n0 + col));
+        let centred = _mm512_mul_ps(_mm512_sub_ps(v, mean), rstd);
+        let shifted = _mm512_fmadd_ps(centred, _mm512_set1_ps(norm.weight[kk]), _mm512_set1_ps(norm.bias[kk]));
+        v = _mm512_maskz_mov_ps(mask, shifted);
+    }
+    match e.rhs_scale {
         Some(s) => _mm512_mul_ps(v, _mm512_set1_ps(s[kk])),
         None => v,
     }
 }
 
-/// `buf[j][kk][NR] = s[kk] · b[kk][n0 + j·NR ..]` (f32 bits in `u32` storage).
+/// `buf[j][kk][NR]` = row `kk` of `b` at columns `n0 + j·NR ..`, transformed as `e` says
+/// (f32 bits in `u32` storage).
 #[target_feature(enable = "avx512f")]
-unsafe fn pack_f32(buf: &mut [u32], b: MatRef<'_>, scale: Option<&[f32]>, k: usize, n0: usize, nc: usize) {
+unsafe fn pack_f32(buf: &mut [u32], b: MatRef<'_>, e: Epilogue<'_>, k: usize, n0: usize, nc: usize) {
     let out = buf.as_mut_ptr() as *mut f32;
     for j in 0..nc.div_ceil(NR) {
         for kk in 0..k {
             for v in 0..NV {
-                let x = load_b(b, scale, kk, n0, j * NR + 16 * v, nc);
+                let x = load_b(b, e, kk, n0, j * NR + 16 * v, nc);
                 _mm512_storeu_ps(out.add((j * k + kk) * NR + 16 * v), x);
             }
         }
     }
 }
 
-/// `buf[j][kp][NR]` = bf16 pairs (rows `2kp`, `2kp+1`) of the scaled block of `b`.
+/// `buf[j][kp][NR]` = bf16 pairs (rows `2kp`, `2kp+1`) of the block of `b`, transformed as
+/// `e` says.
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-unsafe fn pack_bf16(buf: &mut [u32], b: MatRef<'_>, scale: Option<&[f32]>, k: usize, n0: usize, nc: usize) {
+unsafe fn pack_bf16(buf: &mut [u32], b: MatRef<'_>, e: Epilogue<'_>, k: usize, n0: usize, nc: usize) {
     let kp = k.div_ceil(2);
     let out = buf.as_mut_ptr();
     for j in 0..nc.div_ceil(NR) {
         for p in 0..kp {
             for v in 0..NV {
                 let col = j * NR + 16 * v;
-                let lo = load_b(b, scale, 2 * p, n0, col, nc);
-                let hi = if 2 * p + 1 < k { load_b(b, scale, 2 * p + 1, n0, col, nc) } else { _mm512_setzero_ps() };
+                let lo = load_b(b, e, 2 * p, n0, col, nc);
+                let hi = if 2 * p + 1 < k { load_b(b, e, 2 * p + 1, n0, col, nc) } else { _mm512_setzero_ps() };
                 let lo16 = _mm512_cvtepu16_epi32(std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(lo)));
                 let hi16 = _mm512_cvtepu16_epi32(std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(hi)));
                 let pair = _mm512_or_si512(lo16, _mm512_slli_epi32::<16>(hi16));
