@@ -9,6 +9,8 @@ cargo fmt --all --check
 cargo build --release --workspace --all-targets
 cargo clippy --workspace --all-targets -- -D warnings
 scripts/test-onnx.sh
+# The TensorRT shim compiles against the TensorRT 11.4 headers (nothing TensorRT runs here).
+scripts/test-tensorrt.sh
 cargo test --release --workspace
 # The C ABI: header drift, C/C++ header compiles, install, samples, byte identity, valgrind.
 scripts/test-capi.sh

@@ -2,6 +2,7 @@
 //! times. Backends are siblings; none imports another.
 
 pub mod cpu;
+pub mod tensorrt;
 
 use crate::error::Result;
 use crate::image::Image;
