@@ -2,8 +2,9 @@
 # TensorRT compile check (part of scripts/test.sh). No host this project is tested on has
 # TensorRT, so this proves what can be proven without it: the C++ shim compiles (warnings are
 # errors) against the real TensorRT 11.4 headers, the Rust side builds, lints and tests with
-# the `tensorrt` feature, the error on a host without the library names it, and the shim's
-# object file references no TensorRT or CUDA symbol (both are opened with dlopen at run time).
+# the `tensorrt` feature, the error on a host without the library names it (in the library
+# and in `maskdcpt build-engine`), and the shim's object file references no TensorRT or CUDA
+# symbol (both are opened with dlopen at run time).
 #
 # Headers: $TENSORRT_INCLUDE_DIR if set, else the copy in the source of the crates.io crate
 # trtx-sys 0.9.1, fetched (not built) through a throwaway manifest.
@@ -41,6 +42,8 @@ echo "TensorRT headers $major.$minor: $TENSORRT_INCLUDE_DIR"
 cargo build -p maskdcpt-core --features tensorrt
 cargo clippy -p maskdcpt-core --all-targets --features tensorrt -- -D warnings
 cargo test -p maskdcpt-core --features tensorrt --lib backend::tensorrt
+# `maskdcpt build-engine` built with the feature: the error names the missing library.
+cargo test -p maskdcpt --features tensorrt --test cli build_engine
 
 # The newest compiled shim must leave only libc/libstdc++/libdl symbols undefined.
 shim=$(ls -t target/debug/build/maskdcpt-core-*/out/libmaskdcpt_trt_shim.a | head -n 1)

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use maskdcpt_core::backend::tensorrt::profile::Size;
 use maskdcpt_core::backend::{EngineOptions, Precision, ScaMode, Tiling};
 
 /// Restore images with MaskDCPT / NAFNet checkpoints, and inspect, convert or benchmark them.
@@ -27,6 +28,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Write the model as ONNX (opset 17, LayerNormalization), padding and cropping included.
     ExportOnnx(ExportOnnxArgs),
+    /// Build a serialized TensorRT engine for a range of image sizes (needs TensorRT).
+    BuildEngine(BuildEngineArgs),
 }
 
 /// Options of `maskdcpt restore`.
@@ -190,6 +193,62 @@ pub struct ExportOnnxArgs {
     /// Fixed input width.
     #[arg(long, value_name = "W", requires = "height", value_parser = clap::value_parser!(u32).range(1..))]
     pub width: Option<u32>,
+}
+
+/// Backends `build-engine` can build for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EngineBackend {
+    /// NVIDIA TensorRT (desktop GPUs and Jetson).
+    Tensorrt,
+}
+
+/// An image size given as `HxW` (height first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HxW(pub Size);
+
+/// Parses `HxW` with both sides at least 1.
+fn parse_hxw(s: &str) -> Result<HxW, String> {
+    let (h, w) = s.split_once(['x', 'X']).ok_or_else(|| format!("`{s}` is not HxW (e.g. 720x1280)"))?;
+    let side = |v: &str| v.trim().parse::<usize>().ok().filter(|&n| n > 0);
+    match (side(h), side(w)) {
+        (Some(height), Some(width)) => Ok(HxW(Size { height, width })),
+        _ => Err(format!("`{s}` is not HxW with both sides at least 1 (e.g. 720x1280)")),
+    }
+}
+
+/// Options of `maskdcpt build-engine`.
+#[derive(Debug, Args)]
+pub struct BuildEngineArgs {
+    /// Checkpoint (`.pth` or `.safetensors`).
+    #[arg(short, long, value_name = "MODEL")]
+    pub model: PathBuf,
+    /// Output file: the serialized engine (as `trtexec --loadEngine` takes it).
+    #[arg(short, long, value_name = "OUT.engine")]
+    pub output: PathBuf,
+    /// Checkpoint entry to use (default: `params_ema`, then `params`).
+    #[arg(long, value_name = "K")]
+    pub param_key: Option<String>,
+    /// Backend to build for.
+    #[arg(long, value_enum)]
+    pub backend: EngineBackend,
+    /// FP16 weights and tensors (normalizations and means stay FP32).
+    #[arg(long)]
+    pub fp16: bool,
+    /// Smallest input image the engine accepts, `HxW`.
+    #[arg(long, value_name = "HxW", value_parser = parse_hxw, default_value = "16x16")]
+    pub min: HxW,
+    /// Size the kernels are tuned for, `HxW` (default: --max).
+    #[arg(long, value_name = "HxW", value_parser = parse_hxw)]
+    pub opt: Option<HxW>,
+    /// Largest input image the engine accepts, `HxW`.
+    #[arg(long, value_name = "HxW", value_parser = parse_hxw)]
+    pub max: HxW,
+    /// Builder workspace limit in MiB (default: TensorRT's).
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u32).range(1..))]
+    pub workspace_mb: Option<u32>,
+    /// Folder of cached engines and the timing cache: a matching intact engine is reused.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// Options of `maskdcpt bench`.

@@ -7,6 +7,7 @@
 mod args;
 mod atomic;
 mod bench;
+mod build_engine;
 mod convert;
 mod error;
 mod export_onnx;
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
         Command::Info(args) => info::run(args),
         Command::Bench(args) => bench::run(args),
         Command::ExportOnnx(args) => export_onnx::run(args),
+        Command::BuildEngine(args) => build_engine::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

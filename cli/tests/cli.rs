@@ -530,3 +530,23 @@ fn usage_errors_exit_with_code_2() {
     assert_eq!(maskdcpt(&["bench", "-m", "x", "--height", "0", "--width", "8"]).status.code(), Some(2));
     assert_eq!(maskdcpt(&["convert", "x", "-o", "y.safetensors", "--dtype", "bf16"]).status.code(), Some(2));
 }
+
+/// `build-engine` reports what is missing: the TensorRT backend in this build, or (built with
+/// the `tensorrt` feature, on hosts without TensorRT, as every test host is) the library. It
+/// leaves no file behind, and refuses malformed sizes as usage errors.
+#[test]
+fn build_engine_reports_what_is_missing() {
+    let dir = TempDir::new().unwrap();
+    let model = write_model(dir.path());
+    let engine = dir.path().join("tiny.engine");
+    let base = ["build-engine", "-m", s(&model), "-o", s(&engine), "--backend", "tensorrt"];
+    let out = maskdcpt(&[&base[..], &["--fp16", "--min", "16x16", "--opt", "64x96", "--max", "128x128"]].concat());
+    let missing =
+        if cfg!(feature = "tensorrt") { "TensorRT library not found" } else { "built without the TensorRT backend" };
+    assert_error(&out, &[missing]);
+    assert_eq!(listing(dir.path()), ["tiny.safetensors"]);
+    for bad in ["128", "0x64", "64x", "axb"] {
+        let out = maskdcpt(&[&base[..], &["--max", bad]].concat());
+        assert_eq!(out.status.code(), Some(2), "--max {bad}: {}", stderr(&out));
+    }
+}

@@ -26,7 +26,8 @@ pub struct BuildOptions {
     pub cache_dir: Option<PathBuf>,
 }
 
-/// Calls `f` with an error buffer; a non-zero status becomes an error naming TensorRT.
+/// Calls `f` with an error buffer; a non-zero status becomes an error with the shim's message
+/// (each names TensorRT or CUDA).
 fn call(f: impl FnOnce(*mut c_char, usize) -> i32) -> Result<()> {
     let mut err = [0 as c_char; 1024];
     if f(err.as_mut_ptr(), err.len()) == 0 {
@@ -34,7 +35,7 @@ fn call(f: impl FnOnce(*mut c_char, usize) -> i32) -> Result<()> {
     }
     // SAFETY: the shim writes a NUL-terminated message of at most `err.len()` bytes.
     let message = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
-    Err(Error::Unsupported(format!("TensorRT: {message}")))
+    Err(Error::Unsupported(message))
 }
 
 /// Version `[major, minor, patch]` of the TensorRT library this process loads.

@@ -115,7 +115,7 @@ public:
             mdt_layer const &l = desc.layers[i];
             if ((l.kind != MDT_INPUT && l.kind != MDT_CONSTANT && (l.input < 0 || l.input >= i)) ||
                 (l.kind == MDT_ELEMENTWISE && (l.input2 < 0 || l.input2 >= i))) {
-                return "layer " + std::to_string(i) + " reads a later layer";
+                return "TensorRT network: layer " + std::to_string(i) + " reads a later layer";
             }
             ITensor *out = layer(l);
             if (out == nullptr) {
@@ -124,7 +124,7 @@ public:
             tensors_.push_back(out);
         }
         if (desc.output < 0 || desc.output >= desc.layer_count) {
-            return "output index out of range";
+            return "TensorRT network: output index out of range";
         }
         ITensor *output = tensors_[desc.output];
         output->setName("output");
@@ -322,11 +322,11 @@ extern "C" int mdt_build(mdt_network const *network, mdt_profile const *profile,
     }
     Ptr<IHostMemory> timing_bytes(config->getTimingCache()->serialize());
     if (!timing_bytes || copy_out(*serialized, engine) != 0) {
-        return fail(err, err_len, "out of host memory copying the engine");
+        return fail(err, err_len, "out of host memory copying the TensorRT engine");
     }
     if (copy_out(*timing_bytes, timing_out) != 0) {
         std::free(engine->data);
-        return fail(err, err_len, "out of host memory copying the timing cache");
+        return fail(err, err_len, "out of host memory copying the TensorRT timing cache");
     }
     return 0;
 }
