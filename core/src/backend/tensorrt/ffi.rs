@@ -1,4 +1,5 @@
-//! Declarations of `shim.h`, written by hand (keep the two in step).
+//! Declarations of `shim.h`, written by hand (keep the two in step: the tests below compare
+//! them with the header, and `shim.cpp` asserts the struct layouts at compile time).
 
 use std::ffi::{c_char, c_int, c_void};
 
@@ -106,4 +107,76 @@ unsafe extern "C" {
         err_len: usize,
     ) -> c_int;
     pub fn mdt_runtime_destroy(runtime: *mut Runtime);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+
+    const HEADER: &str = include_str!("shim.h");
+
+    /// The constants are those of `shim.h`.
+    #[test]
+    fn constants_match_the_header() {
+        let constants = [
+            ("MDT_INPUT", INPUT),
+            ("MDT_CAST", CAST),
+            ("MDT_CONV", CONV),
+            ("MDT_NORMALIZE", NORMALIZE),
+            ("MDT_MEAN", MEAN),
+            ("MDT_SLICE_CHANNELS", SLICE_CHANNELS),
+            ("MDT_CONSTANT", CONSTANT),
+            ("MDT_ELEMENTWISE", ELEMENTWISE),
+            ("MDT_PIXEL_SHUFFLE", PIXEL_SHUFFLE),
+            ("MDT_F32", F32),
+            ("MDT_F16", F16),
+            ("MDT_SUM", SUM),
+            ("MDT_PROD", PROD),
+        ];
+        for (name, value) in constants {
+            let declared = format!("{name} = {value}");
+            assert!(HEADER.contains(&declared), "shim.h lacks `{declared}`");
+        }
+    }
+
+    /// The field names of `struct name` in `shim.h`, in order.
+    fn header_fields(name: &str) -> Vec<&'static str> {
+        let body = HEADER.split(&format!("typedef struct {name} {{")).nth(1).expect("struct in shim.h");
+        let body = body.split(&format!("}} {name};")).next().expect("struct end");
+        body.lines()
+            .map(|l| l.split("/*").next().unwrap().trim())
+            .filter_map(|l| l.strip_suffix(';'))
+            .flat_map(|decl| {
+                // `type name` or `type a, b, c`: the last word of the first part, then the rest.
+                let mut parts = decl.split(',');
+                let first = parts.next().unwrap().split_whitespace().last().unwrap();
+                std::iter::once(first).chain(parts).map(|n| n.trim().trim_start_matches('*'))
+            })
+            .collect()
+    }
+
+    /// Field order and layout agree with `shim.h`; `shim.cpp` asserts the same sizes and
+    /// offsets at compile time.
+    #[test]
+    fn structs_match_the_header() {
+        assert_eq!(header_fields("mdt_weights"), ["type", "values", "count"]);
+        assert_eq!(
+            header_fields("mdt_layer"),
+            [
+                "kind", "input", "input2", "channels", "kernel", "stride", "pad", "groups", "start", "op", "eps",
+                "weight", "bias"
+            ]
+        );
+        assert_eq!(header_fields("mdt_network"), ["layers", "layer_count", "output"]);
+        assert_eq!(header_fields("mdt_profile"), ["min_h", "min_w", "opt_h", "opt_w", "max_h", "max_w"]);
+        assert_eq!(header_fields("mdt_bytes"), ["data", "len"]);
+        assert_eq!((size_of::<Weights>(), offset_of!(Weights, values), offset_of!(Weights, count)), (24, 8, 16));
+        assert_eq!(
+            (size_of::<Layer>(), offset_of!(Layer, eps), offset_of!(Layer, weight), offset_of!(Layer, bias)),
+            (96, 40, 48, 72)
+        );
+        assert_eq!((size_of::<Network>(), offset_of!(Network, layer_count), offset_of!(Network, output)), (16, 8, 12));
+        assert_eq!((size_of::<Profile>(), size_of::<Bytes>()), (48, 16));
+    }
 }

@@ -16,6 +16,7 @@
 #include <NvInfer.h>
 #include <dlfcn.h>
 
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -26,6 +27,16 @@
 #if NV_TENSORRT_MAJOR < 10
 #error "maskdcpt's TensorRT shim needs TensorRT 10 or newer"
 #endif
+
+// The layout Rust's `ffi.rs` declares (checked there by `structs_match_the_header`).
+static_assert(sizeof(mdt_weights) == 24 && offsetof(mdt_weights, values) == 8 && offsetof(mdt_weights, count) == 16,
+              "mdt_weights layout");
+static_assert(sizeof(mdt_layer) == 96 && offsetof(mdt_layer, eps) == 40 && offsetof(mdt_layer, weight) == 48 &&
+                  offsetof(mdt_layer, bias) == 72,
+              "mdt_layer layout");
+static_assert(sizeof(mdt_network) == 16 && offsetof(mdt_network, layer_count) == 8 && offsetof(mdt_network, output) == 12,
+              "mdt_network layout");
+static_assert(sizeof(mdt_profile) == 48 && sizeof(mdt_bytes) == 16, "mdt_profile and mdt_bytes layout");
 
 namespace {
 
