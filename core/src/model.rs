@@ -57,8 +57,13 @@ impl Model {
 #[cfg(test)]
 pub(crate) mod testing {
     use super::Model;
-    use crate::spec::ModelSpec;
+    use crate::spec::{Family, ModelSpec};
     use crate::weights::{Format, Tensor, WeightStore};
+
+    /// The smallest MaskDCPT network: width 4, one level, one block everywhere.
+    pub fn tiny_spec() -> ModelSpec {
+        ModelSpec { family: Family::MaskDcpt, width: 4, enc_blocks: vec![1], middle_blocks: 1, dec_blocks: vec![1] }
+    }
 
     /// `spec` with LayerNorm scales 1 and every other value uniform in ±0.2 (xorshift, `seed`).
     pub fn random_model(spec: &ModelSpec, seed: u32) -> Model {

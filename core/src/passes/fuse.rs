@@ -276,6 +276,7 @@ fn next_scale(graph: &Graph, sole: &dyn Fn(ValueId) -> Option<ValueId>, v: Value
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::testing::tiny_spec;
     use crate::spec::{Family, ModelSpec};
 
     #[test]
@@ -299,13 +300,7 @@ mod tests {
 
     #[test]
     fn an_op_outside_every_pattern_is_reported() {
-        let spec = ModelSpec {
-            family: Family::MaskDcpt,
-            width: 4,
-            enc_blocks: vec![1],
-            middle_blocks: 1,
-            dec_blocks: vec![1],
-        };
+        let spec = tiny_spec();
         let mut graph = Graph::from_spec(&spec);
         graph.nodes[1].op = Op::SimpleGate { input: ValueId(0) };
         assert!(matches!(fuse(&graph), Err(Error::Unsupported(_))));

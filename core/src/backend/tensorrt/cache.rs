@@ -150,8 +150,7 @@ pub fn decode<'a>(key: &CacheKey, file: &'a [u8]) -> Result<&'a [u8], Reject> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::testing::random_model;
-    use crate::spec::{Family, ModelSpec};
+    use crate::model::testing::{random_model, tiny_spec};
     use proptest::prelude::*;
 
     fn key() -> CacheKey {
@@ -202,13 +201,7 @@ mod tests {
 
     #[test]
     fn weights_hash_sees_every_value() {
-        let spec = ModelSpec {
-            family: Family::MaskDcpt,
-            width: 4,
-            enc_blocks: vec![1],
-            middle_blocks: 1,
-            dec_blocks: vec![1],
-        };
+        let spec = tiny_spec();
         let (a, b) = (random_model(&spec, 1), random_model(&spec, 2));
         assert_eq!(weights_hash(&a), weights_hash(&random_model(&spec, 1)));
         assert_ne!(weights_hash(&a), weights_hash(&b));

@@ -247,8 +247,7 @@ impl Drop for TrtRuntime {
 mod tests {
     use super::*;
 
-    use crate::model::testing::random_model;
-    use crate::spec::{Family, ModelSpec};
+    use crate::model::testing::{random_model, tiny_spec};
 
     /// On hosts without TensorRT (every CI host) building an engine is an error naming the
     /// missing library, not a crash.
@@ -257,13 +256,7 @@ mod tests {
         if library_version().is_ok() {
             return; // a host with TensorRT
         }
-        let spec = ModelSpec {
-            family: Family::MaskDcpt,
-            width: 4,
-            enc_blocks: vec![1],
-            middle_blocks: 1,
-            dec_blocks: vec![1],
-        };
+        let spec = tiny_spec();
         let size = Size { height: 64, width: 64 };
         let options = BuildOptions {
             precision: TrtPrecision::F16,
