@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo --version
+# libtorch 2.11.0 for the trainer (a cached slim venv from PyPI).
+LIBTORCH=$(scripts/setup-libtorch.sh)
+export LIBTORCH
 cargo fmt --all --check
 cargo build --release --workspace --all-targets
 cargo clippy --workspace --all-targets -- -D warnings
@@ -12,5 +15,6 @@ scripts/test-onnx.sh
 # The TensorRT shim compiles against the TensorRT 11.4 headers (nothing TensorRT runs here).
 scripts/test-tensorrt.sh
 cargo test --release --workspace
+scripts/test-trainer.sh
 # The C ABI: header drift, C/C++ header compiles, install, samples, byte identity, valgrind.
 scripts/test-capi.sh

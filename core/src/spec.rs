@@ -13,6 +13,10 @@ use crate::weights::WeightStore;
 /// Number of image channels every supported network takes and returns (RGB).
 pub const IMAGE_CHANNELS: usize = 3;
 
+/// Prefix of the degradation-classification head's tensors in files written by
+/// `trainer export --with-classifier`; the restoration network ignores them.
+pub const CLASSIFIER_PREFIX: &str = "classifier.";
+
 /// A supported architecture family (state-dict layout plus its padding and LayerNorm rules).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
@@ -236,12 +240,13 @@ impl ModelSpec {
         Ok(spec)
     }
 
-    /// Checks that `weights` holds exactly this architecture's keys with the right shapes.
+    /// Checks that `weights` holds exactly this architecture's keys with the right shapes
+    /// (keys under [`CLASSIFIER_PREFIX`] belong to the classification head and are not checked here).
     pub fn validate(&self, weights: &WeightStore) -> Result<()> {
         let expected = self.expected_tensors();
         let expected_keys: BTreeSet<&str> = expected.iter().map(|(k, _)| k.as_str()).collect();
         for (key, tensor) in weights.iter() {
-            if !expected_keys.contains(key) {
+            if !expected_keys.contains(key) && !key.starts_with(CLASSIFIER_PREFIX) {
                 return Err(Error::UnexpectedKey {
                     key: key.to_owned(),
                     shape: tensor.shape().to_vec(),

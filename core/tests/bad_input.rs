@@ -69,6 +69,13 @@ fn an_unexpected_key_is_named() {
 }
 
 #[test]
+fn classification_head_keys_are_set_aside() {
+    let mut t = random_tensors(&tiny_spec());
+    t.insert("classifier.fc.bias".into(), Tensor::from_f32(vec![2], &[0.0; 2]).unwrap());
+    assert_eq!(model_from(t).unwrap().spec(), &tiny_spec());
+}
+
+#[test]
 fn a_non_finite_weight_is_named() {
     let mut t = random_tensors(&tiny_spec());
     t.insert("intro.bias".into(), Tensor::from_f32(vec![4], &[0.0, 0.0, f32::INFINITY, 0.0]).unwrap());

@@ -1,0 +1,252 @@
+//! Training configuration, read from TOML (see `trainer/configs/*.toml` for commented examples).
+//! Unknown keys are errors, so a typo never silently falls back to a default.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::model::classifier::ClassifierShape;
+use crate::model::nafnet::NafnetShape;
+use crate::optim::{AdamWConfig, Schedule};
+
+/// A whole run: model, data, optimisation and output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Backbone shape.
+    pub model: NafnetShape,
+    /// Degradation-classification head; absent = no classification loss.
+    #[serde(default)]
+    pub classifier: Option<ClassifierShape>,
+    /// Where training samples come from.
+    pub data: DataConfig,
+    /// Loop settings.
+    pub train: TrainConfig,
+    /// Backbone optimiser.
+    pub optim: AdamWConfig,
+    /// Classifier optimiser (defaults to `optim`).
+    #[serde(default)]
+    pub optim_classifier: Option<AdamWConfig>,
+    /// Learning-rate schedule.
+    #[serde(default = "default_schedule")]
+    pub schedule: Schedule,
+    /// Output folder and checkpoint policy.
+    pub output: OutputConfig,
+}
+
+fn default_schedule() -> Schedule {
+    Schedule { warmup_steps: 0, min_lr: 0.0 }
+}
+
+/// Training data.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Folders of clean images, degraded on the fly (one random class and level per sample).
+    #[serde(default)]
+    pub clean: Vec<PathBuf>,
+    /// Paired folders (BasicSR `lq/` and `gt/` with identical file names); labels come from
+    /// a `manifest.json` written by `trainer degrade`, or from `class`.
+    #[serde(default)]
+    pub paired: Vec<PairedSource>,
+    /// Degradation classes (ids) synthesised from `clean`; empty = all 19.
+    #[serde(default)]
+    pub classes: Vec<String>,
+    /// Square crop size in pixels.
+    pub crop: i64,
+    /// Images per batch.
+    pub batch: i64,
+    /// Threads preparing batches.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// Batches prepared ahead per worker.
+    #[serde(default = "default_prefetch")]
+    pub prefetch: usize,
+}
+
+fn default_workers() -> usize {
+    2
+}
+
+fn default_prefetch() -> usize {
+    2
+}
+
+/// One paired folder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PairedSource {
+    /// Folder holding `lq/` and `gt/`.
+    pub dir: PathBuf,
+    /// Class id for every pair (when the folder has no manifest).
+    #[serde(default)]
+    pub class: Option<String>,
+}
+
+/// Mixed precision on CUDA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Amp {
+    /// Float32 everywhere.
+    #[default]
+    Off,
+    /// Autocast to FP16 with dynamic loss scaling (CUDA only).
+    Fp16,
+}
+
+/// Loop settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Total optimiser steps.
+    pub steps: u64,
+    /// Seed of everything random (weights, crops, degradations, masks).
+    #[serde(default)]
+    pub seed: u64,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// CPU threads for torch (0 = torch's default).
+    #[serde(default)]
+    pub threads: i32,
+    /// Fraction of patches masked in pre-training.
+    #[serde(default = "default_mask_ratio")]
+    pub mask_ratio: f64,
+    /// Mask patch size in pixels (a multiple of 2^levels; crops must be multiples of it).
+    #[serde(default = "default_mask_patch")]
+    pub mask_patch: i64,
+    /// Weight of the L1 reconstruction/restoration loss.
+    #[serde(default = "one")]
+    pub l1_weight: f64,
+    /// Weight of the focal classification loss (needs `[classifier]`).
+    #[serde(default = "one")]
+    pub classify_weight: f64,
+    /// Focal loss γ (0 = cross-entropy).
+    #[serde(default = "default_gamma")]
+    pub focal_gamma: f64,
+    /// EMA decay of the weights (0 = EMA equals the live weights).
+    #[serde(default = "default_ema")]
+    pub ema_decay: f64,
+    /// Global gradient-norm clip (0 = off).
+    #[serde(default)]
+    pub grad_clip: f64,
+    /// Mixed precision.
+    #[serde(default)]
+    pub amp: Amp,
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+
+fn default_mask_ratio() -> f64 {
+    0.5
+}
+
+fn default_mask_patch() -> i64 {
+    16
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn default_gamma() -> f64 {
+    2.0
+}
+
+fn default_ema() -> f64 {
+    0.999
+}
+
+/// Output folder and checkpoint policy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// Run folder (checkpoints, `metrics.csv`, curves).
+    pub dir: PathBuf,
+    /// Steps between checkpoints (the last step always writes one).
+    #[serde(default = "default_every")]
+    pub checkpoint_every: u64,
+    /// Checkpoints kept (oldest deleted first).
+    #[serde(default = "default_keep")]
+    pub keep_last: usize,
+    /// Steps between metric rows.
+    #[serde(default = "default_log_every")]
+    pub log_every: u64,
+}
+
+fn default_every() -> u64 {
+    1000
+}
+
+fn default_keep() -> usize {
+    3
+}
+
+fn default_log_every() -> u64 {
+    10
+}
+
+impl Config {
+    /// Reads and validates a TOML file; relative data/output paths are taken from the file's folder.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+        let mut config: Config =
+            toml::from_str(&text).with_context(|| format!("config {} is invalid", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.rebase(base);
+        config.validate().with_context(|| format!("config {}", path.display()))?;
+        Ok(config)
+    }
+
+    fn rebase(&mut self, base: &Path) {
+        let join = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        self.data.clean.iter_mut().for_each(join);
+        self.data.paired.iter_mut().for_each(|s| join(&mut s.dir));
+        join(&mut self.output.dir);
+    }
+
+    /// Checks values that serde cannot.
+    pub fn validate(&self) -> Result<()> {
+        self.model.validate()?;
+        let d = &self.data;
+        if d.clean.is_empty() && d.paired.is_empty() {
+            bail!("[data] needs at least one `clean` folder or `paired` source");
+        }
+        if d.crop <= 0 || d.batch <= 0 {
+            bail!("[data] crop ({}) and batch ({}) must be positive", d.crop, d.batch);
+        }
+        let multiple = 1i64 << self.model.levels();
+        if d.crop % multiple != 0 {
+            bail!("[data] crop {} must be a multiple of {multiple} (2^levels of the model)", d.crop);
+        }
+        if d.workers == 0 {
+            bail!("[data] workers must be at least 1");
+        }
+        let t = &self.train;
+        if t.steps == 0 {
+            bail!("[train] steps must be at least 1");
+        }
+        if !(0.0..1.0).contains(&t.ema_decay) {
+            bail!("[train] ema_decay {} must be in [0, 1)", t.ema_decay);
+        }
+        if t.classify_weight > 0.0 && self.classifier.is_none() {
+            bail!("[train] classify_weight is {} but there is no [classifier] section", t.classify_weight);
+        }
+        if self.output.checkpoint_every == 0 || self.output.keep_last == 0 || self.output.log_every == 0 {
+            bail!("[output] checkpoint_every, keep_last and log_every must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The config as TOML (stored in checkpoints).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("config serialises")
+    }
+}

@@ -1,0 +1,141 @@
+//! From a trainer checkpoint to files other tools load: safetensors (the EMA backbone under
+//! the fork's keys, optionally the classification head under `classifier.` and the class ids
+//! in the metadata), and BasicSR `.pth` (`params` = live weights, `params_ema` = EMA; only
+//! the backbone, so the official test script's strict load accepts it). Also reads any model
+//! file back as named tensors (for `--init` and `eval`).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use maskdcpt_core::weights::{LoadOptions, WeightStore};
+use safetensors::SafeTensors;
+use safetensors::tensor::{Dtype, TensorView};
+use tch::{Device, Kind, Tensor};
+
+use crate::checkpoint::{self, CheckpointData};
+use crate::net::CLASSIFIER_PREFIX;
+use crate::pickle_writer::{self, HostTensor};
+
+/// Metadata key listing the class ids (comma separated, index order) of an exported head.
+pub const CLASSES_METADATA: &str = "maskdcpt.classes";
+
+/// Output format of `trainer export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// safetensors with the EMA weights.
+    Safetensors,
+    /// BasicSR `.pth` with `params` and `params_ema`.
+    Pth,
+}
+
+/// Precision of exported safetensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportDtype {
+    /// float32.
+    F32,
+    /// float16 (half the size; `maskdcpt-core` converts on load).
+    F16,
+}
+
+/// Whether `bytes` are a trainer checkpoint.
+fn is_checkpoint(bytes: &[u8]) -> bool {
+    SafeTensors::read_metadata(bytes)
+        .ok()
+        .and_then(|(_, header)| header.metadata().as_ref().and_then(|m| m.get("format").cloned()))
+        .is_some_and(|format| format == checkpoint::FORMAT)
+}
+
+/// Named float tensors of a model file: a trainer checkpoint's EMA weights (head included),
+/// or an exported/official `.safetensors` / `.pth` (BasicSR `params_ema`, then `params`).
+pub fn read_model_tensors(path: &Path, device: Device) -> Result<Vec<(String, Tensor)>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read model {}", path.display()))?;
+    if is_checkpoint(&bytes) {
+        return Ok(checkpoint::load(path, device)?.with_prefix("ema."));
+    }
+    let store = WeightStore::from_bytes(&bytes, &LoadOptions::default())
+        .with_context(|| format!("cannot load model {}", path.display()))?;
+    Ok(store
+        .iter()
+        .map(|(name, t)| {
+            let shape: Vec<i64> = t.shape().iter().map(|&d| d as i64).collect();
+            (name.to_string(), Tensor::from_slice(&t.to_f32()).view(shape.as_slice()).to_device(device))
+        })
+        .collect())
+}
+
+fn to_host(t: &Tensor) -> HostTensor {
+    let t = t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+    HostTensor {
+        shape: t.size().iter().map(|&d| d as usize).collect(),
+        values: Vec::<f32>::try_from(t.flatten(0, -1)).expect("float tensor"),
+    }
+}
+
+fn backbone_only(named: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
+    named.into_iter().filter(|(n, _)| !n.starts_with(CLASSIFIER_PREFIX)).collect()
+}
+
+/// Options of [`export`].
+pub struct ExportOptions {
+    /// Output format.
+    pub format: Format,
+    /// Include the classification head (safetensors only).
+    pub with_classifier: bool,
+    /// Precision (safetensors only).
+    pub dtype: ExportDtype,
+}
+
+/// Writes the model of a trainer checkpoint to `out` (atomically).
+pub fn export(checkpoint_path: &Path, out: &Path, options: &ExportOptions) -> Result<()> {
+    let data = checkpoint::load(checkpoint_path, Device::Cpu)?;
+    let bytes = match options.format {
+        Format::Pth => {
+            if options.with_classifier {
+                bail!(
+                    "--with-classifier needs --format safetensors: the official loader's strict key check rejects extra keys"
+                );
+            }
+            let host = |prefix: &str| -> Vec<(String, HostTensor)> {
+                backbone_only(data.with_prefix(prefix)).iter().map(|(n, t)| (n.clone(), to_host(t))).collect()
+            };
+            pickle_writer::write_state_dicts(&[("params", host("params.")), ("params_ema", host("ema."))])?
+        }
+        Format::Safetensors => safetensors_bytes(&data, options)?,
+    };
+    checkpoint::write_atomically(out, &bytes)
+}
+
+fn safetensors_bytes(data: &CheckpointData, options: &ExportOptions) -> Result<Vec<u8>> {
+    let ema = data.with_prefix("ema.");
+    let has_head = ema.iter().any(|(n, _)| n.starts_with(CLASSIFIER_PREFIX));
+    if options.with_classifier && !has_head {
+        bail!("--with-classifier: this checkpoint has no classification head (its config has no [classifier])");
+    }
+    let named = if options.with_classifier { ema } else { backbone_only(ema) };
+    let encoded: Vec<(String, Vec<usize>, Vec<u8>)> = named
+        .iter()
+        .map(|(name, t)| {
+            let host = to_host(t);
+            let bytes = match options.dtype {
+                ExportDtype::F32 => host.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ExportDtype::F16 => host.values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
+            };
+            (name.clone(), host.shape, bytes)
+        })
+        .collect();
+    let dtype = match options.dtype {
+        ExportDtype::F32 => Dtype::F32,
+        ExportDtype::F16 => Dtype::F16,
+    };
+    let views = encoded
+        .iter()
+        .map(|(name, shape, bytes)| Ok((name.as_str(), TensorView::new(dtype, shape.clone(), bytes)?)))
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+    let mut metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    if options.with_classifier {
+        let ids: Vec<&str> = maskdcpt_degrade::Class::ALL.iter().map(|c| c.id()).collect();
+        metadata.insert(CLASSES_METADATA.into(), ids.join(","));
+    }
+    Ok(safetensors::serialize(views, Some(metadata))?)
+}

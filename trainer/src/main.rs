@@ -1,0 +1,170 @@
+//! `trainer`: MaskDCPT pre-training, all-in-one fine-tuning, evaluation, export and
+//! degradation synthesis. Argument parsing and printing only; the work is in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use maskdcpt_trainer::config::Config;
+use maskdcpt_trainer::eval;
+use maskdcpt_trainer::export::{self, ExportDtype, ExportOptions, Format};
+use maskdcpt_trainer::train::{Phase, Trainer, parse_device};
+
+#[derive(Parser)]
+#[command(name = "trainer", version, about = "MaskDCPT pre-training and fine-tuning on libtorch")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Masked degradation-classification pre-training.
+    Pretrain(RunArgs),
+    /// All-in-one fine-tuning (from `--init`, e.g. a pre-training checkpoint).
+    Finetune(RunArgs),
+    /// PSNR/SSIM (and classifier top-1) of a model on paired folders.
+    Eval {
+        /// Trainer checkpoint, or an exported / official `.safetensors` / `.pth`.
+        #[arg(long)]
+        model: PathBuf,
+        /// Paired folders (`lq/`, `gt/`, optional `manifest.json`).
+        #[arg(long, required = true, num_args = 1..)]
+        data: Vec<PathBuf>,
+        /// `cpu`, `cuda` or `cuda:N`.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Writes a checkpoint's model as safetensors or BasicSR `.pth`.
+    Export {
+        /// Trainer checkpoint (`ckpt-*.safetensors`).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum)]
+        format: Format,
+        /// Output file.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Include the classification head under `classifier.` (safetensors only).
+        #[arg(long)]
+        with_classifier: bool,
+        /// Precision of safetensors output.
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: ExportDtype,
+    },
+    /// Writes a paired data set (lq/, gt/, manifest.json) from a folder of clean images.
+    Degrade(DegradeArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// TOML config (see trainer/configs/).
+    #[arg(long)]
+    config: PathBuf,
+    /// Weights to start from (fine-tuning): a trainer checkpoint or a model file.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// Continue from the newest checkpoint in the run folder.
+    #[arg(long)]
+    resume: bool,
+    /// Stop after this many steps (a later `--resume` continues).
+    #[arg(long)]
+    max_steps: Option<u64>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct DegradeArgs {
+    /// Folder of clean images.
+    #[arg(long = "in")]
+    input: PathBuf,
+    /// Output folder.
+    #[arg(long = "out")]
+    output: PathBuf,
+    /// Class ids (default: all 19).
+    #[arg(long, value_delimiter = ',')]
+    classes: Vec<String>,
+    /// Samples per image and class.
+    #[arg(long, default_value_t = 1)]
+    per_image: usize,
+    /// Centre crop of this size before degrading (default: whole image).
+    #[arg(long)]
+    crop: Option<usize>,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+fn run(phase: Phase, args: &RunArgs) -> Result<()> {
+    let config = Config::load(&args.config)?;
+    let mut trainer = match (args.resume, Trainer::latest_checkpoint(&config)?) {
+        (true, Some(path)) => {
+            eprintln!("resuming from {}", path.display());
+            Trainer::resume(config, phase, &path)?
+        }
+        (true, None) => {
+            eprintln!("no checkpoint in {}: starting a new run", config.output.dir.display());
+            Trainer::new(config, phase, args.init.as_deref())?
+        }
+        (false, _) => Trainer::new(config, phase, args.init.as_deref())?,
+    };
+    trainer.run(args.max_steps, !args.quiet)?;
+    eprintln!("{} stopped at step {}", phase.name(), trainer.step());
+    Ok(())
+}
+
+fn degrade(args: &DegradeArgs) -> Result<()> {
+    let classes = if args.classes.is_empty() {
+        maskdcpt_degrade::Class::ALL.to_vec()
+    } else {
+        args.classes.iter().map(|id| maskdcpt_degrade::Class::from_id(id)).collect::<Result<Vec<_>, _>>()?
+    };
+    let options = maskdcpt_degrade::DatasetOptions {
+        classes,
+        per_image: args.per_image,
+        crop: args.crop.map(maskdcpt_degrade::Crop::Center),
+        seed: args.seed,
+    };
+    let summary = maskdcpt_degrade::write_dataset(&args.input, &args.output, &options)?;
+    eprintln!("{} pairs from {} images; manifest {}", summary.samples, summary.images, summary.manifest.display());
+    Ok(())
+}
+
+fn main_result() -> Result<()> {
+    match Cli::parse().command {
+        Command::Pretrain(args) => run(Phase::Pretrain, &args),
+        Command::Finetune(args) => run(Phase::Finetune, &args),
+        Command::Eval { model, data, device, json } => {
+            let device = parse_device(&device)?;
+            let net = eval::load_model(&model, device)?;
+            let report = eval::evaluate(&net, &data, device)?;
+            print!("{}", report.table());
+            if let Some(path) = json {
+                let text = serde_json::to_string_pretty(&report)?;
+                std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            Ok(())
+        }
+        Command::Export { checkpoint, format, output, with_classifier, dtype } => {
+            export::export(&checkpoint, &output, &ExportOptions { format, with_classifier, dtype })
+        }
+        Command::Degrade(args) => degrade(&args),
+    }
+}
+
+fn main() -> ExitCode {
+    match main_result() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

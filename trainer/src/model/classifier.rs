@@ -1,0 +1,131 @@
+//! The degradation-classification decoder (spec §2.6, `PromptIR_NoImg_DC`): an ODISE-style
+//! multi-scale aggregator over the backbone's decoder features, highest resolution first.
+//! State s = 0; for each scale i: s = Stage_i(s + softmax(mixing_weights)_i · feature_i), then
+//! 1×1 conv to the next scale's width (the last keeps its width) → 2×2 max-pool → ReLU; then
+//! `last_stage`, global mean, `fc`. Stages are inverted bottlenecks (1×1 → 3×3 → 1×1 at twice
+//! the width, no bias, each followed by a channel LayerNorm with eps 1e-6).
+
+use anyhow::{Result, ensure};
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use super::layers::{ChannelNorm, Conv, ConvInit, ConvShape, Linear};
+use crate::params::{Init, ParamBuilder, ParamId, ParamSet};
+
+/// LayerNorm epsilon of the head (`LayerNorm(channels_first)` in the reference, eps 1e-6).
+const LAYER_NORM_EPS: f64 = 1e-6;
+
+/// Sizes of the classification head.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierShape {
+    /// Number of degradation classes.
+    pub classes: i64,
+    /// Bottleneck blocks per scale and in `last_stage` (`num_res_blocks`, reference default 2).
+    #[serde(default = "default_blocks")]
+    pub blocks_per_scale: usize,
+}
+
+fn default_blocks() -> usize {
+    2
+}
+
+/// A conv (no bias) followed by a channel LayerNorm: keys `{prefix}.weight`, `{prefix}.norm.*`.
+struct NormedConv {
+    conv: Conv,
+    norm: ChannelNorm,
+}
+
+impl NormedConv {
+    fn new(params: &mut ParamBuilder, prefix: &str, shape: ConvShape) -> Self {
+        let conv = Conv::new(params, prefix, ConvShape { bias: false, ..shape }, ConvInit::MsraFanOut);
+        let norm = ChannelNorm::new(params, &format!("{prefix}.norm"), shape.output, LAYER_NORM_EPS);
+        Self { conv, norm }
+    }
+
+    fn forward(&self, p: &ParamSet, x: &Tensor) -> Tensor {
+        self.norm.forward(p, &self.conv.forward(p, x))
+    }
+}
+
+/// An inverted bottleneck block: d → 2d (1×1) → 2d (3×3) → d (1×1), residual, ReLUs.
+struct Bottleneck {
+    conv1: NormedConv,
+    conv2: NormedConv,
+    conv3: NormedConv,
+}
+
+impl Bottleneck {
+    fn new(params: &mut ParamBuilder, prefix: &str, d: i64) -> Self {
+        Self {
+            conv1: NormedConv::new(params, &format!("{prefix}.conv1"), ConvShape::same(d, 2 * d, 1)),
+            conv2: NormedConv::new(params, &format!("{prefix}.conv2"), ConvShape::same(2 * d, 2 * d, 3)),
+            conv3: NormedConv::new(params, &format!("{prefix}.conv3"), ConvShape::same(2 * d, d, 1)),
+        }
+    }
+
+    fn forward(&self, p: &ParamSet, x: &Tensor) -> Tensor {
+        let y = self.conv1.forward(p, x).relu();
+        let y = self.conv2.forward(p, &y).relu();
+        (self.conv3.forward(p, &y) + x).relu()
+    }
+}
+
+fn stage(params: &mut ParamBuilder, prefix: &str, d: i64, blocks: usize) -> Vec<Bottleneck> {
+    (0..blocks).map(|j| Bottleneck::new(params, &format!("{prefix}.{j}"), d)).collect()
+}
+
+fn run_stage(blocks: &[Bottleneck], p: &ParamSet, x: Tensor) -> Tensor {
+    blocks.iter().fold(x, |x, block| block.forward(p, &x))
+}
+
+/// The classification head over features of widths `feature_dims` (highest resolution first,
+/// each scale half the resolution of the previous).
+pub struct Classifier {
+    mixing_weights: ParamId,
+    scales: Vec<Vec<Bottleneck>>,
+    downsamples: Vec<Conv>,
+    last_stage: Vec<Bottleneck>,
+    fc: Linear,
+    feature_dims: Vec<i64>,
+}
+
+impl Classifier {
+    /// Declares the head's parameters with the reference keys.
+    pub fn new(params: &mut ParamBuilder, feature_dims: &[i64], shape: &ClassifierShape) -> Result<Self> {
+        ensure!(shape.classes >= 2, "the classifier needs at least 2 classes, got {}", shape.classes);
+        ensure!(!feature_dims.is_empty(), "the classifier needs at least one feature scale");
+        let mixing_weights = params.add("mixing_weights".into(), &[feature_dims.len() as i64], Init::Ones);
+        let mut scales = Vec::new();
+        let mut downsamples = Vec::new();
+        for (i, &d) in feature_dims.iter().enumerate() {
+            scales.push(stage(params, &format!("bottleneck_layers.{i}"), d, shape.blocks_per_scale));
+            let next = feature_dims.get(i + 1).copied().unwrap_or(d);
+            let conv = ConvShape { bias: false, ..ConvShape::same(d, next, 1) };
+            downsamples.push(Conv::new(params, &format!("downsample_layers.{i}.0"), conv, ConvInit::TorchDefault));
+        }
+        let last = *feature_dims.last().expect("checked non-empty");
+        let last_stage = stage(params, "last_stage", last, shape.blocks_per_scale);
+        let fc = Linear::new(params, "fc", last, shape.classes);
+        Ok(Self { mixing_weights, scales, downsamples, last_stage, fc, feature_dims: feature_dims.to_vec() })
+    }
+
+    /// Class logits `[N, classes]` from the features (highest resolution first).
+    pub fn forward(&self, p: &ParamSet, features: &[Tensor]) -> Tensor {
+        debug_assert_eq!(features.len(), self.feature_dims.len());
+        let weights = p.get(self.mixing_weights).softmax(0, Kind::Float);
+        let mut state: Option<Tensor> = None;
+        for (i, (feature, blocks)) in features.iter().zip(&self.scales).enumerate() {
+            let weighted = feature * weights.get(i as i64).to_kind(feature.kind());
+            let input = match state.take() {
+                Some(s) => s + weighted,
+                None => weighted,
+            };
+            let s = run_stage(blocks, p, input);
+            let down = &self.downsamples[i];
+            state = Some(down.forward(p, &s).max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false).relu());
+        }
+        let s = run_stage(&self.last_stage, p, state.expect("at least one scale"));
+        self.fc.forward(p, &s.mean_dim([2i64, 3].as_slice(), false, None))
+    }
+}

@@ -1,0 +1,103 @@
+//! The trained network: the NAFNet backbone plus, optionally, the classification head, each
+//! with its own flat parameter set. Names: backbone keys as in the fork; head keys under
+//! [`CLASSIFIER_PREFIX`] (the prefix exports and `maskdcpt-core` use).
+
+use anyhow::{Context, Result};
+use tch::{Device, Tensor};
+
+use crate::model::classifier::{Classifier, ClassifierShape};
+use crate::model::mask::PatchMask;
+use crate::model::nafnet::{Nafnet, NafnetOutput, NafnetShape};
+use crate::params::{ParamBuilder, ParamSet};
+
+/// Prefix of the classification head's tensors in checkpoints and exported files.
+pub const CLASSIFIER_PREFIX: &str = "classifier.";
+
+/// A network with its parameters.
+pub struct Network<M> {
+    /// The module (parameter ids).
+    pub module: M,
+    /// Its parameters.
+    pub params: ParamSet,
+}
+
+/// Backbone and optional head.
+pub struct MaskDcptNet {
+    /// The restoration network.
+    pub backbone: Network<Nafnet>,
+    /// The degradation classifier (pre-training, and fine-tuning when kept).
+    pub classifier: Option<Network<Classifier>>,
+}
+
+/// Output of one forward pass.
+pub struct NetOutput {
+    /// Restored image (or masked reconstruction).
+    pub image: Tensor,
+    /// Class logits when the head exists.
+    pub logits: Option<Tensor>,
+}
+
+impl MaskDcptNet {
+    /// Builds freshly initialised networks on `device` (torch's RNG must be seeded first).
+    pub fn new(shape: &NafnetShape, head: Option<&ClassifierShape>, device: Device) -> Result<Self> {
+        let mut builder = ParamBuilder::default();
+        let module = Nafnet::new(&mut builder, shape)?;
+        let backbone = Network { module, params: builder.build(device) };
+        let classifier = head
+            .map(|head| -> Result<_> {
+                let dims: Vec<i64> = (0..shape.levels()).rev().map(|stage| shape.decoder_channels(stage)).collect();
+                let mut builder = ParamBuilder::default();
+                let module = Classifier::new(&mut builder, &dims, head).context("classifier")?;
+                Ok(Network { module, params: builder.build(device) })
+            })
+            .transpose()?;
+        Ok(Self { backbone, classifier })
+    }
+
+    /// Restoration forward (`ending + input`), with logits when the head exists.
+    pub fn forward(&self, input: &Tensor) -> NetOutput {
+        let out = self.backbone.module.forward(&self.backbone.params, input);
+        self.with_logits(out)
+    }
+
+    /// Masked pre-training forward (reconstruction without the input residual).
+    pub fn forward_masked(&self, input: &Tensor, mask: &PatchMask) -> Result<NetOutput> {
+        let out = self.backbone.module.forward_masked(&self.backbone.params, input, mask)?;
+        Ok(self.with_logits(out))
+    }
+
+    fn with_logits(&self, out: NafnetOutput) -> NetOutput {
+        let logits = self.classifier.as_ref().map(|c| c.module.forward(&c.params, &out.decoder_features));
+        NetOutput { image: out.image, logits }
+    }
+
+    /// Every parameter set with the prefix its names carry in files.
+    pub fn param_sets(&self) -> Vec<(&'static str, &ParamSet)> {
+        let mut sets = vec![("", &self.backbone.params)];
+        if let Some(c) = &self.classifier {
+            sets.push((CLASSIFIER_PREFIX, &c.params));
+        }
+        sets
+    }
+
+    /// Loads weights by name (backbone keys, head keys under [`CLASSIFIER_PREFIX`]); the head
+    /// is loaded only when `named` has it, otherwise it keeps its initialisation. Returns
+    /// whether the head was loaded.
+    pub fn load_named(&self, named: &[(String, Tensor)], what: &str) -> Result<bool> {
+        let (head, body): (Vec<_>, Vec<_>) = named
+            .iter()
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .partition(|(name, _)| name.starts_with(CLASSIFIER_PREFIX));
+        let backbone = &self.backbone.params;
+        backbone.load_flat(backbone.values(), &body, what)?;
+        match &self.classifier {
+            Some(c) if !head.is_empty() => {
+                let head: Vec<_> =
+                    head.into_iter().map(|(n, t)| (n[CLASSIFIER_PREFIX.len()..].to_string(), t)).collect();
+                c.params.load_flat(c.params.values(), &head, what)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}

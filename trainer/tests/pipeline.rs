@@ -1,0 +1,204 @@
+//! End-to-end tests of the trainer on the committed 96×96 photos: the pre-training loss
+//! falls, an interrupted run resumes bit-for-bit, exports load in `maskdcpt-core` and give
+//! tch's output, fine-tuning from pre-training and evaluation run.
+
+use std::path::{Path, PathBuf};
+
+use maskdcpt_core::backend::{EngineOptions, build_engine};
+use maskdcpt_core::image::Image;
+use maskdcpt_core::model::Model;
+use maskdcpt_core::weights::LoadOptions;
+use maskdcpt_degrade::{Class, Crop, DatasetOptions, Rgb, write_dataset};
+use maskdcpt_trainer::checkpoint;
+use maskdcpt_trainer::config::Config;
+use maskdcpt_trainer::eval;
+use maskdcpt_trainer::export::{ExportDtype, ExportOptions, Format, export};
+use maskdcpt_trainer::train::{Phase, Trainer};
+use tch::Device;
+
+fn clean_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/trainer-data/clean")
+}
+
+fn config(out: &Path, steps: u64, every: u64, extra_train: &str) -> Config {
+    let text = format!(
+        r#"
+[model]
+width = 8
+enc_blocks = [1, 1]
+middle_blocks = 1
+dec_blocks = [1, 1]
+[classifier]
+classes = 19
+blocks_per_scale = 1
+[data]
+clean = ["{clean}"]
+crop = 32
+batch = 4
+workers = 2
+[train]
+steps = {steps}
+seed = 7
+threads = 2
+mask_patch = 8
+classify_weight = 0.1
+ema_decay = 0.9
+grad_clip = 1.0
+{extra_train}
+[optim]
+lr = 2e-3
+betas = [0.9, 0.99]
+[schedule]
+warmup_steps = 3
+min_lr = 1e-5
+[output]
+dir = "{out}"
+checkpoint_every = {every}
+keep_last = 5
+log_every = 5
+"#,
+        clean = clean_dir().display(),
+        out = out.display()
+    );
+    let config: Config = toml::from_str(&text).unwrap();
+    config.validate().unwrap();
+    config
+}
+
+fn losses(dir: &Path) -> Vec<f64> {
+    let text = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+    text.lines().skip(1).map(|l| l.split(',').nth(2).unwrap().parse().unwrap()).collect()
+}
+
+#[test]
+fn pretraining_loss_falls() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut trainer = Trainer::new(config(dir.path(), 60, 60, ""), Phase::Pretrain, None).unwrap();
+    trainer.run(None, false).unwrap();
+    let l = losses(dir.path());
+    assert_eq!(l.len(), 12);
+    let (first, last) = (l[0], l[l.len() - 2..].iter().sum::<f64>() / 2.0);
+    assert!(last < 0.7 * first, "loss did not fall: {l:?}");
+    assert!(dir.path().join("loss.png").exists() && dir.path().join("psnr.png").exists());
+}
+
+fn checkpoint_tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let data = checkpoint::load(path, Device::Cpu).unwrap();
+    let mut named: Vec<_> =
+        data.tensors.iter().map(|(n, t)| (n.clone(), Vec::<f32>::try_from(t.flatten(0, -1)).unwrap())).collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+}
+
+#[test]
+fn an_interrupted_run_resumes_exactly() {
+    let straight = tempfile::tempdir().unwrap();
+    Trainer::new(config(straight.path(), 8, 4, ""), Phase::Pretrain, None).unwrap().run(None, false).unwrap();
+
+    let interrupted = tempfile::tempdir().unwrap();
+    let cfg = config(interrupted.path(), 8, 4, "");
+    let mut first = Trainer::new(cfg.clone(), Phase::Pretrain, None).unwrap();
+    first.run(Some(3), false).unwrap();
+    assert_eq!(first.step(), 3);
+    drop(first);
+    let latest = Trainer::latest_checkpoint(&cfg).unwrap().unwrap();
+    let mut resumed = Trainer::resume(cfg, Phase::Pretrain, &latest).unwrap();
+    assert_eq!(resumed.step(), 3);
+    resumed.run(None, false).unwrap();
+
+    let a = checkpoint_tensors(&straight.path().join(checkpoint::file_name(8)));
+    let b = checkpoint_tensors(&interrupted.path().join(checkpoint::file_name(8)));
+    assert_eq!(a.len(), b.len());
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        assert_eq!(x, y, "{name} differs after resume");
+    }
+    // Resuming a pre-training checkpoint as fine-tuning is refused.
+    let cfg = config(interrupted.path(), 8, 4, "");
+    let err = Trainer::resume(cfg, Phase::Finetune, &interrupted.path().join(checkpoint::file_name(8))).err().unwrap();
+    assert!(err.to_string().contains("trainer pretrain"), "{err}");
+}
+
+fn core_restore(model_path: &Path, image: &Rgb) -> Vec<f32> {
+    let model = Model::load(model_path, &LoadOptions::default()).unwrap();
+    let engine = build_engine(&model, &EngineOptions { threads: Some(1), ..Default::default() }).unwrap();
+    let input = Image::new(image.width, image.height, image.data.clone()).unwrap();
+    engine.restore(&input).unwrap().into_data()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn exports_load_in_core_and_match_tch() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 6, 6, "");
+    Trainer::new(cfg, Phase::Finetune, None).unwrap().run(None, false).unwrap();
+    let ckpt = dir.path().join(checkpoint::file_name(6));
+    // An odd size exercises the reflect padding to the size multiple and the crop.
+    let photo = Rgb::load(&clean_dir().join("chelsea.png")).unwrap();
+    let image = Rgb {
+        width: 37,
+        height: 29,
+        data: (0..29).flat_map(|y| photo.data[y * 96 * 3..y * 96 * 3 + 37 * 3].to_vec()).collect(),
+    };
+    let net = eval::load_model(&ckpt, Device::Cpu).unwrap();
+    let (reference, logits) = eval::restore(&net, &image, Device::Cpu);
+    assert_eq!(logits.unwrap().size(), [1, 19]);
+
+    let cases = [
+        ("model.safetensors", Format::Safetensors, false, ExportDtype::F32),
+        ("model-head.safetensors", Format::Safetensors, true, ExportDtype::F32),
+        ("model.pth", Format::Pth, false, ExportDtype::F32),
+    ];
+    for (name, format, with_classifier, dtype) in cases {
+        let out = dir.path().join(name);
+        export(&ckpt, &out, &ExportOptions { format, with_classifier, dtype }).unwrap();
+        let diff = max_diff(&core_restore(&out, &image), &reference);
+        assert!(diff < 1e-4, "{name}: core vs tch max |Δ| = {diff}");
+        // The trainer reads its own exports back (head included when exported).
+        let back = eval::load_model(&out, Device::Cpu).unwrap();
+        assert_eq!(back.classifier.is_some(), with_classifier, "{name}");
+        assert!(max_diff(&eval::restore(&back, &image, Device::Cpu).0, &reference) < 1e-6, "{name}");
+    }
+    let half = dir.path().join("model-f16.safetensors");
+    export(
+        &ckpt,
+        &half,
+        &ExportOptions { format: Format::Safetensors, with_classifier: false, dtype: ExportDtype::F16 },
+    )
+    .unwrap();
+    assert!(max_diff(&core_restore(&half, &image), &reference) < 2e-2);
+    let err = export(
+        &ckpt,
+        &dir.path().join("x.pth"),
+        &ExportOptions { format: Format::Pth, with_classifier: true, dtype: ExportDtype::F32 },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("--format safetensors"), "{err}");
+}
+
+#[test]
+fn finetuning_from_pretraining_then_evaluation() {
+    let runs = tempfile::tempdir().unwrap();
+    let pre = runs.path().join("pre");
+    Trainer::new(config(&pre, 4, 4, ""), Phase::Pretrain, None).unwrap().run(None, false).unwrap();
+    let fine = runs.path().join("fine");
+    let init = pre.join(checkpoint::file_name(4));
+    let mut trainer = Trainer::new(config(&fine, 4, 4, ""), Phase::Finetune, Some(&init)).unwrap();
+    trainer.run(None, false).unwrap();
+
+    let data = runs.path().join("eval");
+    let classes = vec![Class::from_id("noise").unwrap(), Class::from_id("jpeg").unwrap()];
+    let options = DatasetOptions { classes, per_image: 1, crop: Some(Crop::Center(48)), seed: 3 };
+    write_dataset(&clean_dir(), &data, &options).unwrap();
+    let net = eval::load_model(&fine.join(checkpoint::file_name(4)), Device::Cpu).unwrap();
+    let report = eval::evaluate(&net, &[data], Device::Cpu).unwrap();
+    let folder = &report.folders[0];
+    assert_eq!(folder.all.images, 8);
+    assert_eq!(folder.by_class.keys().collect::<Vec<_>>(), ["jpeg", "noise"]);
+    assert!(folder.all.accuracy.is_some());
+    assert!(folder.all.psnr.is_finite() && folder.all.input_psnr.is_finite());
+    assert!(report.table().contains("noise"));
+}
