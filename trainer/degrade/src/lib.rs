@@ -11,6 +11,11 @@
 //!
 //! Every degradation keeps the image size and returns values in [0, 1]. Convolutions use
 //! reflect-101 borders (OpenCV's default) and correlate like `cv2.filter2D`.
+//!
+//! Determinism: with the same seed the output is bit-identical across runs and thread
+//! schedules, and the RNG streams (ChaCha8) are the same on every platform. Transcendental
+//! functions (`exp`, `powf`, `sin`…) come from the platform's math library, so another
+//! platform may differ in the last bit of some values (rarely visible after 8-bit rounding).
 
 #![warn(missing_docs)]
 

@@ -50,7 +50,8 @@ pub struct Summary {
 /// `out_dir/gt/{stem}_{class}_{k}.png`, then `out_dir/manifest.json` (a list of
 /// [`ManifestEntry`]). Samples run in parallel; each draws only from its own seed
 /// ([`sample_seed`]), so the output does not depend on scheduling. Every file is written
-/// atomically. On error nothing is reported written, but pairs already finished stay on disk.
+/// atomically. Files of earlier runs with other names are left alone. On error the first
+/// failing image (in name order) is reported; pairs already finished stay on disk.
 pub fn write_dataset(clean_dir: &Path, out_dir: &Path, opts: &DatasetOptions) -> Result<Summary, Error> {
     validate(opts)?;
     let sources = sources::list(clean_dir)?;

@@ -19,7 +19,7 @@ pub(super) fn streaks<R: Rng + ?Sized>(
     let (w, h) = (img.width, img.height);
     let angle = angle + rng.random_range(-5.0..5.0);
     let opacity = rng.random_range(0.6..0.9f32);
-    let count = stochastic_round(density * (w * h) as f64, rng);
+    let count = at_least_one(density * (w * h) as f64, rng);
     rec.num("angle_drawn", angle);
     rec.num("opacity", f64::from(opacity));
     rec.num("count", count as f64);
@@ -32,14 +32,20 @@ pub(super) fn streaks<R: Rng + ?Sized>(
     let mut out = img.clone();
     for (pixel, s) in out.data.chunks_exact_mut(3).zip(layer) {
         let s = s.min(1.0) * opacity;
-        pixel.iter_mut().for_each(|v| *v = 1.0 - (1.0 - *v) * (1.0 - s));
+        // Screen blend `1 − (1 − v)(1 − s)`, written so that `s = 0` leaves `v` bit-exact.
+        pixel.iter_mut().for_each(|v| *v += s * (1.0 - *v));
     }
     out
 }
 
 /// `x` rounded down or up at random so that the expected value is `x` (small images still
-/// get rain at low densities).
+/// get some snow at low densities).
 pub(super) fn stochastic_round<R: Rng + ?Sized>(x: f64, rng: &mut R) -> usize {
     let floor = x.max(0.0).floor();
     floor as usize + usize::from(rng.random::<f64>() < x - floor)
+}
+
+/// A count of `x` on average, but at least one, so that every sample shows its class.
+pub(super) fn at_least_one<R: Rng + ?Sized>(x: f64, rng: &mut R) -> usize {
+    stochastic_round(x, rng).max(1)
 }

@@ -3,7 +3,7 @@
 
 use rand::{Rng, RngExt};
 
-use super::rain::stochastic_round;
+use super::rain::at_least_one;
 use crate::Rgb;
 use crate::filter::gaussian_blur;
 use crate::params::Recorder;
@@ -16,7 +16,7 @@ const EDGE: f32 = 0.3;
 /// Adds `density` drops per 128×128 pixels of mean radius `radius`.
 pub(super) fn drops<R: Rng + ?Sized>(img: &Rgb, density: f64, radius: f64, rng: &mut R, rec: &mut Recorder) -> Rgb {
     let (w, h) = (img.width, img.height);
-    let count = stochastic_round(density * (w * h) as f64 / (128.0 * 128.0), rng);
+    let count = at_least_one(density * (w * h) as f64 / (128.0 * 128.0), rng);
     rec.num("count", count as f64);
     rec.num("blur", DROP_BLUR);
     let blurred = gaussian_blur(&img.data, w, h, 3, DROP_BLUR);

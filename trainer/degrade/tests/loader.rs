@@ -1,0 +1,82 @@
+//! Image loading and saving: formats, bit depths, and no panics on bad bytes.
+
+use std::path::PathBuf;
+
+use image::{ImageBuffer, Rgb as Px};
+use maskdcpt_degrade::{Error, Rgb};
+use proptest::prelude::*;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("maskdcpt-degrade-loader-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn png_8_and_16_bit_load_scaled_and_save_round_trips() {
+    let dir = temp_dir("depth");
+    let eight = ImageBuffer::<Px<u8>, _>::from_fn(5, 3, |x, y| Px([x as u8 * 50, y as u8 * 100, 255]));
+    eight.save(dir.join("a.png")).unwrap();
+    let sixteen = ImageBuffer::<Px<u16>, _>::from_fn(5, 3, |x, _| Px([x as u16 * 16000, 65535, 0]));
+    sixteen.save(dir.join("b.png")).unwrap();
+
+    let a = Rgb::load(&dir.join("a.png")).unwrap();
+    assert_eq!((a.width, a.height), (5, 3));
+    assert_eq!(a.data[3 * 3..3 * 3 + 3], [150.0 / 255.0, 0.0, 1.0]);
+    let b = Rgb::load(&dir.join("b.png")).unwrap();
+    assert_eq!(b.data[6..9], [32000.0 / 65535.0, 1.0, 0.0]);
+
+    a.save_png(&dir.join("c.png")).unwrap();
+    assert_eq!(Rgb::load(&dir.join("c.png")).unwrap(), a);
+    assert_eq!(a.to_rgb8(), eight.into_raw());
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn unreadable_files_name_the_file() {
+    let dir = temp_dir("bad");
+    let path = dir.join("broken.png");
+    std::fs::write(&path, b"\x89PNG\r\n\x1a\nthis is not a png").unwrap();
+    let err = Rgb::load(&path).unwrap_err();
+    assert!(matches!(err, Error::ReadImage { .. }));
+    assert!(err.to_string().contains("broken.png"), "{err}");
+    let missing = Rgb::load(&dir.join("missing.png")).unwrap_err();
+    assert!(missing.to_string().contains("missing.png"), "{missing}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = Rgb::decode(&bytes);
+    }
+
+    #[test]
+    fn decoding_corrupted_images_never_panics(
+        format in 0usize..3,
+        flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+        cut in any::<usize>(),
+    ) {
+        let img = ImageBuffer::<Px<u8>, _>::from_fn(9, 7, |x, y| Px([x as u8 * 20, y as u8 * 30, 7]));
+        let mut bytes = Vec::new();
+        let fmt = [image::ImageFormat::Png, image::ImageFormat::Jpeg, image::ImageFormat::Pnm][format];
+        img.write_to(&mut std::io::Cursor::new(&mut bytes), fmt).unwrap();
+        for (at, value) in flips {
+            let i = at % bytes.len();
+            bytes[i] ^= value;
+        }
+        bytes.truncate(cut % (bytes.len() + 1));
+        if let Ok(decoded) = Rgb::decode(&bytes) {
+            prop_assert!(decoded.validate().is_ok());
+        }
+    }
+}
