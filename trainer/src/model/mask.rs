@@ -44,6 +44,11 @@ impl PatchMask {
         Ok(Self { grid, patch })
     }
 
+    /// A mask from an explicit grid `[N, 1, H/p, W/p]` (1 = visible), e.g. a reference's.
+    pub fn from_grid(grid: Tensor, patch: i64) -> Self {
+        Self { grid, patch }
+    }
+
     /// The mask nearest-upsampled to a feature map at pyramid `level` (resolution H/2^level).
     pub fn at_level(&self, level: u32) -> Result<Tensor> {
         let scale = 1i64 << level;
