@@ -57,8 +57,30 @@ enum Command {
         #[arg(long, value_enum, default_value = "f32")]
         dtype: ExportDtype,
     },
+    /// Times training steps on random batches (no data loading); prints one JSON line.
+    Bench {
+        /// TOML config (model, batch, crop, device, amp).
+        #[arg(long)]
+        config: PathBuf,
+        /// Which step to time.
+        #[arg(long, value_enum, default_value = "finetune")]
+        phase: PhaseArg,
+        /// Timed steps.
+        #[arg(long, default_value_t = 100)]
+        steps: u64,
+        /// Untimed warm-up steps.
+        #[arg(long, default_value_t = 10)]
+        warmup: u64,
+    },
     /// Writes a paired data set (lq/, gt/, manifest.json) from a folder of clean images.
     Degrade(DegradeArgs),
+}
+
+/// `--phase` of `trainer bench`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PhaseArg {
+    Pretrain,
+    Finetune,
 }
 
 #[derive(Args)]
@@ -154,6 +176,15 @@ fn main_result() -> Result<()> {
         }
         Command::Export { checkpoint, format, output, with_classifier, dtype } => {
             export::export(&checkpoint, &output, &ExportOptions { format, with_classifier, dtype })
+        }
+        Command::Bench { config, phase, steps, warmup } => {
+            let phase = match phase {
+                PhaseArg::Pretrain => Phase::Pretrain,
+                PhaseArg::Finetune => Phase::Finetune,
+            };
+            let mut trainer = Trainer::new(Config::load(&config)?, phase, None)?;
+            println!("{}", serde_json::to_string(&trainer.bench(warmup, steps)?)?);
+            Ok(())
         }
         Command::Degrade(args) => degrade(&args),
     }

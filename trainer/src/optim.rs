@@ -4,7 +4,7 @@
 //! All state is plain tensors and numbers, so a checkpoint restores it exactly.
 
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 /// AdamW hyper-parameters.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -150,15 +150,14 @@ impl LossScaler {
     }
 }
 
-/// Scalar of a float tensor as f64 (for logging).
-pub fn scalar(t: &Tensor) -> f64 {
-    t.to_kind(Kind::Double).double_value(&[])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Device;
+    use tch::{Device, Kind};
+
+    fn scalar(t: &Tensor) -> f64 {
+        t.to_kind(Kind::Double).double_value(&[])
+    }
 
     /// PyTorch's AdamW on one scalar, by hand: p=1, g=0.5, lr=0.1, wd=0.01, default betas/eps.
     #[test]

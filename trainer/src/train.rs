@@ -81,32 +81,41 @@ pub struct Trainer {
     step: u64,
 }
 
-/// Averages over the steps since the last log row.
+/// What `trainer bench` measured: [`Trainer::train_step`] on one random batch kept on the
+/// device (no data loading), after warm-up steps.
+#[derive(Debug, serde::Serialize)]
+pub struct BenchResult {
+    /// `pretrain` or `finetune`.
+    pub phase: &'static str,
+    /// Device name from the config.
+    pub device: String,
+    /// Whether FP16 autocast was on.
+    pub amp_fp16: bool,
+    /// Images per batch and crop side.
+    pub batch: i64,
+    /// Crop side in pixels.
+    pub crop: i64,
+    /// Timed steps.
+    pub steps: u64,
+    /// Mean wall time per step (ms).
+    pub ms_per_step: f64,
+    /// Steps per second.
+    pub steps_per_s: f64,
+}
+
+/// Sums over the steps since the last log row, kept on the device so the loop never waits
+/// for the GPU except when it writes a row.
 #[derive(Default)]
 struct Running {
     steps: u64,
-    loss: f64,
-    l1: f64,
-    focal: f64,
-    psnr: f64,
-    correct: f64,
-    labelled: f64,
+    sums: Option<Tensor>,
     images: u64,
 }
 
-/// What one step measured.
-pub struct StepStats {
-    /// Weighted total loss.
-    pub loss: f64,
-    /// L1 term.
-    pub l1: f64,
-    /// Focal term (0 without the head).
-    pub focal: f64,
-    /// Mean PSNR of the batch output against the target (dB, clamped to [0, 1]).
-    pub psnr: f64,
-    /// Correct classifications and labelled samples in the batch.
-    pub correct: (f64, f64),
-}
+/// What one step measured, as a device tensor `[loss, l1, focal, psnr, correct, labelled]`
+/// (weighted total loss, L1 term, focal term, mean batch PSNR in dB of the clamped output,
+/// correct classifications and labelled samples).
+pub struct StepStats(pub Tensor);
 
 impl Trainer {
     /// A fresh run: weights from the seed, or from `init` (a trainer checkpoint's EMA weights,
@@ -230,6 +239,44 @@ impl Trainer {
         Ok(())
     }
 
+    /// Times `steps` training steps after `warmup` untimed ones, on random data.
+    pub fn bench(&mut self, warmup: u64, steps: u64) -> Result<BenchResult> {
+        let (n, crop) = (self.config.data.batch, self.config.data.crop);
+        let classes = self.config.classifier.as_ref().map_or(1, |c| c.classes);
+        let options = (Kind::Float, self.device);
+        let batch = Batch {
+            lq: Tensor::rand([n, 3, crop, crop], options),
+            gt: Tensor::rand([n, 3, crop, crop], options),
+            labels: Tensor::randint(classes, [n], (Kind::Int64, self.device)),
+        };
+        let sync = |device: Device| {
+            if let Device::Cuda(index) = device {
+                tch::Cuda::synchronize(index as i64);
+            }
+        };
+        let mut start = Instant::now();
+        for i in 0..warmup + steps {
+            if i == warmup {
+                sync(self.device);
+                start = Instant::now();
+            }
+            self.step += 1;
+            self.train_step(&batch)?;
+        }
+        sync(self.device);
+        let seconds = start.elapsed().as_secs_f64();
+        Ok(BenchResult {
+            phase: self.phase.name(),
+            device: self.config.train.device.clone(),
+            amp_fp16: self.config.train.amp == Amp::Fp16,
+            batch: n,
+            crop,
+            steps,
+            ms_per_step: seconds * 1e3 / steps as f64,
+            steps_per_s: steps as f64 / seconds,
+        })
+    }
+
     fn current_lr(&self) -> f64 {
         self.config.schedule.lr_at(self.config.optim.lr, self.step.max(1), self.config.train.steps)
     }
@@ -255,14 +302,14 @@ impl Trainer {
         let image = out.image.to_kind(Kind::Float);
         let l1 = loss::l1(&image, &gt);
         let mut total = &l1 * t.l1_weight;
-        let mut focal_value = 0.0;
-        let mut correct = (0.0, 0.0);
+        let zero = Tensor::zeros([], (Kind::Float, self.device));
+        let (mut focal_value, mut correct, mut labelled) = (zero.shallow_clone(), zero.shallow_clone(), zero);
         if let (Some(logits), true) = (&out.logits, t.classify_weight > 0.0) {
             let focal = loss::focal(logits, &labels, t.focal_gamma);
-            focal_value = optim::scalar(&focal);
+            focal_value = focal.detach();
             total += focal * t.classify_weight;
-            let hits = logits.argmax(1, false).eq_tensor(&labels).to_kind(Kind::Float).sum(Kind::Float);
-            correct = (optim::scalar(&hits), labels.size()[0] as f64);
+            correct = logits.argmax(1, false).eq_tensor(&labels).to_kind(Kind::Float).sum(Kind::Float);
+            labelled = correct.full_like(labels.size()[0] as f64);
         }
         let scale = if t.amp == Amp::Fp16 { self.scaler.scale } else { 1.0 };
         for set in self.param_sets_mut() {
@@ -282,7 +329,8 @@ impl Trainer {
             self.apply_update();
         }
         let psnr = batch_psnr(&image, &gt);
-        Ok(StepStats { loss: optim::scalar(&total), l1: optim::scalar(&l1), focal: focal_value, psnr, correct })
+        let values = [total.detach(), l1.detach(), focal_value, psnr, correct, labelled];
+        Ok(StepStats(Tensor::stack(&values, 0)))
     }
 
     fn param_sets_mut(&mut self) -> Vec<&mut crate::params::ParamSet> {
@@ -328,12 +376,12 @@ impl Trainer {
     }
 }
 
-/// Mean per-image PSNR (dB) of `[N,3,H,W]` outputs clamped to [0, 1] against targets.
-fn batch_psnr(output: &Tensor, target: &Tensor) -> f64 {
+/// Mean per-image PSNR (dB) of `[N,3,H,W]` outputs clamped to [0, 1] against targets, as a
+/// scalar tensor.
+fn batch_psnr(output: &Tensor, target: &Tensor) -> Tensor {
     tch::no_grad(|| {
-        let mse = (output.clamp(0.0, 1.0) - target).square().mean_dim([1i64, 2, 3].as_slice(), false, Kind::Double);
-        let psnr = mse.clamp_min(1e-12).log10() * -10.0;
-        optim::scalar(&psnr.mean(Kind::Double))
+        let mse = (output.clamp(0.0, 1.0) - target).square().mean_dim([1i64, 2, 3].as_slice(), false, Kind::Float);
+        (mse.clamp_min(1e-12).log10() * -10.0).mean(Kind::Float)
     })
 }
 
@@ -342,27 +390,29 @@ fn note(message: &str) {
 }
 
 impl Running {
-    fn add(&mut self, s: &StepStats, images: u64) {
+    fn add(&mut self, stats: &StepStats, images: u64) {
         self.steps += 1;
-        self.loss += s.loss;
-        self.l1 += s.l1;
-        self.focal += s.focal;
-        self.psnr += s.psnr;
-        self.correct += s.correct.0;
-        self.labelled += s.correct.1;
         self.images += images;
+        self.sums = Some(match self.sums.take() {
+            Some(sums) => sums + &stats.0,
+            None => stats.0.shallow_clone(),
+        });
     }
 
     fn row(&self, step: u64, lr: f64, images_per_s: f64) -> crate::log::Row {
         let n = self.steps.max(1) as f64;
+        let sums = self
+            .sums
+            .as_ref()
+            .map_or_else(|| vec![0.0; 6], |t| Vec::<f64>::try_from(t.to_kind(Kind::Double)).expect("6 sums"));
         crate::log::Row {
             step,
             lr,
-            loss: self.loss / n,
-            l1: self.l1 / n,
-            focal: self.focal / n,
-            psnr: self.psnr / n,
-            accuracy: if self.labelled > 0.0 { self.correct / self.labelled } else { f64::NAN },
+            loss: sums[0] / n,
+            l1: sums[1] / n,
+            focal: sums[2] / n,
+            psnr: sums[3] / n,
+            accuracy: if sums[5] > 0.0 { sums[4] / sums[5] } else { f64::NAN },
             images_per_s,
         }
     }

@@ -79,7 +79,9 @@ fn pretraining_loss_falls() {
     assert_eq!(l.len(), 12);
     let (first, last) = (l[0], l[l.len() - 2..].iter().sum::<f64>() / 2.0);
     assert!(last < 0.7 * first, "loss did not fall: {l:?}");
-    assert!(dir.path().join("loss.png").exists() && dir.path().join("psnr.png").exists());
+    if cfg!(feature = "plots") {
+        assert!(dir.path().join("loss.png").exists() && dir.path().join("psnr.png").exists());
+    }
 }
 
 fn checkpoint_tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
