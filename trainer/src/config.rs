@@ -250,3 +250,41 @@ impl Config {
         toml::to_string(self).expect("config serialises")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_example_config_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Config::load(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 4, "expected the example configs in {}", dir.display());
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let base =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/tiny-cpu.toml")).unwrap();
+        let cases = [
+            (base.replace("batch = 4", "batchsize = 4"), "unknown field `batchsize`"),
+            (base.replace("crop = 32", "crop = 40"), "multiple of 16"),
+            (base.replace("ema_decay = 0.9", "ema_decay = 1.5"), "ema_decay"),
+            (base.replace("[classifier]", "[unused]").replace("classes = 19\n", ""), "unknown field `unused`"),
+        ];
+        for (text, expected) in cases {
+            let path = dir.path().join("c.toml");
+            std::fs::write(&path, text).unwrap();
+            let err = format!("{:#}", Config::load(&path).unwrap_err());
+            assert!(err.contains(expected), "{err}");
+        }
+    }
+}
