@@ -122,6 +122,13 @@ struct DegradeArgs {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// `random` (a random level per sample) or `medium` (each class's medium level: evaluation sets).
+    #[arg(long, default_value = "random")]
+    level: String,
+    /// With `--level medium`: use this level for a class instead, as `CLASS=DESCRIPTION` with the
+    /// description from trainer/degrade/LEVELS.md, e.g. `--at "jpeg=jpeg quality=20"`.
+    #[arg(long)]
+    at: Vec<String>,
 }
 
 fn run(phase: Phase, args: &RunArgs) -> Result<()> {
@@ -148,11 +155,28 @@ fn degrade(args: &DegradeArgs) -> Result<()> {
     } else {
         args.classes.iter().map(|id| maskdcpt_degrade::Class::from_id(id)).collect::<Result<Vec<_>, _>>()?
     };
+    let overrides = args
+        .at
+        .iter()
+        .map(|pick| {
+            let (class, description) =
+                pick.split_once('=').with_context(|| format!("--at {pick:?}: expected CLASS=DESCRIPTION"))?;
+            let class = maskdcpt_degrade::Class::from_id(class)?;
+            Ok((class, class.level_index(description)?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let levels = match (args.level.as_str(), overrides.is_empty()) {
+        ("random", true) => maskdcpt_degrade::LevelChoice::Random,
+        ("medium", _) => maskdcpt_degrade::LevelChoice::Medium(overrides),
+        ("random", false) => anyhow::bail!("--at needs --level medium"),
+        (other, _) => anyhow::bail!("--level {other}: use random or medium"),
+    };
     let options = maskdcpt_degrade::DatasetOptions {
         classes,
         per_image: args.per_image,
         crop: args.crop.map(maskdcpt_degrade::Crop::Center),
         seed: args.seed,
+        levels,
     };
     let summary = maskdcpt_degrade::write_dataset(&args.input, &args.output, &options)?;
     eprintln!("{} pairs from {} images; manifest {}", summary.samples, summary.images, summary.manifest.display());

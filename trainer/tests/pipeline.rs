@@ -193,7 +193,7 @@ fn finetuning_from_pretraining_then_evaluation() {
 
     let data = runs.path().join("eval");
     let classes = vec![Class::from_id("noise").unwrap(), Class::from_id("jpeg").unwrap()];
-    let options = DatasetOptions { classes, per_image: 1, crop: Some(Crop::Center(48)), seed: 3 };
+    let options = DatasetOptions { classes, per_image: 1, crop: Some(Crop::Center(48)), seed: 3, ..Default::default() };
     write_dataset(&clean_dir(), &data, &options).unwrap();
     let net = eval::load_model(&fine.join(checkpoint::file_name(4)), Device::Cpu).unwrap();
     let report = eval::evaluate(&net, &[data], Device::Cpu).unwrap();

@@ -35,7 +35,9 @@ mod rgb;
 mod table;
 
 pub use class::Class;
-pub use dataset::{Crop, DatasetOptions, ManifestEntry, Summary, make_pair, read_manifest, sample_seed, write_dataset};
+pub use dataset::{
+    Crop, DatasetOptions, LevelChoice, ManifestEntry, Summary, make_pair, read_manifest, sample_seed, write_dataset,
+};
 pub use degrade::{Record, degrade, degrade_random};
 pub use error::Error;
 pub use levels::Level;

@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use maskdcpt_degrade::{Class, Crop, DatasetOptions, Error, Rgb, make_pair, read_manifest, sample_seed, write_dataset};
+use maskdcpt_degrade::{
+    Class, Crop, DatasetOptions, Error, LevelChoice, Rgb, make_pair, read_manifest, sample_seed, write_dataset,
+};
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("maskdcpt-degrade-dataset-{name}-{}", std::process::id()));
@@ -74,7 +76,7 @@ fn writes_pairs_and_manifest_deterministically() {
     let entry = &manifest[manifest.len() - 1];
     let source = Rgb::load(&clean.join(&entry.source)).unwrap();
     let (gt, lq, record) =
-        make_pair(&source, Class::from_id(&entry.record.class).unwrap(), opts.crop, entry.seed).unwrap();
+        make_pair(&source, Class::from_id(&entry.record.class).unwrap(), opts.crop, None, entry.seed).unwrap();
     assert_eq!(record, entry.record);
     assert_eq!(lq.encode_png().unwrap(), fs::read(out_a.join(&entry.lq)).unwrap());
     assert_eq!(gt.encode_png().unwrap(), fs::read(out_a.join(&entry.gt)).unwrap());
@@ -94,8 +96,13 @@ fn writes_pairs_and_manifest_deterministically() {
 fn selected_classes_and_centre_crop() {
     let clean = clean_folder("subset");
     let out = temp_dir("subset-out");
-    let opts =
-        DatasetOptions { classes: vec![Class::Haze, Class::Jpeg], per_image: 1, crop: Some(Crop::Center(24)), seed: 1 };
+    let opts = DatasetOptions {
+        classes: vec![Class::Haze, Class::Jpeg],
+        per_image: 1,
+        crop: Some(Crop::Center(24)),
+        seed: 1,
+        ..DatasetOptions::default()
+    };
     let summary = write_dataset(&clean, &out, &opts).unwrap();
     assert_eq!(summary.samples, 4);
     assert_eq!(
@@ -149,5 +156,27 @@ fn empty_missing_and_unreadable_inputs_are_named_errors() {
     }
     for dir in [out, empty, bad, small, twins] {
         fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+#[test]
+fn evaluation_sets_use_the_medium_level_or_the_chosen_one() {
+    let dir = temp_dir("levels");
+    let clean = dir.join("clean");
+    std::fs::create_dir_all(&clean).unwrap();
+    Rgb::filled(40, 40, [0.3, 0.5, 0.7]).save_png(&clean.join("flat.png")).unwrap();
+    let q20 = Class::Jpeg.level_index("jpeg quality=20").unwrap();
+    let opts = DatasetOptions {
+        classes: vec![Class::Noise, Class::Jpeg],
+        per_image: 3,
+        levels: LevelChoice::Medium(vec![(Class::Jpeg, q20)]),
+        ..DatasetOptions::default()
+    };
+    let out = dir.join("out");
+    let summary = write_dataset(&clean, &out, &opts).unwrap();
+    for entry in read_manifest(&summary.manifest).unwrap() {
+        let class = Class::from_id(&entry.record.class).unwrap();
+        let expected = if class == Class::Jpeg { q20 } else { class.medium_level() };
+        assert_eq!(entry.record.level, expected, "{}", entry.lq);
     }
 }

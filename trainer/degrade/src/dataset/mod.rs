@@ -25,12 +25,37 @@ pub struct DatasetOptions {
     pub crop: Option<Crop>,
     /// Global seed; with the same inputs the output is identical.
     pub seed: u64,
+    /// Which level each sample uses.
+    pub levels: LevelChoice,
+}
+
+/// How [`write_dataset`] picks a sample's level.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum LevelChoice {
+    /// A uniformly random level per sample (training sets).
+    #[default]
+    Random,
+    /// Each class's medium level ([`Class::medium_level`]), except the listed
+    /// (class, level index) pairs (evaluation sets, e.g. JPEG quality 20).
+    Medium(Vec<(Class, usize)>),
+}
+
+impl LevelChoice {
+    /// The fixed level of `class`, or `None` for a random one.
+    pub fn level_of(&self, class: Class) -> Option<usize> {
+        match self {
+            LevelChoice::Random => None,
+            LevelChoice::Medium(overrides) => {
+                Some(overrides.iter().find(|(c, _)| *c == class).map_or(class.medium_level(), |&(_, level)| level))
+            }
+        }
+    }
 }
 
 impl Default for DatasetOptions {
-    /// All 19 classes, one sample each, whole images, seed 0.
+    /// All 19 classes, one sample each, whole images, seed 0, random levels.
     fn default() -> Self {
-        Self { classes: Class::ALL.to_vec(), per_image: 1, crop: None, seed: 0 }
+        Self { classes: Class::ALL.to_vec(), per_image: 1, crop: None, seed: 0, levels: LevelChoice::Random }
     }
 }
 
@@ -111,7 +136,7 @@ fn write_image(index: usize, path: &Path, out_dir: &Path, opts: &DatasetOptions)
         .par_iter()
         .map(|&(class, k)| {
             let seed = sample_seed(opts.seed, index, class, k);
-            let (gt, lq, record) = make_pair(&clean, class, opts.crop, seed)?;
+            let (gt, lq, record) = make_pair(&clean, class, opts.crop, opts.levels.level_of(class), seed)?;
             let name = format!("{stem}_{class}_{k}.png");
             lq.save_png(&out_dir.join("lq").join(&name))?;
             gt.save_png(&out_dir.join("gt").join(&name))?;

@@ -3,7 +3,7 @@
 use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::{Class, Error, Record, Rgb, degrade_random};
+use crate::{Class, Error, Record, Rgb, degrade, degrade_random};
 
 /// How a square patch is cut out of each clean image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,13 +54,23 @@ fn splitmix64(x: u64) -> u64 {
 }
 
 /// A `(clean, degraded, record)` pair: a `ChaCha8Rng` seeded with `seed` draws the crop
-/// position (if any), then the level, then the degradation. Same inputs, same pair.
-pub fn make_pair(clean: &Rgb, class: Class, crop: Option<Crop>, seed: u64) -> Result<(Rgb, Rgb, Record), Error> {
+/// position (if any), then the level (unless `level` fixes it), then the degradation. Same
+/// inputs, same pair.
+pub fn make_pair(
+    clean: &Rgb,
+    class: Class,
+    crop: Option<Crop>,
+    level: Option<usize>,
+    seed: u64,
+) -> Result<(Rgb, Rgb, Record), Error> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let gt = match crop {
         Some(crop) => crop.apply(clean, &mut rng)?,
         None => clean.clone(),
     };
-    let (lq, record) = degrade_random(&gt, class, &mut rng)?;
+    let (lq, record) = match level {
+        Some(level) => degrade(&gt, class, level, &mut rng)?,
+        None => degrade_random(&gt, class, &mut rng)?,
+    };
     Ok((gt, lq, record))
 }
