@@ -216,7 +216,8 @@ enum maskdcpt_backend
    */
   MASKDCPT_BACKEND_CUDA = 2,
   /**
-   * TensorRT on an NVIDIA GPU (not built in this version).
+   * TensorRT on an NVIDIA GPU (libraries built with the `tensorrt` feature and a host with
+   * TensorRT; otherwise `maskdcpt_engine_new` says which is missing).
    */
   MASKDCPT_BACKEND_TENSORRT = 3,
 };

@@ -54,6 +54,8 @@ cargo clippy -p maskdcpt-core --all-targets --features tensorrt -- -D warnings
 cargo test -p maskdcpt-core --features tensorrt --lib backend::tensorrt
 # `maskdcpt build-engine` built with the feature: the error names the missing library.
 cargo test -p maskdcpt --features tensorrt --test cli build_engine
+# libmaskdcpt built with the feature: MASKDCPT_BACKEND_TENSORRT is refused naming the library.
+cargo test -p maskdcpt-ffi --features tensorrt --test bad_inputs missing_backends
 
 # The newest compiled shim must leave only libc/libstdc++/libdl symbols undefined.
 shim=$(ls -t target/debug/build/maskdcpt-core-*/out/libmaskdcpt_trt_shim.a | head -n 1)

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use maskdcpt_core::backend::tensorrt::profile::Size;
-use maskdcpt_core::backend::{EngineOptions, Precision, ScaMode, Tiling};
+use maskdcpt_core::backend::{Backend, EngineOptions, Precision, ScaMode, Tiling};
 
 /// Restore images with MaskDCPT / NAFNet checkpoints, and inspect, convert or benchmark them.
 #[derive(Debug, Parser)]
@@ -125,6 +125,7 @@ impl EngineArgs {
             }),
             precision: self.precision.to_core(),
             memory_limit: None,
+            backend: Backend::Cpu,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! helpers.
 
 use std::ffi::{CStr, c_char};
+use std::path::PathBuf;
 use std::ptr::NonNull;
 
 use crate::status::{Failure, FfiResult};
@@ -96,4 +97,13 @@ pub(crate) unsafe fn free_and_null<T>(handle: *mut *mut T) {
         // SAFETY: `raw` came from `Box::into_raw` and is freed once (the slot is now NULL).
         drop(unsafe { Box::from_raw(raw) });
     }
+}
+
+/// The file-system path spelled by `path`'s bytes.
+pub(crate) fn to_path(path: &CStr) -> FfiResult<PathBuf> {
+    #[cfg(unix)]
+    let path = PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(path.to_bytes()));
+    #[cfg(not(unix))]
+    let path = PathBuf::from(path.to_str().map_err(|_| Failure::invalid("`path` is not valid UTF-8"))?);
+    Ok(path)
 }

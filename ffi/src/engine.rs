@@ -45,8 +45,8 @@ pub unsafe extern "C" fn maskdcpt_engine_new(
         // SAFETY (all blocks): the pointers are valid per the contract.
         let model = unsafe { arg(model, "model") }?;
         let out = Out::new(out, "out")?;
-        // SAFETY: NULL or valid per the contract.
-        let options = unsafe { options.as_ref() }.copied().unwrap_or_else(|| maskdcpt_options_default()).to_core()?;
+        // SAFETY: NULL or valid (cache folder included) per the contract.
+        let options = unsafe { options.as_ref().copied().unwrap_or_else(|| maskdcpt_options_default()).to_core() }?;
         let engine = build_engine(&model.model, &options)?;
         unsafe { out.write(Box::into_raw(Box::new(maskdcpt_engine { engine }))) };
         Ok(())

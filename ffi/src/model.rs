@@ -2,13 +2,12 @@
 //! any number of threads at once.
 
 use std::ffi::{CStr, c_char};
-use std::path::PathBuf;
 
 use maskdcpt_core::model::Model;
 use maskdcpt_core::spec::Family;
 use maskdcpt_core::weights::LoadOptions;
 
-use crate::args::{Out, arg, c_str, free_and_null};
+use crate::args::{Out, arg, c_str, free_and_null, to_path};
 use crate::status::{Failure, FfiResult, entry, guarded, maskdcpt_status};
 
 /// A loaded model (opaque). Thread-safe: it never changes after loading.
@@ -65,15 +64,6 @@ unsafe fn load_options(param_key: *const c_char) -> FfiResult<LoadOptions> {
         .to_str()
         .map_err(|_| Failure::invalid("`param_key` is not valid UTF-8"))?;
     Ok(LoadOptions { param_key: Some(key.to_owned()) })
-}
-
-/// The file-system path spelled by `path`'s bytes.
-fn to_path(path: &CStr) -> FfiResult<PathBuf> {
-    #[cfg(unix)]
-    let path = PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(path.to_bytes()));
-    #[cfg(not(unix))]
-    let path = PathBuf::from(path.to_str().map_err(|_| Failure::invalid("`path` is not valid UTF-8"))?);
-    Ok(path)
 }
 
 /// Hands a new model to the caller through `out`.

@@ -4,9 +4,9 @@
 use std::ffi::c_char;
 use std::mem::size_of;
 
-use maskdcpt_core::backend::{EngineOptions, Precision, ScaMode, Tiling};
+use maskdcpt_core::backend::{Backend, EngineOptions, Precision, ScaMode, TensorRtOptions, Tiling};
 
-use crate::args::{c_enum, enum_arg};
+use crate::args::{c_enum, c_str, enum_arg, to_path};
 use crate::status::{Failure, FfiResult, maskdcpt_status};
 
 /// Where an engine runs.
@@ -19,7 +19,8 @@ pub enum maskdcpt_backend {
     Cpu = 1,
     /// CUDA kernels on an NVIDIA GPU (not built in this version).
     Cuda = 2,
-    /// TensorRT on an NVIDIA GPU (not built in this version).
+    /// TensorRT on an NVIDIA GPU (libraries built with the `tensorrt` feature and a host with
+    /// TensorRT; otherwise `maskdcpt_engine_new` says which is missing).
     Tensorrt = 3,
 }
 
@@ -98,12 +99,15 @@ pub extern "C" fn maskdcpt_options_default() -> maskdcpt_options {
     }
 }
 
-/// The message for GPU-only requests.
-const NO_GPU: &str = "not built in this version: only the CPU backend is available";
+/// The message for CUDA requests.
+const NO_CUDA: &str = "not built in this version: use the CPU or TensorRT backend";
 
 impl maskdcpt_options {
-    /// Checks every field and translates them for the CPU backend.
-    pub(crate) fn to_core(self) -> FfiResult<EngineOptions> {
+    /// Checks every field and translates them into core engine options.
+    ///
+    /// # Safety
+    /// `engine_cache_dir` is NULL or a NUL-terminated string.
+    pub(crate) unsafe fn to_core(self) -> FfiResult<EngineOptions> {
         if self.struct_size != size_of::<maskdcpt_options>() {
             return Err(Failure::new(
                 maskdcpt_status::AbiMismatch,
@@ -115,15 +119,38 @@ impl maskdcpt_options {
                 ),
             ));
         }
-        match enum_arg(self.backend, "options.backend")? {
-            maskdcpt_backend::Auto | maskdcpt_backend::Cpu => {}
-            maskdcpt_backend::Cuda => return Err(Failure::unsupported(format!("CUDA backend: {NO_GPU}"))),
-            maskdcpt_backend::Tensorrt => return Err(Failure::unsupported(format!("TensorRT backend: {NO_GPU}"))),
-        }
-        let precision = match enum_arg(self.precision, "options.precision")? {
-            maskdcpt_precision::F32 => Precision::F32,
-            maskdcpt_precision::Bf16 => Precision::Bf16,
-            maskdcpt_precision::Fp16 => {
+        let precision = enum_arg(self.precision, "options.precision")?;
+        let backend = match enum_arg(self.backend, "options.backend")? {
+            maskdcpt_backend::Auto | maskdcpt_backend::Cpu => Backend::Cpu,
+            maskdcpt_backend::Cuda => return Err(Failure::unsupported(format!("CUDA backend: {NO_CUDA}"))),
+            maskdcpt_backend::Tensorrt => {
+                if self.device_id != 0 {
+                    return Err(Failure::unsupported(format!(
+                        "options.device_id {}: the TensorRT backend runs on the current CUDA device (set device_id 0 \
+                         and choose the GPU with CUDA_VISIBLE_DEVICES)",
+                        self.device_id
+                    )));
+                }
+                let cache_dir = if self.engine_cache_dir.is_null() {
+                    None
+                } else {
+                    // SAFETY: non-NULL and NUL-terminated per the function contract.
+                    Some(to_path(unsafe { c_str(self.engine_cache_dir, "options.engine_cache_dir") }?)?)
+                };
+                let fp16 = match precision {
+                    maskdcpt_precision::F32 => false,
+                    maskdcpt_precision::Fp16 => true,
+                    maskdcpt_precision::Bf16 => {
+                        return Err(Failure::unsupported("bf16 precision is CPU-only: use fp16 or f32 with TensorRT"));
+                    }
+                };
+                Backend::TensorRt(TensorRtOptions { fp16, shapes: None, workspace: None, cache_dir })
+            }
+        };
+        let precision = match (precision, &backend) {
+            (_, Backend::TensorRt(_)) | (maskdcpt_precision::F32, _) => Precision::F32,
+            (maskdcpt_precision::Bf16, _) => Precision::Bf16,
+            (maskdcpt_precision::Fp16, _) => {
                 return Err(Failure::unsupported("fp16 precision needs a GPU backend: use f32 or bf16 on the CPU"));
             }
         };
@@ -141,6 +168,7 @@ impl maskdcpt_options {
             tiling,
             precision,
             memory_limit: (self.memory_limit > 0).then_some(self.memory_limit),
+            backend,
         })
     }
 }
@@ -151,7 +179,8 @@ mod tests {
 
     #[test]
     fn defaults_translate_to_the_core_defaults() {
-        let core = maskdcpt_options_default().to_core().unwrap();
+        // SAFETY: the default has no cache folder.
+        let core = unsafe { maskdcpt_options_default().to_core() }.unwrap();
         assert_eq!((core.threads, core.tiling, core.precision, core.memory_limit), (None, None, Precision::F32, None));
     }
 
@@ -160,7 +189,8 @@ mod tests {
         let status = |change: fn(&mut maskdcpt_options)| {
             let mut o = maskdcpt_options_default();
             change(&mut o);
-            o.to_core().map(|_| ()).map_err(|f| format!("{f:?}"))
+            // SAFETY: no test sets a cache folder.
+            unsafe { o.to_core() }.map(|_| ()).map_err(|f| format!("{f:?}"))
         };
         assert!(status(|o| o.struct_size -= 8).unwrap_err().contains("AbiMismatch"));
         assert!(status(|o| o.backend = maskdcpt_backend::Cuda as u32).unwrap_err().contains("Unsupported"));
@@ -168,5 +198,22 @@ mod tests {
         assert!(status(|o| o.precision = maskdcpt_precision::Fp16 as u32).unwrap_err().contains("Unsupported"));
         assert!(status(|o| o.sca_mode = 5).unwrap_err().contains("InvalidArgument"));
         assert!(status(|o| o.backend = maskdcpt_backend::Cpu as u32).is_ok());
+        assert!(status(|o| o.backend = maskdcpt_backend::Tensorrt as u32).is_ok());
+        assert!(
+            status(|o| {
+                o.backend = maskdcpt_backend::Tensorrt as u32;
+                o.precision = maskdcpt_precision::Bf16 as u32;
+            })
+            .unwrap_err()
+            .contains("Unsupported")
+        );
+        assert!(
+            status(|o| {
+                o.backend = maskdcpt_backend::Tensorrt as u32;
+                o.device_id = 1;
+            })
+            .unwrap_err()
+            .contains("device_id")
+        );
     }
 }

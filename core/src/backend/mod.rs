@@ -54,6 +54,32 @@ pub struct EngineOptions {
     /// Refuse runs whose estimated memory exceeds this many bytes (`None`: the memory the
     /// operating system reports as available).
     pub memory_limit: Option<u64>,
+    /// Which engine to build.
+    pub backend: Backend,
+}
+
+/// The engine family [`build_engine`] builds.
+#[derive(Debug, Clone, Default)]
+pub enum Backend {
+    /// The CPU engine (always available).
+    #[default]
+    Cpu,
+    /// TensorRT on an NVIDIA GPU (cargo feature `tensorrt`; never run in this project's CI).
+    TensorRt(TensorRtOptions),
+}
+
+/// Settings of the TensorRT backend.
+#[derive(Debug, Clone, Default)]
+pub struct TensorRtOptions {
+    /// FP16 network (LayerNorm and means stay FP32); otherwise FP32.
+    pub fp16: bool,
+    /// Image sizes one engine serves (before padding). `None`: an engine per padded image
+    /// size, built on the first image of that size.
+    pub shapes: Option<tensorrt::profile::ShapeRange>,
+    /// Builder workspace limit in bytes (`None`: TensorRT's default).
+    pub workspace: Option<u64>,
+    /// Folder for cached engines and the timing cache (`None`: build every time).
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 /// Up-front memory need of one restore call, in bytes.
@@ -83,7 +109,16 @@ pub trait Engine: Send + Sync {
     fn memory_estimate(&self, width: usize, height: usize) -> Result<MemoryEstimate>;
 }
 
-/// Builds the CPU engine (the only backend in this build).
+/// Builds the engine `options.backend` names. A backend this build or host lacks is an
+/// error that says so.
 pub fn build_engine(model: &Model, options: &EngineOptions) -> Result<Box<dyn Engine>> {
-    Ok(Box::new(cpu::CpuEngine::new(model, options)?))
+    match &options.backend {
+        Backend::Cpu => Ok(Box::new(cpu::CpuEngine::new(model, options)?)),
+        #[cfg(feature = "tensorrt")]
+        Backend::TensorRt(trt) => Ok(Box::new(tensorrt::TensorRtEngine::new(model, options, trt)?)),
+        #[cfg(not(feature = "tensorrt"))]
+        Backend::TensorRt(_) => Err(crate::error::Error::Unsupported(
+            "this build has no TensorRT backend: rebuild maskdcpt with the `tensorrt` cargo feature".into(),
+        )),
+    }
 }

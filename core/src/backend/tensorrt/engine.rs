@@ -236,6 +236,33 @@ impl TrtRuntime {
     }
 }
 
+impl TrtRuntime {
+    /// Runs once on host buffers (FP32 `[1, 3, height, width]`, a padded image): copies to the
+    /// device buffers the runtime keeps, enqueues on its own stream and waits for the result.
+    pub fn run_host(&mut self, height: usize, width: usize, input: &[f32], output: &mut [f32]) -> Result<()> {
+        let len = 3 * height * width;
+        if input.len() != len || output.len() != len {
+            return Err(Error::InvalidImage(format!(
+                "TensorRT run of {height}×{width}: buffers hold {} and {} values, expected {len}",
+                input.len(),
+                output.len()
+            )));
+        }
+        // SAFETY: both buffers hold `len` floats (checked) and outlive the call, which waits.
+        call(|err, err_len| unsafe {
+            ffi::mdt_runtime_run_host(
+                self.raw.as_ptr(),
+                height as i64,
+                width as i64,
+                input.as_ptr(),
+                output.as_mut_ptr(),
+                err,
+                err_len,
+            )
+        })
+    }
+}
+
 impl Drop for TrtRuntime {
     fn drop(&mut self) {
         // SAFETY: `raw` came from `mdt_runtime_create` and is destroyed once.

@@ -106,6 +106,15 @@ unsafe extern "C" {
         err: *mut c_char,
         err_len: usize,
     ) -> c_int;
+    pub fn mdt_runtime_run_host(
+        runtime: *mut Runtime,
+        height: i64,
+        width: i64,
+        input: *const f32,
+        output: *mut f32,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
     pub fn mdt_runtime_destroy(runtime: *mut Runtime);
 }
 

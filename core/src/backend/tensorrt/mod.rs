@@ -10,6 +10,10 @@ pub mod profile;
 mod engine;
 #[cfg(feature = "tensorrt")]
 mod ffi;
+#[cfg(feature = "tensorrt")]
+mod host_engine;
 
 #[cfg(feature = "tensorrt")]
 pub use engine::{BuildOptions, TrtRuntime, build_serialized, compute_capability, library_version};
+#[cfg(feature = "tensorrt")]
+pub use host_engine::TensorRtEngine;

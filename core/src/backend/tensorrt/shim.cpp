@@ -2,8 +2,8 @@
 //
 // Links nothing from TensorRT or CUDA: libnvinfer.so.<NV_TENSORRT_MAJOR> and libcudart are
 // opened with dlopen when first needed, and only their C entry points are resolved
-// (createInferBuilder_INTERNAL, createInferRuntime_INTERNAL, getInferLibVersion,
-// cudaGetDevice, cudaDeviceGetAttribute); everything else is a virtual call on the objects
+// (createInferBuilder_INTERNAL, createInferRuntime_INTERNAL, getInferLibVersion; cudaGetDevice,
+// cudaDeviceGetAttribute, cudaMalloc/Free, cudaMemcpyAsync, cudaStream*); everything else is a virtual call on the objects
 // they return. A host without TensorRT loads this code fine and gets an error naming the
 // missing library.
 //
@@ -253,6 +253,12 @@ struct mdt_runtime {
     Ptr<IRuntime> runtime;
     Ptr<ICudaEngine> engine;
     Ptr<IExecutionContext> context;
+    // For mdt_runtime_run_host: device buffers (grown on demand) and a private stream.
+    void *device_input = nullptr;
+    void *device_output = nullptr;
+    size_t capacity = 0;
+    cudaStream_t stream = nullptr;
+    ~mdt_runtime();
 };
 
 extern "C" int mdt_library_version(int32_t *version, char *err, size_t err_len) {
@@ -264,24 +270,67 @@ extern "C" int mdt_library_version(int32_t *version, char *err, size_t err_len) 
     return 0;
 }
 
-extern "C" int mdt_compute_capability(int32_t *major, int32_t *minor, char *err, size_t err_len) {
-    static void *const cudart = [] {
+namespace {
+
+// The CUDA runtime, opened once with dlopen; only C entry points are resolved.
+struct Cudart {
+    void *handle = nullptr;
+    int (*get_device)(int *) = nullptr;
+    int (*attribute)(int *, int, int) = nullptr;
+    int (*malloc)(void **, size_t) = nullptr;
+    int (*free)(void *) = nullptr;
+    int (*memcpy_async)(void *, void const *, size_t, int, cudaStream_t) = nullptr;
+    int (*stream_create)(cudaStream_t *) = nullptr;
+    int (*stream_synchronize)(cudaStream_t) = nullptr;
+    int (*stream_destroy)(cudaStream_t) = nullptr;
+    char const *(*error_string)(int) = nullptr;
+};
+
+Cudart const *cudart() {
+    static Cudart const *const rt = []() -> Cudart const * {
         for (char const *name : {"libcudart.so", "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0"}) {
-            if (void *h = dlopen(name, RTLD_NOW | RTLD_LOCAL)) {
-                return h;
+            void *h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+            if (h == nullptr) {
+                continue;
             }
+            auto *c = new Cudart;
+            c->handle = h;
+            c->get_device = reinterpret_cast<int (*)(int *)>(dlsym(h, "cudaGetDevice"));
+            c->attribute = reinterpret_cast<int (*)(int *, int, int)>(dlsym(h, "cudaDeviceGetAttribute"));
+            c->malloc = reinterpret_cast<int (*)(void **, size_t)>(dlsym(h, "cudaMalloc"));
+            c->free = reinterpret_cast<int (*)(void *)>(dlsym(h, "cudaFree"));
+            c->memcpy_async =
+                reinterpret_cast<int (*)(void *, void const *, size_t, int, cudaStream_t)>(dlsym(h, "cudaMemcpyAsync"));
+            c->stream_create = reinterpret_cast<int (*)(cudaStream_t *)>(dlsym(h, "cudaStreamCreate"));
+            c->stream_synchronize = reinterpret_cast<int (*)(cudaStream_t)>(dlsym(h, "cudaStreamSynchronize"));
+            c->stream_destroy = reinterpret_cast<int (*)(cudaStream_t)>(dlsym(h, "cudaStreamDestroy"));
+            c->error_string = reinterpret_cast<char const *(*)(int)>(dlsym(h, "cudaGetErrorString"));
+            if (c->get_device && c->attribute && c->malloc && c->free && c->memcpy_async && c->stream_create &&
+                c->stream_synchronize && c->stream_destroy && c->error_string) {
+                return c;
+            }
+            delete c;
         }
-        return static_cast<void *>(nullptr);
+        return nullptr;
     }();
-    if (cudart == nullptr) {
+    return rt;
+}
+
+// "what: CUDA error text" for a failed CUDA runtime call.
+std::string cuda_error(Cudart const &c, char const *what, int code) {
+    return std::string(what) + " failed: " + c.error_string(code) + " (CUDA error " + std::to_string(code) + ")";
+}
+
+} // namespace
+
+extern "C" int mdt_compute_capability(int32_t *major, int32_t *minor, char *err, size_t err_len) {
+    Cudart const *c = cudart();
+    if (c == nullptr) {
         return fail(err, err_len, "CUDA runtime library (libcudart.so) not found");
     }
-    auto get_device = reinterpret_cast<int (*)(int *)>(dlsym(cudart, "cudaGetDevice"));
-    auto attribute = reinterpret_cast<int (*)(int *, int, int)>(dlsym(cudart, "cudaDeviceGetAttribute"));
     int device = 0;
     // cudaDevAttrComputeCapabilityMajor = 75, cudaDevAttrComputeCapabilityMinor = 76.
-    if (get_device == nullptr || attribute == nullptr || get_device(&device) != 0 || attribute(major, 75, device) != 0 ||
-        attribute(minor, 76, device) != 0) {
+    if (c->get_device(&device) != 0 || c->attribute(major, 75, device) != 0 || c->attribute(minor, 76, device) != 0) {
         return fail(err, err_len, "no CUDA device");
     }
     return 0;
@@ -372,6 +421,54 @@ extern "C" int mdt_runtime_enqueue(mdt_runtime *rt, int64_t height, int64_t widt
         !c.enqueueV3(static_cast<cudaStream_t>(stream))) {
         return fail(err, err_len, "TensorRT could not run " + std::to_string(height) + "×" + std::to_string(width) + ": " +
                                       rt->logger.last);
+    }
+    return 0;
+}
+
+mdt_runtime::~mdt_runtime() {
+    if (Cudart const *c = cudart()) {
+        if (stream != nullptr) {
+            c->stream_synchronize(stream);
+            c->stream_destroy(stream);
+        }
+        c->free(device_input);
+        c->free(device_output);
+    }
+}
+
+extern "C" int mdt_runtime_run_host(mdt_runtime *rt, int64_t height, int64_t width, float const *input, float *output,
+                                    char *err, size_t err_len) {
+    Cudart const *c = cudart();
+    if (c == nullptr) {
+        return fail(err, err_len, "CUDA runtime library (libcudart.so) not found");
+    }
+    size_t const bytes = static_cast<size_t>(3 * height * width) * sizeof(float);
+    int code = 0;
+    if (rt->stream == nullptr && (code = c->stream_create(&rt->stream)) != 0) {
+        return fail(err, err_len, cuda_error(*c, "cudaStreamCreate", code));
+    }
+    if (bytes > rt->capacity) {
+        c->free(rt->device_input);
+        c->free(rt->device_output);
+        rt->device_input = rt->device_output = nullptr;
+        rt->capacity = 0;
+        if ((code = c->malloc(&rt->device_input, bytes)) != 0 || (code = c->malloc(&rt->device_output, bytes)) != 0) {
+            return fail(err, err_len, cuda_error(*c, "cudaMalloc of the image buffers", code));
+        }
+        rt->capacity = bytes;
+    }
+    // cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2.
+    if ((code = c->memcpy_async(rt->device_input, input, bytes, 1, rt->stream)) != 0) {
+        return fail(err, err_len, cuda_error(*c, "copying the image to the GPU", code));
+    }
+    if (mdt_runtime_enqueue(rt, height, width, static_cast<float const *>(rt->device_input),
+                            static_cast<float *>(rt->device_output), rt->stream, err, err_len) != 0) {
+        c->stream_synchronize(rt->stream);
+        return 1;
+    }
+    if ((code = c->memcpy_async(output, rt->device_output, bytes, 2, rt->stream)) != 0 ||
+        (code = c->stream_synchronize(rt->stream)) != 0) {
+        return fail(err, err_len, cuda_error(*c, "running the engine and copying the result back", code));
     }
     return 0;
 }

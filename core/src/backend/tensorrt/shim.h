@@ -89,6 +89,11 @@ int mdt_runtime_create(const uint8_t *engine, size_t len, mdt_runtime **out, cha
  * FP32 [1, 3, height, width]. Returns once enqueued; synchronize the stream to wait. */
 int mdt_runtime_enqueue(mdt_runtime *runtime, int64_t height, int64_t width, const float *input, float *output,
                         void *stream, char *err, size_t err_len);
+/* Runs once on host memory: copies `input` (FP32 [1, 3, height, width]) to device buffers the
+ * runtime keeps (grown on demand), enqueues on the runtime's own stream, copies the result to
+ * `output` (same shape) and waits. */
+int mdt_runtime_run_host(mdt_runtime *runtime, int64_t height, int64_t width, const float *input, float *output,
+                         char *err, size_t err_len);
 void mdt_runtime_destroy(mdt_runtime *runtime);
 
 #ifdef __cplusplus
