@@ -67,19 +67,12 @@ def masked_body(net: R.NAFNetRef, inp: torch.Tensor, grid: torch.Tensor, patch: 
 
 
 def plain_features(net: R.NAFNetRef, inp: torch.Tensor):
-    """Unmasked forward: (body(x) + x, decoder features highest resolution first)."""
-    x = net.intro(inp)
-    skips = []
-    for enc, down in zip(net.encoders, net.downs):
-        x = enc(x)
-        skips.append(x)
-        x = down(x)
-    x = net.middle_blks(x)
-    features = []
-    for dec, up, skip in zip(net._decoder_list(), net.ups, reversed(skips)):
-        x = dec(up(x) + skip)
-        features.append(x)
-    return net.ending(x) + inp, features[::-1]
+    """Unmasked forward: (body(x) + x, decoder features highest resolution first). An
+    all-visible mask multiplies by exactly 1, so this is the plain network."""
+    p = 2**net.levels
+    grid = torch.ones(inp.shape[0], 1, inp.shape[2] // p, inp.shape[3] // p, dtype=torch.bool)
+    reconstruction, features = masked_body(net, inp, grid, p)
+    return reconstruction + inp, features
 
 
 class ChannelsFirstLayerNorm(nn.Module):
