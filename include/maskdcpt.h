@@ -519,6 +519,16 @@ maskdcpt_status maskdcpt_model_load_memory(const uint8_t *data,
                                            struct maskdcpt_model **out);
 
 /**
+ * Loads the model embedded in the library: a small NAFNet trained with this project's
+ * trainer on the 19 synthetic degradation classes (see docs/model-card.md for its data and
+ * measured quality). On success `*out` receives a model to free with `maskdcpt_model_free`.
+ *
+ * # Safety
+ * `out` is a writable pointer.
+ */
+maskdcpt_status maskdcpt_model_load_default(struct maskdcpt_model **out);
+
+/**
  * Writes what `model` is to `*out`.
  *
  * # Safety

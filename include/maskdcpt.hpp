@@ -90,6 +90,13 @@ public:
         return Model(model);
     }
 
+    /// The model embedded in the library (docs/model-card.md).
+    static Model load_default() {
+        maskdcpt_model *model = nullptr;
+        detail::check(maskdcpt_model_load_default(&model));
+        return Model(model);
+    }
+
     /// Architecture, size and capabilities.
     maskdcpt_model_info info() const {
         maskdcpt_model_info info;

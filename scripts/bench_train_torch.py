@@ -4,6 +4,7 @@ batch 8 of 128x128 random crops, L1, AdamW (PyTorch's default foreach implementa
 FP16 autocast with GradScaler, EMA update, one random batch kept on the GPU.
 
     python3 scripts/bench_train_torch.py --steps 100 --warmup 10   # prints one JSON line
+    python3 scripts/bench_train_torch.py --device cpu --amp off --width 16 --enc 1,1,1,1 --crop 64 --threads 2
 """
 
 from __future__ import annotations
@@ -27,32 +28,41 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--crop", type=int, default=128)
     ap.add_argument("--amp", choices=["fp16", "bf16", "off"], default="fp16")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--width", type=int, default=64)
+    ap.add_argument("--enc", default="1,1,1,28", help="encoder blocks per level")
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     args = ap.parse_args()
-    dev = torch.device("cuda")
-    net = R.build_model("maskdcpt", 64, [1, 1, 1, 28], 1, [1, 1, 1, 1]).to(dev)
+    dev = torch.device(args.device)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    enc = [int(n) for n in args.enc.split(",")]
+    net = R.build_model("maskdcpt", args.width, enc, 1, [1] * len(enc)).to(dev)
     ema = [p.detach().clone() for p in net.parameters()]
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, betas=(0.9, 0.9), weight_decay=0.0)
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "off": None}[args.amp]
-    scaler = torch.amp.GradScaler("cuda", enabled=args.amp == "fp16")
+    scaler = torch.amp.GradScaler(dev.type, enabled=args.amp == "fp16")
     lq = torch.rand(args.batch, 3, args.crop, args.crop, device=dev)
     gt = torch.rand_like(lq)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     for i in range(args.warmup + args.steps):
         if i == args.warmup:
-            torch.cuda.synchronize()
+            sync()
             start = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=dtype or torch.float16, enabled=dtype is not None):
+        with torch.autocast(dev.type, dtype=dtype or torch.float16, enabled=dtype is not None):
             loss = (net(lq).float() - gt).abs().mean()
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
         with torch.no_grad():
             torch._foreach_lerp_(ema, list(net.parameters()), 1 - 0.999)
-    torch.cuda.synchronize()
+    sync()
     seconds = time.perf_counter() - start
     print(json.dumps({"impl": "pytorch", "torch": torch.__version__, "amp": args.amp, "batch": args.batch,
                       "crop": args.crop, "steps": args.steps, "ms_per_step": seconds * 1e3 / args.steps,
-                      "steps_per_s": args.steps / seconds, "gpu": torch.cuda.get_device_name()}))
+                      "steps_per_s": args.steps / seconds,
+                      "device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu"}))
 
 
 if __name__ == "__main__":

@@ -35,9 +35,9 @@ pub enum Command {
 /// Options of `maskdcpt restore`.
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// Checkpoint (`.pth` or `.safetensors`).
+    /// Checkpoint (`.pth` or `.safetensors`); default: the embedded default model.
     #[arg(short, long, value_name = "MODEL")]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// Input image (PNG, JPEG, TIFF, PPM or float32 H×W×3 `.npy`), or a folder of them.
     #[arg(short, long, value_name = "INPUT")]
     pub input: PathBuf,
@@ -159,9 +159,9 @@ pub enum DtypeArg {
 /// Options of `maskdcpt info`.
 #[derive(Debug, Args)]
 pub struct InfoArgs {
-    /// Checkpoint (`.pth` or `.safetensors`).
+    /// Checkpoint (`.pth` or `.safetensors`); default: the embedded default model.
     #[arg(value_name = "MODEL")]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// Checkpoint entry to use (default: `params_ema`, then `params`).
     #[arg(long, value_name = "K")]
     pub param_key: Option<String>,
@@ -255,9 +255,9 @@ pub struct BuildEngineArgs {
 /// Options of `maskdcpt bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Checkpoint (`.pth` or `.safetensors`).
+    /// Checkpoint (`.pth` or `.safetensors`); default: the embedded default model.
     #[arg(short, long, value_name = "MODEL")]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// Checkpoint entry to use (default: `params_ema`, then `params`).
     #[arg(long, value_name = "K")]
     pub param_key: Option<String>,

@@ -12,7 +12,7 @@ use crate::error::{CliError, Result};
 
 /// Runs the benchmark and prints its JSON line to stdout.
 pub fn run(args: &BenchArgs) -> Result<()> {
-    let model = crate::model::load(&args.model, args.param_key.as_deref())?;
+    let model = crate::model::load_or_default(args.model.as_deref(), args.param_key.as_deref())?;
     let threads = match args.engine.threads {
         Some(t) => t as usize,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -41,7 +41,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let multiple = spec.size_multiple();
     let gmacs = spec.macs(round_up(height, multiple), round_up(width, multiple)) as f64 / 1e9;
     let line = json!({
-        "model": args.model.display().to_string(),
+        "model": crate::model::describe(args.model.as_deref()),
         "height": height,
         "width": width,
         "iters": args.iters,

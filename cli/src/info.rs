@@ -10,11 +10,11 @@ use crate::error::Result;
 
 /// Loads the model and prints its description to stdout.
 pub fn run(args: &InfoArgs) -> Result<()> {
-    let model = crate::model::load(&args.model, args.param_key.as_deref())?;
+    let model = crate::model::load_or_default(args.model.as_deref(), args.param_key.as_deref())?;
     let info = describe(&model);
     if args.json {
         let value = json!({
-            "model": args.model.display().to_string(),
+            "model": crate::model::describe(args.model.as_deref()),
             "format": info.format,
             "param_key": info.param_key,
             "family": info.family,
@@ -31,7 +31,7 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         println!("{value}");
     } else {
         let list = |v: &[usize]| v.iter().map(usize::to_string).collect::<Vec<_>>().join(", ");
-        println!("model:          {}", args.model.display());
+        println!("model:          {}", crate::model::describe(args.model.as_deref()));
         println!("format:         {}", info.format);
         println!("checkpoint key: {}", info.param_key.unwrap_or("none"));
         println!("family:         {}", info.family);

@@ -8,6 +8,15 @@ use maskdcpt_core::weights::LoadOptions;
 
 use crate::error::{CliError, Result};
 
+/// Loads the checkpoint at `path` (using `param_key` when given), or the embedded default
+/// model when no path is given.
+pub fn load_or_default(path: Option<&Path>, param_key: Option<&str>) -> Result<Model> {
+    match path {
+        Some(path) => load(path, param_key),
+        None => Ok(Model::load_default()?),
+    }
+}
+
 /// Loads and validates the checkpoint at `path`, using `param_key` when given.
 pub fn load(path: &Path, param_key: Option<&str>) -> Result<Model> {
     let options = LoadOptions { param_key: param_key.map(str::to_owned) };
@@ -16,4 +25,9 @@ pub fn load(path: &Path, param_key: Option<&str>) -> Result<Model> {
         Error::Io { .. } | Error::CorruptWeights { .. } => CliError::Core(e),
         other => CliError::file(path, other),
     })
+}
+
+/// How a model argument is shown in output: its path, or "(default model)".
+pub fn describe(path: Option<&Path>) -> String {
+    path.map_or_else(|| "(default model)".to_string(), |p| p.display().to_string())
 }

@@ -15,7 +15,18 @@ pub struct Model {
     weights: WeightStore,
 }
 
+/// The embedded default model: FP16 safetensors written by `trainer export` (see
+/// docs/model-card.md for its data, training and measured quality).
+#[cfg(feature = "default-model")]
+pub const DEFAULT_MODEL: &[u8] = include_bytes!("../models/default.safetensors");
+
 impl Model {
+    /// The embedded default model ([`DEFAULT_MODEL`]).
+    #[cfg(feature = "default-model")]
+    pub fn load_default() -> Result<Self> {
+        Self::from_bytes(DEFAULT_MODEL, &LoadOptions::default())
+    }
+
     /// Loads and validates a checkpoint file (`.pth` or `.safetensors`).
     pub fn load(path: &Path, options: &LoadOptions) -> Result<Self> {
         Self::from_weights(WeightStore::load(path, options)?)

@@ -130,6 +130,23 @@ pub unsafe extern "C" fn maskdcpt_model_load_memory(
     })
 }
 
+/// Loads the model embedded in the library: a small NAFNet trained with this project's
+/// trainer on the 19 synthetic degradation classes (see docs/model-card.md for its data and
+/// measured quality). On success `*out` receives a model to free with `maskdcpt_model_free`.
+///
+/// # Safety
+/// `out` is a writable pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn maskdcpt_model_load_default(out: *mut *mut maskdcpt_model) -> maskdcpt_status {
+    entry(|| {
+        let out = Out::new(out, "out")?;
+        let model = Model::load_default()?;
+        // SAFETY: `out` was checked above.
+        unsafe { give(out, model) };
+        Ok(())
+    })
+}
+
 /// Writes what `model` is to `*out`.
 ///
 /// # Safety

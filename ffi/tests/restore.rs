@@ -166,3 +166,25 @@ fn tiled_global_equals_untiled_through_the_options() {
     }
     assert_eq!(a, b);
 }
+
+#[test]
+fn the_default_model_loads_and_restores() {
+    let mut model = ptr::null_mut();
+    // SAFETY: valid arguments throughout.
+    let status = unsafe { maskdcpt_model_load_default(&mut model) };
+    assert_eq!(status, maskdcpt_status::Ok, "{}", last_error());
+    let mut info = std::mem::MaybeUninit::uninit();
+    assert_eq!(unsafe { maskdcpt_model_get_info(model, info.as_mut_ptr()) }, maskdcpt_status::Ok);
+    let info: maskdcpt_model_info = unsafe { info.assume_init() };
+    assert_eq!(info.family, maskdcpt_family::Maskdcpt);
+    let mut engine = new_engine(model, &options(1));
+    let mut input = OwnedFrame::from_image(maskdcpt_pixel_format::Rgb8, &pattern(20, 12, 3), 0);
+    let mut output = OwnedFrame::new(maskdcpt_pixel_format::Rgb8, 20, 12, 0, 0);
+    let status = unsafe { maskdcpt_restore(engine, &input.image(), &output.image()) };
+    assert_eq!(status, maskdcpt_status::Ok, "{}", last_error());
+    assert_eq!(unsafe { maskdcpt_model_load_default(ptr::null_mut()) }, maskdcpt_status::NullPointer);
+    unsafe {
+        maskdcpt_engine_free(&mut engine);
+        maskdcpt_model_free(&mut model);
+    }
+}

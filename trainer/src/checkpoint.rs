@@ -81,6 +81,12 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     file.write_all(bytes)
         .and_then(|_| file.as_file().sync_all())
         .with_context(|| format!("cannot write {}", path.display()))?;
+    // Temporary files are private (0600); the result is an ordinary file.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    }
     file.persist(path).with_context(|| format!("cannot move the new file into {}", path.display()))?;
     Ok(())
 }

@@ -1,0 +1,81 @@
+//! The embedded default model on its held-out subset (`tests/default-model/`, written by
+//! `trainer degrade` from images no training step saw): the library's PSNR per class must
+//! equal what `trainer eval` measured on the same file and pairs (`eval.json`), so a
+//! regression in the library or a change of the weights fails here. See docs/model-card.md.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use maskdcpt_core::backend::{EngineOptions, build_engine};
+use maskdcpt_core::image::Image;
+use maskdcpt_core::model::Model;
+
+fn subset() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/default-model")
+}
+
+fn load(path: &Path) -> Image {
+    let rgb = image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).to_rgb8();
+    let data = rgb.as_raw().iter().map(|&v| f32::from(v) / 255.0).collect();
+    Image::new(rgb.width() as usize, rgb.height() as usize, data).unwrap()
+}
+
+/// PSNR (dB) of `a` against `b` after clamping both to [0, 1], in f64 (spec §6.3).
+fn psnr(a: &Image, b: &Image) -> f64 {
+    let squares: f64 = a
+        .data()
+        .iter()
+        .zip(b.data())
+        .map(|(&x, &y)| (f64::from(x.clamp(0.0, 1.0)) - f64::from(y.clamp(0.0, 1.0))).powi(2))
+        .sum();
+    10.0 * (a.data().len() as f64 / squares).log10()
+}
+
+#[test]
+fn the_default_model_reproduces_its_measured_psnr() {
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(subset().join("eval.json")).unwrap()).unwrap();
+    let classes = report["folders"][0]["by_class"].as_object().unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(subset().join("manifest.json")).unwrap()).unwrap();
+    let engine = build_engine(&Model::load_default().unwrap(), &EngineOptions::default()).unwrap();
+
+    let mut sums: BTreeMap<String, (f64, f64, usize)> = BTreeMap::new();
+    for entry in manifest.as_array().unwrap() {
+        let lq = load(&subset().join(entry["lq"].as_str().unwrap()));
+        let gt = load(&subset().join(entry["gt"].as_str().unwrap()));
+        let restored = engine.restore(&lq).unwrap();
+        let sum = sums.entry(entry["class"].as_str().unwrap().to_string()).or_default();
+        *sum = (sum.0 + psnr(&lq, &gt), sum.1 + psnr(&restored, &gt), sum.2 + 1);
+    }
+    assert_eq!(sums.len(), classes.len());
+    for (class, (input, output, n)) in sums {
+        let (input, output) = (input / n as f64, output / n as f64);
+        let measured = &classes[&class];
+        let (want_in, want_out) = (measured["input_psnr"].as_f64().unwrap(), measured["psnr"].as_f64().unwrap());
+        eprintln!("{class:<12} input {input:6.2} dB  restored {output:6.2} dB  gain {:+.2} dB", output - input);
+        assert!((input - want_in).abs() < 1e-3, "{class}: input PSNR {input} vs trainer eval {want_in}");
+        assert!((output - want_out).abs() < 1e-2, "{class}: restored PSNR {output} vs trainer eval {want_out}");
+    }
+}
+
+#[test]
+fn restore_without_a_model_uses_the_default() {
+    let dir = std::env::temp_dir().join(format!("maskdcpt-default-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("restored.png");
+    let input = subset().join("lq/coffee_low_light_0.png");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_maskdcpt"))
+        .args(["restore", "-i"])
+        .arg(&input)
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (restored, low_light) = (load(&out), load(&input));
+    assert_eq!((restored.width(), restored.height()), (128, 128));
+    let mean = |i: &Image| i.data().iter().map(|&v| f64::from(v)).sum::<f64>() / i.data().len() as f64;
+    assert!(mean(&restored) > mean(&low_light) + 0.1, "the default model brightens low light");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
