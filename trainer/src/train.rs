@@ -26,6 +26,9 @@ use crate::model::mask::PatchMask;
 use crate::net::MaskDcptNet;
 use crate::optim::{self, AdamW, LossScaler};
 
+/// Serialises use of torch's global random generator (seeding plus weight initialisation).
+static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Which objective a run optimises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -128,8 +131,13 @@ impl Trainer {
         if config.train.amp == Amp::Fp16 && !device.is_cuda() {
             bail!("[train] amp = \"fp16\" needs a CUDA device (device is {})", config.train.device);
         }
-        tch::manual_seed(config.train.seed as i64);
-        let net = MaskDcptNet::new(&config.model, config.classifier.as_ref(), device)?;
+        let net = {
+            // Initial weights come from torch's process-wide generator: hold it from seeding to
+            // the last draw so runs started on other threads cannot interleave their draws.
+            let _rng = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+            tch::manual_seed(config.train.seed as i64);
+            MaskDcptNet::new(&config.model, config.classifier.as_ref(), device)?
+        };
         if let Some(init) = init {
             let named = crate::export::read_model_tensors(init, device)?;
             let head = net.load_named(&named, &init.display().to_string())?;
