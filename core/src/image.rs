@@ -17,9 +17,7 @@ pub struct Image {
 impl Image {
     /// Wraps interleaved RGB data; `data.len()` must be `height * width * 3`.
     pub fn new(width: usize, height: usize, data: Vec<f32>) -> Result<Self> {
-        if width == 0 || height == 0 {
-            return Err(Error::InvalidImage(format!("image is {width}×{height}: it must have at least one pixel")));
-        }
+        check_size(width, height)?;
         let expected = width
             .checked_mul(height)
             .and_then(|p| p.checked_mul(IMAGE_CHANNELS))
@@ -86,6 +84,14 @@ impl Image {
                 .copy_from_slice(&src.data[s..s + src.width * IMAGE_CHANNELS]);
         }
     }
+}
+
+/// Refuses an image size without pixels (either side 0).
+pub fn check_size(width: usize, height: usize) -> Result<()> {
+    if width == 0 || height == 0 {
+        return Err(Error::InvalidImage(format!("image is {width}×{height}: it must have at least one pixel")));
+    }
+    Ok(())
 }
 
 /// Rounds `n` up to a multiple of `m`.

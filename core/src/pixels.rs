@@ -8,7 +8,7 @@
 //! paths give the same bytes. f32 outputs hold the raw network output (not clamped).
 
 use crate::error::{Error, Result};
-use crate::image::Image;
+use crate::image::{Image, check_size};
 use crate::spec::IMAGE_CHANNELS;
 
 /// Largest plane count of any format (planar f32).
@@ -270,9 +270,7 @@ impl FrameDesc {
     /// sides.
     pub fn plane_shapes(&self) -> Result<Vec<PlaneShape>> {
         let (w, h) = (self.width, self.height);
-        if w == 0 || h == 0 {
-            return Err(Error::InvalidImage(format!("image is {w}×{h}: it must have at least one pixel")));
-        }
+        check_size(w, h)?;
         let too_large = || Error::InvalidImage(format!("{w}×{h} {} is too large", self.format.name()));
         w.checked_mul(h).and_then(|n| n.checked_mul(IMAGE_CHANNELS * 4)).ok_or_else(too_large)?;
         let shapes = match self.format.packed() {

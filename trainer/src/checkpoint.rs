@@ -8,9 +8,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use safetensors::tensor::{Dtype, TensorView};
-use safetensors::{SafeTensors, serialize};
-use tch::{Device, Kind, Tensor};
+use safetensors::SafeTensors;
+use safetensors::tensor::Dtype;
+use tch::{Device, Tensor};
+
+use crate::host::safetensors_bytes;
 
 /// Value of the `format` metadata entry.
 pub const FORMAT: &str = "maskdcpt-trainer-checkpoint-v1";
@@ -51,21 +53,7 @@ pub fn file_name(step: u64) -> String {
 /// Writes `data` to `dir/ckpt-STEP.safetensors` atomically and prunes to `keep_last` files.
 pub fn save(dir: &Path, step: u64, data: &CheckpointData, keep_last: usize) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let host: Vec<(String, Vec<u8>, Vec<usize>)> = data
-        .tensors
-        .iter()
-        .map(|(name, t)| {
-            let t = t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
-            let values = Vec::<f32>::try_from(t.flatten(0, -1)).expect("float tensor");
-            let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-            (name.clone(), bytes, t.size().iter().map(|&d| d as usize).collect())
-        })
-        .collect();
-    let views = host
-        .iter()
-        .map(|(name, bytes, shape)| Ok((name.as_str(), TensorView::new(Dtype::F32, shape.clone(), bytes)?)))
-        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
-    let bytes = serialize(views, Some(data.metadata.clone()))?;
+    let bytes = safetensors_bytes(&data.tensors, Dtype::F32, data.metadata.clone())?;
     let path = dir.join(file_name(step));
     write_atomically(&path, &bytes)?;
     prune(dir, keep_last)?;
@@ -119,16 +107,29 @@ fn prune(dir: &Path, keep_last: usize) -> Result<()> {
     Ok(())
 }
 
+/// Whether `bytes` are a trainer checkpoint (a safetensors file with this module's format).
+pub fn is_checkpoint(bytes: &[u8]) -> bool {
+    SafeTensors::read_metadata(bytes)
+        .ok()
+        .and_then(|(_, header)| header.metadata().as_ref().and_then(|m| m.get("format").cloned()))
+        .is_some_and(|format| format == FORMAT)
+}
+
 /// Reads a checkpoint (every tensor as float32 on `device`).
 pub fn load(path: &Path, device: Device) -> Result<CheckpointData> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read checkpoint {}", path.display()))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes)
+    from_bytes(&bytes, path, device)
+}
+
+/// Parses a checkpoint read from `path` (named in errors).
+pub fn from_bytes(bytes: &[u8], path: &Path, device: Device) -> Result<CheckpointData> {
+    let (_, header) = SafeTensors::read_metadata(bytes)
         .with_context(|| format!("{} is not a safetensors file (truncated or corrupt?)", path.display()))?;
     let metadata = header.metadata().clone().unwrap_or_default();
     if metadata.get("format").map(String::as_str) != Some(FORMAT) {
         bail!("{} is not a trainer checkpoint (no `format = {FORMAT}` metadata)", path.display());
     }
-    let file = SafeTensors::deserialize(&bytes).with_context(|| format!("checkpoint {} is corrupt", path.display()))?;
+    let file = SafeTensors::deserialize(bytes).with_context(|| format!("checkpoint {} is corrupt", path.display()))?;
     let mut tensors = Vec::new();
     for (name, view) in file.tensors() {
         if view.dtype() != Dtype::F32 {
@@ -145,6 +146,8 @@ pub fn load(path: &Path, device: Device) -> Result<CheckpointData> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use safetensors::serialize;
+    use safetensors::tensor::TensorView;
 
     #[test]
     fn round_trip_prune_and_reject_foreign_files() {

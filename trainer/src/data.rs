@@ -4,12 +4,12 @@
 //! (seed, k), so a resumed run sees exactly the batches an uninterrupted one would.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, sync_channel};
 
 use anyhow::{Context, Result, bail};
-use maskdcpt_degrade::{Class, Rgb};
+use maskdcpt_degrade::{Class, Rgb, image_files};
 use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::Tensor;
@@ -44,27 +44,6 @@ pub struct TrainData {
     seed: u64,
 }
 
-/// Image file extensions read from folders.
-const IMAGE_EXTENSIONS: [&str; 7] = ["png", "jpg", "jpeg", "tif", "tiff", "ppm", "bmp"];
-
-/// Image files in `dir`, sorted by name; an error when the folder is missing or has none.
-pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let entries = std::fs::read_dir(dir).with_context(|| format!("cannot read image folder {}", dir.display()))?;
-    let mut files = Vec::new();
-    for entry in entries {
-        let path = entry.with_context(|| format!("cannot list {}", dir.display()))?.path();
-        let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
-        if path.is_file() && IMAGE_EXTENSIONS.contains(&ext.as_str()) {
-            files.push(path);
-        }
-    }
-    if files.is_empty() {
-        bail!("image folder {} has no images (looked for {})", dir.display(), IMAGE_EXTENSIONS.join(", "));
-    }
-    files.sort();
-    Ok(files)
-}
-
 fn load_image(path: &Path) -> Result<Rgb> {
     Rgb::load(path).with_context(|| format!("cannot read image {}", path.display()))
 }
@@ -81,25 +60,23 @@ fn check_crop(image: &Rgb, crop: usize, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Class ids by lq file name, from a `manifest.json` written by `trainer degrade`.
-fn manifest_labels(dir: &Path) -> Result<Option<HashMap<String, i64>>> {
+/// Class index of every pair of `dir` by its lq file name, from the `manifest.json` written
+/// by `trainer degrade`; `None` when the folder has no manifest.
+pub fn manifest_labels(dir: &Path) -> Result<Option<HashMap<String, i64>>> {
     let path = dir.join("manifest.json");
     if !path.exists() {
         return Ok(None);
     }
-    Ok(Some(labels_by_lq_name(&path)?))
-}
-
-/// Class index of every pair of a manifest, by the lq file name.
-pub fn labels_by_lq_name(manifest: &Path) -> Result<HashMap<String, i64>> {
-    let entries = maskdcpt_degrade::read_manifest(manifest)?;
-    Ok(entries
-        .into_iter()
-        .map(|e| {
-            let name = Path::new(&e.lq).file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-            (name, e.record.class_index as i64)
-        })
-        .collect())
+    let entries = maskdcpt_degrade::read_manifest(&path)?;
+    Ok(Some(
+        entries
+            .into_iter()
+            .map(|e| {
+                let name = Path::new(&e.lq).file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+                (name, e.record.class_index as i64)
+            })
+            .collect(),
+    ))
 }
 
 fn class_from_id(id: &str) -> Result<Class> {

@@ -5,18 +5,18 @@
 //! the folder has a `manifest.json`, and averaged; plus the classifier's top-1 accuracy when
 //! the model has a head and the pairs have labels.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use maskdcpt_degrade::{Class, Rgb};
+use maskdcpt_degrade::{Class, Rgb, image_files};
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint;
 use crate::config::Config;
-use crate::data::image_files;
-use crate::export::read_model_tensors;
+use crate::data::manifest_labels;
+use crate::export::model_file_tensors;
 use crate::metrics::{ImageRef, psnr, ssim};
 use crate::model::classifier::ClassifierShape;
 use crate::model::nafnet::NafnetShape;
@@ -25,22 +25,21 @@ use crate::net::{CLASSIFIER_PREFIX, MaskDcptNet};
 /// Builds the network a model file describes and loads its (EMA) weights: a trainer
 /// checkpoint (shape from its stored config) or an exported / official file (shape from keys).
 pub fn load_model(path: &Path, device: Device) -> Result<MaskDcptNet> {
-    let (shape, head) = match checkpoint::load(path, device) {
-        Ok(data) => {
-            let config: Config = toml::from_str(data.meta("config", path)?)
-                .with_context(|| format!("{}: stored config is invalid", path.display()))?;
-            (config.model, config.classifier)
-        }
-        Err(_) => {
-            let named = read_model_tensors(path, device)?;
-            let names: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
-            let shape = infer_shape(&names, &named).with_context(|| format!("model {}", path.display()))?;
-            let head = infer_head(&names, &named);
-            (shape, head)
-        }
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read model {}", path.display()))?;
+    let (shape, head, named) = if checkpoint::is_checkpoint(&bytes) {
+        let data = checkpoint::from_bytes(&bytes, path, device)?;
+        let config: Config = toml::from_str(data.meta("config", path)?)
+            .with_context(|| format!("{}: stored config is invalid", path.display()))?;
+        (config.model, config.classifier, data.with_prefix("ema."))
+    } else {
+        let named = model_file_tensors(&bytes, path, device)?;
+        let names: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
+        let shape = infer_shape(&names, &named).with_context(|| format!("model {}", path.display()))?;
+        let head = infer_head(&names, &named);
+        (shape, head, named)
     };
     let net = MaskDcptNet::new(&shape, head.as_ref(), device)?;
-    net.load_named(&read_model_tensors(path, device)?, &path.display().to_string())?;
+    net.load_named(&named, &path.display().to_string())?;
     Ok(net)
 }
 
@@ -165,22 +164,11 @@ pub fn restore(net: &MaskDcptNet, image: &Rgb, device: Device) -> (Vec<f32>, Opt
     (values, out.logits)
 }
 
-fn labels_of(dir: &Path) -> Result<HashMap<String, (String, i64)>> {
-    let path = dir.join("manifest.json");
-    if !path.exists() {
-        return Ok(HashMap::new());
-    }
-    Ok(crate::data::labels_by_lq_name(&path)?
-        .into_iter()
-        .map(|(name, index)| (name, (Class::ALL[index as usize].id().to_string(), index)))
-        .collect())
-}
-
 /// Evaluates `net` on each folder.
 pub fn evaluate(net: &MaskDcptNet, dirs: &[PathBuf], device: Device) -> Result<Report> {
     let mut folders = Vec::new();
     for dir in dirs {
-        let labels = labels_of(dir)?;
+        let labels = manifest_labels(dir)?.unwrap_or_default();
         let mut all = Scores::default();
         let mut by_class: BTreeMap<String, Scores> = BTreeMap::new();
         for lq_path in image_files(&dir.join("lq"))? {
@@ -203,7 +191,7 @@ pub fn evaluate(net: &MaskDcptNet, dirs: &[PathBuf], device: Device) -> Result<R
             let at = |data| ImageRef { width, height, data };
             let label = labels.get(&name);
             let correct = match (&logits, label) {
-                (Some(logits), Some((_, index))) => Some(logits.argmax(1, false).int64_value(&[0]) == *index),
+                (Some(logits), Some(&index)) => Some(logits.argmax(1, false).int64_value(&[0]) == index),
                 _ => None,
             };
             let scores = ImageScores {
@@ -214,8 +202,8 @@ pub fn evaluate(net: &MaskDcptNet, dirs: &[PathBuf], device: Device) -> Result<R
                 correct,
             };
             all.add(&scores);
-            if let Some((class, _)) = label {
-                by_class.entry(class.clone()).or_default().add(&scores);
+            if let Some(&index) = label {
+                by_class.entry(Class::ALL[index as usize].id().to_string()).or_default().add(&scores);
             }
         }
         let by_class = by_class.into_iter().map(|(k, v)| (k, v.finish())).collect();

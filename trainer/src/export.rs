@@ -9,13 +9,13 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use maskdcpt_core::weights::{LoadOptions, WeightStore};
-use safetensors::SafeTensors;
-use safetensors::tensor::{Dtype, TensorView};
-use tch::{Device, Kind, Tensor};
+use safetensors::tensor::Dtype;
+use tch::{Device, Tensor};
 
 use crate::checkpoint::{self, CheckpointData};
+use crate::host::{HostTensor, safetensors_bytes};
 use crate::net::CLASSIFIER_PREFIX;
-use crate::pickle_writer::{self, HostTensor};
+use crate::pickle_writer;
 
 /// Metadata key listing the class ids (comma separated, index order) of an exported head.
 pub const CLASSES_METADATA: &str = "maskdcpt.classes";
@@ -38,22 +38,20 @@ pub enum ExportDtype {
     F16,
 }
 
-/// Whether `bytes` are a trainer checkpoint.
-fn is_checkpoint(bytes: &[u8]) -> bool {
-    SafeTensors::read_metadata(bytes)
-        .ok()
-        .and_then(|(_, header)| header.metadata().as_ref().and_then(|m| m.get("format").cloned()))
-        .is_some_and(|format| format == checkpoint::FORMAT)
-}
-
 /// Named float tensors of a model file: a trainer checkpoint's EMA weights (head included),
 /// or an exported/official `.safetensors` / `.pth` (BasicSR `params_ema`, then `params`).
 pub fn read_model_tensors(path: &Path, device: Device) -> Result<Vec<(String, Tensor)>> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read model {}", path.display()))?;
-    if is_checkpoint(&bytes) {
-        return Ok(checkpoint::load(path, device)?.with_prefix("ema."));
+    if checkpoint::is_checkpoint(&bytes) {
+        return Ok(checkpoint::from_bytes(&bytes, path, device)?.with_prefix("ema."));
     }
-    let store = WeightStore::from_bytes(&bytes, &LoadOptions::default())
+    model_file_tensors(&bytes, path, device)
+}
+
+/// Named float tensors of an exported or official model file read from `path` (named in
+/// errors), through maskdcpt-core's readers.
+pub fn model_file_tensors(bytes: &[u8], path: &Path, device: Device) -> Result<Vec<(String, Tensor)>> {
+    let store = WeightStore::from_bytes(bytes, &LoadOptions::default())
         .with_context(|| format!("cannot load model {}", path.display()))?;
     Ok(store
         .iter()
@@ -62,14 +60,6 @@ pub fn read_model_tensors(path: &Path, device: Device) -> Result<Vec<(String, Te
             (name.to_string(), Tensor::from_slice(&t.to_f32()).view(shape.as_slice()).to_device(device))
         })
         .collect())
-}
-
-fn to_host(t: &Tensor) -> HostTensor {
-    let t = t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
-    HostTensor {
-        shape: t.size().iter().map(|&d| d as usize).collect(),
-        values: Vec::<f32>::try_from(t.flatten(0, -1)).expect("float tensor"),
-    }
 }
 
 fn backbone_only(named: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
@@ -97,45 +87,33 @@ pub fn export(checkpoint_path: &Path, out: &Path, options: &ExportOptions) -> Re
                 );
             }
             let host = |prefix: &str| -> Vec<(String, HostTensor)> {
-                backbone_only(data.with_prefix(prefix)).iter().map(|(n, t)| (n.clone(), to_host(t))).collect()
+                backbone_only(data.with_prefix(prefix))
+                    .iter()
+                    .map(|(n, t)| (n.clone(), HostTensor::from_tensor(t)))
+                    .collect()
             };
             pickle_writer::write_state_dicts(&[("params", host("params.")), ("params_ema", host("ema."))])?
         }
-        Format::Safetensors => safetensors_bytes(&data, options)?,
+        Format::Safetensors => exported_safetensors(&data, options)?,
     };
     checkpoint::write_atomically(out, &bytes)
 }
 
-fn safetensors_bytes(data: &CheckpointData, options: &ExportOptions) -> Result<Vec<u8>> {
+fn exported_safetensors(data: &CheckpointData, options: &ExportOptions) -> Result<Vec<u8>> {
     let ema = data.with_prefix("ema.");
     let has_head = ema.iter().any(|(n, _)| n.starts_with(CLASSIFIER_PREFIX));
     if options.with_classifier && !has_head {
         bail!("--with-classifier: this checkpoint has no classification head (its config has no [classifier])");
     }
     let named = if options.with_classifier { ema } else { backbone_only(ema) };
-    let encoded: Vec<(String, Vec<usize>, Vec<u8>)> = named
-        .iter()
-        .map(|(name, t)| {
-            let host = to_host(t);
-            let bytes = match options.dtype {
-                ExportDtype::F32 => host.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                ExportDtype::F16 => host.values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
-            };
-            (name.clone(), host.shape, bytes)
-        })
-        .collect();
     let dtype = match options.dtype {
         ExportDtype::F32 => Dtype::F32,
         ExportDtype::F16 => Dtype::F16,
     };
-    let views = encoded
-        .iter()
-        .map(|(name, shape, bytes)| Ok((name.as_str(), TensorView::new(dtype, shape.clone(), bytes)?)))
-        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
     let mut metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     if options.with_classifier {
         let ids: Vec<&str> = maskdcpt_degrade::Class::ALL.iter().map(|c| c.id()).collect();
         metadata.insert(CLASSES_METADATA.into(), ids.join(","));
     }
-    Ok(safetensors::serialize(views, Some(metadata))?)
+    safetensors_bytes(&named, dtype, metadata)
 }

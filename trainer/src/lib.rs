@@ -11,6 +11,7 @@ pub mod config;
 pub mod data;
 pub mod eval;
 pub mod export;
+pub mod host;
 pub mod log;
 pub mod loss;
 pub mod metrics;

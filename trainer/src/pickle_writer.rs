@@ -9,13 +9,7 @@ use anyhow::Result;
 use zip::ZipWriter;
 use zip::write::SimpleFileOptions;
 
-/// A float32 tensor on the host.
-pub struct HostTensor {
-    /// Shape.
-    pub shape: Vec<usize>,
-    /// Values in row-major order.
-    pub values: Vec<f32>,
-}
+use crate::host::HostTensor;
 
 /// Pickle opcodes used here.
 mod op {

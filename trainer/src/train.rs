@@ -23,8 +23,9 @@ use crate::data::{Batch, Loader, TrainData};
 use crate::log::MetricsLog;
 use crate::loss;
 use crate::model::mask::PatchMask;
-use crate::net::MaskDcptNet;
+use crate::net::{CLASSIFIER_PREFIX, MaskDcptNet};
 use crate::optim::{self, AdamW, LossScaler};
+use crate::params::ParamSet;
 
 /// Serialises use of torch's global random generator (seeding plus weight initialisation).
 static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -142,10 +143,10 @@ impl Trainer {
             let named = crate::export::read_model_tensors(init, device)?;
             let head = net.load_named(&named, &init.display().to_string())?;
             if net.classifier.is_some() && !head && phase == Phase::Finetune {
-                note(&format!(
-                    "{} has no classification head: the head starts from its initialisation",
+                eprintln!(
+                    "note: {} has no classification head: the head starts from its initialisation",
                     init.display()
-                ));
+                );
             }
         }
         let state = net
@@ -172,17 +173,13 @@ impl Trainer {
         trainer.step = data.meta("step", path)?.parse().with_context(|| format!("{}: bad step", path.display()))?;
         trainer.scaler = serde_json::from_str(data.meta("scaler", path)?)?;
         let what = path.display().to_string();
-        for ((prefix, params), state) in trainer.net.param_sets().into_iter().zip(&trainer.state) {
-            let buffers = [params.values(), &state.ema, &state.adamw.exp_avg, &state.adamw.exp_avg_sq];
-            for (buffer_name, flat) in checkpoint::BUFFERS.iter().zip(buffers) {
-                let named = data.with_prefix(&format!("{buffer_name}{prefix}"));
-                let named: Vec<_> = if prefix.is_empty() {
-                    named.into_iter().filter(|(n, _)| !n.starts_with(crate::net::CLASSIFIER_PREFIX)).collect()
-                } else {
-                    named
-                };
-                params.load_flat(flat, &named, &what)?;
+        for (prefix, params, flat) in trainer.saved_buffers() {
+            let mut named = data.with_prefix(&prefix);
+            if !prefix.ends_with(CLASSIFIER_PREFIX) {
+                // The backbone's names: the head's tensors share the buffer prefix.
+                named.retain(|(n, _)| !n.starts_with(CLASSIFIER_PREFIX));
             }
+            params.load_flat(flat, &named, &what)?;
         }
         Ok(trainer)
     }
@@ -341,7 +338,7 @@ impl Trainer {
         Ok(StepStats(Tensor::stack(&values, 0)))
     }
 
-    fn param_sets_mut(&mut self) -> Vec<&mut crate::params::ParamSet> {
+    fn param_sets_mut(&mut self) -> Vec<&mut ParamSet> {
         let mut sets = vec![&mut self.net.backbone.params];
         if let Some(c) = &mut self.net.classifier {
             sets.push(&mut c.params);
@@ -362,16 +359,24 @@ impl Trainer {
         }
     }
 
+    /// Every buffer a checkpoint holds: (name prefix, its parameter set, the flat buffer), for
+    /// each network its values, EMA and AdamW moments.
+    fn saved_buffers(&self) -> Vec<(String, &ParamSet, &Tensor)> {
+        let mut buffers = Vec::new();
+        for ((prefix, params), state) in self.net.param_sets().into_iter().zip(&self.state) {
+            let flats = [params.values(), &state.ema, &state.adamw.exp_avg, &state.adamw.exp_avg_sq];
+            for (buffer, flat) in checkpoint::BUFFERS.iter().zip(flats) {
+                buffers.push((format!("{buffer}{prefix}"), params, flat));
+            }
+        }
+        buffers
+    }
+
     /// Every tensor and counter of the run, for a checkpoint.
     pub fn checkpoint_data(&self) -> CheckpointData {
         let mut tensors = Vec::new();
-        for ((prefix, params), state) in self.net.param_sets().into_iter().zip(&self.state) {
-            let buffers = [params.values(), &state.ema, &state.adamw.exp_avg, &state.adamw.exp_avg_sq];
-            for (buffer_name, flat) in checkpoint::BUFFERS.iter().zip(buffers) {
-                for (name, view) in params.named_views(flat) {
-                    tensors.push((format!("{buffer_name}{prefix}{name}"), view));
-                }
-            }
+        for (prefix, params, flat) in self.saved_buffers() {
+            tensors.extend(params.named_views(flat).into_iter().map(|(name, view)| (format!("{prefix}{name}"), view)));
         }
         let metadata = HashMap::from([
             ("format".to_string(), checkpoint::FORMAT.to_string()),
@@ -391,10 +396,6 @@ fn batch_psnr(output: &Tensor, target: &Tensor) -> Tensor {
         let mse = (output.clamp(0.0, 1.0) - target).square().mean_dim([1i64, 2, 3].as_slice(), false, Kind::Float);
         (mse.clamp_min(1e-12).log10() * -10.0).mean(Kind::Float)
     })
-}
-
-fn note(message: &str) {
-    eprintln!("note: {message}");
 }
 
 impl Running {

@@ -40,8 +40,8 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// The clean-image folder is missing or cannot be listed.
-    #[error("cannot list the clean-image folder {path}: {source}; pass an existing folder of images")]
+    /// An image folder is missing or cannot be listed.
+    #[error("cannot list the image folder {path}: {source}; pass an existing folder of images")]
     ListFolder {
         /// The folder.
         path: PathBuf,
@@ -49,10 +49,8 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// The clean-image folder holds no image files.
-    #[error(
-        "the clean-image folder {path} holds no PNG/JPEG/TIFF/PPM files; put clean images there or pass another folder"
-    )]
+    /// An image folder holds no image files.
+    #[error("the image folder {path} holds no PNG/JPEG/TIFF/PPM files; put images there or pass another folder")]
     EmptyFolder {
         /// The folder.
         path: PathBuf,

@@ -36,7 +36,8 @@ mod table;
 
 pub use class::Class;
 pub use dataset::{
-    Crop, DatasetOptions, LevelChoice, ManifestEntry, Summary, make_pair, read_manifest, sample_seed, write_dataset,
+    Crop, DatasetOptions, LevelChoice, ManifestEntry, Summary, image_files, make_pair, read_manifest, sample_seed,
+    write_dataset,
 };
 pub use degrade::{Record, degrade, degrade_random};
 pub use error::Error;

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use crate::backend::{Engine, EngineOptions, MemoryEstimate, Precision, ScaMode, Tiling};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::image::{Image, from_planar_cropped, round_up, to_padded_planar};
+use crate::image::{Image, check_size, from_planar_cropped, round_up, to_padded_planar};
 use crate::model::Model;
 use crate::passes::{Program, Step, fuse};
 use crate::spec::{IMAGE_CHANNELS, PadMode};
@@ -225,9 +225,7 @@ impl Engine for CpuEngine {
     }
 
     fn memory_estimate(&self, width: usize, height: usize) -> Result<MemoryEstimate> {
-        if width == 0 || height == 0 {
-            return Err(Error::InvalidImage(format!("image is {width}×{height}: it must have at least one pixel")));
-        }
+        check_size(width, height)?;
         let (rw, rh) = self.run_size(width, height);
         let (h, w) = self.padded(rw, rh);
         // The padded planar copy and the cropped result of one run, plus the whole output.

@@ -12,7 +12,7 @@ use super::network::TrtPrecision;
 use super::profile::{Profile, ShapeRange, Size};
 use crate::backend::{Engine, EngineOptions, MemoryEstimate, TensorRtOptions};
 use crate::error::{Error, Result};
-use crate::image::{Image, from_planar_cropped, to_padded_planar};
+use crate::image::{Image, check_size, from_planar_cropped, round_up, to_padded_planar};
 use crate::model::Model;
 use crate::spec::PadMode;
 
@@ -101,10 +101,8 @@ impl Engine for TensorRtEngine {
 
     /// Host memory of one call (the padded input and output planes); GPU memory is TensorRT's.
     fn memory_estimate(&self, width: usize, height: usize) -> Result<MemoryEstimate> {
-        if width == 0 || height == 0 {
-            return Err(Error::InvalidImage(format!("image is {width}×{height}: it must have at least one pixel")));
-        }
-        let padded = |n: usize| n.div_ceil(self.size_multiple) * self.size_multiple;
+        check_size(width, height)?;
+        let padded = |n: usize| round_up(n, self.size_multiple);
         Ok(MemoryEstimate { weights: 0, activations: (2 * 3 * padded(width) * padded(height) * 4) as u64 })
     }
 }

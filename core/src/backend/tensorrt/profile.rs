@@ -1,6 +1,7 @@
 //! The dynamic-shape optimization profile: the range of padded input sizes an engine accepts.
 
 use crate::error::{Error, Result};
+use crate::image::round_up;
 
 /// Height and width of an image in pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -32,11 +33,6 @@ pub struct Profile {
     pub opt: Size,
     /// Largest padded input.
     pub max: Size,
-}
-
-/// Rounds `n` up to a multiple of `multiple`.
-fn round_up(n: usize, multiple: usize) -> usize {
-    n.div_ceil(multiple) * multiple
 }
 
 impl Profile {

@@ -11,6 +11,7 @@ use rayon::prelude::*;
 
 pub use manifest::{ManifestEntry, read_manifest};
 pub use sample::{Crop, make_pair, sample_seed};
+pub use sources::image_files;
 
 use crate::{Class, Error, Rgb, atomic};
 

@@ -9,8 +9,9 @@ use crate::Error;
 /// File extensions read as clean images (compared case-insensitively).
 const EXTENSIONS: [&str; 6] = ["png", "jpg", "jpeg", "tif", "tiff", "ppm"];
 
-/// The image files directly inside `dir`, sorted by file name.
-pub(super) fn list(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+/// The image files (PNG, JPEG, TIFF, PPM) directly inside `dir`, sorted by file name; an
+/// error when the folder cannot be listed or holds none.
+pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
     let list_error = |source| Error::ListFolder { path: dir.to_path_buf(), source };
     let mut files = Vec::new();
     for entry in fs::read_dir(dir).map_err(list_error)? {
@@ -24,6 +25,13 @@ pub(super) fn list(dir: &Path) -> Result<Vec<PathBuf>, Error> {
         return Err(Error::EmptyFolder { path: dir.to_path_buf() });
     }
     files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    Ok(files)
+}
+
+/// The clean images of `dir` ([`image_files`]), refusing two with the same stem (their
+/// samples would share output names).
+pub(super) fn list(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let files = image_files(dir)?;
     let mut seen: HashMap<String, &PathBuf> = HashMap::new();
     for path in &files {
         if let Some(first) = seen.insert(stem(path), path) {
