@@ -212,7 +212,8 @@ enum maskdcpt_backend
    */
   MASKDCPT_BACKEND_CPU = 1,
   /**
-   * CUDA kernels on an NVIDIA GPU (not built in this version).
+   * The fused CUDA engine on an NVIDIA GPU (fp16 or f32; the driver, NVRTC and cuBLASLt are
+   * loaded when the engine is created, and their absence is reported then).
    */
   MASKDCPT_BACKEND_CUDA = 2,
   /**
@@ -338,7 +339,7 @@ typedef struct maskdcpt_options {
    */
   uint64_t memory_limit;
   /**
-   * Folder for compiled GPU engines (may be NULL; ignored by the CPU).
+   * Folder for compiled GPU engines and kernels (may be NULL; ignored by the CPU).
    */
   const char *engine_cache_dir;
 } maskdcpt_options;

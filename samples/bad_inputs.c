@@ -104,7 +104,7 @@ static void bad_options(const maskdcpt_model *model) {
            MASKDCPT_STATUS_ABI_MISMATCH);
     options = maskdcpt_options_default();
     options.backend = MASKDCPT_BACKEND_CUDA;
-    expect("engine_new(CUDA backend)", maskdcpt_engine_new(model, &options, &engine), MASKDCPT_STATUS_UNSUPPORTED);
+    expect("engine_new(CUDA backend, no GPU on this host)", maskdcpt_engine_new(model, &options, &engine), MASKDCPT_STATUS_UNSUPPORTED);
     options.backend = 1234;
     expect("engine_new(backend 1234)", maskdcpt_engine_new(model, &options, &engine),
            MASKDCPT_STATUS_INVALID_ARGUMENT);

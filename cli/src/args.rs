@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::error::CliError;
 use maskdcpt_core::backend::tensorrt::profile::Size;
-use maskdcpt_core::backend::{Backend, EngineOptions, Precision, ScaMode, Tiling};
+use maskdcpt_core::backend::{Backend, CudaOptions, EngineOptions, Precision, ScaMode, Tiling};
 
 /// Restore images with MaskDCPT / NAFNet checkpoints, and inspect, convert or benchmark them.
 #[derive(Debug, Parser)]
@@ -68,10 +70,27 @@ pub struct EngineArgs {
     /// bounds memory by the tile but differs slightly.
     #[arg(long, value_enum, default_value_t = Sca::Global, requires = "tile")]
     pub sca: Sca,
-    /// Arithmetic precision: `bf16` runs the matrix products on bf16 inputs with f32
-    /// accumulation (CPUs with AVX512-BF16), about 1.5× faster.
+    /// Arithmetic precision: `bf16` runs the CPU engine's matrix products on bf16 inputs with
+    /// f32 accumulation (CPUs with AVX512-BF16), about 1.5× faster; `fp16` stores the CUDA
+    /// engine's feature maps and weights as FP16 (f32 arithmetic and statistics).
     #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
     pub precision: PrecisionArg,
+    /// Engine: `cpu` (always available) or `cuda` (NVIDIA GPU; the driver, NVRTC and cuBLASLt
+    /// are loaded at run time).
+    #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
+    pub backend: BackendArg,
+    /// CUDA device ordinal for `--backend cuda`.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub device: u32,
+}
+
+/// `--backend` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    /// The CPU engine.
+    Cpu,
+    /// The fused CUDA engine.
+    Cuda,
 }
 
 /// `--sca` values.
@@ -88,32 +107,50 @@ pub enum Sca {
 pub enum PrecisionArg {
     /// IEEE f32 everywhere.
     F32,
-    /// bf16 matrix-product inputs, f32 accumulation and everything else.
+    /// bf16 matrix-product inputs, f32 accumulation and everything else (CPU).
     Bf16,
+    /// FP16 feature maps and weights, f32 arithmetic (CUDA).
+    Fp16,
 }
 
 impl PrecisionArg {
-    /// The core precision.
-    pub fn to_core(self) -> Precision {
-        match self {
-            PrecisionArg::F32 => Precision::F32,
-            PrecisionArg::Bf16 => Precision::Bf16,
-        }
-    }
-
     /// The name as typed on the command line.
     pub fn name(self) -> &'static str {
         match self {
             PrecisionArg::F32 => "f32",
             PrecisionArg::Bf16 => "bf16",
+            PrecisionArg::Fp16 => "fp16",
         }
     }
 }
 
 impl EngineArgs {
-    /// Core engine options for these settings.
-    pub fn to_options(&self) -> EngineOptions {
-        EngineOptions {
+    /// Core engine options for these settings; a precision the chosen backend lacks is an
+    /// error.
+    pub fn to_options(&self) -> Result<EngineOptions, CliError> {
+        let (precision, backend) = match (self.backend, self.precision) {
+            (BackendArg::Cpu, PrecisionArg::F32) => (Precision::F32, Backend::Cpu),
+            (BackendArg::Cpu, PrecisionArg::Bf16) => (Precision::Bf16, Backend::Cpu),
+            (BackendArg::Cuda, PrecisionArg::F32 | PrecisionArg::Fp16) => (
+                Precision::F32,
+                Backend::Cuda(CudaOptions {
+                    fp16: self.precision == PrecisionArg::Fp16,
+                    device: self.device as usize,
+                    cache_dir: kernel_cache_dir(),
+                }),
+            ),
+            (BackendArg::Cpu, PrecisionArg::Fp16) => {
+                return Err(CliError::Invalid(
+                    "--precision fp16 runs on --backend cuda; the CPU engine has f32 and bf16".into(),
+                ));
+            }
+            (BackendArg::Cuda, PrecisionArg::Bf16) => {
+                return Err(CliError::Invalid(
+                    "--precision bf16 runs on --backend cpu; the CUDA engine has fp16 and f32".into(),
+                ));
+            }
+        };
+        Ok(EngineOptions {
             threads: self.threads.map(|t| t as usize),
             tiling: self.tile.map(|tile| Tiling {
                 tile: tile as usize,
@@ -123,11 +160,20 @@ impl EngineArgs {
                     Sca::Local => ScaMode::Local,
                 },
             }),
-            precision: self.precision.to_core(),
+            precision,
             memory_limit: None,
-            backend: Backend::Cpu,
-        }
+            backend,
+        })
     }
+}
+
+/// Where compiled CUDA kernels are cached: `$XDG_CACHE_HOME/maskdcpt`, else
+/// `~/.cache/maskdcpt` (none when neither variable is set).
+fn kernel_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
+    Some(base.join("maskdcpt"))
 }
 
 /// Options of `maskdcpt convert`.
@@ -273,6 +319,9 @@ pub struct BenchArgs {
     /// Untimed runs before the timed ones.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub warmup: u32,
+    /// Images per run (GPU engines run them as one batch).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch: u32,
     /// Engine settings.
     #[command(flatten)]
     pub engine: EngineArgs,

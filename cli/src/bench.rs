@@ -7,7 +7,7 @@ use maskdcpt_core::backend::build_engine;
 use maskdcpt_core::image::{Image, round_up};
 use serde_json::json;
 
-use crate::args::{BenchArgs, Sca};
+use crate::args::{BackendArg, BenchArgs, Sca};
 use crate::error::{CliError, Result};
 
 /// Runs the benchmark and prints its JSON line to stdout.
@@ -17,7 +17,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Some(t) => t as usize,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    let mut options = args.engine.to_options();
+    let mut options = args.engine.to_options()?;
     options.threads = Some(threads);
     let engine = build_engine(&model, &options)?;
     // The engine holds its own copy of the weights: release the checkpoint (and its mapping).
@@ -26,17 +26,21 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
     let (height, width) = (args.height as usize, args.width as usize);
     let input = Image::new(width, height, synthetic_pixels(width, height)?)?;
+    let batch = vec![input; args.batch as usize];
     for _ in 0..args.warmup {
-        engine.restore(&input)?;
+        engine.restore_batch(&batch)?;
     }
     let mut times_ms = Vec::with_capacity(args.iters as usize);
     for _ in 0..args.iters {
         let start = Instant::now();
-        let output = engine.restore(&input)?;
+        let output = engine.restore_batch(&batch)?;
         times_ms.push(start.elapsed().as_secs_f64() * 1e3);
         drop(output);
     }
     let stats = Stats::of(&mut times_ms);
+    // GPU engines: the same shape with input and output kept on the device (what PyTorch
+    // timings of a resident tensor measure).
+    let device = engine.device_timing(batch.len(), width, height, args.iters as usize)?;
 
     let multiple = spec.size_multiple();
     let gmacs = spec.macs(round_up(height, multiple), round_up(width, multiple)) as f64 / 1e9;
@@ -44,6 +48,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "model": crate::model::describe(args.model.as_deref()),
         "height": height,
         "width": width,
+        "batch": args.batch,
+        "backend": match args.engine.backend {
+            BackendArg::Cpu => "cpu",
+            BackendArg::Cuda => "cuda",
+        },
         "iters": args.iters,
         "warmup": args.warmup,
         "threads": threads,
@@ -57,8 +66,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "min_ms": stats.min,
         "mean_ms": stats.mean,
         "gmacs": gmacs,
-        "gflops": 2.0 * gmacs / (stats.median / 1e3),
+        "gflops": 2.0 * gmacs * args.batch as f64 / (stats.median / 1e3),
         "peak_rss_mb": peak_rss_mb(),
+        "device": device.as_ref().map(|d| d.device.clone()),
+        "device_median_ms": device.as_ref().map(|d| d.median_ms),
+        "device_min_ms": device.as_ref().map(|d| d.min_ms),
+        "device_memory_mb": device.as_ref().map(|d| d.memory_bytes as f64 / (1 << 20) as f64),
+        "device_profile": device.as_ref().map(|d| {
+            d.profile.iter().map(|(what, ms, count)| json!({"op": what, "ms": ms, "launches": count})).collect::<Vec<_>>()
+        }),
     });
     println!("{line}");
     Ok(())

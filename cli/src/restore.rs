@@ -110,5 +110,5 @@ fn restore_to(engine: &dyn Engine, input: &Path, loaded: &Loaded, output: &Path)
 /// Loads the model and builds the engine for `args`.
 fn engine(args: &RestoreArgs) -> Result<Box<dyn Engine>> {
     let model = crate::model::load_or_default(args.model.as_deref(), args.param_key.as_deref())?;
-    Ok(build_engine(&model, &args.engine.to_options())?)
+    Ok(build_engine(&model, &args.engine.to_options()?)?)
 }

@@ -123,6 +123,10 @@ pub enum Error {
         hint: String,
     },
 
+    /// A CUDA library call failed (driver, NVRTC, cuBLASLt), with what was being done.
+    #[error("CUDA: {0}")]
+    Cuda(String),
+
     /// The requested backend or mode does not exist in this build or on this host.
     #[error("unsupported: {0}")]
     Unsupported(String),

@@ -4,7 +4,7 @@
 use std::ffi::c_char;
 use std::mem::size_of;
 
-use maskdcpt_core::backend::{Backend, EngineOptions, Precision, ScaMode, TensorRtOptions, Tiling};
+use maskdcpt_core::backend::{Backend, CudaOptions, EngineOptions, Precision, ScaMode, TensorRtOptions, Tiling};
 
 use crate::args::{c_enum, c_str, enum_arg, to_path};
 use crate::status::{Failure, FfiResult, maskdcpt_status};
@@ -17,7 +17,8 @@ pub enum maskdcpt_backend {
     Auto = 0,
     /// The CPU (always available).
     Cpu = 1,
-    /// CUDA kernels on an NVIDIA GPU (not built in this version).
+    /// The fused CUDA engine on an NVIDIA GPU (fp16 or f32; the driver, NVRTC and cuBLASLt are
+    /// loaded when the engine is created, and their absence is reported then).
     Cuda = 2,
     /// TensorRT on an NVIDIA GPU (libraries built with the `tensorrt` feature and a host with
     /// TensorRT; otherwise `maskdcpt_engine_new` says which is missing).
@@ -77,7 +78,7 @@ pub struct maskdcpt_options {
     /// Refuse runs whose estimated memory exceeds this many bytes; 0 uses the memory the
     /// operating system reports as available.
     pub memory_limit: u64,
-    /// Folder for compiled GPU engines (may be NULL; ignored by the CPU).
+    /// Folder for compiled GPU engines and kernels (may be NULL; ignored by the CPU).
     pub engine_cache_dir: *const c_char,
 }
 
@@ -99,9 +100,6 @@ pub extern "C" fn maskdcpt_options_default() -> maskdcpt_options {
     }
 }
 
-/// The message for CUDA requests.
-const NO_CUDA: &str = "not built in this version: use the CPU or TensorRT backend";
-
 impl maskdcpt_options {
     /// Checks every field and translates them into core engine options.
     ///
@@ -120,9 +118,27 @@ impl maskdcpt_options {
             ));
         }
         let precision = enum_arg(self.precision, "options.precision")?;
+        let gpu_fp16 = |backend: &str| match precision {
+            maskdcpt_precision::F32 => Ok(false),
+            maskdcpt_precision::Fp16 => Ok(true),
+            maskdcpt_precision::Bf16 => {
+                Err(Failure::unsupported(format!("bf16 precision is CPU-only: use fp16 or f32 with {backend}")))
+            }
+        };
+        // SAFETY: NULL or NUL-terminated per the function contract.
+        let cache_dir = || -> FfiResult<_> {
+            if self.engine_cache_dir.is_null() {
+                return Ok(None);
+            }
+            Ok(Some(to_path(unsafe { c_str(self.engine_cache_dir, "options.engine_cache_dir") }?)?))
+        };
         let backend = match enum_arg(self.backend, "options.backend")? {
             maskdcpt_backend::Auto | maskdcpt_backend::Cpu => Backend::Cpu,
-            maskdcpt_backend::Cuda => return Err(Failure::unsupported(format!("CUDA backend: {NO_CUDA}"))),
+            maskdcpt_backend::Cuda => {
+                let device = usize::try_from(self.device_id)
+                    .map_err(|_| Failure::invalid(format!("options.device_id {} is negative", self.device_id)))?;
+                Backend::Cuda(CudaOptions { fp16: gpu_fp16("CUDA")?, device, cache_dir: cache_dir()? })
+            }
             maskdcpt_backend::Tensorrt => {
                 if self.device_id != 0 {
                     return Err(Failure::unsupported(format!(
@@ -131,24 +147,16 @@ impl maskdcpt_options {
                         self.device_id
                     )));
                 }
-                let cache_dir = if self.engine_cache_dir.is_null() {
-                    None
-                } else {
-                    // SAFETY: non-NULL and NUL-terminated per the function contract.
-                    Some(to_path(unsafe { c_str(self.engine_cache_dir, "options.engine_cache_dir") }?)?)
-                };
-                let fp16 = match precision {
-                    maskdcpt_precision::F32 => false,
-                    maskdcpt_precision::Fp16 => true,
-                    maskdcpt_precision::Bf16 => {
-                        return Err(Failure::unsupported("bf16 precision is CPU-only: use fp16 or f32 with TensorRT"));
-                    }
-                };
-                Backend::TensorRt(TensorRtOptions { fp16, shapes: None, workspace: None, cache_dir })
+                Backend::TensorRt(TensorRtOptions {
+                    fp16: gpu_fp16("TensorRT")?,
+                    shapes: None,
+                    workspace: None,
+                    cache_dir: cache_dir()?,
+                })
             }
         };
         let precision = match (precision, &backend) {
-            (_, Backend::TensorRt(_)) | (maskdcpt_precision::F32, _) => Precision::F32,
+            (_, Backend::TensorRt(_) | Backend::Cuda(_)) | (maskdcpt_precision::F32, _) => Precision::F32,
             (maskdcpt_precision::Bf16, _) => Precision::Bf16,
             (maskdcpt_precision::Fp16, _) => {
                 return Err(Failure::unsupported("fp16 precision needs a GPU backend: use f32 or bf16 on the CPU"));
@@ -193,7 +201,15 @@ mod tests {
             unsafe { o.to_core() }.map(|_| ()).map_err(|f| format!("{f:?}"))
         };
         assert!(status(|o| o.struct_size -= 8).unwrap_err().contains("AbiMismatch"));
-        assert!(status(|o| o.backend = maskdcpt_backend::Cuda as u32).unwrap_err().contains("Unsupported"));
+        assert!(status(|o| o.backend = maskdcpt_backend::Cuda as u32).is_ok());
+        assert!(
+            status(|o| {
+                o.backend = maskdcpt_backend::Cuda as u32;
+                o.device_id = -1;
+            })
+            .unwrap_err()
+            .contains("InvalidArgument")
+        );
         assert!(status(|o| o.backend = 17).unwrap_err().contains("InvalidArgument"));
         assert!(status(|o| o.precision = maskdcpt_precision::Fp16 as u32).unwrap_err().contains("Unsupported"));
         assert!(status(|o| o.sca_mode = 5).unwrap_err().contains("InvalidArgument"));

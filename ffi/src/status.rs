@@ -101,6 +101,7 @@ impl From<Error> for Failure {
             Error::InvalidImage(_) | Error::InvalidArgument(_) => maskdcpt_status::InvalidArgument,
             Error::OutOfMemory { .. } => maskdcpt_status::OutOfMemory,
             Error::Unsupported(_) => maskdcpt_status::Unsupported,
+            Error::Cuda(_) => maskdcpt_status::Device,
         };
         Failure::new(status, e.to_string())
     }

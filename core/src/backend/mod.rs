@@ -2,6 +2,8 @@
 //! times. Backends are siblings; none imports another.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod tensorrt;
 
 use crate::error::Result;
@@ -66,6 +68,35 @@ pub enum Backend {
     Cpu,
     /// TensorRT on an NVIDIA GPU (cargo feature `tensorrt`; never run in this project's CI).
     TensorRt(TensorRtOptions),
+    /// The fused CUDA engine on an NVIDIA GPU (cargo feature `cuda`).
+    Cuda(CudaOptions),
+}
+
+/// Settings of the CUDA backend.
+#[derive(Debug, Clone, Default)]
+pub struct CudaOptions {
+    /// FP16 feature maps and matrices (f32 arithmetic and statistics); otherwise f32.
+    pub fp16: bool,
+    /// CUDA device ordinal.
+    pub device: usize,
+    /// Folder for compiled kernels (`None`: compile with NVRTC every time an engine is built).
+    pub cache_dir: Option<std::path::PathBuf>,
+}
+
+/// GPU-resident timing of an engine (input and output already on the device).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceTiming {
+    /// Median milliseconds per run.
+    pub median_ms: f64,
+    /// Fastest run in milliseconds.
+    pub min_ms: f64,
+    /// The device, e.g. "NVIDIA H200 (sm_90)".
+    pub device: String,
+    /// Device memory held by the engine for this shape (weights and activations), bytes.
+    pub memory_bytes: u64,
+    /// Device time per operation kind in one run launched op by op: (what, milliseconds,
+    /// launches). Its sum exceeds a graph replay by the launch gaps.
+    pub profile: Vec<(String, f64, usize)>,
 }
 
 /// Settings of the TensorRT backend.
@@ -107,6 +138,23 @@ pub trait Engine: Send + Sync {
 
     /// Memory a restore of a `width × height` image would need.
     fn memory_estimate(&self, width: usize, height: usize) -> Result<MemoryEstimate>;
+
+    /// Restores images of one size together (one batch on GPU engines; one by one elsewhere).
+    fn restore_batch(&self, images: &[Image]) -> Result<Vec<Image>> {
+        images.iter().map(|image| self.restore(image)).collect()
+    }
+
+    /// Times `runs` runs of a `batch × width × height` input kept on the device, for engines
+    /// that have one (`None` for host engines).
+    fn device_timing(
+        &self,
+        _batch: usize,
+        _width: usize,
+        _height: usize,
+        _runs: usize,
+    ) -> Result<Option<DeviceTiming>> {
+        Ok(None)
+    }
 }
 
 /// Builds the engine `options.backend` names. A backend this build or host lacks is an
@@ -119,6 +167,14 @@ pub fn build_engine(model: &Model, options: &EngineOptions) -> Result<Box<dyn En
         #[cfg(not(feature = "tensorrt"))]
         Backend::TensorRt(_) => Err(crate::error::Error::Unsupported(
             "this build has no TensorRT backend: rebuild maskdcpt with the `tensorrt` cargo feature".into(),
+        )),
+        #[cfg(feature = "cuda")]
+        Backend::Cuda(cuda) if cuda.fp16 => Ok(Box::new(cuda::CudaEngine::<half::f16>::new(model, options, cuda)?)),
+        #[cfg(feature = "cuda")]
+        Backend::Cuda(cuda) => Ok(Box::new(cuda::CudaEngine::<f32>::new(model, options, cuda)?)),
+        #[cfg(not(feature = "cuda"))]
+        Backend::Cuda(_) => Err(crate::error::Error::Unsupported(
+            "this build has no CUDA backend: rebuild maskdcpt with the `cuda` cargo feature".into(),
         )),
     }
 }

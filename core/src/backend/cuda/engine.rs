@@ -1,0 +1,308 @@
+//! The CUDA engine behind the [`Engine`] trait: the host pads and crops by the family rule
+//! (like the CPU engine), copies the padded planar batch to the device, runs the instance of
+//! that shape (built on first use and kept, a few shapes at a time) and copies the result
+//! back.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use super::device::{Device, cuda_error, open};
+use super::gemm::Lt;
+use super::instance::{Instance, Shape};
+use super::kernels::{Kernels, ptx};
+use super::weights::{Element, StepWeights, Uploader};
+use crate::backend::{CudaOptions, DeviceTiming, Engine, EngineOptions, MemoryEstimate};
+use crate::error::{Error, Result};
+use crate::graph::Graph;
+use crate::image::{Image, check_size, from_planar_cropped, round_up, to_padded_planar};
+use crate::model::Model;
+use crate::passes::{Program, Step, fuse};
+use crate::spec::{IMAGE_CHANNELS, PadMode};
+
+/// Instances kept per engine (each holds the activations of one input shape).
+const KEPT_INSTANCES: usize = 4;
+
+/// A CUDA engine storing feature maps and matrices as `T` (`half::f16` or `f32`).
+pub struct CudaEngine<T> {
+    device: Device,
+    lt: Lt,
+    kernels: Kernels,
+    graph: Graph,
+    program: Program,
+    weights: Vec<StepWeights<T>>,
+    weight_bytes: usize,
+    size_multiple: usize,
+    pad_mode: PadMode,
+    instances: Mutex<Vec<Instance<T>>>,
+}
+
+impl<T: Element> CudaEngine<T> {
+    /// Opens the device, compiles (or loads cached) kernels and uploads the weights.
+    pub fn new(model: &Model, options: &EngineOptions, cuda: &CudaOptions) -> Result<Self> {
+        if options.tiling.is_some() {
+            return Err(Error::Unsupported(
+                "tiling runs on the CPU backend only; the cuda backend takes whole images".into(),
+            ));
+        }
+        let width = model.spec().width;
+        if !width.is_multiple_of(8) {
+            return Err(Error::Unsupported(format!(
+                "the cuda backend runs networks whose width is a multiple of 8 (its kernels move 8 channels at \
+                 a time); this model's width is {width}: use the cpu backend"
+            )));
+        }
+        let device = open(cuda.device)?;
+        let fp16 = T::GEMM == super::gemm::GemmType::F16;
+        let kernels = Kernels::load(&device.ctx, ptx(device.arch, fp16, cuda.cache_dir.as_deref())?)?;
+        let lt = Lt::new(&device.stream)?;
+        let graph = model.graph();
+        let program = fuse(&graph)?;
+        let uploader = Uploader::new(model.weights(), &device.stream);
+        let weights: Vec<StepWeights<T>> = program
+            .steps
+            .iter()
+            .map(|step| {
+                let reads_input = matches!(step, Step::Conv3x3 { input, .. } if *input == program.input);
+                uploader.step(step, reads_input, step.output() == program.output)
+            })
+            .collect::<Result<_>>()?;
+        let weight_bytes = weights.iter().map(StepWeights::bytes).sum();
+        device.stream.synchronize().map_err(cuda_error("uploading weights"))?;
+        Ok(CudaEngine {
+            device,
+            lt,
+            kernels,
+            graph,
+            program,
+            weights,
+            weight_bytes,
+            size_multiple: model.spec().size_multiple(),
+            pad_mode: model.spec().family.pad_mode(),
+            instances: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The device's name and compute capability, e.g. "NVIDIA H200 (sm_90)".
+    pub fn device_name(&self) -> String {
+        format!("{} (sm_{}{})", self.device.name, self.device.arch.0, self.device.arch.1)
+    }
+
+    /// Runs `f` with the instance for `shape` (creating it, and dropping the oldest beyond
+    /// [`KEPT_INSTANCES`]).
+    fn with_instance<R>(&self, shape: Shape, f: impl FnOnce(&mut Instance<T>, &Self) -> Result<R>) -> Result<R> {
+        let mut instances = self.instances.lock().unwrap_or_else(|e| e.into_inner());
+        let index = match instances.iter().position(|i| i.shape == shape) {
+            Some(index) => index,
+            None => {
+                if instances.len() >= KEPT_INSTANCES {
+                    instances.remove(0);
+                }
+                let (free, _) = self.device.ctx.mem_get_info().map_err(cuda_error("reading free GPU memory"))?;
+                let instance = Instance::new(
+                    shape,
+                    &self.program,
+                    &self.graph,
+                    &self.weights,
+                    &self.kernels,
+                    &self.lt,
+                    &self.device.stream,
+                    free,
+                )?;
+                instances.push(instance);
+                instances.len() - 1
+            }
+        };
+        f(&mut instances[index], self)
+    }
+
+    fn padded_shape(&self, images: &[Image]) -> Result<Shape> {
+        let first = images.first().ok_or_else(|| Error::InvalidArgument("an empty batch".into()))?;
+        for (i, image) in images.iter().enumerate() {
+            if (image.width(), image.height()) != (first.width(), first.height()) {
+                return Err(Error::InvalidImage(format!(
+                    "image {i} of the batch is {}×{}, image 0 is {}×{}: a batch holds images of one size",
+                    image.width(),
+                    image.height(),
+                    first.width(),
+                    first.height()
+                )));
+            }
+        }
+        let m = self.size_multiple;
+        Ok(Shape { batch: images.len(), height: round_up(first.height(), m), width: round_up(first.width(), m) })
+    }
+}
+
+impl<T: Element> Engine for CudaEngine<T> {
+    fn restore(&self, input: &Image) -> Result<Image> {
+        Ok(self.restore_batch(std::slice::from_ref(input))?.remove(0))
+    }
+
+    fn restore_batch(&self, images: &[Image]) -> Result<Vec<Image>> {
+        let shape = self.padded_shape(images)?;
+        let mut planar = Vec::with_capacity(images.len() * IMAGE_CHANNELS * shape.height * shape.width);
+        for image in images {
+            image.check_finite()?;
+            planar.extend(to_padded_planar(image, self.size_multiple, self.pad_mode).0);
+        }
+        let stream = &self.device.stream;
+        let output = self.with_instance(shape, |instance, engine| {
+            stream.memcpy_htod(&planar, &mut instance.input).map_err(cuda_error("copying images to the GPU"))?;
+            instance.run(&engine.lt, stream)?;
+            let output = stream.clone_dtoh(&instance.output).map_err(cuda_error("copying results from the GPU"))?;
+            stream.synchronize().map_err(cuda_error("running the network"))?;
+            Ok(output)
+        })?;
+        let plane = IMAGE_CHANNELS * shape.height * shape.width;
+        Ok(images
+            .iter()
+            .zip(output.chunks(plane))
+            .map(|(image, planar)| {
+                from_planar_cropped(planar, shape.height, shape.width, image.width(), image.height())
+            })
+            .collect())
+    }
+
+    fn memory_estimate(&self, width: usize, height: usize) -> Result<MemoryEstimate> {
+        check_size(width, height)?;
+        let padded = |n: usize| round_up(n, self.size_multiple);
+        Ok(MemoryEstimate { weights: 0, activations: (2 * IMAGE_CHANNELS * padded(width) * padded(height) * 4) as u64 })
+    }
+
+    fn device_timing(&self, batch: usize, width: usize, height: usize, runs: usize) -> Result<Option<DeviceTiming>> {
+        check_size(width, height)?;
+        let m = self.size_multiple;
+        let shape = Shape { batch: batch.max(1), height: round_up(height, m), width: round_up(width, m) };
+        let stream = &self.device.stream;
+        self.with_instance(shape, |instance, engine| {
+            // Warm-up: the first run enqueues directly and records the graph; the second is
+            // the first replay.
+            for _ in 0..2 {
+                instance.run(&engine.lt, stream)?;
+            }
+            stream.synchronize().map_err(cuda_error("running the network"))?;
+            let mut times = Vec::with_capacity(runs);
+            for _ in 0..runs.max(1) {
+                let start = Instant::now();
+                instance.run(&engine.lt, stream)?;
+                stream.synchronize().map_err(cuda_error("running the network"))?;
+                times.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+            times.sort_by(f64::total_cmp);
+            let profile = instance.profile(&engine.lt, stream)?;
+            Ok(Some(DeviceTiming {
+                median_ms: times[times.len() / 2],
+                min_ms: times[0],
+                device: engine.device_name(),
+                memory_bytes: (engine.weight_bytes + instance.bytes) as u64,
+                profile: profile.into_iter().map(|(what, ms, count)| (what.to_owned(), ms, count)).collect(),
+            }))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::backend::{Backend, CudaOptions, Engine, EngineOptions, build_engine};
+    use crate::error::Error;
+    use crate::image::Image;
+    use crate::model::testing::random_model;
+    use crate::spec::{Family, ModelSpec};
+
+    /// The CUDA engine for `fp16`, or `None` (with a message) on hosts without a GPU; with
+    /// MASKDCPT_REQUIRE_GPU set a missing GPU fails instead.
+    fn engine(model: &crate::model::Model, fp16: bool) -> Option<Box<dyn Engine>> {
+        let options =
+            EngineOptions { backend: Backend::Cuda(CudaOptions { fp16, ..Default::default() }), ..Default::default() };
+        match build_engine(model, &options) {
+            Ok(engine) => Some(engine),
+            Err(Error::Unsupported(why)) if std::env::var_os("MASKDCPT_REQUIRE_GPU").is_none() => {
+                eprintln!("skipped: no usable CUDA GPU here ({why})");
+                None
+            }
+            Err(e) => panic!("building the CUDA engine: {e}"),
+        }
+    }
+
+    fn image(width: usize, height: usize, seed: u32) -> Image {
+        let mut state = seed.max(1);
+        let data = (0..width * height * 3)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                state as f32 / u32::MAX as f32
+            })
+            .collect();
+        Image::new(width, height, data).unwrap()
+    }
+
+    fn max_abs(a: &Image, b: &Image) -> f32 {
+        a.data().iter().zip(b.data()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    }
+
+    /// Both families, three levels, odd sizes (padding and cropping), against the CPU engine.
+    #[test]
+    fn cuda_matches_the_cpu_engine() {
+        for family in [Family::MaskDcpt, Family::Nafnet] {
+            let spec =
+                ModelSpec { family, width: 8, enc_blocks: vec![1, 2, 1], middle_blocks: 2, dec_blocks: vec![1, 1, 2] };
+            let model = random_model(&spec, 7);
+            let cpu = build_engine(&model, &EngineOptions::default()).unwrap();
+            for (fp16, bound) in [(false, 1e-4), (true, 2e-2)] {
+                let Some(gpu) = engine(&model, fp16) else { return };
+                for (w, h) in [(37, 29), (64, 48), (5, 3)] {
+                    let input = image(w, h, (w * h) as u32);
+                    let want = cpu.restore(&input).unwrap();
+                    let got = gpu.restore(&input).unwrap();
+                    let diff = max_abs(&want, &got);
+                    eprintln!("{family:?} fp16={fp16} {w}×{h}: max |Δ| {diff:.3e}");
+                    assert!(diff <= bound, "{family:?} fp16={fp16} {w}×{h}: max |Δ| {diff}");
+                }
+            }
+        }
+    }
+
+    /// A batch restores each image as a run of its own would, and shapes can alternate.
+    #[test]
+    fn batches_equal_single_runs() {
+        let spec = ModelSpec {
+            family: Family::MaskDcpt,
+            width: 8,
+            enc_blocks: vec![1, 1],
+            middle_blocks: 1,
+            dec_blocks: vec![1, 1],
+        };
+        let model = random_model(&spec, 3);
+        let Some(gpu) = engine(&model, false) else { return };
+        let images: Vec<Image> = (0..3).map(|i| image(40, 24, 11 + i)).collect();
+        let batch = gpu.restore_batch(&images).unwrap();
+        for (image, batched) in images.iter().zip(&batch) {
+            let single = gpu.restore(image).unwrap();
+            assert!(max_abs(&single, batched) <= 1e-5);
+        }
+        let other = image(17, 9, 5);
+        assert_eq!(gpu.restore(&other).unwrap().width(), 17);
+        assert!(gpu.restore_batch(&[images[0].clone(), other]).unwrap_err().to_string().contains("one size"));
+    }
+
+    /// Inputs whose bottleneck activations reach thousands stay finite in FP16 (the LayerNorm
+    /// statistics are f32).
+    #[test]
+    fn large_activations_stay_finite_in_fp16() {
+        let spec = ModelSpec {
+            family: Family::MaskDcpt,
+            width: 8,
+            enc_blocks: vec![1, 1],
+            middle_blocks: 1,
+            dec_blocks: vec![1, 1],
+        };
+        let model = random_model(&spec, 9);
+        let Some(gpu) = engine(&model, true) else { return };
+        let mut input = image(32, 32, 4);
+        let loud: Vec<f32> = input.data().iter().map(|v| v * 300.0).collect();
+        input = Image::new(32, 32, loud).unwrap();
+        let out = gpu.restore(&input).unwrap();
+        assert!(out.data().iter().all(|v| v.is_finite()));
+    }
+}

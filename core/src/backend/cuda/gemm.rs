@@ -1,0 +1,256 @@
+//! Matrix products on cuBLASLt: every 1×1 convolution and the 2×2 stride-2 downsampling.
+//!
+//! On NHWC feature maps a 1×1 conv is `D = W·X` in column-major terms: `X` is `cin × pixels`
+//! with leading dimension `cin`, `D` is `cout × pixels`, and the PyTorch weight `[cout][cin]`
+//! (row-major) is `Wᵀ` column-major, so `A` is read transposed. The per-output-channel bias is
+//! cuBLASLt's bias epilogue (a vector over the rows of `D`), and a residual is `C = D` with
+//! `β = 1`, in place. Inputs and outputs are FP16 or f32; products accumulate in f32 (never
+//! TF32). A plan fixes shapes, pointers and the algorithm once, when an engine instance is
+//! created, so running it is one `cublasLtMatmul` call (also inside a CUDA graph).
+
+use std::ffi::c_void;
+use std::mem::size_of;
+use std::sync::Arc;
+
+use cudarc::cublaslt::{result as lt, sys};
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
+
+use super::device::cuda_error;
+use crate::error::{Error, Result};
+
+/// Workspace cuBLASLt may use per product (NVIDIA's recommendation for Hopper).
+const WORKSPACE_BYTES: usize = 32 << 20;
+
+/// A cuBLASLt handle and its workspace.
+pub struct Lt {
+    handle: sys::cublasLtHandle_t,
+    workspace: CudaSlice<u8>,
+}
+
+// The handle is used from one engine instance at a time (the engine's lock).
+unsafe impl Send for Lt {}
+unsafe impl Sync for Lt {}
+
+impl Lt {
+    /// Creates the handle and allocates the workspace on `stream`'s device.
+    pub fn new(stream: &Arc<CudaStream>) -> Result<Self> {
+        let handle = lt::create_handle().map_err(cuda_error("creating the cuBLASLt handle"))?;
+        let workspace =
+            unsafe { stream.alloc::<u8>(WORKSPACE_BYTES) }.map_err(cuda_error("allocating the cuBLASLt workspace"))?;
+        Ok(Lt { handle, workspace })
+    }
+}
+
+impl Drop for Lt {
+    fn drop(&mut self) {
+        // Nothing useful can be done with a failure while dropping.
+        let _ = unsafe { lt::destroy_handle(self.handle) };
+    }
+}
+
+/// Element type of every matrix of a product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GemmType {
+    /// IEEE half.
+    F16,
+    /// IEEE single.
+    F32,
+}
+
+/// Shape of `D (rows × cols) = Aᵀ·B`, column-major, repeated over `batch` with strides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GemmShape {
+    /// Rows of `D` (output channels).
+    pub rows: u64,
+    /// Columns of `D` per batch (pixels).
+    pub cols: u64,
+    /// Inner dimension (input channels, or 2 × input channels for one row of a 2×2 kernel).
+    pub depth: u64,
+    /// Leading dimension of `B` (elements between consecutive pixels).
+    pub ldb: i64,
+    /// Leading dimension of `D`.
+    pub ldd: i64,
+    /// Number of products.
+    pub batch: i32,
+    /// Elements between the `A` of consecutive batches (0: one `A` for all).
+    pub stride_a: i64,
+    /// Elements between the `B` of consecutive batches.
+    pub stride_b: i64,
+    /// Elements between the `D` of consecutive batches.
+    pub stride_d: i64,
+}
+
+impl GemmShape {
+    /// A 1×1 conv `cin → cout` over `pixels` contiguous NHWC pixels.
+    pub fn conv1x1(cin: usize, cout: usize, pixels: usize) -> Self {
+        GemmShape {
+            rows: cout as u64,
+            cols: pixels as u64,
+            depth: cin as u64,
+            ldb: cin as i64,
+            ldd: cout as i64,
+            batch: 1,
+            stride_a: 0,
+            stride_b: 0,
+            stride_d: 0,
+        }
+    }
+}
+
+/// Device addresses a plan reads and writes.
+#[derive(Debug, Clone, Copy)]
+pub struct GemmPointers {
+    /// Weights, row-major `[rows][depth]`.
+    pub a: u64,
+    /// Input features.
+    pub b: u64,
+    /// Output features (also read when accumulating).
+    pub d: u64,
+    /// Bias over the rows, if any.
+    pub bias: Option<u64>,
+}
+
+struct Layout(sys::cublasLtMatrixLayout_t);
+
+impl Layout {
+    fn new(dtype: sys::cudaDataType, rows: u64, cols: u64, ld: i64, batch: i32, stride: i64) -> Result<Self> {
+        let layout = Layout(lt::create_matrix_layout(dtype, rows, cols, ld).map_err(cuda_error("cuBLASLt layout"))?);
+        if batch > 1 {
+            use sys::cublasLtMatrixLayoutAttribute_t as A;
+            unsafe {
+                lt::set_matrix_layout_attribute(layout.0, A::CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, ptr(&batch), 4)
+                    .map_err(cuda_error("cuBLASLt batch count"))?;
+                lt::set_matrix_layout_attribute(
+                    layout.0,
+                    A::CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                    ptr(&stride),
+                    8,
+                )
+                .map_err(cuda_error("cuBLASLt batch stride"))?;
+            }
+        }
+        Ok(layout)
+    }
+}
+
+impl Drop for Layout {
+    fn drop(&mut self) {
+        let _ = unsafe { lt::destroy_matrix_layout(self.0) };
+    }
+}
+
+struct Desc(sys::cublasLtMatmulDesc_t);
+
+impl Drop for Desc {
+    fn drop(&mut self) {
+        let _ = unsafe { lt::destroy_matmul_desc(self.0) };
+    }
+}
+
+struct Pref(sys::cublasLtMatmulPreference_t);
+
+impl Drop for Pref {
+    fn drop(&mut self) {
+        let _ = unsafe { lt::destroy_matmul_pref(self.0) };
+    }
+}
+
+fn ptr<T>(value: &T) -> *const c_void {
+    value as *const T as *const c_void
+}
+
+/// One product with everything fixed: descriptors, pointers, algorithm.
+pub struct GemmPlan {
+    desc: Desc,
+    a: Layout,
+    b: Layout,
+    d: Layout,
+    algo: sys::cublasLtMatmulAlgo_t,
+    pointers: GemmPointers,
+    beta: f32,
+}
+
+// Descriptors are plain host memory owned by the plan.
+unsafe impl Send for GemmPlan {}
+unsafe impl Sync for GemmPlan {}
+
+impl GemmPlan {
+    /// Plans `D = Aᵀ·B (+ bias) (+ D if accumulate)`, choosing cuBLASLt's heuristic best
+    /// algorithm for the workspace.
+    pub fn new(lt_: &Lt, dtype: GemmType, shape: GemmShape, pointers: GemmPointers, accumulate: bool) -> Result<Self> {
+        let data = match dtype {
+            GemmType::F16 => sys::cudaDataType_t::CUDA_R_16F,
+            GemmType::F32 => sys::cudaDataType_t::CUDA_R_32F,
+        };
+        let desc = Desc(
+            lt::create_matmul_desc(sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, sys::cudaDataType_t::CUDA_R_32F)
+                .map_err(cuda_error("cuBLASLt matmul descriptor"))?,
+        );
+        use sys::cublasLtMatmulDescAttributes_t as D;
+        let transpose: i32 = 1; // CUBLAS_OP_T (cublasOperation_t is not in the cuBLASLt bindings)
+        let epilogue = match pointers.bias {
+            Some(_) => sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS,
+            None => sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_DEFAULT,
+        } as u32;
+        unsafe {
+            lt::set_matmul_desc_attribute(desc.0, D::CUBLASLT_MATMUL_DESC_TRANSA, ptr(&transpose), 4)
+                .map_err(cuda_error("cuBLASLt transpose"))?;
+            lt::set_matmul_desc_attribute(desc.0, D::CUBLASLT_MATMUL_DESC_EPILOGUE, ptr(&epilogue), 4)
+                .map_err(cuda_error("cuBLASLt epilogue"))?;
+            if let Some(bias) = &pointers.bias {
+                lt::set_matmul_desc_attribute(desc.0, D::CUBLASLT_MATMUL_DESC_BIAS_POINTER, ptr(bias), 8)
+                    .map_err(cuda_error("cuBLASLt bias"))?;
+            }
+        }
+        let batch = shape.batch;
+        let a = Layout::new(data, shape.depth, shape.rows, shape.depth as i64, batch, shape.stride_a)?;
+        let b = Layout::new(data, shape.depth, shape.cols, shape.ldb, batch, shape.stride_b)?;
+        let d = Layout::new(data, shape.rows, shape.cols, shape.ldd, batch, shape.stride_d)?;
+        let pref = Pref(lt::create_matmul_pref().map_err(cuda_error("cuBLASLt preference"))?);
+        let workspace = WORKSPACE_BYTES;
+        unsafe {
+            lt::set_matmul_pref_attribute(
+                pref.0,
+                sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                ptr(&workspace),
+                size_of::<usize>(),
+            )
+            .map_err(cuda_error("cuBLASLt workspace preference"))?;
+        }
+        let heuristic = unsafe { lt::get_matmul_algo_heuristic(lt_.handle, desc.0, a.0, b.0, d.0, d.0, pref.0) }
+            .map_err(|e| Error::Cuda(format!("cuBLASLt has no algorithm for a {dtype:?} product {shape:?}: {e}")))?;
+        Ok(GemmPlan { desc, a, b, d, algo: heuristic.algo, pointers, beta: if accumulate { 1.0 } else { 0.0 } })
+    }
+
+    /// Enqueues the product on `stream`.
+    ///
+    /// # Safety
+    /// The plan's pointers must still address live buffers of the planned sizes on `stream`'s
+    /// device.
+    pub unsafe fn run(&self, lt_: &Lt, stream: &CudaStream) -> Result<()> {
+        let alpha = 1.0f32;
+        let p = &self.pointers;
+        let (workspace, _guard) = lt_.workspace.device_ptr(stream);
+        unsafe {
+            lt::matmul(
+                lt_.handle,
+                self.desc.0,
+                ptr(&alpha),
+                ptr(&self.beta),
+                p.a as *const c_void,
+                self.a.0,
+                p.b as *const c_void,
+                self.b.0,
+                p.d as *const c_void,
+                self.d.0,
+                p.d as *mut c_void,
+                self.d.0,
+                &self.algo,
+                workspace as *mut c_void,
+                WORKSPACE_BYTES,
+                stream.cu_stream() as sys::cudaStream_t,
+            )
+        }
+        .map_err(cuda_error("cuBLASLt matmul"))
+    }
+}

@@ -1,0 +1,516 @@
+//! An engine instance: the buffers of one input shape (batch × padded height × width) and the
+//! fused program lowered onto them as a fixed launch list (kernels, cuBLASLt products,
+//! memsets, copies). The first run enqueues the list directly; it is then captured once into
+//! a CUDA graph that later runs replay with a single launch.
+
+use std::sync::Arc;
+
+use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::{CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
+
+use super::device::cuda_error;
+use super::gemm::{GemmPlan, GemmPointers, GemmShape, Lt};
+use super::kernels::Kernels;
+use super::weights::{BlockWeights, Dense, Element, StepWeights};
+use crate::error::{Error, Result};
+use crate::graph::{Graph, ValueId};
+use crate::passes::{Program, Step, plan};
+use crate::spec::IMAGE_CHANNELS;
+
+/// A kernel argument.
+#[derive(Debug, Clone, Copy)]
+enum Arg {
+    Ptr(u64),
+    I32(i32),
+    I64(i64),
+    F32(f32),
+}
+
+/// One enqueued operation.
+enum Op {
+    Kernel { function: CudaFunction, config: LaunchConfig, args: Vec<Arg> },
+    Gemm(GemmPlan),
+    Zero { ptr: u64, bytes: usize },
+    Copy { dst: u64, src: u64, bytes: usize },
+}
+
+/// An operation and what it computes (the key of a profile).
+struct Launch {
+    label: &'static str,
+    op: Op,
+}
+
+/// Shape an instance serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// Images per run.
+    pub batch: usize,
+    /// Padded height.
+    pub height: usize,
+    /// Padded width.
+    pub width: usize,
+}
+
+/// Buffers and launch list for one [`Shape`].
+pub struct Instance<T> {
+    /// The shape served.
+    pub shape: Shape,
+    /// Planar f32 input images (batch × 3 × H × W).
+    pub input: CudaSlice<f32>,
+    /// Planar f32 output images.
+    pub output: CudaSlice<f32>,
+    _buffers: Vec<CudaSlice<T>>,
+    _stats: Vec<CudaSlice<f32>>,
+    launches: Vec<Launch>,
+    graph: Option<CudaGraph>,
+    /// Device bytes the instance allocated.
+    pub bytes: usize,
+}
+
+// Raw graph and plan handles are only used under the engine's lock.
+unsafe impl<T: Send> Send for Instance<T> {}
+unsafe impl<T: Sync> Sync for Instance<T> {}
+
+const THREADS: u32 = 256;
+
+fn grid_for(elements: usize) -> Result<LaunchConfig> {
+    let blocks = elements.div_ceil(THREADS as usize);
+    let blocks =
+        u32::try_from(blocks).map_err(|_| Error::InvalidImage("image too large for one CUDA launch".into()))?;
+    Ok(LaunchConfig { grid_dim: (blocks.max(1), 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 })
+}
+
+fn ptr<T>(slice: &CudaSlice<T>, stream: &CudaStream) -> u64 {
+    slice.device_ptr(stream).0
+}
+
+fn i32_of(v: usize) -> Result<Arg> {
+    i32::try_from(v)
+        .map(Arg::I32)
+        .map_err(|_| Error::InvalidImage(format!("dimension {v} exceeds the CUDA kernels' range")))
+}
+
+/// Largest per-step scratch needs, in elements over the whole batch.
+#[derive(Default)]
+struct Scratch {
+    normed: usize,
+    expanded: usize,
+    gated: usize,
+    channels: usize,
+    attention_weights: usize,
+}
+
+impl<T: Element> Instance<T> {
+    /// Allocates the buffers of `shape` and lowers `program` onto them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        shape: Shape,
+        program: &Program,
+        graph: &Graph,
+        weights: &[StepWeights<T>],
+        kernels: &Kernels,
+        lt: &Lt,
+        stream: &Arc<CudaStream>,
+        free_bytes: usize,
+    ) -> Result<Self> {
+        let Shape { batch: n, height: h, width: w } = shape;
+        let memory = plan(program, graph, h, w);
+        let pixels = |v: ValueId| n * (h >> graph.node(v).level) * (w >> graph.node(v).level);
+        let mut need = Scratch::default();
+        for step in &program.steps {
+            if let Step::NafBlock { input, .. } = step {
+                let c = graph.node(*input).channels;
+                need.normed = need.normed.max(pixels(*input) * c);
+                need.expanded = need.expanded.max(pixels(*input) * 2 * c);
+                need.gated = need.gated.max(pixels(*input) * c);
+                need.channels = need.channels.max(c);
+                need.attention_weights = need.attention_weights.max(n * c * c);
+            }
+            if let Step::UpShuffleAdd { input, output, .. } = step {
+                need.expanded = need.expanded.max(pixels(*input) * 4 * graph.node(*output).channels);
+            }
+        }
+        let image_len = n * IMAGE_CHANNELS * h * w;
+        let io = [program.input, program.output];
+        let slot_used: Vec<bool> = (0..memory.slot_len.len())
+            .map(|s| (0..graph.nodes.len()).any(|v| memory.slot_of[v] == Some(s) && !io.contains(&ValueId(v))))
+            .collect();
+        let element = size_of::<T>();
+        let slot_bytes: usize =
+            memory.slot_len.iter().zip(&slot_used).filter(|(_, u)| **u).map(|(len, _)| len * n * element).sum();
+        let bytes = slot_bytes
+            + (need.normed + need.expanded + need.gated + need.attention_weights) * element
+            + 2 * n * need.channels * 4
+            + 2 * image_len * 4;
+        if bytes > free_bytes {
+            return Err(Error::OutOfMemory {
+                needed_mb: (bytes >> 20) as u64,
+                available_mb: (free_bytes >> 20) as u64,
+                hint: "use a smaller batch or image, or the cpu backend with tiling".into(),
+            });
+        }
+        let alloc_t =
+            |len: usize| unsafe { stream.alloc::<T>(len.max(1)) }.map_err(cuda_error("allocating activations"));
+        let alloc_f =
+            |len: usize| unsafe { stream.alloc::<f32>(len.max(1)) }.map_err(cuda_error("allocating activations"));
+        let slots: Vec<Option<CudaSlice<T>>> = memory
+            .slot_len
+            .iter()
+            .zip(&slot_used)
+            .map(|(len, used)| used.then(|| alloc_t(len * n)).transpose())
+            .collect::<Result<_>>()?;
+        let input = alloc_f(image_len)?;
+        let output = alloc_f(image_len)?;
+        let normed = alloc_t(need.normed)?;
+        let expanded = alloc_t(need.expanded)?;
+        let gated = alloc_t(need.gated)?;
+        let attention_weights = alloc_t(need.attention_weights)?;
+        let pool = alloc_f(n * need.channels)?;
+        let attention = alloc_f(n * need.channels)?;
+
+        let value_ptr = |v: ValueId| -> u64 {
+            if v == program.input {
+                ptr(&input, stream)
+            } else if v == program.output {
+                ptr(&output, stream)
+            } else {
+                let slot = memory.slot_of[v.0].expect("planned value");
+                ptr(slots[slot].as_ref().expect("allocated slot"), stream)
+            }
+        };
+        let mut lower = Lowering {
+            launches: Vec::new(),
+            kernels,
+            lt,
+            scratch: [
+                ptr(&normed, stream),
+                ptr(&expanded, stream),
+                ptr(&gated, stream),
+                ptr(&attention_weights, stream),
+            ],
+            stats: [ptr(&pool, stream), ptr(&attention, stream)],
+            n,
+            stream,
+        };
+        for (step, weights) in program.steps.iter().zip(weights) {
+            let level = graph.node(step.output()).level;
+            let (lh, lw) = (h >> level, w >> level);
+            lower.step(step, weights, value_ptr, pixels, (lh, lw), graph)?;
+        }
+        let mut buffers: Vec<CudaSlice<T>> = slots.into_iter().flatten().collect();
+        buffers.extend([normed, expanded, gated, attention_weights]);
+        Ok(Instance {
+            shape,
+            input,
+            output,
+            _buffers: buffers,
+            _stats: vec![pool, attention],
+            launches: lower.launches,
+            graph: None,
+            bytes,
+        })
+    }
+
+    /// Runs the network on `input` into `output` (both already on the device; the caller
+    /// synchronises). The first run enqueues directly and then records the CUDA graph.
+    pub fn run(&mut self, lt: &Lt, stream: &Arc<CudaStream>) -> Result<()> {
+        if let Some(graph) = &self.graph {
+            return graph.launch().map_err(cuda_error("launching the CUDA graph"));
+        }
+        self.enqueue(lt, stream)?;
+        stream.synchronize().map_err(cuda_error("running the network"))?;
+        stream
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(cuda_error("starting CUDA graph capture"))?;
+        let enqueued = self.enqueue(lt, stream);
+        let captured = stream.end_capture(CUgraphInstantiate_flags(0));
+        enqueued?;
+        self.graph = captured.map_err(cuda_error("capturing the CUDA graph"))?;
+        Ok(())
+    }
+
+    /// Device time per operation kind over one direct run (events around every launch):
+    /// (label, milliseconds, launches), in order of first appearance.
+    pub fn profile(&self, lt: &Lt, stream: &Arc<CudaStream>) -> Result<Vec<(&'static str, f64, usize)>> {
+        let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let event = || stream.record_event(flags).map_err(cuda_error("recording a timing event"));
+        let mut marks = vec![event()?];
+        for launch in &self.launches {
+            enqueue_one(&launch.op, lt, stream)?;
+            marks.push(event()?);
+        }
+        stream.synchronize().map_err(cuda_error("profiling the network"))?;
+        let mut totals: Vec<(&'static str, f64, usize)> = Vec::new();
+        for (launch, pair) in self.launches.iter().zip(marks.windows(2)) {
+            let ms = pair[0].elapsed_ms(&pair[1]).map_err(cuda_error("reading a timing event"))? as f64;
+            match totals.iter_mut().find(|(label, ..)| *label == launch.label) {
+                Some(entry) => {
+                    entry.1 += ms;
+                    entry.2 += 1;
+                }
+                None => totals.push((launch.label, ms, 1)),
+            }
+        }
+        Ok(totals)
+    }
+
+    fn enqueue(&self, lt: &Lt, stream: &CudaStream) -> Result<()> {
+        self.launches.iter().try_for_each(|launch| enqueue_one(&launch.op, lt, stream))
+    }
+}
+
+/// Enqueues one operation on `stream`.
+fn enqueue_one(op: &Op, lt: &Lt, stream: &CudaStream) -> Result<()> {
+    match op {
+        Op::Kernel { function, config, args } => {
+            let mut builder = stream.launch_builder(function);
+            for arg in args {
+                match arg {
+                    Arg::Ptr(p) => builder.arg(p),
+                    Arg::I32(v) => builder.arg(v),
+                    Arg::I64(v) => builder.arg(v),
+                    Arg::F32(v) => builder.arg(v),
+                };
+            }
+            unsafe { builder.launch(*config) }.map_err(cuda_error("launching a kernel"))?;
+        }
+        Op::Gemm(plan) => unsafe { plan.run(lt, stream)? },
+        Op::Zero { ptr, bytes } => {
+            unsafe { cudarc::driver::result::memset_d8_async(*ptr, 0, *bytes, stream.cu_stream()) }
+                .map_err(cuda_error("clearing the attention sums"))?
+        }
+        Op::Copy { dst, src, bytes } => {
+            unsafe { cudarc::driver::result::memcpy_dtod_async(*dst, *src, *bytes, stream.cu_stream()) }
+                .map_err(cuda_error("copying a feature map"))?
+        }
+    }
+    Ok(())
+}
+
+/// Builds the launch list step by step.
+struct Lowering<'a> {
+    launches: Vec<Launch>,
+    kernels: &'a Kernels,
+    lt: &'a Lt,
+    /// Normalised, expanded (2c or 4c) and gated feature scratch, per-image conv3 weights.
+    scratch: [u64; 4],
+    /// Attention channel sums and vector (f32).
+    stats: [u64; 2],
+    n: usize,
+    stream: &'a CudaStream,
+}
+
+/// Output tile (width, height) of one block of the depthwise kernel (`DW_TX`, `DW_TY` in
+/// kernels.cu) and the bytes of channels per half it stages (`DW_CHUNK` elements).
+const DW_TILE: (usize, usize) = (16, 8);
+const DW_CHUNK_BYTES: usize = 128;
+
+impl Lowering<'_> {
+    fn push(&mut self, label: &'static str, op: Op) {
+        self.launches.push(Launch { label, op });
+    }
+
+    fn kernel(&mut self, label: &'static str, function: &CudaFunction, config: LaunchConfig, args: Vec<Arg>) {
+        self.push(label, Op::Kernel { function: function.clone(), config, args });
+    }
+
+    /// A product with `dense`'s bias; `a` replaces its weight (per-image weights).
+    #[allow(clippy::too_many_arguments)]
+    fn gemm<T: Element>(
+        &mut self,
+        label: &'static str,
+        dense: &Dense<T>,
+        a: Option<u64>,
+        shape: GemmShape,
+        b: u64,
+        d: u64,
+        accumulate: bool,
+    ) -> Result<()> {
+        let stream = self.stream;
+        let a = a.unwrap_or_else(|| ptr(&dense.weight, stream));
+        let pointers = GemmPointers { a, b, d, bias: dense.bias.as_ref().map(|b| ptr(b, stream)) };
+        self.push(label, Op::Gemm(GemmPlan::new(self.lt, T::GEMM, shape, pointers, accumulate)?));
+        Ok(())
+    }
+
+    /// Copies `src` to `dst` first when a step that works in place did not get its input's
+    /// buffer for its output.
+    fn copy_in_place(&mut self, dst: u64, src: u64, bytes: usize) {
+        if dst != src {
+            self.push("copy", Op::Copy { dst, src, bytes });
+        }
+    }
+
+    fn step<T: Element>(
+        &mut self,
+        step: &Step,
+        weights: &StepWeights<T>,
+        value: impl Fn(ValueId) -> u64,
+        pixels: impl Fn(ValueId) -> usize,
+        (h, w): (usize, usize),
+        graph: &Graph,
+    ) -> Result<()> {
+        let (n, stream) = (self.n, self.stream);
+        let element = size_of::<T>();
+        let f = |s: &CudaSlice<f32>| Arg::Ptr(ptr(s, stream));
+        match (step, weights) {
+            (Step::Conv3x3 { input, output, .. }, StepWeights::ConvIn { conv, cout }) => {
+                let args = vec![
+                    Arg::Ptr(value(*input)),
+                    f(&conv.0),
+                    f(&conv.1),
+                    Arg::Ptr(value(*output)),
+                    i32_of(n)?,
+                    i32_of(h)?,
+                    i32_of(w)?,
+                    i32_of(*cout)?,
+                ];
+                self.kernel("conv_in", &self.kernels.conv_in.clone(), grid_for(n * h * w * cout / 8)?, args);
+            }
+            (Step::Conv3x3 { input, residual: Some(residual), output, .. }, StepWeights::ConvOut { conv, cin }) => {
+                let args = vec![
+                    Arg::Ptr(value(*input)),
+                    f(&conv.0),
+                    f(&conv.1),
+                    Arg::Ptr(value(*residual)),
+                    Arg::Ptr(value(*output)),
+                    i32_of(n)?,
+                    i32_of(h)?,
+                    i32_of(w)?,
+                    i32_of(*cin)?,
+                ];
+                self.kernel("conv_out", &self.kernels.conv_out.clone(), grid_for(n * h * w)?, args);
+            }
+            (Step::Down { input, output, .. }, StepWeights::Down { rows }) => {
+                // Input is at twice the output resolution: (2h, 2w, cin) → (h, w, cout), one
+                // product per kernel row over every output row.
+                let (cin, cout) = (rows[0].cols / 2, rows[0].rows);
+                let shape = GemmShape {
+                    rows: cout as u64,
+                    cols: w as u64,
+                    depth: 2 * cin as u64,
+                    ldb: 2 * cin as i64,
+                    ldd: cout as i64,
+                    batch: i32::try_from(n * h).map_err(|_| Error::InvalidImage("image too large".into()))?,
+                    stride_a: 0,
+                    stride_b: (2 * (2 * w) * cin) as i64,
+                    stride_d: (w * cout) as i64,
+                };
+                let (src, dst) = (value(*input), value(*output));
+                let next_row = ((2 * w) * cin * element) as u64;
+                self.gemm("gemm down", &rows[0], None, shape, src, dst, false)?;
+                self.gemm("gemm down", &rows[1], None, shape, src + next_row, dst, true)?;
+            }
+            (Step::UpShuffleAdd { input, skip, output, .. }, StepWeights::Up(dense)) => {
+                let c = graph.node(*output).channels;
+                let expanded = self.scratch[1];
+                let shape = GemmShape::conv1x1(dense.cols, dense.rows, pixels(*input));
+                self.gemm("gemm up", dense, None, shape, value(*input), expanded, false)?;
+                let out = value(*output);
+                self.copy_in_place(out, value(*skip), pixels(*output) * c * element);
+                let args =
+                    vec![Arg::Ptr(expanded), Arg::Ptr(out), i32_of(n)?, i32_of(h / 2)?, i32_of(w / 2)?, i32_of(c)?];
+                let config = grid_for(pixels(*input) * c / 8)?;
+                self.kernel("shuffle_add", &self.kernels.shuffle_add.clone(), config, args);
+            }
+            (Step::NafBlock { input, output, .. }, StepWeights::Block(b)) => {
+                self.block(b, value(*input), value(*output), (h, w))?
+            }
+            _ => {
+                return Err(Error::Unsupported(format!(
+                    "the cuda backend cannot run step {step:?} with the weights prepared for it"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// A NAFBlock in place on `output` (a copy of `input` first if they differ):
+    /// LN → conv1 → depthwise + gate + channel sums → attention → conv3 (+x) → LN → conv4 →
+    /// gate → conv5 (+x).
+    fn block<T: Element>(&mut self, b: &BlockWeights<T>, input: u64, x: u64, (h, w): (usize, usize)) -> Result<()> {
+        let (n, stream, c) = (self.n, self.stream, b.c);
+        let element = size_of::<T>();
+        let hw = h * w;
+        let p = n * hw;
+        self.copy_in_place(x, input, p * c * element);
+        let [normed, expanded, gated, weights3] = self.scratch;
+        let [pool, attention] = self.stats;
+        let f = |s: &CudaSlice<f32>| Arg::Ptr(ptr(s, stream));
+        // LayerNorm lanes per pixel: enough that each holds at most 4 chunks of 8 channels.
+        let lanes = [8, 16, 32].into_iter().find(|l| c <= 32 * l).unwrap_or(32);
+        let norm = |this: &mut Self, pair: &(CudaSlice<f32>, CudaSlice<f32>)| -> Result<()> {
+            let args = vec![
+                Arg::Ptr(x),
+                f(&pair.0),
+                f(&pair.1),
+                Arg::Ptr(normed),
+                Arg::I64(p as i64),
+                i32_of(c)?,
+                Arg::F32(b.eps),
+                i32_of(lanes)?,
+            ];
+            this.kernel("layer_norm", &this.kernels.layer_norm.clone(), grid_for(p * lanes)?, args);
+            Ok(())
+        };
+        let expand = GemmShape::conv1x1(c, 2 * c, p);
+        norm(self, &b.norm1)?;
+        self.gemm("gemm conv1", &b.conv1, None, expand, normed, expanded, false)?;
+        self.push("zero", Op::Zero { ptr: pool, bytes: n * c * 4 });
+        let tiles = u32::try_from(w.div_ceil(DW_TILE.0) * h.div_ceil(DW_TILE.1))
+            .map_err(|_| Error::InvalidImage("image too large".into()))?;
+        let chunk = DW_CHUNK_BYTES / element;
+        let config = LaunchConfig {
+            grid_dim: (tiles, c.div_ceil(chunk) as u32, n as u32),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let args = vec![
+            Arg::Ptr(expanded),
+            f(&b.dw.0),
+            f(&b.dw.1),
+            Arg::Ptr(gated),
+            Arg::Ptr(pool),
+            i32_of(h)?,
+            i32_of(w)?,
+            i32_of(c)?,
+        ];
+        self.kernel("dw_gate_pool", &self.kernels.dw_gate_pool.clone(), config, args);
+        let args = vec![
+            Arg::Ptr(pool),
+            f(&b.sca.0),
+            f(&b.sca.1),
+            Arg::Ptr(attention),
+            i32_of(n)?,
+            i32_of(c)?,
+            Arg::F32(1.0 / hw as f32),
+        ];
+        self.kernel("sca_vector", &self.kernels.sca_vector.clone(), grid_for(n * c * 32)?, args);
+        let args = vec![
+            Arg::Ptr(ptr(&b.conv3.weight, stream)),
+            Arg::Ptr(attention),
+            Arg::Ptr(weights3),
+            i32_of(n)?,
+            i32_of(c)?,
+        ];
+        self.kernel("scale_weights", &self.kernels.scale_weights.clone(), grid_for(n * c * c / 8)?, args);
+        let per_image = GemmShape {
+            rows: c as u64,
+            cols: hw as u64,
+            depth: c as u64,
+            ldb: c as i64,
+            ldd: c as i64,
+            batch: n as i32,
+            stride_a: (c * c) as i64,
+            stride_b: (hw * c) as i64,
+            stride_d: (hw * c) as i64,
+        };
+        self.gemm("gemm conv3", &b.conv3, Some(weights3), per_image, gated, x, true)?;
+        norm(self, &b.norm2)?;
+        self.gemm("gemm conv4", &b.conv4, None, expand, normed, expanded, false)?;
+        let args = vec![Arg::Ptr(expanded), Arg::Ptr(gated), Arg::I64(p as i64), i32_of(c)?];
+        self.kernel("gate", &self.kernels.gate.clone(), grid_for(p * c / 8)?, args);
+        self.gemm("gemm conv5", &b.conv5, None, GemmShape::conv1x1(c, c, p), gated, x, true)?;
+        Ok(())
+    }
+}

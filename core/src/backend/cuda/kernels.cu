@@ -1,0 +1,382 @@
+// Kernels of the CUDA engine, compiled at run time with NVRTC (no headers, no nvcc).
+//
+// Feature maps are NHWC in `T`: IEEE half with MASKDCPT_FP16 defined, else float. Every
+// arithmetic operation, every sum and every LayerNorm statistic is float: a half sum of
+// squares overflows at activations of a few hundred, which is what breaks NAFNet under
+// plain FP16 engines. The network input and output are planar float (3 × H × W per image).
+// Channel counts are multiples of 8 and every thread moves 8 consecutive channels at once
+// (16-byte loads in FP16); buffers are 256-byte aligned. Index arithmetic is 64-bit wherever
+// an index can pass 2^31 (8 × 1920 × 1088 × 128 does).
+
+typedef long long i64;
+
+#ifdef MASKDCPT_FP16
+typedef unsigned short T;
+__device__ __forceinline__ float to_f(unsigned short h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+__device__ __forceinline__ unsigned short to_t(float f) {
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+__device__ __forceinline__ void load8(const T* p, float* v) {
+    uint4 raw = *reinterpret_cast<const uint4*>(p);
+    const unsigned short* h = reinterpret_cast<const unsigned short*>(&raw);
+#pragma unroll
+    for (int i = 0; i < 8; i++) v[i] = to_f(h[i]);
+}
+__device__ __forceinline__ void store8(T* p, const float* v) {
+    uint4 raw;
+    unsigned short* h = reinterpret_cast<unsigned short*>(&raw);
+#pragma unroll
+    for (int i = 0; i < 8; i++) h[i] = to_t(v[i]);
+    *reinterpret_cast<uint4*>(p) = raw;
+}
+#else
+typedef float T;
+__device__ __forceinline__ void load8(const T* p, float* v) {
+    float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+__device__ __forceinline__ void store8(T* p, const float* v) {
+    reinterpret_cast<float4*>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
+    reinterpret_cast<float4*>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
+}
+#endif
+
+// 8 consecutive f32 weights (32-byte aligned).
+__device__ __forceinline__ void load8f(const float* p, float* v) {
+    float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+
+__device__ __forceinline__ i64 global_index() { return (i64)blockIdx.x * blockDim.x + threadIdx.x; }
+
+// intro: 3×3 conv, zero padding, planar float image (n × 3 × h × w) → NHWC `cout` channels.
+// w: [tap = ci*9 + ky*3 + kx][cout] (rearranged once), b: [cout]. A thread per pixel and 8
+// output channels; neighbouring threads take neighbouring pixels of one channel group, so
+// their weight loads coincide and their image loads are contiguous.
+extern "C" __global__ void conv_in(const float* __restrict__ img, const float* __restrict__ w,
+                                   const float* __restrict__ b, T* __restrict__ out, int n, int h,
+                                   int wd, int cout) {
+    i64 pixels = (i64)n * h * wd;
+    i64 idx = global_index();
+    if (idx >= pixels * (cout / 8)) return;
+    int co = (int)(idx / pixels) * 8;
+    i64 p = idx % pixels;
+    int x = (int)(p % wd);
+    i64 t = p / wd;
+    int y = (int)(t % h);
+    int im = (int)(t / h);
+    float acc[8];
+    load8f(b + co, acc);
+    for (int ci = 0; ci < 3; ci++) {
+        const float* plane = img + ((i64)im * 3 + ci) * h * wd;
+        for (int dy = 0; dy < 3; dy++) {
+            int yy = y + dy - 1;
+            if (yy < 0 || yy >= h) continue;
+            for (int dx = 0; dx < 3; dx++) {
+                int xx = x + dx - 1;
+                if (xx < 0 || xx >= wd) continue;
+                float v = plane[(i64)yy * wd + xx], wv[8];
+                load8f(w + (ci * 9 + dy * 3 + dx) * cout + co, wv);
+#pragma unroll
+                for (int j = 0; j < 8; j++) acc[j] += wv[j] * v;
+            }
+        }
+    }
+    store8(out + p * cout + co, acc);
+}
+
+// ending: 3×3 conv NHWC `cin` channels → 3 planar float channels, plus the planar residual
+// (the network input). w: [tap = ky*3+kx][cin][3] (rearranged once), b: [3]. A thread per pixel.
+extern "C" __global__ void conv_out(const T* __restrict__ x, const float* __restrict__ w,
+                                    const float* __restrict__ b, const float* __restrict__ residual,
+                                    float* __restrict__ out, int n, int h, int wd, int cin) {
+    i64 p = global_index();
+    if (p >= (i64)n * h * wd) return;
+    int xq = (int)(p % wd);
+    i64 t = p / wd;
+    int y = (int)(t % h);
+    int im = (int)(t / h);
+    float a0 = b[0], a1 = b[1], a2 = b[2];
+    for (int dy = 0; dy < 3; dy++) {
+        int yy = y + dy - 1;
+        if (yy < 0 || yy >= h) continue;
+        for (int dx = 0; dx < 3; dx++) {
+            int xx = xq + dx - 1;
+            if (xx < 0 || xx >= wd) continue;
+            const T* px = x + (((i64)im * h + yy) * wd + xx) * cin;
+            const float* wt = w + (dy * 3 + dx) * cin * 3;
+            for (int ci = 0; ci < cin; ci += 8) {
+                float v[8];
+                load8(px + ci, v);
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    a0 += wt[(ci + j) * 3] * v[j];
+                    a1 += wt[(ci + j) * 3 + 1] * v[j];
+                    a2 += wt[(ci + j) * 3 + 2] * v[j];
+                }
+            }
+        }
+    }
+    i64 plane = (i64)h * wd;
+    i64 o = (i64)im * 3 * plane + (i64)y * wd + xq;
+    out[o] = a0 + residual[o];
+    out[o + plane] = a1 + residual[o + plane];
+    out[o + 2 * plane] = a2 + residual[o + 2 * plane];
+}
+
+#define LN_CACHE 4
+
+__device__ __forceinline__ float lanes_sum(float v, int lanes) {
+    for (int offset = lanes / 2; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    return v;
+}
+
+// LayerNorm over the `c` channels of each pixel (biased variance, two passes, float
+// statistics), affine. `lanes` (8, 16 or 32) threads per pixel, lane l taking the 8-channel
+// chunks l, l + lanes, ...; up to LN_CACHE chunks per lane stay in registers between the
+// passes (all of them up to 32 × 4 × 8 = 1024 channels), later ones are read again. blockDim.x
+// is a multiple of 32 and the grid covers whole warps (lanes past the last pixel only help the
+// shuffles).
+extern "C" __global__ void layer_norm(const T* __restrict__ x, const float* __restrict__ gamma,
+                                      const float* __restrict__ beta, T* __restrict__ y, i64 pixels,
+                                      int c, float eps, int lanes) {
+    i64 p = global_index() / lanes;
+    int lane = threadIdx.x % lanes;
+    bool live = p < pixels;
+    const T* row = x + (live ? p : 0) * c;
+    int chunks = live ? (c / 8 - lane + lanes - 1) / lanes : 0;
+    float v[LN_CACHE][8], u[8], s = 0.f;
+#pragma unroll
+    for (int k = 0; k < LN_CACHE; k++) {
+        if (k < chunks) {
+            load8(row + (lane + k * lanes) * 8, v[k]);
+#pragma unroll
+            for (int j = 0; j < 8; j++) s += v[k][j];
+        }
+    }
+    for (int k = LN_CACHE; k < chunks; k++) {
+        load8(row + (lane + k * lanes) * 8, u);
+#pragma unroll
+        for (int j = 0; j < 8; j++) s += u[j];
+    }
+    float mean = lanes_sum(s, lanes) / c, q = 0.f;
+#pragma unroll
+    for (int k = 0; k < LN_CACHE; k++) {
+        if (k < chunks) {
+#pragma unroll
+            for (int j = 0; j < 8; j++) q += (v[k][j] - mean) * (v[k][j] - mean);
+        }
+    }
+    for (int k = LN_CACHE; k < chunks; k++) {
+        load8(row + (lane + k * lanes) * 8, u);
+#pragma unroll
+        for (int j = 0; j < 8; j++) q += (u[j] - mean) * (u[j] - mean);
+    }
+    float rstd = rsqrtf(lanes_sum(q, lanes) / c + eps);
+    for (int k = 0; k < chunks; k++) {
+        int i = (lane + k * lanes) * 8;
+        float g[8], bb[8], o[8];
+        if (k < LN_CACHE) {
+#pragma unroll
+            for (int kk = 0; kk < LN_CACHE; kk++) {
+                if (kk == k) {
+#pragma unroll
+                    for (int j = 0; j < 8; j++) o[j] = v[kk][j];
+                }
+            }
+        } else {
+            load8(row + i, o);
+        }
+        load8f(gamma + i, g);
+        load8f(beta + i, bb);
+#pragma unroll
+        for (int j = 0; j < 8; j++) o[j] = (o[j] - mean) * rstd * g[j] + bb[j];
+        store8(y + p * c + i, o);
+    }
+}
+
+#define DW_TX 16
+#define DW_TY 8
+// Channels per half a block holds in shared memory: 64 in FP16, 32 in f32 (45 KB either way).
+#define DW_CHUNK (128 / (int)sizeof(T))
+#define DW_TILE ((DW_TY + 2) * (DW_TX + 2))
+
+// Raw copies of 8 elements (no conversion).
+__device__ __forceinline__ void copy8(T* dst, const T* src) {
+    const uint4* s = reinterpret_cast<const uint4*>(src);
+    uint4* d = reinterpret_cast<uint4*>(dst);
+#pragma unroll
+    for (int i = 0; i < (int)sizeof(T) / 2; i++) d[i] = s[i];
+}
+__device__ __forceinline__ void zero8(T* dst) {
+    uint4* d = reinterpret_cast<uint4*>(dst);
+#pragma unroll
+    for (int i = 0; i < (int)sizeof(T) / 2; i++) d[i] = make_uint4(0u, 0u, 0u, 0u);
+}
+
+// Depthwise 3×3 (zero padding) on the 2c channels of `t`, SimpleGate (channel k times channel
+// k + c) into `g` (c channels), and the per-image channel sums of `g` added into `pool` (float,
+// zeroed before). wd: [tap][2c] (rearranged once), bd: [2c]. A block of 256 threads takes a
+// DW_TX × DW_TY pixel tile and DW_CHUNK channels of each half: it stages the tile with its
+// one-pixel halo in shared memory (zeros outside the image), then each thread computes 8
+// channels of its pixels. Grid (tiles, channel chunks, images).
+extern "C" __global__ void dw_gate_pool(const T* __restrict__ t, const float* __restrict__ wd,
+                                        const float* __restrict__ bd, T* __restrict__ g,
+                                        float* __restrict__ pool, int h, int w, int c) {
+    __shared__ __align__(16) unsigned char smem[DW_TILE * 2 * DW_CHUNK * sizeof(T)];
+    T* tile = reinterpret_cast<T*>(smem);
+    int tiles_x = (w + DW_TX - 1) / DW_TX;
+    int x0 = (blockIdx.x % tiles_x) * DW_TX, y0 = (blockIdx.x / tiles_x) * DW_TY;
+    int c0 = blockIdx.y * DW_CHUNK, cw = min(DW_CHUNK, c - c0), groups = cw / 8;
+    i64 im = blockIdx.z, hw = (i64)h * w;
+    const T* src = t + im * hw * 2 * c;
+    for (int v = threadIdx.x; v < DW_TILE * 2 * groups; v += blockDim.x) {
+        int pix = v / (2 * groups), half = (v / groups) % 2, grp = v % groups;
+        int yy = y0 + pix / (DW_TX + 2) - 1, xx = x0 + pix % (DW_TX + 2) - 1;
+        T* dst = tile + (pix * 2 + half) * cw + grp * 8;
+        if (yy >= 0 && yy < h && xx >= 0 && xx < w) {
+            copy8(dst, src + ((i64)yy * w + xx) * 2 * c + half * c + c0 + grp * 8);
+        } else {
+            zero8(dst);
+        }
+    }
+    __syncthreads();
+    int grp = threadIdx.x % groups, q = threadIdx.x / groups, stride = blockDim.x / groups;
+    int k = c0 + grp * 8;
+    float sum[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    for (int o = q; q < stride && o < DW_TX * DW_TY; o += stride) {
+        int oy = o / DW_TX, ox = o % DW_TX;
+        if (y0 + oy >= h || x0 + ox >= w) continue;
+        float a[8], bb[8];
+        load8f(bd + k, a);
+        load8f(bd + c + k, bb);
+#pragma unroll
+        for (int dy = 0; dy < 3; dy++) {
+#pragma unroll
+            for (int dx = 0; dx < 3; dx++) {
+                const T* cell = tile + ((oy + dy) * (DW_TX + 2) + ox + dx) * 2 * cw + grp * 8;
+                const float* wt = wd + (dy * 3 + dx) * 2 * c;
+                float va[8], vb[8], wa[8], wb[8];
+                load8(cell, va);
+                load8(cell + cw, vb);
+                load8f(wt + k, wa);
+                load8f(wt + c + k, wb);
+#pragma unroll
+                for (int i = 0; i < 8; i++) {
+                    a[i] += wa[i] * va[i];
+                    bb[i] += wb[i] * vb[i];
+                }
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            a[i] *= bb[i];
+            sum[i] += a[i];
+        }
+        store8(g + (im * hw + (i64)(y0 + oy) * w + x0 + ox) * c + k, a);
+    }
+    __syncthreads();
+    float* partial = reinterpret_cast<float*>(smem);
+#pragma unroll
+    for (int i = 0; i < 8; i++) partial[threadIdx.x * 8 + i] = sum[i];
+    __syncthreads();
+    if (threadIdx.x < groups) {
+        for (int r = 1; r < stride; r++) {
+#pragma unroll
+            for (int i = 0; i < 8; i++) sum[i] += partial[(r * groups + grp) * 8 + i];
+        }
+#pragma unroll
+        for (int i = 0; i < 8; i++) atomicAdd(pool + im * c + k + i, sum[i]);
+    }
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    return v;
+}
+
+// Channel attention vector: s[im][o] = b[o] + Σ_i W[o][i] · pool[im][i] / hw. A warp per
+// output, its lanes striding over the inputs of W's row (W: [o][i], PyTorch layout).
+extern "C" __global__ void sca_vector(const float* __restrict__ pool, const float* __restrict__ w,
+                                      const float* __restrict__ b, float* __restrict__ s, int n, int c,
+                                      float inv_hw) {
+    i64 out = global_index() / 32;
+    int lane = threadIdx.x % 32;
+    if (out >= (i64)n * c) return;
+    int o = (int)(out % c);
+    const float* mean = pool + (out / c) * c;
+    const float* row = w + (i64)o * c;
+    float acc = 0.f;
+    for (int i = lane; i < c; i += 32) acc += row[i] * mean[i];
+    acc = warp_sum(acc);
+    if (lane == 0) s[out] = b[o] + acc * inv_hw;
+}
+
+// Per-image conv3 weights with the attention folded in: out[im][o][i] = w[o][i] · s[im][i]
+// (so conv3(g · s) is one product per image, with no pass over g).
+extern "C" __global__ void scale_weights(const T* __restrict__ w, const float* __restrict__ s,
+                                         T* __restrict__ out, int n, int c) {
+    i64 idx = global_index() * 8;
+    i64 square = (i64)c * c;
+    if (idx >= n * square) return;
+    i64 im = idx / square;
+    int i = (int)(idx % c);
+    float v[8], sv[8];
+    load8(w + idx % square, v);
+    load8f(s + im * c + i, sv);
+#pragma unroll
+    for (int j = 0; j < 8; j++) v[j] *= sv[j];
+    store8(out + idx, v);
+}
+
+// SimpleGate: g[p][k] = t[p][k] · t[p][k + c] (t has 2c channels), 8 channels per thread.
+extern "C" __global__ void gate(const T* __restrict__ t, T* __restrict__ g, i64 pixels, int c) {
+    i64 idx = global_index() * 8;
+    if (idx >= pixels * c) return;
+    i64 p = idx / c;
+    int k = (int)(idx % c);
+    float a[8], b[8];
+    load8(t + p * 2 * c + k, a);
+    load8(t + p * 2 * c + c + k, b);
+#pragma unroll
+    for (int j = 0; j < 8; j++) a[j] *= b[j];
+    store8(g + idx, a);
+}
+
+// PixelShuffle(2) of t (n × h × w × 4c) added into out (n × 2h × 2w × c, the skip, in place):
+// channel 4k + 2i + j of low-resolution pixel (y, x) lands in channel k of pixel (2y+i, 2x+j).
+// A thread per low-resolution pixel and 8 output channels (32 source channels).
+extern "C" __global__ void shuffle_add(const T* __restrict__ t, T* __restrict__ out, int n, int h,
+                                       int w, int c) {
+    int groups = c / 8;
+    i64 idx = global_index();
+    if (idx >= (i64)n * h * w * groups) return;
+    int k = (int)(idx % groups) * 8;
+    i64 q = idx / groups;
+    int x = (int)(q % w);
+    q /= w;
+    int y = (int)(q % h);
+    i64 im = q / h;
+    float src[32];
+    const T* from = t + ((im * h + y) * w + x) * 4 * c + 4 * k;
+#pragma unroll
+    for (int v = 0; v < 4; v++) load8(from + 8 * v, src + 8 * v);
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            T* to = out + ((im * 2 * h + 2 * y + i) * 2 * w + 2 * x + j) * c + k;
+            float o[8];
+            load8(to, o);
+#pragma unroll
+            for (int m = 0; m < 8; m++) o[m] += src[4 * m + 2 * i + j];
+            store8(to, o);
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The engine's kernels (`kernels.cu`), compiled with NVRTC for the device's compute
+//! capability in the engine's storage precision, cached on disk by a hash of everything that
+//! went into the compile, and loaded as functions.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use cudarc::driver::{CudaContext, CudaFunction};
+use cudarc::nvrtc::{CompileOptions, Ptx, compile_ptx_with_opts};
+use sha2::{Digest, Sha256};
+
+use super::device::cuda_error;
+use crate::error::{Error, Result};
+
+/// CUDA C source of every kernel.
+pub const SOURCE: &str = include_str!("kernels.cu");
+
+/// Entry points of [`SOURCE`], in [`Kernels`] field order.
+pub const ENTRY_POINTS: [&str; 8] =
+    ["conv_in", "conv_out", "layer_norm", "dw_gate_pool", "sca_vector", "scale_weights", "gate", "shuffle_add"];
+
+/// NVRTC options for compute capability `arch` (major, minor) storing activations in FP16 or f32.
+pub fn compile_options(arch: (i32, i32), fp16: bool) -> Vec<String> {
+    let mut options = vec![format!("--gpu-architecture=compute_{}{}", arch.0, arch.1), "--std=c++17".to_owned()];
+    if fp16 {
+        options.push("-DMASKDCPT_FP16".to_owned());
+    }
+    options
+}
+
+/// Compiles [`SOURCE`] to PTX (needs only NVRTC, no GPU).
+pub fn compile(arch: (i32, i32), fp16: bool) -> Result<String> {
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Err(Error::Unsupported(
+            "NVRTC (libnvrtc.so.13) not found: install the CUDA 13 toolkit or the PyPI wheel \
+             nvidia-cuda-nvrtc==13.0.88 and add its lib folder to LD_LIBRARY_PATH"
+                .into(),
+        ));
+    }
+    let options = CompileOptions {
+        options: compile_options(arch, fp16),
+        name: Some("maskdcpt_kernels.cu".into()),
+        ..Default::default()
+    };
+    let ptx = compile_ptx_with_opts(SOURCE, options)
+        .map_err(|e| Error::Cuda(format!("NVRTC failed to compile the engine's kernels: {e}")))?;
+    Ok(ptx.to_src())
+}
+
+/// PTX for `arch`/`fp16`, from `cache_dir` when an earlier compile stored it there (the file
+/// name is a hash of the source and options, so a changed kernel never loads a stale file).
+pub fn ptx(arch: (i32, i32), fp16: bool, cache_dir: Option<&Path>) -> Result<String> {
+    let Some(dir) = cache_dir else { return compile(arch, fp16) };
+    let mut hash = Sha256::new();
+    hash.update(SOURCE.as_bytes());
+    for option in compile_options(arch, fp16) {
+        hash.update(option.as_bytes());
+        hash.update([0]);
+    }
+    let digest: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let path = dir.join(format!("kernels-{}.ptx", &digest[..32]));
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && ENTRY_POINTS.iter().all(|name| text.contains(&format!(".entry {name}(")))
+    {
+        return Ok(text);
+    }
+    let text = compile(arch, fp16)?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let partial = path.with_extension("ptx.partial");
+    std::fs::write(&partial, &text).map_err(|e| Error::io(&partial, e))?;
+    std::fs::rename(&partial, &path).map_err(|e| Error::io(&path, e))?;
+    Ok(text)
+}
+
+/// The loaded kernels.
+pub struct Kernels {
+    /// Intro 3×3 conv: planar f32 image → NHWC features.
+    pub conv_in: CudaFunction,
+    /// Ending 3×3 conv plus the input residual: NHWC features → planar f32 image.
+    pub conv_out: CudaFunction,
+    /// Per-pixel LayerNorm with f32 statistics.
+    pub layer_norm: CudaFunction,
+    /// Depthwise 3×3 + SimpleGate + channel sums for the attention.
+    pub dw_gate_pool: CudaFunction,
+    /// Channel-attention vector from the channel sums.
+    pub sca_vector: CudaFunction,
+    /// Per-image conv3 weights with the attention vector folded in.
+    pub scale_weights: CudaFunction,
+    /// SimpleGate.
+    pub gate: CudaFunction,
+    /// PixelShuffle(2) added into the skip.
+    pub shuffle_add: CudaFunction,
+}
+
+impl Kernels {
+    /// Loads `ptx` into `ctx`.
+    pub fn load(ctx: &Arc<CudaContext>, ptx: String) -> Result<Self> {
+        let module = ctx.load_module(Ptx::from_src(ptx)).map_err(cuda_error("loading the kernel module"))?;
+        let f = |name: &str| module.load_function(name).map_err(cuda_error(&format!("loading kernel {name}")));
+        Ok(Kernels {
+            conv_in: f(ENTRY_POINTS[0])?,
+            conv_out: f(ENTRY_POINTS[1])?,
+            layer_norm: f(ENTRY_POINTS[2])?,
+            dw_gate_pool: f(ENTRY_POINTS[3])?,
+            sca_vector: f(ENTRY_POINTS[4])?,
+            scale_weights: f(ENTRY_POINTS[5])?,
+            gate: f(ENTRY_POINTS[6])?,
+            shuffle_add: f(ENTRY_POINTS[7])?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kernel compiles to PTX for Turing, Jetson Orin and Hopper in both precisions. Needs
+    /// NVRTC only (CI installs the PyPI wheel and sets MASKDCPT_REQUIRE_NVRTC=1 so that a
+    /// missing library fails instead of skipping).
+    #[test]
+    fn every_kernel_compiles_with_nvrtc() {
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            assert!(
+                std::env::var_os("MASKDCPT_REQUIRE_NVRTC").is_none(),
+                "MASKDCPT_REQUIRE_NVRTC is set but NVRTC is missing"
+            );
+            eprintln!(
+                "skipped: NVRTC (libnvrtc.so.13) not found; run scripts/setup-nvrtc.sh and add its output to LD_LIBRARY_PATH"
+            );
+            return;
+        }
+        for arch in [(7, 5), (8, 7), (9, 0)] {
+            for fp16 in [false, true] {
+                let ptx = compile(arch, fp16).unwrap_or_else(|e| panic!("sm_{}{} fp16={fp16}: {e}", arch.0, arch.1));
+                for name in ENTRY_POINTS {
+                    assert!(ptx.contains(&format!(".entry {name}(")), "{name} missing for {arch:?}");
+                }
+                assert_eq!(ptx.contains("cvt.rn.f16.f32"), fp16);
+            }
+        }
+    }
+
+    /// The disk cache returns what the compiler produced and keys on the options.
+    #[test]
+    fn cached_ptx_is_reused_per_options() {
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            eprintln!("skipped: NVRTC not found");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("maskdcpt-ptx-{}", std::process::id()));
+        let first = ptx((8, 0), true, Some(&dir)).unwrap();
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        assert_eq!(ptx((8, 0), true, Some(&dir)).unwrap(), first);
+        ptx((8, 0), false, Some(&dir)).unwrap();
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,191 @@
+"""CUDA engine check on the GPU test host (issue 5): parity against our CPU f32 engine and
+timing against PyTorch 2.11 on the same GPU, in one run. Driven by scripts/gpu-check.sh,
+which carries the binaries built on a CPU host (target/gpu/). Prints JSON lines while it
+goes and a Markdown table last.
+
+Parity (`maskdcpt restore ... -o x.npy`, the raw network output):
+* the embedded default model (trained) on natural held-out images (tests/default-model/lq),
+* the golden width-8 models (both families) on the golden inputs,
+* the released NAFNet shape with seeded random weights (reference_nafnet.randomize_) on a
+  natural image and on an adversarial input (pixels scaled to ±1000, which drives the
+  bottleneck activations far beyond what an FP16 sum of squares holds).
+Bounds (issue 5): FP16 PSNR >= 45 dB against CPU f32 on natural images and no NaN/Inf
+anywhere; f32 max |d| <= 1e-3 (times the output's peak where that exceeds 1).
+
+Timing (released shape, FP16): `maskdcpt bench --backend cuda` (device-resident median)
+next to PyTorch eager FP16, torch.compile and torch.compile(mode="reduce-overhead"), with
+peak GPU memory, at 1x256x256, 8x256x256 and 1x1088x1920.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+import reference_nafnet as R  # noqa: E402
+
+RELEASED = dict(width=64, enc_blocks=[1, 1, 1, 28], middle_blocks=1, dec_blocks=[1, 1, 1, 1])
+SHAPES = [(1, 256, 256), (8, 256, 256), (1, 1088, 1920)]
+
+
+def emit(record: dict) -> None:
+    print(json.dumps(record), flush=True)
+
+
+def run(cmd: list[str]) -> str:
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr}")
+    return done.stdout
+
+
+def restore(binary: str, model: str | None, src: Path, dst: Path, *engine: str) -> np.ndarray:
+    cmd = [binary, "restore", "-i", str(src), "-o", str(dst), *engine]
+    if model:
+        cmd += ["-m", model]
+    run(cmd)
+    return np.load(dst)
+
+
+def compare(label: str, ref: np.ndarray, got: np.ndarray, peak: float) -> dict:
+    finite = bool(np.isfinite(got).all())
+    diff = np.abs(ref.astype(np.float64) - got.astype(np.float64))
+    mse = float((diff**2).mean()) if finite else float("inf")
+    psnr = float("inf") if mse == 0 else float(10 * np.log10(peak**2 / mse)) if finite else float("nan")
+    return dict(case=label, finite=finite, max_abs=float(diff.max()) if finite else float("nan"), psnr_db=psnr)
+
+
+def parity(binary: str, work: Path, released: Path, quick: bool) -> list[dict]:
+    lq = sorted((ROOT / "tests/default-model/lq").glob("*_0.png"))
+    cases: list[tuple[str, str | None, Path, bool]] = []  # label, model, input, natural
+    for path in lq[: 4 if quick else len(lq)]:
+        cases.append((f"default/{path.stem}", None, path, True))
+    golden = ROOT / "tests/golden"
+    cases.append(("golden maskdcpt_w8 96x136", str(golden / "maskdcpt_w8.pth"), golden / "input_96x136.npy", False))
+    cases.append(("golden nafnet_w8 29x41", str(golden / "nafnet_w8.pth"), golden / "input_29x41.npy", False))
+    natural = ROOT / "tests/default-model/gt/chelsea_noise_0.png"
+    cases.append(("released random, chelsea", str(released), natural, True))
+    rng = np.random.default_rng(5)
+    loud = work / "adversarial.npy"
+    np.save(loud, (rng.uniform(-1, 1, (256, 256, 3)) * 1000).astype(np.float32))
+    cases.append(("released random, adversarial ±1000", str(released), loud, False))
+    rows = []
+    for label, model, src, natural_image in cases:
+        ref = restore(binary, model, src, work / "cpu.npy", "--backend", "cpu")
+        peak = 1.0 if natural_image else float(np.abs(ref).max())
+        for precision in ["f32", "fp16"]:
+            got = restore(binary, model, src, work / "gpu.npy", "--backend", "cuda", "--precision", precision)
+            row = compare(label, ref, got, peak)
+            row["precision"] = precision
+            row["peak"] = peak
+            if precision == "f32":
+                row["pass"] = bool(row["finite"] and row["max_abs"] <= 1e-3 * max(1.0, peak))
+            else:
+                row["pass"] = bool(row["finite"] and (row["psnr_db"] >= 45 if natural_image else True))
+            emit(dict(kind="parity", **row))
+            rows.append(row)
+    return rows
+
+
+def torch_model(released: Path) -> torch.nn.Module:
+    net = R.build_model("maskdcpt", **RELEASED)
+    net.load_state_dict(torch.load(released))
+    return net.cuda().half().eval()
+
+
+def time_torch(fn, x: torch.Tensor, warmup: int, iters: int) -> tuple[float, float]:
+    with torch.inference_mode():
+        for _ in range(warmup):
+            fn(x)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        times = []
+        for _ in range(iters):
+            start = time.perf_counter()
+            fn(x)
+            torch.cuda.synchronize()
+            times.append((time.perf_counter() - start) * 1e3)
+    return float(np.median(times)), torch.cuda.max_memory_allocated() / 2**20
+
+
+def timing(binary: str, released: Path, modes: list[str], iters: int, budget_s: float) -> list[dict]:
+    rows = []
+    net = torch_model(released)
+    start = time.time()
+    for n, h, w in SHAPES:
+        out = run([binary, "bench", "--backend", "cuda", "--precision", "fp16", "-m", str(released),
+                   "--height", str(h), "--width", str(w), "--batch", str(n), "--iters", str(iters), "--warmup", "2"])
+        ours = json.loads(out.strip().splitlines()[-1])
+        emit(dict(kind="profile", shape=f"{n}x{h}x{w}", ops=ours["device_profile"]))
+        row = dict(shape=f"{n}x{h}x{w}", ours_ms=ours["device_median_ms"], ours_host_ms=ours["median_ms"],
+                   ours_mb=ours["device_memory_mb"], device=ours["device"])
+        x = torch.rand(n, 3, h, w, device="cuda", dtype=torch.half)
+        for mode in modes:
+            if time.time() - start > budget_s:
+                row[mode] = None
+                continue
+            torch._dynamo.reset()
+            if mode == "eager":
+                fn = net
+            elif mode == "compile":
+                fn = torch.compile(net)
+            else:
+                fn = torch.compile(net, mode="reduce-overhead")
+            t0 = time.time()
+            ms, mb = time_torch(fn, x, warmup=3, iters=iters)
+            row[mode] = ms
+            row[f"{mode}_mb"] = mb
+            row[f"{mode}_setup_s"] = time.time() - t0
+        best = min(row[m] for m in modes if row.get(m) is not None)
+        row["best_torch_ms"] = best
+        row["ratio"] = row["ours_ms"] / best
+        emit(dict(kind="timing", **row))
+        rows.append(row)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default=str(ROOT / "target/gpu/maskdcpt"))
+    ap.add_argument("--modes", default="eager,compile,reduce-overhead")
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--budget-s", type=float, default=300, help="stop starting torch.compile runs after this")
+    ap.add_argument("--quick", action="store_true", help="fewer parity images")
+    args = ap.parse_args()
+    emit(dict(kind="host", gpu=torch.cuda.get_device_name(), torch=torch.__version__))
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        released = work / "released.pth"
+        net = R.randomize_(R.build_model("maskdcpt", **RELEASED), seed=2026)
+        torch.save(net.state_dict(), released)
+        parity_rows = parity(args.bin, work, released, args.quick)
+        timing_rows = timing(args.bin, released, args.modes.split(","), args.iters, args.budget_s)
+    print("\n| parity case | precision | max abs diff | PSNR dB (peak) | pass |\n|---|---|---|---|---|")
+    for r in parity_rows:
+        print(f"| {r['case']} | {r['precision']} | {r['max_abs']:.3e} | {r['psnr_db']:.1f} ({r['peak']:.3g}) | {r['pass']} |")
+    modes = args.modes.split(",")
+    print(f"\n| shape | ours ms (host e2e) | {' | '.join(modes)} | ours / best | ours MB | torch MB (per mode) |")
+    print("|---|---|" + "---|" * len(modes) + "---|---|---|")
+    for r in timing_rows:
+        cells = " | ".join("-" if r.get(m) is None else f"{r[m]:.2f}" for m in modes)
+        mbs = "/".join("-" if r.get(f"{m}_mb") is None else f"{r[f'{m}_mb']:.0f}" for m in modes)
+        print(f"| {r['shape']} | {r['ours_ms']:.2f} ({r['ours_host_ms']:.1f}) | {cells} | {r['ratio']:.2f} | {r['ours_mb']:.0f} | {mbs} |")
+    failed = [r for r in parity_rows if not r["pass"]]
+    print(f"\nparity: {len(parity_rows) - len(failed)}/{len(parity_rows)} pass")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
