@@ -49,7 +49,7 @@ impl Drop for Lt {
 }
 
 /// Element type of every matrix of a product.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GemmType {
     /// IEEE half.
     F16,
@@ -58,7 +58,7 @@ pub enum GemmType {
 }
 
 /// Shape of `D (rows × cols) = Aᵀ·B`, column-major, repeated over `batch` with strides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct GemmShape {
     /// Rows of `D` (output channels).
     pub rows: u64,
@@ -159,6 +159,9 @@ fn ptr<T>(value: &T) -> *const c_void {
     value as *const T as *const c_void
 }
 
+/// Algorithms cuBLASLt's heuristic proposes per product, timed by [`GemmPlan::tune`].
+const CANDIDATES: usize = 8;
+
 /// One product with everything fixed: descriptors, pointers, algorithm.
 pub struct GemmPlan {
     desc: Desc,
@@ -166,6 +169,7 @@ pub struct GemmPlan {
     b: Layout,
     d: Layout,
     algo: sys::cublasLtMatmulAlgo_t,
+    candidates: Vec<sys::cublasLtMatmulAlgo_t>,
     pointers: GemmPointers,
     beta: f32,
 }
@@ -175,8 +179,8 @@ unsafe impl Send for GemmPlan {}
 unsafe impl Sync for GemmPlan {}
 
 impl GemmPlan {
-    /// Plans `D = Aᵀ·B (+ bias) (+ D if accumulate)`, choosing cuBLASLt's heuristic best
-    /// algorithm for the workspace.
+    /// Plans `D = Aᵀ·B (+ bias) (+ D if accumulate)` with cuBLASLt's heuristic best algorithm
+    /// for the workspace (and keeps its runners-up for [`GemmPlan::tune`]).
     pub fn new(lt_: &Lt, dtype: GemmType, shape: GemmShape, pointers: GemmPointers, accumulate: bool) -> Result<Self> {
         let data = match dtype {
             GemmType::F16 => sys::cudaDataType_t::CUDA_R_16F,
@@ -217,9 +221,73 @@ impl GemmPlan {
             )
             .map_err(cuda_error("cuBLASLt workspace preference"))?;
         }
-        let heuristic = unsafe { lt::get_matmul_algo_heuristic(lt_.handle, desc.0, a.0, b.0, d.0, d.0, pref.0) }
-            .map_err(|e| Error::Cuda(format!("cuBLASLt has no algorithm for a {dtype:?} product {shape:?}: {e}")))?;
-        Ok(GemmPlan { desc, a, b, d, algo: heuristic.algo, pointers, beta: if accumulate { 1.0 } else { 0.0 } })
+        let mut results: Vec<sys::cublasLtMatmulHeuristicResult_t> =
+            (0..CANDIDATES).map(|_| unsafe { std::mem::zeroed() }).collect();
+        let mut count = 0;
+        unsafe {
+            sys::cublasLtMatmulAlgoGetHeuristic(
+                lt_.handle,
+                desc.0,
+                a.0,
+                b.0,
+                d.0,
+                d.0,
+                pref.0,
+                CANDIDATES as i32,
+                results.as_mut_ptr(),
+                &mut count,
+            )
+        }
+        .result()
+        .map_err(cuda_error("cuBLASLt heuristic"))?;
+        let candidates: Vec<_> = results
+            .iter()
+            .take(count.max(0) as usize)
+            .filter(|r| r.state == sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS)
+            .map(|r| r.algo)
+            .collect();
+        let Some(&algo) = candidates.first() else {
+            return Err(Error::Cuda(format!("cuBLASLt has no algorithm for a {dtype:?} product {shape:?}")));
+        };
+        Ok(GemmPlan { desc, a, b, d, algo, candidates, pointers, beta: if accumulate { 1.0 } else { 0.0 } })
+    }
+
+    /// The algorithm in use.
+    pub fn algo(&self) -> sys::cublasLtMatmulAlgo_t {
+        self.algo
+    }
+
+    /// Uses `algo` (one that [`GemmPlan::tune`] chose for a product of the same shape).
+    pub fn set_algo(&mut self, algo: sys::cublasLtMatmulAlgo_t) {
+        self.algo = algo;
+    }
+
+    /// Times every candidate algorithm on the plan's own buffers (their contents are
+    /// overwritten) and keeps the fastest; a candidate that fails to run is skipped.
+    pub fn tune(&mut self, lt_: &Lt, stream: &CudaStream) -> Result<()> {
+        const RUNS: usize = 3;
+        let timing = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let mut best: Option<(f32, sys::cublasLtMatmulAlgo_t)> = None;
+        for algo in self.candidates.clone() {
+            self.algo = algo;
+            // SAFETY: the plan's buffers are live (tuning runs when the instance is created).
+            if unsafe { self.run(lt_, stream) }.is_err() {
+                continue;
+            }
+            let start = stream.record_event(timing).map_err(cuda_error("timing a product"))?;
+            for _ in 0..RUNS {
+                unsafe { self.run(lt_, stream)? };
+            }
+            let end = stream.record_event(timing).map_err(cuda_error("timing a product"))?;
+            end.synchronize().map_err(cuda_error("timing a product"))?;
+            let ms = start.elapsed_ms(&end).map_err(cuda_error("timing a product"))?;
+            if best.is_none_or(|(fastest, _)| ms < fastest) {
+                best = Some((ms, algo));
+            }
+        }
+        let (_, algo) = best.ok_or_else(|| Error::Cuda("no cuBLASLt algorithm ran for a product".into()))?;
+        self.algo = algo;
+        Ok(())
     }
 
     /// Enqueues the product on `stream`.

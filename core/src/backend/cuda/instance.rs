@@ -3,13 +3,14 @@
 //! memsets, copies). The first run enqueues the list directly; it is then captured once into
 //! a CUDA graph that later runs replay with a single launch.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use cudarc::driver::{CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 
 use super::device::cuda_error;
-use super::gemm::{GemmPlan, GemmPointers, GemmShape, Lt};
+use super::gemm::{GemmPlan, GemmPointers, GemmShape, GemmType, Lt};
 use super::kernels::Kernels;
 use super::weights::{BlockWeights, Dense, Element, StepWeights};
 use crate::error::{Error, Result};
@@ -191,6 +192,7 @@ impl<T: Element> Instance<T> {
             stats: [ptr(&pool, stream), ptr(&attention, stream)],
             n,
             stream,
+            tuned: HashMap::new(),
         };
         for (step, weights) in program.steps.iter().zip(weights) {
             let level = graph.node(step.output()).level;
@@ -298,12 +300,13 @@ struct Lowering<'a> {
     stats: [u64; 2],
     n: usize,
     stream: &'a CudaStream,
+    /// Algorithm chosen per distinct product (shape, type, bias, accumulation).
+    tuned: HashMap<(GemmShape, GemmType, bool, bool), cudarc::cublaslt::sys::cublasLtMatmulAlgo_t>,
 }
 
-/// Output tile (width, height) of one block of the depthwise kernel (`DW_TX`, `DW_TY` in
-/// kernels.cu) and the bytes of channels per half it stages (`DW_CHUNK` elements).
-const DW_TILE: (usize, usize) = (16, 8);
-const DW_CHUNK_BYTES: usize = 128;
+/// Threads per block of the depthwise kernel, and pixels per thread (`DW_PIXELS` in kernels.cu).
+const DW_THREADS: usize = 256;
+const DW_PIXELS: usize = 8;
 
 impl Lowering<'_> {
     fn push(&mut self, label: &'static str, op: Op) {
@@ -329,7 +332,16 @@ impl Lowering<'_> {
         let stream = self.stream;
         let a = a.unwrap_or_else(|| ptr(&dense.weight, stream));
         let pointers = GemmPointers { a, b, d, bias: dense.bias.as_ref().map(|b| ptr(b, stream)) };
-        self.push(label, Op::Gemm(GemmPlan::new(self.lt, T::GEMM, shape, pointers, accumulate)?));
+        let mut plan = GemmPlan::new(self.lt, T::GEMM, shape, pointers, accumulate)?;
+        let key = (shape, T::GEMM, pointers.bias.is_some(), accumulate);
+        match self.tuned.get(&key) {
+            Some(&algo) => plan.set_algo(algo),
+            None => {
+                plan.tune(self.lt, stream)?;
+                self.tuned.insert(key, plan.algo());
+            }
+        }
+        self.push(label, Op::Gemm(plan));
         Ok(())
     }
 
@@ -437,8 +449,6 @@ impl Lowering<'_> {
         let [normed, expanded, gated, weights3] = self.scratch;
         let [pool, attention] = self.stats;
         let f = |s: &CudaSlice<f32>| Arg::Ptr(ptr(s, stream));
-        // LayerNorm lanes per pixel: enough that each holds at most 4 chunks of 8 channels.
-        let lanes = [8, 16, 32].into_iter().find(|l| c <= 32 * l).unwrap_or(32);
         let norm = |this: &mut Self, pair: &(CudaSlice<f32>, CudaSlice<f32>)| -> Result<()> {
             let args = vec![
                 Arg::Ptr(x),
@@ -448,21 +458,22 @@ impl Lowering<'_> {
                 Arg::I64(p as i64),
                 i32_of(c)?,
                 Arg::F32(b.eps),
-                i32_of(lanes)?,
             ];
-            this.kernel("layer_norm", &this.kernels.layer_norm.clone(), grid_for(p * lanes)?, args);
+            this.kernel("layer_norm", &this.kernels.layer_norm.clone(), grid_for(p * 8)?, args);
             Ok(())
         };
         let expand = GemmShape::conv1x1(c, 2 * c, p);
         norm(self, &b.norm1)?;
         self.gemm("gemm conv1", &b.conv1, None, expand, normed, expanded, false)?;
         self.push("zero", Op::Zero { ptr: pool, bytes: n * c * 4 });
-        let tiles = u32::try_from(w.div_ceil(DW_TILE.0) * h.div_ceil(DW_TILE.1))
+        let groups = c / 8;
+        let across = groups.min(32);
+        let strips = DW_THREADS / across;
+        let blocks = u32::try_from(hw.div_ceil(strips * DW_PIXELS))
             .map_err(|_| Error::InvalidImage("image too large".into()))?;
-        let chunk = DW_CHUNK_BYTES / element;
         let config = LaunchConfig {
-            grid_dim: (tiles, c.div_ceil(chunk) as u32, n as u32),
-            block_dim: (THREADS, 1, 1),
+            grid_dim: (blocks, groups.div_ceil(across) as u32, n as u32),
+            block_dim: (across as u32, strips as u32, 1),
             shared_mem_bytes: 0,
         };
         let args = vec![

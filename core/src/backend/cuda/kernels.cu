@@ -130,169 +130,115 @@ extern "C" __global__ void conv_out(const T* __restrict__ x, const float* __rest
     out[o + 2 * plane] = a2 + residual[o + 2 * plane];
 }
 
-#define LN_CACHE 4
+#define LN_LANES 8
 
-__device__ __forceinline__ float lanes_sum(float v, int lanes) {
-    for (int offset = lanes / 2; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+__device__ __forceinline__ float group_sum(float v) {
+#pragma unroll
+    for (int offset = LN_LANES / 2; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
     return v;
 }
 
 // LayerNorm over the `c` channels of each pixel (biased variance, two passes, float
-// statistics), affine. `lanes` (8, 16 or 32) threads per pixel, lane l taking the 8-channel
-// chunks l, l + lanes, ...; up to LN_CACHE chunks per lane stay in registers between the
-// passes (all of them up to 32 × 4 × 8 = 1024 channels), later ones are read again. blockDim.x
-// is a multiple of 32 and the grid covers whole warps (lanes past the last pixel only help the
+// statistics), affine. Eight lanes per pixel, each taking 8 channels in turn; blockDim.x is
+// a multiple of 32 and the grid covers whole warps (lanes past the last pixel only help the
 // shuffles).
 extern "C" __global__ void layer_norm(const T* __restrict__ x, const float* __restrict__ gamma,
                                       const float* __restrict__ beta, T* __restrict__ y, i64 pixels,
-                                      int c, float eps, int lanes) {
-    i64 p = global_index() / lanes;
-    int lane = threadIdx.x % lanes;
+                                      int c, float eps) {
+    i64 p = global_index() / LN_LANES;
+    int lane = threadIdx.x % LN_LANES;
     bool live = p < pixels;
     const T* row = x + (live ? p : 0) * c;
-    int chunks = live ? (c / 8 - lane + lanes - 1) / lanes : 0;
-    float v[LN_CACHE][8], u[8], s = 0.f;
+    float v[8], s = 0.f;
+    for (int i = lane * 8; live && i < c; i += LN_LANES * 8) {
+        load8(row + i, v);
 #pragma unroll
-    for (int k = 0; k < LN_CACHE; k++) {
-        if (k < chunks) {
-            load8(row + (lane + k * lanes) * 8, v[k]);
-#pragma unroll
-            for (int j = 0; j < 8; j++) s += v[k][j];
-        }
+        for (int j = 0; j < 8; j++) s += v[j];
     }
-    for (int k = LN_CACHE; k < chunks; k++) {
-        load8(row + (lane + k * lanes) * 8, u);
+    float mean = group_sum(s) / c, q = 0.f;
+    for (int i = lane * 8; live && i < c; i += LN_LANES * 8) {
+        load8(row + i, v);
 #pragma unroll
-        for (int j = 0; j < 8; j++) s += u[j];
+        for (int j = 0; j < 8; j++) q += (v[j] - mean) * (v[j] - mean);
     }
-    float mean = lanes_sum(s, lanes) / c, q = 0.f;
-#pragma unroll
-    for (int k = 0; k < LN_CACHE; k++) {
-        if (k < chunks) {
-#pragma unroll
-            for (int j = 0; j < 8; j++) q += (v[k][j] - mean) * (v[k][j] - mean);
-        }
-    }
-    for (int k = LN_CACHE; k < chunks; k++) {
-        load8(row + (lane + k * lanes) * 8, u);
-#pragma unroll
-        for (int j = 0; j < 8; j++) q += (u[j] - mean) * (u[j] - mean);
-    }
-    float rstd = rsqrtf(lanes_sum(q, lanes) / c + eps);
-    for (int k = 0; k < chunks; k++) {
-        int i = (lane + k * lanes) * 8;
-        float g[8], bb[8], o[8];
-        if (k < LN_CACHE) {
-#pragma unroll
-            for (int kk = 0; kk < LN_CACHE; kk++) {
-                if (kk == k) {
-#pragma unroll
-                    for (int j = 0; j < 8; j++) o[j] = v[kk][j];
-                }
-            }
-        } else {
-            load8(row + i, o);
-        }
+    float rstd = rsqrtf(group_sum(q) / c + eps);
+    if (!live) return;
+    for (int i = lane * 8; i < c; i += LN_LANES * 8) {
+        float g[8], bb[8];
+        load8(row + i, v);
         load8f(gamma + i, g);
         load8f(beta + i, bb);
 #pragma unroll
-        for (int j = 0; j < 8; j++) o[j] = (o[j] - mean) * rstd * g[j] + bb[j];
-        store8(y + p * c + i, o);
+        for (int j = 0; j < 8; j++) v[j] = (v[j] - mean) * rstd * g[j] + bb[j];
+        store8(y + p * c + i, v);
     }
 }
 
-#define DW_TX 16
-#define DW_TY 8
-// Channels per half a block holds in shared memory: 64 in FP16, 32 in f32 (45 KB either way).
-#define DW_CHUNK (128 / (int)sizeof(T))
-#define DW_TILE ((DW_TY + 2) * (DW_TX + 2))
-
-// Raw copies of 8 elements (no conversion).
-__device__ __forceinline__ void copy8(T* dst, const T* src) {
-    const uint4* s = reinterpret_cast<const uint4*>(src);
-    uint4* d = reinterpret_cast<uint4*>(dst);
-#pragma unroll
-    for (int i = 0; i < (int)sizeof(T) / 2; i++) d[i] = s[i];
-}
-__device__ __forceinline__ void zero8(T* dst) {
-    uint4* d = reinterpret_cast<uint4*>(dst);
-#pragma unroll
-    for (int i = 0; i < (int)sizeof(T) / 2; i++) d[i] = make_uint4(0u, 0u, 0u, 0u);
-}
+#define DW_PIXELS 8
 
 // Depthwise 3×3 (zero padding) on the 2c channels of `t`, SimpleGate (channel k times channel
 // k + c) into `g` (c channels), and the per-image channel sums of `g` added into `pool` (float,
-// zeroed before). wd: [tap][2c] (rearranged once), bd: [2c]. A block of 256 threads takes a
-// DW_TX × DW_TY pixel tile and DW_CHUNK channels of each half: it stages the tile with its
-// one-pixel halo in shared memory (zeros outside the image), then each thread computes 8
-// channels of its pixels. Grid (tiles, channel chunks, images).
+// zeroed before). wd: [tap][2c] (rearranged once), bd: [2c]. A thread runs 8 channels of
+// DW_PIXELS consecutive pixels; block (channel groups × pixel strips) = 256 threads, grid
+// (pixel blocks, channel-group blocks, images).
 extern "C" __global__ void dw_gate_pool(const T* __restrict__ t, const float* __restrict__ wd,
                                         const float* __restrict__ bd, T* __restrict__ g,
                                         float* __restrict__ pool, int h, int w, int c) {
-    __shared__ __align__(16) unsigned char smem[DW_TILE * 2 * DW_CHUNK * sizeof(T)];
-    T* tile = reinterpret_cast<T*>(smem);
-    int tiles_x = (w + DW_TX - 1) / DW_TX;
-    int x0 = (blockIdx.x % tiles_x) * DW_TX, y0 = (blockIdx.x / tiles_x) * DW_TY;
-    int c0 = blockIdx.y * DW_CHUNK, cw = min(DW_CHUNK, c - c0), groups = cw / 8;
-    i64 im = blockIdx.z, hw = (i64)h * w;
-    const T* src = t + im * hw * 2 * c;
-    for (int v = threadIdx.x; v < DW_TILE * 2 * groups; v += blockDim.x) {
-        int pix = v / (2 * groups), half = (v / groups) % 2, grp = v % groups;
-        int yy = y0 + pix / (DW_TX + 2) - 1, xx = x0 + pix % (DW_TX + 2) - 1;
-        T* dst = tile + (pix * 2 + half) * cw + grp * 8;
-        if (yy >= 0 && yy < h && xx >= 0 && xx < w) {
-            copy8(dst, src + ((i64)yy * w + xx) * 2 * c + half * c + c0 + grp * 8);
-        } else {
-            zero8(dst);
-        }
-    }
-    __syncthreads();
-    int grp = threadIdx.x % groups, q = threadIdx.x / groups, stride = blockDim.x / groups;
-    int k = c0 + grp * 8;
+    __shared__ float partial[256][9];
+    int k = (blockIdx.y * blockDim.x + threadIdx.x) * 8;
+    int im = blockIdx.z;
+    i64 hw = (i64)h * w;
+    i64 p0 = ((i64)blockIdx.x * blockDim.y + threadIdx.y) * DW_PIXELS;
+    int slot = threadIdx.y * blockDim.x + threadIdx.x;
     float sum[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-    for (int o = q; q < stride && o < DW_TX * DW_TY; o += stride) {
-        int oy = o / DW_TX, ox = o % DW_TX;
-        if (y0 + oy >= h || x0 + ox >= w) continue;
-        float a[8], bb[8];
-        load8f(bd + k, a);
-        load8f(bd + c + k, bb);
+    if (k < c) {
+        const T* src = t + (i64)im * hw * 2 * c;
+        T* dst = g + (i64)im * hw * c;
+        for (int j = 0; j < DW_PIXELS; j++) {
+            i64 p = p0 + j;
+            if (p >= hw) break;
+            int y = (int)(p / w), x = (int)(p % w);
+            float a[8], bb[8];
+            load8f(bd + k, a);
+            load8f(bd + c + k, bb);
+            for (int dy = 0; dy < 3; dy++) {
+                int yy = y + dy - 1;
+                if (yy < 0 || yy >= h) continue;
+                for (int dx = 0; dx < 3; dx++) {
+                    int xx = x + dx - 1;
+                    if (xx < 0 || xx >= w) continue;
+                    const T* q = src + ((i64)yy * w + xx) * 2 * c;
+                    const float* wt = wd + (dy * 3 + dx) * 2 * c;
+                    float va[8], vb[8], wa[8], wb[8];
+                    load8(q + k, va);
+                    load8(q + c + k, vb);
+                    load8f(wt + k, wa);
+                    load8f(wt + c + k, wb);
 #pragma unroll
-        for (int dy = 0; dy < 3; dy++) {
-#pragma unroll
-            for (int dx = 0; dx < 3; dx++) {
-                const T* cell = tile + ((oy + dy) * (DW_TX + 2) + ox + dx) * 2 * cw + grp * 8;
-                const float* wt = wd + (dy * 3 + dx) * 2 * c;
-                float va[8], vb[8], wa[8], wb[8];
-                load8(cell, va);
-                load8(cell + cw, vb);
-                load8f(wt + k, wa);
-                load8f(wt + c + k, wb);
-#pragma unroll
-                for (int i = 0; i < 8; i++) {
-                    a[i] += wa[i] * va[i];
-                    bb[i] += wb[i] * vb[i];
+                    for (int i = 0; i < 8; i++) {
+                        a[i] += wa[i] * va[i];
+                        bb[i] += wb[i] * vb[i];
+                    }
                 }
             }
-        }
 #pragma unroll
-        for (int i = 0; i < 8; i++) {
-            a[i] *= bb[i];
-            sum[i] += a[i];
+            for (int i = 0; i < 8; i++) {
+                a[i] *= bb[i];
+                sum[i] += a[i];
+            }
+            store8(dst + p * c + k, a);
         }
-        store8(g + (im * hw + (i64)(y0 + oy) * w + x0 + ox) * c + k, a);
     }
-    __syncthreads();
-    float* partial = reinterpret_cast<float*>(smem);
 #pragma unroll
-    for (int i = 0; i < 8; i++) partial[threadIdx.x * 8 + i] = sum[i];
+    for (int i = 0; i < 8; i++) partial[slot][i] = sum[i];
     __syncthreads();
-    if (threadIdx.x < groups) {
-        for (int r = 1; r < stride; r++) {
+    if (threadIdx.y == 0 && k < c) {
+        for (int r = 1; r < blockDim.y; r++) {
 #pragma unroll
-            for (int i = 0; i < 8; i++) sum[i] += partial[(r * groups + grp) * 8 + i];
+            for (int i = 0; i < 8; i++) sum[i] += partial[r * blockDim.x + threadIdx.x][i];
         }
 #pragma unroll
-        for (int i = 0; i < 8; i++) atomicAdd(pool + im * c + k + i, sum[i]);
+        for (int i = 0; i < 8; i++) atomicAdd(pool + (i64)im * c + k + i, sum[i]);
     }
 }
 
