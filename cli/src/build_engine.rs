@@ -30,7 +30,7 @@ fn tensorrt(args: &BuildEngineArgs) -> Result<()> {
         cache_dir: args.cache_dir.clone(),
     };
     let engine = build_serialized(&model, &options)?;
-    write_atomically(&args.output, |tmp| tmp.write_all(&engine).map_err(|e| CliError::file(&args.output, e)))?;
+    write_atomically(&args.output, |file| file.write_all(&engine))?;
     eprintln!("wrote {} ({} bytes)", args.output.display(), engine.len());
     Ok(())
 }

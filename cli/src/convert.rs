@@ -42,7 +42,7 @@ pub fn run(args: &ConvertArgs) -> Result<()> {
     // `serialize_to_file`, whose own temporary file would leave the output readable by its
     // owner only (mode 0600).
     let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| CliError::file(&args.output, e))?;
-    write_atomically(&args.output, |tmp| tmp.write_all(&bytes).map_err(|e| CliError::file(&args.output, e)))?;
+    write_atomically(&args.output, |file| file.write_all(&bytes))?;
     eprintln!("wrote {} tensors to {}", model.weights().len(), args.output.display());
     Ok(())
 }

@@ -17,7 +17,7 @@ pub fn run(args: &ExportOnnxArgs) -> Result<()> {
     };
     let model = crate::model::load(&args.model, args.param_key.as_deref())?;
     let bytes = export(&model, &OnnxOptions { fp16: args.fp16, shape }).map_err(|e| CliError::file(&args.model, e))?;
-    write_atomically(&args.output, |tmp| tmp.write_all(&bytes).map_err(|e| CliError::file(&args.output, e)))?;
+    write_atomically(&args.output, |file| file.write_all(&bytes))?;
     eprintln!("wrote {} ({} bytes)", args.output.display(), bytes.len());
     Ok(())
 }

@@ -162,8 +162,8 @@ fn read_npy(bytes: &[u8]) -> std::result::Result<Loaded, String> {
 /// 8-bit.
 pub fn write(path: &Path, image: &Image, depth: Depth) -> Result<()> {
     let kind = FileKind::from_path(path)?;
-    write_atomically(path, |tmp| {
-        let mut out = BufWriter::new(tmp.as_file_mut());
+    write_atomically(path, |file| {
+        let mut out = BufWriter::new(file);
         let encoded = match kind {
             FileKind::Npy => write_npy(&mut out, image).map_err(|e| e.to_string()),
             FileKind::Jpeg => encode(&mut out, image, ImageFormat::Jpeg, Depth::U8),
@@ -171,7 +171,7 @@ pub fn write(path: &Path, image: &Image, depth: Depth) -> Result<()> {
             FileKind::Tiff => encode(&mut out, image, ImageFormat::Tiff, depth),
             FileKind::Ppm => encode(&mut out, image, ImageFormat::Pnm, Depth::U8),
         };
-        encoded.and_then(|()| out.flush().map_err(|e| e.to_string())).map_err(|m| CliError::file(path, m))
+        encoded.and_then(|()| out.flush().map_err(|e| e.to_string())).map_err(std::io::Error::other)
     })
 }
 

@@ -6,6 +6,7 @@
 //! the graph also lowers to other formats ([`export`]).
 //! [`pixels`] converts caller buffers (RGB8, BGRA8, RGB16, f32, NV12, ...) to and from images.
 
+pub mod atomic_file;
 pub mod backend;
 pub mod error;
 pub mod export;

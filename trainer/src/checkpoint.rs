@@ -60,23 +60,9 @@ pub fn save(dir: &Path, step: u64, data: &CheckpointData, keep_last: usize) -> R
     Ok(path)
 }
 
-/// Writes bytes to a temporary file beside `path`, syncs it and renames it into place.
+/// Writes `bytes` to `path` all or nothing (core's `atomic_file`), naming the file on error.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut file =
-        tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot create a file in {}", dir.display()))?;
-    file.write_all(bytes)
-        .and_then(|_| file.as_file().sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    // Temporary files are private (0600); the result is an ordinary file.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        file.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    }
-    file.persist(path).with_context(|| format!("cannot move the new file into {}", path.display()))?;
-    Ok(())
+    maskdcpt_core::atomic_file::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Checkpoints in `dir`, oldest first.

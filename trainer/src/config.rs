@@ -239,6 +239,14 @@ impl Config {
         if t.classify_weight > 0.0 && self.classifier.is_none() {
             bail!("[train] classify_weight is {} but there is no [classifier] section", t.classify_weight);
         }
+        let classes = maskdcpt_degrade::Class::COUNT as i64;
+        if let Some(head) = self.classifier.as_ref().filter(|h| h.classes != classes) {
+            bail!(
+                "[classifier] classes is {} but labels are the {classes} built-in degradation classes (synthesised or \
+                 read from dataset manifests): set classes = {classes}",
+                head.classes
+            );
+        }
         if self.output.checkpoint_every == 0 || self.output.keep_last == 0 || self.output.log_every == 0 {
             bail!("[output] checkpoint_every, keep_last and log_every must be at least 1");
         }
@@ -279,6 +287,7 @@ mod tests {
             (base.replace("crop = 32", "crop = 40"), "multiple of 16"),
             (base.replace("ema_decay = 0.9", "ema_decay = 1.5"), "ema_decay"),
             (base.replace("[classifier]", "[unused]").replace("classes = 19\n", ""), "unknown field `unused`"),
+            (base.replace("classes = 19", "classes = 5"), "set classes = 19"),
         ];
         for (text, expected) in cases {
             let path = dir.path().join("c.toml");

@@ -105,6 +105,20 @@ fn exported_safetensors(data: &CheckpointData, options: &ExportOptions) -> Resul
     if options.with_classifier && !has_head {
         bail!("--with-classifier: this checkpoint has no classification head (its config has no [classifier])");
     }
+    if options.with_classifier {
+        let classes = ema
+            .iter()
+            .find(|(n, _)| n == &format!("{CLASSIFIER_PREFIX}fc.weight"))
+            .map(|(_, t)| t.size()[0])
+            .unwrap_or_default();
+        if classes != maskdcpt_degrade::Class::COUNT as i64 {
+            bail!(
+                "--with-classifier: the head has {classes} outputs but the exported class names are the {} built-in \
+                 classes",
+                maskdcpt_degrade::Class::COUNT
+            );
+        }
+    }
     let named = if options.with_classifier { ema } else { backbone_only(ema) };
     let dtype = match options.dtype {
         ExportDtype::F32 => Dtype::F32,

@@ -92,6 +92,30 @@ fn writes_pairs_and_manifest_deterministically() {
     }
 }
 
+/// A manifest whose labels do not name the built-in classes is refused when read (training and
+/// evaluation index class tables with them), naming the entry.
+#[test]
+fn manifests_with_unknown_or_inconsistent_classes_are_refused() {
+    let clean = clean_folder("labels");
+    let out = temp_dir("labels-out");
+    let opts = DatasetOptions { per_image: 1, crop: Some(Crop::Random(32)), seed: 7, ..DatasetOptions::default() };
+    let summary = write_dataset(&clean, &out, &opts).unwrap();
+    let text = fs::read_to_string(&summary.manifest).unwrap();
+    let first_index = format!("\"class_index\": {}", Class::Noise.index());
+    assert!(text.contains(&first_index), "{}", &text[..200]);
+    for (from, to, expected) in [
+        (first_index.as_str(), "\"class_index\": 99", "index 0, not 99"),
+        ("\"class\": \"noise\"", "\"class\": \"sunburn\"", "sunburn"),
+    ] {
+        fs::write(&summary.manifest, text.replacen(from, to, 1)).unwrap();
+        let err = read_manifest(&summary.manifest).unwrap_err().to_string();
+        assert!(err.contains("entry 0") && err.contains(expected), "{err}");
+    }
+    for dir in [clean, out] {
+        fs::remove_dir_all(dir).unwrap();
+    }
+}
+
 #[test]
 fn selected_classes_and_centre_crop() {
     let clean = clean_folder("subset");

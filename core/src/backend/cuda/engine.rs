@@ -91,6 +91,9 @@ impl<T: Element> CudaEngine<T> {
     /// [`KEPT_INSTANCES`]).
     fn with_instance<R>(&self, shape: Shape, f: impl FnOnce(&mut Instance<T>, &Self) -> Result<R>) -> Result<R> {
         let mut instances = self.instances.lock().unwrap_or_else(|e| e.into_inner());
+        // The calling thread may not be the one that built the engine: make the device's
+        // context current for the raw driver and cuBLASLt calls of this run.
+        self.device.ctx.bind_to_thread().map_err(cuda_error("binding the CUDA context to this thread"))?;
         let index = match instances.iter().position(|i| i.shape == shape) {
             Some(index) => index,
             None => {
@@ -237,6 +240,17 @@ mod tests {
         Image::new(width, height, data).unwrap()
     }
 
+    /// A width-8 MaskDCPT network with two levels.
+    fn two_levels() -> ModelSpec {
+        ModelSpec {
+            family: Family::MaskDcpt,
+            width: 8,
+            enc_blocks: vec![1, 1],
+            middle_blocks: 1,
+            dec_blocks: vec![1, 1],
+        }
+    }
+
     fn max_abs(a: &Image, b: &Image) -> f32 {
         a.data().iter().zip(b.data()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
     }
@@ -266,14 +280,7 @@ mod tests {
     /// A batch restores each image as a run of its own would, and shapes can alternate.
     #[test]
     fn batches_equal_single_runs() {
-        let spec = ModelSpec {
-            family: Family::MaskDcpt,
-            width: 8,
-            enc_blocks: vec![1, 1],
-            middle_blocks: 1,
-            dec_blocks: vec![1, 1],
-        };
-        let model = random_model(&spec, 3);
+        let model = random_model(&two_levels(), 3);
         let Some(gpu) = engine(&model, false) else { return };
         let images: Vec<Image> = (0..3).map(|i| image(40, 24, 11 + i)).collect();
         let batch = gpu.restore_batch(&images).unwrap();
@@ -286,23 +293,30 @@ mod tests {
         assert!(gpu.restore_batch(&[images[0].clone(), other]).unwrap_err().to_string().contains("one size"));
     }
 
+    /// Threads other than the builder's may restore on one engine at once (the engine binds its
+    /// context and serialises runs on its stream).
+    #[test]
+    fn engines_serve_several_threads() {
+        let model = random_model(&two_levels(), 5);
+        let Some(gpu) = engine(&model, false) else { return };
+        let input = image(24, 16, 8);
+        let want = gpu.restore(&input).unwrap();
+        std::thread::scope(|scope| {
+            let runs: Vec<_> = (0..4).map(|_| scope.spawn(|| gpu.restore(&input).unwrap())).collect();
+            for run in runs {
+                assert!(max_abs(&run.join().unwrap(), &want) <= 1e-6);
+            }
+        });
+    }
+
     /// Inputs whose bottleneck activations reach thousands stay finite in FP16 (the LayerNorm
     /// statistics are f32).
     #[test]
     fn large_activations_stay_finite_in_fp16() {
-        let spec = ModelSpec {
-            family: Family::MaskDcpt,
-            width: 8,
-            enc_blocks: vec![1, 1],
-            middle_blocks: 1,
-            dec_blocks: vec![1, 1],
-        };
-        let model = random_model(&spec, 9);
+        let model = random_model(&two_levels(), 9);
         let Some(gpu) = engine(&model, true) else { return };
-        let mut input = image(32, 32, 4);
-        let loud: Vec<f32> = input.data().iter().map(|v| v * 300.0).collect();
-        input = Image::new(32, 32, loud).unwrap();
-        let out = gpu.restore(&input).unwrap();
+        let loud: Vec<f32> = image(32, 32, 4).data().iter().map(|v| v * 300.0).collect();
+        let out = gpu.restore(&Image::new(32, 32, loud).unwrap()).unwrap();
         assert!(out.data().iter().all(|v| v.is_finite()));
     }
 }

@@ -66,9 +66,7 @@ pub fn ptx(arch: (i32, i32), fp16: bool, cache_dir: Option<&Path>) -> Result<Str
     }
     let text = compile(arch, fp16)?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let partial = path.with_extension("ptx.partial");
-    std::fs::write(&partial, &text).map_err(|e| Error::io(&partial, e))?;
-    std::fs::rename(&partial, &path).map_err(|e| Error::io(&path, e))?;
+    crate::atomic_file::write(&path, text.as_bytes()).map_err(|e| Error::io(&path, e))?;
     Ok(text)
 }
 

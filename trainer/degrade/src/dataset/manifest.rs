@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Record};
+use crate::{Class, Error, Record};
 
 /// One sample of a written dataset.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -27,5 +27,19 @@ pub struct ManifestEntry {
 pub fn read_manifest(path: &Path) -> Result<Vec<ManifestEntry>, Error> {
     let fail = |reason: String| Error::Manifest { path: path.to_path_buf(), reason };
     let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
-    serde_json::from_slice(&bytes).map_err(|e| fail(e.to_string()))
+    let entries: Vec<ManifestEntry> = serde_json::from_slice(&bytes).map_err(|e| fail(e.to_string()))?;
+    for (i, entry) in entries.iter().enumerate() {
+        let record = &entry.record;
+        let class = Class::from_id(&record.class).map_err(|e| fail(format!("entry {i} ({}): {e}", entry.lq)))?;
+        if class.index() != record.class_index {
+            return Err(fail(format!(
+                "entry {i} ({}): class `{}` has index {}, not {}",
+                entry.lq,
+                record.class,
+                class.index(),
+                record.class_index
+            )));
+        }
+    }
+    Ok(entries)
 }
