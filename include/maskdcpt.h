@@ -479,10 +479,12 @@ maskdcpt_status maskdcpt_restore_device(const struct maskdcpt_engine *engine,
                                         void *cuda_stream);
 
 /**
- * Classifies the degradations of `input`: writes one probability per class (names from
- * `maskdcpt_model_class_name`) to `probabilities`, which holds `capacity` floats, and the
- * class count to `*count`. Returns `MASKDCPT_STATUS_UNSUPPORTED` when the model has no
- * degradation-classification head.
+ * Classifies the degradations of `input`: writes one probability per class (softmax; names
+ * from `maskdcpt_model_class_name`) to `probabilities`, which holds `capacity` floats, and
+ * the class count to `*count`. With `probabilities` NULL and `capacity` 0 only `*count` is
+ * written (nothing runs). A `capacity` below the class count is
+ * `MASKDCPT_STATUS_INVALID_ARGUMENT`; a model without the degradation-classification head,
+ * or a GPU engine (the head runs on the CPU backend), `MASKDCPT_STATUS_UNSUPPORTED`.
  *
  * # Safety
  * `engine` is a live engine, `input` a valid frame, `probabilities` NULL (with `capacity` 0)
@@ -539,8 +541,9 @@ maskdcpt_status maskdcpt_model_get_info(const struct maskdcpt_model *model,
                                         struct maskdcpt_model_info *out);
 
 /**
- * Writes the name of degradation class `index` (a static string) to `*out`. Fails with
- * `MASKDCPT_STATUS_UNSUPPORTED` when the model has no classification head.
+ * Writes the name of degradation class `index` (e.g. `"low_light"`; valid until the model is
+ * freed) to `*out`. Fails with `MASKDCPT_STATUS_UNSUPPORTED` when the model has no
+ * classification head and `MASKDCPT_STATUS_INVALID_ARGUMENT` when `index` ≥ `class_count`.
  *
  * # Safety
  * `model` is a live model, `out` a writable pointer.

@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "maskdcpt.h"
 
@@ -104,6 +105,13 @@ public:
         return info;
     }
 
+    /// Name of degradation class `index` (models with a classification head).
+    std::string class_name(std::size_t index) const {
+        const char *name = nullptr;
+        detail::check(maskdcpt_model_class_name(get(), index, &name));
+        return name;
+    }
+
     /// The raw handle (still owned by this object).
     const maskdcpt_model *get() const noexcept { return model_.get(); }
 
@@ -126,6 +134,15 @@ public:
     /// Restores `input` into `output` (host memory, same size, any pixel formats).
     void restore(const maskdcpt_image &input, const maskdcpt_image &output) const {
         detail::check(maskdcpt_restore(get(), &input, &output));
+    }
+
+    /// Probability of each degradation class in `input` (names from `Model::class_name`).
+    std::vector<float> classify(const maskdcpt_image &input) const {
+        std::size_t count = 0;
+        detail::check(maskdcpt_classify(get(), &input, nullptr, 0, &count));
+        std::vector<float> probabilities(count);
+        detail::check(maskdcpt_classify(get(), &input, probabilities.data(), probabilities.size(), &count));
+        return probabilities;
     }
 
     /// The raw handle (still owned by this object).

@@ -71,7 +71,9 @@ int main(int argc, char **argv) {
     try {
         const Settings s = parse(argc, argv);
         maskdcpt::check_abi();
-        const maskdcpt::Model model = maskdcpt::Model::load(s.model);
+        // "default" is the small model embedded in the library (it also classifies degradations).
+        const maskdcpt::Model model =
+            s.model == "default" ? maskdcpt::Model::load_default() : maskdcpt::Model::load(s.model);
         maskdcpt_options options = maskdcpt_options_default();
         options.threads = s.threads;
         const maskdcpt::Engine engine(model, options);
@@ -89,11 +91,17 @@ int main(int argc, char **argv) {
         std::printf("libmaskdcpt %s: %zu NV12 frames of %zux%zu in %.3f s: %.2f frames per second (checksum %016llx)\n",
                     maskdcpt::version().c_str(), s.frames, s.width, s.height, elapsed.count(),
                     static_cast<double>(s.frames) / elapsed.count(), static_cast<unsigned long long>(checksum));
+        if (model.info().has_classifier) {
+            const std::vector<float> p = engine.classify(input.image());
+            std::size_t top = 0;
+            for (std::size_t i = 1; i < p.size(); i++) top = p[i] > p[top] ? i : top;
+            std::printf("last input frame: %s (%.1f %%)\n", model.class_name(top).c_str(), 100.0 * p[top]);
+        }
         return 0;
     } catch (const maskdcpt::Error &e) {
         std::fprintf(stderr, "frame_loop: %s (status %u)\n", e.what(), static_cast<unsigned>(e.status()));
     } catch (const std::exception &e) {
-        std::fprintf(stderr, "frame_loop: %s\nusage: %s MODEL [--frames N] [--width W] [--height H] [--threads N]\n",
+        std::fprintf(stderr, "frame_loop: %s\nusage: %s MODEL|default [--frames N] [--width W] [--height H] [--threads N]\n",
                      e.what(), argv[0]);
     }
     return 1;

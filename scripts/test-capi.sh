@@ -84,6 +84,9 @@ vg=(valgrind --quiet --error-exitcode=1 --leak-check=full --errors-for-leak-kind
     --show-possibly-lost=no)
 "${vg[@]}" "$build/restore_image" "$MODEL" "$tmp/in.ppm" "$tmp/valgrind.ppm" --threads 2
 "${vg[@]}" "$build/frame_loop" "$MODEL" --frames 3 --width 64 --height 48 --threads 2
+# The embedded default model, with its classification head (C++ Engine::classify).
+"${vg[@]}" "$build/frame_loop" default --frames 2 --width 64 --height 48 --threads 2 | tee "$tmp/classify.log"
+grep -q "last input frame: " "$tmp/classify.log"
 "${vg[@]}" "$build/bad_inputs" "$MODEL" > "$tmp/bad_inputs.log" || { cat "$tmp/bad_inputs.log"; exit 1; }
 tail -n 1 "$tmp/bad_inputs.log"
 echo "C ABI checks passed"

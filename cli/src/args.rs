@@ -22,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Restore an image, or every file of a folder, with a model.
     Restore(RestoreArgs),
+    /// Name the degradations of an image with the model's classification head.
+    Classify(ClassifyArgs),
     /// Rewrite a checkpoint as a validated `.safetensors` file (f32 or f16).
     Convert(ConvertArgs),
     /// Describe a checkpoint: architecture, parameter count, dtype, format.
@@ -214,6 +216,26 @@ pub struct InfoArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Options of `maskdcpt classify`.
+#[derive(Debug, Args)]
+pub struct ClassifyArgs {
+    /// Checkpoint with a classification head; default: the embedded default model.
+    #[arg(short, long, value_name = "MODEL")]
+    pub model: Option<PathBuf>,
+    /// Input image (PNG, JPEG, TIFF, PPM or float32 H×W×3 `.npy`).
+    #[arg(short, long, value_name = "INPUT")]
+    pub input: PathBuf,
+    /// Classes to print, most probable first.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub top: u32,
+    /// Print one JSON object with every class's probability instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Worker threads (default: all available cores).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub threads: Option<u32>,
 }
 
 /// Options of `maskdcpt export-onnx`.

@@ -3,7 +3,7 @@
 //! without either it fails with a message saying which is missing.
 
 use crate::args::{BuildEngineArgs, EngineBackend};
-use crate::error::{CliError, Result};
+use crate::error::Result;
 
 /// Builds the engine and writes it atomically to the output file.
 pub fn run(args: &BuildEngineArgs) -> Result<()> {
@@ -37,7 +37,7 @@ fn tensorrt(args: &BuildEngineArgs) -> Result<()> {
 
 #[cfg(not(feature = "tensorrt"))]
 fn tensorrt(_: &BuildEngineArgs) -> Result<()> {
-    Err(CliError::Invalid(
+    Err(crate::error::CliError::Invalid(
         "this maskdcpt was built without the TensorRT backend: rebuild with `cargo build --release --features \
          tensorrt` where the TensorRT headers are installed (docs/tensorrt.md)"
             .into(),

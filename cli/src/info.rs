@@ -27,6 +27,7 @@ pub fn run(args: &InfoArgs) -> Result<()> {
             "dtype": info.dtype,
             "size_multiple": info.size_multiple,
             "padding": info.padding,
+            "classes": info.classes,
         });
         println!("{value}");
     } else {
@@ -44,6 +45,10 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         println!("dtype:          {}", info.dtype);
         println!("size multiple:  {}", info.size_multiple);
         println!("padding:        {} (bottom/right, to the size multiple)", info.padding);
+        match &info.classes {
+            Some(names) => println!("classifier:     {} classes ({})", names.len(), names.join(", ")),
+            None => println!("classifier:     none"),
+        }
     }
     Ok(())
 }
@@ -62,6 +67,8 @@ struct Info<'a> {
     dtype: &'static str,
     size_multiple: usize,
     padding: &'static str,
+    /// Class names of the classification head, if the model has one.
+    classes: Option<&'a [String]>,
 }
 
 fn describe(model: &Model) -> Info<'_> {
@@ -86,6 +93,7 @@ fn describe(model: &Model) -> Info<'_> {
             PadMode::Reflect => "reflect",
             PadMode::Zero => "zero",
         },
+        classes: model.head().map(|h| h.class_names.as_slice()),
     }
 }
 

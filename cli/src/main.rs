@@ -8,6 +8,7 @@ mod args;
 mod atomic;
 mod bench;
 mod build_engine;
+mod classify;
 mod convert;
 mod error;
 mod export_onnx;
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Restore(args) => restore::run(args),
+        Command::Classify(args) => classify::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Info(args) => info::run(args),
         Command::Bench(args) => bench::run(args),

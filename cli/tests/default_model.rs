@@ -79,3 +79,39 @@ fn restore_without_a_model_uses_the_default() {
     assert!(mean(&restored) > mean(&low_light) + 0.1, "the default model brightens low light");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The library's classifier reproduces the top-1 accuracy `trainer eval` measured per class
+/// on the subset (labels from the manifest), and `maskdcpt classify` prints it.
+#[test]
+fn the_default_model_reproduces_its_measured_accuracy() {
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(subset().join("manifest.json")).unwrap()).unwrap();
+    let eval: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(subset().join("eval.json")).unwrap()).unwrap();
+    let model = Model::load_default().unwrap();
+    let names = model.head().expect("the default model has a head").class_names.clone();
+    let engine = build_engine(&model, &EngineOptions::default()).unwrap();
+    let mut hits: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for entry in manifest.as_array().unwrap() {
+        let class = entry["class"].as_str().unwrap().to_owned();
+        let p = engine.classify(&load(&subset().join(entry["lq"].as_str().unwrap()))).unwrap();
+        let top = p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+        let counts = hits.entry(class.clone()).or_default();
+        counts.0 += usize::from(names[top] == class);
+        counts.1 += 1;
+    }
+    for (class, (right, total)) in &hits {
+        let measured = eval["folders"][0]["by_class"][class]["accuracy"].as_f64().unwrap();
+        assert_eq!(*right as f64 / *total as f64, measured, "{class}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_maskdcpt"))
+        .args(["classify", "--json", "-i"])
+        .arg(subset().join("lq/coffee_low_light_0.png"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["top"], "low_light");
+    let total: f64 = json["probabilities"].as_object().unwrap().values().map(|v| v.as_f64().unwrap()).sum();
+    assert!((total - 1.0).abs() < 1e-4 && json["probabilities"].as_object().unwrap().len() == 19);
+}

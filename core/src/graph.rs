@@ -112,6 +112,9 @@ pub struct Graph {
     pub nodes: Vec<Node>,
     /// The value the network returns.
     pub output: ValueId,
+    /// The decoder's output at each level, highest resolution first (the features a
+    /// classification head reads).
+    pub decoder_outputs: Vec<ValueId>,
 }
 
 impl Graph {
@@ -138,6 +141,7 @@ impl Graph {
         for i in 0..spec.middle_blocks {
             x = b.naf_block(x, &spec.middle_block(i), spec.levels());
         }
+        let mut decoder_outputs = Vec::new();
         for stage in 0..spec.levels() {
             let level = spec.levels() - 1 - stage;
             let c = spec.channels_at(level);
@@ -148,10 +152,12 @@ impl Graph {
             for i in 0..spec.dec_blocks[stage] {
                 x = b.naf_block(x, &spec.decoder_block(stage, i), level);
             }
+            decoder_outputs.push(x);
         }
         let out = b.conv(x, ConvKind::K3x3, "ending", true, IMAGE_CHANNELS, 0);
         let output = b.push(Op::Add { a: out, b: input }, IMAGE_CHANNELS, 0);
-        Graph { nodes: b.nodes, output }
+        decoder_outputs.reverse();
+        Graph { nodes: b.nodes, output, decoder_outputs }
     }
 
     /// The node producing `v`.

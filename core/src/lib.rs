@@ -11,6 +11,7 @@ pub mod backend;
 pub mod error;
 pub mod export;
 pub mod graph;
+pub mod head;
 pub mod image;
 pub mod model;
 pub mod passes;

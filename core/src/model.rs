@@ -5,6 +5,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::graph::Graph;
+use crate::head::HeadSpec;
 use crate::spec::ModelSpec;
 use crate::weights::{LoadOptions, WeightStore};
 
@@ -12,6 +13,7 @@ use crate::weights::{LoadOptions, WeightStore};
 #[derive(Debug, Clone)]
 pub struct Model {
     spec: ModelSpec,
+    head: Option<HeadSpec>,
     weights: WeightStore,
 }
 
@@ -37,15 +39,22 @@ impl Model {
         Self::from_weights(WeightStore::from_bytes(bytes, options)?)
     }
 
-    /// Infers the architecture of `weights` and validates every key, shape and value.
+    /// Infers the architecture of `weights` (and of its classification head, if it has one)
+    /// and validates every key, shape and value.
     pub fn from_weights(weights: WeightStore) -> Result<Self> {
         let spec = ModelSpec::infer(&weights)?;
+        let head = HeadSpec::from_weights(&spec, &weights)?;
         for (key, tensor) in weights.iter() {
             if let Some((index, value)) = tensor.to_f32().into_iter().enumerate().find(|(_, v)| !v.is_finite()) {
                 return Err(Error::NonFinite { key: key.to_owned(), index, value });
             }
         }
-        Ok(Model { spec, weights })
+        Ok(Model { spec, head, weights })
+    }
+
+    /// The degradation-classification head, when the file carries one.
+    pub fn head(&self) -> Option<&HeadSpec> {
+        self.head.as_ref()
     }
 
     /// The inferred architecture.

@@ -20,6 +20,8 @@ use crate::status::{Failure, FfiResult, entry, guarded, maskdcpt_status};
 /// once.
 pub struct maskdcpt_engine {
     engine: Box<dyn Engine>,
+    /// Classes of the model's head (0 without one).
+    classes: usize,
 }
 
 // The threading contract of the header, checked by the compiler.
@@ -48,7 +50,8 @@ pub unsafe extern "C" fn maskdcpt_engine_new(
         // SAFETY: NULL or valid (cache folder included) per the contract.
         let options = unsafe { options.as_ref().copied().unwrap_or_else(|| maskdcpt_options_default()).to_core() }?;
         let engine = build_engine(&model.model, &options)?;
-        unsafe { out.write(Box::into_raw(Box::new(maskdcpt_engine { engine }))) };
+        let classes = model.model.head().map_or(0, |h| h.classes());
+        unsafe { out.write(Box::into_raw(Box::new(maskdcpt_engine { engine, classes }))) };
         Ok(())
     })
 }
@@ -134,10 +137,12 @@ pub unsafe extern "C" fn maskdcpt_restore_device(
     })
 }
 
-/// Classifies the degradations of `input`: writes one probability per class (names from
-/// `maskdcpt_model_class_name`) to `probabilities`, which holds `capacity` floats, and the
-/// class count to `*count`. Returns `MASKDCPT_STATUS_UNSUPPORTED` when the model has no
-/// degradation-classification head.
+/// Classifies the degradations of `input`: writes one probability per class (softmax; names
+/// from `maskdcpt_model_class_name`) to `probabilities`, which holds `capacity` floats, and
+/// the class count to `*count`. With `probabilities` NULL and `capacity` 0 only `*count` is
+/// written (nothing runs). A `capacity` below the class count is
+/// `MASKDCPT_STATUS_INVALID_ARGUMENT`; a model without the degradation-classification head,
+/// or a GPU engine (the head runs on the CPU backend), `MASKDCPT_STATUS_UNSUPPORTED`.
 ///
 /// # Safety
 /// `engine` is a live engine, `input` a valid frame, `probabilities` NULL (with `capacity` 0)
@@ -151,13 +156,31 @@ pub unsafe extern "C" fn maskdcpt_classify(
     count: *mut usize,
 ) -> maskdcpt_status {
     entry(|| {
-        // SAFETY (both blocks): the pointers are valid per the contract.
-        unsafe { arg(engine, "engine") }?;
-        Frame::check(unsafe { arg(input, "input") }?, "input")?;
+        // SAFETY (all blocks): the pointers are valid per the contract.
+        let engine = unsafe { arg(engine, "engine") }?;
+        let input = Frame::check(unsafe { arg(input, "input") }?, "input")?;
         if probabilities.is_null() && capacity > 0 {
             return Err(Failure::null("probabilities"));
         }
-        Out::new(count, "count")?;
-        Err(Failure::unsupported(NO_CLASSIFIER))
+        let count = Out::new(count, "count")?;
+        if engine.classes == 0 {
+            return Err(Failure::unsupported(NO_CLASSIFIER));
+        }
+        if probabilities.is_null() {
+            unsafe { count.write(engine.classes) };
+            return Ok(());
+        }
+        if capacity < engine.classes {
+            return Err(Failure::invalid(format!(
+                "`probabilities` holds {capacity} floats but the model has {} classes",
+                engine.classes
+            )));
+        }
+        let decoded = pixels::decode(input.desc(), &unsafe { input.planes() })?;
+        let result = engine.engine.classify(&decoded.image)?;
+        let out = unsafe { std::slice::from_raw_parts_mut(probabilities, result.len()) };
+        out.copy_from_slice(&result);
+        unsafe { count.write(result.len()) };
+        Ok(())
     })
 }

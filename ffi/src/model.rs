@@ -1,7 +1,7 @@
 //! `maskdcpt_model`: a loaded, validated checkpoint. Immutable, so one model may be used from
 //! any number of threads at once.
 
-use std::ffi::{CStr, c_char};
+use std::ffi::{CStr, CString, c_char};
 
 use maskdcpt_core::model::Model;
 use maskdcpt_core::spec::Family;
@@ -13,6 +13,8 @@ use crate::status::{Failure, FfiResult, entry, guarded, maskdcpt_status};
 /// A loaded model (opaque). Thread-safe: it never changes after loading.
 pub struct maskdcpt_model {
     pub(crate) model: Model,
+    /// The head's class names as C strings (empty without a head), alive as long as the model.
+    class_names: Vec<CString>,
 }
 
 /// Architecture family of a model.
@@ -48,8 +50,8 @@ pub struct maskdcpt_model_info {
 }
 
 /// The message for classification calls on a model without the head.
-pub(crate) const NO_CLASSIFIER: &str =
-    "this model has no degradation-classification head (only restoration checkpoints are supported so far)";
+pub(crate) const NO_CLASSIFIER: &str = "this model has no degradation-classification head (the embedded default \
+     model and files written by `trainer export --with-classifier` have one)";
 
 /// Load options for an optional `param_key` argument.
 ///
@@ -71,8 +73,11 @@ unsafe fn load_options(param_key: *const c_char) -> FfiResult<LoadOptions> {
 /// # Safety
 /// `out` was checked by [`Out::new`] from a valid pointer.
 unsafe fn give(out: Out<*mut maskdcpt_model>, model: Model) {
+    let names = model.head().map(|h| h.class_names.clone()).unwrap_or_default();
+    // Names come from our own metadata split at commas; an interior NUL would be a corrupt file.
+    let class_names = names.into_iter().map(|n| CString::new(n.replace('\0', " ")).unwrap_or_default()).collect();
     // SAFETY: per the contract.
-    unsafe { out.write(Box::into_raw(Box::new(maskdcpt_model { model }))) }
+    unsafe { out.write(Box::into_raw(Box::new(maskdcpt_model { model, class_names }))) }
 }
 
 /// Loads and validates a checkpoint file (`.pth` or `.safetensors`; architecture inferred from
@@ -158,7 +163,8 @@ pub unsafe extern "C" fn maskdcpt_model_get_info(
 ) -> maskdcpt_status {
     entry(|| {
         // SAFETY (both blocks): the pointers are valid per the contract.
-        let spec = unsafe { arg(model, "model") }?.model.spec();
+        let model = unsafe { arg(model, "model") }?;
+        let spec = model.model.spec();
         let out = Out::new(out, "out")?;
         let info = maskdcpt_model_info {
             family: match spec.family {
@@ -170,16 +176,17 @@ pub unsafe extern "C" fn maskdcpt_model_get_info(
             blocks: spec.enc_blocks.iter().chain(&spec.dec_blocks).sum::<usize>() + spec.middle_blocks,
             param_count: spec.param_count() as u64,
             size_multiple: spec.size_multiple(),
-            has_classifier: false,
-            class_count: 0,
+            has_classifier: model.model.head().is_some(),
+            class_count: model.class_names.len(),
         };
         unsafe { out.write(info) };
         Ok(())
     })
 }
 
-/// Writes the name of degradation class `index` (a static string) to `*out`. Fails with
-/// `MASKDCPT_STATUS_UNSUPPORTED` when the model has no classification head.
+/// Writes the name of degradation class `index` (e.g. `"low_light"`; valid until the model is
+/// freed) to `*out`. Fails with `MASKDCPT_STATUS_UNSUPPORTED` when the model has no
+/// classification head and `MASKDCPT_STATUS_INVALID_ARGUMENT` when `index` ≥ `class_count`.
 ///
 /// # Safety
 /// `model` is a live model, `out` a writable pointer.
@@ -191,9 +198,17 @@ pub unsafe extern "C" fn maskdcpt_model_class_name(
 ) -> maskdcpt_status {
     entry(|| {
         // SAFETY: the pointer is valid per the contract.
-        unsafe { arg(model, "model") }?;
-        Out::new(out, "out")?;
-        Err(Failure::unsupported(format!("class {index}: {NO_CLASSIFIER}")))
+        let model = unsafe { arg(model, "model") }?;
+        let out = Out::new(out, "out")?;
+        if model.class_names.is_empty() {
+            return Err(Failure::unsupported(format!("class {index}: {NO_CLASSIFIER}")));
+        }
+        let name = model.class_names.get(index).ok_or_else(|| {
+            Failure::invalid(format!("class {index} does not exist: the model has {} classes", model.class_names.len()))
+        })?;
+        // SAFETY: `out` was checked above.
+        unsafe { out.write(name.as_ptr()) };
+        Ok(())
     })
 }
 

@@ -183,6 +183,24 @@ fn the_default_model_loads_and_restores() {
     let status = unsafe { maskdcpt_restore(engine, &input.image(), &output.image()) };
     assert_eq!(status, maskdcpt_status::Ok, "{}", last_error());
     assert_eq!(unsafe { maskdcpt_model_load_default(ptr::null_mut()) }, maskdcpt_status::NullPointer);
+
+    // Its classification head: names, the count query, a short buffer, the probabilities.
+    assert!(info.has_classifier && info.class_count == 19, "{info:?}");
+    let mut name = ptr::null();
+    assert_eq!(unsafe { maskdcpt_model_class_name(model, 12, &mut name) }, maskdcpt_status::Ok);
+    assert_eq!(unsafe { std::ffi::CStr::from_ptr(name) }.to_str().unwrap(), "low_light");
+    assert_eq!(unsafe { maskdcpt_model_class_name(model, 19, &mut name) }, maskdcpt_status::InvalidArgument);
+    let mut count = 0;
+    let status = unsafe { maskdcpt_classify(engine, &input.image(), ptr::null_mut(), 0, &mut count) };
+    assert_eq!((status, count), (maskdcpt_status::Ok, 19));
+    let mut probabilities = [0.0f32; 19];
+    let status = unsafe { maskdcpt_classify(engine, &input.image(), probabilities.as_mut_ptr(), 4, &mut count) };
+    assert_eq!(status, maskdcpt_status::InvalidArgument);
+    assert!(last_error().contains("holds 4 floats"), "{}", last_error());
+    count = 0;
+    let status = unsafe { maskdcpt_classify(engine, &input.image(), probabilities.as_mut_ptr(), 19, &mut count) };
+    assert_eq!((status, count), (maskdcpt_status::Ok, 19), "{}", last_error());
+    assert!((probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-5);
     unsafe {
         maskdcpt_engine_free(&mut engine);
         maskdcpt_model_free(&mut model);

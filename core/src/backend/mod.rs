@@ -144,6 +144,15 @@ pub trait Engine: Send + Sync {
         images.iter().map(|image| self.restore(image)).collect()
     }
 
+    /// Probabilities of the degradation classes in `input` (the model's head order and names:
+    /// [`HeadSpec::class_names`](crate::head::HeadSpec::class_names)), from the
+    /// classification head over the decoder features of one whole-image run.
+    fn classify(&self, _input: &Image) -> Result<Vec<f32>> {
+        Err(crate::error::Error::Unsupported(
+            "this backend does not run the classification head: classify with the cpu backend".into(),
+        ))
+    }
+
     /// Times `runs` runs of a `batch × width × height` input kept on the device, for engines
     /// that have one (`None` for host engines).
     fn device_timing(

@@ -173,12 +173,23 @@ pub struct WeightStore {
     tensors: BTreeMap<String, Tensor>,
     format: Format,
     param_key: Option<String>,
+    metadata: BTreeMap<String, String>,
 }
 
 impl WeightStore {
     /// Builds a store from tensors (used by the readers and by tests).
     pub fn new(tensors: BTreeMap<String, Tensor>, format: Format, param_key: Option<String>) -> Self {
-        WeightStore { tensors, format, param_key }
+        WeightStore { tensors, format, param_key, metadata: BTreeMap::new() }
+    }
+
+    /// The store with the file's string metadata (a safetensors header's `__metadata__`).
+    pub fn with_metadata(self, metadata: BTreeMap<String, String>) -> Self {
+        WeightStore { metadata, ..self }
+    }
+
+    /// The metadata value stored under `key`.
+    pub fn metadata(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).map(String::as_str)
     }
 
     /// Reads a checkpoint file, choosing the reader from the file's magic bytes.

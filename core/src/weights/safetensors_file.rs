@@ -39,7 +39,8 @@ pub(super) fn read(map: Arc<memmap2::Mmap>, len: usize, _options: &LoadOptions) 
         };
         tensors.insert(key, Tensor::mapped(dtype, info.shape.clone(), map.clone(), start, end - start));
     }
-    Ok(WeightStore::new(strip_module_prefix(tensors)?, Format::Safetensors, None))
+    let strings = metadata.metadata().iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect();
+    Ok(WeightStore::new(strip_module_prefix(tensors)?, Format::Safetensors, None).with_metadata(strings))
 }
 
 /// The crate's dtype for a safetensors dtype, when supported.

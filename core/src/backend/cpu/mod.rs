@@ -2,6 +2,7 @@
 //! buffer plan. Always available; the reference every other backend is checked against.
 
 mod block;
+mod head;
 pub mod kernels;
 mod prepared;
 mod workspace;
@@ -11,12 +12,14 @@ use std::sync::Mutex;
 use crate::backend::{Engine, EngineOptions, MemoryEstimate, Precision, ScaMode, Tiling};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
+use crate::graph::ValueId;
 use crate::image::{Image, check_size, from_planar_cropped, round_up, to_padded_planar};
 use crate::model::Model;
 use crate::passes::{Program, Step, fuse};
 use crate::spec::{IMAGE_CHANNELS, PadMode};
 use crate::tiling::restore_local_tiles;
 use block::{BlockScratch, run_block};
+use head::{Feature, HeadWeights};
 use kernels::conv::conv3x3;
 use kernels::elementwise::{add_pixel_shuffle, space_to_depth};
 use kernels::matmul::{Epilogue, MatMut, MatRef, MatmulPrecision, matmul};
@@ -43,6 +46,8 @@ pub struct CpuEngine {
     threads: usize,
     /// Workspaces of finished runs, reused by later runs of the same size.
     spare: Mutex<Vec<Workspace>>,
+    /// The classification head, when the model has one.
+    head: Option<HeadWeights>,
 }
 
 impl CpuEngine {
@@ -69,6 +74,7 @@ impl CpuEngine {
         let program = fuse(&graph)?;
         let weights =
             program.steps.iter().map(|s| prepare(s, model.weights(), precision)).collect::<Result<Vec<_>>>()?;
+        let head = model.head().map(|spec| HeadWeights::new(spec, model.weights())).transpose()?;
         Ok(CpuEngine {
             graph,
             program,
@@ -80,6 +86,7 @@ impl CpuEngine {
             pool,
             threads,
             spare: Mutex::new(Vec::new()),
+            head,
         })
     }
 
@@ -131,14 +138,15 @@ impl CpuEngine {
         })
     }
 
-    /// Runs the network once on the whole `img` (no local tiling).
-    fn restore_whole(&self, img: &Image) -> Result<Image> {
+    /// Runs the network once on the whole `img` (no local tiling); `on_output` sees every
+    /// step's output value as it is produced.
+    fn restore_whole(&self, img: &Image, on_output: &mut (dyn FnMut(ValueId, &[f32]) + Send)) -> Result<Image> {
         let (planar, h, w) = to_padded_planar(img, self.size_multiple, self.pad_mode);
         let layout = self.layout(h, w);
         let mut ws = self.take_workspace(&layout)?;
         ws.slots[layout.plan.slot_of[self.program.input.0].expect("input is planned")][..planar.len()]
             .copy_from_slice(&planar);
-        self.pool.install(|| self.execute(&layout, &mut ws, h, w));
+        self.pool.install(|| self.execute(&layout, &mut ws, h, w, on_output));
         let out_slot = layout.plan.slot_of[self.program.output.0].expect("output is planned");
         let out = from_planar_cropped(&ws.slots[out_slot], h, w, img.width(), img.height());
         self.spare.lock().unwrap_or_else(|e| e.into_inner()).push(ws);
@@ -159,7 +167,14 @@ impl CpuEngine {
         }
     }
 
-    fn execute(&self, layout: &Layout, ws: &mut Workspace, h: usize, w: usize) {
+    fn execute(
+        &self,
+        layout: &Layout,
+        ws: &mut Workspace,
+        h: usize,
+        w: usize,
+        on_output: &mut (dyn FnMut(ValueId, &[f32]) + Send),
+    ) {
         for (step, sw) in self.program.steps.iter().zip(&self.weights) {
             let out_slot = layout.plan.slot_of[step.output().0].expect("outputs are planned");
             let slot = |v: crate::graph::ValueId| layout.plan.slot_of[v.0].expect("inputs are planned");
@@ -206,6 +221,8 @@ impl CpuEngine {
                 }
                 _ => unreachable!("weights are prepared from the same steps"),
             }
+            let node = self.graph.node(step.output());
+            on_output(step.output(), &out[..node.channels * hl * wl]);
             ws.slots[out_slot] = out;
         }
     }
@@ -218,10 +235,40 @@ impl Engine for CpuEngine {
         self.check_memory(&estimate)?;
         match self.tiling {
             Some(Tiling { tile, overlap, sca: ScaMode::Local }) => {
-                restore_local_tiles(input, tile, overlap, |t| self.restore_whole(t))
+                restore_local_tiles(input, tile, overlap, |t| self.restore_whole(t, &mut |_, _| {}))
             }
-            _ => self.restore_whole(input),
+            _ => self.restore_whole(input, &mut |_, _| {}),
         }
+    }
+
+    /// One whole-image run (local tiling does not apply: the head needs the whole image's
+    /// features) capturing the decoder outputs, then the head.
+    fn classify(&self, input: &Image) -> Result<Vec<f32>> {
+        let head = self.head.as_ref().ok_or_else(|| {
+            Error::Unsupported(
+                "this model has no degradation-classification head (files written by `trainer export \
+                 --with-classifier` have one, as does the embedded default model)"
+                    .into(),
+            )
+        })?;
+        input.check_finite()?;
+        let estimate = self.memory_estimate(input.width(), input.height())?;
+        self.check_memory(&estimate)?;
+        let (h, w) = self.padded(input.width(), input.height());
+        let wanted = &self.graph.decoder_outputs;
+        let mut features: Vec<Option<Feature>> = wanted.iter().map(|_| None).collect();
+        self.restore_whole(input, &mut |value, data| {
+            if let Some(i) = wanted.iter().position(|&v| v == value) {
+                let node = self.graph.node(value);
+                let (c, h, w) = (node.channels, h >> node.level, w >> node.level);
+                features[i] = Some(Feature { data: data.to_vec(), c, h, w });
+            }
+        })?;
+        let features: Vec<Feature> = features
+            .into_iter()
+            .collect::<Option<_>>()
+            .ok_or_else(|| Error::Unsupported("the fused program does not produce every decoder output".into()))?;
+        Ok(self.pool.install(|| head.probabilities(&features, self.threads)))
     }
 
     fn memory_estimate(&self, width: usize, height: usize) -> Result<MemoryEstimate> {

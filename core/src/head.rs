@@ -1,0 +1,209 @@
+//! The degradation-classification head (`PromptIR_NoImg_DC` of MaskDCPT pre-training, as
+//! exported by `trainer export --with-classifier` under [`CLASSIFIER_PREFIX`]): its shape
+//! inferred and checked from the keys, and its class names from the file's metadata.
+//!
+//! Over the backbone's decoder features (highest resolution first): state s = 0; for each
+//! scale i: s = Stage_i(s + softmax(mixing_weights)_i · feature_i), then a 1×1 conv to the next
+//! scale's width (the last keeps its width), 2×2 max-pool and ReLU; then `last_stage`, the
+//! spatial mean and `fc`. Stages are inverted bottlenecks (1×1 → 3×3 → 1×1 at twice the width,
+//! no bias, each conv followed by a channel LayerNorm with eps 1e-6, ReLUs, residual).
+
+use crate::error::{Error, Result};
+use crate::spec::{CLASSIFIER_PREFIX, ModelSpec};
+use crate::weights::WeightStore;
+
+/// Safetensors metadata key holding the comma-separated class names.
+pub const CLASSES_METADATA: &str = "maskdcpt.classes";
+
+/// LayerNorm epsilon of the head's channel norms.
+pub const HEAD_LAYER_NORM_EPS: f32 = 1e-6;
+
+/// Shape and class names of a classification head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadSpec {
+    /// Channels of each decoder feature the head reads, highest resolution first.
+    pub feature_dims: Vec<usize>,
+    /// Bottleneck blocks per scale and in `last_stage`.
+    pub blocks_per_scale: usize,
+    /// Class names, one per output (from the metadata, else `class N`).
+    pub class_names: Vec<String>,
+}
+
+impl HeadSpec {
+    /// The head stored in `weights` for the backbone `spec`, if there is one (`None` when no
+    /// key has the [`CLASSIFIER_PREFIX`]); a head with missing, extra or mis-shaped tensors is
+    /// an error naming the key.
+    pub fn from_weights(spec: &ModelSpec, weights: &WeightStore) -> Result<Option<Self>> {
+        if !weights.iter().any(|(key, _)| key.starts_with(CLASSIFIER_PREFIX)) {
+            return Ok(None);
+        }
+        let feature_dims: Vec<usize> = (0..spec.levels()).map(|level| spec.channels_at(level)).collect();
+        let key = |s: &str| format!("{CLASSIFIER_PREFIX}{s}");
+        let fc = weights.get(&key("fc.weight")).ok_or_else(|| missing(&key("fc.weight")))?;
+        let classes = fc.shape().first().copied().unwrap_or(0);
+        let blocks_per_scale =
+            (0..).take_while(|j| weights.get(&key(&format!("last_stage.{j}.conv1.weight"))).is_some()).count();
+        let class_names = match weights.metadata(CLASSES_METADATA) {
+            Some(names) => names.split(',').map(str::to_owned).collect(),
+            None => (0..classes).map(|i| format!("class {i}")).collect(),
+        };
+        let head = HeadSpec { feature_dims, blocks_per_scale, class_names };
+        head.validate(weights, classes)?;
+        Ok(Some(head))
+    }
+
+    /// Number of classes.
+    pub fn classes(&self) -> usize {
+        self.class_names.len()
+    }
+
+    /// Every tensor of the head with its shape, keys without the prefix.
+    pub fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
+        let mut out = vec![("mixing_weights".to_owned(), vec![self.feature_dims.len()])];
+        let stage = |out: &mut Vec<(String, Vec<usize>)>, prefix: &str, d: usize| {
+            for j in 0..self.blocks_per_scale {
+                for (conv, cin, cout, k) in [("conv1", d, 2 * d, 1), ("conv2", 2 * d, 2 * d, 3), ("conv3", 2 * d, d, 1)]
+                {
+                    let p = format!("{prefix}.{j}.{conv}");
+                    out.push((format!("{p}.weight"), vec![cout, cin, k, k]));
+                    out.push((format!("{p}.norm.weight"), vec![cout]));
+                    out.push((format!("{p}.norm.bias"), vec![cout]));
+                }
+            }
+        };
+        for (i, &d) in self.feature_dims.iter().enumerate() {
+            stage(&mut out, &format!("bottleneck_layers.{i}"), d);
+            let next = self.feature_dims.get(i + 1).copied().unwrap_or(d);
+            out.push((format!("downsample_layers.{i}.0.weight"), vec![next, d, 1, 1]));
+        }
+        let last = *self.feature_dims.last().unwrap_or(&0);
+        stage(&mut out, "last_stage", last);
+        out.push(("fc.weight".to_owned(), vec![self.classes(), last]));
+        out.push(("fc.bias".to_owned(), vec![self.classes()]));
+        out
+    }
+
+    fn validate(&self, weights: &WeightStore, classes: usize) -> Result<()> {
+        if self.blocks_per_scale == 0 {
+            return Err(missing(&format!("{CLASSIFIER_PREFIX}last_stage.0.conv1.weight")));
+        }
+        if classes < 2 || self.classes() != classes {
+            return Err(Error::corrupt(
+                "classifier",
+                format!(
+                    "the head has {classes} outputs but the metadata `{CLASSES_METADATA}` names {} classes",
+                    self.classes()
+                ),
+            ));
+        }
+        let expected = self.expected_tensors();
+        for (name, shape) in &expected {
+            let key = format!("{CLASSIFIER_PREFIX}{name}");
+            let tensor =
+                weights.get(&key).ok_or_else(|| Error::MissingKey { key: key.clone(), expected: shape.clone() })?;
+            if tensor.shape() != shape.as_slice() {
+                return Err(Error::ShapeMismatch { key, expected: shape.clone(), found: tensor.shape().to_vec() });
+            }
+        }
+        for (key, tensor) in weights.iter().filter(|(k, _)| k.starts_with(CLASSIFIER_PREFIX)) {
+            let name = &key[CLASSIFIER_PREFIX.len()..];
+            if !expected.iter().any(|(n, _)| n == name) {
+                return Err(Error::UnexpectedKey {
+                    key: key.to_owned(),
+                    shape: tensor.shape().to_vec(),
+                    family: "classification head",
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn missing(key: &str) -> Error {
+    Error::MissingKey { key: key.to_owned(), expected: vec![] }
+}
+
+#[cfg(all(test, feature = "default-model"))]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::backend::{EngineOptions, build_engine};
+    use crate::image::Image;
+    use crate::model::Model;
+    use crate::weights::{Format, LoadOptions};
+
+    fn default_store() -> WeightStore {
+        WeightStore::from_bytes(crate::model::DEFAULT_MODEL, &LoadOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn the_default_model_has_a_19_class_head() {
+        let model = Model::load_default().unwrap();
+        let head = model.head().expect("the default model carries its head");
+        assert_eq!(head.feature_dims, [16, 32, 64, 128]);
+        assert_eq!(head.blocks_per_scale, 1);
+        assert_eq!(head.classes(), 19);
+        assert_eq!(head.class_names[12], "low_light");
+        let engine = build_engine(&model, &EngineOptions { threads: Some(2), ..Default::default() }).unwrap();
+        let image = Image::new(21, 18, (0..21 * 18 * 3).map(|i| (i % 7) as f32 / 7.0).collect()).unwrap();
+        let p = engine.classify(&image).unwrap();
+        assert_eq!(p.len(), 19);
+        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-5 && p.iter().all(|v| (0.0..=1.0).contains(v)));
+    }
+
+    /// Heads with a missing, mis-shaped or extra tensor, or names that do not match the
+    /// outputs, are refused when the model loads, naming the problem.
+    #[test]
+    fn malformed_heads_are_refused_at_load() {
+        let store = default_store();
+        let tensors = |edit: &dyn Fn(&mut BTreeMap<String, crate::weights::Tensor>)| {
+            let mut t: BTreeMap<_, _> = store.iter().map(|(k, v)| (k.to_owned(), v.clone())).collect();
+            edit(&mut t);
+            t
+        };
+        let names = BTreeMap::from([(CLASSES_METADATA.to_owned(), "a,b,c".to_owned())]);
+        let fc = "classifier.fc.weight".to_owned();
+        let cases: Vec<(WeightStore, &str)> = vec![
+            (
+                WeightStore::new(
+                    tensors(&|t| drop(t.remove("classifier.last_stage.0.conv2.weight"))),
+                    Format::Safetensors,
+                    None,
+                ),
+                "missing key `classifier.last_stage.0.conv2.weight`",
+            ),
+            (
+                WeightStore::new(
+                    tensors(&|t| {
+                        let w = t[&fc].clone();
+                        t.insert("classifier.extra.weight".into(), w);
+                    }),
+                    Format::Safetensors,
+                    None,
+                ),
+                "unexpected key `classifier.extra.weight`",
+            ),
+            (WeightStore::new(tensors(&|_| {}), Format::Safetensors, None).with_metadata(names), "names 3 classes"),
+        ];
+        for (store, expected) in cases {
+            let err = Model::from_weights(store).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err}");
+        }
+    }
+
+    #[test]
+    fn models_without_a_head_do_not_classify() {
+        let store = default_store();
+        let backbone: BTreeMap<_, _> = store
+            .iter()
+            .filter(|(k, _)| !k.starts_with(CLASSIFIER_PREFIX))
+            .map(|(k, v)| (k.to_owned(), v.clone()))
+            .collect();
+        let model = Model::from_weights(WeightStore::new(backbone, Format::Safetensors, None)).unwrap();
+        assert!(model.head().is_none());
+        let engine = build_engine(&model, &EngineOptions { threads: Some(1), ..Default::default() }).unwrap();
+        let image = Image::new(16, 16, vec![0.5; 16 * 16 * 3]).unwrap();
+        assert!(engine.classify(&image).unwrap_err().to_string().contains("no degradation-classification head"));
+    }
+}
