@@ -150,6 +150,10 @@ mod tests {
         let p = engine.classify(&image).unwrap();
         assert_eq!(p.len(), 19);
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-5 && p.iter().all(|v| (0.0..=1.0).contains(v)));
+        // The head needs one whole-image run, whatever the tiling: its memory is checked as such.
+        let small = EngineOptions { threads: Some(1), memory_limit: Some(1 << 16), ..Default::default() };
+        let err = build_engine(&model, &small).unwrap().classify(&image).unwrap_err().to_string();
+        assert!(err.contains("not enough memory") && err.contains("downscaled"), "{err}");
     }
 
     /// Heads with a missing, mis-shaped or extra tensor, or names that do not match the

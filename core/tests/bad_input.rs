@@ -155,3 +155,48 @@ fn one_engine_serves_many_threads_with_identical_results() {
         }
     });
 }
+
+mod classification_head {
+    use std::collections::BTreeMap;
+
+    use maskdcpt_core::head::CLASSES_METADATA;
+    use maskdcpt_core::model::{DEFAULT_MODEL, Model};
+    use maskdcpt_core::weights::{Format, LoadOptions, Tensor, WeightStore};
+    use proptest::prelude::*;
+
+    fn head_tensors() -> BTreeMap<String, Tensor> {
+        let store = WeightStore::from_bytes(DEFAULT_MODEL, &LoadOptions::default()).unwrap();
+        store.iter().map(|(k, v)| (k.to_owned(), v.clone())).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Any head missing some of its tensors, or with one of them reshaped, is refused with
+        /// an error naming a head key; never a panic, never a silently smaller head.
+        #[test]
+        fn damaged_heads_are_named_errors(seed in any::<u64>(), reshape in any::<bool>()) {
+            let mut tensors = head_tensors();
+            let keys: Vec<String> = tensors.keys().filter(|k| k.starts_with("classifier.")).cloned().collect();
+            let victim = keys[(seed % keys.len() as u64) as usize].clone();
+            if reshape {
+                let n = tensors[&victim].numel();
+                tensors.insert(victim.clone(), Tensor::from_f32(vec![n + 1], &vec![0.0; n + 1]).unwrap());
+            } else {
+                tensors.remove(&victim);
+            }
+            let err = Model::from_weights(WeightStore::new(tensors, Format::Safetensors, None)).unwrap_err().to_string();
+            prop_assert!(err.contains("classifier."), "{}", err);
+        }
+
+        /// Class-name metadata is untrusted text: any string loads or is refused cleanly, and
+        /// loads exactly when it names as many classes as the head has outputs.
+        #[test]
+        fn arbitrary_class_names_never_panic(names in ".{0,200}") {
+            let count = names.split(',').count();
+            let store = WeightStore::new(head_tensors(), Format::Safetensors, None)
+                .with_metadata(BTreeMap::from([(CLASSES_METADATA.to_owned(), names)]));
+            prop_assert_eq!(Model::from_weights(store).is_ok(), count == 19);
+        }
+    }
+}

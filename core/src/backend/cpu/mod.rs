@@ -126,16 +126,21 @@ impl CpuEngine {
         }
     }
 
-    fn check_memory(&self, estimate: &MemoryEstimate) -> Result<()> {
+    fn check_memory(&self, estimate: &MemoryEstimate, hint: &str) -> Result<()> {
         let Some(available) = self.memory_limit.or_else(available_memory) else { return Ok(()) };
         if estimate.total() <= available {
             return Ok(());
         }
-        Err(Error::OutOfMemory {
-            needed_mb: estimate.total() >> 20,
-            available_mb: available >> 20,
-            hint: TILING_HINT.into(),
-        })
+        Err(Error::OutOfMemory { needed_mb: estimate.total() >> 20, available_mb: available >> 20, hint: hint.into() })
+    }
+
+    /// Memory of restoring a `width × height` image in runs of `run` (width, height) pixels.
+    fn estimate_runs(&self, width: usize, height: usize, (rw, rh): (usize, usize)) -> MemoryEstimate {
+        let (h, w) = self.padded(rw, rh);
+        // The padded planar copy and the cropped result of one run, plus the whole output.
+        let io = IMAGE_CHANNELS as u64 * ((h * w + rw * rh) as u64 + (width * height) as u64);
+        let activations = (self.layout(h, w).total_len() as u64 + io) * 4;
+        MemoryEstimate { weights: self.weights_bytes(), activations }
     }
 
     /// Runs the network once on the whole `img` (no local tiling); `on_output` sees every
@@ -232,7 +237,7 @@ impl Engine for CpuEngine {
     fn restore(&self, input: &Image) -> Result<Image> {
         input.check_finite()?;
         let estimate = self.memory_estimate(input.width(), input.height())?;
-        self.check_memory(&estimate)?;
+        self.check_memory(&estimate, TILING_HINT)?;
         match self.tiling {
             Some(Tiling { tile, overlap, sca: ScaMode::Local }) => {
                 restore_local_tiles(input, tile, overlap, |t| self.restore_whole(t, &mut |_, _| {}))
@@ -252,9 +257,11 @@ impl Engine for CpuEngine {
             )
         })?;
         input.check_finite()?;
-        let estimate = self.memory_estimate(input.width(), input.height())?;
-        self.check_memory(&estimate)?;
-        let (h, w) = self.padded(input.width(), input.height());
+        let (width, height) = (input.width(), input.height());
+        check_size(width, height)?;
+        let estimate = self.estimate_runs(width, height, (width, height));
+        self.check_memory(&estimate, "classify a downscaled copy of the image (the head needs one whole-image run)")?;
+        let (h, w) = self.padded(width, height);
         let wanted = &self.graph.decoder_outputs;
         let mut features: Vec<Option<Feature>> = wanted.iter().map(|_| None).collect();
         self.restore_whole(input, &mut |value, data| {
@@ -273,12 +280,7 @@ impl Engine for CpuEngine {
 
     fn memory_estimate(&self, width: usize, height: usize) -> Result<MemoryEstimate> {
         check_size(width, height)?;
-        let (rw, rh) = self.run_size(width, height);
-        let (h, w) = self.padded(rw, rh);
-        // The padded planar copy and the cropped result of one run, plus the whole output.
-        let io = IMAGE_CHANNELS as u64 * ((h * w + rw * rh) as u64 + (width * height) as u64);
-        let activations = (self.layout(h, w).total_len() as u64 + io) * 4;
-        Ok(MemoryEstimate { weights: self.weights_bytes(), activations })
+        Ok(self.estimate_runs(width, height, self.run_size(width, height)))
     }
 }
 
