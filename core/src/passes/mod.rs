@@ -1,5 +1,5 @@
 //! Passes: pure functions from the op graph to what engines execute — fused steps
-//! ([`fuse`]) and a static buffer plan ([`plan`]). Unit-testable without any hardware.
+//! ([`fuse`](mod@fuse)) and a static buffer plan ([`plan`](mod@plan)). Unit-testable without any hardware.
 
 pub mod fuse;
 pub mod plan;

@@ -97,6 +97,51 @@ impl GemmShape {
     }
 }
 
+impl GemmShape {
+    /// One kernel row of the 2×2 stride-2 conv `cin → cout` producing `images × h × w` pixels
+    /// from the `2h × 2w` NHWC input: for every output row, `D` (its `w` pixels) `+=`
+    /// `W_dy · B`, where `B`'s column `x` is input pixels `2x, 2x + 1` of row `2y + dy` (`2cin`
+    /// contiguous values). The row `dy = 1` starts [`GemmShape::down_next_row`] elements later.
+    pub fn down_row(cin: usize, cout: usize, images: usize, (h, w): (usize, usize)) -> Result<Self> {
+        Ok(GemmShape {
+            rows: cout as u64,
+            cols: w as u64,
+            depth: 2 * cin as u64,
+            ldb: 2 * cin as i64,
+            ldd: cout as i64,
+            batch: batch_count(images * h)?,
+            stride_a: 0,
+            stride_b: (2 * (2 * w) * cin) as i64,
+            stride_d: (w * cout) as i64,
+        })
+    }
+
+    /// Elements between input rows `2y` and `2y + 1` of [`GemmShape::down_row`].
+    pub fn down_next_row(cin: usize, w: usize) -> usize {
+        2 * w * cin
+    }
+
+    /// conv3 with each image's own weights (`c × c`, the attention folded in) over its `hw`
+    /// pixels.
+    pub fn per_image(c: usize, hw: usize, images: usize) -> Result<Self> {
+        Ok(GemmShape {
+            rows: c as u64,
+            cols: hw as u64,
+            depth: c as u64,
+            ldb: c as i64,
+            ldd: c as i64,
+            batch: batch_count(images)?,
+            stride_a: (c * c) as i64,
+            stride_b: (hw * c) as i64,
+            stride_d: (hw * c) as i64,
+        })
+    }
+}
+
+fn batch_count(n: usize) -> Result<i32> {
+    i32::try_from(n).map_err(|_| Error::InvalidImage(format!("{n} products in one batch exceed cuBLASLt's range")))
+}
+
 /// Device addresses a plan reads and writes.
 #[derive(Debug, Clone, Copy)]
 pub struct GemmPointers {
@@ -320,5 +365,50 @@ impl GemmPlan {
             )
         }
         .map_err(cuda_error("cuBLASLt matmul"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Elements a column-major operand spans: the last batch's last column ends there.
+    fn extent(rows: u64, cols: u64, ld: i64, batch: i32, stride: i64) -> i64 {
+        stride * (batch as i64 - 1) + ld * (cols as i64 - 1) + rows as i64
+    }
+
+    proptest! {
+        /// Every product of the down conv reads inside its input map and writes inside its
+        /// output map, whatever the size, channels and batch.
+        #[test]
+        fn down_products_stay_inside_their_maps(c8 in 1usize..40, h in 1usize..40, w in 1usize..40, n in 1usize..5) {
+            let (cin, cout) = (8 * c8, 16 * c8);
+            let s = GemmShape::down_row(cin, cout, n, (h, w)).unwrap();
+            let input = (n * 2 * h * 2 * w * cin) as i64;
+            let output = (n * h * w * cout) as i64;
+            let b = extent(s.depth, s.cols, s.ldb, s.batch, s.stride_b);
+            prop_assert!(GemmShape::down_next_row(cin, w) as i64 + b <= input);
+            prop_assert_eq!(extent(s.rows, s.cols, s.ldd, s.batch, s.stride_d), output);
+            // Batches tile the output exactly: row y of image i is batch i·h + y.
+            prop_assert_eq!(s.stride_d * s.batch as i64, output);
+        }
+
+        /// The per-image conv3 reads each image's own weights and pixels and writes its own
+        /// pixels.
+        #[test]
+        fn per_image_products_stay_inside_their_maps(c8 in 1usize..64, hw in 1usize..5000, n in 1usize..9) {
+            let c = 8 * c8;
+            let s = GemmShape::per_image(c, hw, n).unwrap();
+            prop_assert_eq!(extent(s.depth, s.rows, s.depth as i64, s.batch, s.stride_a), (n * c * c) as i64);
+            prop_assert_eq!(extent(s.depth, s.cols, s.ldb, s.batch, s.stride_b), (n * hw * c) as i64);
+            prop_assert_eq!(extent(s.rows, s.cols, s.ldd, s.batch, s.stride_d), (n * hw * c) as i64);
+        }
+    }
+
+    #[test]
+    fn batches_beyond_cublaslt_range_are_errors() {
+        assert!(GemmShape::per_image(8, 1, 1 << 31).is_err());
     }
 }

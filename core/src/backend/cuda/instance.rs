@@ -397,19 +397,9 @@ impl Lowering<'_> {
                 // Input is at twice the output resolution: (2h, 2w, cin) → (h, w, cout), one
                 // product per kernel row over every output row.
                 let (cin, cout) = (rows[0].cols / 2, rows[0].rows);
-                let shape = GemmShape {
-                    rows: cout as u64,
-                    cols: w as u64,
-                    depth: 2 * cin as u64,
-                    ldb: 2 * cin as i64,
-                    ldd: cout as i64,
-                    batch: i32::try_from(n * h).map_err(|_| Error::InvalidImage("image too large".into()))?,
-                    stride_a: 0,
-                    stride_b: (2 * (2 * w) * cin) as i64,
-                    stride_d: (w * cout) as i64,
-                };
+                let shape = GemmShape::down_row(cin, cout, n, (h, w))?;
                 let (src, dst) = (value(*input), value(*output));
-                let next_row = ((2 * w) * cin * element) as u64;
+                let next_row = (GemmShape::down_next_row(cin, w) * element) as u64;
                 self.gemm("gemm down", &rows[0], None, shape, src, dst, false)?;
                 self.gemm("gemm down", &rows[1], None, shape, src + next_row, dst, true)?;
             }
@@ -505,18 +495,7 @@ impl Lowering<'_> {
             i32_of(c)?,
         ];
         self.kernel("scale_weights", &self.kernels.scale_weights.clone(), grid_for(n * c * c / 8)?, args);
-        let per_image = GemmShape {
-            rows: c as u64,
-            cols: hw as u64,
-            depth: c as u64,
-            ldb: c as i64,
-            ldd: c as i64,
-            batch: n as i32,
-            stride_a: (c * c) as i64,
-            stride_b: (hw * c) as i64,
-            stride_d: (hw * c) as i64,
-        };
-        self.gemm("gemm conv3", &b.conv3, Some(weights3), per_image, gated, x, true)?;
+        self.gemm("gemm conv3", &b.conv3, Some(weights3), GemmShape::per_image(c, hw, n)?, gated, x, true)?;
         norm(self, &b.norm2)?;
         self.gemm("gemm conv4", &b.conv4, None, expand, normed, expanded, false)?;
         let args = vec![Arg::Ptr(expanded), Arg::Ptr(gated), Arg::I64(p as i64), i32_of(c)?];

@@ -2,7 +2,7 @@
 //! where `rhs` and `dst` are channel-major feature maps (row stride = channel stride) and `lhs`
 //! is a weight matrix `[cout][cin]` packed once when the engine is built.
 //!
-//! On x86-64 CPUs with AVX-512 the product runs on our own micro-kernels ([`avx512`]), in f32
+//! On x86-64 CPUs with AVX-512 the product runs on our own micro-kernels (module `avx512`), in f32
 //! or with bf16 inputs and f32 accumulation (AVX512-BF16); elsewhere it goes through the
 //! `gemm` crate (AVX2+FMA, NEON or portable code, chosen at run time).
 
