@@ -39,7 +39,7 @@ impl HeadSpec {
         }
         let feature_dims: Vec<usize> = (0..spec.levels()).map(|level| spec.channels_at(level)).collect();
         let key = |s: &str| format!("{CLASSIFIER_PREFIX}{s}");
-        let fc = weights.get(&key("fc.weight")).ok_or_else(|| missing(&key("fc.weight")))?;
+        let fc = weights.require(&key("fc.weight"))?;
         let classes = fc.shape().first().copied().unwrap_or(0);
         let blocks_per_scale =
             (0..).take_while(|j| weights.get(&key(&format!("last_stage.{j}.conv1.weight"))).is_some()).count();
@@ -85,7 +85,7 @@ impl HeadSpec {
 
     fn validate(&self, weights: &WeightStore, classes: usize) -> Result<()> {
         if self.blocks_per_scale == 0 {
-            return Err(missing(&format!("{CLASSIFIER_PREFIX}last_stage.0.conv1.weight")));
+            weights.require(&format!("{CLASSIFIER_PREFIX}last_stage.0.conv1.weight"))?;
         }
         if classes < 2 || self.classes() != classes {
             return Err(Error::corrupt(
@@ -117,10 +117,6 @@ impl HeadSpec {
         }
         Ok(())
     }
-}
-
-fn missing(key: &str) -> Error {
-    Error::MissingKey { key: key.to_owned(), expected: vec![] }
 }
 
 #[cfg(all(test, feature = "default-model"))]

@@ -173,8 +173,7 @@ impl<'a> Builder<'a> {
 
     /// The state-dict tensor `key` as an initializer of the same name.
     fn weight(&mut self, key: &str, keep_f32: bool) -> Result<String> {
-        let t =
-            self.model.weights().get(key).ok_or_else(|| Error::MissingKey { key: key.to_owned(), expected: vec![] })?;
+        let t = self.model.weights().require(key)?;
         let (shape, values) = (t.shape().to_vec(), t.to_f32());
         self.floats(key, &shape, &values, keep_f32)
     }

@@ -233,6 +233,11 @@ impl WeightStore {
         self.tensors.get(key)
     }
 
+    /// The tensor stored under `key`, or [`Error::MissingKey`] naming it.
+    pub fn require(&self, key: &str) -> Result<&Tensor> {
+        self.get(key).ok_or_else(|| Error::MissingKey { key: key.to_owned(), expected: vec![] })
+    }
+
     /// All tensors, sorted by key.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Tensor)> {
         self.tensors.iter().map(|(k, v)| (k.as_str(), v))

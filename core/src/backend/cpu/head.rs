@@ -56,20 +56,16 @@ impl HeadWeights {
     /// Converts the head `spec` describes from `store`.
     pub fn new(spec: &HeadSpec, store: &WeightStore) -> Result<Self> {
         let get = |name: &str| -> Result<(Vec<f32>, Vec<usize>)> {
-            let key = format!("{CLASSIFIER_PREFIX}{name}");
-            let t = store.get(&key).ok_or(Error::MissingKey { key, expected: vec![] })?;
+            let t = store.require(&format!("{CLASSIFIER_PREFIX}{name}"))?;
             Ok((t.to_f32(), t.shape().to_vec()))
         };
-        let pack = |name: &str| -> Result<PackedLhs> {
-            let (w, shape) = get(name)?;
-            PackedLhs::new(&w, shape[0], shape[1], MatmulPrecision::F32).map_err(Error::Unsupported)
+        let pack = |w: &[f32], shape: &[usize]| {
+            PackedLhs::new(w, shape[0], shape[1], MatmulPrecision::F32).map_err(Error::Unsupported)
         };
         let normed = |prefix: &str| -> Result<NormedConv> {
             let (w, shape) = get(&format!("{prefix}.weight"))?;
             let conv = if shape[2] == 1 {
-                Conv::Pointwise(
-                    PackedLhs::new(&w, shape[0], shape[1], MatmulPrecision::F32).map_err(Error::Unsupported)?,
-                )
+                Conv::Pointwise(pack(&w, &shape)?)
             } else {
                 Conv::Spatial { weight: w, cin: shape[1], cout: shape[0] }
             };
@@ -90,7 +86,10 @@ impl HeadWeights {
         let scales =
             (0..spec.feature_dims.len()).map(|i| stage(&format!("bottleneck_layers.{i}"))).collect::<Result<_>>()?;
         let downsamples = (0..spec.feature_dims.len())
-            .map(|i| pack(&format!("downsample_layers.{i}.0.weight")))
+            .map(|i| {
+                let (w, shape) = get(&format!("downsample_layers.{i}.0.weight"))?;
+                pack(&w, &shape)
+            })
             .collect::<Result<_>>()?;
         Ok(HeadWeights {
             mixing: softmax(&get("mixing_weights")?.0),

@@ -3,7 +3,7 @@
 
 use super::kernels::matmul::{MatmulPrecision, PackedLhs};
 use crate::error::{Error, Result};
-use crate::passes::{BlockKeys, Step};
+use crate::passes::{BlockKeys, Step, fold_branch_scale};
 use crate::weights::WeightStore;
 
 /// A 1×1-conv style weight matrix, packed, with its bias.
@@ -72,7 +72,7 @@ fn pack(w: &[f32], rows: usize, precision: MatmulPrecision) -> Result<PackedLhs>
 /// Converts the weights `step` references.
 pub fn prepare(step: &Step, store: &WeightStore, precision: MatmulPrecision) -> Result<StepWeights> {
     let get = |key: &str| -> Result<(Vec<f32>, Vec<usize>)> {
-        let t = store.get(key).ok_or_else(|| Error::MissingKey { key: key.to_owned(), expected: vec![] })?;
+        let t = store.require(key)?;
         Ok((t.to_f32(), t.shape().to_vec()))
     };
     Ok(match step {
@@ -108,11 +108,7 @@ fn prepare_block(keys: &BlockKeys, eps: f32, get: &Getter<'_>, precision: Matmul
     let scaled = |(w, b): &(String, String), scale: &str| -> Result<Dense> {
         let s = get(scale)?.0;
         let (mut w, mut b) = pair(&(w.clone(), b.clone()))?;
-        let cin = w.len() / s.len();
-        for (o, so) in s.iter().enumerate() {
-            w[o * cin..(o + 1) * cin].iter_mut().for_each(|v| *v *= so);
-            b[o] *= so;
-        }
+        fold_branch_scale(&mut w, &mut b, &s);
         Ok((pack(&w, s.len(), precision)?, b))
     };
     let norm1 = pair(&keys.norm1)?;

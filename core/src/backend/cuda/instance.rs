@@ -94,9 +94,10 @@ fn i32_of(v: usize) -> Result<Arg> {
 /// Largest per-step scratch needs, in elements over the whole batch.
 #[derive(Default)]
 struct Scratch {
-    normed: usize,
+    /// A block's `c`-channel maps (the normalised input and the gated features).
+    features: usize,
+    /// The 2c-channel products and the up conv's 4c output.
     expanded: usize,
-    gated: usize,
     channels: usize,
     attention_weights: usize,
 }
@@ -121,9 +122,8 @@ impl<T: Element> Instance<T> {
         for step in &program.steps {
             if let Step::NafBlock { input, .. } = step {
                 let c = graph.node(*input).channels;
-                need.normed = need.normed.max(pixels(*input) * c);
+                need.features = need.features.max(pixels(*input) * c);
                 need.expanded = need.expanded.max(pixels(*input) * 2 * c);
-                need.gated = need.gated.max(pixels(*input) * c);
                 need.channels = need.channels.max(c);
                 need.attention_weights = need.attention_weights.max(n * c * c);
             }
@@ -140,7 +140,7 @@ impl<T: Element> Instance<T> {
         let slot_bytes: usize =
             memory.slot_len.iter().zip(&slot_used).filter(|(_, u)| **u).map(|(len, _)| len * n * element).sum();
         let bytes = slot_bytes
-            + (need.normed + need.expanded + need.gated + need.attention_weights) * element
+            + (2 * need.features + need.expanded + need.attention_weights) * element
             + 2 * n * need.channels * 4
             + 2 * image_len * 4;
         if bytes > free_bytes {
@@ -162,9 +162,9 @@ impl<T: Element> Instance<T> {
             .collect::<Result<_>>()?;
         let input = alloc_f(image_len)?;
         let output = alloc_f(image_len)?;
-        let normed = alloc_t(need.normed)?;
+        let normed = alloc_t(need.features)?;
         let expanded = alloc_t(need.expanded)?;
-        let gated = alloc_t(need.gated)?;
+        let gated = alloc_t(need.features)?;
         let attention_weights = alloc_t(need.attention_weights)?;
         let pool = alloc_f(n * need.channels)?;
         let attention = alloc_f(n * need.channels)?;

@@ -9,7 +9,7 @@ use cudarc::driver::{CudaSlice, CudaStream, DeviceRepr};
 use super::device::cuda_error;
 use super::gemm::GemmType;
 use crate::error::{Error, Result};
-use crate::passes::{BlockKeys, Step};
+use crate::passes::{BlockKeys, Step, fold_branch_scale};
 use crate::weights::WeightStore;
 
 /// Storage type of feature maps and matrices (`half::f16` or `f32`).
@@ -130,7 +130,7 @@ impl<'a> Uploader<'a> {
     }
 
     fn get(&self, key: &str) -> Result<(Vec<f32>, Vec<usize>)> {
-        let t = self.store.get(key).ok_or_else(|| Error::MissingKey { key: key.to_owned(), expected: vec![] })?;
+        let t = self.store.require(key)?;
         Ok((t.to_f32(), t.shape().to_vec()))
     }
 
@@ -143,26 +143,20 @@ impl<'a> Uploader<'a> {
         Ok((self.upload(&self.get(w)?.0)?, self.upload(&self.get(b)?.0)?))
     }
 
-    /// A `[rows][cols]` matrix with an optional bias, each output row `o` scaled by `scale[o]`.
-    fn dense<T: Element>(
-        &self,
-        w: &[f32],
-        bias: Option<&[f32]>,
-        rows: usize,
-        scale: Option<&[f32]>,
-    ) -> Result<Dense<T>> {
-        let cols = w.len() / rows;
-        let s = |o: usize| scale.map_or(1.0, |s| s[o]);
-        let w: Vec<f32> = w.iter().enumerate().map(|(i, &v)| v * s(i / cols)).collect();
-        let bias = bias.map(|b| b.iter().enumerate().map(|(o, &v)| v * s(o)).collect::<Vec<_>>());
-        Ok(Dense { weight: self.upload(&w)?, bias: bias.map(|b| self.upload(&b)).transpose()?, rows, cols })
+    /// A `[rows][cols]` matrix with an optional bias.
+    fn dense<T: Element>(&self, w: &[f32], bias: Option<&[f32]>, rows: usize) -> Result<Dense<T>> {
+        let bias = bias.map(|b| self.upload(b)).transpose()?;
+        Ok(Dense { weight: self.upload(w)?, bias, rows, cols: w.len() / rows })
     }
 
+    /// A 1×1 conv with its bias, with the branch scale `scale` folded in when given.
     fn conv1x1<T: Element>(&self, (w, b): &(String, String), scale: Option<&str>) -> Result<Dense<T>> {
-        let (w, shape) = self.get(w)?;
-        let bias = self.get(b)?.0;
-        let scale = scale.map(|key| self.get(key)).transpose()?.map(|(s, _)| s);
-        self.dense(&w, Some(&bias), shape[0], scale.as_deref())
+        let (mut w, shape) = self.get(w)?;
+        let mut bias = self.get(b)?.0;
+        if let Some(key) = scale {
+            fold_branch_scale(&mut w, &mut bias, &self.get(key)?.0);
+        }
+        self.dense(&w, Some(&bias), shape[0])
     }
 
     /// The weights of `step`; `is_input`/`is_output` say whether a 3×3 conv reads the network
@@ -174,13 +168,7 @@ impl<'a> Uploader<'a> {
                 let b = self.get(bias)?.0;
                 let (cout, cin) = (shape[0], shape[1]);
                 if is_input && cin == 3 {
-                    let mut taps = vec![0f32; 27 * cout];
-                    for co in 0..cout {
-                        for tap in 0..27 {
-                            taps[tap * cout + co] = w[co * 27 + tap];
-                        }
-                    }
-                    StepWeights::ConvIn { conv: (self.upload(&taps)?, self.upload(&b)?), cout }
+                    StepWeights::ConvIn { conv: (self.upload(&transpose(&w, cout))?, self.upload(&b)?), cout }
                 } else if is_output && cout == 3 {
                     let mut taps = vec![0f32; 9 * cin * 3];
                     for co in 0..3 {
@@ -213,13 +201,11 @@ impl<'a> Uploader<'a> {
                     }
                     m
                 };
-                StepWeights::Down {
-                    rows: [self.dense(&row(0), Some(&b), cout, None)?, self.dense(&row(1), None, cout, None)?],
-                }
+                StepWeights::Down { rows: [self.dense(&row(0), Some(&b), cout)?, self.dense(&row(1), None, cout)?] }
             }
             Step::UpShuffleAdd { weight, .. } => {
                 let (w, shape) = self.get(weight)?;
-                StepWeights::Up(self.dense(&w, None, shape[0], None)?)
+                StepWeights::Up(self.dense(&w, None, shape[0])?)
             }
             Step::NafBlock { keys, eps, .. } => StepWeights::Block(Box::new(self.block(keys, *eps)?)),
         })
@@ -228,23 +214,32 @@ impl<'a> Uploader<'a> {
     fn block<T: Element>(&self, keys: &BlockKeys, eps: f32) -> Result<BlockWeights<T>> {
         let c = self.get(&keys.sca.1)?.0.len();
         let (dw_w, dw_b) = (self.get(&keys.conv2.0)?.0, self.get(&keys.conv2.1)?.0);
-        let mut dw_taps = vec![0f32; 9 * 2 * c];
-        for k in 0..2 * c {
-            for tap in 0..9 {
-                dw_taps[tap * 2 * c + k] = dw_w[k * 9 + tap];
-            }
-        }
         Ok(BlockWeights {
             c,
             eps,
             norm1: self.pair(&keys.norm1)?,
             conv1: self.conv1x1(&keys.conv1, None)?,
-            dw: (self.upload(&dw_taps)?, self.upload(&dw_b)?),
+            dw: (self.upload(&transpose(&dw_w, 2 * c))?, self.upload(&dw_b)?),
             sca: self.pair(&keys.sca)?,
             conv3: self.conv1x1(&keys.conv3, Some(&keys.beta))?,
             norm2: self.pair(&keys.norm2)?,
             conv4: self.conv1x1(&keys.conv4, None)?,
             conv5: self.conv1x1(&keys.conv5, Some(&keys.gamma))?,
         })
+    }
+}
+
+/// The row-major `rows × (len / rows)` matrix `m` transposed (per-channel weights laid out
+/// tap-major, so neighbouring threads read neighbouring channels).
+fn transpose(m: &[f32], rows: usize) -> Vec<f32> {
+    let cols = m.len() / rows;
+    (0..cols).flat_map(|c| (0..rows).map(move |r| m[r * cols + c])).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn transpose_swaps_rows_and_columns() {
+        assert_eq!(super::transpose(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2), [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
     }
 }

@@ -197,8 +197,7 @@ impl Network {
     pub fn layer_weights(&self, model: &Model) -> Result<Vec<LayerWeights>> {
         let f16 = self.precision == TrtPrecision::F16;
         let get = |key: &str, keep_f32: bool| -> Result<HostWeights> {
-            let tensor =
-                model.weights().get(key).ok_or_else(|| Error::MissingKey { key: key.to_owned(), expected: vec![] })?;
+            let tensor = model.weights().require(key)?;
             let values = tensor.to_f32();
             if !f16 || keep_f32 {
                 let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
