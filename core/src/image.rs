@@ -3,6 +3,8 @@
 //! Independent of backends: engines receive a planar, padded tensor built here and hand back a
 //! planar output that is cropped here.
 
+use rayon::prelude::*;
+
 use crate::error::{Error, Result};
 use crate::spec::{IMAGE_CHANNELS, PadMode};
 
@@ -121,31 +123,38 @@ fn pad_index(i: usize, n: usize, mode: PadMode) -> Option<usize> {
 pub fn to_padded_planar(img: &Image, multiple: usize, mode: PadMode) -> (Vec<f32>, usize, usize) {
     let (h, w) = (round_up(img.height, multiple), round_up(img.width, multiple));
     let mut out = vec![0.0f32; IMAGE_CHANNELS * h * w];
-    let cols: Vec<Option<usize>> = (0..w).map(|x| pad_index(x, img.width, mode)).collect();
-    for y in 0..h {
-        let Some(sy) = pad_index(y, img.height, mode) else { continue };
-        let src_row = &img.data[sy * img.width * IMAGE_CHANNELS..(sy + 1) * img.width * IMAGE_CHANNELS];
-        for (x, sx) in cols.iter().enumerate() {
-            let Some(sx) = sx else { continue };
-            for c in 0..IMAGE_CHANNELS {
-                out[(c * h + y) * w + x] = src_row[sx * IMAGE_CHANNELS + c];
-            }
-        }
-    }
+    pad_planar_into(img, h, w, mode, &mut out);
     (out, h, w)
 }
 
-/// Interleaved `height × width` image from the top-left corner of a planar `3 × ph × pw` map.
+/// Writes the planar `3 × h × w` copy of `img`, padded bottom/right with `mode`, into `out`
+/// (exactly `3 · h · w` values; `h`, `w` at least the image's size). Rows run in parallel on
+/// the current rayon pool.
+pub fn pad_planar_into(img: &Image, h: usize, w: usize, mode: PadMode, out: &mut [f32]) {
+    assert!(h >= img.height && w >= img.width && out.len() == IMAGE_CHANNELS * h * w, "padded buffer mis-sized");
+    let cols: Vec<Option<usize>> = (0..w).map(|x| pad_index(x, img.width, mode)).collect();
+    out.par_chunks_mut(w).enumerate().for_each(|(row, out)| {
+        let (c, y) = (row / h, row % h);
+        let Some(sy) = pad_index(y, img.height, mode) else { return out.fill(0.0) };
+        let src_row = &img.data[sy * img.width * IMAGE_CHANNELS..(sy + 1) * img.width * IMAGE_CHANNELS];
+        for (out, sx) in out.iter_mut().zip(&cols) {
+            *out = sx.map_or(0.0, |sx| src_row[sx * IMAGE_CHANNELS + c]);
+        }
+    });
+}
+
+/// Interleaved `height × width` image from the top-left corner of a planar `3 × ph × pw` map
+/// (rows in parallel on the current rayon pool).
 pub fn from_planar_cropped(planar: &[f32], ph: usize, pw: usize, width: usize, height: usize) -> Image {
-    debug_assert!(height <= ph && width <= pw);
+    assert!(height <= ph && width <= pw && planar.len() >= IMAGE_CHANNELS * ph * pw, "planar map mis-sized");
     let mut data = vec![0.0f32; width * height * IMAGE_CHANNELS];
-    for y in 0..height {
-        for x in 0..width {
-            for c in 0..IMAGE_CHANNELS {
-                data[(y * width + x) * IMAGE_CHANNELS + c] = planar[(c * ph + y) * pw + x];
+    data.par_chunks_mut(width * IMAGE_CHANNELS).enumerate().for_each(|(y, row)| {
+        for (x, pixel) in row.chunks_exact_mut(IMAGE_CHANNELS).enumerate() {
+            for (c, v) in pixel.iter_mut().enumerate() {
+                *v = planar[(c * ph + y) * pw + x];
             }
         }
-    }
+    });
     Image { width, height, data }
 }
 
@@ -175,6 +184,28 @@ mod tests {
         let (p, h, w) = to_padded_planar(&img, 4, PadMode::Reflect);
         assert_eq!((h, w), (4, 4));
         assert_eq!(from_planar_cropped(&p, h, w, 3, 2), img);
+    }
+
+    /// Every padded value is the source pixel its mirrored (or zero) position names.
+    #[test]
+    fn padding_reads_the_mirrored_source_pixel() {
+        let (width, height) = (5, 3);
+        let img = Image::new(width, height, (0..width * height * 3).map(|v| v as f32 + 1.0).collect()).unwrap();
+        for mode in [PadMode::Reflect, PadMode::Zero] {
+            let (p, h, w) = to_padded_planar(&img, 8, mode);
+            assert_eq!((h, w), (8, 8));
+            for c in 0..IMAGE_CHANNELS {
+                for y in 0..h {
+                    for x in 0..w {
+                        let want = match (pad_index(y, height, mode), pad_index(x, width, mode)) {
+                            (Some(sy), Some(sx)) => img.data()[(sy * width + sx) * IMAGE_CHANNELS + c],
+                            _ => 0.0,
+                        };
+                        assert_eq!(p[(c * h + y) * w + x], want, "{mode:?} c {c} y {y} x {x}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::backend::{Engine, EngineOptions, MemoryEstimate, Precision, ScaMode, 
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::graph::ValueId;
-use crate::image::{Image, check_size, from_planar_cropped, round_up, to_padded_planar};
+use crate::image::{Image, check_size, from_planar_cropped, pad_planar_into, round_up};
 use crate::model::Model;
 use crate::passes::{Program, Step, fuse};
 use crate::spec::{IMAGE_CHANNELS, PadMode};
@@ -137,8 +137,9 @@ impl CpuEngine {
     /// Memory of restoring a `width × height` image in runs of `run` (width, height) pixels.
     fn estimate_runs(&self, width: usize, height: usize, (rw, rh): (usize, usize)) -> MemoryEstimate {
         let (h, w) = self.padded(rw, rh);
-        // The padded planar copy and the cropped result of one run, plus the whole output.
-        let io = IMAGE_CHANNELS as u64 * ((h * w + rw * rh) as u64 + (width * height) as u64);
+        // The cropped result of one run, plus the whole output (the padded input is written
+        // straight into the workspace).
+        let io = IMAGE_CHANNELS as u64 * ((rw * rh) as u64 + (width * height) as u64);
         let activations = (self.layout(h, w).total_len() as u64 + io) * 4;
         MemoryEstimate { weights: self.weights_bytes(), activations }
     }
@@ -146,14 +147,16 @@ impl CpuEngine {
     /// Runs the network once on the whole `img` (no local tiling); `on_output` sees every
     /// step's output value as it is produced.
     fn restore_whole(&self, img: &Image, on_output: &mut (dyn FnMut(ValueId, &[f32]) + Send)) -> Result<Image> {
-        let (planar, h, w) = to_padded_planar(img, self.size_multiple, self.pad_mode);
+        let (h, w) = self.padded(img.width(), img.height());
         let layout = self.layout(h, w);
         let mut ws = self.take_workspace(&layout)?;
-        ws.slots[layout.plan.slot_of[self.program.input.0].expect("input is planned")][..planar.len()]
-            .copy_from_slice(&planar);
-        self.pool.install(|| self.execute(&layout, &mut ws, h, w, on_output));
+        let in_slot = layout.plan.slot_of[self.program.input.0].expect("input is planned");
         let out_slot = layout.plan.slot_of[self.program.output.0].expect("output is planned");
-        let out = from_planar_cropped(&ws.slots[out_slot], h, w, img.width(), img.height());
+        let out = self.pool.install(|| {
+            pad_planar_into(img, h, w, self.pad_mode, &mut ws.slots[in_slot][..IMAGE_CHANNELS * h * w]);
+            self.execute(&layout, &mut ws, h, w, on_output);
+            from_planar_cropped(&ws.slots[out_slot], h, w, img.width(), img.height())
+        });
         self.spare.lock().unwrap_or_else(|e| e.into_inner()).push(ws);
         Ok(out)
     }

@@ -1,10 +1,14 @@
-//! The CUDA engine behind the [`Engine`] trait: the host pads and crops by the family rule
-//! (like the CPU engine), copies the padded planar batch to the device, runs the instance of
-//! that shape (built on first use and kept, a few shapes at a time) and copies the result
-//! back.
+//! The CUDA engine behind the [`Engine`] trait: the host pads the batch by the family rule
+//! (like the CPU engine) straight into page-locked staging memory, copies it to the device,
+//! runs the instance of that shape (built on first use and kept, a few shapes at a time),
+//! copies the result back into staging and crops from there; padding and cropping run on the
+//! rayon pool.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use cudarc::driver::sys::CU_MEMHOSTALLOC_WRITECOMBINED;
+use cudarc::driver::{CudaContext, PinnedHostSlice};
 
 use super::device::{Device, cuda_error, open};
 use super::gemm::Lt;
@@ -14,7 +18,7 @@ use super::weights::{Element, StepWeights, Uploader};
 use crate::backend::{CudaOptions, DeviceTiming, Engine, EngineOptions, MemoryEstimate};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::image::{Image, check_size, from_planar_cropped, round_up, to_padded_planar};
+use crate::image::{Image, check_size, from_planar_cropped, pad_planar_into, round_up};
 use crate::model::Model;
 use crate::passes::{Program, Step, fuse};
 use crate::spec::{IMAGE_CHANNELS, PadMode};
@@ -33,7 +37,35 @@ pub struct CudaEngine<T> {
     weight_bytes: usize,
     size_multiple: usize,
     pad_mode: PadMode,
-    instances: Mutex<Vec<Instance<T>>>,
+    resident: Mutex<Vec<Resident<T>>>,
+}
+
+/// An instance with the page-locked host buffers its transfers go through.
+struct Resident<T> {
+    instance: Instance<T>,
+    staging: Staging,
+}
+
+/// Page-locked host copies of an instance's planar input and output: transfers run at bus
+/// speed without the driver's bounce buffer, and the host pads into and crops out of them
+/// directly.
+struct Staging {
+    /// Written by the host only (write-combined).
+    input: PinnedHostSlice<f32>,
+    /// Read by the host (cached).
+    output: PinnedHostSlice<f32>,
+}
+
+impl Staging {
+    fn new(ctx: &Arc<CudaContext>, len: usize) -> Result<Self> {
+        let alloc = |flags| {
+            // Safety: the input is fully written by padding before every upload, the output
+            // fully by the download before the host reads it.
+            unsafe { ctx.alloc_pinned_with_flags::<f32>(len.max(1), flags) }
+                .map_err(cuda_error("allocating page-locked staging memory"))
+        };
+        Ok(Staging { input: alloc(CU_MEMHOSTALLOC_WRITECOMBINED)?, output: alloc(0)? })
+    }
 }
 
 impl<T: Element> CudaEngine<T> {
@@ -78,7 +110,7 @@ impl<T: Element> CudaEngine<T> {
             weight_bytes,
             size_multiple: model.spec().size_multiple(),
             pad_mode: model.spec().family.pad_mode(),
-            instances: Mutex::new(Vec::new()),
+            resident: Mutex::new(Vec::new()),
         })
     }
 
@@ -87,14 +119,14 @@ impl<T: Element> CudaEngine<T> {
         format!("{} (sm_{}{})", self.device.name, self.device.arch.0, self.device.arch.1)
     }
 
-    /// Runs `f` with the instance for `shape` (creating it, and dropping the oldest beyond
-    /// [`KEPT_INSTANCES`]).
-    fn with_instance<R>(&self, shape: Shape, f: impl FnOnce(&mut Instance<T>, &Self) -> Result<R>) -> Result<R> {
-        let mut instances = self.instances.lock().unwrap_or_else(|e| e.into_inner());
+    /// Runs `f` with the instance for `shape` and its staging (creating them, and dropping the
+    /// oldest beyond [`KEPT_INSTANCES`]).
+    fn with_instance<R>(&self, shape: Shape, f: impl FnOnce(&mut Resident<T>, &Self) -> Result<R>) -> Result<R> {
+        let mut instances = self.resident.lock().unwrap_or_else(|e| e.into_inner());
         // The calling thread may not be the one that built the engine: make the device's
         // context current for the raw driver and cuBLASLt calls of this run.
         self.device.ctx.bind_to_thread().map_err(cuda_error("binding the CUDA context to this thread"))?;
-        let index = match instances.iter().position(|i| i.shape == shape) {
+        let index = match instances.iter().position(|r| r.instance.shape == shape) {
             Some(index) => index,
             None => {
                 if instances.len() >= KEPT_INSTANCES {
@@ -111,7 +143,8 @@ impl<T: Element> CudaEngine<T> {
                     &self.device.stream,
                     free,
                 )?;
-                instances.push(instance);
+                let staging = Staging::new(&self.device.ctx, instance.input.len())?;
+                instances.push(Resident { instance, staging });
                 instances.len() - 1
             }
         };
@@ -136,6 +169,15 @@ impl<T: Element> CudaEngine<T> {
     }
 }
 
+impl<T> Drop for CudaEngine<T> {
+    /// Makes the device's context current on the dropping thread, which may not be the one
+    /// that built the engine: freeing the buffers and the staging memory needs it. (A failure
+    /// means the context is gone already; cudarc then records the frees' errors.)
+    fn drop(&mut self) {
+        let _ = self.device.ctx.bind_to_thread();
+    }
+}
+
 impl<T: Element> Engine for CudaEngine<T> {
     fn restore(&self, input: &Image) -> Result<Image> {
         Ok(self.restore_batch(std::slice::from_ref(input))?.remove(0))
@@ -143,27 +185,28 @@ impl<T: Element> Engine for CudaEngine<T> {
 
     fn restore_batch(&self, images: &[Image]) -> Result<Vec<Image>> {
         let shape = self.padded_shape(images)?;
-        let mut planar = Vec::with_capacity(images.len() * IMAGE_CHANNELS * shape.height * shape.width);
-        for image in images {
-            image.check_finite()?;
-            planar.extend(to_padded_planar(image, self.size_multiple, self.pad_mode).0);
-        }
+        images.iter().try_for_each(Image::check_finite)?;
+        let (h, w) = (shape.height, shape.width);
+        let plane = IMAGE_CHANNELS * h * w;
         let stream = &self.device.stream;
-        let output = self.with_instance(shape, |instance, engine| {
-            stream.memcpy_htod(&planar, &mut instance.input).map_err(cuda_error("copying images to the GPU"))?;
+        self.with_instance(shape, |Resident { instance, staging }, engine| {
+            let staged = staging.input.as_mut_slice().map_err(cuda_error("waiting for the staging memory"))?;
+            for (image, staged) in images.iter().zip(staged.chunks_mut(plane)) {
+                pad_planar_into(image, h, w, engine.pad_mode, staged);
+            }
+            stream.memcpy_htod(&staging.input, &mut instance.input).map_err(cuda_error("copying images to the GPU"))?;
             instance.run(&engine.lt, stream)?;
-            let output = stream.clone_dtoh(&instance.output).map_err(cuda_error("copying results from the GPU"))?;
+            stream
+                .memcpy_dtoh(&instance.output, &mut staging.output)
+                .map_err(cuda_error("copying results from the GPU"))?;
             stream.synchronize().map_err(cuda_error("running the network"))?;
-            Ok(output)
-        })?;
-        let plane = IMAGE_CHANNELS * shape.height * shape.width;
-        Ok(images
-            .iter()
-            .zip(output.chunks(plane))
-            .map(|(image, planar)| {
-                from_planar_cropped(planar, shape.height, shape.width, image.width(), image.height())
-            })
-            .collect())
+            let output = staging.output.as_slice().map_err(cuda_error("waiting for the results"))?;
+            Ok(images
+                .iter()
+                .zip(output.chunks(plane))
+                .map(|(image, planar)| from_planar_cropped(planar, h, w, image.width(), image.height()))
+                .collect())
+        })
     }
 
     fn memory_estimate(&self, width: usize, height: usize) -> Result<MemoryEstimate> {
@@ -177,7 +220,7 @@ impl<T: Element> Engine for CudaEngine<T> {
         let m = self.size_multiple;
         let shape = Shape { batch: batch.max(1), height: round_up(height, m), width: round_up(width, m) };
         let stream = &self.device.stream;
-        self.with_instance(shape, |instance, engine| {
+        self.with_instance(shape, |Resident { instance, .. }, engine| {
             // Warm-up: the first run enqueues directly and records the graph; the second is
             // the first replay.
             for _ in 0..2 {
@@ -307,6 +350,15 @@ mod tests {
                 assert!(max_abs(&run.join().unwrap(), &want) <= 1e-6);
             }
         });
+    }
+
+    /// An engine may be dropped on a thread other than the one that built and ran it.
+    #[test]
+    fn engines_drop_on_other_threads() {
+        let model = random_model(&two_levels(), 6);
+        let Some(gpu) = engine(&model, true) else { return };
+        gpu.restore(&image(16, 16, 2)).unwrap();
+        std::thread::spawn(move || drop(gpu)).join().unwrap();
     }
 
     /// Inputs whose bottleneck activations reach thousands stay finite in FP16 (the LayerNorm

@@ -92,7 +92,7 @@ fn i32_of(v: usize) -> Result<Arg> {
 }
 
 /// Largest per-step scratch needs, in elements over the whole batch.
-#[derive(Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 struct Scratch {
     /// A block's `c`-channel maps (the normalised input and the gated features).
     features: usize,
@@ -100,6 +100,54 @@ struct Scratch {
     expanded: usize,
     channels: usize,
     attention_weights: usize,
+}
+
+/// What an instance allocates for a shape, derived from the program alone (no device): the
+/// memory plan's slots, the block scratch and the planar images.
+#[derive(Debug)]
+struct BufferPlan {
+    memory: crate::passes::MemoryPlan,
+    /// Slots holding a value other than the network input and output (those live in the
+    /// planar f32 image buffers).
+    slot_used: Vec<bool>,
+    scratch: Scratch,
+    /// Values in one planar f32 image buffer (batch × 3 × H × W).
+    image_len: usize,
+    /// Device bytes of everything.
+    bytes: usize,
+}
+
+impl BufferPlan {
+    fn new(shape: Shape, program: &Program, graph: &Graph, element: usize) -> Self {
+        let Shape { batch: n, height: h, width: w } = shape;
+        let memory = plan(program, graph, h, w);
+        let pixels = |v: ValueId| n * (h >> graph.node(v).level) * (w >> graph.node(v).level);
+        let mut scratch = Scratch::default();
+        for step in &program.steps {
+            if let Step::NafBlock { input, .. } = step {
+                let c = graph.node(*input).channels;
+                scratch.features = scratch.features.max(pixels(*input) * c);
+                scratch.expanded = scratch.expanded.max(pixels(*input) * 2 * c);
+                scratch.channels = scratch.channels.max(c);
+                scratch.attention_weights = scratch.attention_weights.max(n * c * c);
+            }
+            if let Step::UpShuffleAdd { input, output, .. } = step {
+                scratch.expanded = scratch.expanded.max(pixels(*input) * 4 * graph.node(*output).channels);
+            }
+        }
+        let image_len = n * IMAGE_CHANNELS * h * w;
+        let io = [program.input, program.output];
+        let slot_used: Vec<bool> = (0..memory.slot_len.len())
+            .map(|s| (0..graph.nodes.len()).any(|v| memory.slot_of[v] == Some(s) && !io.contains(&ValueId(v))))
+            .collect();
+        let slot_bytes: usize =
+            memory.slot_len.iter().zip(&slot_used).filter(|(_, u)| **u).map(|(len, _)| len * n * element).sum();
+        let bytes = slot_bytes
+            + (2 * scratch.features + scratch.expanded + scratch.attention_weights) * element
+            + 2 * n * scratch.channels * 4
+            + 2 * image_len * 4;
+        BufferPlan { memory, slot_used, scratch, image_len, bytes }
+    }
 }
 
 impl<T: Element> Instance<T> {
@@ -116,33 +164,9 @@ impl<T: Element> Instance<T> {
         free_bytes: usize,
     ) -> Result<Self> {
         let Shape { batch: n, height: h, width: w } = shape;
-        let memory = plan(program, graph, h, w);
+        let BufferPlan { memory, slot_used, scratch: need, image_len, bytes } =
+            BufferPlan::new(shape, program, graph, size_of::<T>());
         let pixels = |v: ValueId| n * (h >> graph.node(v).level) * (w >> graph.node(v).level);
-        let mut need = Scratch::default();
-        for step in &program.steps {
-            if let Step::NafBlock { input, .. } = step {
-                let c = graph.node(*input).channels;
-                need.features = need.features.max(pixels(*input) * c);
-                need.expanded = need.expanded.max(pixels(*input) * 2 * c);
-                need.channels = need.channels.max(c);
-                need.attention_weights = need.attention_weights.max(n * c * c);
-            }
-            if let Step::UpShuffleAdd { input, output, .. } = step {
-                need.expanded = need.expanded.max(pixels(*input) * 4 * graph.node(*output).channels);
-            }
-        }
-        let image_len = n * IMAGE_CHANNELS * h * w;
-        let io = [program.input, program.output];
-        let slot_used: Vec<bool> = (0..memory.slot_len.len())
-            .map(|s| (0..graph.nodes.len()).any(|v| memory.slot_of[v] == Some(s) && !io.contains(&ValueId(v))))
-            .collect();
-        let element = size_of::<T>();
-        let slot_bytes: usize =
-            memory.slot_len.iter().zip(&slot_used).filter(|(_, u)| **u).map(|(len, _)| len * n * element).sum();
-        let bytes = slot_bytes
-            + (2 * need.features + need.expanded + need.attention_weights) * element
-            + 2 * n * need.channels * 4
-            + 2 * image_len * 4;
         if bytes > free_bytes {
             return Err(Error::OutOfMemory {
                 needed_mb: (bytes >> 20) as u64,
@@ -502,5 +526,69 @@ impl Lowering<'_> {
         self.kernel("gate", &self.kernels.gate.clone(), grid_for(p * c / 8)?, args);
         self.gemm("gemm conv5", &b.conv5, None, GemmShape::conv1x1(c, c, p), gated, x, true)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::{BufferPlan, Shape};
+    use crate::graph::ValueId;
+    use crate::model::testing::random_model;
+    use crate::passes::{Step, fuse, plan::value_len};
+    use crate::spec::{Family, ModelSpec};
+
+    proptest! {
+        /// For any network and shape: every materialised value other than the planar input
+        /// and output has an allocated slot large enough for the whole batch, the scratch
+        /// holds every block's and up conv's maps, and memory scales exactly with the batch.
+        #[test]
+        fn buffers_hold_every_value(levels in 1usize..4, c8 in 1usize..4, h in 1usize..5, w in 1usize..5, n in 1usize..4) {
+            let spec = ModelSpec {
+                family: Family::MaskDcpt,
+                width: 8 * c8,
+                enc_blocks: vec![1; levels],
+                middle_blocks: 1,
+                dec_blocks: vec![1; levels],
+            };
+            let model = random_model(&spec, 1);
+            let graph = model.graph();
+            let program = fuse(&graph).unwrap();
+            let m = spec.size_multiple();
+            let shape = Shape { batch: n, height: h * m, width: w * m };
+            let buffers = BufferPlan::new(shape, &program, &graph, 2);
+            for step in &program.steps {
+                let v = step.output();
+                if v == program.output {
+                    continue;
+                }
+                let slot = buffers.memory.slot_of[v.0].expect("step outputs are planned");
+                prop_assert!(buffers.slot_used[slot], "value {v:?} lives in an unallocated slot");
+                prop_assert!(buffers.memory.slot_len[slot] >= value_len(&graph, v, shape.height, shape.width));
+            }
+            let pixels = |v: ValueId| {
+                let node = graph.node(v);
+                n * (shape.height >> node.level) * (shape.width >> node.level)
+            };
+            for step in &program.steps {
+                match step {
+                    Step::NafBlock { input, .. } => {
+                        let c = graph.node(*input).channels;
+                        prop_assert!(buffers.scratch.features >= pixels(*input) * c);
+                        prop_assert!(buffers.scratch.expanded >= pixels(*input) * 2 * c);
+                        prop_assert!(buffers.scratch.attention_weights >= n * c * c);
+                        prop_assert!(buffers.scratch.channels >= c);
+                    }
+                    Step::UpShuffleAdd { input, output, .. } => {
+                        prop_assert!(buffers.scratch.expanded >= pixels(*input) * 4 * graph.node(*output).channels);
+                    }
+                    _ => {}
+                }
+            }
+            prop_assert_eq!(buffers.image_len, n * 3 * shape.height * shape.width);
+            let single = BufferPlan::new(Shape { batch: 1, ..shape }, &program, &graph, 2);
+            prop_assert_eq!(buffers.bytes, n * single.bytes);
+        }
     }
 }
