@@ -339,7 +339,9 @@ typedef struct maskdcpt_options {
    */
   uint64_t memory_limit;
   /**
-   * Folder for compiled GPU engines and kernels (may be NULL; ignored by the CPU).
+   * Folder for compiled GPU engines and kernels (may be NULL; ignored by the CPU). The CUDA
+   * backend keeps its kernels and one engine file per model, GPU and precision there (the
+   * algorithms it timed), so later processes skip compiling and tuning.
    */
   const char *engine_cache_dir;
 } maskdcpt_options;

@@ -12,6 +12,10 @@ Parity (`maskdcpt restore ... -o x.npy`, the raw network output):
 Bounds (issue 5): FP16 PSNR >= 45 dB against CPU f32 on natural images and no NaN/Inf
 anywhere; f32 max |d| <= 1e-3 (times the output's peak where that exceeds 1).
 
+Engine file (released shape, FP16, 1x1088x1920): `maskdcpt build-engine --backend cuda`
+twice, timing the first build (NVRTC + tuning) and the second (file reused), then a restore
+with `--engine` against one without.
+
 Timing (released shape, FP16): `maskdcpt bench --backend cuda` (device-resident median)
 next to PyTorch eager FP16, torch.compile and torch.compile(mode="reduce-overhead"), with
 peak GPU memory, at 1x256x256, 8x256x256 and 1x1088x1920.
@@ -155,6 +159,33 @@ def timing(binary: str, released: Path, modes: list[str], iters: int, budget_s: 
     return rows
 
 
+def engine_file(binary: str, work: Path, released: Path) -> dict:
+    """Builds the released shape's engine file twice (written, then reused) and checks that a
+    restore through it equals one without it."""
+    path = work / "released.cuda-engine"
+    cmd = [binary, "build-engine", "--backend", "cuda", "--fp16", "-m", str(released), "-o", str(path),
+           "--max", "1088x1920", "--cache-dir", str(work / "cache")]
+    seconds, messages = [], []
+    for _ in range(2):
+        t0 = time.time()
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        seconds.append(time.time() - t0)
+        messages.append(done.stderr.strip())
+        if done.returncode != 0:
+            raise RuntimeError(f"build-engine failed:\n{done.stderr}")
+    image = work / "engine-in.npy"
+    np.save(image, np.random.default_rng(5).random((1088, 1920, 3), dtype=np.float32))
+    fp16 = ["--backend", "cuda", "--precision", "fp16"]
+    plain = restore(binary, str(released), image, work / "plain.npy", *fp16)
+    reused = restore(binary, str(released), image, work / "reused.npy", *fp16, "--engine", str(path))
+    row = dict(kind="engine_file", first_s=seconds[0], second_s=seconds[1], first=messages[0], second=messages[1],
+               bytes=path.stat().st_size, max_abs_vs_plain=float(np.abs(plain - reused).max()),
+               reused="reused" in messages[1])
+    row["pass"] = row["reused"] and "written" in messages[0] and row["max_abs_vs_plain"] <= 2e-3
+    emit(row)
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default=str(ROOT / "target/gpu/maskdcpt"))
@@ -171,6 +202,7 @@ def main() -> None:
         net = R.randomize_(R.build_model("maskdcpt", **RELEASED), seed=2026)
         torch.save(net.state_dict(), released)
         parity_rows = [] if args.skip_parity else parity(args.bin, work, released, args.quick)
+        engine_row = engine_file(args.bin, work, released)
         timing_rows = timing(args.bin, released, args.modes.split(","), args.iters, args.budget_s)
     print("\n| parity case | precision | max abs diff | PSNR dB (peak) | pass |\n|---|---|---|---|---|")
     for r in parity_rows:
@@ -186,9 +218,13 @@ def main() -> None:
     for r in timing_rows:
         ops = ", ".join(f"{o['op']} {o['ms']:.2f}" for o in r["profile"])
         print(f"| {r['shape']} | {ops} |")
+    e = engine_row
+    print(f"\nengine file (1x1088x1920 FP16, {e['bytes']} bytes): first build {e['first_s']:.2f} s, "
+          f"second {e['second_s']:.2f} s ({'reused' if e['reused'] else 'NOT reused'}), "
+          f"restore with it vs without: max |d| {e['max_abs_vs_plain']:.2e}, pass {e['pass']}")
     failed = [r for r in parity_rows if not r["pass"]]
     print(f"\nparity: {len(parity_rows) - len(failed)}/{len(parity_rows)} pass")
-    sys.exit(1 if failed else 0)
+    sys.exit(1 if failed or not e["pass"] else 0)
 
 
 if __name__ == "__main__":

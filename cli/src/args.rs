@@ -84,6 +84,11 @@ pub struct EngineArgs {
     /// CUDA device ordinal for `--backend cuda`.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub device: u32,
+    /// CUDA engine file (from `maskdcpt build-engine --backend cuda`) to reuse and keep up to
+    /// date; one written for another model, GPU, precision or version is rebuilt. Default:
+    /// one per key in the kernel cache folder.
+    #[arg(long, value_name = "FILE")]
+    pub engine: Option<PathBuf>,
 }
 
 /// `--backend` values.
@@ -139,6 +144,7 @@ impl EngineArgs {
                     fp16: self.precision == PrecisionArg::Fp16,
                     device: self.device as usize,
                     cache_dir: kernel_cache_dir(),
+                    engine_file: self.engine.clone(),
                 }),
             ),
             (BackendArg::Cpu, PrecisionArg::Fp16) => {
@@ -152,6 +158,9 @@ impl EngineArgs {
                 ));
             }
         };
+        if self.engine.is_some() && self.backend != BackendArg::Cuda {
+            return Err(CliError::Invalid("--engine names a CUDA engine file: add --backend cuda".into()));
+        }
         Ok(EngineOptions {
             threads: self.threads.map(|t| t as usize),
             tiling: self.tile.map(|tile| Tiling {
@@ -169,9 +178,9 @@ impl EngineArgs {
     }
 }
 
-/// Where compiled CUDA kernels are cached: `$XDG_CACHE_HOME/maskdcpt`, else
+/// Where compiled CUDA kernels and engine files are cached: `$XDG_CACHE_HOME/maskdcpt`, else
 /// `~/.cache/maskdcpt` (none when neither variable is set).
-fn kernel_cache_dir() -> Option<PathBuf> {
+pub fn kernel_cache_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
@@ -269,6 +278,10 @@ pub struct ExportOnnxArgs {
 pub enum EngineBackend {
     /// NVIDIA TensorRT (desktop GPUs and Jetson).
     Tensorrt,
+    /// The fused CUDA engine: the file holds its compiled kernels and the cuBLASLt algorithm
+    /// timed for every product of the shapes built (`--max`, `--opt`), and is used with
+    /// `maskdcpt restore --backend cuda --engine FILE`.
+    Cuda,
 }
 
 /// An image size given as `HxW` (height first).
@@ -288,10 +301,11 @@ fn parse_hxw(s: &str) -> Result<HxW, String> {
 /// Options of `maskdcpt build-engine`.
 #[derive(Debug, Args)]
 pub struct BuildEngineArgs {
-    /// Checkpoint (`.pth` or `.safetensors`).
+    /// Checkpoint (`.pth` or `.safetensors`); default: the embedded default model.
     #[arg(short, long, value_name = "MODEL")]
-    pub model: PathBuf,
-    /// Output file: the serialized engine (as `trtexec --loadEngine` takes it).
+    pub model: Option<PathBuf>,
+    /// Output file: the serialized engine (TensorRT: as `trtexec --loadEngine` takes it; CUDA:
+    /// an engine file that is reused as it is when already up to date).
     #[arg(short, long, value_name = "OUT.engine")]
     pub output: PathBuf,
     /// Checkpoint entry to use (default: `params_ema`, then `params`).
@@ -318,6 +332,12 @@ pub struct BuildEngineArgs {
     /// Folder of cached engines and the timing cache: a matching intact engine is reused.
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Images per run the CUDA engine is built for.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch: u32,
+    /// CUDA device ordinal.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub device: u32,
 }
 
 /// Options of `maskdcpt bench`.

@@ -1,6 +1,7 @@
-//! `maskdcpt build-engine`: build (or reuse from a cache folder) a serialized TensorRT engine.
-//! Needs a binary built with the `tensorrt` feature and, at run time, the TensorRT library;
-//! without either it fails with a message saying which is missing.
+//! `maskdcpt build-engine`: build (or reuse from a cache folder) a serialized TensorRT engine,
+//! or a CUDA engine file. TensorRT needs a binary built with the `tensorrt` feature and, at
+//! run time, the TensorRT library; CUDA needs an NVIDIA GPU. Without them it fails with a
+//! message saying what is missing.
 
 use crate::args::{BuildEngineArgs, EngineBackend};
 use crate::error::Result;
@@ -9,7 +10,34 @@ use crate::error::Result;
 pub fn run(args: &BuildEngineArgs) -> Result<()> {
     match args.backend {
         EngineBackend::Tensorrt => tensorrt(args),
+        EngineBackend::Cuda => cuda(args),
     }
+}
+
+/// Builds the CUDA engine for `--max` (and `--opt`) at `--batch` and writes its engine file.
+fn cuda(args: &BuildEngineArgs) -> Result<()> {
+    use maskdcpt_core::backend::CudaOptions;
+    use maskdcpt_core::backend::cuda::engine::build_engine_file;
+    use maskdcpt_core::backend::cuda::saved::FileUse;
+
+    let model = crate::model::load_or_default(args.model.as_deref(), args.param_key.as_deref())?;
+    let cuda = CudaOptions {
+        fp16: args.fp16,
+        device: args.device as usize,
+        cache_dir: args.cache_dir.clone().or_else(crate::args::kernel_cache_dir),
+        engine_file: Some(args.output.clone()),
+    };
+    let batch = args.batch as usize;
+    let mut shapes = vec![(batch, args.max.0.height, args.max.0.width)];
+    shapes.extend(args.opt.map(|opt| (batch, opt.0.height, opt.0.width)).filter(|opt| *opt != shapes[0]));
+    let report = build_engine_file(&model, &cuda, &shapes)?;
+    let what = match &report.found {
+        FileUse::Reused => "up to date, reused".to_owned(),
+        FileUse::Missing => "written".to_owned(),
+        FileUse::Rejected(why) => format!("rebuilt (the file there was {why})"),
+    };
+    eprintln!("{}: {what}; {} tuned products on {}", report.path.display(), report.products, report.device);
+    Ok(())
 }
 
 #[cfg(feature = "tensorrt")]
@@ -22,7 +50,7 @@ fn tensorrt(args: &BuildEngineArgs) -> Result<()> {
 
     use crate::atomic::write_atomically;
 
-    let model = crate::model::load(&args.model, args.param_key.as_deref())?;
+    let model = crate::model::load_or_default(args.model.as_deref(), args.param_key.as_deref())?;
     let options = BuildOptions {
         precision: if args.fp16 { TrtPrecision::F16 } else { TrtPrecision::F32 },
         shapes: ShapeRange { min: args.min.0, opt: args.opt.unwrap_or(args.max).0, max: args.max.0 },

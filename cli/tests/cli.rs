@@ -550,3 +550,27 @@ fn build_engine_reports_what_is_missing() {
         assert_eq!(out.status.code(), Some(2), "--max {bad}: {}", stderr(&out));
     }
 }
+
+/// `build-engine --backend cuda` writes an engine file where a GPU is present and otherwise
+/// says what is missing and writes nothing; `--engine` belongs to the cuda backend.
+#[test]
+fn cuda_engine_files_need_a_gpu_and_the_cuda_backend() {
+    let dir = TempDir::new().unwrap();
+    let model = write_model(dir.path());
+    let engine = dir.path().join("tiny.cuda-engine");
+    let cache = dir.path().join("cache");
+    // The default model (the test model is 4 channels wide; the cuda backend needs 8k).
+    let build = ["build-engine", "-o", s(&engine), "--backend", "cuda", "--max", "64x48", "--batch", "2"];
+    let out = maskdcpt(&[&build[..], &["--cache-dir", s(&cache)]].concat());
+    if out.status.success() {
+        assert!(engine.exists() && stderr(&out).contains("written"), "{}", stderr(&out));
+    } else {
+        assert_error(&out, &["CUDA"]);
+        assert_eq!(listing(dir.path()), ["tiny.safetensors"]);
+    }
+    let image = dir.path().join("in.npy");
+    write_npy(&image, &[8, 8, 3], &pattern(8, 8, 1));
+    let output = dir.path().join("out.npy");
+    let out = maskdcpt(&["restore", "-m", s(&model), "-i", s(&image), "-o", s(&output), "--engine", s(&engine)]);
+    assert_error(&out, &["--engine", "--backend cuda"]);
+}

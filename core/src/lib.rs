@@ -8,6 +8,7 @@
 
 pub mod atomic_file;
 pub mod backend;
+pub mod engine_file;
 pub mod error;
 pub mod export;
 pub mod graph;

@@ -78,7 +78,9 @@ pub struct maskdcpt_options {
     /// Refuse runs whose estimated memory exceeds this many bytes; 0 uses the memory the
     /// operating system reports as available.
     pub memory_limit: u64,
-    /// Folder for compiled GPU engines and kernels (may be NULL; ignored by the CPU).
+    /// Folder for compiled GPU engines and kernels (may be NULL; ignored by the CPU). The CUDA
+    /// backend keeps its kernels and one engine file per model, GPU and precision there (the
+    /// algorithms it timed), so later processes skip compiling and tuning.
     pub engine_cache_dir: *const c_char,
 }
 
@@ -137,7 +139,12 @@ impl maskdcpt_options {
             maskdcpt_backend::Cuda => {
                 let device = usize::try_from(self.device_id)
                     .map_err(|_| Failure::invalid(format!("options.device_id {} is negative", self.device_id)))?;
-                Backend::Cuda(CudaOptions { fp16: gpu_fp16("CUDA")?, device, cache_dir: cache_dir()? })
+                Backend::Cuda(CudaOptions {
+                    fp16: gpu_fp16("CUDA")?,
+                    device,
+                    cache_dir: cache_dir()?,
+                    engine_file: None,
+                })
             }
             maskdcpt_backend::Tensorrt => {
                 if self.device_id != 0 {

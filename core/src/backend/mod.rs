@@ -79,8 +79,14 @@ pub struct CudaOptions {
     pub fp16: bool,
     /// CUDA device ordinal.
     pub device: usize,
-    /// Folder for compiled kernels (`None`: compile with NVRTC every time an engine is built).
+    /// Folder for compiled kernels and engine files (one per model, GPU and precision, named
+    /// by its key). `None`: kernels are compiled with NVRTC and products timed every time an
+    /// engine is built, unless `engine_file` is set.
     pub cache_dir: Option<std::path::PathBuf>,
+    /// Engine file to reuse and keep up to date (see [`cuda::saved`]; overrides the one in
+    /// `cache_dir`): its kernels and tuned algorithms are used when it was written for this
+    /// model, GPU, cuBLASLt, precision and library version; otherwise it is rebuilt.
+    pub engine_file: Option<std::path::PathBuf>,
 }
 
 /// GPU-resident timing of an engine (input and output already on the device).

@@ -4,6 +4,8 @@
 //! copies the result back into staging and crops from there; padding and cropping run on the
 //! rayon pool.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -14,6 +16,7 @@ use super::device::{Device, cuda_error, open};
 use super::gemm::Lt;
 use super::instance::{Instance, Shape};
 use super::kernels::{Kernels, ptx};
+use super::saved::{Algo, EngineKey, FileUse, ProductKey, SavedEngine};
 use super::weights::{Element, StepWeights, Uploader};
 use crate::backend::{CudaOptions, DeviceTiming, Engine, EngineOptions, MemoryEstimate};
 use crate::error::{Error, Result};
@@ -37,7 +40,27 @@ pub struct CudaEngine<T> {
     weight_bytes: usize,
     size_multiple: usize,
     pad_mode: PadMode,
-    resident: Mutex<Vec<Resident<T>>>,
+    state: Mutex<State<T>>,
+    /// Where the engine file lives and how it was found (`None`: no file).
+    file: Option<EngineFile>,
+}
+
+/// What the engine's lock guards.
+struct State<T> {
+    /// Instances of the most recent shapes.
+    resident: Vec<Resident<T>>,
+    /// cuBLASLt algorithm of every product tuned so far (or read from the engine file).
+    tuned: BTreeMap<ProductKey, Algo>,
+}
+
+/// The engine file of an engine (`CudaOptions::engine_file`, or one per key in the cache
+/// folder).
+struct EngineFile {
+    path: PathBuf,
+    key: EngineKey,
+    /// The kernels the engine loaded, saved with the algorithms.
+    ptx: String,
+    found: FileUse,
 }
 
 /// An instance with the page-locked host buffers its transfers go through.
@@ -85,7 +108,34 @@ impl<T: Element> CudaEngine<T> {
         }
         let device = open(cuda.device)?;
         let fp16 = T::GEMM == super::gemm::GemmType::F16;
-        let kernels = Kernels::load(&device.ctx, ptx(device.arch, fp16, cuda.cache_dir.as_deref())?)?;
+        let path = engine_file_path(cuda, || EngineKey {
+            library: env!("CARGO_PKG_VERSION").to_owned(),
+            weights: crate::engine_file::weights_hash(model),
+            device: device.name.clone(),
+            arch: device.arch,
+            // SAFETY: `open` checked that cuBLASLt is present.
+            cublaslt: unsafe { cudarc::cublaslt::sys::cublasLtGetVersion() },
+            fp16,
+        });
+        let (saved, mut found) = match &path {
+            Some((path, key)) => super::saved::load(path, key)?,
+            None => (None, FileUse::Missing),
+        };
+        let (kernels, ptx, tuned) = match saved {
+            Some(SavedEngine { ptx, algos }) => match Kernels::load(&device.ctx, ptx.clone()) {
+                Ok(kernels) => (kernels, ptx, algos),
+                Err(e) => {
+                    found = FileUse::Rejected(format!("its kernels did not load ({e})"));
+                    let ptx = ptx_for(&device, fp16, cuda)?;
+                    (Kernels::load(&device.ctx, ptx.clone())?, ptx, BTreeMap::new())
+                }
+            },
+            None => {
+                let ptx = ptx_for(&device, fp16, cuda)?;
+                (Kernels::load(&device.ctx, ptx.clone())?, ptx, BTreeMap::new())
+            }
+        };
+        let file = path.map(|(path, key)| EngineFile { path, key, ptx, found });
         let lt = Lt::new(&device.stream)?;
         let graph = model.graph();
         let program = fuse(&graph)?;
@@ -110,7 +160,8 @@ impl<T: Element> CudaEngine<T> {
             weight_bytes,
             size_multiple: model.spec().size_multiple(),
             pad_mode: model.spec().family.pad_mode(),
-            resident: Mutex::new(Vec::new()),
+            state: Mutex::new(State { resident: Vec::new(), tuned }),
+            file,
         })
     }
 
@@ -119,10 +170,25 @@ impl<T: Element> CudaEngine<T> {
         format!("{} (sm_{}{})", self.device.name, self.device.arch.0, self.device.arch.1)
     }
 
+    /// The engine file and how it was found when the engine was built (`None` without
+    /// `engine_file` or `cache_dir`).
+    pub fn engine_file(&self) -> Option<(&std::path::Path, &FileUse)> {
+        self.file.as_ref().map(|f| (f.path.as_path(), &f.found))
+    }
+
+    /// Builds the instance of a `batch × height × width` padded shape now (tuning its
+    /// products and updating the engine file) instead of on the first run of that shape.
+    /// Returns the number of products the engine has algorithms for.
+    pub fn prepare(&self, shape: Shape) -> Result<usize> {
+        self.with_instance(shape, |_, _| Ok(()))?;
+        Ok(self.state.lock().unwrap_or_else(|e| e.into_inner()).tuned.len())
+    }
+
     /// Runs `f` with the instance for `shape` and its staging (creating them, and dropping the
     /// oldest beyond [`KEPT_INSTANCES`]).
     fn with_instance<R>(&self, shape: Shape, f: impl FnOnce(&mut Resident<T>, &Self) -> Result<R>) -> Result<R> {
-        let mut instances = self.resident.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let State { resident: instances, tuned } = &mut *state;
         // The calling thread may not be the one that built the engine: make the device's
         // context current for the raw driver and cuBLASLt calls of this run.
         self.device.ctx.bind_to_thread().map_err(cuda_error("binding the CUDA context to this thread"))?;
@@ -142,13 +208,28 @@ impl<T: Element> CudaEngine<T> {
                     &self.lt,
                     &self.device.stream,
                     free,
+                    tuned,
                 )?;
+                self.save_file(tuned)?;
                 let staging = Staging::new(&self.device.ctx, instance.input.len())?;
                 instances.push(Resident { instance, staging });
                 instances.len() - 1
             }
         };
         f(&mut instances[index], self)
+    }
+
+    /// Writes the engine file when it lacks an algorithm the engine now has (a new shape, or a
+    /// file that was missing or rejected).
+    fn save_file(&self, tuned: &BTreeMap<ProductKey, Algo>) -> Result<()> {
+        let Some(file) = &self.file else { return Ok(()) };
+        if let (Some(saved), _) = super::saved::load(&file.path, &file.key)?
+            && saved.ptx == file.ptx
+            && saved.algos == *tuned
+        {
+            return Ok(());
+        }
+        super::saved::save(&file.path, &file.key, &SavedEngine { ptx: file.ptx.clone(), algos: tuned.clone() })
     }
 
     fn padded_shape(&self, images: &[Image]) -> Result<Shape> {
@@ -167,6 +248,67 @@ impl<T: Element> CudaEngine<T> {
         let m = self.size_multiple;
         Ok(Shape { batch: images.len(), height: round_up(first.height(), m), width: round_up(first.width(), m) })
     }
+}
+
+/// What [`build_engine_file`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineFileReport {
+    /// The engine file written (or found up to date).
+    pub path: PathBuf,
+    /// How the file was found before the build.
+    pub found: FileUse,
+    /// Products the file holds an algorithm for.
+    pub products: usize,
+    /// The GPU it was built on.
+    pub device: String,
+}
+
+/// Builds the CUDA engine of `model` for every `(batch, height, width)` in `shapes` (image
+/// sizes before padding) and brings its engine file up to date: `cuda.engine_file`, else the
+/// key's file in `cuda.cache_dir`.
+pub fn build_engine_file(
+    model: &Model,
+    cuda: &CudaOptions,
+    shapes: &[(usize, usize, usize)],
+) -> Result<EngineFileReport> {
+    if cuda.engine_file.is_none() && cuda.cache_dir.is_none() {
+        return Err(Error::InvalidArgument("an engine file needs a path or a cache folder".into()));
+    }
+    fn build<T: Element>(
+        model: &Model,
+        cuda: &CudaOptions,
+        shapes: &[(usize, usize, usize)],
+    ) -> Result<EngineFileReport> {
+        let engine = CudaEngine::<T>::new(model, &EngineOptions::default(), cuda)?;
+        let m = engine.size_multiple;
+        let mut products = 0;
+        for &(batch, height, width) in shapes {
+            check_size(width, height)?;
+            let shape = Shape { batch: batch.max(1), height: round_up(height, m), width: round_up(width, m) };
+            products = engine.prepare(shape)?;
+        }
+        let (path, found) = engine.engine_file().expect("a path or cache folder was given");
+        Ok(EngineFileReport { path: path.to_owned(), found: found.clone(), products, device: engine.device_name() })
+    }
+    if cuda.fp16 { build::<half::f16>(model, cuda, shapes) } else { build::<f32>(model, cuda, shapes) }
+}
+
+/// The engine file `cuda` asks for, with its key: `engine_file`, else a file named by the key
+/// in `cache_dir`, else none (the key, which hashes the weights, is only computed then).
+fn engine_file_path(cuda: &CudaOptions, key: impl FnOnce() -> EngineKey) -> Option<(PathBuf, EngineKey)> {
+    match (&cuda.engine_file, &cuda.cache_dir) {
+        (Some(path), _) => Some((path.clone(), key())),
+        (None, Some(dir)) => {
+            let key = key();
+            Some((dir.join(key.file_name()), key))
+        }
+        (None, None) => None,
+    }
+}
+
+/// The engine's kernels compiled with NVRTC (or from the PTX cache in `cache_dir`).
+fn ptx_for(device: &Device, fp16: bool, cuda: &CudaOptions) -> Result<String> {
+    ptx(device.arch, fp16, cuda.cache_dir.as_deref())
 }
 
 impl<T> Drop for CudaEngine<T> {
@@ -350,6 +492,50 @@ mod tests {
                 assert!(max_abs(&run.join().unwrap(), &want) <= 1e-6);
             }
         });
+    }
+
+    /// An engine file is written on first build, reused when intact for the same model, GPU
+    /// and precision (computing what a fresh engine computes), and rebuilt when damaged or
+    /// written for other weights.
+    #[test]
+    fn engine_files_are_reused_and_stale_ones_rebuilt() {
+        use super::build_engine_file;
+        use crate::backend::cuda::saved::FileUse;
+        let model = random_model(&two_levels(), 12);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.cuda-engine");
+        let cuda = CudaOptions { fp16: true, engine_file: Some(path.clone()), ..Default::default() };
+        let shapes = [(1, 48, 40), (2, 17, 9)];
+        let first = match build_engine_file(&model, &cuda, &shapes) {
+            Ok(report) => report,
+            Err(Error::Unsupported(why)) if std::env::var_os("MASKDCPT_REQUIRE_GPU").is_none() => {
+                eprintln!("skipped: no usable CUDA GPU here ({why})");
+                return;
+            }
+            Err(e) => panic!("building the engine file: {e}"),
+        };
+        assert_eq!((first.found, first.path.as_path()), (FileUse::Missing, path.as_path()));
+        assert!(first.products > 0);
+        let again = build_engine_file(&model, &cuda, &shapes).unwrap();
+        assert_eq!((again.found, again.products), (FileUse::Reused, first.products));
+
+        let options = EngineOptions { backend: Backend::Cuda(cuda.clone()), ..Default::default() };
+        let reused = build_engine(&model, &options).unwrap();
+        let fresh = engine(&model, true).unwrap();
+        let input = image(40, 48, 21);
+        assert!(max_abs(&reused.restore(&input).unwrap(), &fresh.restore(&input).unwrap()) <= 2e-3);
+
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x20;
+        std::fs::write(&path, &bytes).unwrap();
+        let damaged = build_engine_file(&model, &cuda, &shapes).unwrap();
+        assert!(matches!(&damaged.found, FileUse::Rejected(why) if why.contains("checksum")), "{damaged:?}");
+        assert_eq!(build_engine_file(&model, &cuda, &shapes).unwrap().found, FileUse::Reused);
+
+        let other = random_model(&two_levels(), 13);
+        let stale = build_engine_file(&other, &cuda, &shapes).unwrap();
+        assert!(matches!(&stale.found, FileUse::Rejected(why) if why.contains("another")), "{stale:?}");
     }
 
     /// An engine may be dropped on a thread other than the one that built and ran it.

@@ -49,7 +49,7 @@ impl Drop for Lt {
 }
 
 /// Element type of every matrix of a product.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum GemmType {
     /// IEEE half.
     F16,
@@ -58,7 +58,7 @@ pub enum GemmType {
 }
 
 /// Shape of `D (rows × cols) = Aᵀ·B`, column-major, repeated over `batch` with strides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GemmShape {
     /// Rows of `D` (output channels).
     pub rows: u64,
@@ -302,9 +302,16 @@ impl GemmPlan {
         self.algo
     }
 
-    /// Uses `algo` (one that [`GemmPlan::tune`] chose for a product of the same shape).
-    pub fn set_algo(&mut self, algo: sys::cublasLtMatmulAlgo_t) {
-        self.algo = algo;
+    /// Uses `algo` (one that [`GemmPlan::tune`] chose for a product of the same shape, here
+    /// or in an engine file) if it is one of the candidates cuBLASLt proposes for this product
+    /// on this device; otherwise keeps the plan as it is and returns `false`, so an algorithm
+    /// from a file is never run untrusted.
+    pub fn adopt(&mut self, algo: sys::cublasLtMatmulAlgo_t) -> bool {
+        let known = self.candidates.iter().any(|c| c.data == algo.data);
+        if known {
+            self.algo = algo;
+        }
+        known
     }
 
     /// Times every candidate algorithm on the plan's own buffers (their contents are

@@ -3,15 +3,17 @@
 //! memsets, copies). The first run enqueues the list directly; it is then captured once into
 //! a CUDA graph that later runs replay with a single launch.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use cudarc::cublaslt::sys::cublasLtMatmulAlgo_t;
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use cudarc::driver::{CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 
 use super::device::cuda_error;
-use super::gemm::{GemmPlan, GemmPointers, GemmShape, GemmType, Lt};
+use super::gemm::{GemmPlan, GemmPointers, GemmShape, Lt};
 use super::kernels::Kernels;
+use super::saved::{Algo, ProductKey};
 use super::weights::{BlockWeights, Dense, Element, StepWeights};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, ValueId};
@@ -151,7 +153,9 @@ impl BufferPlan {
 }
 
 impl<T: Element> Instance<T> {
-    /// Allocates the buffers of `shape` and lowers `program` onto them.
+    /// Allocates the buffers of `shape` and lowers `program` onto them. Products whose
+    /// algorithm `tuned` holds (and cuBLASLt still proposes) reuse it; the others are timed
+    /// and added to `tuned`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         shape: Shape,
@@ -162,6 +166,7 @@ impl<T: Element> Instance<T> {
         lt: &Lt,
         stream: &Arc<CudaStream>,
         free_bytes: usize,
+        tuned: &mut BTreeMap<ProductKey, Algo>,
     ) -> Result<Self> {
         let Shape { batch: n, height: h, width: w } = shape;
         let BufferPlan { memory, slot_used, scratch: need, image_len, bytes } =
@@ -216,7 +221,7 @@ impl<T: Element> Instance<T> {
             stats: [ptr(&pool, stream), ptr(&attention, stream)],
             n,
             stream,
-            tuned: HashMap::new(),
+            tuned,
         };
         for (step, weights) in program.steps.iter().zip(weights) {
             let level = graph.node(step.output()).level;
@@ -324,8 +329,8 @@ struct Lowering<'a> {
     stats: [u64; 2],
     n: usize,
     stream: &'a CudaStream,
-    /// Algorithm chosen per distinct product (shape, type, bias, accumulation).
-    tuned: HashMap<(GemmShape, GemmType, bool, bool), cudarc::cublaslt::sys::cublasLtMatmulAlgo_t>,
+    /// Algorithm chosen per distinct product (the engine's, shared by its instances).
+    tuned: &'a mut BTreeMap<ProductKey, Algo>,
 }
 
 /// Threads per block of the depthwise kernel, and pixels per thread (`DW_PIXELS` in kernels.cu).
@@ -358,12 +363,10 @@ impl Lowering<'_> {
         let pointers = GemmPointers { a, b, d, bias: dense.bias.as_ref().map(|b| ptr(b, stream)) };
         let mut plan = GemmPlan::new(self.lt, T::GEMM, shape, pointers, accumulate)?;
         let key = (shape, T::GEMM, pointers.bias.is_some(), accumulate);
-        match self.tuned.get(&key) {
-            Some(&algo) => plan.set_algo(algo),
-            None => {
-                plan.tune(self.lt, stream)?;
-                self.tuned.insert(key, plan.algo());
-            }
+        let known = self.tuned.get(&key).is_some_and(|&data| plan.adopt(cublasLtMatmulAlgo_t { data }));
+        if !known {
+            plan.tune(self.lt, stream)?;
+            self.tuned.insert(key, plan.algo().data);
         }
         self.push(label, Op::Gemm(plan));
         Ok(())

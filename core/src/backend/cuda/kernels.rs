@@ -145,12 +145,12 @@ mod tests {
             eprintln!("skipped: NVRTC not found");
             return;
         }
-        let dir = std::env::temp_dir().join(format!("maskdcpt-ptx-{}", std::process::id()));
-        let first = ptx((8, 0), true, Some(&dir)).unwrap();
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
-        assert_eq!(ptx((8, 0), true, Some(&dir)).unwrap(), first);
-        ptx((8, 0), false, Some(&dir)).unwrap();
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
-        std::fs::remove_dir_all(&dir).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        let first = ptx((8, 0), true, Some(dir)).unwrap();
+        assert_eq!(std::fs::read_dir(dir).unwrap().count(), 1);
+        assert_eq!(ptx((8, 0), true, Some(dir)).unwrap(), first);
+        ptx((8, 0), false, Some(dir)).unwrap();
+        assert_eq!(std::fs::read_dir(dir).unwrap().count(), 2);
     }
 }

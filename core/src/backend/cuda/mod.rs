@@ -6,13 +6,15 @@
 //! Nothing CUDA is linked: the driver, NVRTC and cuBLASLt are loaded when an engine is built,
 //! so the library runs on hosts without them and reports what is missing as an error.
 //! Data path: fused [`Program`](crate::passes::Program) → [`weights`] (uploaded once) →
-//! [`instance`] (buffers and launch list per shape) → [`engine`].
+//! [`instance`] (buffers and launch list per shape) → [`engine`]; [`saved`] keeps an engine's
+//! kernels and tuned algorithms in an engine file for later processes.
 
 pub mod device;
 pub mod engine;
 pub mod gemm;
 pub mod instance;
 pub mod kernels;
+pub mod saved;
 pub mod weights;
 
 pub use engine::CudaEngine;

@@ -145,7 +145,7 @@ pub fn build_serialized(model: &Model, options: &BuildOptions) -> Result<Vec<u8>
         compute_capability: compute_capability()?,
         precision: options.precision,
         profile,
-        weights: cache::weights_hash(model),
+        weights: crate::engine_file::weights_hash(model),
     };
     let engine_path = options.cache_dir.as_ref().map(|d| d.join(key.file_name()));
     if let Some(path) = &engine_path
