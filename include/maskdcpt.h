@@ -468,12 +468,18 @@ maskdcpt_status maskdcpt_restore(const struct maskdcpt_engine *engine,
                                  const struct maskdcpt_image *output);
 
 /**
- * Restores `input` into `output`, both in GPU memory, on `cuda_stream` (a `cudaStream_t`;
- * NULL is the default stream). Needs a GPU backend: the CPU backend returns
- * `MASKDCPT_STATUS_UNSUPPORTED`.
+ * Restores `input` into `output`, frames in the GPU memory of the engine's device (device,
+ * managed or pinned allocations; same width and height, any pixel format; the same frame for
+ * in place), in the order of `cuda_stream` (a `cudaStream_t` / `CUstream` of that device;
+ * NULL is the legacy default stream). Returns once the work is enqueued: `output` is written
+ * when the stream reaches this point, and later work on the stream sees it. Float samples
+ * are not checked for NaN or infinity. Needs the CUDA backend: other engines return
+ * `MASKDCPT_STATUS_UNSUPPORTED`; planes that are not GPU memory of the engine's device, or
+ * too small for their pixels, `MASKDCPT_STATUS_INVALID_ARGUMENT`.
  *
  * # Safety
- * `engine` is a live engine; `input` and `output` are valid descriptors.
+ * `engine` is a live engine; `input` and `output` are valid descriptors whose planes stay
+ * allocated until the stream has passed this work; `cuda_stream` is NULL or a live stream.
  */
 maskdcpt_status maskdcpt_restore_device(const struct maskdcpt_engine *engine,
                                         const struct maskdcpt_image *input,

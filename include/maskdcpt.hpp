@@ -136,6 +136,13 @@ public:
         detail::check(maskdcpt_restore(get(), &input, &output));
     }
 
+    /// Restores `input` into `output`, frames in the engine's GPU memory, in the order of
+    /// `cuda_stream` (a `cudaStream_t`; nullptr: the default stream). Returns once enqueued.
+    /// CUDA backend only.
+    void restore_device(const maskdcpt_image &input, const maskdcpt_image &output, void *cuda_stream = nullptr) const {
+        detail::check(maskdcpt_restore_device(get(), &input, &output, cuda_stream));
+    }
+
     /// Probability of each degradation class in `input` (names from `Model::class_name`).
     std::vector<float> classify(const maskdcpt_image &input) const {
         std::size_t count = 0;

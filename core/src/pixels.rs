@@ -57,26 +57,32 @@ pub enum PixelFormat {
 }
 
 /// How a packed pixel is laid out.
-struct Packed {
-    sample: Sample,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packed {
+    /// Element type of every sample.
+    pub sample: Sample,
     /// Samples per pixel.
-    channels: usize,
+    pub channels: usize,
     /// Sample index of R, G and B within a pixel.
-    rgb: [usize; 3],
+    pub rgb: [usize; 3],
     /// Sample index of alpha, if any.
-    alpha: Option<usize>,
+    pub alpha: Option<usize>,
 }
 
 /// Element type of a sample.
-#[derive(Clone, Copy)]
-enum Sample {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sample {
+    /// 8-bit unsigned, 0–255 meaning [0, 1].
     U8,
+    /// 16-bit unsigned (native endian), 0–65535 meaning [0, 1].
     U16,
+    /// 32-bit float (native endian), raw values.
     F32,
 }
 
 impl Sample {
-    fn size(self) -> usize {
+    /// Bytes per sample.
+    pub fn size(self) -> usize {
         match self {
             Sample::U8 => 1,
             Sample::U16 => 2,
@@ -132,8 +138,8 @@ impl PixelFormat {
         }
     }
 
-    /// The layout of a single-plane interleaved format.
-    fn packed(self) -> Option<Packed> {
+    /// The layout of a single-plane interleaved format (`None` for planar f32 and NV12).
+    pub fn packed(self) -> Option<Packed> {
         let (sample, channels, rgb, alpha) = match self {
             PixelFormat::Rgb8 => (Sample::U8, 3, [0, 1, 2], None),
             PixelFormat::Bgr8 => (Sample::U8, 3, [2, 1, 0], None),
@@ -161,7 +167,7 @@ pub enum YuvMatrix {
 
 impl YuvMatrix {
     /// Luma weights of red and blue.
-    fn kr_kb(self) -> (f32, f32) {
+    pub fn kr_kb(self) -> (f32, f32) {
         match self {
             YuvMatrix::Bt601Limited | YuvMatrix::Bt601Full => (0.299, 0.114),
             YuvMatrix::Bt709Limited => (0.2126, 0.0722),
@@ -169,7 +175,7 @@ impl YuvMatrix {
     }
 
     /// Luma offset, luma scale and chroma scale of the code values.
-    fn range(self) -> (f32, f32, f32) {
+    pub fn range(self) -> (f32, f32, f32) {
         match self {
             YuvMatrix::Bt601Full => (0.0, 255.0, 255.0),
             YuvMatrix::Bt601Limited | YuvMatrix::Bt709Limited => (16.0, 219.0, 224.0),
@@ -310,6 +316,16 @@ impl FrameDesc {
         }
         Ok(())
     }
+}
+
+/// A frame in GPU memory (for [`Engine::restore_device`](crate::backend::Engine::restore_device)):
+/// what it is and, per plane, its device address and row stride in bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceFrame {
+    /// Format and size.
+    pub desc: FrameDesc,
+    /// `(device address, row stride)` of each plane, as many as the format has.
+    pub planes: Vec<(u64, usize)>,
 }
 
 /// A read-only plane: its bytes and the distance between row starts.

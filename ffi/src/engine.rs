@@ -111,12 +111,18 @@ pub unsafe extern "C" fn maskdcpt_restore(
     })
 }
 
-/// Restores `input` into `output`, both in GPU memory, on `cuda_stream` (a `cudaStream_t`;
-/// NULL is the default stream). Needs a GPU backend: the CPU backend returns
-/// `MASKDCPT_STATUS_UNSUPPORTED`.
+/// Restores `input` into `output`, frames in the GPU memory of the engine's device (device,
+/// managed or pinned allocations; same width and height, any pixel format; the same frame for
+/// in place), in the order of `cuda_stream` (a `cudaStream_t` / `CUstream` of that device;
+/// NULL is the legacy default stream). Returns once the work is enqueued: `output` is written
+/// when the stream reaches this point, and later work on the stream sees it. Float samples
+/// are not checked for NaN or infinity. Needs the CUDA backend: other engines return
+/// `MASKDCPT_STATUS_UNSUPPORTED`; planes that are not GPU memory of the engine's device, or
+/// too small for their pixels, `MASKDCPT_STATUS_INVALID_ARGUMENT`.
 ///
 /// # Safety
-/// `engine` is a live engine; `input` and `output` are valid descriptors.
+/// `engine` is a live engine; `input` and `output` are valid descriptors whose planes stay
+/// allocated until the stream has passed this work; `cuda_stream` is NULL or a live stream.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn maskdcpt_restore_device(
     engine: *const maskdcpt_engine,
@@ -126,14 +132,13 @@ pub unsafe extern "C" fn maskdcpt_restore_device(
 ) -> maskdcpt_status {
     entry(|| {
         // SAFETY (all blocks): the pointers are valid per the contract.
-        unsafe { arg(engine, "engine") }?;
-        unsafe { arg(input, "input") }?;
-        unsafe { arg(output, "output") }?;
-        let _ = cuda_stream;
-        Err(Failure::unsupported(
-            "device-memory restore needs the CUDA or TensorRT backend, which this build does not have: \
-             copy the frame to host memory and call maskdcpt_restore",
-        ))
+        let engine = unsafe { arg(engine, "engine") }?;
+        let input = Frame::check(unsafe { arg(input, "input") }?, "input")?;
+        let output = Frame::check(unsafe { arg(output, "output") }?, "output")?;
+        same_size(&input, &output)?;
+        output.check_disjoint()?;
+        unsafe { engine.engine.restore_device(&input.device(), &output.device(), cuda_stream) }?;
+        Ok(())
     })
 }
 

@@ -1,10 +1,11 @@
-//! `maskdcpt_image`: a caller-owned frame in host memory, checked and turned into the byte
-//! slices that `maskdcpt_core::pixels` converts.
+//! `maskdcpt_image`: a caller-owned frame in host memory (checked and turned into the byte
+//! slices that `maskdcpt_core::pixels` converts) or in device memory (checked and passed on
+//! as addresses).
 
 use std::ffi::c_void;
 
 use maskdcpt_core::Error;
-use maskdcpt_core::pixels::{FrameDesc, MAX_PLANES, PixelFormat, PlaneMut, PlaneRef, YuvMatrix};
+use maskdcpt_core::pixels::{DeviceFrame, FrameDesc, MAX_PLANES, PixelFormat, PlaneMut, PlaneRef, YuvMatrix};
 
 use crate::args::{c_enum, enum_arg};
 use crate::status::{Failure, FfiResult};
@@ -145,12 +146,8 @@ impl Frame {
             .collect()
     }
 
-    /// The planes, writable. Errors if two planes overlap.
-    ///
-    /// # Safety
-    /// Each used plane pointer addresses its span of writable bytes, which nothing else
-    /// accesses while the slices live.
-    pub(crate) unsafe fn planes_mut(&mut self) -> FfiResult<Vec<PlaneMut<'_>>> {
+    /// Errors if two planes of this (output) frame overlap.
+    pub(crate) fn check_disjoint(&self) -> FfiResult<()> {
         let ranges: Vec<(usize, usize)> =
             self.spans.iter().enumerate().map(|(i, &span)| (self.planes[i] as usize, span)).collect();
         for (i, &(a, a_len)) in ranges.iter().enumerate() {
@@ -158,6 +155,25 @@ impl Frame {
                 return Err(Failure::invalid(format!("output plane {i} overlaps an earlier plane")));
             }
         }
+        Ok(())
+    }
+
+    /// The frame as device addresses (for `maskdcpt_restore_device`; the engine checks that
+    /// they are GPU memory).
+    pub(crate) fn device(&self) -> DeviceFrame {
+        DeviceFrame {
+            desc: self.desc,
+            planes: (0..self.spans.len()).map(|i| (self.planes[i] as u64, self.strides[i])).collect(),
+        }
+    }
+
+    /// The planes, writable. Errors if two planes overlap.
+    ///
+    /// # Safety
+    /// Each used plane pointer addresses its span of writable bytes, which nothing else
+    /// accesses while the slices live.
+    pub(crate) unsafe fn planes_mut(&mut self) -> FfiResult<Vec<PlaneMut<'_>>> {
+        self.check_disjoint()?;
         Ok((self.spans.iter().enumerate())
             .map(|(i, &span)| PlaneMut {
                 // SAFETY: non-NULL, ≤ isize::MAX, disjoint (all checked), writable per contract.

@@ -159,6 +159,29 @@ pub trait Engine: Send + Sync {
         ))
     }
 
+    /// Restores `input` into `output`, frames in the memory of the engine's GPU (same size,
+    /// any pixel format; the same frame for in place), in the order of `stream` (a `CUstream`
+    /// / `cudaStream_t` of the engine's device; null: the legacy default stream). Returns once
+    /// the work is enqueued: `output` is written when `stream` reaches this point, and later
+    /// work on `stream` sees it. f32 samples are not checked for NaN or infinity (that would
+    /// need the call to wait for the GPU). Host engines return [`Error::Unsupported`].
+    ///
+    /// # Safety
+    /// The frames' planes must stay allocated until `stream` has passed this work; `stream` is
+    /// null or a live stream of the engine's device.
+    ///
+    /// [`Error::Unsupported`]: crate::error::Error::Unsupported
+    unsafe fn restore_device(
+        &self,
+        _input: &crate::pixels::DeviceFrame,
+        _output: &crate::pixels::DeviceFrame,
+        _stream: *mut std::ffi::c_void,
+    ) -> Result<()> {
+        Err(crate::error::Error::Unsupported(
+            "this engine restores frames in host memory only: device frames need the CUDA backend".into(),
+        ))
+    }
+
     /// Times `runs` runs of a `batch × width × height` input kept on the device, for engines
     /// that have one (`None` for host engines).
     fn device_timing(

@@ -24,6 +24,8 @@ pub struct Device {
     pub arch: (i32, i32),
     /// Marketing name, e.g. "NVIDIA H200".
     pub name: String,
+    /// Device ordinal.
+    pub ordinal: usize,
 }
 
 /// Opens device `ordinal`, after checking that the driver and cuBLASLt libraries exist and
@@ -56,5 +58,5 @@ pub fn open(ordinal: usize) -> Result<Device> {
     let arch = ctx.compute_capability().map_err(cuda_error("reading the compute capability"))?;
     let name = ctx.name().map_err(cuda_error("reading the device name"))?;
     let stream = ctx.new_stream().map_err(cuda_error("creating a stream"))?;
-    Ok(Device { ctx, stream, arch, name })
+    Ok(Device { ctx, stream, arch, name, ordinal })
 }

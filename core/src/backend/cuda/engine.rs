@@ -9,10 +9,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use cudarc::driver::sys::CU_MEMHOSTALLOC_WRITECOMBINED;
-use cudarc::driver::{CudaContext, PinnedHostSlice};
+use cudarc::driver::sys::{CU_MEMHOSTALLOC_WRITECOMBINED, CUevent_flags, CUevent_wait_flags};
+use cudarc::driver::{CudaContext, LaunchConfig, PinnedHostSlice, PushKernelArg};
 
 use super::device::{Device, cuda_error, open};
+use super::frames::{self, FrameArgs};
 use super::gemm::Lt;
 use super::instance::{Instance, Shape};
 use super::kernels::{Kernels, ptx};
@@ -24,6 +25,7 @@ use crate::graph::Graph;
 use crate::image::{Image, check_size, from_planar_cropped, pad_planar_into, round_up};
 use crate::model::Model;
 use crate::passes::{Program, Step, fuse};
+use crate::pixels::DeviceFrame;
 use crate::spec::{IMAGE_CHANNELS, PadMode};
 
 /// Instances kept per engine (each holds the activations of one input shape).
@@ -293,6 +295,14 @@ pub fn build_engine_file(
     if cuda.fp16 { build::<half::f16>(model, cuda, shapes) } else { build::<f32>(model, cuda, shapes) }
 }
 
+/// A launch of one thread per item for the frame kernels.
+fn frame_grid(items: usize) -> Result<LaunchConfig> {
+    const THREADS: u32 = 256;
+    let blocks = u32::try_from(items.div_ceil(THREADS as usize))
+        .map_err(|_| Error::InvalidImage("frame too large for one CUDA launch".into()))?;
+    Ok(LaunchConfig { grid_dim: (blocks.max(1), 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 })
+}
+
 /// The engine file `cuda` asks for, with its key: `engine_file`, else a file named by the key
 /// in `cache_dir`, else none (the key, which hashes the weights, is only computed then).
 fn engine_file_path(cuda: &CudaOptions, key: impl FnOnce() -> EngineKey) -> Option<(PathBuf, EngineKey)> {
@@ -348,6 +358,67 @@ impl<T: Element> Engine for CudaEngine<T> {
                 .zip(output.chunks(plane))
                 .map(|(image, planar)| from_planar_cropped(planar, h, w, image.width(), image.height()))
                 .collect())
+        })
+    }
+
+    unsafe fn restore_device(
+        &self,
+        input: &DeviceFrame,
+        output: &DeviceFrame,
+        stream: *mut std::ffi::c_void,
+    ) -> Result<()> {
+        let (width, height) = (input.desc.width, input.desc.height);
+        if (output.desc.width, output.desc.height) != (width, height) {
+            return Err(Error::InvalidArgument(format!(
+                "the input frame is {width}×{height} but the output frame is {}×{}",
+                output.desc.width, output.desc.height
+            )));
+        }
+        self.device.ctx.bind_to_thread().map_err(cuda_error("binding the CUDA context to this thread"))?;
+        frames::check(input, "input", self.device.ordinal, frames::driver_attribute)?;
+        frames::check(output, "output", self.device.ordinal, frames::driver_attribute)?;
+        let (input_args, output_args) = (FrameArgs::new(input)?, FrameArgs::new(output)?);
+        let m = self.size_multiple;
+        let shape = Shape { batch: 1, height: round_up(height, m), width: round_up(width, m) };
+        let caller = stream as cudarc::driver::sys::CUstream;
+        let ours = &self.device.stream;
+        let no_timing = Some(CUevent_flags::CU_EVENT_DISABLE_TIMING);
+        self.with_instance(shape, |Resident { instance, .. }, engine| {
+            let (h, w) = (shape.height as i32, shape.width as i32);
+            // The engine's stream starts after the work the caller enqueued before this call.
+            let ready = engine.device.ctx.new_event(no_timing).map_err(cuda_error("creating an event"))?;
+            // SAFETY: `caller` is null or a live stream of this context (the caller's contract).
+            unsafe { cudarc::driver::result::event::record(ready.cu_event(), caller) }
+                .map_err(cuda_error("recording an event on the caller's stream"))?;
+            ours.wait(&ready).map_err(cuda_error("ordering after the caller's stream"))?;
+            let reflect = i32::from(engine.pad_mode == PadMode::Reflect);
+            let pixels = shape.height * shape.width;
+            let mut launch = ours.launch_builder(&engine.kernels.frame_in);
+            launch.arg(&input_args).arg(&mut instance.input).arg(&h).arg(&w).arg(&reflect);
+            // SAFETY: the frame was checked to be device memory spanning its pixels; the input
+            // buffer holds the padded planar image.
+            unsafe { launch.launch(frame_grid(pixels)?) }.map_err(cuda_error("converting the input frame"))?;
+            instance.run(&engine.lt, ours)?;
+            let threads = match output.desc.format {
+                crate::pixels::PixelFormat::Nv12 => (width / 2) * (height / 2),
+                _ => width * height,
+            };
+            let mut launch = ours.launch_builder(&engine.kernels.frame_out);
+            launch.arg(&instance.output).arg(&h).arg(&w).arg(&output_args).arg(&input_args);
+            // SAFETY: as for the input frame.
+            unsafe { launch.launch(frame_grid(threads)?) }.map_err(cuda_error("writing the output frame"))?;
+            // The caller's later work starts after the output is written.
+            let done = ours.record_event(no_timing).map_err(cuda_error("recording an event"))?;
+            // SAFETY: as above.
+            unsafe {
+                cudarc::driver::result::stream::wait_event(
+                    caller,
+                    done.cu_event(),
+                    CUevent_wait_flags::CU_EVENT_WAIT_DEFAULT,
+                )
+            }
+            .map_err(cuda_error("ordering the caller's stream after the engine"))?;
+            Ok(())
         })
     }
 
@@ -536,6 +607,89 @@ mod tests {
         let other = random_model(&two_levels(), 13);
         let stale = build_engine_file(&other, &cuda, &shapes).unwrap();
         assert!(matches!(&stale.found, FileUse::Rejected(why) if why.contains("another")), "{stale:?}");
+    }
+
+    /// Frames in device memory, in every pixel format, get the bytes the host path writes
+    /// (decode → restore → encode), in place too; host memory is refused by name.
+    #[test]
+    fn device_frames_match_the_host_path() {
+        use crate::pixels::{DeviceFrame, FrameDesc, PixelFormat, PlaneMut, PlaneRef, YuvMatrix, decode, encode};
+        use cudarc::driver::{CudaContext, DevicePtr};
+        let model = random_model(&two_levels(), 14);
+        let Some(gpu) = engine(&model, true) else { return };
+        let ctx = CudaContext::new(0).unwrap();
+        let stream = ctx.new_stream().unwrap();
+        let (w, h) = (34, 22);
+        let mut state = 7u32;
+        let mut byte = move || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        };
+        for format in [
+            PixelFormat::Rgb8,
+            PixelFormat::Bgr8,
+            PixelFormat::Rgba8,
+            PixelFormat::Bgra8,
+            PixelFormat::Rgb16,
+            PixelFormat::RgbF32,
+            PixelFormat::RgbF32Planar,
+            PixelFormat::Nv12,
+        ] {
+            let desc = FrameDesc { format, width: w, height: h, yuv: YuvMatrix::Bt709Limited };
+            let shapes = desc.plane_shapes().unwrap();
+            let float = matches!(format, PixelFormat::RgbF32 | PixelFormat::RgbF32Planar);
+            let planes: Vec<(Vec<u8>, usize)> = shapes
+                .iter()
+                .map(|shape| {
+                    let stride = shape.row_bytes + 8;
+                    let len = stride * shape.rows;
+                    let bytes = if float {
+                        (0..len / 4).flat_map(|_| (f32::from(byte()) / 255.0).to_ne_bytes()).collect()
+                    } else {
+                        (0..len).map(|_| byte()).collect()
+                    };
+                    (bytes, stride)
+                })
+                .collect();
+            let refs: Vec<PlaneRef> = planes.iter().map(|(data, stride)| PlaneRef { data, stride: *stride }).collect();
+            let decoded = decode(&desc, &refs).unwrap();
+            let restored = gpu.restore(&decoded.image).unwrap();
+            let mut want = planes.clone();
+            let mut muts: Vec<PlaneMut> =
+                want.iter_mut().map(|(data, stride)| PlaneMut { data, stride: *stride }).collect();
+            encode(&desc, &restored, decoded.alpha.as_deref(), &mut muts).unwrap();
+
+            let upload = |planes: &[(Vec<u8>, usize)]| -> Vec<_> {
+                planes.iter().map(|(data, _)| stream.clone_htod(data).unwrap()).collect()
+            };
+            let frame = |buffers: &[cudarc::driver::CudaSlice<u8>]| DeviceFrame {
+                desc,
+                planes: buffers
+                    .iter()
+                    .zip(&planes)
+                    .map(|(b, (_, stride))| (b.device_ptr(&stream).0, *stride))
+                    .collect(),
+            };
+            let (input, output) = (upload(&planes), upload(&planes));
+            for (name, out) in [("separate", &output), ("in place", &input)] {
+                unsafe { gpu.restore_device(&frame(&input), &frame(out), stream.cu_stream().cast()) }
+                    .unwrap_or_else(|e| panic!("{} {name}: {e}", format.name()));
+                for (i, (got, (want, _))) in out.iter().zip(&want).enumerate() {
+                    let got = stream.clone_dtoh(got).unwrap();
+                    let wrong = got.iter().zip(want).filter(|(a, b)| a != b).count();
+                    assert_eq!(wrong, 0, "{} {name}: plane {i} differs in {wrong} bytes", format.name());
+                }
+            }
+        }
+        let host = vec![0u8; w * h * 3];
+        let host_frame = DeviceFrame {
+            desc: FrameDesc { format: PixelFormat::Rgb8, width: w, height: h, yuv: YuvMatrix::default() },
+            planes: vec![(host.as_ptr() as u64, w * 3)],
+        };
+        let refused = unsafe { gpu.restore_device(&host_frame, &host_frame, std::ptr::null_mut()) }.unwrap_err();
+        assert!(refused.to_string().contains("not memory the CUDA driver knows"), "{refused}");
     }
 
     /// An engine may be dropped on a thread other than the one that built and ran it.

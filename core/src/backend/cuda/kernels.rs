@@ -16,8 +16,18 @@ use crate::error::{Error, Result};
 pub const SOURCE: &str = include_str!("kernels.cu");
 
 /// Entry points of [`SOURCE`], in [`Kernels`] field order.
-pub const ENTRY_POINTS: [&str; 8] =
-    ["conv_in", "conv_out", "layer_norm", "dw_gate_pool", "sca_vector", "scale_weights", "gate", "shuffle_add"];
+pub const ENTRY_POINTS: [&str; 10] = [
+    "conv_in",
+    "conv_out",
+    "layer_norm",
+    "dw_gate_pool",
+    "sca_vector",
+    "scale_weights",
+    "gate",
+    "shuffle_add",
+    "frame_in",
+    "frame_out",
+];
 
 /// NVRTC options for compute capability `arch` (major, minor) storing activations in FP16 or f32.
 pub fn compile_options(arch: (i32, i32), fp16: bool) -> Vec<String> {
@@ -88,6 +98,10 @@ pub struct Kernels {
     pub gate: CudaFunction,
     /// PixelShuffle(2) added into the skip.
     pub shuffle_add: CudaFunction,
+    /// A caller's device frame → the padded planar f32 input.
+    pub frame_in: CudaFunction,
+    /// The planar f32 output → a caller's device frame.
+    pub frame_out: CudaFunction,
 }
 
 impl Kernels {
@@ -104,6 +118,8 @@ impl Kernels {
             scale_weights: f(ENTRY_POINTS[5])?,
             gate: f(ENTRY_POINTS[6])?,
             shuffle_add: f(ENTRY_POINTS[7])?,
+            frame_in: f(ENTRY_POINTS[8])?,
+            frame_out: f(ENTRY_POINTS[9])?,
         })
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod device;
 pub mod engine;
+pub mod frames;
 pub mod gemm;
 pub mod instance;
 pub mod kernels;
