@@ -118,6 +118,15 @@ pub fn short_hex(digest: &[u8; 32]) -> String {
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Asserts that no two of `digests` are equal (key tests: every field must change a digest).
+#[cfg(test)]
+pub(crate) fn assert_distinct(mut digests: Vec<[u8; 32]>) {
+    let n = digests.len();
+    digests.sort_unstable();
+    digests.dedup();
+    assert_eq!(digests.len(), n, "two keys share a digest");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -110,6 +110,18 @@ impl Sample {
 }
 
 impl PixelFormat {
+    /// Every format.
+    pub const ALL: [PixelFormat; 8] = [
+        PixelFormat::Rgb8,
+        PixelFormat::Bgr8,
+        PixelFormat::Rgba8,
+        PixelFormat::Bgra8,
+        PixelFormat::Rgb16,
+        PixelFormat::RgbF32,
+        PixelFormat::RgbF32Planar,
+        PixelFormat::Nv12,
+    ];
+
     /// Short stable name, for messages.
     pub fn name(self) -> &'static str {
         match self {
@@ -477,17 +489,6 @@ pub fn encode(desc: &FrameDesc, image: &Image, alpha: Option<&[u8]>, planes: &mu
 mod tests {
     use super::*;
 
-    const ALL: [PixelFormat; 8] = [
-        PixelFormat::Rgb8,
-        PixelFormat::Bgr8,
-        PixelFormat::Rgba8,
-        PixelFormat::Bgra8,
-        PixelFormat::Rgb16,
-        PixelFormat::RgbF32,
-        PixelFormat::RgbF32Planar,
-        PixelFormat::Nv12,
-    ];
-
     fn desc(format: PixelFormat, width: usize, height: usize) -> FrameDesc {
         FrameDesc { format, width, height, yuv: YuvMatrix::default() }
     }
@@ -528,7 +529,7 @@ mod tests {
 
     #[test]
     fn integer_and_float_formats_round_trip_and_leave_row_padding_alone() {
-        for format in ALL.into_iter().filter(|&f| f != PixelFormat::Nv12) {
+        for format in PixelFormat::ALL.into_iter().filter(|&f| f != PixelFormat::Nv12) {
             let d = desc(format, 5, 3);
             let float = matches!(format, PixelFormat::RgbF32 | PixelFormat::RgbF32Planar);
             // Rows stay 4-byte aligned; a high byte of 0x3c keeps f32 samples finite.
@@ -629,7 +630,7 @@ mod tests {
         let mut out = vec![(vec![0; 12], 6)];
         let mismatch = encode_buffers(&desc(PixelFormat::Rgb8, 2, 2), &Decoded { image, alpha: None }, &mut out);
         assert!(mismatch.unwrap_err().to_string().contains("is 1×1"));
-        for format in ALL {
+        for format in PixelFormat::ALL {
             assert_eq!(desc(format, 2, 2).plane_shapes().unwrap().len(), format.plane_count(), "{format:?}");
         }
     }

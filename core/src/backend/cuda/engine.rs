@@ -627,16 +627,7 @@ mod tests {
             state ^= state << 5;
             state as u8
         };
-        for format in [
-            PixelFormat::Rgb8,
-            PixelFormat::Bgr8,
-            PixelFormat::Rgba8,
-            PixelFormat::Bgra8,
-            PixelFormat::Rgb16,
-            PixelFormat::RgbF32,
-            PixelFormat::RgbF32Planar,
-            PixelFormat::Nv12,
-        ] {
+        for format in PixelFormat::ALL {
             let desc = FrameDesc { format, width: w, height: h, yuv: YuvMatrix::Bt709Limited };
             let shapes = desc.plane_shapes().unwrap();
             let float = matches!(format, PixelFormat::RgbF32 | PixelFormat::RgbF32Planar);

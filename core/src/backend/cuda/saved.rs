@@ -262,10 +262,7 @@ mod tests {
         ];
         let mut digests: Vec<[u8; 32]> = variants.iter().map(EngineKey::digest).collect();
         digests.push(base.digest());
-        let n = digests.len();
-        digests.sort_unstable();
-        digests.dedup();
-        assert_eq!(digests.len(), n);
+        crate::engine_file::assert_distinct(digests);
         assert!(base.file_name().ends_with(".cuda-engine"));
     }
 

@@ -109,10 +109,7 @@ mod tests {
         variants.push(CacheKey { weights: [8; 32], ..base });
         let mut digests: Vec<[u8; 32]> = variants.iter().map(CacheKey::digest).collect();
         digests.push(base.digest());
-        let n = digests.len();
-        digests.sort_unstable();
-        digests.dedup();
-        assert_eq!(digests.len(), n);
+        crate::engine_file::assert_distinct(digests);
         assert_eq!(base.file_name().len(), 32 + ".engine".len());
     }
 
