@@ -19,7 +19,7 @@ use super::instance::{Instance, Shape};
 use super::kernels::{Kernels, ptx};
 use super::saved::{Algo, EngineKey, FileUse, ProductKey, SavedEngine};
 use super::weights::{Element, StepWeights, Uploader};
-use crate::backend::{CudaOptions, DeviceTiming, Engine, EngineOptions, MemoryEstimate};
+use crate::backend::{CudaOptions, DeviceTiming, Engine, EngineOptions, MemoryEstimate, ScaMode, Tiling};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::image::{Image, check_size, from_planar_cropped, pad_planar_into, round_up};
@@ -27,9 +27,13 @@ use crate::model::Model;
 use crate::passes::{Program, Step, fuse};
 use crate::pixels::DeviceFrame;
 use crate::spec::{IMAGE_CHANNELS, PadMode};
+use crate::tiling::restore_local_tiles;
 
 /// Instances kept per engine (each holds the activations of one input shape).
 const KEPT_INSTANCES: usize = 4;
+/// Instances kept with local tiling: a tile grid has up to nine tile sizes (interior, four
+/// edges, four corners), each its own shape.
+const KEPT_INSTANCES_TILED: usize = 9;
 
 /// A CUDA engine storing feature maps and matrices as `T` (`half::f16` or `f32`).
 pub struct CudaEngine<T> {
@@ -45,6 +49,8 @@ pub struct CudaEngine<T> {
     state: Mutex<State<T>>,
     /// Where the engine file lives and how it was found (`None`: no file).
     file: Option<EngineFile>,
+    /// Local tiling: (tile, overlap) in pixels.
+    tiles: Option<(usize, usize)>,
 }
 
 /// What the engine's lock guards.
@@ -96,11 +102,16 @@ impl Staging {
 impl<T: Element> CudaEngine<T> {
     /// Opens the device, compiles (or loads cached) kernels and uploads the weights.
     pub fn new(model: &Model, options: &EngineOptions, cuda: &CudaOptions) -> Result<Self> {
-        if options.tiling.is_some() {
-            return Err(Error::Unsupported(
-                "tiling runs on the CPU backend only; the cuda backend takes whole images".into(),
-            ));
-        }
+        let tiles = match options.tiling {
+            None => None,
+            Some(Tiling { tile, overlap, sca: ScaMode::Local }) => Some((tile, overlap)),
+            Some(Tiling { sca: ScaMode::Global, .. }) => {
+                return Err(Error::Unsupported(
+                    "tiling with global channel-attention means (--sca global, equal to the untiled result) runs                      on the cpu backend; the cuda backend tiles with --sca local (each tile with its own context                      and means)"
+                        .into(),
+                ));
+            }
+        };
         let width = model.spec().width;
         if !width.is_multiple_of(8) {
             return Err(Error::Unsupported(format!(
@@ -164,6 +175,7 @@ impl<T: Element> CudaEngine<T> {
             pad_mode: model.spec().family.pad_mode(),
             state: Mutex::new(State { resident: Vec::new(), tuned }),
             file,
+            tiles,
         })
     }
 
@@ -187,7 +199,7 @@ impl<T: Element> CudaEngine<T> {
     }
 
     /// Runs `f` with the instance for `shape` and its staging (creating them, and dropping the
-    /// oldest beyond [`KEPT_INSTANCES`]).
+    /// oldest beyond [`KEPT_INSTANCES`], or [`KEPT_INSTANCES_TILED`] when tiling).
     fn with_instance<R>(&self, shape: Shape, f: impl FnOnce(&mut Resident<T>, &Self) -> Result<R>) -> Result<R> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let State { resident: instances, tuned } = &mut *state;
@@ -197,7 +209,7 @@ impl<T: Element> CudaEngine<T> {
         let index = match instances.iter().position(|r| r.instance.shape == shape) {
             Some(index) => index,
             None => {
-                if instances.len() >= KEPT_INSTANCES {
+                if instances.len() >= if self.tiles.is_some() { KEPT_INSTANCES_TILED } else { KEPT_INSTANCES } {
                     instances.remove(0);
                 }
                 let (free, _) = self.device.ctx.mem_get_info().map_err(cuda_error("reading free GPU memory"))?;
@@ -232,6 +244,33 @@ impl<T: Element> CudaEngine<T> {
             return Ok(());
         }
         super::saved::save(&file.path, &file.key, &SavedEngine { ptx: file.ptx.clone(), algos: tuned.clone() })
+    }
+
+    /// Restores a batch of whole images of one size in one run.
+    fn restore_whole(&self, images: &[Image]) -> Result<Vec<Image>> {
+        let shape = self.padded_shape(images)?;
+        images.iter().try_for_each(Image::check_finite)?;
+        let (h, w) = (shape.height, shape.width);
+        let plane = IMAGE_CHANNELS * h * w;
+        let stream = &self.device.stream;
+        self.with_instance(shape, |Resident { instance, staging }, engine| {
+            let staged = staging.input.as_mut_slice().map_err(cuda_error("waiting for the staging memory"))?;
+            for (image, staged) in images.iter().zip(staged.chunks_mut(plane)) {
+                pad_planar_into(image, h, w, engine.pad_mode, staged);
+            }
+            stream.memcpy_htod(&staging.input, &mut instance.input).map_err(cuda_error("copying images to the GPU"))?;
+            instance.run(&engine.lt, stream)?;
+            stream
+                .memcpy_dtoh(&instance.output, &mut staging.output)
+                .map_err(cuda_error("copying results from the GPU"))?;
+            stream.synchronize().map_err(cuda_error("running the network"))?;
+            let output = staging.output.as_slice().map_err(cuda_error("waiting for the results"))?;
+            Ok(images
+                .iter()
+                .zip(output.chunks(plane))
+                .map(|(image, planar)| from_planar_cropped(planar, h, w, image.width(), image.height()))
+                .collect())
+        })
     }
 
     fn padded_shape(&self, images: &[Image]) -> Result<Shape> {
@@ -332,33 +371,21 @@ impl<T> Drop for CudaEngine<T> {
 
 impl<T: Element> Engine for CudaEngine<T> {
     fn restore(&self, input: &Image) -> Result<Image> {
-        Ok(self.restore_batch(std::slice::from_ref(input))?.remove(0))
+        let whole = |image: &Image| Ok(self.restore_whole(std::slice::from_ref(image))?.remove(0));
+        match self.tiles {
+            Some((tile, overlap)) => {
+                input.check_finite()?;
+                restore_local_tiles(input, tile, overlap, whole)
+            }
+            None => whole(input),
+        }
     }
 
     fn restore_batch(&self, images: &[Image]) -> Result<Vec<Image>> {
-        let shape = self.padded_shape(images)?;
-        images.iter().try_for_each(Image::check_finite)?;
-        let (h, w) = (shape.height, shape.width);
-        let plane = IMAGE_CHANNELS * h * w;
-        let stream = &self.device.stream;
-        self.with_instance(shape, |Resident { instance, staging }, engine| {
-            let staged = staging.input.as_mut_slice().map_err(cuda_error("waiting for the staging memory"))?;
-            for (image, staged) in images.iter().zip(staged.chunks_mut(plane)) {
-                pad_planar_into(image, h, w, engine.pad_mode, staged);
-            }
-            stream.memcpy_htod(&staging.input, &mut instance.input).map_err(cuda_error("copying images to the GPU"))?;
-            instance.run(&engine.lt, stream)?;
-            stream
-                .memcpy_dtoh(&instance.output, &mut staging.output)
-                .map_err(cuda_error("copying results from the GPU"))?;
-            stream.synchronize().map_err(cuda_error("running the network"))?;
-            let output = staging.output.as_slice().map_err(cuda_error("waiting for the results"))?;
-            Ok(images
-                .iter()
-                .zip(output.chunks(plane))
-                .map(|(image, planar)| from_planar_cropped(planar, h, w, image.width(), image.height()))
-                .collect())
-        })
+        match self.tiles {
+            Some(_) => images.iter().map(|image| self.restore(image)).collect(),
+            None => self.restore_whole(images),
+        }
     }
 
     unsafe fn restore_device(
@@ -367,6 +394,11 @@ impl<T: Element> Engine for CudaEngine<T> {
         output: &DeviceFrame,
         stream: *mut std::ffi::c_void,
     ) -> Result<()> {
+        if self.tiles.is_some() {
+            return Err(Error::Unsupported(
+                "device frames run untiled: build the engine without tiling for restore_device".into(),
+            ));
+        }
         let (width, height) = (input.desc.width, input.desc.height);
         if (output.desc.width, output.desc.height) != (width, height) {
             return Err(Error::InvalidArgument(format!(
@@ -681,6 +713,29 @@ mod tests {
         };
         let refused = unsafe { gpu.restore_device(&host_frame, &host_frame, std::ptr::null_mut()) }.unwrap_err();
         assert!(refused.to_string().contains("not memory the CUDA driver knows"), "{refused}");
+    }
+
+    /// Local tiling gives what the CPU engine's local tiling gives (the same crops, each
+    /// padded and restored on its own); global tiling is refused on any host, naming the
+    /// alternative.
+    #[test]
+    fn local_tiles_match_the_cpu_engine_and_global_tiles_are_refused() {
+        use crate::backend::{ScaMode, Tiling};
+        let model = random_model(&two_levels(), 15);
+        let global = Tiling { tile: 16, overlap: 4, sca: ScaMode::Global };
+        let options =
+            |backend, sca| EngineOptions { backend, tiling: Some(Tiling { sca, ..global }), ..Default::default() };
+        let cuda = Backend::Cuda(CudaOptions::default());
+        let refused =
+            build_engine(&model, &options(cuda.clone(), ScaMode::Global)).err().expect("global tiling refused");
+        assert!(refused.to_string().contains("--sca local"), "{refused}");
+
+        let Some(_) = engine(&model, false) else { return };
+        let gpu = build_engine(&model, &options(cuda, ScaMode::Local)).unwrap();
+        let cpu = build_engine(&model, &options(Backend::Cpu, ScaMode::Local)).unwrap();
+        let input = image(45, 37, 3);
+        let diff = max_abs(&cpu.restore(&input).unwrap(), &gpu.restore(&input).unwrap());
+        assert!(diff <= 1e-4, "local tiles: max |Δ| {diff}");
     }
 
     /// An engine may be dropped on a thread other than the one that built and ran it.
