@@ -18,6 +18,19 @@ pub const CLASSES_METADATA: &str = "maskdcpt.classes";
 /// LayerNorm epsilon of the head's channel norms.
 pub const HEAD_LAYER_NORM_EPS: f32 = 1e-6;
 
+/// A planar `c × h × w` feature map (a decoder output the head reads).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Feature {
+    /// Values, channel-major.
+    pub data: Vec<f32>,
+    /// Channels.
+    pub c: usize,
+    /// Height.
+    pub h: usize,
+    /// Width.
+    pub w: usize,
+}
+
 /// Shape and class names of a classification head.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeadSpec {

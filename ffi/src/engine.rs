@@ -147,7 +147,8 @@ pub unsafe extern "C" fn maskdcpt_restore_device(
 /// the class count to `*count`. With `probabilities` NULL and `capacity` 0 only `*count` is
 /// written (nothing runs). A `capacity` below the class count is
 /// `MASKDCPT_STATUS_INVALID_ARGUMENT`; a model without the degradation-classification head,
-/// or a GPU engine (the head runs on the CPU backend), `MASKDCPT_STATUS_UNSUPPORTED`.
+/// or a TensorRT engine, `MASKDCPT_STATUS_UNSUPPORTED`. CPU and CUDA engines run the network
+/// on their device and the head on the CPU.
 ///
 /// # Safety
 /// `engine` is a live engine, `input` a valid frame, `probabilities` NULL (with `capacity` 0)

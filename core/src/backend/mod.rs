@@ -7,8 +7,10 @@ pub mod cuda;
 pub mod tensorrt;
 
 use crate::error::Result;
+use crate::head::Feature;
 use crate::image::Image;
 use crate::model::Model;
+use cpu::head::HeadWeights;
 
 /// How the channel-attention (SCA) means are taken when an image is processed in tiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -152,10 +154,25 @@ pub trait Engine: Send + Sync {
 
     /// Probabilities of the degradation classes in `input` (the model's head order and names:
     /// [`HeadSpec::class_names`](crate::head::HeadSpec::class_names)), from the
-    /// classification head over the decoder features of one whole-image run.
+    /// classification head over the decoder features of one whole-image run. Engines from
+    /// [`build_engine`] have it when the model has a head.
     fn classify(&self, _input: &Image) -> Result<Vec<f32>> {
         Err(crate::error::Error::Unsupported(
-            "this backend does not run the classification head: classify with the cpu backend".into(),
+            "this model has no degradation-classification head (files written by `trainer export \
+             --with-classifier` have one, as does the embedded default model)"
+                .into(),
+        ))
+    }
+
+    /// The decoder outputs of one whole-image run of `input` ([`Graph::decoder_outputs`]
+    /// order, planar f32), which the classification head reads.
+    ///
+    /// [`Graph::decoder_outputs`]: crate::graph::Graph::decoder_outputs
+    fn decoder_features(&self, _input: &Image) -> Result<Vec<Feature>> {
+        Err(crate::error::Error::Unsupported(
+            "this backend does not hand back decoder features for the classification head: classify with the \
+             cpu or cuda backend"
+                .into(),
         ))
     }
 
@@ -195,9 +212,76 @@ pub trait Engine: Send + Sync {
     }
 }
 
-/// Builds the engine `options.backend` names. A backend this build or host lacks is an
-/// error that says so.
+/// Builds the engine `options.backend` names, with the model's classification head when it has
+/// one. A backend this build or host lacks is an error that says so.
 pub fn build_engine(model: &Model, options: &EngineOptions) -> Result<Box<dyn Engine>> {
+    let engine = build_backend(model, options)?;
+    match model.head() {
+        Some(spec) => Ok(Box::new(Classifying::new(engine, HeadWeights::new(spec, model.weights())?, options)?)),
+        None => Ok(engine),
+    }
+}
+
+/// An engine with the model's classification head, which runs on the CPU over the decoder
+/// features the engine hands back (whatever the backend).
+struct Classifying {
+    engine: Box<dyn Engine>,
+    head: HeadWeights,
+    pool: rayon::ThreadPool,
+    threads: usize,
+}
+
+impl Classifying {
+    fn new(engine: Box<dyn Engine>, head: HeadWeights, options: &EngineOptions) -> Result<Self> {
+        let threads = options.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .thread_name(|i| format!("maskdcpt-head-{i}"))
+            .build()
+            .map_err(|e| crate::error::Error::Unsupported(format!("cannot start {threads} worker threads: {e}")))?;
+        Ok(Classifying { engine, head, pool, threads: threads.max(1) })
+    }
+}
+
+impl Engine for Classifying {
+    fn restore(&self, input: &Image) -> Result<Image> {
+        self.engine.restore(input)
+    }
+
+    fn memory_estimate(&self, width: usize, height: usize) -> Result<MemoryEstimate> {
+        self.engine.memory_estimate(width, height)
+    }
+
+    fn restore_batch(&self, images: &[Image]) -> Result<Vec<Image>> {
+        self.engine.restore_batch(images)
+    }
+
+    fn classify(&self, input: &Image) -> Result<Vec<f32>> {
+        let features = self.engine.decoder_features(input)?;
+        Ok(self.pool.install(|| self.head.probabilities(&features, self.threads)))
+    }
+
+    fn decoder_features(&self, input: &Image) -> Result<Vec<Feature>> {
+        self.engine.decoder_features(input)
+    }
+
+    unsafe fn restore_device(
+        &self,
+        input: &crate::pixels::DeviceFrame,
+        output: &crate::pixels::DeviceFrame,
+        stream: *mut std::ffi::c_void,
+    ) -> Result<()> {
+        // SAFETY: the caller's contract is passed on unchanged.
+        unsafe { self.engine.restore_device(input, output, stream) }
+    }
+
+    fn device_timing(&self, batch: usize, width: usize, height: usize, runs: usize) -> Result<Option<DeviceTiming>> {
+        self.engine.device_timing(batch, width, height, runs)
+    }
+}
+
+/// The engine of `options.backend`, without the classification head.
+fn build_backend(model: &Model, options: &EngineOptions) -> Result<Box<dyn Engine>> {
     match &options.backend {
         Backend::Cpu => Ok(Box::new(cpu::CpuEngine::new(model, options)?)),
         #[cfg(feature = "tensorrt")]

@@ -6,21 +6,9 @@ use super::kernels::conv::conv3x3;
 use super::kernels::layernorm::layer_norm_stats;
 use super::kernels::matmul::{Epilogue, MatMut, MatRef, MatmulPrecision, PackedLhs, matmul};
 use crate::error::{Error, Result};
-use crate::head::{HEAD_LAYER_NORM_EPS, HeadSpec};
+use crate::head::{Feature, HEAD_LAYER_NORM_EPS, HeadSpec};
 use crate::spec::CLASSIFIER_PREFIX;
 use crate::weights::WeightStore;
-
-/// A planar `c × h × w` feature map.
-pub struct Feature {
-    /// Values, channel-major.
-    pub data: Vec<f32>,
-    /// Channels.
-    pub c: usize,
-    /// Height.
-    pub h: usize,
-    /// Width.
-    pub w: usize,
-}
 
 /// A bias-free conv followed by a channel LayerNorm.
 struct NormedConv {

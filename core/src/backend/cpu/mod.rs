@@ -2,7 +2,7 @@
 //! buffer plan. Always available; the reference every other backend is checked against.
 
 mod block;
-mod head;
+pub(crate) mod head;
 pub mod kernels;
 mod prepared;
 mod workspace;
@@ -13,13 +13,13 @@ use crate::backend::{Engine, EngineOptions, MemoryEstimate, Precision, ScaMode, 
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::graph::ValueId;
+use crate::head::Feature;
 use crate::image::{Image, check_size, from_planar_cropped, pad_planar_into, round_up};
 use crate::model::Model;
 use crate::passes::{Program, Step, fuse};
 use crate::spec::{IMAGE_CHANNELS, PadMode};
 use crate::tiling::restore_local_tiles;
 use block::{BlockScratch, run_block};
-use head::{Feature, HeadWeights};
 use kernels::conv::conv3x3;
 use kernels::elementwise::{add_pixel_shuffle, space_to_depth};
 use kernels::matmul::{Epilogue, MatMut, MatRef, MatmulPrecision, matmul};
@@ -46,8 +46,6 @@ pub struct CpuEngine {
     threads: usize,
     /// Workspaces of finished runs, reused by later runs of the same size.
     spare: Mutex<Vec<Workspace>>,
-    /// The classification head, when the model has one.
-    head: Option<HeadWeights>,
 }
 
 impl CpuEngine {
@@ -74,7 +72,6 @@ impl CpuEngine {
         let program = fuse(&graph)?;
         let weights =
             program.steps.iter().map(|s| prepare(s, model.weights(), precision)).collect::<Result<Vec<_>>>()?;
-        let head = model.head().map(|spec| HeadWeights::new(spec, model.weights())).transpose()?;
         Ok(CpuEngine {
             graph,
             program,
@@ -86,7 +83,6 @@ impl CpuEngine {
             pool,
             threads,
             spare: Mutex::new(Vec::new()),
-            head,
         })
     }
 
@@ -250,15 +246,8 @@ impl Engine for CpuEngine {
     }
 
     /// One whole-image run (local tiling does not apply: the head needs the whole image's
-    /// features) capturing the decoder outputs, then the head.
-    fn classify(&self, input: &Image) -> Result<Vec<f32>> {
-        let head = self.head.as_ref().ok_or_else(|| {
-            Error::Unsupported(
-                "this model has no degradation-classification head (files written by `trainer export \
-                 --with-classifier` have one, as does the embedded default model)"
-                    .into(),
-            )
-        })?;
+    /// features) capturing the decoder outputs.
+    fn decoder_features(&self, input: &Image) -> Result<Vec<Feature>> {
         input.check_finite()?;
         let (width, height) = (input.width(), input.height());
         check_size(width, height)?;
@@ -274,11 +263,10 @@ impl Engine for CpuEngine {
                 features[i] = Some(Feature { data: data.to_vec(), c, h, w });
             }
         })?;
-        let features: Vec<Feature> = features
+        features
             .into_iter()
             .collect::<Option<_>>()
-            .ok_or_else(|| Error::Unsupported("the fused program does not produce every decoder output".into()))?;
-        Ok(self.pool.install(|| head.probabilities(&features, self.threads)))
+            .ok_or_else(|| Error::Unsupported("the fused program does not produce every decoder output".into()))
     }
 
     fn memory_estimate(&self, width: usize, height: usize) -> Result<MemoryEstimate> {

@@ -22,6 +22,7 @@ use super::weights::{Element, StepWeights, Uploader};
 use crate::backend::{CudaOptions, DeviceTiming, Engine, EngineOptions, MemoryEstimate, ScaMode, Tiling};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
+use crate::head::Feature;
 use crate::image::{Image, check_size, from_planar_cropped, pad_planar_into, round_up};
 use crate::model::Model;
 use crate::passes::{Program, Step, fuse};
@@ -388,6 +389,42 @@ impl<T: Element> Engine for CudaEngine<T> {
         }
     }
 
+    /// One whole-image run (untiled) launched op by op, copying each decoder output to the
+    /// host after the step that writes it.
+    fn decoder_features(&self, input: &Image) -> Result<Vec<Feature>> {
+        input.check_finite()?;
+        let shape = self.padded_shape(std::slice::from_ref(input))?;
+        let (h, w) = (shape.height, shape.width);
+        let stream = &self.device.stream;
+        let wanted = &self.graph.decoder_outputs;
+        let captured = self.with_instance(shape, |Resident { instance, staging }, engine| {
+            let staged = staging.input.as_mut_slice().map_err(cuda_error("waiting for the staging memory"))?;
+            pad_planar_into(input, h, w, engine.pad_mode, staged);
+            stream
+                .memcpy_htod(&staging.input, &mut instance.input)
+                .map_err(cuda_error("copying the image to the GPU"))?;
+            instance.run_capturing(&engine.lt, stream, wanted)
+        })?;
+        wanted
+            .iter()
+            .zip(captured)
+            .map(|(&value, nhwc)| {
+                let nhwc = nhwc.ok_or_else(|| {
+                    Error::Unsupported("the fused program does not produce every decoder output".into())
+                })?;
+                let node = self.graph.node(value);
+                let (c, fh, fw) = (node.channels, h >> node.level, w >> node.level);
+                let mut data = vec![0.0f32; c * fh * fw];
+                for (p, pixel) in nhwc.chunks_exact(c).enumerate() {
+                    for (k, v) in pixel.iter().enumerate() {
+                        data[k * fh * fw + p] = v.to_f32();
+                    }
+                }
+                Ok(Feature { data, c, h: fh, w: fw })
+            })
+            .collect()
+    }
+
     unsafe fn restore_device(
         &self,
         input: &DeviceFrame,
@@ -736,6 +773,27 @@ mod tests {
         let input = image(45, 37, 3);
         let diff = max_abs(&cpu.restore(&input).unwrap(), &gpu.restore(&input).unwrap());
         assert!(diff <= 1e-4, "local tiles: max |Δ| {diff}");
+    }
+
+    /// The classification head over the CUDA engine's decoder features gives the CPU
+    /// engine's probabilities (f32 closely, FP16 within rounding).
+    #[cfg(feature = "default-model")]
+    #[test]
+    fn classification_matches_the_cpu_engine() {
+        let model = crate::model::Model::load_default().unwrap();
+        let Some(_) = engine(&model, false) else { return };
+        let cpu = build_engine(&model, &EngineOptions::default()).unwrap();
+        let input = image(70, 50, 5);
+        let want = cpu.classify(&input).unwrap();
+        for (fp16, bound) in [(false, 1e-4), (true, 2e-2)] {
+            let cuda = CudaOptions { fp16, ..Default::default() };
+            let gpu =
+                build_engine(&model, &EngineOptions { backend: Backend::Cuda(cuda), ..Default::default() }).unwrap();
+            let got = gpu.classify(&input).unwrap();
+            let diff = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            eprintln!("classify fp16={fp16}: max |Δp| {diff:.3e}");
+            assert!(diff <= bound, "fp16={fp16}: max |Δp| {diff}");
+        }
     }
 
     /// An engine may be dropped on a thread other than the one that built and ran it.

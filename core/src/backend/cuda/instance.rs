@@ -65,9 +65,21 @@ pub struct Instance<T> {
     _buffers: Vec<CudaSlice<T>>,
     _stats: Vec<CudaSlice<f32>>,
     launches: Vec<Launch>,
+    /// Per step of the program: its output value, where that value lives (NHWC `T`; the
+    /// planar f32 output for the last step), its element count, and the number of launches
+    /// once the step is enqueued.
+    steps: Vec<StepOutput>,
     graph: Option<CudaGraph>,
     /// Device bytes the instance allocated.
     pub bytes: usize,
+}
+
+/// Where a step's output is once the step has run.
+struct StepOutput {
+    value: ValueId,
+    ptr: u64,
+    len: usize,
+    launches_end: usize,
 }
 
 // Raw graph and plan handles are only used under the engine's lock.
@@ -223,10 +235,14 @@ impl<T: Element> Instance<T> {
             stream,
             tuned,
         };
+        let mut steps = Vec::with_capacity(program.steps.len());
         for (step, weights) in program.steps.iter().zip(weights) {
-            let level = graph.node(step.output()).level;
+            let value = step.output();
+            let level = graph.node(value).level;
             let (lh, lw) = (h >> level, w >> level);
             lower.step(step, weights, value_ptr, pixels, (lh, lw), graph)?;
+            let len = pixels(value) * graph.node(value).channels;
+            steps.push(StepOutput { value, ptr: value_ptr(value), len, launches_end: lower.launches.len() });
         }
         let mut buffers: Vec<CudaSlice<T>> = slots.into_iter().flatten().collect();
         buffers.extend([normed, expanded, gated, attention_weights]);
@@ -237,6 +253,7 @@ impl<T: Element> Instance<T> {
             _buffers: buffers,
             _stats: vec![pool, attention],
             launches: lower.launches,
+            steps,
             graph: None,
             bytes,
         })
@@ -283,6 +300,32 @@ impl<T: Element> Instance<T> {
             }
         }
         Ok(totals)
+    }
+
+    /// Runs the network once launch by launch (not as the graph), copying each value of
+    /// `wanted` to the host right after the step that produces it: NHWC `T`, in `wanted`'s
+    /// order (`None` for a value no step produces). The output map is written as in [`run`].
+    ///
+    /// [`run`]: Instance::run
+    pub fn run_capturing(&self, lt: &Lt, stream: &CudaStream, wanted: &[ValueId]) -> Result<Vec<Option<Vec<T>>>> {
+        let mut captured: Vec<Option<Vec<T>>> = wanted.iter().map(|_| None).collect();
+        let mut start = 0;
+        for step in &self.steps {
+            for launch in &self.launches[start..step.launches_end] {
+                enqueue_one(&launch.op, lt, stream)?;
+            }
+            start = step.launches_end;
+            if let Some(i) = wanted.iter().position(|&v| v == step.value) {
+                let mut host = vec![T::default(); step.len];
+                // SAFETY: `step.ptr` addresses `step.len` elements of T on this stream's device;
+                // the copy is synchronous for pageable host memory.
+                unsafe { cudarc::driver::result::memcpy_dtoh_async(&mut host, step.ptr, stream.cu_stream()) }
+                    .map_err(cuda_error("copying a decoder feature map"))?;
+                captured[i] = Some(host);
+            }
+        }
+        stream.synchronize().map_err(cuda_error("running the network"))?;
+        Ok(captured)
     }
 
     fn enqueue(&self, lt: &Lt, stream: &CudaStream) -> Result<()> {

@@ -18,6 +18,8 @@ pub trait Element: DeviceRepr + Copy + Default + Send + Sync + Unpin + 'static {
     const GEMM: GemmType;
     /// Converts (rounding to nearest) from f32.
     fn from_f32(v: f32) -> Self;
+    /// Converts (exactly) to f32.
+    fn to_f32(self) -> f32;
 }
 
 impl Element for f32 {
@@ -25,12 +27,18 @@ impl Element for f32 {
     fn from_f32(v: f32) -> Self {
         v
     }
+    fn to_f32(self) -> f32 {
+        self
+    }
 }
 
 impl Element for half::f16 {
     const GEMM: GemmType = GemmType::F16;
     fn from_f32(v: f32) -> Self {
         half::f16::from_f32(v)
+    }
+    fn to_f32(self) -> f32 {
+        half::f16::to_f32(self)
     }
 }
 
