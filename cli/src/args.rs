@@ -242,9 +242,10 @@ pub struct ClassifyArgs {
     /// Print one JSON object with every class's probability instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Worker threads (default: all available cores).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub threads: Option<u32>,
+    /// Engine settings (the network runs on the chosen backend, the head on the CPU; tiling
+    /// does not apply: the head reads one whole-image run).
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 /// Options of `maskdcpt export-onnx`.

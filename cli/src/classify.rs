@@ -1,5 +1,6 @@
 //! `maskdcpt classify`: the degradation classes of one image, from the model's classification
-//! head (CPU engine), as a ranked list or one JSON object.
+//! head (the network on the chosen backend, the head on the CPU), as a ranked list or one
+//! JSON object.
 
 use maskdcpt_core::backend::{EngineOptions, build_engine};
 use serde_json::json;
@@ -21,7 +22,7 @@ pub fn run(args: &ClassifyArgs) -> Result<()> {
         }
     };
     let image = crate::image_io::read(&args.input)?.image;
-    let options = EngineOptions { threads: args.threads.map(|t| t as usize), ..Default::default() };
+    let options = EngineOptions { tiling: None, ..args.engine.to_options()? };
     let probabilities = build_engine(&model, &options)?.classify(&image)?;
     let mut ranked: Vec<(&str, f32)> = names.iter().map(String::as_str).zip(probabilities.iter().copied()).collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
