@@ -129,16 +129,29 @@ pub fn to_padded_planar(img: &Image, multiple: usize, mode: PadMode) -> (Vec<f32
 
 /// Writes the planar `3 × h × w` copy of `img`, padded bottom/right with `mode`, into `out`
 /// (exactly `3 · h · w` values; `h`, `w` at least the image's size). Rows run in parallel on
-/// the current rayon pool.
+/// the current rayon pool: each splits one source row into the three planes, then mirrors (or
+/// zeroes) its padding columns.
 pub fn pad_planar_into(img: &Image, h: usize, w: usize, mode: PadMode, out: &mut [f32]) {
     assert!(h >= img.height && w >= img.width && out.len() == IMAGE_CHANNELS * h * w, "padded buffer mis-sized");
-    let cols: Vec<Option<usize>> = (0..w).map(|x| pad_index(x, img.width, mode)).collect();
-    out.par_chunks_mut(w).enumerate().for_each(|(row, out)| {
-        let (c, y) = (row / h, row % h);
-        let Some(sy) = pad_index(y, img.height, mode) else { return out.fill(0.0) };
-        let src_row = &img.data[sy * img.width * IMAGE_CHANNELS..(sy + 1) * img.width * IMAGE_CHANNELS];
-        for (out, sx) in out.iter_mut().zip(&cols) {
-            *out = sx.map_or(0.0, |sx| src_row[sx * IMAGE_CHANNELS + c]);
+    let width = img.width;
+    let (r, gb) = out.split_at_mut(h * w);
+    let (g, b) = gb.split_at_mut(h * w);
+    let rows = r.par_chunks_mut(w).zip(g.par_chunks_mut(w)).zip(b.par_chunks_mut(w));
+    rows.enumerate().for_each(|(y, ((r, g), b))| {
+        let Some(sy) = pad_index(y, img.height, mode) else {
+            for plane in [r, g, b] {
+                plane.fill(0.0);
+            }
+            return;
+        };
+        let src = &img.data[sy * width * IMAGE_CHANNELS..(sy + 1) * width * IMAGE_CHANNELS];
+        for (x, px) in src.chunks_exact(IMAGE_CHANNELS).enumerate() {
+            (r[x], g[x], b[x]) = (px[0], px[1], px[2]);
+        }
+        for plane in [r, g, b] {
+            for x in width..w {
+                plane[x] = pad_index(x, width, mode).map_or(0.0, |sx| plane[sx]);
+            }
         }
     });
 }
@@ -148,11 +161,12 @@ pub fn pad_planar_into(img: &Image, h: usize, w: usize, mode: PadMode, out: &mut
 pub fn from_planar_cropped(planar: &[f32], ph: usize, pw: usize, width: usize, height: usize) -> Image {
     assert!(height <= ph && width <= pw && planar.len() >= IMAGE_CHANNELS * ph * pw, "planar map mis-sized");
     let mut data = vec![0.0f32; width * height * IMAGE_CHANNELS];
+    let plane = ph * pw;
     data.par_chunks_mut(width * IMAGE_CHANNELS).enumerate().for_each(|(y, row)| {
-        for (x, pixel) in row.chunks_exact_mut(IMAGE_CHANNELS).enumerate() {
-            for (c, v) in pixel.iter_mut().enumerate() {
-                *v = planar[(c * ph + y) * pw + x];
-            }
+        let at = |c: usize| &planar[c * plane + y * pw..c * plane + y * pw + width];
+        let (r, g, b) = (at(0), at(1), at(2));
+        for (x, px) in row.chunks_exact_mut(IMAGE_CHANNELS).enumerate() {
+            (px[0], px[1], px[2]) = (r[x], g[x], b[x]);
         }
     });
     Image { width, height, data }
