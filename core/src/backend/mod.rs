@@ -217,7 +217,7 @@ pub trait Engine: Send + Sync {
 pub fn build_engine(model: &Model, options: &EngineOptions) -> Result<Box<dyn Engine>> {
     let engine = build_backend(model, options)?;
     match model.head() {
-        Some(spec) => Ok(Box::new(Classifying::new(engine, HeadWeights::new(spec, model.weights())?, options)?)),
+        Some(spec) => Ok(Box::new(Classifying::new(engine, HeadWeights::new(spec, model.weights())?, options))),
         None => Ok(engine),
     }
 }
@@ -227,19 +227,29 @@ pub fn build_engine(model: &Model, options: &EngineOptions) -> Result<Box<dyn En
 struct Classifying {
     engine: Box<dyn Engine>,
     head: HeadWeights,
-    pool: rayon::ThreadPool,
+    /// The head's worker threads, started on the first classification.
+    pool: std::sync::OnceLock<rayon::ThreadPool>,
     threads: usize,
 }
 
 impl Classifying {
-    fn new(engine: Box<dyn Engine>, head: HeadWeights, options: &EngineOptions) -> Result<Self> {
+    fn new(engine: Box<dyn Engine>, head: HeadWeights, options: &EngineOptions) -> Self {
         let threads = options.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        Classifying { engine, head, pool: std::sync::OnceLock::new(), threads: threads.max(1) }
+    }
+
+    fn pool(&self) -> Result<&rayon::ThreadPool> {
+        if let Some(pool) = self.pool.get() {
+            return Ok(pool);
+        }
         let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads.max(1))
+            .num_threads(self.threads)
             .thread_name(|i| format!("maskdcpt-head-{i}"))
             .build()
-            .map_err(|e| crate::error::Error::Unsupported(format!("cannot start {threads} worker threads: {e}")))?;
-        Ok(Classifying { engine, head, pool, threads: threads.max(1) })
+            .map_err(|e| {
+                crate::error::Error::Unsupported(format!("cannot start {} worker threads: {e}", self.threads))
+            })?;
+        Ok(self.pool.get_or_init(|| pool))
     }
 }
 
@@ -258,7 +268,7 @@ impl Engine for Classifying {
 
     fn classify(&self, input: &Image) -> Result<Vec<f32>> {
         let features = self.engine.decoder_features(input)?;
-        Ok(self.pool.install(|| self.head.probabilities(&features, self.threads)))
+        Ok(self.pool()?.install(|| self.head.probabilities(&features, self.threads)))
     }
 
     fn decoder_features(&self, input: &Image) -> Result<Vec<Feature>> {
