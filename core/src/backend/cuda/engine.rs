@@ -108,7 +108,9 @@ impl<T: Element> CudaEngine<T> {
             Some(Tiling { tile, overlap, sca: ScaMode::Local }) => Some((tile, overlap)),
             Some(Tiling { sca: ScaMode::Global, .. }) => {
                 return Err(Error::Unsupported(
-                    "tiling with global channel-attention means (--sca global, equal to the untiled result) runs                      on the cpu backend; the cuda backend tiles with --sca local (each tile with its own context                      and means)"
+                    "tiling with global channel-attention means (--sca global, equal to the untiled result) runs \
+                     on the cpu backend; the cuda backend tiles with --sca local (each tile with its own context \
+                     and means)"
                         .into(),
                 ));
             }
