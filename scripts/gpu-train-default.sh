@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Issue 7 on the GPU test host (torch 2.11.0+cu130 installed, no Rust): MaskDCPT pre-training
+# of the default model, fine-tuning from it (a) and from scratch (b) with the same budget,
+# held-out evaluation of both, and the FP16 export of (a) — one call, everything under OUT.
+# Recipe: trainer/configs/gpu-default.toml. The degradations are synthesised on the host's
+# CPU (12 workers), which likely bounds the speed, not the GPU: the defaults (2000 steps per
+# run, batch 32) are a guess to fit a few minutes; read images_per_s in OUT/*/metrics.csv
+# and scale PRE and FINE to the time there is. Then, here: copy OUT/default.safetensors to
+# core/models/, regenerate tests/default-model/eval.json (tests/default-model/README.md) and
+# the tables of docs/model-card.md and docs/results.md (scripts/results_table.py).
+#   CPU host:  scripts/gpu-train-default.sh --build    (target/gpu/: trainer with CUDA, photos,
+#              held-out sets; about 40 MB to carry)
+#   GPU host:  scripts/gpu-train-default.sh OUT        (carry target/gpu)
+#   Smoke test on a CPU: DEVICE=cpu AMP=off PRE=20 FINE=20 TRAINER=target/release/trainer \
+#              scripts/gpu-train-default.sh /tmp/smoke
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--build" ]; then
+    [ -d runs/eval-all ] || { echo "run scripts/experiment-small.sh first (it writes runs/photos and the held-out sets)"; exit 1; }
+    scripts/gpu-check-trainer.sh --build
+    mkdir -p target/gpu/data
+    cp -r runs/photos/train runs/eval-six runs/eval-all target/gpu/data/
+    du -sh target/gpu
+    exit 0
+fi
+out=$(realpath -m "${1:?usage: scripts/gpu-train-default.sh OUT | --build}")
+mkdir -p "$out"
+trainer=${TRAINER:-target/gpu/trainer}
+data=${DATA:-target/gpu/data}
+[ -d "$data/train" ] || data=runs/photos eval_root=runs
+eval_root=${eval_root:-$data}
+device=${DEVICE:-cuda} amp=${AMP:-fp16} pre=${PRE:-2000} fine=${FINE:-2000}
+if [ "$device" != cpu ]; then
+    torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+    export LD_LIBRARY_PATH="$torch_lib:${LD_LIBRARY_PATH:-}"
+    nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+fi
+
+# config RUN STEPS LR CLASSIFY: the recipe with this run's values.
+config() {
+    sed -e "s#^clean = .*#clean = [\"$(realpath "$data/train")\"]#" -e "s#^steps = .*#steps = $2#" \
+        -e "s#^device = .*#device = \"$device\"#" -e "s#^amp = .*#amp = \"$amp\"#" \
+        -e "0,/^lr = /s#^lr = .*#lr = $3#" -e "s#^classify_weight = .*#classify_weight = $4#" \
+        -e "s#^dir = .*#dir = \"$out/$1\"#" trainer/configs/gpu-default.toml > "$out/$1.toml"
+    echo "$out/$1.toml"
+}
+last() { printf '%s/%s/ckpt-%08d.safetensors' "$out" "$1" "$2"; }
+
+start=$(date +%s)
+"$trainer" pretrain --config "$(config pretrain "$pre" 2e-3 0.1)" --quiet
+"$trainer" finetune --config "$(config finetune "$fine" 5e-4 0.5)" --init "$(last pretrain "$pre")" --quiet
+"$trainer" finetune --config "$(config scratch "$fine" 5e-4 0.5)" --quiet
+echo "training: $(( $(date +%s) - start )) s"
+for run in finetune scratch; do
+    "$trainer" eval --model "$(last "$run" "$fine")" --data "$eval_root/eval-six" "$eval_root/eval-all" \
+        --device "$device" --json "$out/$run-eval.json" | tee "$out/$run-eval.txt"
+done
+"$trainer" export --checkpoint "$(last finetune "$fine")" --format safetensors --with-classifier --dtype f16 \
+    -o "$out/default.safetensors"
+python3 scripts/results_table.py "$out/finetune-eval.json" "$out/scratch-eval.json"
+ls -la "$out/default.safetensors"
