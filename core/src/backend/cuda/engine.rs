@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use cudarc::driver::sys::{CU_MEMHOSTALLOC_WRITECOMBINED, CUevent_flags, CUevent_wait_flags};
-use cudarc::driver::{CudaContext, LaunchConfig, PinnedHostSlice, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaStream, LaunchConfig, PinnedHostSlice, PushKernelArg};
 
 use super::device::{Device, cuda_error, open};
 use super::frames::{self, FrameArgs};
@@ -88,6 +88,21 @@ struct Staging {
     output: PinnedHostSlice<f32>,
 }
 
+impl<T> Resident<T> {
+    /// Pads `images` (of the instance's padded size) into the staging input and copies it to
+    /// the instance's input on `stream`.
+    fn upload(&mut self, images: &[Image], pad_mode: PadMode, stream: &Arc<CudaStream>) -> Result<()> {
+        let Shape { height: h, width: w, .. } = self.instance.shape;
+        let staged = self.staging.input.as_mut_slice().map_err(cuda_error("waiting for the staging memory"))?;
+        for (image, staged) in images.iter().zip(staged.chunks_mut(IMAGE_CHANNELS * h * w)) {
+            pad_planar_into(image, h, w, pad_mode, staged);
+        }
+        stream
+            .memcpy_htod(&self.staging.input, &mut self.instance.input)
+            .map_err(cuda_error("copying images to the GPU"))
+    }
+}
+
 impl Staging {
     fn new(ctx: &Arc<CudaContext>, len: usize) -> Result<Self> {
         let alloc = |flags| {
@@ -137,17 +152,17 @@ impl<T: Element> CudaEngine<T> {
             Some((path, key)) => super::saved::load(path, key)?,
             None => (None, FileUse::Missing),
         };
-        let (kernels, ptx, tuned) = match saved {
-            Some(SavedEngine { ptx, algos }) => match Kernels::load(&device.ctx, ptx.clone()) {
-                Ok(kernels) => (kernels, ptx, algos),
-                Err(e) => {
-                    found = FileUse::Rejected(format!("its kernels did not load ({e})"));
-                    let ptx = ptx_for(&device, fp16, cuda)?;
-                    (Kernels::load(&device.ctx, ptx.clone())?, ptx, BTreeMap::new())
-                }
-            },
+        let from_file = saved.and_then(|SavedEngine { ptx, algos }| match Kernels::load(&device.ctx, ptx.clone()) {
+            Ok(kernels) => Some((kernels, ptx, algos)),
+            Err(e) => {
+                found = FileUse::Rejected(format!("its kernels did not load ({e})"));
+                None
+            }
+        });
+        let (kernels, ptx, tuned) = match from_file {
+            Some(loaded) => loaded,
             None => {
-                let ptx = ptx_for(&device, fp16, cuda)?;
+                let ptx = ptx(device.arch, fp16, cuda.cache_dir.as_deref())?;
                 (Kernels::load(&device.ctx, ptx.clone())?, ptx, BTreeMap::new())
             }
         };
@@ -216,6 +231,7 @@ impl<T: Element> CudaEngine<T> {
                     instances.remove(0);
                 }
                 let (free, _) = self.device.ctx.mem_get_info().map_err(cuda_error("reading free GPU memory"))?;
+                let before = tuned.clone();
                 let instance = Instance::new(
                     shape,
                     &self.program,
@@ -227,7 +243,12 @@ impl<T: Element> CudaEngine<T> {
                     free,
                     tuned,
                 )?;
-                self.save_file(tuned)?;
+                // The file holds what the engine started from (nothing when it was missing or
+                // rejected): it is out of date exactly when building this instance tuned
+                // something.
+                if *tuned != before {
+                    self.save_file(tuned)?;
+                }
                 let staging = Staging::new(&self.device.ctx, instance.input.len())?;
                 instances.push(Resident { instance, staging });
                 instances.len() - 1
@@ -236,16 +257,9 @@ impl<T: Element> CudaEngine<T> {
         f(&mut instances[index], self)
     }
 
-    /// Writes the engine file when it lacks an algorithm the engine now has (a new shape, or a
-    /// file that was missing or rejected).
+    /// Writes the engine file (if the engine has one) with the kernels and every algorithm.
     fn save_file(&self, tuned: &BTreeMap<ProductKey, Algo>) -> Result<()> {
         let Some(file) = &self.file else { return Ok(()) };
-        if let (Some(saved), _) = super::saved::load(&file.path, &file.key)?
-            && saved.ptx == file.ptx
-            && saved.algos == *tuned
-        {
-            return Ok(());
-        }
         super::saved::save(&file.path, &file.key, &SavedEngine { ptx: file.ptx.clone(), algos: tuned.clone() })
     }
 
@@ -256,12 +270,9 @@ impl<T: Element> CudaEngine<T> {
         let (h, w) = (shape.height, shape.width);
         let plane = IMAGE_CHANNELS * h * w;
         let stream = &self.device.stream;
-        self.with_instance(shape, |Resident { instance, staging }, engine| {
-            let staged = staging.input.as_mut_slice().map_err(cuda_error("waiting for the staging memory"))?;
-            for (image, staged) in images.iter().zip(staged.chunks_mut(plane)) {
-                pad_planar_into(image, h, w, engine.pad_mode, staged);
-            }
-            stream.memcpy_htod(&staging.input, &mut instance.input).map_err(cuda_error("copying images to the GPU"))?;
+        self.with_instance(shape, |resident, engine| {
+            resident.upload(images, engine.pad_mode, stream)?;
+            let Resident { instance, staging } = resident;
             instance.run(&engine.lt, stream)?;
             stream
                 .memcpy_dtoh(&instance.output, &mut staging.output)
@@ -289,8 +300,13 @@ impl<T: Element> CudaEngine<T> {
                 )));
             }
         }
+        Ok(self.shape(images.len(), first.width(), first.height()))
+    }
+
+    /// The instance shape of `batch` images of `width × height` (padded to the size multiple).
+    fn shape(&self, batch: usize, width: usize, height: usize) -> Shape {
         let m = self.size_multiple;
-        Ok(Shape { batch: images.len(), height: round_up(first.height(), m), width: round_up(first.width(), m) })
+        Shape { batch: batch.max(1), height: round_up(height, m), width: round_up(width, m) }
     }
 }
 
@@ -324,12 +340,10 @@ pub fn build_engine_file(
         shapes: &[(usize, usize, usize)],
     ) -> Result<EngineFileReport> {
         let engine = CudaEngine::<T>::new(model, &EngineOptions::default(), cuda)?;
-        let m = engine.size_multiple;
         let mut products = 0;
         for &(batch, height, width) in shapes {
             check_size(width, height)?;
-            let shape = Shape { batch: batch.max(1), height: round_up(height, m), width: round_up(width, m) };
-            products = engine.prepare(shape)?;
+            products = engine.prepare(engine.shape(batch, width, height))?;
         }
         let (path, found) = engine.engine_file().expect("a path or cache folder was given");
         Ok(EngineFileReport { path: path.to_owned(), found: found.clone(), products, device: engine.device_name() })
@@ -356,11 +370,6 @@ fn engine_file_path(cuda: &CudaOptions, key: impl FnOnce() -> EngineKey) -> Opti
         }
         (None, None) => None,
     }
-}
-
-/// The engine's kernels compiled with NVRTC (or from the PTX cache in `cache_dir`).
-fn ptx_for(device: &Device, fp16: bool, cuda: &CudaOptions) -> Result<String> {
-    ptx(device.arch, fp16, cuda.cache_dir.as_deref())
 }
 
 impl<T> Drop for CudaEngine<T> {
@@ -399,13 +408,9 @@ impl<T: Element> Engine for CudaEngine<T> {
         let (h, w) = (shape.height, shape.width);
         let stream = &self.device.stream;
         let wanted = &self.graph.decoder_outputs;
-        let captured = self.with_instance(shape, |Resident { instance, staging }, engine| {
-            let staged = staging.input.as_mut_slice().map_err(cuda_error("waiting for the staging memory"))?;
-            pad_planar_into(input, h, w, engine.pad_mode, staged);
-            stream
-                .memcpy_htod(&staging.input, &mut instance.input)
-                .map_err(cuda_error("copying the image to the GPU"))?;
-            instance.run_capturing(&engine.lt, stream, wanted)
+        let captured = self.with_instance(shape, |resident, engine| {
+            resident.upload(std::slice::from_ref(input), engine.pad_mode, stream)?;
+            resident.instance.run_capturing(&engine.lt, stream, wanted)
         })?;
         wanted
             .iter()
@@ -449,8 +454,7 @@ impl<T: Element> Engine for CudaEngine<T> {
         frames::check(input, "input", self.device.ordinal, frames::driver_attribute)?;
         frames::check(output, "output", self.device.ordinal, frames::driver_attribute)?;
         let (input_args, output_args) = (FrameArgs::new(input)?, FrameArgs::new(output)?);
-        let m = self.size_multiple;
-        let shape = Shape { batch: 1, height: round_up(height, m), width: round_up(width, m) };
+        let shape = self.shape(1, width, height);
         let caller = stream as cudarc::driver::sys::CUstream;
         let ours = &self.device.stream;
         let no_timing = Some(CUevent_flags::CU_EVENT_DISABLE_TIMING);
@@ -501,8 +505,7 @@ impl<T: Element> Engine for CudaEngine<T> {
 
     fn device_timing(&self, batch: usize, width: usize, height: usize, runs: usize) -> Result<Option<DeviceTiming>> {
         check_size(width, height)?;
-        let m = self.size_multiple;
-        let shape = Shape { batch: batch.max(1), height: round_up(height, m), width: round_up(width, m) };
+        let shape = self.shape(batch, width, height);
         let stream = &self.device.stream;
         self.with_instance(shape, |Resident { instance, .. }, engine| {
             // Warm-up: the first run enqueues directly and records the graph; the second is

@@ -106,7 +106,7 @@ fn i32_of(v: usize) -> Result<Arg> {
 }
 
 /// Largest per-step scratch needs, in elements over the whole batch.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 struct Scratch {
     /// A block's `c`-channel maps (the normalised input and the gated features).
     features: usize,
