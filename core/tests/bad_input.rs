@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use maskdcpt_core::Error;
-use maskdcpt_core::backend::{EngineOptions, ScaMode, Tiling, build_engine};
+use maskdcpt_core::backend::{Backend, EngineOptions, ScaMode, Tiling, build_engine};
 use maskdcpt_core::image::Image;
 use maskdcpt_core::model::Model;
 use maskdcpt_core::spec::{Family, ModelSpec};
@@ -141,6 +141,11 @@ fn invalid_options_are_refused() {
     let zero_tile =
         EngineOptions { tiling: Some(Tiling { tile: 0, overlap: 0, sca: ScaMode::Global }), ..Default::default() };
     assert!(matches!(build_engine(&tiny_model(), &zero_tile), Err(Error::InvalidArgument(_))));
+    // Checked before any device is opened, whatever the backend.
+    for backend in [Backend::Cuda(Default::default()), Backend::TensorRt(Default::default())] {
+        let zero_tile = EngineOptions { backend, ..zero_tile.clone() };
+        assert!(matches!(build_engine(&tiny_model(), &zero_tile), Err(Error::InvalidArgument(_))));
+    }
 }
 
 #[test]

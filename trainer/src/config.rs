@@ -134,6 +134,10 @@ pub struct TrainConfig {
     /// Mixed precision.
     #[serde(default)]
     pub amp: Amp,
+    /// Trains the classification head alone: the backbone's weights (and so the restoration)
+    /// stay exactly those of `--init`.
+    #[serde(default)]
+    pub freeze_backbone: bool,
 }
 
 fn default_device() -> String {
@@ -239,6 +243,12 @@ impl Config {
         if t.classify_weight > 0.0 && self.classifier.is_none() {
             bail!("[train] classify_weight is {} but there is no [classifier] section", t.classify_weight);
         }
+        if t.freeze_backbone && (self.classifier.is_none() || t.classify_weight <= 0.0) {
+            bail!(
+                "[train] freeze_backbone trains the classification head alone: it needs a [classifier] section and \
+                 classify_weight > 0"
+            );
+        }
         let classes = maskdcpt_degrade::Class::COUNT as i64;
         if let Some(head) = self.classifier.as_ref().filter(|h| h.classes != classes) {
             bail!(
@@ -288,6 +298,7 @@ mod tests {
             (base.replace("ema_decay = 0.9", "ema_decay = 1.5"), "ema_decay"),
             (base.replace("[classifier]", "[unused]").replace("classes = 19\n", ""), "unknown field `unused`"),
             (base.replace("classes = 19", "classes = 5"), "set classes = 19"),
+            (base.replace("classify_weight = 0.1", "classify_weight = 0.0\nfreeze_backbone = true"), "freeze_backbone"),
         ];
         for (text, expected) in cases {
             let path = dir.path().join("c.toml");

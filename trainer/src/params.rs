@@ -68,7 +68,7 @@ impl ParamBuilder {
             }
         });
         let grads = Tensor::zeros([total], (Kind::Float, device));
-        ParamSet { values, grads, entries, grads_bound: false }
+        ParamSet { values, grads, entries, grads_bound: false, trainable: true }
     }
 }
 
@@ -85,6 +85,7 @@ pub struct ParamSet {
     grads: Tensor,
     entries: Vec<Entry>,
     grads_bound: bool,
+    trainable: bool,
 }
 
 impl ParamSet {
@@ -106,6 +107,20 @@ impl ParamSet {
     /// Number of scalar parameters.
     pub fn numel(&self) -> i64 {
         self.values.size()[0]
+    }
+
+    /// Whether the parameters track gradients (see [`ParamSet::freeze`]).
+    pub fn trainable(&self) -> bool {
+        self.trainable
+    }
+
+    /// Stops gradient tracking: forward passes through a frozen set build no autograd graph
+    /// for it and its gradients stay zero.
+    pub fn freeze(&mut self) {
+        for entry in &mut self.entries {
+            _ = entry.tensor.set_requires_grad(false);
+        }
+        self.trainable = false;
     }
 
     /// Names and shapes in declaration order.

@@ -132,7 +132,7 @@ impl Trainer {
         if config.train.amp == Amp::Fp16 && !device.is_cuda() {
             bail!("[train] amp = \"fp16\" needs a CUDA device (device is {})", config.train.device);
         }
-        let net = {
+        let mut net = {
             // Initial weights come from torch's process-wide generator: hold it from seeding to
             // the last draw so runs started on other threads cannot interleave their draws.
             let _rng = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
@@ -148,6 +148,9 @@ impl Trainer {
                     init.display()
                 );
             }
+        }
+        if config.train.freeze_backbone {
+            net.backbone.params.freeze();
         }
         let state = net
             .param_sets()
@@ -338,11 +341,13 @@ impl Trainer {
         Ok(StepStats(Tensor::stack(&values, 0)))
     }
 
+    /// The parameter sets that train (a frozen backbone is left out).
     fn param_sets_mut(&mut self) -> Vec<&mut ParamSet> {
         let mut sets = vec![&mut self.net.backbone.params];
         if let Some(c) = &mut self.net.classifier {
             sets.push(&mut c.params);
         }
+        sets.retain(|set| set.trainable());
         sets
     }
 
@@ -350,6 +355,9 @@ impl Trainer {
         let t = &self.config.train;
         let lr_scale = self.current_lr() / self.config.optim.lr;
         for ((_, params), state) in self.net.param_sets().into_iter().zip(&mut self.state) {
+            if !params.trainable() {
+                continue;
+            }
             if t.grad_clip > 0.0 {
                 _ = optim::clip_grad_norm(params.grads(), t.grad_clip);
             }

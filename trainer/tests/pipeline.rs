@@ -84,6 +84,27 @@ fn pretraining_loss_falls() {
     }
 }
 
+#[test]
+fn a_frozen_backbone_keeps_its_weights_while_the_head_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut trainer = Trainer::new(config(dir.path(), 6, 6, "freeze_backbone = true"), Phase::Finetune, None).unwrap();
+    let values = |t: &Trainer| -> Vec<Vec<f32>> {
+        t.net().param_sets().iter().map(|(_, p)| Vec::<f32>::try_from(p.values()).unwrap()).collect()
+    };
+    let before = values(&trainer);
+    trainer.run(None, false).unwrap();
+    let after = values(&trainer);
+    assert_eq!(before[0], after[0], "the frozen backbone changed");
+    assert_ne!(before[1], after[1], "the head did not train");
+    // The exported EMA weights of the backbone are the initial ones too.
+    let saved = checkpoint_tensors(&dir.path().join(checkpoint::file_name(6)));
+    let ema_backbone = saved.iter().filter(|(n, _)| n.starts_with("ema.") && !n.contains("classifier."));
+    for (name, ema) in ema_backbone {
+        let live = saved.iter().find(|(n, _)| *n == name.replacen("ema.", "params.", 1)).unwrap();
+        assert_eq!(ema, &live.1, "{name}");
+    }
+}
+
 fn checkpoint_tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
     let data = checkpoint::load(path, Device::Cpu).unwrap();
     let mut named: Vec<_> =

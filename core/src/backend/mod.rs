@@ -12,11 +12,17 @@ use crate::image::Image;
 use crate::model::Model;
 use cpu::head::HeadWeights;
 
+/// What to do when a run does not fit in memory (CLI flags and C options alike).
+pub(crate) const TILING_HINT: &str = "restore in tiles with local channel attention, e.g. 512 pixels or smaller \
+     (CLI: `--tile 512 --sca local`; C: options.tile_size = 512, options.sca_mode = MASKDCPT_SCA_MODE_LOCAL)";
+
 /// How the channel-attention (SCA) means are taken when an image is processed in tiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ScaMode {
     /// Means over the whole image, computed in a first pass per block: results equal the
-    /// untiled run. Full-resolution block inputs/outputs stay resident; tiles bound the rest.
+    /// untiled run. On the CPU, full-resolution block inputs/outputs stay resident and tiles
+    /// bound the rest; the CUDA backend runs the image whole (the same result, the memory of
+    /// the untiled run).
     #[default]
     Global,
     /// Each tile runs through the whole network on its own (with overlap as context), taking
@@ -292,6 +298,9 @@ impl Engine for Classifying {
 
 /// The engine of `options.backend`, without the classification head.
 fn build_backend(model: &Model, options: &EngineOptions) -> Result<Box<dyn Engine>> {
+    if options.tiling.is_some_and(|t| t.tile == 0) {
+        return Err(crate::error::Error::InvalidArgument("tile size must be at least 1 pixel".into()));
+    }
     match &options.backend {
         Backend::Cpu => Ok(Box::new(cpu::CpuEngine::new(model, options)?)),
         #[cfg(feature = "tensorrt")]

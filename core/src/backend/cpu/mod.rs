@@ -9,7 +9,7 @@ mod workspace;
 
 use std::sync::Mutex;
 
-use crate::backend::{Engine, EngineOptions, MemoryEstimate, Precision, ScaMode, Tiling};
+use crate::backend::{Engine, EngineOptions, MemoryEstimate, Precision, ScaMode, TILING_HINT, Tiling};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::graph::ValueId;
@@ -25,10 +25,6 @@ use kernels::elementwise::{add_pixel_shuffle, space_to_depth};
 use kernels::matmul::{Epilogue, MatMut, MatRef, MatmulPrecision, matmul};
 use prepared::{StepWeights, prepare};
 use workspace::{Layout, Workspace};
-
-/// What to do when a run does not fit in memory (CLI flags and C options alike).
-pub(crate) const TILING_HINT: &str = "restore in tiles with local channel attention, e.g. 512 pixels or smaller \
-     (CLI: `--tile 512 --sca local`; C: options.tile_size = 512, options.sca_mode = MASKDCPT_SCA_MODE_LOCAL)";
 
 /// Elements of the band matrices a block streams through when no tile size is given.
 const AUTO_BAND_ELEMENTS: usize = 1 << 20;
@@ -55,9 +51,6 @@ impl CpuEngine {
             Precision::F32 => MatmulPrecision::F32,
             Precision::Bf16 => MatmulPrecision::Bf16,
         };
-        if options.tiling.is_some_and(|t| t.tile == 0) {
-            return Err(Error::InvalidArgument("tile size must be at least 1 pixel".into()));
-        }
         let threads = match options.threads {
             Some(0) => return Err(Error::InvalidArgument("threads must be at least 1".into())),
             Some(n) => n,

@@ -75,7 +75,7 @@ fn zeroed(len: usize) -> Result<Vec<f32>> {
     v.try_reserve_exact(len).map_err(|_| Error::OutOfMemory {
         needed_mb: (len as u64 * 4) >> 20,
         available_mb: 0,
-        hint: format!("the allocation failed; {}", super::TILING_HINT),
+        hint: format!("the allocation failed; {}", crate::backend::TILING_HINT),
     })?;
     v.resize(len, 0.0);
     Ok(v)

@@ -15,6 +15,7 @@ use super::gemm::{GemmPlan, GemmPointers, GemmShape, Lt};
 use super::kernels::Kernels;
 use super::saved::{Algo, ProductKey};
 use super::weights::{BlockWeights, Dense, Element, StepWeights};
+use crate::backend::TILING_HINT;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, ValueId};
 use crate::passes::{Program, Step, plan};
@@ -188,7 +189,7 @@ impl<T: Element> Instance<T> {
             return Err(Error::OutOfMemory {
                 needed_mb: (bytes >> 20) as u64,
                 available_mb: (free_bytes >> 20) as u64,
-                hint: "use a smaller batch or image, or the cpu backend with tiling".into(),
+                hint: format!("use a smaller batch or image, or {TILING_HINT}"),
             });
         }
         let alloc_t =
