@@ -325,8 +325,15 @@ pub struct BuildEngineArgs {
     #[arg(long, value_name = "HxW", value_parser = parse_hxw)]
     pub opt: Option<HxW>,
     /// Largest input image the engine accepts, `HxW`.
-    #[arg(long, value_name = "HxW", value_parser = parse_hxw)]
-    pub max: HxW,
+    #[arg(long, value_name = "HxW", value_parser = parse_hxw, required_unless_present = "height")]
+    pub max: Option<HxW>,
+    /// One input height the engine is built for (with --width; instead of --min/--opt/--max).
+    #[arg(long, value_name = "H", requires = "width", conflicts_with_all = ["min", "opt", "max"],
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub height: Option<u32>,
+    /// One input width the engine is built for (with --height).
+    #[arg(long, value_name = "W", requires = "height", value_parser = clap::value_parser!(u32).range(1..))]
+    pub width: Option<u32>,
     /// Builder workspace limit in MiB (default: TensorRT's).
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u32).range(1..))]
     pub workspace_mb: Option<u32>,
@@ -339,6 +346,20 @@ pub struct BuildEngineArgs {
     /// CUDA device ordinal.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub device: u32,
+}
+
+impl BuildEngineArgs {
+    /// The smallest, tuned and largest input sizes: `--height`/`--width` fix all three.
+    pub fn sizes(&self) -> (Size, Size, Size) {
+        match (self.height, self.width, self.max) {
+            (Some(height), Some(width), _) => {
+                let fixed = Size { height: height as usize, width: width as usize };
+                (fixed, fixed, fixed)
+            }
+            (_, _, Some(HxW(max))) => (self.min.0, self.opt.map_or(max, |opt| opt.0), max),
+            _ => unreachable!("clap requires --max or --height with --width"),
+        }
+    }
 }
 
 /// Options of `maskdcpt bench`.

@@ -14,7 +14,8 @@ pub fn run(args: &BuildEngineArgs) -> Result<()> {
     }
 }
 
-/// Builds the CUDA engine for `--max` (and `--opt`) at `--batch` and writes its engine file.
+/// Builds the CUDA engine for the largest and tuned sizes at `--batch` and writes its engine
+/// file.
 fn cuda(args: &BuildEngineArgs) -> Result<()> {
     use maskdcpt_core::backend::CudaOptions;
     use maskdcpt_core::backend::cuda::engine::build_engine_file;
@@ -28,8 +29,9 @@ fn cuda(args: &BuildEngineArgs) -> Result<()> {
         engine_file: Some(args.output.clone()),
     };
     let batch = args.batch as usize;
-    let mut shapes = vec![(batch, args.max.0.height, args.max.0.width)];
-    shapes.extend(args.opt.map(|opt| (batch, opt.0.height, opt.0.width)).filter(|opt| *opt != shapes[0]));
+    let (_, opt, max) = args.sizes();
+    let mut shapes = vec![(batch, max.height, max.width)];
+    shapes.extend(Some((batch, opt.height, opt.width)).filter(|opt| *opt != shapes[0]));
     let report = build_engine_file(&model, &cuda, &shapes)?;
     let what = match &report.found {
         FileUse::Reused => "up to date, reused".to_owned(),
@@ -51,9 +53,10 @@ fn tensorrt(args: &BuildEngineArgs) -> Result<()> {
     use crate::atomic::write_atomically;
 
     let model = crate::model::load_or_default(args.model.as_deref(), args.param_key.as_deref())?;
+    let (min, opt, max) = args.sizes();
     let options = BuildOptions {
         precision: if args.fp16 { TrtPrecision::F16 } else { TrtPrecision::F32 },
-        shapes: ShapeRange { min: args.min.0, opt: args.opt.unwrap_or(args.max).0, max: args.max.0 },
+        shapes: ShapeRange { min, opt, max },
         workspace: args.workspace_mb.map(|mb| u64::from(mb) << 20),
         cache_dir: args.cache_dir.clone(),
     };

@@ -549,6 +549,13 @@ fn build_engine_reports_what_is_missing() {
         let out = maskdcpt(&[&base[..], &["--max", bad]].concat());
         assert_eq!(out.status.code(), Some(2), "--max {bad}: {}", stderr(&out));
     }
+    // One fixed size: --height with --width, instead of (never with) --min/--opt/--max.
+    assert_error(&maskdcpt(&[&base[..], &["--height", "64", "--width", "96"]].concat()), &[missing]);
+    for bad in [&["--height", "64"][..], &["--height", "64", "--width", "64", "--max", "64x64"], &[], &["--width", "0"]]
+    {
+        let out = maskdcpt(&[&base[..], bad].concat());
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", stderr(&out));
+    }
 }
 
 /// `build-engine --backend cuda` writes an engine file where a GPU is present and otherwise
