@@ -8,7 +8,7 @@ use cudarc::driver::sys::{self, CUmemorytype, CUpointer_attribute};
 use crate::error::{Error, Result};
 use crate::pixels::{DeviceFrame, PixelFormat, Sample};
 
-/// A frame as the kernels take it (`struct Frame` in kernels.cu, 104 bytes).
+/// A frame as the kernels take it (`struct Frame` in frames.cu, 104 bytes).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FrameArgs {

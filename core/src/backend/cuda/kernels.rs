@@ -1,4 +1,4 @@
-//! The engine's kernels (`kernels.cu`), compiled with NVRTC for the device's compute
+//! The engine's kernels (`kernels.cu`, then `frames.cu`), compiled with NVRTC for the device's compute
 //! capability in the engine's storage precision, cached on disk by a hash of everything that
 //! went into the compile, and loaded as functions.
 
@@ -12,8 +12,9 @@ use sha2::{Digest, Sha256};
 use super::device::cuda_error;
 use crate::error::{Error, Result};
 
-/// CUDA C source of every kernel.
-pub const SOURCE: &str = include_str!("kernels.cu");
+/// CUDA C source of every kernel: the network's, then the frame conversions (which build on
+/// its helpers and are also compiled for the CPU by the frame tests).
+pub const SOURCE: &str = concat!(include_str!("kernels.cu"), include_str!("frames.cu"));
 
 /// Entry points of [`SOURCE`], in [`Kernels`] field order.
 pub const ENTRY_POINTS: [&str; 10] = [

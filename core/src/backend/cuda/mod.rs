@@ -11,6 +11,8 @@
 
 pub mod device;
 pub mod engine;
+#[cfg(test)]
+mod frame_emulation;
 pub mod frames;
 pub mod gemm;
 pub mod instance;
