@@ -680,6 +680,7 @@ mod tests {
     /// (decode → restore → encode), in place too; host memory is refused by name.
     #[test]
     fn device_frames_match_the_host_path() {
+        use crate::backend::cuda::frame_emulation::{bytes, planes};
         use crate::pixels::{DeviceFrame, FrameDesc, PixelFormat, PlaneMut, PlaneRef, YuvMatrix, decode, encode};
         use cudarc::driver::{CudaContext, DevicePtr};
         let model = random_model(&two_levels(), 14);
@@ -687,30 +688,10 @@ mod tests {
         let ctx = CudaContext::new(0).unwrap();
         let stream = ctx.new_stream().unwrap();
         let (w, h) = (34, 22);
-        let mut state = 7u32;
-        let mut byte = move || {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            state as u8
-        };
+        let mut byte = bytes(7);
         for format in PixelFormat::ALL {
             let desc = FrameDesc { format, width: w, height: h, yuv: YuvMatrix::Bt709Limited };
-            let shapes = desc.plane_shapes().unwrap();
-            let float = matches!(format, PixelFormat::RgbF32 | PixelFormat::RgbF32Planar);
-            let planes: Vec<(Vec<u8>, usize)> = shapes
-                .iter()
-                .map(|shape| {
-                    let stride = shape.row_bytes + 8;
-                    let len = stride * shape.rows;
-                    let bytes = if float {
-                        (0..len / 4).flat_map(|_| (f32::from(byte()) / 255.0).to_ne_bytes()).collect()
-                    } else {
-                        (0..len).map(|_| byte()).collect()
-                    };
-                    (bytes, stride)
-                })
-                .collect();
+            let planes = planes(&desc, &mut byte);
             let refs: Vec<PlaneRef> = planes.iter().map(|(data, stride)| PlaneRef { data, stride: *stride }).collect();
             let decoded = decode(&desc, &refs).unwrap();
             let restored = gpu.restore(&decoded.image).unwrap();

@@ -79,7 +79,7 @@ fn compile(dir: &Path) -> Option<libloading::Library> {
 }
 
 /// A small deterministic byte source (xorshift).
-fn bytes(seed: u32) -> impl FnMut() -> u8 {
+pub(super) fn bytes(seed: u32) -> impl FnMut() -> u8 {
     let mut state = seed;
     move || {
         state ^= state << 13;
@@ -90,7 +90,7 @@ fn bytes(seed: u32) -> impl FnMut() -> u8 {
 }
 
 /// Planes of `desc` with 8 spare bytes per row, filled from `byte` (floats in [0, 1]).
-fn planes(desc: &FrameDesc, byte: &mut impl FnMut() -> u8) -> Vec<(Vec<u8>, usize)> {
+pub(super) fn planes(desc: &FrameDesc, byte: &mut impl FnMut() -> u8) -> Vec<(Vec<u8>, usize)> {
     let float = matches!(desc.format, PixelFormat::RgbF32 | PixelFormat::RgbF32Planar);
     let shapes = desc.plane_shapes().unwrap();
     shapes
