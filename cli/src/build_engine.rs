@@ -31,7 +31,9 @@ fn cuda(args: &BuildEngineArgs) -> Result<()> {
     let batch = args.batch as usize;
     let (_, opt, max) = args.sizes();
     let mut shapes = vec![(batch, max.height, max.width)];
-    shapes.extend(Some((batch, opt.height, opt.width)).filter(|opt| *opt != shapes[0]));
+    if opt != max {
+        shapes.push((batch, opt.height, opt.width));
+    }
     let report = build_engine_file(&model, &cuda, &shapes)?;
     let what = match &report.found {
         FileUse::Reused => "up to date, reused".to_owned(),

@@ -680,7 +680,7 @@ mod tests {
     /// (decode → restore → encode), in place too; host memory is refused by name.
     #[test]
     fn device_frames_match_the_host_path() {
-        use crate::backend::cuda::frame_emulation::{bytes, planes};
+        use crate::backend::cuda::frame_emulation::{random_bytes, random_planes};
         use crate::pixels::{DeviceFrame, FrameDesc, PixelFormat, PlaneMut, PlaneRef, YuvMatrix, decode, encode};
         use cudarc::driver::{CudaContext, DevicePtr};
         let model = random_model(&two_levels(), 14);
@@ -688,10 +688,10 @@ mod tests {
         let ctx = CudaContext::new(0).unwrap();
         let stream = ctx.new_stream().unwrap();
         let (w, h) = (34, 22);
-        let mut byte = bytes(7);
+        let mut byte = random_bytes(7);
         for format in PixelFormat::ALL {
             let desc = FrameDesc { format, width: w, height: h, yuv: YuvMatrix::Bt709Limited };
-            let planes = planes(&desc, &mut byte);
+            let planes = random_planes(&desc, &mut byte);
             let refs: Vec<PlaneRef> = planes.iter().map(|(data, stride)| PlaneRef { data, stride: *stride }).collect();
             let decoded = decode(&desc, &refs).unwrap();
             let restored = gpu.restore(&decoded.image).unwrap();

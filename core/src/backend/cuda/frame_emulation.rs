@@ -79,7 +79,7 @@ fn compile(dir: &Path) -> Option<libloading::Library> {
 }
 
 /// A small deterministic byte source (xorshift).
-pub(super) fn bytes(seed: u32) -> impl FnMut() -> u8 {
+pub(super) fn random_bytes(seed: u32) -> impl FnMut() -> u8 {
     let mut state = seed;
     move || {
         state ^= state << 13;
@@ -90,7 +90,7 @@ pub(super) fn bytes(seed: u32) -> impl FnMut() -> u8 {
 }
 
 /// Planes of `desc` with 8 spare bytes per row, filled from `byte` (floats in [0, 1]).
-pub(super) fn planes(desc: &FrameDesc, byte: &mut impl FnMut() -> u8) -> Vec<(Vec<u8>, usize)> {
+pub(super) fn random_planes(desc: &FrameDesc, byte: &mut impl FnMut() -> u8) -> Vec<(Vec<u8>, usize)> {
     let float = matches!(desc.format, PixelFormat::RgbF32 | PixelFormat::RgbF32Planar);
     let shapes = desc.plane_shapes().unwrap();
     shapes
@@ -128,12 +128,12 @@ fn frame_kernels_give_the_host_paths_bytes() {
     let (frame_in, frame_out) = unsafe {
         (*library.get::<FrameIn>(b"emulate_frame_in").unwrap(), *library.get::<FrameOut>(b"emulate_frame_out").unwrap())
     };
-    let mut byte = bytes(7);
+    let mut byte = random_bytes(7);
     let yuvs = [YuvMatrix::Bt601Limited, YuvMatrix::Bt601Full, YuvMatrix::Bt709Limited];
     let cases = PixelFormat::ALL.into_iter().flat_map(|f| [(f, (34, 22)), (f, (14, 6))]).zip(yuvs.into_iter().cycle());
     for ((format, (w, h)), yuv) in cases {
         let desc = FrameDesc { format, width: w, height: h, yuv };
-        let mut input = planes(&desc, &mut byte);
+        let mut input = random_planes(&desc, &mut byte);
         let refs: Vec<PlaneRef> = input.iter().map(|(data, stride)| PlaneRef { data, stride: *stride }).collect();
         let decoded = decode(&desc, &refs).unwrap();
         let input_args = FrameArgs::new(&device_frame(desc, &mut input)).unwrap();
