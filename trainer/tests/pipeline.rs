@@ -3,6 +3,7 @@
 //! tch's output, fine-tuning from pre-training and evaluation run.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use maskdcpt_core::backend::{EngineOptions, build_engine};
 use maskdcpt_core::image::Image;
@@ -15,6 +16,14 @@ use maskdcpt_trainer::eval;
 use maskdcpt_trainer::export::{ExportDtype, ExportOptions, Format, export};
 use maskdcpt_trainer::train::{Phase, Trainer};
 use tch::Device;
+
+/// Held by every test for its whole run: libtorch's CPU kernels split reductions over the
+/// threads of a pool the tests of this binary share, so a test running beside another can
+/// sum in another order, and the resume test compares runs bit for bit.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static TORCH: Mutex<()> = Mutex::new(());
+    TORCH.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 fn clean_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/trainer-data/clean")
@@ -72,6 +81,7 @@ fn losses(dir: &Path) -> Vec<f64> {
 
 #[test]
 fn pretraining_loss_falls() {
+    let _torch = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let mut trainer = Trainer::new(config(dir.path(), 60, 60, ""), Phase::Pretrain, None).unwrap();
     trainer.run(None, false).unwrap();
@@ -86,6 +96,7 @@ fn pretraining_loss_falls() {
 
 #[test]
 fn a_frozen_backbone_keeps_its_weights_while_the_head_trains() {
+    let _torch = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let mut trainer = Trainer::new(config(dir.path(), 6, 6, "freeze_backbone = true"), Phase::Finetune, None).unwrap();
     let values = |t: &Trainer| -> Vec<Vec<f32>> {
@@ -115,6 +126,7 @@ fn checkpoint_tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
 
 #[test]
 fn an_interrupted_run_resumes_exactly() {
+    let _torch = one_at_a_time();
     let straight = tempfile::tempdir().unwrap();
     Trainer::new(config(straight.path(), 8, 4, ""), Phase::Pretrain, None).unwrap().run(None, false).unwrap();
 
@@ -155,6 +167,7 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn exports_load_in_core_and_match_tch() {
+    let _torch = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), 6, 6, "");
     Trainer::new(cfg, Phase::Finetune, None).unwrap().run(None, false).unwrap();
@@ -204,6 +217,7 @@ fn exports_load_in_core_and_match_tch() {
 
 #[test]
 fn finetuning_from_pretraining_then_evaluation() {
+    let _torch = one_at_a_time();
     let runs = tempfile::tempdir().unwrap();
     let pre = runs.path().join("pre");
     Trainer::new(config(&pre, 4, 4, ""), Phase::Pretrain, None).unwrap().run(None, false).unwrap();
