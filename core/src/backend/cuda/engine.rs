@@ -345,7 +345,7 @@ pub fn build_engine_file(
 }
 
 /// A launch of one thread per item for the frame kernels.
-fn frame_grid(items: usize) -> Result<LaunchConfig> {
+pub(super) fn frame_grid(items: usize) -> Result<LaunchConfig> {
     const THREADS: u32 = 256;
     let blocks = u32::try_from(items.div_ceil(THREADS as usize))
         .map_err(|_| Error::InvalidImage("frame too large for one CUDA launch".into()))?;
@@ -680,7 +680,7 @@ mod tests {
     /// (decode → restore → encode), in place too; host memory is refused by name.
     #[test]
     fn device_frames_match_the_host_path() {
-        use crate::backend::cuda::frame_emulation::{random_bytes, random_planes};
+        use crate::backend::cuda::emulation::{random_bytes, random_planes};
         use crate::pixels::{DeviceFrame, FrameDesc, PixelFormat, PlaneMut, PlaneRef, YuvMatrix, decode, encode};
         use cudarc::driver::{CudaContext, DevicePtr};
         let model = random_model(&two_levels(), 14);

@@ -89,11 +89,32 @@ unsafe impl<T: Sync> Sync for Instance<T> {}
 
 const THREADS: u32 = 256;
 
-fn grid_for(elements: usize) -> Result<LaunchConfig> {
+/// One 256-thread block per 256 elements (at least one block).
+pub(super) fn grid_for(elements: usize) -> Result<LaunchConfig> {
     let blocks = elements.div_ceil(THREADS as usize);
     let blocks =
         u32::try_from(blocks).map_err(|_| Error::InvalidImage("image too large for one CUDA launch".into()))?;
     Ok(LaunchConfig { grid_dim: (blocks.max(1), 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 })
+}
+
+/// Threads per block of the depthwise kernel, and pixels per thread (`DW_PIXELS` in kernels.cu).
+const DW_THREADS: usize = 256;
+const DW_PIXELS: usize = 8;
+
+/// The depthwise kernel's grid for `n` images of `hw` pixels and `c` gated channels: blocks of
+/// up to 32 channel groups (8 channels each) across and 256 threads in all, each thread taking
+/// `DW_PIXELS` consecutive pixels; grid (pixel blocks, channel-group blocks, images).
+pub(super) fn dw_gate_pool_grid(c: usize, hw: usize, n: usize) -> Result<LaunchConfig> {
+    let groups = c / 8;
+    let across = groups.min(32);
+    let strips = DW_THREADS / across;
+    let blocks =
+        u32::try_from(hw.div_ceil(strips * DW_PIXELS)).map_err(|_| Error::InvalidImage("image too large".into()))?;
+    Ok(LaunchConfig {
+        grid_dim: (blocks, groups.div_ceil(across) as u32, n as u32),
+        block_dim: (across as u32, strips as u32, 1),
+        shared_mem_bytes: 0,
+    })
 }
 
 fn ptr<T>(slice: &CudaSlice<T>, stream: &CudaStream) -> u64 {
@@ -377,10 +398,6 @@ struct Lowering<'a> {
     tuned: &'a mut BTreeMap<ProductKey, Algo>,
 }
 
-/// Threads per block of the depthwise kernel, and pixels per thread (`DW_PIXELS` in kernels.cu).
-const DW_THREADS: usize = 256;
-const DW_PIXELS: usize = 8;
-
 impl Lowering<'_> {
     fn push(&mut self, label: &'static str, op: Op) {
         self.launches.push(Launch { label, op });
@@ -527,16 +544,7 @@ impl Lowering<'_> {
         norm(self, &b.norm1)?;
         self.gemm("gemm conv1", &b.conv1, None, expand, normed, expanded, false)?;
         self.push("zero", Op::Zero { ptr: pool, bytes: n * c * 4 });
-        let groups = c / 8;
-        let across = groups.min(32);
-        let strips = DW_THREADS / across;
-        let blocks = u32::try_from(hw.div_ceil(strips * DW_PIXELS))
-            .map_err(|_| Error::InvalidImage("image too large".into()))?;
-        let config = LaunchConfig {
-            grid_dim: (blocks, groups.div_ceil(across) as u32, n as u32),
-            block_dim: (across as u32, strips as u32, 1),
-            shared_mem_bytes: 0,
-        };
+        let config = dw_gate_pool_grid(c, hw, n)?;
         let args = vec![
             Arg::Ptr(expanded),
             f(&b.dw.0),

@@ -12,6 +12,7 @@ typedef long long i64;
 
 #ifdef MASKDCPT_FP16
 typedef unsigned short T;
+#ifndef MASKDCPT_EMULATED  // a host compiler's emulation (emulation/shim.cpp) brings its own
 __device__ __forceinline__ float to_f(unsigned short h) {
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
@@ -22,6 +23,7 @@ __device__ __forceinline__ unsigned short to_t(float f) {
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
     return h;
 }
+#endif
 __device__ __forceinline__ void load8(const T* p, float* v) {
     uint4 raw = *reinterpret_cast<const uint4*>(p);
     const unsigned short* h = reinterpret_cast<const unsigned short*>(&raw);

@@ -10,9 +10,9 @@
 //! kernels and tuned algorithms in an engine file for later processes.
 
 pub mod device;
-pub mod engine;
 #[cfg(test)]
-mod frame_emulation;
+mod emulation;
+pub mod engine;
 pub mod frames;
 pub mod gemm;
 pub mod instance;

@@ -1,0 +1,40 @@
+// Entry points of the emulated kernels (after shim.cpp, kernels.cu and frames.cu): each runs
+// its kernel over the grid `dims` (grid x, y, z, block x, y, z) with the arguments the engine
+// passes, and returns 1 if a warp shuffle diverged.
+
+extern "C" int emulate_conv_in(const unsigned* dims, const float* img, const float* w, const float* b, T* out,
+                               int n, int h, int wd, int cout) {
+    return launch(dims, [&] { conv_in(img, w, b, out, n, h, wd, cout); });
+}
+extern "C" int emulate_conv_out(const unsigned* dims, const T* x, const float* w, const float* b,
+                                const float* residual, float* out, int n, int h, int wd, int cin) {
+    return launch(dims, [&] { conv_out(x, w, b, residual, out, n, h, wd, cin); });
+}
+extern "C" int emulate_layer_norm(const unsigned* dims, const T* x, const float* gamma, const float* beta, T* y,
+                                  i64 pixels, int c, float eps) {
+    return launch(dims, [&] { layer_norm(x, gamma, beta, y, pixels, c, eps); });
+}
+extern "C" int emulate_dw_gate_pool(const unsigned* dims, const T* t, const float* wd, const float* bd, T* g,
+                                    float* pool, int h, int w, int c) {
+    return launch(dims, [&] { dw_gate_pool(t, wd, bd, g, pool, h, w, c); });
+}
+extern "C" int emulate_sca_vector(const unsigned* dims, const float* pool, const float* w, const float* b,
+                                  float* s, int n, int c, float inv_hw) {
+    return launch(dims, [&] { sca_vector(pool, w, b, s, n, c, inv_hw); });
+}
+extern "C" int emulate_scale_weights(const unsigned* dims, const T* w, const float* s, T* out, int n, int c) {
+    return launch(dims, [&] { scale_weights(w, s, out, n, c); });
+}
+extern "C" int emulate_gate(const unsigned* dims, const T* t, T* g, i64 pixels, int c) {
+    return launch(dims, [&] { gate(t, g, pixels, c); });
+}
+extern "C" int emulate_shuffle_add(const unsigned* dims, const T* t, T* out, int n, int h, int w, int c) {
+    return launch(dims, [&] { shuffle_add(t, out, n, h, w, c); });
+}
+extern "C" int emulate_frame_in(const unsigned* dims, const Frame* f, float* img, int h, int w, int reflect) {
+    return launch(dims, [&] { frame_in(*f, img, h, w, reflect); });
+}
+extern "C" int emulate_frame_out(const unsigned* dims, const float* img, int h, int w, const Frame* f,
+                                 const Frame* src) {
+    return launch(dims, [&] { frame_out(img, h, w, *f, *src); });
+}

@@ -1,0 +1,369 @@
+//! The network kernels (`kernels.cu`) against plain references of what each one computes, in
+//! both storage precisions, over the launch grids `instance.rs` uses, at sizes that leave
+//! partial blocks, channel groups past a block and several images. References compute in f64
+//! from the stored (rounded) inputs; a kernel passes within f32 accumulation error, and in
+//! FP16 within the rounding of its stored output.
+
+use std::cmp::Ordering;
+
+use half::f16;
+
+use super::{Emulated, dims, random_bytes};
+use crate::backend::cuda::instance::{dw_gate_pool_grid, grid_for};
+use crate::backend::cuda::weights::Element;
+
+/// Images, height, width and (gated) channels of one case.
+#[derive(Debug, Clone, Copy)]
+struct Case {
+    n: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+}
+
+const CASES: [Case; 4] = [
+    Case { n: 2, h: 5, w: 7, c: 8 },
+    Case { n: 1, h: 9, w: 17, c: 24 },
+    Case { n: 2, h: 3, w: 4, c: 72 },
+    Case { n: 1, h: 9, w: 17, c: 264 },
+];
+
+type Dims = *const u32;
+type ConvIn<T> = unsafe extern "C" fn(Dims, *const f32, *const f32, *const f32, *mut T, i32, i32, i32, i32) -> i32;
+type ConvOut<T> =
+    unsafe extern "C" fn(Dims, *const T, *const f32, *const f32, *const f32, *mut f32, i32, i32, i32, i32) -> i32;
+type LayerNorm<T> = unsafe extern "C" fn(Dims, *const T, *const f32, *const f32, *mut T, i64, i32, f32) -> i32;
+type DwGatePool<T> =
+    unsafe extern "C" fn(Dims, *const T, *const f32, *const f32, *mut T, *mut f32, i32, i32, i32) -> i32;
+type ScaVector = unsafe extern "C" fn(Dims, *const f32, *const f32, *const f32, *mut f32, i32, i32, f32) -> i32;
+type ScaleWeights<T> = unsafe extern "C" fn(Dims, *const T, *const f32, *mut T, i32, i32) -> i32;
+type Gate<T> = unsafe extern "C" fn(Dims, *const T, *mut T, i64, i32) -> i32;
+type ShuffleAdd<T> = unsafe extern "C" fn(Dims, *const T, *mut T, i32, i32, i32, i32) -> i32;
+
+/// Values in [-scale, scale) from two random bytes each.
+fn values(len: usize, scale: f32, byte: &mut impl FnMut() -> u8) -> Vec<f32> {
+    (0..len).map(|_| (f32::from(u16::from_le_bytes([byte(), byte()])) / 32768.0 - 1.0) * scale).collect()
+}
+
+fn stored<T: Element>(v: &[f32]) -> Vec<T> {
+    v.iter().map(|&x| T::from_f32(x)).collect()
+}
+
+fn loaded<T: Element>(v: &[T]) -> Vec<f32> {
+    v.iter().map(|x| x.to_f32()).collect()
+}
+
+fn i32_of(v: usize) -> i32 {
+    i32::try_from(v).unwrap()
+}
+
+/// Asserts `got` is within `tol · max(1, |want|)` of `want` everywhere.
+fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let bad: Vec<_> = got
+        .iter()
+        .zip(want)
+        .enumerate()
+        // NaN fails too.
+        .filter(|&(_, (&g, &w))| {
+            (f64::from(g) - w).abs().partial_cmp(&(tol * w.abs().max(1.0))) != Some(Ordering::Less)
+        })
+        .collect();
+    if let Some(&(i, (g, w))) = bad.first() {
+        panic!("{what}: {} of {} values off, first at {i}: got {g}, want {w}", bad.len(), got.len());
+    }
+}
+
+/// Tolerance of a kernel's stored output: f32 accumulation, or one FP16 rounding on top.
+fn tolerance<T: Element>() -> f64 {
+    if size_of::<T>() == 2 { 1.0e-3 } else { 1.0e-5 }
+}
+
+fn conv_in<T: Element>(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut impl FnMut() -> u8) {
+    let cout = c;
+    let img = values(n * 3 * h * w, 1.0, byte);
+    let weight = values(27 * cout, 0.5, byte);
+    let bias = values(cout, 0.5, byte);
+    let mut out = vec![T::default(); n * h * w * cout];
+    let grid = dims(&grid_for(n * h * w * cout / 8).unwrap());
+    // SAFETY: driver.cpp's signature; every buffer holds what the kernel indexes.
+    let f = unsafe { k.entry::<ConvIn<T>>("conv_in") };
+    let diverged = unsafe {
+        f(
+            grid.as_ptr(),
+            img.as_ptr(),
+            weight.as_ptr(),
+            bias.as_ptr(),
+            out.as_mut_ptr(),
+            i32_of(n),
+            i32_of(h),
+            i32_of(w),
+            i32_of(cout),
+        )
+    };
+    assert_eq!(diverged, 0);
+    let mut want = vec![0f64; out.len()];
+    for im in 0..n {
+        for y in 0..h {
+            for x in 0..w {
+                for co in 0..cout {
+                    let mut acc = f64::from(bias[co]);
+                    for ci in 0..3 {
+                        for (tap, (yy, xx)) in neighbours(y, x, h, w) {
+                            acc +=
+                                f64::from(weight[(ci * 9 + tap) * cout + co] * img[((im * 3 + ci) * h + yy) * w + xx]);
+                        }
+                    }
+                    want[((im * h + y) * w + x) * cout + co] = acc;
+                }
+            }
+        }
+    }
+    assert_close("conv_in", &loaded(&out), &want, tolerance::<T>());
+}
+
+/// The in-image neighbours of (y, x) in a 3×3 window with their tap (ky·3 + kx).
+fn neighbours(y: usize, x: usize, h: usize, w: usize) -> impl Iterator<Item = (usize, (usize, usize))> {
+    (0..9).filter_map(move |tap| {
+        let yy = (y + tap / 3).checked_sub(1).filter(|&v| v < h)?;
+        let xx = (x + tap % 3).checked_sub(1).filter(|&v| v < w)?;
+        Some((tap, (yy, xx)))
+    })
+}
+
+fn conv_out<T: Element>(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut impl FnMut() -> u8) {
+    let cin = c;
+    let x = stored::<T>(&values(n * h * w * cin, 2.0, byte));
+    let weight = values(9 * cin * 3, 0.5, byte);
+    let bias = values(3, 0.5, byte);
+    let residual = values(n * 3 * h * w, 1.0, byte);
+    let mut out = vec![f32::NAN; residual.len()];
+    let grid = dims(&grid_for(n * h * w).unwrap());
+    // SAFETY: as in conv_in.
+    let f = unsafe { k.entry::<ConvOut<T>>("conv_out") };
+    let diverged = unsafe {
+        f(
+            grid.as_ptr(),
+            x.as_ptr(),
+            weight.as_ptr(),
+            bias.as_ptr(),
+            residual.as_ptr(),
+            out.as_mut_ptr(),
+            i32_of(n),
+            i32_of(h),
+            i32_of(w),
+            i32_of(cin),
+        )
+    };
+    assert_eq!(diverged, 0);
+    let x = loaded(&x);
+    let mut want = vec![0f64; out.len()];
+    for im in 0..n {
+        for y in 0..h {
+            for xq in 0..w {
+                for co in 0..3 {
+                    let mut acc = f64::from(bias[co]);
+                    for (tap, (yy, xx)) in neighbours(y, xq, h, w) {
+                        for ci in 0..cin {
+                            acc +=
+                                f64::from(weight[(tap * cin + ci) * 3 + co] * x[((im * h + yy) * w + xx) * cin + ci]);
+                        }
+                    }
+                    let o = ((im * 3 + co) * h + y) * w + xq;
+                    want[o] = acc + f64::from(residual[o]);
+                }
+            }
+        }
+    }
+    // Up to 9 · 264 products summed in f32, in another order than the reference's.
+    assert_close("conv_out", &out, &want, 1.0e-4);
+}
+
+fn layer_norm<T: Element>(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut impl FnMut() -> u8) {
+    let p = n * h * w;
+    // Large activations with a large common offset: f32 statistics in two passes hold them.
+    let x: Vec<f32> = values(p * c, 40.0, byte).iter().map(|v| v + 1000.0).collect();
+    let x = stored::<T>(&x);
+    let gamma = values(c, 2.0, byte);
+    let beta = values(c, 1.0, byte);
+    let mut y = vec![T::default(); p * c];
+    let eps = 1.0e-6;
+    let grid = dims(&grid_for(p * 8).unwrap());
+    // SAFETY: as in conv_in.
+    let f = unsafe { k.entry::<LayerNorm<T>>("layer_norm") };
+    let diverged = unsafe {
+        f(grid.as_ptr(), x.as_ptr(), gamma.as_ptr(), beta.as_ptr(), y.as_mut_ptr(), p as i64, i32_of(c), eps)
+    };
+    assert_eq!(diverged, 0, "a shuffle of the LayerNorm diverged");
+    let x = loaded(&x);
+    let mut want = vec![0f64; y.len()];
+    for (row, out) in x.chunks(c).zip(want.chunks_mut(c)) {
+        let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / c as f64;
+        let var = row.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / c as f64;
+        let rstd = 1.0 / (var + f64::from(eps)).sqrt();
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = (f64::from(row[i]) - mean) * rstd * f64::from(gamma[i]) + f64::from(beta[i]);
+        }
+    }
+    // Normalised values are O(1) over an offset of 1000: f32 statistics lose ~1e-4 of them.
+    assert_close("layer_norm", &loaded(&y), &want, tolerance::<T>().max(2.0e-4));
+}
+
+fn dw_gate_pool<T: Element>(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut impl FnMut() -> u8) {
+    let hw = h * w;
+    let t = stored::<T>(&values(n * hw * 2 * c, 1.0, byte));
+    let weight = values(9 * 2 * c, 0.5, byte);
+    let bias = values(2 * c, 0.5, byte);
+    let mut g = vec![T::default(); n * hw * c];
+    let mut pool = vec![0f32; n * c];
+    let grid = dims(&dw_gate_pool_grid(c, hw, n).unwrap());
+    // SAFETY: as in conv_in.
+    let f = unsafe { k.entry::<DwGatePool<T>>("dw_gate_pool") };
+    let diverged = unsafe {
+        f(
+            grid.as_ptr(),
+            t.as_ptr(),
+            weight.as_ptr(),
+            bias.as_ptr(),
+            g.as_mut_ptr(),
+            pool.as_mut_ptr(),
+            i32_of(h),
+            i32_of(w),
+            i32_of(c),
+        )
+    };
+    assert_eq!(diverged, 0);
+    let t = loaded(&t);
+    let mut want = vec![0f64; g.len()];
+    let mut want_pool = vec![0f64; pool.len()];
+    for im in 0..n {
+        for y in 0..h {
+            for x in 0..w {
+                for kk in 0..c {
+                    let [mut a, mut b] = [f64::from(bias[kk]), f64::from(bias[c + kk])];
+                    for (tap, (yy, xx)) in neighbours(y, x, h, w) {
+                        let q = ((im * h + yy) * w + xx) * 2 * c;
+                        a += f64::from(weight[tap * 2 * c + kk] * t[q + kk]);
+                        b += f64::from(weight[tap * 2 * c + c + kk] * t[q + c + kk]);
+                    }
+                    want[((im * h + y) * w + x) * c + kk] = a * b;
+                    want_pool[im * c + kk] += a * b;
+                }
+            }
+        }
+    }
+    assert_close("dw_gate_pool output", &loaded(&g), &want, tolerance::<T>());
+    // The sums add unrounded products in f32 over up to a few hundred pixels.
+    assert_close("dw_gate_pool channel sums", &pool, &want_pool, 1.0e-5 * hw as f64);
+}
+
+fn sca_vector(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut impl FnMut() -> u8) {
+    let pool = values(n * c, 50.0, byte);
+    let weight = values(c * c, 0.5, byte);
+    let bias = values(c, 0.5, byte);
+    let mut s = vec![f32::NAN; n * c];
+    let inv_hw = 1.0 / (h * w) as f32;
+    let grid = dims(&grid_for(n * c * 32).unwrap());
+    // SAFETY: as in conv_in.
+    let f = unsafe { k.entry::<ScaVector>("sca_vector") };
+    let diverged = unsafe {
+        f(grid.as_ptr(), pool.as_ptr(), weight.as_ptr(), bias.as_ptr(), s.as_mut_ptr(), i32_of(n), i32_of(c), inv_hw)
+    };
+    assert_eq!(diverged, 0, "a shuffle of the attention vector diverged");
+    let want: Vec<f64> = (0..n * c)
+        .map(|idx| {
+            let (im, o) = (idx / c, idx % c);
+            let dot: f64 = (0..c).map(|i| f64::from(weight[o * c + i]) * f64::from(pool[im * c + i])).sum();
+            f64::from(bias[o]) + dot * f64::from(inv_hw)
+        })
+        .collect();
+    assert_close("sca_vector", &s, &want, 1.0e-5);
+}
+
+fn scale_weights<T: Element>(k: &Emulated, Case { n, c, .. }: Case, byte: &mut impl FnMut() -> u8) {
+    let weight = stored::<T>(&values(c * c, 1.0, byte));
+    let s = values(n * c, 2.0, byte);
+    let mut out = vec![T::default(); n * c * c];
+    let grid = dims(&grid_for(n * c * c / 8).unwrap());
+    // SAFETY: as in conv_in.
+    let f = unsafe { k.entry::<ScaleWeights<T>>("scale_weights") };
+    let diverged = unsafe { f(grid.as_ptr(), weight.as_ptr(), s.as_ptr(), out.as_mut_ptr(), i32_of(n), i32_of(c)) };
+    assert_eq!(diverged, 0);
+    let weight = loaded(&weight);
+    let want: Vec<f64> = (0..n * c * c)
+        .map(|idx| {
+            let (im, o, i) = (idx / (c * c), idx / c % c, idx % c);
+            f64::from(weight[o * c + i]) * f64::from(s[im * c + i])
+        })
+        .collect();
+    assert_close("scale_weights", &loaded(&out), &want, tolerance::<T>());
+}
+
+fn gate<T: Element>(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut impl FnMut() -> u8) {
+    let p = n * h * w;
+    let t = stored::<T>(&values(p * 2 * c, 3.0, byte));
+    let mut g = vec![T::default(); p * c];
+    let grid = dims(&grid_for(p * c / 8).unwrap());
+    // SAFETY: as in conv_in.
+    let f = unsafe { k.entry::<Gate<T>>("gate") };
+    let diverged = unsafe { f(grid.as_ptr(), t.as_ptr(), g.as_mut_ptr(), p as i64, i32_of(c)) };
+    assert_eq!(diverged, 0);
+    let t = loaded(&t);
+    let want: Vec<f64> = (0..p * c)
+        .map(|idx| f64::from(t[idx / c * 2 * c + idx % c]) * f64::from(t[idx / c * 2 * c + c + idx % c]))
+        .collect();
+    assert_close("gate", &loaded(&g), &want, tolerance::<T>());
+}
+
+fn shuffle_add<T: Element>(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut impl FnMut() -> u8) {
+    let t = stored::<T>(&values(n * h * w * 4 * c, 1.0, byte));
+    let skip = stored::<T>(&values(n * 4 * h * w * c, 1.0, byte));
+    let mut out = skip.clone();
+    let grid = dims(&grid_for(n * h * w * c / 8).unwrap());
+    // SAFETY: as in conv_in.
+    let f = unsafe { k.entry::<ShuffleAdd<T>>("shuffle_add") };
+    let diverged =
+        unsafe { f(grid.as_ptr(), t.as_ptr(), out.as_mut_ptr(), i32_of(n), i32_of(h), i32_of(w), i32_of(c)) };
+    assert_eq!(diverged, 0);
+    let (t, skip) = (loaded(&t), loaded(&skip));
+    let mut want: Vec<f64> = skip.iter().map(|&v| f64::from(v)).collect();
+    for im in 0..n {
+        for y in 0..h {
+            for x in 0..w {
+                for kk in 0..c {
+                    for (i, j) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                        let from = ((im * h + y) * w + x) * 4 * c + 4 * kk + 2 * i + j;
+                        want[((im * 2 * h + 2 * y + i) * 2 * w + 2 * x + j) * c + kk] += f64::from(t[from]);
+                    }
+                }
+            }
+        }
+    }
+    assert_close("shuffle_add", &loaded(&out), &want, tolerance::<T>());
+}
+
+fn every_kernel<T: Element>(fp16: bool) {
+    let Some(kernels) = Emulated::build(fp16) else { return };
+    let mut byte = random_bytes(11);
+    for case in CASES {
+        eprintln!("fp16 {fp16}: {case:?}");
+        conv_in::<T>(&kernels, case, &mut byte);
+        conv_out::<T>(&kernels, case, &mut byte);
+        layer_norm::<T>(&kernels, case, &mut byte);
+        dw_gate_pool::<T>(&kernels, case, &mut byte);
+        sca_vector(&kernels, case, &mut byte);
+        scale_weights::<T>(&kernels, case, &mut byte);
+        gate::<T>(&kernels, case, &mut byte);
+        shuffle_add::<T>(&kernels, case, &mut byte);
+    }
+}
+
+#[test]
+fn network_kernels_compute_their_references_in_f32() {
+    every_kernel::<f32>(false);
+}
+
+#[test]
+fn network_kernels_compute_their_references_in_fp16() {
+    every_kernel::<f16>(true);
+}
