@@ -216,7 +216,14 @@ def main() -> None:
         print(f"| {r['shape']} | {r['ours_ms']:.2f} ({r['ours_host_ms']:.1f}) | {cells} | {r['ratio']:.2f} | {r['ours_mb']:.0f} | {mbs} |")
     print("\n| shape | device ms per op kind (one run launched op by op) |\n|---|---|")
     for r in timing_rows:
-        ops = ", ".join(f"{o['op']} {o['ms']:.2f}" for o in r["profile"])
+        kinds: dict[str, float] = {}
+        for o in r["profile"]:
+            kind = o["op"].rsplit(" L", 1)[0]
+            kinds[kind] = kinds.get(kind, 0.0) + o["ms"]
+        print(f"| {r['shape']} | {', '.join(f'{k} {ms:.2f}' for k, ms in kinds.items())} |")
+    print("\n| shape | device ms per op kind and level (Ln: 1/2^n resolution), launches |\n|---|---|")
+    for r in timing_rows:
+        ops = ", ".join(f"{o['op']} {o['ms']:.2f} ({o['launches']})" for o in r["profile"])
         print(f"| {r['shape']} | {ops} |")
     e = engine_row
     print(f"\nengine file (1x1088x1920 FP16, {e['bytes']} bytes): first build {e['first_s']:.2f} s, "

@@ -108,8 +108,8 @@ pub struct DeviceTiming {
     pub device: String,
     /// Device memory held by the engine for this shape (weights and activations), bytes.
     pub memory_bytes: u64,
-    /// Device time per operation kind in one run launched op by op: (what, milliseconds,
-    /// launches). Its sum exceeds a graph replay by the launch gaps.
+    /// Device time per operation kind and network level in one run launched op by op:
+    /// ("kind Ln", milliseconds, launches). Its sum exceeds a graph replay by the launch gaps.
     pub profile: Vec<(String, f64, usize)>,
 }
 

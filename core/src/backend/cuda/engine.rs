@@ -515,13 +515,12 @@ impl<T: Element> Engine for CudaEngine<T> {
                 times.push(start.elapsed().as_secs_f64() * 1e3);
             }
             times.sort_by(f64::total_cmp);
-            let profile = instance.profile(&engine.lt, stream)?;
             Ok(Some(DeviceTiming {
                 median_ms: times[times.len() / 2],
                 min_ms: times[0],
                 device: engine.device_name(),
                 memory_bytes: (engine.weight_bytes + instance.bytes) as u64,
-                profile: profile.into_iter().map(|(what, ms, count)| (what.to_owned(), ms, count)).collect(),
+                profile: instance.profile(&engine.lt, stream)?,
             }))
         })
     }

@@ -38,9 +38,10 @@ enum Op {
     Copy { dst: u64, src: u64, bytes: usize },
 }
 
-/// An operation and what it computes (the key of a profile).
+/// An operation, what it computes and at which level of the network (the key of a profile).
 struct Launch {
     label: &'static str,
+    level: usize,
     op: Op,
 }
 
@@ -244,6 +245,7 @@ impl<T: Element> Instance<T> {
         };
         let mut lower = Lowering {
             launches: Vec::new(),
+            level: 0,
             kernels,
             lt,
             scratch: [
@@ -262,6 +264,7 @@ impl<T: Element> Instance<T> {
             let value = step.output();
             let level = graph.node(value).level;
             let (lh, lw) = (h >> level, w >> level);
+            lower.level = level;
             lower.step(step, weights, value_ptr, pixels, (lh, lw), graph)?;
             let len = pixels(value) * graph.node(value).channels;
             steps.push(StepOutput { value, ptr: value_ptr(value), len, launches_end: lower.launches.len() });
@@ -299,9 +302,9 @@ impl<T: Element> Instance<T> {
         Ok(())
     }
 
-    /// Device time per operation kind over one direct run (events around every launch):
-    /// (label, milliseconds, launches), in order of first appearance.
-    pub fn profile(&self, lt: &Lt, stream: &Arc<CudaStream>) -> Result<Vec<(&'static str, f64, usize)>> {
+    /// Device time per operation kind and network level over one direct run (events around
+    /// every launch): ("label Ln", milliseconds, launches), in order of first appearance.
+    pub fn profile(&self, lt: &Lt, stream: &Arc<CudaStream>) -> Result<Vec<(String, f64, usize)>> {
         let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
         let event = || stream.record_event(flags).map_err(cuda_error("recording a timing event"));
         let mut marks = vec![event()?];
@@ -310,15 +313,16 @@ impl<T: Element> Instance<T> {
             marks.push(event()?);
         }
         stream.synchronize().map_err(cuda_error("profiling the network"))?;
-        let mut totals: Vec<(&'static str, f64, usize)> = Vec::new();
+        let mut totals: Vec<(String, f64, usize)> = Vec::new();
         for (launch, pair) in self.launches.iter().zip(marks.windows(2)) {
             let ms = pair[0].elapsed_ms(&pair[1]).map_err(cuda_error("reading a timing event"))? as f64;
-            match totals.iter_mut().find(|(label, ..)| *label == launch.label) {
+            let what = format!("{} L{}", launch.label, launch.level);
+            match totals.iter_mut().find(|(known, ..)| *known == what) {
                 Some(entry) => {
                     entry.1 += ms;
                     entry.2 += 1;
                 }
-                None => totals.push((launch.label, ms, 1)),
+                None => totals.push((what, ms, 1)),
             }
         }
         Ok(totals)
@@ -386,6 +390,8 @@ fn enqueue_one(op: &Op, lt: &Lt, stream: &CudaStream) -> Result<()> {
 /// Builds the launch list step by step.
 struct Lowering<'a> {
     launches: Vec<Launch>,
+    /// Level of the step being lowered (0 at full resolution).
+    level: usize,
     kernels: &'a Kernels,
     lt: &'a Lt,
     /// Normalised, expanded (2c or 4c) and gated feature scratch, per-image conv3 weights.
@@ -400,7 +406,7 @@ struct Lowering<'a> {
 
 impl Lowering<'_> {
     fn push(&mut self, label: &'static str, op: Op) {
-        self.launches.push(Launch { label, op });
+        self.launches.push(Launch { label, level: self.level, op });
     }
 
     fn kernel(&mut self, label: &'static str, function: &CudaFunction, config: LaunchConfig, args: Vec<Arg>) {
