@@ -16,7 +16,7 @@ use super::device::{Device, cuda_error, open};
 use super::frames::{self, FrameArgs};
 use super::gemm::Lt;
 use super::instance::{Instance, Shape};
-use super::kernels::{Kernels, ptx};
+use super::kernels::{self, Kernels, ptx};
 use super::saved::{Algo, EngineKey, FileUse, ProductKey, SavedEngine};
 use super::weights::{Element, StepWeights, Uploader};
 use crate::backend::{CudaOptions, DeviceTiming, Engine, EngineOptions, MemoryEstimate, ScaMode, Tiling};
@@ -134,6 +134,7 @@ impl<T: Element> CudaEngine<T> {
         let fp16 = T::GEMM == super::gemm::GemmType::F16;
         let path = engine_file_path(cuda, || EngineKey {
             library: env!("CARGO_PKG_VERSION").to_owned(),
+            kernels: kernels::source_hash(),
             weights: crate::engine_file::weights_hash(model),
             device: device.name.clone(),
             arch: device.arch,

@@ -98,24 +98,36 @@ pub(super) fn grid_for(elements: usize) -> Result<LaunchConfig> {
     Ok(LaunchConfig { grid_dim: (blocks.max(1), 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 })
 }
 
-/// Threads per block of the depthwise kernel, and pixels per thread (`DW_PIXELS` in kernels.cu).
-const DW_THREADS: usize = 256;
+/// Pixels per thread of `dw_gate_pool` (`DW_PIXELS` in kernels.cu).
 const DW_PIXELS: usize = 8;
 
-/// The depthwise kernel's grid for `n` images of `hw` pixels and `c` gated channels: blocks of
-/// up to 32 channel groups (8 channels each) across and 256 threads in all, each thread taking
-/// `DW_PIXELS` consecutive pixels; grid (pixel blocks, channel-group blocks, images).
-pub(super) fn dw_gate_pool_grid(c: usize, hw: usize, n: usize) -> Result<LaunchConfig> {
+/// A depthwise kernel's grid for `n` images of `items` work items (pixels or row runs), with
+/// `per_thread` items per thread, `threads` per block and `c` gated channels: blocks of up to
+/// 32 channel groups (8 channels each) across; grid (item blocks, channel-group blocks,
+/// images).
+fn dw_grid(c: usize, items: usize, per_thread: usize, threads: usize, n: usize) -> Result<LaunchConfig> {
     let groups = c / 8;
     let across = groups.min(32);
-    let strips = DW_THREADS / across;
-    let blocks =
-        u32::try_from(hw.div_ceil(strips * DW_PIXELS)).map_err(|_| Error::InvalidImage("image too large".into()))?;
+    let strips = threads / across;
+    let blocks = u32::try_from(items.div_ceil(strips * per_thread))
+        .map_err(|_| Error::InvalidImage("image too large".into()))?;
     Ok(LaunchConfig {
         grid_dim: (blocks, groups.div_ceil(across) as u32, n as u32),
         block_dim: (across as u32, strips as u32, 1),
         shared_mem_bytes: 0,
     })
+}
+
+/// `dw_gate_pool`'s grid for `n` images of `h × w` pixels and `c` gated channels.
+pub(super) fn dw_gate_pool_grid(c: usize, (h, w): (usize, usize), n: usize) -> Result<LaunchConfig> {
+    dw_grid(c, h * w, DW_PIXELS, 256, n)
+}
+
+/// The grid of `dw_gate_pool_rows{run}`: a thread per run of `run` pixels of a row, blocks of
+/// 256 threads for runs of 2 and of 128 for runs of 4 (whose threads hold about 150 registers).
+pub(super) fn dw_gate_pool_rows_grid(run: usize, c: usize, (h, w): (usize, usize), n: usize) -> Result<LaunchConfig> {
+    let threads = if run > 2 { 128 } else { 256 };
+    dw_grid(c, h * w.div_ceil(run), 1, threads, n)
 }
 
 fn ptr<T>(slice: &CudaSlice<T>, stream: &CudaStream) -> u64 {
@@ -255,6 +267,7 @@ impl<T: Element> Instance<T> {
                 ptr(&attention_weights, stream),
             ],
             stats: [ptr(&pool, stream), ptr(&attention, stream)],
+            depthwise: BTreeMap::new(),
             n,
             stream,
             tuned,
@@ -402,6 +415,8 @@ struct Lowering<'a> {
     stream: &'a CudaStream,
     /// Algorithm chosen per distinct product (the engine's, shared by its instances).
     tuned: &'a mut BTreeMap<ProductKey, Algo>,
+    /// Depthwise kernel chosen per (channels, height, width) in this instance.
+    depthwise: BTreeMap<(usize, usize, usize), usize>,
 }
 
 impl Lowering<'_> {
@@ -411,6 +426,37 @@ impl Lowering<'_> {
 
     fn kernel(&mut self, label: &'static str, function: &CudaFunction, config: LaunchConfig, args: Vec<Arg>) {
         self.push(label, Op::Kernel { function: function.clone(), config, args });
+    }
+
+    /// Index of the fastest of `candidates` (kernels computing the same values) with `args`,
+    /// timed once per `key` on the instance's buffers (the profile names the kernel chosen).
+    fn fastest(
+        &mut self,
+        key: (usize, usize, usize),
+        candidates: &[(&'static str, CudaFunction, LaunchConfig)],
+        args: &[Arg],
+    ) -> Result<usize> {
+        const RUNS: usize = 3;
+        if let Some(&known) = self.depthwise.get(&key) {
+            return Ok(known);
+        }
+        let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let event = || self.stream.record_event(flags).map_err(cuda_error("timing a kernel"));
+        let mut times = Vec::with_capacity(candidates.len());
+        for (_, function, config) in candidates {
+            let op = Op::Kernel { function: function.clone(), config: *config, args: args.to_vec() };
+            enqueue_one(&op, self.lt, self.stream)?;
+            let start = event()?;
+            for _ in 0..RUNS {
+                enqueue_one(&op, self.lt, self.stream)?;
+            }
+            let end = event()?;
+            end.synchronize().map_err(cuda_error("timing a kernel"))?;
+            times.push(start.elapsed_ms(&end).map_err(cuda_error("timing a kernel"))?);
+        }
+        let best = (0..times.len()).min_by(|&a, &b| times[a].total_cmp(&times[b])).unwrap_or(0);
+        self.depthwise.insert(key, best);
+        Ok(best)
     }
 
     /// A product with `dense`'s bias; `a` replaces its weight (per-image weights).
@@ -550,7 +596,6 @@ impl Lowering<'_> {
         norm(self, &b.norm1)?;
         self.gemm("gemm conv1", &b.conv1, None, expand, normed, expanded, false)?;
         self.push("zero", Op::Zero { ptr: pool, bytes: n * c * 4 });
-        let config = dw_gate_pool_grid(c, hw, n)?;
         let args = vec![
             Arg::Ptr(expanded),
             f(&b.dw.0),
@@ -561,7 +606,14 @@ impl Lowering<'_> {
             i32_of(w)?,
             i32_of(c)?,
         ];
-        self.kernel("dw_gate_pool", &self.kernels.dw_gate_pool.clone(), config, args);
+        let k = self.kernels;
+        let depthwise = [
+            ("dw_gate_pool", k.dw_gate_pool.clone(), dw_gate_pool_grid(c, (h, w), n)?),
+            ("dw_gate_pool_rows2", k.dw_gate_pool_rows2.clone(), dw_gate_pool_rows_grid(2, c, (h, w), n)?),
+            ("dw_gate_pool_rows4", k.dw_gate_pool_rows4.clone(), dw_gate_pool_rows_grid(4, c, (h, w), n)?),
+        ];
+        let (label, function, config) = depthwise[self.fastest((c, h, w), &depthwise, &args)?].clone();
+        self.kernel(label, &function, config, args);
         let args = vec![
             Arg::Ptr(pool),
             f(&b.sca.0),

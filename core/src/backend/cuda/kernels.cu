@@ -176,6 +176,27 @@ extern "C" __global__ void layer_norm(const T* __restrict__ x, const float* __re
     }
 }
 
+// Adds each thread's sums of channels k..k+8 into pool[im][k..k+8]: the block's rows of
+// threads (blockDim.y) reduced in shared memory first, then one atomic per channel and block.
+__device__ __forceinline__ void pool_channel_sums(const float* sum, float* __restrict__ pool, int im, int k, int c) {
+    __shared__ float partial[256][9];
+    int slot = threadIdx.y * blockDim.x + threadIdx.x;
+#pragma unroll
+    for (int i = 0; i < 8; i++) partial[slot][i] = sum[i];
+    __syncthreads();
+    if (threadIdx.y == 0 && k < c) {
+        float total[8];
+#pragma unroll
+        for (int i = 0; i < 8; i++) total[i] = sum[i];
+        for (int r = 1; r < blockDim.y; r++) {
+#pragma unroll
+            for (int i = 0; i < 8; i++) total[i] += partial[r * blockDim.x + threadIdx.x][i];
+        }
+#pragma unroll
+        for (int i = 0; i < 8; i++) atomicAdd(pool + (i64)im * c + k + i, total[i]);
+    }
+}
+
 #define DW_PIXELS 8
 
 // Depthwise 3×3 (zero padding) on the 2c channels of `t`, SimpleGate (channel k times channel
@@ -186,12 +207,10 @@ extern "C" __global__ void layer_norm(const T* __restrict__ x, const float* __re
 extern "C" __global__ void dw_gate_pool(const T* __restrict__ t, const float* __restrict__ wd,
                                         const float* __restrict__ bd, T* __restrict__ g,
                                         float* __restrict__ pool, int h, int w, int c) {
-    __shared__ float partial[256][9];
     int k = (blockIdx.y * blockDim.x + threadIdx.x) * 8;
     int im = blockIdx.z;
     i64 hw = (i64)h * w;
     i64 p0 = ((i64)blockIdx.x * blockDim.y + threadIdx.y) * DW_PIXELS;
-    int slot = threadIdx.y * blockDim.x + threadIdx.x;
     float sum[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
     if (k < c) {
         const T* src = t + (i64)im * hw * 2 * c;
@@ -231,17 +250,93 @@ extern "C" __global__ void dw_gate_pool(const T* __restrict__ t, const float* __
             store8(dst + p * c + k, a);
         }
     }
+    pool_channel_sums(sum, pool, im, k, c);
+}
+
+// What dw_gate_pool computes, bit for bit (the taps of every pixel are added in the same
+// order), with a thread taking a run of RUN consecutive pixels of one row: the weights of
+// each window row are loaded once per run and each input column once per window row, so a
+// pixel costs 6 (RUN + 2) / RUN input and 18 / RUN weight loads of 8 values instead of 18 and
+// 18, and a thread one division instead of one per pixel. Block (channel groups × runs),
+// grid (run blocks, channel-group blocks, images); a row has ceil(w / RUN) runs. More pixels
+// per run load less but hold more registers (fewer threads in flight): the engine times
+// dw_gate_pool, dw_gate_pool_rows2 and dw_gate_pool_rows4 per shape and keeps the fastest.
+template <int RUN>
+__device__ __forceinline__ void dw_rows(const T* __restrict__ t, const float* __restrict__ wd,
+                                        const float* __restrict__ bd, T* __restrict__ g,
+                                        float* __restrict__ pool, int h, int w, int c) {
+    int k = (blockIdx.y * blockDim.x + threadIdx.x) * 8;
+    int im = blockIdx.z;
+    int runs_per_row = (w + RUN - 1) / RUN;
+    i64 run = (i64)blockIdx.x * blockDim.y + threadIdx.y;
+    float sum[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    if (k < c && run < (i64)h * runs_per_row) {
+        int y = (int)(run / runs_per_row), x0 = (int)(run % runs_per_row) * RUN;
+        const T* src = t + (i64)im * h * w * 2 * c;
+        float a[RUN][8], bb[RUN][8], bias_a[8], bias_b[8];
+        load8f(bd + k, bias_a);
+        load8f(bd + c + k, bias_b);
 #pragma unroll
-    for (int i = 0; i < 8; i++) partial[slot][i] = sum[i];
-    __syncthreads();
-    if (threadIdx.y == 0 && k < c) {
-        for (int r = 1; r < blockDim.y; r++) {
+        for (int j = 0; j < RUN; j++) {
 #pragma unroll
-            for (int i = 0; i < 8; i++) sum[i] += partial[r * blockDim.x + threadIdx.x][i];
+            for (int i = 0; i < 8; i++) a[j][i] = bias_a[i], bb[j][i] = bias_b[i];
         }
 #pragma unroll
-        for (int i = 0; i < 8; i++) atomicAdd(pool + (i64)im * c + k + i, sum[i]);
+        for (int dy = 0; dy < 3; dy++) {
+            int yy = y + dy - 1;
+            if (yy < 0 || yy >= h) continue;
+            float wa[3][8], wb[3][8];
+#pragma unroll
+            for (int dx = 0; dx < 3; dx++) {
+                load8f(wd + (dy * 3 + dx) * 2 * c + k, wa[dx]);
+                load8f(wd + (dy * 3 + dx) * 2 * c + c + k, wb[dx]);
+            }
+            const T* row = src + (i64)yy * w * 2 * c;
+#pragma unroll
+            for (int col = 0; col < RUN + 2; col++) {
+                int xx = x0 + col - 1;
+                if (xx < 0 || xx >= w) continue;
+                float va[8], vb[8];
+                load8(row + (i64)xx * 2 * c + k, va);
+                load8(row + (i64)xx * 2 * c + c + k, vb);
+                // Column col is tap dx of pixel col - dx; dx ascends, as in dw_gate_pool.
+#pragma unroll
+                for (int dx = 0; dx < 3; dx++) {
+                    int j = col - dx;
+                    if (j < 0 || j >= RUN) continue;
+#pragma unroll
+                    for (int i = 0; i < 8; i++) {
+                        a[j][i] += wa[dx][i] * va[i];
+                        bb[j][i] += wb[dx][i] * vb[i];
+                    }
+                }
+            }
+        }
+        T* dst = g + ((i64)im * h + y) * w * c;
+#pragma unroll
+        for (int j = 0; j < RUN; j++) {
+            if (x0 + j >= w) break;
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                a[j][i] *= bb[j][i];
+                sum[i] += a[j][i];
+            }
+            store8(dst + (i64)(x0 + j) * c + k, a[j]);
+        }
     }
+    pool_channel_sums(sum, pool, im, k, c);
+}
+
+extern "C" __global__ void dw_gate_pool_rows2(const T* __restrict__ t, const float* __restrict__ wd,
+                                              const float* __restrict__ bd, T* __restrict__ g,
+                                              float* __restrict__ pool, int h, int w, int c) {
+    dw_rows<2>(t, wd, bd, g, pool, h, w, c);
+}
+
+extern "C" __global__ void dw_gate_pool_rows4(const T* __restrict__ t, const float* __restrict__ wd,
+                                              const float* __restrict__ bd, T* __restrict__ g,
+                                              float* __restrict__ pool, int h, int w, int c) {
+    dw_rows<4>(t, wd, bd, g, pool, h, w, c);
 }
 
 __device__ __forceinline__ float warp_sum(float v) {

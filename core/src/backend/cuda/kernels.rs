@@ -16,12 +16,19 @@ use crate::error::{Error, Result};
 /// its helpers and are also compiled for the CPU by the frame tests).
 pub const SOURCE: &str = concat!(include_str!("kernels.cu"), include_str!("frames.cu"));
 
+/// SHA-256 of [`SOURCE`].
+pub fn source_hash() -> [u8; 32] {
+    Sha256::digest(SOURCE.as_bytes()).into()
+}
+
 /// Entry points of [`SOURCE`], in [`Kernels`] field order.
-pub const ENTRY_POINTS: [&str; 10] = [
+pub const ENTRY_POINTS: [&str; 12] = [
     "conv_in",
     "conv_out",
     "layer_norm",
     "dw_gate_pool",
+    "dw_gate_pool_rows2",
+    "dw_gate_pool_rows4",
     "sca_vector",
     "scale_weights",
     "gate",
@@ -89,8 +96,12 @@ pub struct Kernels {
     pub conv_out: CudaFunction,
     /// Per-pixel LayerNorm with f32 statistics.
     pub layer_norm: CudaFunction,
-    /// Depthwise 3×3 + SimpleGate + channel sums for the attention.
+    /// Depthwise 3×3 + SimpleGate + channel sums for the attention, 8 pixels per thread.
     pub dw_gate_pool: CudaFunction,
+    /// The same, bit for bit, a run of 2 pixels of a row per thread with register reuse.
+    pub dw_gate_pool_rows2: CudaFunction,
+    /// The same with runs of 4 pixels.
+    pub dw_gate_pool_rows4: CudaFunction,
     /// Channel-attention vector from the channel sums.
     pub sca_vector: CudaFunction,
     /// Per-image conv3 weights with the attention vector folded in.
@@ -115,12 +126,14 @@ impl Kernels {
             conv_out: f(ENTRY_POINTS[1])?,
             layer_norm: f(ENTRY_POINTS[2])?,
             dw_gate_pool: f(ENTRY_POINTS[3])?,
-            sca_vector: f(ENTRY_POINTS[4])?,
-            scale_weights: f(ENTRY_POINTS[5])?,
-            gate: f(ENTRY_POINTS[6])?,
-            shuffle_add: f(ENTRY_POINTS[7])?,
-            frame_in: f(ENTRY_POINTS[8])?,
-            frame_out: f(ENTRY_POINTS[9])?,
+            dw_gate_pool_rows2: f(ENTRY_POINTS[4])?,
+            dw_gate_pool_rows4: f(ENTRY_POINTS[5])?,
+            sca_vector: f(ENTRY_POINTS[6])?,
+            scale_weights: f(ENTRY_POINTS[7])?,
+            gate: f(ENTRY_POINTS[8])?,
+            shuffle_add: f(ENTRY_POINTS[9])?,
+            frame_in: f(ENTRY_POINTS[10])?,
+            frame_out: f(ENTRY_POINTS[11])?,
         })
     }
 }

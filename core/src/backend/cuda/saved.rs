@@ -36,6 +36,9 @@ pub type Algo = [u64; 8];
 pub struct EngineKey {
     /// maskdcpt version that wrote the file.
     pub library: String,
+    /// SHA-256 of the kernel source ([`source_hash`](super::kernels::source_hash)): a build
+    /// with changed kernels never loads another build's PTX, even at the same version.
+    pub kernels: [u8; 32],
     /// SHA-256 of the model's weights ([`weights_hash`](crate::engine_file::weights_hash)).
     pub weights: [u8; 32],
     /// GPU name, e.g. "NVIDIA H200".
@@ -57,6 +60,7 @@ impl EngineKey {
             h.update((text.len() as u64).to_le_bytes());
             h.update(text.as_bytes());
         }
+        h.update(self.kernels);
         h.update(self.weights);
         h.update(self.arch.0.to_le_bytes());
         h.update(self.arch.1.to_le_bytes());
@@ -227,6 +231,7 @@ mod tests {
     fn key() -> EngineKey {
         EngineKey {
             library: "0.1.0".into(),
+            kernels: [5; 32],
             weights: [3; 32],
             device: "NVIDIA H200".into(),
             arch: (9, 0),
@@ -251,6 +256,7 @@ mod tests {
         let base = key();
         let variants = [
             EngineKey { library: "0.1.1".into(), ..base.clone() },
+            EngineKey { kernels: [6; 32], ..base.clone() },
             EngineKey { weights: [4; 32], ..base.clone() },
             EngineKey { device: "NVIDIA H100".into(), ..base.clone() },
             EngineKey { arch: (9, 1), ..base.clone() },

@@ -18,6 +18,14 @@ extern "C" int emulate_dw_gate_pool(const unsigned* dims, const T* t, const floa
                                     float* pool, int h, int w, int c) {
     return launch(dims, [&] { dw_gate_pool(t, wd, bd, g, pool, h, w, c); });
 }
+extern "C" int emulate_dw_gate_pool_rows2(const unsigned* dims, const T* t, const float* wd, const float* bd,
+                                          T* g, float* pool, int h, int w, int c) {
+    return launch(dims, [&] { dw_gate_pool_rows2(t, wd, bd, g, pool, h, w, c); });
+}
+extern "C" int emulate_dw_gate_pool_rows4(const unsigned* dims, const T* t, const float* wd, const float* bd,
+                                          T* g, float* pool, int h, int w, int c) {
+    return launch(dims, [&] { dw_gate_pool_rows4(t, wd, bd, g, pool, h, w, c); });
+}
 extern "C" int emulate_sca_vector(const unsigned* dims, const float* pool, const float* w, const float* b,
                                   float* s, int n, int c, float inv_hw) {
     return launch(dims, [&] { sca_vector(pool, w, b, s, n, c, inv_hw); });

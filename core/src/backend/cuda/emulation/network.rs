@@ -9,7 +9,7 @@ use std::cmp::Ordering;
 use half::f16;
 
 use super::{Emulated, dims, random_bytes};
-use crate::backend::cuda::instance::{dw_gate_pool_grid, grid_for};
+use crate::backend::cuda::instance::{dw_gate_pool_grid, dw_gate_pool_rows_grid, grid_for};
 use crate::backend::cuda::weights::Element;
 
 /// Images, height, width and (gated) channels of one case.
@@ -21,8 +21,9 @@ struct Case {
     c: usize,
 }
 
-const CASES: [Case; 4] = [
+const CASES: [Case; 5] = [
     Case { n: 2, h: 5, w: 7, c: 8 },
+    Case { n: 1, h: 6, w: 2, c: 16 },
     Case { n: 1, h: 9, w: 17, c: 24 },
     Case { n: 2, h: 3, w: 4, c: 72 },
     Case { n: 1, h: 9, w: 17, c: 264 },
@@ -209,33 +210,16 @@ fn layer_norm<T: Element>(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut im
     assert_close("layer_norm", &loaded(&y), &want, tolerance::<T>().max(2.0e-4));
 }
 
+/// Every depthwise kernel (the engine times them and keeps the fastest): each against the
+/// reference, and the others bit for bit against `dw_gate_pool`.
 fn dw_gate_pool<T: Element>(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut impl FnMut() -> u8) {
     let hw = h * w;
     let t = stored::<T>(&values(n * hw * 2 * c, 1.0, byte));
     let weight = values(9 * 2 * c, 0.5, byte);
     let bias = values(2 * c, 0.5, byte);
-    let mut g = vec![T::default(); n * hw * c];
-    let mut pool = vec![0f32; n * c];
-    let grid = dims(&dw_gate_pool_grid(c, hw, n).unwrap());
-    // SAFETY: as in conv_in.
-    let f = unsafe { k.entry::<DwGatePool<T>>("dw_gate_pool") };
-    let diverged = unsafe {
-        f(
-            grid.as_ptr(),
-            t.as_ptr(),
-            weight.as_ptr(),
-            bias.as_ptr(),
-            g.as_mut_ptr(),
-            pool.as_mut_ptr(),
-            i32_of(h),
-            i32_of(w),
-            i32_of(c),
-        )
-    };
-    assert_eq!(diverged, 0);
-    let t = loaded(&t);
-    let mut want = vec![0f64; g.len()];
-    let mut want_pool = vec![0f64; pool.len()];
+    let loaded_t = loaded(&t);
+    let mut want = vec![0f64; n * hw * c];
+    let mut want_pool = vec![0f64; n * c];
     for im in 0..n {
         for y in 0..h {
             for x in 0..w {
@@ -243,8 +227,8 @@ fn dw_gate_pool<T: Element>(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut 
                     let [mut a, mut b] = [f64::from(bias[kk]), f64::from(bias[c + kk])];
                     for (tap, (yy, xx)) in neighbours(y, x, h, w) {
                         let q = ((im * h + yy) * w + xx) * 2 * c;
-                        a += f64::from(weight[tap * 2 * c + kk] * t[q + kk]);
-                        b += f64::from(weight[tap * 2 * c + c + kk] * t[q + c + kk]);
+                        a += f64::from(weight[tap * 2 * c + kk] * loaded_t[q + kk]);
+                        b += f64::from(weight[tap * 2 * c + c + kk] * loaded_t[q + c + kk]);
                     }
                     want[((im * h + y) * w + x) * c + kk] = a * b;
                     want_pool[im * c + kk] += a * b;
@@ -252,9 +236,46 @@ fn dw_gate_pool<T: Element>(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut 
             }
         }
     }
-    assert_close("dw_gate_pool output", &loaded(&g), &want, tolerance::<T>());
-    // The sums add unrounded products in f32 over up to a few hundred pixels.
-    assert_close("dw_gate_pool channel sums", &pool, &want_pool, 1.0e-5 * hw as f64);
+    let kernels = [
+        ("dw_gate_pool", dw_gate_pool_grid(c, (h, w), n).unwrap()),
+        ("dw_gate_pool_rows2", dw_gate_pool_rows_grid(2, c, (h, w), n).unwrap()),
+        ("dw_gate_pool_rows4", dw_gate_pool_rows_grid(4, c, (h, w), n).unwrap()),
+    ];
+    let mut outputs = Vec::new();
+    for (name, config) in kernels {
+        // A guard band past the output, which no thread may write.
+        let guard = T::from_f32(-7.0);
+        let mut g = vec![guard; n * hw * c + 8 * c];
+        let mut pool = vec![0f32; n * c];
+        let grid = dims(&config);
+        // SAFETY: as in conv_in.
+        let f = unsafe { k.entry::<DwGatePool<T>>(name) };
+        let diverged = unsafe {
+            f(
+                grid.as_ptr(),
+                t.as_ptr(),
+                weight.as_ptr(),
+                bias.as_ptr(),
+                g.as_mut_ptr(),
+                pool.as_mut_ptr(),
+                i32_of(h),
+                i32_of(w),
+                i32_of(c),
+            )
+        };
+        assert_eq!(diverged, 0);
+        let past = g.split_off(n * hw * c);
+        assert!(past.iter().all(|v| v.to_f32() == -7.0), "{name} wrote past its output");
+        let g = loaded(&g);
+        assert_close(&format!("{name} output"), &g, &want, tolerance::<T>());
+        // The sums add unrounded products in f32 over up to a few hundred pixels.
+        assert_close(&format!("{name} channel sums"), &pool, &want_pool, 1.0e-5 * hw as f64);
+        outputs.push(g);
+    }
+    for (other, (name, _)) in outputs[1..].iter().zip(&kernels[1..]) {
+        let differ = outputs[0].iter().zip(other).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+        assert_eq!(differ, 0, "{name} differs from dw_gate_pool in {differ} values");
+    }
 }
 
 fn sca_vector(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut impl FnMut() -> u8) {
