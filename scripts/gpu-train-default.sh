@@ -9,7 +9,7 @@
 # core/models/, regenerate tests/default-model/eval.json (tests/default-model/README.md) and
 # the tables of docs/model-card.md and docs/results.md (scripts/results_table.py).
 #   CPU host:  scripts/gpu-train-default.sh --build    (target/gpu/: trainer with CUDA, photos,
-#              held-out sets; about 40 MB to carry)
+#              held-out sets; about 55 MB to carry)
 #   GPU host:  scripts/gpu-train-default.sh OUT        (carry target/gpu)
 #   Smoke test on a CPU: DEVICE=cpu AMP=off PRE=20 FINE=20 TRAINER=target/release/trainer \
 #              scripts/gpu-train-default.sh /tmp/smoke
@@ -17,9 +17,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--build" ]; then
     [ -d runs/eval-all ] || { echo "run scripts/experiment-small.sh first (it writes runs/photos and the held-out sets)"; exit 1; }
+    [ -d runs/photos/packages ] || { echo "run scripts/prepare-photos.py runs/photos --packages first (docs/data.md)"; exit 1; }
     scripts/gpu-check-trainer.sh --build
     mkdir -p target/gpu/data
-    cp -r runs/photos/train runs/eval-six runs/eval-all target/gpu/data/
+    cp -r runs/photos/train runs/photos/packages runs/eval-six runs/eval-all target/gpu/data/
     du -sh target/gpu
     exit 0
 fi
@@ -38,7 +39,7 @@ fi
 
 # config RUN STEPS LR CLASSIFY: the recipe with this run's values.
 config() {
-    sed -e "s#^clean = .*#clean = [\"$(realpath "$data/train")\"]#" -e "s#^steps = .*#steps = $2#" \
+    sed -e "s#^clean = .*#clean = [\"$(realpath "$data/train")\", \"$(realpath "$data/packages")\"]#" -e "s#^steps = .*#steps = $2#" \
         -e "s#^device = .*#device = \"$device\"#" -e "s#^amp = .*#amp = \"$amp\"#" \
         -e "0,/^lr = /s#^lr = .*#lr = $3#" -e "s#^classify_weight = .*#classify_weight = $4#" \
         -e "s#^dir = .*#dir = \"$out/$1\"#" trainer/configs/gpu-default.toml > "$out/$1.toml"
