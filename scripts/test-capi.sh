@@ -10,15 +10,7 @@ cd "$(dirname "$0")/.."
 CBINDGEN_VERSION=0.29.4
 MODEL=tests/golden/maskdcpt_w8.pth
 
-# Tools, installed on a fresh Debian machine only when missing.
-missing=()
-for pair in cmake:cmake valgrind:valgrind pkg-config:pkg-config g++:g++ python3:python3 readelf:binutils; do
-    command -v "${pair%%:*}" > /dev/null || missing+=("${pair#*:}")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    sudo=$([ "$(id -u)" = 0 ] || echo sudo)
-    $sudo apt-get update && $sudo apt-get install -y "${missing[@]}"
-fi
+scripts/setup-tools.sh
 if [ "$(cbindgen --version 2> /dev/null)" != "cbindgen $CBINDGEN_VERSION" ]; then
     cargo install cbindgen --version "$CBINDGEN_VERSION" --locked
 fi

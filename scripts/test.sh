@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo --version
+# g++ and the C ABI checks' tools (apt, only when missing).
+scripts/setup-tools.sh
 # libtorch 2.11.0 for the trainer (a cached slim venv from PyPI).
 LIBTORCH=$(scripts/setup-libtorch.sh)
 export LIBTORCH
