@@ -1,6 +1,6 @@
 // Entry points of the emulated kernels (after shim.cpp, kernels.cu and frames.cu): each runs
 // its kernel over the grid `dims` (grid x, y, z, block x, y, z) with the arguments the engine
-// passes, and returns 1 if a warp shuffle diverged.
+// passes, and returns 1 if a warp shuffle diverged or the block was too large to run.
 
 extern "C" int emulate_conv_in(const unsigned* dims, const float* img, const float* w, const float* b, T* out,
                                int n, int h, int wd, int cout) {

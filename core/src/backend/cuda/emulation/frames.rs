@@ -20,7 +20,7 @@ fn device_frame(desc: FrameDesc, planes: &mut [(Vec<u8>, usize)]) -> DeviceFrame
 
 #[test]
 fn frame_kernels_give_the_host_paths_bytes() {
-    let Some(kernels) = Emulated::build(false) else { return };
+    let Some(kernels) = Emulated::get(false) else { return };
     // SAFETY: the signatures in driver.cpp; `Frame` is `FrameArgs` (both 104-byte repr(C)).
     let (frame_in, frame_out) =
         unsafe { (kernels.entry::<FrameIn>("frame_in"), kernels.entry::<FrameOut>("frame_out")) };

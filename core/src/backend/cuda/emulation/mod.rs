@@ -10,6 +10,7 @@ mod frames;
 mod network;
 
 use std::process::Command;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use cudarc::driver::LaunchConfig;
 
@@ -22,9 +23,17 @@ pub(super) struct Emulated {
 }
 
 impl Emulated {
-    /// Builds the kernels with FP16 (`MASKDCPT_FP16`) or f32 storage; `None`, with a message,
+    /// The kernels with FP16 (`MASKDCPT_FP16`) or f32 storage, compiled once per test process
+    /// (the frame and network tests share the f32 build) and held by one test at a time: the
+    /// shim runs a launch in global state (fibers, thread indices). `None`, with a message,
     /// where no C++ compiler runs and CI did not ask for one.
-    pub(super) fn build(fp16: bool) -> Option<Emulated> {
+    pub(super) fn get(fp16: bool) -> Option<MutexGuard<'static, Emulated>> {
+        static BUILDS: [OnceLock<Option<Mutex<Emulated>>>; 2] = [OnceLock::new(), OnceLock::new()];
+        let build = BUILDS[usize::from(fp16)].get_or_init(|| Self::build(fp16).map(Mutex::new)).as_ref()?;
+        Some(build.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    fn build(fp16: bool) -> Option<Emulated> {
         let dir = tempfile::tempdir().unwrap();
         let source = dir.path().join("kernels.cpp");
         let defines = if fp16 { "#define MASKDCPT_FP16\n" } else { "" };

@@ -103,7 +103,8 @@ static float __shfl_xor_sync(unsigned, float v, int lane_mask) {
     return r;
 }
 
-// Runs `body` as every thread of the grid; returns 1 if a warp shuffle diverged.
+// Runs `body` as every thread of the grid; returns 1 if a warp shuffle diverged or the block
+// has more threads than CUDA allows (1024), which it then does not run.
 static int launch(const unsigned* dims, const std::function<void()>& body) {
     gridDim = {dims[0], dims[1], dims[2]};
     blockDim = {dims[3], dims[4], dims[5]};
