@@ -16,7 +16,8 @@ Engine file (released shape, FP16, 1x1088x1920): `maskdcpt build-engine --backen
 twice, timing the first build (NVRTC + tuning) and the second (file reused), then a restore
 with `--engine` against one without.
 
-Timing (released shape, FP16): `maskdcpt bench --backend cuda` (device-resident median)
+Timing (released shape, FP16): `maskdcpt bench --backend cuda` (device-resident median), also
+with `--feed-forward launches` (the blocks' feed-forward halves without the fused kernel)
 next to PyTorch eager FP16, torch.compile and torch.compile(mode="reduce-overhead"), with
 peak GPU memory, at 1x256x256, 8x256x256 and 1x1088x1920.
 """
@@ -129,10 +130,15 @@ def timing(binary: str, released: Path, modes: list[str], iters: int, budget_s: 
     net = torch_model(released)
     start = time.time()
     for n, h, w in SHAPES:
-        out = run([binary, "bench", "--backend", "cuda", "--precision", "fp16", "-m", str(released),
-                   "--height", str(h), "--width", str(w), "--batch", str(n), "--iters", str(iters), "--warmup", "2"])
-        ours = json.loads(out.strip().splitlines()[-1])
+        def bench(*extra: str) -> dict:
+            out = run([binary, "bench", "--backend", "cuda", "--precision", "fp16", "-m", str(released),
+                       "--height", str(h), "--width", str(w), "--batch", str(n), "--iters", str(iters),
+                       "--warmup", "2", *extra])
+            return json.loads(out.strip().splitlines()[-1])
+        ours = bench()
+        launches = bench("--feed-forward", "launches")
         row = dict(shape=f"{n}x{h}x{w}", ours_ms=ours["device_median_ms"], ours_host_ms=ours["median_ms"],
+                   ours_launches_ms=launches["device_median_ms"],
                    ours_mb=ours["device_memory_mb"], device=ours["device"], profile=ours["device_profile"])
         x = torch.rand(n, 3, h, w, device="cuda", dtype=torch.half)
         for mode in modes:
@@ -208,12 +214,14 @@ def main() -> None:
     for r in parity_rows:
         print(f"| {r['case']} | {r['precision']} | {r['max_abs']:.3e} | {r['psnr_db']:.1f} ({r['peak']:.3g}) | {r['pass']} |")
     modes = args.modes.split(",")
-    print(f"\n| shape | ours ms (host e2e) | {' | '.join(modes)} | ours / best | ours MB | torch MB (per mode) |")
-    print("|---|---|" + "---|" * len(modes) + "---|---|---|")
+    print(f"\n| shape | ours ms (host e2e) | ours, feed-forward as launches | {' | '.join(modes)} | ours / best "
+          "| ours MB | torch MB (per mode) |")
+    print("|---|---|---|" + "---|" * len(modes) + "---|---|---|")
     for r in timing_rows:
         cells = " | ".join("-" if r.get(m) is None else f"{r[m]:.2f}" for m in modes)
         mbs = "/".join("-" if r.get(f"{m}_mb") is None else f"{r[f'{m}_mb']:.0f}" for m in modes)
-        print(f"| {r['shape']} | {r['ours_ms']:.2f} ({r['ours_host_ms']:.1f}) | {cells} | {r['ratio']:.2f} | {r['ours_mb']:.0f} | {mbs} |")
+        print(f"| {r['shape']} | {r['ours_ms']:.2f} ({r['ours_host_ms']:.1f}) | {r['ours_launches_ms']:.2f} | {cells} "
+              f"| {r['ratio']:.2f} | {r['ours_mb']:.0f} | {mbs} |")
     print("\n| shape | device ms per op kind (one run launched op by op) |\n|---|---|")
     for r in timing_rows:
         kinds: dict[str, float] = {}

@@ -27,6 +27,7 @@ fn cuda(args: &BuildEngineArgs) -> Result<()> {
         device: args.device as usize,
         cache_dir: args.cache_dir.clone().or_else(crate::args::kernel_cache_dir),
         engine_file: Some(args.output.clone()),
+        ..Default::default()
     };
     let batch = args.batch as usize;
     let (_, opt, max) = args.sizes();

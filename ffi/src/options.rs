@@ -144,6 +144,7 @@ impl maskdcpt_options {
                     device,
                     cache_dir: cache_dir()?,
                     engine_file: None,
+                    ..Default::default()
                 })
             }
             maskdcpt_backend::Tensorrt => {

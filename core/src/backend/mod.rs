@@ -95,6 +95,22 @@ pub struct CudaOptions {
     /// `cache_dir`): its kernels and tuned algorithms are used when it was written for this
     /// model, GPU, cuBLASLt, precision and library version; otherwise it is rebuilt.
     pub engine_file: Option<std::path::PathBuf>,
+    /// Which kernels run the feed-forward half of each NAFBlock.
+    pub feed_forward: FeedForward,
+}
+
+/// Which kernels the CUDA backend runs the feed-forward half of a NAFBlock (LayerNorm →
+/// conv4 → SimpleGate → conv5 + residual) with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FeedForward {
+    /// The faster of the two below, timed per shape when an engine meets it.
+    #[default]
+    Fastest,
+    /// Four launches: LayerNorm, the cuBLASLt product conv4, SimpleGate, the product conv5.
+    Launches,
+    /// The fused tensor-core kernel `ffn` where it runs (FP16 on compute capability 8.0 and
+    /// newer, channels that fit its shared memory), else the launches.
+    Fused,
 }
 
 /// GPU-resident timing of an engine (input and output already on the device).

@@ -15,7 +15,7 @@ use super::gemm::{GemmPlan, GemmPointers, GemmShape, Lt};
 use super::kernels::Kernels;
 use super::saved::{Algo, ProductKey};
 use super::weights::{BlockWeights, Dense, Element, StepWeights};
-use crate::backend::TILING_HINT;
+use crate::backend::{FeedForward, TILING_HINT};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, ValueId};
 use crate::passes::{Program, Step, plan};
@@ -130,6 +130,22 @@ pub(super) fn dw_gate_pool_rows_grid(run: usize, c: usize, (h, w): (usize, usize
     dw_grid(c, h * w.div_ceil(run), 1, threads, n)
 }
 
+/// Pixels per block of `ffn` (`FFN_ROWS` in kernels.cu).
+const FFN_ROWS: usize = 64;
+
+/// Dynamic shared memory of `ffn` for `c` channels: two tiles of `FFN_ROWS` rows of
+/// `ffn_stride(c)` halves (kernels.cu).
+pub(super) fn ffn_shared_bytes(c: usize) -> usize {
+    2 * FFN_ROWS * (c.div_ceil(16) * 16 + 8) * 2
+}
+
+/// `ffn`'s grid for `pixels` pixels of `c` channels: 128-thread blocks of `FFN_ROWS` pixels.
+pub(super) fn ffn_grid(c: usize, pixels: usize) -> Result<LaunchConfig> {
+    let blocks = u32::try_from(pixels.div_ceil(FFN_ROWS)).map_err(|_| Error::InvalidImage("image too large".into()))?;
+    let shared_mem_bytes = u32::try_from(ffn_shared_bytes(c)).expect("channel counts are small");
+    Ok(LaunchConfig { grid_dim: (blocks.max(1), 1, 1), block_dim: (128, 1, 1), shared_mem_bytes })
+}
+
 fn ptr<T>(slice: &CudaSlice<T>, stream: &CudaStream) -> u64 {
     slice.device_ptr(stream).0
 }
@@ -214,6 +230,7 @@ impl<T: Element> Instance<T> {
         stream: &Arc<CudaStream>,
         free_bytes: usize,
         tuned: &mut BTreeMap<ProductKey, Algo>,
+        feed_forward: FeedForward,
     ) -> Result<Self> {
         let Shape { batch: n, height: h, width: w } = shape;
         let BufferPlan { memory, slot_used, scratch: need, image_len, bytes } =
@@ -267,7 +284,8 @@ impl<T: Element> Instance<T> {
                 ptr(&attention_weights, stream),
             ],
             stats: [ptr(&pool, stream), ptr(&attention, stream)],
-            depthwise: BTreeMap::new(),
+            chosen: BTreeMap::new(),
+            feed_forward,
             n,
             stream,
             tuned,
@@ -400,6 +418,11 @@ fn enqueue_one(op: &Op, lt: &Lt, stream: &CudaStream) -> Result<()> {
     Ok(())
 }
 
+/// A kernel launch.
+fn kernel_op(function: &CudaFunction, config: LaunchConfig, args: Vec<Arg>) -> Op {
+    Op::Kernel { function: function.clone(), config, args }
+}
+
 /// Builds the launch list step by step.
 struct Lowering<'a> {
     launches: Vec<Launch>,
@@ -415,9 +438,17 @@ struct Lowering<'a> {
     stream: &'a CudaStream,
     /// Algorithm chosen per distinct product (the engine's, shared by its instances).
     tuned: &'a mut BTreeMap<ProductKey, Algo>,
-    /// Depthwise kernel chosen per (channels, height, width) in this instance.
-    depthwise: BTreeMap<(usize, usize, usize), usize>,
+    /// Candidate chosen per (what, channels, height, width) in this instance.
+    chosen: BTreeMap<ChoiceKey, usize>,
+    /// Kernels of the blocks' feed-forward halves.
+    feed_forward: FeedForward,
 }
+
+/// What a timed choice is between (`"depthwise"`, `"ffn"`) and the shape it is timed at.
+type ChoiceKey = (&'static str, usize, usize, usize);
+
+/// A labelled operation, before it joins the launch list.
+type Labelled = (&'static str, Op);
 
 impl Lowering<'_> {
     fn push(&mut self, label: &'static str, op: Op) {
@@ -425,38 +456,43 @@ impl Lowering<'_> {
     }
 
     fn kernel(&mut self, label: &'static str, function: &CudaFunction, config: LaunchConfig, args: Vec<Arg>) {
-        self.push(label, Op::Kernel { function: function.clone(), config, args });
+        self.push(label, kernel_op(function, config, args));
     }
 
-    /// Index of the fastest of `candidates` (kernels computing the same values) with `args`,
-    /// timed once per `key` on the instance's buffers (the profile names the kernel chosen).
-    fn fastest(
-        &mut self,
-        key: (usize, usize, usize),
-        candidates: &[(&'static str, CudaFunction, LaunchConfig)],
-        args: &[Arg],
-    ) -> Result<usize> {
+    /// Pushes the fastest of `candidates` (launch sequences computing the same values), timed
+    /// once per `key` on the instance's buffers (3 runs after a warm-up); the profile names
+    /// the launches chosen. A single candidate is pushed untimed.
+    fn choose(&mut self, key: ChoiceKey, mut candidates: Vec<Vec<Labelled>>) -> Result<()> {
         const RUNS: usize = 3;
-        if let Some(&known) = self.depthwise.get(&key) {
-            return Ok(known);
-        }
-        let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
-        let event = || self.stream.record_event(flags).map_err(cuda_error("timing a kernel"));
-        let mut times = Vec::with_capacity(candidates.len());
-        for (_, function, config) in candidates {
-            let op = Op::Kernel { function: function.clone(), config: *config, args: args.to_vec() };
-            enqueue_one(&op, self.lt, self.stream)?;
-            let start = event()?;
-            for _ in 0..RUNS {
-                enqueue_one(&op, self.lt, self.stream)?;
+        let best = match self.chosen.get(&key) {
+            Some(&known) => known,
+            None if candidates.len() == 1 => 0,
+            None => {
+                let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+                let event = || self.stream.record_event(flags).map_err(cuda_error("timing a kernel"));
+                let run = |sequence: &[Labelled]| {
+                    sequence.iter().try_for_each(|(_, op)| enqueue_one(op, self.lt, self.stream))
+                };
+                let mut times = Vec::with_capacity(candidates.len());
+                for sequence in &candidates {
+                    run(sequence)?;
+                    let start = event()?;
+                    for _ in 0..RUNS {
+                        run(sequence)?;
+                    }
+                    let end = event()?;
+                    end.synchronize().map_err(cuda_error("timing a kernel"))?;
+                    times.push(start.elapsed_ms(&end).map_err(cuda_error("timing a kernel"))?);
+                }
+                let best = (0..times.len()).min_by(|&a, &b| times[a].total_cmp(&times[b])).unwrap_or(0);
+                self.chosen.insert(key, best);
+                best
             }
-            let end = event()?;
-            end.synchronize().map_err(cuda_error("timing a kernel"))?;
-            times.push(start.elapsed_ms(&end).map_err(cuda_error("timing a kernel"))?);
+        };
+        for (label, op) in candidates.swap_remove(best) {
+            self.push(label, op);
         }
-        let best = (0..times.len()).min_by(|&a, &b| times[a].total_cmp(&times[b])).unwrap_or(0);
-        self.depthwise.insert(key, best);
-        Ok(best)
+        Ok(())
     }
 
     /// A product with `dense`'s bias; `a` replaces its weight (per-image weights).
@@ -471,6 +507,21 @@ impl Lowering<'_> {
         d: u64,
         accumulate: bool,
     ) -> Result<()> {
+        let op = self.gemm_op(dense, a, shape, b, d, accumulate)?;
+        self.push(label, op);
+        Ok(())
+    }
+
+    /// The product of [`gemm`](Self::gemm), its algorithm adopted from `tuned` or timed.
+    fn gemm_op<T: Element>(
+        &mut self,
+        dense: &Dense<T>,
+        a: Option<u64>,
+        shape: GemmShape,
+        b: u64,
+        d: u64,
+        accumulate: bool,
+    ) -> Result<Op> {
         let stream = self.stream;
         let a = a.unwrap_or_else(|| ptr(&dense.weight, stream));
         let pointers = GemmPointers { a, b, d, bias: dense.bias.as_ref().map(|b| ptr(b, stream)) };
@@ -481,8 +532,7 @@ impl Lowering<'_> {
             plan.tune(self.lt, stream)?;
             self.tuned.insert(key, plan.algo().data);
         }
-        self.push(label, Op::Gemm(plan));
-        Ok(())
+        Ok(Op::Gemm(plan))
     }
 
     /// Copies `src` to `dst` first when a step that works in place did not get its input's
@@ -568,8 +618,9 @@ impl Lowering<'_> {
     }
 
     /// A NAFBlock in place on `output` (a copy of `input` first if they differ):
-    /// LN → conv1 → depthwise + gate + channel sums → attention → conv3 (+x) → LN → conv4 →
-    /// gate → conv5 (+x).
+    /// LN → conv1 → depthwise + gate + channel sums → attention → conv3 (+x), then the
+    /// feed-forward half LN → conv4 → gate → conv5 (+x), as those four launches or as the
+    /// fused `ffn` kernel (FP16 from compute capability 8.0), as `feed_forward` says.
     fn block<T: Element>(&mut self, b: &BlockWeights<T>, input: u64, x: u64, (h, w): (usize, usize)) -> Result<()> {
         let (n, stream, c) = (self.n, self.stream, b.c);
         let element = size_of::<T>();
@@ -579,7 +630,7 @@ impl Lowering<'_> {
         let [normed, expanded, gated, weights3] = self.scratch;
         let [pool, attention] = self.stats;
         let f = |s: &CudaSlice<f32>| Arg::Ptr(ptr(s, stream));
-        let norm = |this: &mut Self, pair: &(CudaSlice<f32>, CudaSlice<f32>)| -> Result<()> {
+        let norm = |this: &Self, pair: &(CudaSlice<f32>, CudaSlice<f32>)| -> Result<Op> {
             let args = vec![
                 Arg::Ptr(x),
                 f(&pair.0),
@@ -589,11 +640,11 @@ impl Lowering<'_> {
                 i32_of(c)?,
                 Arg::F32(b.eps),
             ];
-            this.kernel("layer_norm", &this.kernels.layer_norm.clone(), grid_for(p * 8)?, args);
-            Ok(())
+            Ok(kernel_op(&this.kernels.layer_norm, grid_for(p * 8)?, args))
         };
         let expand = GemmShape::conv1x1(c, 2 * c, p);
-        norm(self, &b.norm1)?;
+        let op = norm(self, &b.norm1)?;
+        self.push("layer_norm", op);
         self.gemm("gemm conv1", &b.conv1, None, expand, normed, expanded, false)?;
         self.push("zero", Op::Zero { ptr: pool, bytes: n * c * 4 });
         let args = vec![
@@ -608,12 +659,13 @@ impl Lowering<'_> {
         ];
         let k = self.kernels;
         let depthwise = [
-            ("dw_gate_pool", k.dw_gate_pool.clone(), dw_gate_pool_grid(c, (h, w), n)?),
-            ("dw_gate_pool_rows2", k.dw_gate_pool_rows2.clone(), dw_gate_pool_rows_grid(2, c, (h, w), n)?),
-            ("dw_gate_pool_rows4", k.dw_gate_pool_rows4.clone(), dw_gate_pool_rows_grid(4, c, (h, w), n)?),
+            ("dw_gate_pool", &k.dw_gate_pool, dw_gate_pool_grid(c, (h, w), n)?),
+            ("dw_gate_pool_rows2", &k.dw_gate_pool_rows2, dw_gate_pool_rows_grid(2, c, (h, w), n)?),
+            ("dw_gate_pool_rows4", &k.dw_gate_pool_rows4, dw_gate_pool_rows_grid(4, c, (h, w), n)?),
         ];
-        let (label, function, config) = depthwise[self.fastest((c, h, w), &depthwise, &args)?].clone();
-        self.kernel(label, &function, config, args);
+        let candidates =
+            depthwise.map(|(label, function, config)| vec![(label, kernel_op(function, config, args.clone()))]);
+        self.choose(("depthwise", c, h, w), candidates.into())?;
         let args = vec![
             Arg::Ptr(pool),
             f(&b.sca.0),
@@ -633,12 +685,36 @@ impl Lowering<'_> {
         ];
         self.kernel("scale_weights", &self.kernels.scale_weights.clone(), grid_for(n * c * c / 8)?, args);
         self.gemm("gemm conv3", &b.conv3, Some(weights3), GemmShape::per_image(c, hw, n)?, gated, x, true)?;
-        norm(self, &b.norm2)?;
-        self.gemm("gemm conv4", &b.conv4, None, expand, normed, expanded, false)?;
-        let args = vec![Arg::Ptr(expanded), Arg::Ptr(gated), Arg::I64(p as i64), i32_of(c)?];
-        self.kernel("gate", &self.kernels.gate.clone(), grid_for(p * c / 8)?, args);
-        self.gemm("gemm conv5", &b.conv5, None, GemmShape::conv1x1(c, c, p), gated, x, true)?;
-        Ok(())
+
+        let gate_args = vec![Arg::Ptr(expanded), Arg::Ptr(gated), Arg::I64(p as i64), i32_of(c)?];
+        let mut candidates = vec![vec![
+            ("layer_norm", norm(self, &b.norm2)?),
+            ("gemm conv4", self.gemm_op(&b.conv4, None, expand, normed, expanded, false)?),
+            ("gate", kernel_op(&self.kernels.gate, grid_for(p * c / 8)?, gate_args)),
+            ("gemm conv5", self.gemm_op(&b.conv5, None, GemmShape::conv1x1(c, c, p), gated, x, true)?),
+        ]];
+        let fused = self.kernels.ffn.as_ref().filter(|_| ffn_shared_bytes(c) <= self.kernels.ffn_shared_limit);
+        if let (Some(function), Some(b4), Some(b5)) = (fused, &b.conv4.bias, &b.conv5.bias) {
+            let args = vec![
+                Arg::Ptr(x),
+                f(&b.norm2.0),
+                f(&b.norm2.1),
+                Arg::Ptr(ptr(&b.conv4.weight, stream)),
+                Arg::Ptr(ptr(b4, stream)),
+                Arg::Ptr(ptr(&b.conv5.weight, stream)),
+                Arg::Ptr(ptr(b5, stream)),
+                Arg::I64(p as i64),
+                i32_of(c)?,
+                Arg::F32(b.eps),
+            ];
+            candidates.push(vec![("ffn", kernel_op(function, ffn_grid(c, p)?, args))]);
+        }
+        match self.feed_forward {
+            FeedForward::Fastest => {}
+            FeedForward::Launches => candidates.truncate(1),
+            FeedForward::Fused => drop(candidates.drain(..candidates.len() - 1)),
+        }
+        self.choose(("ffn", c, p, 0), candidates)
     }
 }
 

@@ -140,17 +140,13 @@ __device__ __forceinline__ float group_sum(float v) {
     return v;
 }
 
-// LayerNorm over the `c` channels of each pixel (biased variance, two passes, float
-// statistics), affine. Eight lanes per pixel, each taking 8 channels in turn; blockDim.x is
-// a multiple of 32 and the grid covers whole warps (lanes past the last pixel only help the
-// shuffles).
-extern "C" __global__ void layer_norm(const T* __restrict__ x, const float* __restrict__ gamma,
-                                      const float* __restrict__ beta, T* __restrict__ y, i64 pixels,
-                                      int c, float eps) {
-    i64 p = global_index() / LN_LANES;
-    int lane = threadIdx.x % LN_LANES;
-    bool live = p < pixels;
-    const T* row = x + (live ? p : 0) * c;
+// LayerNorm of one pixel's `c` channels at `row` into `out` (biased variance, two passes,
+// float statistics), affine. Eight lanes per pixel (`lane` 0..7 of an aligned group of a
+// warp), each taking 8 channels in turn; every lane of the warp calls it, those of a pixel
+// past the last with `live` false (they only help the shuffles and write nothing).
+__device__ __forceinline__ void normalize_pixel(const T* __restrict__ row, const float* __restrict__ gamma,
+                                                const float* __restrict__ beta, T* out, int c, float eps,
+                                                int lane, bool live) {
     float v[8], s = 0.f;
     for (int i = lane * 8; live && i < c; i += LN_LANES * 8) {
         load8(row + i, v);
@@ -172,8 +168,18 @@ extern "C" __global__ void layer_norm(const T* __restrict__ x, const float* __re
         load8f(beta + i, bb);
 #pragma unroll
         for (int j = 0; j < 8; j++) v[j] = (v[j] - mean) * rstd * g[j] + bb[j];
-        store8(y + p * c + i, v);
+        store8(out + i, v);
     }
+}
+
+// LayerNorm over the `c` channels of each pixel (normalize_pixel); blockDim.x is a multiple
+// of 32 and the grid covers whole warps.
+extern "C" __global__ void layer_norm(const T* __restrict__ x, const float* __restrict__ gamma,
+                                      const float* __restrict__ beta, T* __restrict__ y, i64 pixels,
+                                      int c, float eps) {
+    i64 p = global_index() / LN_LANES;
+    bool live = p < pixels;
+    normalize_pixel(x + (live ? p : 0) * c, gamma, beta, y + p * c, c, eps, threadIdx.x % LN_LANES, live);
 }
 
 // Adds each thread's sums of channels k..k+8 into pool[im][k..k+8]: the block's rows of
@@ -424,3 +430,154 @@ extern "C" __global__ void shuffle_add(const T* __restrict__ t, T* __restrict__ 
     }
 }
 
+
+// ---- The feed-forward half of a NAFBlock in one kernel (FP16 storage, sm_80+) ----
+#if defined(MASKDCPT_FP16) && (defined(MASKDCPT_EMULATED) || __CUDA_ARCH__ >= 800)
+
+#ifndef MASKDCPT_EMULATED  // the CPU emulation brings its own (emulation/shim.cpp)
+// d += a · b for one warp: a 16×16 row-major FP16 tile, b 16×8 column-major, d 16×8 float;
+// the fragments laid out as the PTX ISA gives them for mma.m16n8k16.
+__device__ __forceinline__ void mma16816(float* d, const unsigned* a, const unsigned* b) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+#define DYNAMIC_SHARED(name) extern __shared__ __align__(16) unsigned char name[]
+#endif
+
+#define FFN_ROWS 64   // pixels per block: four 16-row mma tiles
+#define FFN_WARPS 4
+#define FFN_TILES 4   // 8-channel output tiles a warp accumulates at once
+
+// Row stride, in halves, of a shared tile of `c` channels: c rounded up to the mma's k of 16
+// (the columns past c are zero) plus 8, so that the 8 rows one fragment load touches fall in
+// distinct banks.
+__device__ __forceinline__ int ffn_stride(int c) { return (c + 15) / 16 * 16 + 8; }
+
+// acc[m][t] += rows 16m..16m+15 of the shared tile `a` (row stride `stride` halves) times the
+// rows wrow[t]..wrow[t]+7 of the weight matrix `w` ([rows][k] row-major, the mma's column-major
+// B; k a multiple of 8): FFN_ROWS × 8·FFN_TILES outputs per warp. A tile whose wrow is
+// negative is skipped (the same for every lane of a warp).
+__device__ __forceinline__ void ffn_product(const T* a, int stride, const T* __restrict__ w, int k,
+                                            const int* wrow, float acc[4][FFN_TILES][4]) {
+    int lane = threadIdx.x % 32, group = lane / 4, pair = lane % 4 * 2;
+    for (int k0 = 0; k0 < k; k0 += 16) {
+        unsigned fa[4][4];
+#pragma unroll
+        for (int m = 0; m < 4; m++) {
+            const T* r0 = a + (m * 16 + group) * stride + k0 + pair;
+            const T* r1 = r0 + 8 * stride;
+            fa[m][0] = *reinterpret_cast<const unsigned*>(r0);
+            fa[m][1] = *reinterpret_cast<const unsigned*>(r1);
+            fa[m][2] = *reinterpret_cast<const unsigned*>(r0 + 8);
+            fa[m][3] = *reinterpret_cast<const unsigned*>(r1 + 8);
+        }
+        bool upper = k0 + 8 < k;  // the chunk's second 8 columns exist (k is a multiple of 8)
+#pragma unroll
+        for (int t = 0; t < FFN_TILES; t++) {
+            if (wrow[t] < 0) continue;
+            const T* col = w + (i64)(wrow[t] + group) * k + k0 + pair;
+            unsigned fb[2] = {*reinterpret_cast<const unsigned*>(col),
+                              upper ? *reinterpret_cast<const unsigned*>(col + 8) : 0u};
+#pragma unroll
+            for (int m = 0; m < 4; m++) mma16816(acc[m][t], fa[m], fb);
+        }
+    }
+}
+
+// x += conv5(SimpleGate(conv4(LayerNorm(x)))) in place on `pixels` pixels of `c` channels
+// (γ folded into conv5; w4 [2c][c], w5 [c][c] row-major, biases in half), FFN_ROWS pixels per
+// block of FFN_WARPS warps, with nothing between the steps leaving shared memory:
+// 1. the block's pixels normalised as layer_norm does (normalize_pixel) into the tile `normed`;
+// 2. conv4 on the tensor cores, a warp taking 8-channel groups j with their gate partners
+//    j + c, each output rounded to half as the product would store it, then gated (as `gate`)
+//    into the tile `gated`;
+// 3. conv5 over `gated`, its bias and the residual added in float, stored once.
+// Dynamic shared memory: the two tiles, 2 · FFN_ROWS · ffn_stride(c) halves.
+extern "C" __global__ void __launch_bounds__(FFN_WARPS * 32)
+    ffn(T* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
+        const T* __restrict__ w4, const T* __restrict__ b4, const T* __restrict__ w5,
+        const T* __restrict__ b5, i64 pixels, int c, float eps) {
+    DYNAMIC_SHARED(shared);
+    int stride = ffn_stride(c), padded = stride - 8;
+    T* normed = reinterpret_cast<T*>(shared);
+    T* gated = normed + FFN_ROWS * stride;
+    i64 p0 = (i64)blockIdx.x * FFN_ROWS;
+    int warp = threadIdx.x / 32, group = threadIdx.x % 32 / 4, pair = threadIdx.x % 4 * 2;
+    for (int r = threadIdx.x; r < FFN_ROWS; r += blockDim.x) {
+        for (int i = c; i < padded; i++) normed[r * stride + i] = gated[r * stride + i] = 0;
+    }
+    for (int r = threadIdx.x / LN_LANES; r < FFN_ROWS; r += blockDim.x / LN_LANES) {
+        bool live = p0 + r < pixels;
+        normalize_pixel(x + (live ? p0 + r : 0) * c, gamma, beta, normed + r * stride, c, eps,
+                        threadIdx.x % LN_LANES, live);
+    }
+    __syncthreads();
+
+    int units = c / 8;  // 8-channel gate groups; a warp takes two per pass
+    for (int base = 0; base < units; base += 2 * FFN_WARPS) {
+        int u0 = base + warp, u1 = u0 + FFN_WARPS;
+        int wrow[FFN_TILES] = {u0 < units ? u0 * 8 : -1, u0 < units ? u0 * 8 + c : -1,
+                               u1 < units ? u1 * 8 : -1, u1 < units ? u1 * 8 + c : -1};
+        float acc[4][FFN_TILES][4] = {};
+        ffn_product(normed, stride, w4, c, wrow, acc);
+#pragma unroll
+        for (int t = 0; t < FFN_TILES; t += 2) {
+            if (wrow[t] < 0) continue;
+            int j = wrow[t] + pair;
+            float ba[2] = {to_f(b4[j]), to_f(b4[j + 1])}, bb[2] = {to_f(b4[j + c]), to_f(b4[j + c + 1])};
+#pragma unroll
+            for (int m = 0; m < 4; m++) {
+#pragma unroll
+                for (int half = 0; half < 2; half++) {
+                    unsigned g2 = 0;
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        float a = to_f(to_t(acc[m][t][half * 2 + e] + ba[e]));
+                        float b = to_f(to_t(acc[m][t + 1][half * 2 + e] + bb[e]));
+                        g2 |= (unsigned)to_t(a * b) << (16 * e);
+                    }
+                    *reinterpret_cast<unsigned*>(gated + (m * 16 + group + half * 8) * stride + j) = g2;
+                }
+            }
+        }
+    }
+    __syncthreads();
+
+    int tiles = c / 8;  // 8-channel output tiles; a warp takes FFN_TILES per pass
+    for (int base = 0; base < tiles; base += FFN_TILES * FFN_WARPS) {
+        int wrow[FFN_TILES];
+#pragma unroll
+        for (int t = 0; t < FFN_TILES; t++) {
+            int tile = base + warp + t * FFN_WARPS;
+            wrow[t] = tile < tiles ? tile * 8 : -1;
+        }
+        float acc[4][FFN_TILES][4] = {};
+        ffn_product(gated, stride, w5, c, wrow, acc);
+#pragma unroll
+        for (int t = 0; t < FFN_TILES; t++) {
+            if (wrow[t] < 0) continue;
+            int n = wrow[t] + pair;
+            float bias[2] = {to_f(b5[n]), to_f(b5[n + 1])};
+#pragma unroll
+            for (int m = 0; m < 4; m++) {
+#pragma unroll
+                for (int half = 0; half < 2; half++) {
+                    i64 p = p0 + m * 16 + group + half * 8;
+                    if (p >= pixels) continue;
+                    unsigned* q = reinterpret_cast<unsigned*>(x + p * c + n);
+                    unsigned old = *q, y2 = 0;
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        float v = acc[m][t][half * 2 + e] + bias[e] + to_f((unsigned short)(old >> (16 * e)));
+                        y2 |= (unsigned)to_t(v) << (16 * e);
+                    }
+                    *q = y2;
+                }
+            }
+        }
+    }
+}
+#endif

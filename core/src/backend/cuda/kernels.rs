@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use cudarc::driver::{CudaContext, CudaFunction};
 use cudarc::nvrtc::{CompileOptions, Ptx, compile_ptx_with_opts};
 use sha2::{Digest, Sha256};
@@ -36,6 +37,20 @@ pub const ENTRY_POINTS: [&str; 12] = [
     "frame_in",
     "frame_out",
 ];
+
+/// The fused feed-forward kernel: compiled only in FP16 for compute capability 8.0 and newer
+/// (it runs on the tensor cores with `mma.m16n8k16`).
+pub const FFN_ENTRY_POINT: &str = "ffn";
+
+/// Whether a build for `arch` in FP16 or f32 holds [`FFN_ENTRY_POINT`].
+pub fn has_ffn(arch: (i32, i32), fp16: bool) -> bool {
+    fp16 && arch >= (8, 0)
+}
+
+/// Every entry point a build for `arch` in FP16 or f32 holds.
+fn entry_points(arch: (i32, i32), fp16: bool) -> impl Iterator<Item = &'static str> {
+    ENTRY_POINTS.into_iter().chain(has_ffn(arch, fp16).then_some(FFN_ENTRY_POINT))
+}
 
 /// NVRTC options for compute capability `arch` (major, minor) storing activations in FP16 or f32.
 pub fn compile_options(arch: (i32, i32), fp16: bool) -> Vec<String> {
@@ -78,7 +93,7 @@ pub fn ptx(arch: (i32, i32), fp16: bool, cache_dir: Option<&Path>) -> Result<Str
     let digest: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
     let path = dir.join(format!("kernels-{}.ptx", &digest[..32]));
     if let Ok(text) = std::fs::read_to_string(&path)
-        && ENTRY_POINTS.iter().all(|name| text.contains(&format!(".entry {name}(")))
+        && entry_points(arch, fp16).all(|name| text.contains(&format!(".entry {name}(")))
     {
         return Ok(text);
     }
@@ -110,6 +125,11 @@ pub struct Kernels {
     pub gate: CudaFunction,
     /// PixelShuffle(2) added into the skip.
     pub shuffle_add: CudaFunction,
+    /// The feed-forward half of a NAFBlock in one kernel on the tensor cores, where the build
+    /// has it ([`has_ffn`]).
+    pub ffn: Option<CudaFunction>,
+    /// The most dynamic shared memory `ffn` may use on this device (bytes).
+    pub ffn_shared_limit: usize,
     /// A caller's device frame → the padded planar f32 input.
     pub frame_in: CudaFunction,
     /// The planar f32 output → a caller's device frame.
@@ -117,10 +137,23 @@ pub struct Kernels {
 }
 
 impl Kernels {
-    /// Loads `ptx` into `ctx`.
+    /// Loads `ptx` into `ctx`, with `ffn` allowed all the shared memory a block may opt into.
     pub fn load(ctx: &Arc<CudaContext>, ptx: String) -> Result<Self> {
+        let has_ffn = ptx.contains(&format!(".entry {FFN_ENTRY_POINT}("));
         let module = ctx.load_module(Ptx::from_src(ptx)).map_err(cuda_error("loading the kernel module"))?;
         let f = |name: &str| module.load_function(name).map_err(cuda_error(&format!("loading kernel {name}")));
+        let (ffn, ffn_shared_limit) = if has_ffn {
+            let function = f(FFN_ENTRY_POINT)?;
+            let limit = ctx
+                .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+                .map_err(cuda_error("querying the shared memory per block"))?;
+            function
+                .set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, limit)
+                .map_err(cuda_error("raising the fused kernel's shared memory"))?;
+            (Some(function), usize::try_from(limit).unwrap_or(0))
+        } else {
+            (None, 0)
+        };
         Ok(Kernels {
             conv_in: f(ENTRY_POINTS[0])?,
             conv_out: f(ENTRY_POINTS[1])?,
@@ -132,6 +165,8 @@ impl Kernels {
             scale_weights: f(ENTRY_POINTS[7])?,
             gate: f(ENTRY_POINTS[8])?,
             shuffle_add: f(ENTRY_POINTS[9])?,
+            ffn,
+            ffn_shared_limit,
             frame_in: f(ENTRY_POINTS[10])?,
             frame_out: f(ENTRY_POINTS[11])?,
         })
@@ -142,7 +177,8 @@ impl Kernels {
 mod tests {
     use super::*;
 
-    /// Every kernel compiles to PTX for Turing, Jetson Orin and Hopper in both precisions. Needs
+    /// Every kernel compiles to PTX for Turing, Jetson Orin and Hopper in both precisions (the
+    /// fused tensor-core kernel in FP16 from Ampere on, and only there). Needs
     /// NVRTC only (CI installs the PyPI wheel and sets MASKDCPT_REQUIRE_NVRTC=1 so that a
     /// missing library fails instead of skipping).
     #[test]
@@ -160,9 +196,12 @@ mod tests {
         for arch in [(7, 5), (8, 7), (9, 0)] {
             for fp16 in [false, true] {
                 let ptx = compile(arch, fp16).unwrap_or_else(|e| panic!("sm_{}{} fp16={fp16}: {e}", arch.0, arch.1));
-                for name in ENTRY_POINTS {
+                for name in entry_points(arch, fp16) {
                     assert!(ptx.contains(&format!(".entry {name}(")), "{name} missing for {arch:?}");
                 }
+                let ffn = ptx.contains(&format!(".entry {FFN_ENTRY_POINT}("));
+                assert_eq!(ffn, has_ffn(arch, fp16), "the fused kernel in sm_{}{} fp16={fp16}", arch.0, arch.1);
+                assert_eq!(ptx.contains("mma.sync.aligned.m16n8k16"), ffn);
                 assert_eq!(ptx.contains("cvt.rn.f16.f32"), fp16);
             }
         }

@@ -1,6 +1,6 @@
 // Entry points of the emulated kernels (after shim.cpp, kernels.cu and frames.cu): each runs
-// its kernel over the grid `dims` (grid x, y, z, block x, y, z) with the arguments the engine
-// passes, and returns 1 if a warp shuffle diverged or the block was too large to run.
+// its kernel over the grid `dims` (grid x, y, z, block x, y, z, dynamic shared bytes) with
+// the arguments the engine passes, and returns what `launch` (shim.cpp) reports.
 
 extern "C" int emulate_conv_in(const unsigned* dims, const float* img, const float* w, const float* b, T* out,
                                int n, int h, int wd, int cout) {
@@ -46,3 +46,9 @@ extern "C" int emulate_frame_out(const unsigned* dims, const float* img, int h, 
                                  const Frame* src) {
     return launch(dims, [&] { frame_out(img, h, w, *f, *src); });
 }
+#ifdef MASKDCPT_FP16
+extern "C" int emulate_ffn(const unsigned* dims, T* x, const float* gamma, const float* beta, const T* w4,
+                           const T* b4, const T* w5, const T* b5, i64 pixels, int c, float eps) {
+    return launch(dims, [&] { ffn(x, gamma, beta, w4, b4, w5, b5, pixels, c, eps); });
+}
+#endif

@@ -75,10 +75,11 @@ impl Emulated {
     }
 }
 
-/// A launch configuration as the driver takes it: grid x, y, z, then block x, y, z.
-pub(super) fn dims(config: &LaunchConfig) -> [u32; 6] {
+/// A launch configuration as the driver takes it: grid x, y, z, block x, y, z, then the
+/// dynamic shared memory bytes.
+pub(super) fn dims(config: &LaunchConfig) -> [u32; 7] {
     let (g, b) = (config.grid_dim, config.block_dim);
-    [g.0, g.1, g.2, b.0, b.1, b.2]
+    [g.0, g.1, g.2, b.0, b.1, b.2, config.shared_mem_bytes]
 }
 
 /// A small deterministic byte source (xorshift).

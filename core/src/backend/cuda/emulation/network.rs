@@ -9,7 +9,7 @@ use std::cmp::Ordering;
 use half::f16;
 
 use super::{Emulated, dims, random_bytes};
-use crate::backend::cuda::instance::{dw_gate_pool_grid, dw_gate_pool_rows_grid, grid_for};
+use crate::backend::cuda::instance::{dw_gate_pool_grid, dw_gate_pool_rows_grid, ffn_grid, grid_for};
 use crate::backend::cuda::weights::Element;
 
 /// Images, height, width and (gated) channels of one case.
@@ -39,6 +39,19 @@ type DwGatePool<T> =
 type ScaVector = unsafe extern "C" fn(Dims, *const f32, *const f32, *const f32, *mut f32, i32, i32, f32) -> i32;
 type ScaleWeights<T> = unsafe extern "C" fn(Dims, *const T, *const f32, *mut T, i32, i32) -> i32;
 type Gate<T> = unsafe extern "C" fn(Dims, *const T, *mut T, i64, i32) -> i32;
+type Ffn = unsafe extern "C" fn(
+    Dims,
+    *mut f16,
+    *const f32,
+    *const f32,
+    *const f16,
+    *const f16,
+    *const f16,
+    *const f16,
+    i64,
+    i32,
+    f32,
+) -> i32;
 type ShuffleAdd<T> = unsafe extern "C" fn(Dims, *const T, *mut T, i32, i32, i32, i32) -> i32;
 
 /// Values in [-scale, scale) from two random bytes each.
@@ -336,6 +349,73 @@ fn gate<T: Element>(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut impl FnM
     assert_close("gate", &loaded(&g), &want, tolerance::<T>());
 }
 
+/// Rounds to FP16 and back.
+fn half_rounded(v: f64) -> f64 {
+    f64::from(f16::from_f64(v).to_f32())
+}
+
+/// The fused feed-forward half (FP16 only) against a reference that rounds to FP16 where
+/// the unfused launches store (the normalised input, conv4's outputs, the gated features),
+/// with a guard band past the feature map that no thread may write.
+fn ffn(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut impl FnMut() -> u8) {
+    let p = n * h * w;
+    let scale = 1.0 / (c as f32).sqrt();
+    let x0: Vec<f32> = values(p * c, 4.0, byte).iter().map(|v| v + 50.0).collect();
+    let x0 = stored::<f16>(&x0);
+    let (gamma, beta) = (values(c, 2.0, byte), values(c, 1.0, byte));
+    let w4 = stored::<f16>(&values(2 * c * c, 2.0 * scale, byte));
+    let b4 = stored::<f16>(&values(2 * c, 0.5, byte));
+    let w5 = stored::<f16>(&values(c * c, 2.0 * scale, byte));
+    let b5 = stored::<f16>(&values(c, 0.5, byte));
+    let guard = f16::from_f32(-7.0);
+    let mut x = x0.clone();
+    x.extend(std::iter::repeat_n(guard, 8 * c));
+    let eps = 1.0e-6;
+    let grid = dims(&ffn_grid(c, p).unwrap());
+    // SAFETY: as in conv_in.
+    let f = unsafe { k.entry::<Ffn>("ffn") };
+    let diverged = unsafe {
+        f(
+            grid.as_ptr(),
+            x.as_mut_ptr(),
+            gamma.as_ptr(),
+            beta.as_ptr(),
+            w4.as_ptr(),
+            b4.as_ptr(),
+            w5.as_ptr(),
+            b5.as_ptr(),
+            p as i64,
+            i32_of(c),
+            eps,
+        )
+    };
+    assert_eq!(diverged, 0, "the fused feed-forward kernel diverged or overran its shared memory");
+    let past = x.split_off(p * c);
+    assert!(past.iter().all(|&v| v == guard), "ffn wrote past the feature map");
+    let (x0, w4, b4, w5, b5) = (loaded(&x0), loaded(&w4), loaded(&b4), loaded(&w5), loaded(&b5));
+    let mut want = vec![0f64; p * c];
+    for (row, out) in x0.chunks(c).zip(want.chunks_mut(c)) {
+        let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / c as f64;
+        let var = row.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / c as f64;
+        let rstd = 1.0 / (var + f64::from(eps)).sqrt();
+        let normed: Vec<f64> = (0..c)
+            .map(|i| half_rounded((f64::from(row[i]) - mean) * rstd * f64::from(gamma[i]) + f64::from(beta[i])))
+            .collect();
+        let conv4 = |o: usize| {
+            let dot: f64 = (0..c).map(|i| f64::from(w4[o * c + i]) * normed[i]).sum();
+            half_rounded(dot + f64::from(b4[o]))
+        };
+        let gated: Vec<f64> = (0..c).map(|j| half_rounded(conv4(j) * conv4(j + c))).collect();
+        for (o, y) in out.iter_mut().enumerate() {
+            let dot: f64 = (0..c).map(|i| f64::from(w5[o * c + i]) * gated[i]).sum();
+            *y = dot + f64::from(b5[o]) + f64::from(row[o]);
+        }
+    }
+    // One FP16 rounding of the output, and f32 sums whose rounding can tip an intermediate
+    // half rounding the other way.
+    assert_close("ffn", &loaded(&x), &want, 2.0e-3);
+}
+
 fn shuffle_add<T: Element>(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut impl FnMut() -> u8) {
     let t = stored::<T>(&values(n * h * w * 4 * c, 1.0, byte));
     let skip = stored::<T>(&values(n * 4 * h * w * c, 1.0, byte));
@@ -376,6 +456,9 @@ fn every_kernel<T: Element>(fp16: bool) {
         scale_weights::<T>(&kernels, case, &mut byte);
         gate::<T>(&kernels, case, &mut byte);
         shuffle_add::<T>(&kernels, case, &mut byte);
+        if fp16 {
+            ffn(&kernels, case, &mut byte);
+        }
     }
 }
 

@@ -2,11 +2,14 @@
 // that CI runs every kernel of kernels.cu and frames.cu on the CPU (emulation/mod.rs).
 //
 // A launch runs its blocks one after another and the threads of a block as fibers
-// (ucontext), round-robin: each thread runs until its next barrier point (__syncthreads, or
-// either half of a warp shuffle), so all threads of a block pass their barriers in lockstep
-// as on the GPU. __shared__ variables are function statics, shared by the threads of the
-// running block. Half conversions are IEEE round-to-nearest (_Float16), which is what the
-// PTX conversions do; float arithmetic is plain IEEE with contraction off.
+// (ucontext), round-robin: a thread runs until it waits at a barrier, which are real ones:
+// __syncthreads waits for the whole block, a warp shuffle or tensor-core product (mma16816)
+// for the 32 lanes of the warp, twice (all have posted their operands; all have read). A
+// lane that ends or a block that stops making progress while others wait is reported as a
+// divergence. __shared__ variables are function statics, shared by the threads of the
+// running block, and dynamic shared memory one static buffer. Half conversions are IEEE
+// round-to-nearest (_Float16), which is what the PTX conversions do; float arithmetic is
+// plain IEEE with contraction off (the tensor-core product sums its 16 terms in order).
 
 #include <math.h>
 #include <string.h>
@@ -61,7 +64,8 @@ struct Fiber {
     ucontext_t context;
     Dim3 thread;
     bool done;
-    long phase;  // barrier points passed
+    long syncs;     // __syncthreads passed
+    long warp_ops;  // warp-wide operations (shuffles, mma) begun
 };
 static const size_t STACK_BYTES = 64 * 1024;
 static std::vector<Fiber> fibers;
@@ -69,47 +73,117 @@ static std::vector<char> stacks;
 static ucontext_t scheduler;
 static size_t current;
 static const std::function<void()>* kernel_body;
-// Set when the threads of a warp reach a shuffle out of step (what a GPU would deadlock or
-// read garbage on); the launch returns it.
+// Set when the threads of a warp meet a warp-wide operation out of step, or the block's
+// threads wait on each other for ever (divergent barriers: what a GPU would deadlock or read
+// garbage on); the launch returns it. `broken` then releases every wait so the block ends.
 static int divergence;
+static bool broken;
+// Set whenever a thread reaches a barrier, gets past one or ends during a round of the
+// scheduler; a round without it is a deadlock.
+static bool progress;
 static float lanes[1024];
-static long lane_phase[1024];
+static unsigned frag_a[1024][4], frag_b[1024][2];
+static long posted[1024], consumed[1024];
+// Dynamic shared memory: the launch's bytes end where a guard band starts; both are filled
+// with 0xff (NaN halves and floats) before every block, so a kernel that reads memory it did
+// not write, or past its size, computes NaN, and one that writes past it is reported.
+static const size_t SHARED_CAPACITY = 256 * 1024, SHARED_GUARD = 4096;
+static unsigned char shared_arena[SHARED_CAPACITY + SHARED_GUARD] __attribute__((aligned(16)));
+static unsigned char* dynamic_shared;
+#define DYNAMIC_SHARED(name) unsigned char* name = dynamic_shared
+#define __launch_bounds__(...)
 
 static void fiber_main() {
     (*kernel_body)();
     fibers[current].done = true;
+    progress = true;
 }
 
-static void barrier_point() {
-    fibers[current].phase++;
-    swapcontext(&fibers[current].context, &scheduler);
+// Yields to the other threads until `ready()` holds.
+template <class Ready>
+static void wait_until(Ready ready) {
+    progress = true;
+    while (!broken && !ready()) swapcontext(&fibers[current].context, &scheduler);
+    progress = true;
 }
-
-static inline void __syncthreads() { barrier_point(); }
 
 static inline unsigned linear_thread() {
     return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
 }
 
+// A barrier for the whole block (threads that ended count as arrived).
+static void __syncthreads() {
+    long mine = ++fibers[current].syncs;
+    wait_until([&] {
+        for (const Fiber& f : fibers)
+            if (!f.done && f.syncs < mine) return false;
+        return true;
+    });
+}
+
+// Marks this thread's current warp operation in `mark` and waits for every lane of its warp
+// to mark it too; a lane that ended without marking it is a divergence.
+static void warp_meet(long* mark) {
+    unsigned t = linear_thread(), first = t & ~31u, last = first + 32;
+    if (last > fibers.size()) last = (unsigned)fibers.size();
+    long op = fibers[current].warp_ops;
+    mark[t] = op;
+    wait_until([&] {
+        for (unsigned l = first; l < last; l++) {
+            if (mark[l] >= op) continue;
+            if (!fibers[l].done) return false;
+            divergence = 1;  // the lane ended without meeting this operation
+        }
+        return true;
+    });
+}
+
 static float __shfl_xor_sync(unsigned, float v, int lane_mask) {
     unsigned t = linear_thread();
+    fibers[current].warp_ops++;
     lanes[t] = v;
-    lane_phase[t] = fibers[current].phase;
-    barrier_point();
-    unsigned partner = (t & ~31u) | ((t & 31u) ^ (unsigned)lane_mask);
-    if (lane_phase[partner] != fibers[current].phase - 1) divergence = 1;
-    float r = lanes[partner];
-    barrier_point();
+    warp_meet(posted);
+    float r = lanes[(t & ~31u) | ((t & 31u) ^ (unsigned)lane_mask)];
+    warp_meet(consumed);
     return r;
 }
 
-// Runs `body` as every thread of the grid; returns 1 if a warp shuffle diverged or the block
-// has more threads than CUDA allows (1024), which it then does not run.
+// mma.m16n8k16 (row-major A, column-major B, FP16 in, f32 accumulate) from the fragments
+// the lanes hold, laid out as the PTX ISA gives them: A register r of lane 4g + i holds row
+// g + 8·(r & 1), columns 2i + 8·(r >> 1) and the next; B register r holds rows (k) 2i + 8r
+// and the next of column g; D element e holds row g + 8·(e >> 1), column 2i + (e & 1).
+static float fragment_half(unsigned reg, int k) { return to_f((unsigned short)(reg >> (16 * (k & 1)))); }
+static void mma16816(float* d, const unsigned* a, const unsigned* b) {
+    unsigned t = linear_thread(), warp = t & ~31u, lane = t & 31u;
+    fibers[current].warp_ops++;
+    memcpy(frag_a[t], a, sizeof frag_a[t]);
+    memcpy(frag_b[t], b, sizeof frag_b[t]);
+    warp_meet(posted);
+    float out[4];
+    for (int e = 0; e < 4; e++) {
+        int row = lane / 4 + 8 * (e >> 1), col = lane % 4 * 2 + (e & 1);
+        float acc = d[e];
+        for (int k = 0; k < 16; k++) {
+            unsigned ra = frag_a[warp + row % 8 * 4 + k % 8 / 2][(row >= 8) + 2 * (k >= 8)];
+            unsigned rb = frag_b[warp + col * 4 + k % 8 / 2][k >= 8];
+            acc += fragment_half(ra, k) * fragment_half(rb, k);
+        }
+        out[e] = acc;
+    }
+    warp_meet(consumed);
+    memcpy(d, out, sizeof out);
+}
+
+// Runs `body` as every thread of the grid with `dims` = grid x, y, z, block x, y, z and
+// dynamic shared bytes; returns 1 if a warp operation or barrier diverged or a block wrote
+// past its dynamic shared memory, or if the block has more threads than CUDA allows (1024)
+// or asks for more shared memory than the emulation holds, which it then does not run.
 static int launch(const unsigned* dims, const std::function<void()>& body) {
     gridDim = {dims[0], dims[1], dims[2]};
     blockDim = {dims[3], dims[4], dims[5]};
     size_t threads = (size_t)blockDim.x * blockDim.y * blockDim.z;
-    if (threads > 1024) return 1;
+    if (threads > 1024 || dims[6] % 16 != 0 || dims[6] > SHARED_CAPACITY) return 1;
+    dynamic_shared = shared_arena + SHARED_CAPACITY - dims[6];
     kernel_body = &body;
     divergence = 0;
     fibers.assign(threads, Fiber{});
@@ -118,6 +192,7 @@ static int launch(const unsigned* dims, const std::function<void()>& body) {
         for (unsigned by = 0; by < gridDim.y; by++)
             for (unsigned bx = 0; bx < gridDim.x; bx++) {
                 blockIdx = {bx, by, bz};
+                memset(dynamic_shared, 0xff, dims[6] + SHARED_GUARD);
                 for (size_t i = 0; i < threads; i++) {
                     Fiber& f = fibers[i];
                     getcontext(&f.context);
@@ -128,17 +203,24 @@ static int launch(const unsigned* dims, const std::function<void()>& body) {
                     f.thread = {(unsigned)(i % blockDim.x), (unsigned)(i / blockDim.x % blockDim.y),
                                 (unsigned)(i / blockDim.x / blockDim.y)};
                     f.done = false;
-                    f.phase = 0;
+                    f.syncs = 0;
+                    f.warp_ops = 0;
+                    posted[i] = consumed[i] = 0;
                 }
+                broken = false;
                 for (bool live = true; live;) {
                     live = false;
+                    progress = false;
                     for (current = 0; current < threads; current++) {
                         if (fibers[current].done) continue;
                         threadIdx = fibers[current].thread;
                         swapcontext(&scheduler, &fibers[current].context);
                         live |= !fibers[current].done;
                     }
+                    if (live && !progress) divergence = 1, broken = true;
                 }
+                for (size_t i = SHARED_CAPACITY; i < sizeof shared_arena; i++)
+                    if (shared_arena[i] != 0xff) divergence = 1;
             }
     return divergence;
 }
