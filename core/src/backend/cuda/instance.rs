@@ -495,24 +495,8 @@ impl Lowering<'_> {
         Ok(())
     }
 
-    /// A product with `dense`'s bias; `a` replaces its weight (per-image weights).
-    #[allow(clippy::too_many_arguments)]
-    fn gemm<T: Element>(
-        &mut self,
-        label: &'static str,
-        dense: &Dense<T>,
-        a: Option<u64>,
-        shape: GemmShape,
-        b: u64,
-        d: u64,
-        accumulate: bool,
-    ) -> Result<()> {
-        let op = self.gemm_op(dense, a, shape, b, d, accumulate)?;
-        self.push(label, op);
-        Ok(())
-    }
-
-    /// The product of [`gemm`](Self::gemm), its algorithm adopted from `tuned` or timed.
+    /// A product with `dense`'s bias (`a` replaces its weight: per-image weights), its
+    /// algorithm adopted from `tuned` or timed.
     fn gemm_op<T: Element>(
         &mut self,
         dense: &Dense<T>,
@@ -590,14 +574,17 @@ impl Lowering<'_> {
                 let shape = GemmShape::down_row(cin, cout, n, (h, w))?;
                 let (src, dst) = (value(*input), value(*output));
                 let next_row = (GemmShape::down_next_row(cin, w) * element) as u64;
-                self.gemm("gemm down", &rows[0], None, shape, src, dst, false)?;
-                self.gemm("gemm down", &rows[1], None, shape, src + next_row, dst, true)?;
+                let op = self.gemm_op(&rows[0], None, shape, src, dst, false)?;
+                self.push("gemm down", op);
+                let op = self.gemm_op(&rows[1], None, shape, src + next_row, dst, true)?;
+                self.push("gemm down", op);
             }
             (Step::UpShuffleAdd { input, skip, output, .. }, StepWeights::Up(dense)) => {
                 let c = graph.node(*output).channels;
                 let expanded = self.scratch[1];
                 let shape = GemmShape::conv1x1(dense.cols, dense.rows, pixels(*input));
-                self.gemm("gemm up", dense, None, shape, value(*input), expanded, false)?;
+                let op = self.gemm_op(dense, None, shape, value(*input), expanded, false)?;
+                self.push("gemm up", op);
                 let out = value(*output);
                 self.copy_in_place(out, value(*skip), pixels(*output) * c * element);
                 let args =
@@ -645,7 +632,8 @@ impl Lowering<'_> {
         let expand = GemmShape::conv1x1(c, 2 * c, p);
         let op = norm(self, &b.norm1)?;
         self.push("layer_norm", op);
-        self.gemm("gemm conv1", &b.conv1, None, expand, normed, expanded, false)?;
+        let op = self.gemm_op(&b.conv1, None, expand, normed, expanded, false)?;
+        self.push("gemm conv1", op);
         self.push("zero", Op::Zero { ptr: pool, bytes: n * c * 4 });
         let args = vec![
             Arg::Ptr(expanded),
@@ -684,7 +672,8 @@ impl Lowering<'_> {
             i32_of(c)?,
         ];
         self.kernel("scale_weights", &self.kernels.scale_weights.clone(), grid_for(n * c * c / 8)?, args);
-        self.gemm("gemm conv3", &b.conv3, Some(weights3), GemmShape::per_image(c, hw, n)?, gated, x, true)?;
+        let op = self.gemm_op(&b.conv3, Some(weights3), GemmShape::per_image(c, hw, n)?, gated, x, true)?;
+        self.push("gemm conv3", op);
 
         let gate_args = vec![Arg::Ptr(expanded), Arg::Ptr(gated), Arg::I64(p as i64), i32_of(c)?];
         let mut candidates = vec![vec![
