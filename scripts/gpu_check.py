@@ -17,7 +17,7 @@ twice, timing the first build (NVRTC + tuning) and the second (file reused), the
 with `--engine` against one without.
 
 Timing (released shape, FP16): `maskdcpt bench --backend cuda` (device-resident median), also
-with `--feed-forward launches` (the blocks' feed-forward halves without the fused kernel)
+with `--fusion launches` (the blocks without the fused tensor-core kernels)
 next to PyTorch eager FP16, torch.compile and torch.compile(mode="reduce-overhead"), with
 peak GPU memory, at 1x256x256, 8x256x256 and 1x1088x1920.
 """
@@ -136,7 +136,7 @@ def timing(binary: str, released: Path, modes: list[str], iters: int, budget_s: 
                        "--warmup", "2", *extra])
             return json.loads(out.strip().splitlines()[-1])
         ours = bench()
-        launches = bench("--feed-forward", "launches")
+        launches = bench("--fusion", "launches")
         row = dict(shape=f"{n}x{h}x{w}", ours_ms=ours["device_median_ms"], ours_host_ms=ours["median_ms"],
                    ours_launches_ms=launches["device_median_ms"],
                    ours_mb=ours["device_memory_mb"], device=ours["device"], profile=ours["device_profile"])
@@ -214,7 +214,7 @@ def main() -> None:
     for r in parity_rows:
         print(f"| {r['case']} | {r['precision']} | {r['max_abs']:.3e} | {r['psnr_db']:.1f} ({r['peak']:.3g}) | {r['pass']} |")
     modes = args.modes.split(",")
-    print(f"\n| shape | ours ms (host e2e) | ours, feed-forward as launches | {' | '.join(modes)} | ours / best "
+    print(f"\n| shape | ours ms (host e2e) | ours, unfused launches | {' | '.join(modes)} | ours / best "
           "| ours MB | torch MB (per mode) |")
     print("|---|---|---|" + "---|" * len(modes) + "---|---|---|")
     for r in timing_rows:

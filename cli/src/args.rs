@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::error::CliError;
 use maskdcpt_core::backend::tensorrt::profile::Size;
-use maskdcpt_core::backend::{Backend, CudaOptions, EngineOptions, FeedForward, Precision, ScaMode, Tiling};
+use maskdcpt_core::backend::{Backend, CudaOptions, EngineOptions, Fusion, Precision, ScaMode, Tiling};
 
 /// Restore images with MaskDCPT / NAFNet checkpoints, and inspect, convert or benchmark them.
 #[derive(Debug, Parser)]
@@ -89,21 +89,22 @@ pub struct EngineArgs {
     /// one per key in the kernel cache folder.
     #[arg(long, value_name = "FILE")]
     pub engine: Option<PathBuf>,
-    /// Kernels of each block's feed-forward half on `--backend cuda`: `fastest` times both
-    /// per shape; `launches` runs LayerNorm, conv4, gate and conv5 as four launches; `fused`
-    /// runs the one tensor-core kernel where it runs (FP16, compute capability 8.0+).
-    #[arg(long, value_enum, default_value_t = FeedForwardArg::Fastest)]
-    pub feed_forward: FeedForwardArg,
+    /// NAFBlock kernels on `--backend cuda`: `fused` runs LayerNorm + conv1 and the whole
+    /// feed-forward half as one tensor-core kernel each where they run (FP16, compute
+    /// capability 8.0+), `launches` as separate kernels and cuBLASLt products, `fastest` times
+    /// both per shape.
+    #[arg(long, value_enum, default_value_t = FusionArg::Fastest)]
+    pub fusion: FusionArg,
 }
 
-/// `--feed-forward` values.
+/// `--fusion` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum FeedForwardArg {
+pub enum FusionArg {
     /// The faster, timed per shape.
     Fastest,
-    /// Four launches (cuBLASLt products).
+    /// Separate launches (cuBLASLt products).
     Launches,
-    /// The fused tensor-core kernel.
+    /// The fused tensor-core kernels.
     Fused,
 }
 
@@ -161,10 +162,10 @@ impl EngineArgs {
                     device: self.device as usize,
                     cache_dir: kernel_cache_dir(),
                     engine_file: self.engine.clone(),
-                    feed_forward: match self.feed_forward {
-                        FeedForwardArg::Fastest => FeedForward::Fastest,
-                        FeedForwardArg::Launches => FeedForward::Launches,
-                        FeedForwardArg::Fused => FeedForward::Fused,
+                    fusion: match self.fusion {
+                        FusionArg::Fastest => Fusion::Fastest,
+                        FusionArg::Launches => Fusion::Launches,
+                        FusionArg::Fused => Fusion::Fused,
                     },
                 }),
             ),
@@ -182,8 +183,8 @@ impl EngineArgs {
         if self.engine.is_some() && self.backend != BackendArg::Cuda {
             return Err(CliError::Invalid("--engine names a CUDA engine file: add --backend cuda".into()));
         }
-        if self.feed_forward != FeedForwardArg::Fastest && self.backend != BackendArg::Cuda {
-            return Err(CliError::Invalid("--feed-forward chooses CUDA kernels: add --backend cuda".into()));
+        if self.fusion != FusionArg::Fastest && self.backend != BackendArg::Cuda {
+            return Err(CliError::Invalid("--fusion chooses CUDA kernels: add --backend cuda".into()));
         }
         Ok(EngineOptions {
             threads: self.threads.map(|t| t as usize),

@@ -559,7 +559,7 @@ fn build_engine_reports_what_is_missing() {
 }
 
 /// `build-engine --backend cuda` writes an engine file where a GPU is present and otherwise
-/// says what is missing and writes nothing; `--engine` and `--feed-forward` belong to the cuda
+/// says what is missing and writes nothing; `--engine` and `--fusion` belong to the cuda
 /// backend.
 #[test]
 fn cuda_engine_files_need_a_gpu_and_the_cuda_backend() {
@@ -581,7 +581,7 @@ fn cuda_engine_files_need_a_gpu_and_the_cuda_backend() {
     let output = dir.path().join("out.npy");
     let out = maskdcpt(&["restore", "-m", s(&model), "-i", s(&image), "-o", s(&output), "--engine", s(&engine)]);
     assert_error(&out, &["--engine", "--backend cuda"]);
-    let out = maskdcpt(&["restore", "-m", s(&model), "-i", s(&image), "-o", s(&output), "--feed-forward", "fused"]);
-    assert_error(&out, &["--feed-forward", "--backend cuda"]);
+    let out = maskdcpt(&["restore", "-m", s(&model), "-i", s(&image), "-o", s(&output), "--fusion", "fused"]);
+    assert_error(&out, &["--fusion", "--backend cuda"]);
     assert!(!output.exists());
 }

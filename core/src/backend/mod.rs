@@ -95,21 +95,22 @@ pub struct CudaOptions {
     /// `cache_dir`): its kernels and tuned algorithms are used when it was written for this
     /// model, GPU, cuBLASLt, precision and library version; otherwise it is rebuilt.
     pub engine_file: Option<std::path::PathBuf>,
-    /// Which kernels run the feed-forward half of each NAFBlock.
-    pub feed_forward: FeedForward,
+    /// Whether NAFBlocks run on the fused tensor-core kernels or as separate launches.
+    pub fusion: Fusion,
 }
 
-/// Which kernels the CUDA backend runs the feed-forward half of a NAFBlock (LayerNorm →
-/// conv4 → SimpleGate → conv5 + residual) with.
+/// How the CUDA backend runs the two stretches of a NAFBlock that it can fuse into one
+/// tensor-core kernel each: LayerNorm → conv1 (`norm_conv1`), and the feed-forward half
+/// LayerNorm → conv4 → SimpleGate → conv5 + residual (`ffn`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum FeedForward {
-    /// The faster of the two below, timed per shape when an engine meets it.
+pub enum Fusion {
+    /// The faster of the two below for each stretch, timed per shape when an engine meets it.
     #[default]
     Fastest,
-    /// Four launches: LayerNorm, the cuBLASLt product conv4, SimpleGate, the product conv5.
+    /// Separate launches: LayerNorm, cuBLASLt products, SimpleGate.
     Launches,
-    /// The fused tensor-core kernel `ffn` where it runs (FP16 on compute capability 8.0 and
-    /// newer, channels that fit its shared memory), else the launches.
+    /// The fused kernels where they run (FP16 on compute capability 8.0 and newer, channels
+    /// that fit their shared memory), else the launches.
     Fused,
 }
 

@@ -19,7 +19,7 @@ use super::instance::{Instance, Shape};
 use super::kernels::{self, Kernels, ptx};
 use super::saved::{Algo, EngineKey, FileUse, ProductKey, SavedEngine};
 use super::weights::{Element, StepWeights, Uploader};
-use crate::backend::{CudaOptions, DeviceTiming, Engine, EngineOptions, FeedForward, MemoryEstimate, ScaMode, Tiling};
+use crate::backend::{CudaOptions, DeviceTiming, Engine, EngineOptions, Fusion, MemoryEstimate, ScaMode, Tiling};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::head::Feature;
@@ -52,8 +52,8 @@ pub struct CudaEngine<T> {
     file: Option<EngineFile>,
     /// Local tiling: (tile, overlap) in pixels.
     tiles: Option<(usize, usize)>,
-    /// Kernels of the blocks' feed-forward halves.
-    feed_forward: FeedForward,
+    /// Fused tensor-core kernels or launches.
+    fusion: Fusion,
 }
 
 /// What the engine's lock guards.
@@ -190,7 +190,7 @@ impl<T: Element> CudaEngine<T> {
             state: Mutex::new(State { resident: Vec::new(), tuned }),
             file,
             tiles,
-            feed_forward: cuda.feed_forward,
+            fusion: cuda.fusion,
         })
     }
 
@@ -239,7 +239,7 @@ impl<T: Element> CudaEngine<T> {
                     &self.device.stream,
                     free,
                     tuned,
-                    self.feed_forward,
+                    self.fusion,
                 )?;
                 // The file holds what the engine started from (nothing when it was missing or
                 // rejected): it is out of date exactly when building this instance tuned
@@ -533,7 +533,7 @@ impl<T: Element> Engine for CudaEngine<T> {
 
 #[cfg(test)]
 mod tests {
-    use crate::backend::{Backend, CudaOptions, Engine, EngineOptions, FeedForward, build_engine};
+    use crate::backend::{Backend, CudaOptions, Engine, EngineOptions, Fusion, build_engine};
     use crate::error::Error;
     use crate::image::Image;
     use crate::model::testing::random_model;
@@ -608,11 +608,12 @@ mod tests {
         }
     }
 
-    /// The fused feed-forward kernel (FP16, compute capability 8.0+) and the four launches it
-    /// replaces restore alike and as the CPU engine does, at channel counts 16 to 256 and with
-    /// a partial block of pixels (where the kernel does not run, both are the launches).
+    /// The fused tensor-core kernels (FP16, compute capability 8.0+), forced and as timed, and
+    /// the launches they replace restore alike and as the CPU engine does, at channel counts 16
+    /// to 256 and with a partial block of pixels (where the kernels do not run, all are the
+    /// launches).
     #[test]
-    fn fused_feed_forward_matches_the_launches() {
+    fn fused_kernels_match_the_launches() {
         let spec = ModelSpec {
             family: Family::MaskDcpt,
             width: 16,
@@ -622,16 +623,21 @@ mod tests {
         };
         let model = random_model(&spec, 9);
         let cpu = build_engine(&model, &EngineOptions::default()).unwrap();
-        let cuda = |feed_forward| CudaOptions { fp16: true, feed_forward, ..Default::default() };
-        let Some(launches) = engine_with(&model, cuda(FeedForward::Launches)) else { return };
-        let fused = engine_with(&model, cuda(FeedForward::Fused)).unwrap();
-        for (w, h) in [(72, 40), (35, 19)] {
-            let input = image(w, h, (3 * w + h) as u32);
-            let want = cpu.restore(&input).unwrap();
-            let (a, b) = (launches.restore(&input).unwrap(), fused.restore(&input).unwrap());
-            let (to_cpu, between) = (max_abs(&want, &b), max_abs(&a, &b));
-            eprintln!("{w}×{h}: fused vs cpu {to_cpu:.3e}, fused vs launches {between:.3e}");
-            assert!(to_cpu <= 2e-2 && between <= 2e-2, "{w}×{h}: fused vs cpu {to_cpu}, vs launches {between}");
+        let cuda = |fusion| CudaOptions { fp16: true, fusion, ..Default::default() };
+        let Some(launches) = engine_with(&model, cuda(Fusion::Launches)) else { return };
+        for fusion in [Fusion::Fused, Fusion::Fastest] {
+            let fused = engine_with(&model, cuda(fusion)).unwrap();
+            for (w, h) in [(72, 40), (35, 19)] {
+                let input = image(w, h, (3 * w + h) as u32);
+                let want = cpu.restore(&input).unwrap();
+                let (a, b) = (launches.restore(&input).unwrap(), fused.restore(&input).unwrap());
+                let (to_cpu, between) = (max_abs(&want, &b), max_abs(&a, &b));
+                eprintln!("{fusion:?} {w}×{h}: vs cpu {to_cpu:.3e}, vs launches {between:.3e}");
+                assert!(
+                    to_cpu <= 2e-2 && between <= 2e-2,
+                    "{fusion:?} {w}×{h}: vs cpu {to_cpu}, vs launches {between}"
+                );
+            }
         }
     }
 

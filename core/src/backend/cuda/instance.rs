@@ -12,10 +12,10 @@ use cudarc::driver::{CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, 
 
 use super::device::cuda_error;
 use super::gemm::{GemmPlan, GemmPointers, GemmShape, Lt};
-use super::kernels::Kernels;
+use super::kernels::{Kernels, TensorCoreKernels};
 use super::saved::{Algo, ProductKey};
 use super::weights::{BlockWeights, Dense, Element, StepWeights};
-use crate::backend::{FeedForward, TILING_HINT};
+use crate::backend::{Fusion, TILING_HINT};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, ValueId};
 use crate::passes::{Program, Step, plan};
@@ -130,19 +130,21 @@ pub(super) fn dw_gate_pool_rows_grid(run: usize, c: usize, (h, w): (usize, usize
     dw_grid(c, h * w.div_ceil(run), 1, threads, n)
 }
 
-/// Pixels per block of `ffn` (`FFN_ROWS` in kernels.cu).
-const FFN_ROWS: usize = 64;
+/// Pixels per block of the tensor-core kernels (`TILE_ROWS` in kernels.cu).
+const TILE_ROWS: usize = 64;
 
-/// Dynamic shared memory of `ffn` for `c` channels: two tiles of `FFN_ROWS` rows of
-/// `ffn_stride(c)` halves (kernels.cu).
-pub(super) fn ffn_shared_bytes(c: usize) -> usize {
-    2 * FFN_ROWS * (c.div_ceil(16) * 16 + 8) * 2
+/// Dynamic shared memory of a tensor-core kernel holding `tiles` shared tiles of `c` channels
+/// (`norm_conv1` one, `ffn` two): `TILE_ROWS` rows of `tile_stride(c)` halves each (kernels.cu).
+pub(super) fn tile_shared_bytes(c: usize, tiles: usize) -> usize {
+    tiles * TILE_ROWS * (c.div_ceil(16) * 16 + 8) * 2
 }
 
-/// `ffn`'s grid for `pixels` pixels of `c` channels: 128-thread blocks of `FFN_ROWS` pixels.
-pub(super) fn ffn_grid(c: usize, pixels: usize) -> Result<LaunchConfig> {
-    let blocks = u32::try_from(pixels.div_ceil(FFN_ROWS)).map_err(|_| Error::InvalidImage("image too large".into()))?;
-    let shared_mem_bytes = u32::try_from(ffn_shared_bytes(c)).expect("channel counts are small");
+/// A tensor-core kernel's grid for `pixels` pixels with `tiles` shared tiles of `c` channels:
+/// 128-thread blocks of `TILE_ROWS` pixels.
+pub(super) fn tile_grid(c: usize, tiles: usize, pixels: usize) -> Result<LaunchConfig> {
+    let blocks =
+        u32::try_from(pixels.div_ceil(TILE_ROWS)).map_err(|_| Error::InvalidImage("image too large".into()))?;
+    let shared_mem_bytes = u32::try_from(tile_shared_bytes(c, tiles)).expect("channel counts are small");
     Ok(LaunchConfig { grid_dim: (blocks.max(1), 1, 1), block_dim: (128, 1, 1), shared_mem_bytes })
 }
 
@@ -230,7 +232,7 @@ impl<T: Element> Instance<T> {
         stream: &Arc<CudaStream>,
         free_bytes: usize,
         tuned: &mut BTreeMap<ProductKey, Algo>,
-        feed_forward: FeedForward,
+        fusion: Fusion,
     ) -> Result<Self> {
         let Shape { batch: n, height: h, width: w } = shape;
         let BufferPlan { memory, slot_used, scratch: need, image_len, bytes } =
@@ -285,7 +287,7 @@ impl<T: Element> Instance<T> {
             ],
             stats: [ptr(&pool, stream), ptr(&attention, stream)],
             chosen: BTreeMap::new(),
-            feed_forward,
+            fusion,
             n,
             stream,
             tuned,
@@ -440,8 +442,8 @@ struct Lowering<'a> {
     tuned: &'a mut BTreeMap<ProductKey, Algo>,
     /// Candidate chosen per (what, channels, height, width) in this instance.
     chosen: BTreeMap<ChoiceKey, usize>,
-    /// Kernels of the blocks' feed-forward halves.
-    feed_forward: FeedForward,
+    /// Fused tensor-core kernels or launches.
+    fusion: Fusion,
 }
 
 /// What a timed choice is between (`"depthwise"`, `"ffn"`) and the shape it is timed at.
@@ -604,10 +606,40 @@ impl Lowering<'_> {
         Ok(())
     }
 
+    /// The tensor-core kernel `pick` over `p` pixels with `tiles` shared tiles of `c` channels,
+    /// where the build has it and its shared memory fits the device.
+    fn tensor_core_op(
+        &self,
+        pick: impl Fn(&TensorCoreKernels) -> &CudaFunction,
+        (c, tiles, p): (usize, usize, usize),
+        args: Vec<Arg>,
+    ) -> Result<Option<Op>> {
+        match &self.kernels.tensor_cores {
+            Some(fused) if tile_shared_bytes(c, tiles) <= fused.shared_limit => {
+                Ok(Some(kernel_op(pick(fused), tile_grid(c, tiles, p)?, args)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Pushes one of `candidates`, launch sequences computing the same values from the
+    /// separate launches (first) to the most fused (last), as `fusion` says: the first, the
+    /// last, or the fastest (timed once per `key`).
+    fn choose_fusion(&mut self, key: ChoiceKey, mut candidates: Vec<Vec<Labelled>>) -> Result<()> {
+        match self.fusion {
+            Fusion::Fastest => {}
+            Fusion::Launches => candidates.truncate(1),
+            Fusion::Fused => drop(candidates.drain(..candidates.len().saturating_sub(1))),
+        }
+        self.choose(key, candidates)
+    }
+
     /// A NAFBlock in place on `output` (a copy of `input` first if they differ):
     /// LN → conv1 → depthwise + gate + channel sums → attention → conv3 (+x), then the
-    /// feed-forward half LN → conv4 → gate → conv5 (+x), as those four launches or as the
-    /// fused `ffn` kernel (FP16 from compute capability 8.0), as `feed_forward` says.
+    /// feed-forward half LN → conv4 → gate → conv5 (+x). LN → conv1, the feed-forward half,
+    /// and everything after the attention vector run as separate launches or fused
+    /// tensor-core kernels (`norm_conv1`, `ffn`, `attend_ffn`: FP16 from compute capability
+    /// 8.0), as `fusion` says.
     fn block<T: Element>(&mut self, b: &BlockWeights<T>, input: u64, x: u64, (h, w): (usize, usize)) -> Result<()> {
         let (n, stream, c) = (self.n, self.stream, b.c);
         let element = size_of::<T>();
@@ -630,10 +662,29 @@ impl Lowering<'_> {
             Ok(kernel_op(&this.kernels.layer_norm, grid_for(p * 8)?, args))
         };
         let expand = GemmShape::conv1x1(c, 2 * c, p);
-        let op = norm(self, &b.norm1)?;
-        self.push("layer_norm", op);
-        let op = self.gemm_op(&b.conv1, None, expand, normed, expanded, false)?;
-        self.push("gemm conv1", op);
+        let launches = vec![
+            ("layer_norm", norm(self, &b.norm1)?),
+            ("gemm conv1", self.gemm_op(&b.conv1, None, expand, normed, expanded, false)?),
+        ];
+        let fused = match &b.conv1.bias {
+            Some(b1) => {
+                let args = vec![
+                    Arg::Ptr(x),
+                    f(&b.norm1.0),
+                    f(&b.norm1.1),
+                    Arg::Ptr(ptr(&b.conv1.weight, stream)),
+                    Arg::Ptr(ptr(b1, stream)),
+                    Arg::Ptr(expanded),
+                    Arg::I64(p as i64),
+                    i32_of(c)?,
+                    Arg::F32(b.eps),
+                ];
+                self.tensor_core_op(|k| &k.norm_conv1, (c, 1, p), args)?
+            }
+            None => None,
+        };
+        let fused = fused.map(|op| vec![("norm_conv1", op)]);
+        self.choose_fusion(("norm_conv1", c, p, 0), [Some(launches), fused].into_iter().flatten().collect())?;
         self.push("zero", Op::Zero { ptr: pool, bytes: n * c * 4 });
         let args = vec![
             Arg::Ptr(expanded),
@@ -664,28 +715,33 @@ impl Lowering<'_> {
             Arg::F32(1.0 / hw as f32),
         ];
         self.kernel("sca_vector", &self.kernels.sca_vector.clone(), grid_for(n * c * 32)?, args);
-        let args = vec![
-            Arg::Ptr(ptr(&b.conv3.weight, stream)),
-            Arg::Ptr(attention),
-            Arg::Ptr(weights3),
-            i32_of(n)?,
-            i32_of(c)?,
-        ];
-        self.kernel("scale_weights", &self.kernels.scale_weights.clone(), grid_for(n * c * c / 8)?, args);
-        let op = self.gemm_op(&b.conv3, Some(weights3), GemmShape::per_image(c, hw, n)?, gated, x, true)?;
-        self.push("gemm conv3", op);
 
+        // The second half, from the separate launches to one kernel: conv3 with the attention
+        // folded into its per-image weights, then the feed-forward half as launches or `ffn`,
+        // or everything in `attend_ffn` (the attention scaling the features instead).
+        let conv3 = |this: &mut Self| -> Result<Vec<Labelled>> {
+            let args = vec![
+                Arg::Ptr(ptr(&b.conv3.weight, stream)),
+                Arg::Ptr(attention),
+                Arg::Ptr(weights3),
+                i32_of(n)?,
+                i32_of(c)?,
+            ];
+            let scale = kernel_op(&this.kernels.scale_weights, grid_for(n * c * c / 8)?, args);
+            let product = this.gemm_op(&b.conv3, Some(weights3), GemmShape::per_image(c, hw, n)?, gated, x, true)?;
+            Ok(vec![("scale_weights", scale), ("gemm conv3", product)])
+        };
         let gate_args = vec![Arg::Ptr(expanded), Arg::Ptr(gated), Arg::I64(p as i64), i32_of(c)?];
-        let mut candidates = vec![vec![
+        let mut launches = conv3(self)?;
+        launches.extend([
             ("layer_norm", norm(self, &b.norm2)?),
             ("gemm conv4", self.gemm_op(&b.conv4, None, expand, normed, expanded, false)?),
             ("gate", kernel_op(&self.kernels.gate, grid_for(p * c / 8)?, gate_args)),
             ("gemm conv5", self.gemm_op(&b.conv5, None, GemmShape::conv1x1(c, c, p), gated, x, true)?),
-        ]];
-        let fused = self.kernels.ffn.as_ref().filter(|_| ffn_shared_bytes(c) <= self.kernels.ffn_shared_limit);
-        if let (Some(function), Some(b4), Some(b5)) = (fused, &b.conv4.bias, &b.conv5.bias) {
-            let args = vec![
-                Arg::Ptr(x),
+        ]);
+        let mut candidates = vec![launches];
+        if let (Some(b3), Some(b4), Some(b5)) = (&b.conv3.bias, &b.conv4.bias, &b.conv5.bias) {
+            let feed_forward = [
                 f(&b.norm2.0),
                 f(&b.norm2.1),
                 Arg::Ptr(ptr(&b.conv4.weight, stream)),
@@ -696,14 +752,29 @@ impl Lowering<'_> {
                 i32_of(c)?,
                 Arg::F32(b.eps),
             ];
-            candidates.push(vec![("ffn", kernel_op(function, ffn_grid(c, p)?, args))]);
+            let ffn_args = [&[Arg::Ptr(x)], &feed_forward[..]].concat();
+            if let Some(ffn) = self.tensor_core_op(|k| &k.ffn, (c, 2, p), ffn_args)? {
+                let mut conv3_then_ffn = conv3(self)?;
+                conv3_then_ffn.push(("ffn", ffn));
+                candidates.push(conv3_then_ffn);
+            }
+            let attend_args = [
+                &[
+                    Arg::Ptr(x),
+                    Arg::Ptr(gated),
+                    Arg::Ptr(attention),
+                    Arg::Ptr(ptr(&b.conv3.weight, stream)),
+                    Arg::Ptr(ptr(b3, stream)),
+                    Arg::I64(hw as i64),
+                ],
+                &feed_forward[..],
+            ]
+            .concat();
+            if let Some(all) = self.tensor_core_op(|k| &k.attend_ffn, (c, 2, p), attend_args)? {
+                candidates.push(vec![("attend_ffn", all)]);
+            }
         }
-        match self.feed_forward {
-            FeedForward::Fastest => {}
-            FeedForward::Launches => candidates.truncate(1),
-            FeedForward::Fused => drop(candidates.drain(..candidates.len() - 1)),
-        }
-        self.choose(("ffn", c, p, 0), candidates)
+        self.choose_fusion(("second half", c, p, 0), candidates)
     }
 }
 

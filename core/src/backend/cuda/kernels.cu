@@ -144,7 +144,7 @@ __device__ __forceinline__ float group_sum(float v) {
 // float statistics), affine. Eight lanes per pixel (`lane` 0..7 of an aligned group of a
 // warp), each taking 8 channels in turn; every lane of the warp calls it, those of a pixel
 // past the last with `live` false (they only help the shuffles and write nothing).
-__device__ __forceinline__ void normalize_pixel(const T* __restrict__ row, const float* __restrict__ gamma,
+__device__ __forceinline__ void normalize_pixel(const T* row, const float* __restrict__ gamma,
                                                 const float* __restrict__ beta, T* out, int c, float eps,
                                                 int lane, bool live) {
     float v[8], s = 0.f;
@@ -447,21 +447,46 @@ __device__ __forceinline__ void mma16816(float* d, const unsigned* a, const unsi
 #define DYNAMIC_SHARED(name) extern __shared__ __align__(16) unsigned char name[]
 #endif
 
-#define FFN_ROWS 64   // pixels per block: four 16-row mma tiles
-#define FFN_WARPS 4
-#define FFN_TILES 4   // 8-channel output tiles a warp accumulates at once
+#define TILE_ROWS 64    // pixels per block: four 16-row mma tiles
+#define TILE_WARPS 4
+#define TILE_OUTPUTS 4  // 8-channel output tiles a warp accumulates at once
 
 // Row stride, in halves, of a shared tile of `c` channels: c rounded up to the mma's k of 16
 // (the columns past c are zero) plus 8, so that the 8 rows one fragment load touches fall in
 // distinct banks.
-__device__ __forceinline__ int ffn_stride(int c) { return (c + 15) / 16 * 16 + 8; }
+__device__ __forceinline__ int tile_stride(int c) { return (c + 15) / 16 * 16 + 8; }
+
+// Zeroes the padding columns (c up to the multiple of 16) of the shared tile `tile`, which
+// the products read as k.
+__device__ __forceinline__ void tile_zero_padding(T* tile, int c) {
+    int stride = tile_stride(c), padded = stride - 8;
+    for (int r = threadIdx.x; r < TILE_ROWS; r += blockDim.x) {
+        for (int i = c; i < padded; i++) tile[r * stride + i] = 0;
+    }
+}
+
+// The pixels p0.. of `x` (c channels) normalised as layer_norm does (normalize_pixel) into the
+// shared tile `normed` (padding columns zeroed before). Rows past the last pixel are left as
+// they are: they only feed outputs that are not stored. Every thread of the block takes
+// part; a barrier follows.
+__device__ __forceinline__ void tile_normalize(const T* x, const float* __restrict__ gamma,
+                                               const float* __restrict__ beta, T* normed, i64 p0, i64 pixels,
+                                               int c, float eps) {
+    int stride = tile_stride(c);
+    for (int r = threadIdx.x / LN_LANES; r < TILE_ROWS; r += blockDim.x / LN_LANES) {
+        bool live = p0 + r < pixels;
+        normalize_pixel(x + (live ? p0 + r : 0) * c, gamma, beta, normed + r * stride, c, eps,
+                        threadIdx.x % LN_LANES, live);
+    }
+    __syncthreads();
+}
 
 // acc[m][t] += rows 16m..16m+15 of the shared tile `a` (row stride `stride` halves) times the
 // rows wrow[t]..wrow[t]+7 of the weight matrix `w` ([rows][k] row-major, the mma's column-major
-// B; k a multiple of 8): FFN_ROWS × 8·FFN_TILES outputs per warp. A tile whose wrow is
+// B; k a multiple of 8): TILE_ROWS × 8·TILE_OUTPUTS outputs per warp. A tile whose wrow is
 // negative is skipped (the same for every lane of a warp).
-__device__ __forceinline__ void ffn_product(const T* a, int stride, const T* __restrict__ w, int k,
-                                            const int* wrow, float acc[4][FFN_TILES][4]) {
+__device__ __forceinline__ void tile_product(const T* a, int stride, const T* __restrict__ w, int k,
+                                             const int* wrow, float acc[4][TILE_OUTPUTS][4]) {
     int lane = threadIdx.x % 32, group = lane / 4, pair = lane % 4 * 2;
     for (int k0 = 0; k0 < k; k0 += 16) {
         unsigned fa[4][4];
@@ -476,7 +501,7 @@ __device__ __forceinline__ void ffn_product(const T* a, int stride, const T* __r
         }
         bool upper = k0 + 8 < k;  // the chunk's second 8 columns exist (k is a multiple of 8)
 #pragma unroll
-        for (int t = 0; t < FFN_TILES; t++) {
+        for (int t = 0; t < TILE_OUTPUTS; t++) {
             if (wrow[t] < 0) continue;
             const T* col = w + (i64)(wrow[t] + group) * k + k0 + pair;
             unsigned fb[2] = {*reinterpret_cast<const unsigned*>(col),
@@ -487,44 +512,83 @@ __device__ __forceinline__ void ffn_product(const T* a, int stride, const T* __r
     }
 }
 
-// x += conv5(SimpleGate(conv4(LayerNorm(x)))) in place on `pixels` pixels of `c` channels
-// (γ folded into conv5; w4 [2c][c], w5 [c][c] row-major, biases in half), FFN_ROWS pixels per
-// block of FFN_WARPS warps, with nothing between the steps leaving shared memory:
-// 1. the block's pixels normalised as layer_norm does (normalize_pixel) into the tile `normed`;
-// 2. conv4 on the tensor cores, a warp taking 8-channel groups j with their gate partners
-//    j + c, each output rounded to half as the product would store it, then gated (as `gate`)
-//    into the tile `gated`;
-// 3. conv5 over `gated`, its bias and the residual added in float, stored once.
-// Dynamic shared memory: the two tiles, 2 · FFN_ROWS · ffn_stride(c) halves.
-extern "C" __global__ void __launch_bounds__(FFN_WARPS * 32)
-    ffn(T* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
-        const T* __restrict__ w4, const T* __restrict__ b4, const T* __restrict__ w5,
-        const T* __restrict__ b5, i64 pixels, int c, float eps) {
-    DYNAMIC_SHARED(shared);
-    int stride = ffn_stride(c), padded = stride - 8;
-    T* normed = reinterpret_cast<T*>(shared);
-    T* gated = normed + FFN_ROWS * stride;
-    i64 p0 = (i64)blockIdx.x * FFN_ROWS;
+// out[p][n] = a[p] · w[n] + bias[n] (+ out[p][n] when `accumulate`) for the block's pixels
+// p0.. (those before `pixels`) and all `n_out` rows of `w` ([n_out][k]): products over the
+// shared tile `a`, sums in float, one rounding to T. `out` has `n_out` channels per pixel.
+__device__ __forceinline__ void tile_product_store(const T* a, int stride, const T* __restrict__ w, int k,
+                                                   int n_out, const T* __restrict__ bias, T* out, i64 p0,
+                                                   i64 pixels, bool accumulate) {
     int warp = threadIdx.x / 32, group = threadIdx.x % 32 / 4, pair = threadIdx.x % 4 * 2;
-    for (int r = threadIdx.x; r < FFN_ROWS; r += blockDim.x) {
-        for (int i = c; i < padded; i++) normed[r * stride + i] = gated[r * stride + i] = 0;
-    }
-    for (int r = threadIdx.x / LN_LANES; r < FFN_ROWS; r += blockDim.x / LN_LANES) {
-        bool live = p0 + r < pixels;
-        normalize_pixel(x + (live ? p0 + r : 0) * c, gamma, beta, normed + r * stride, c, eps,
-                        threadIdx.x % LN_LANES, live);
-    }
-    __syncthreads();
-
-    int units = c / 8;  // 8-channel gate groups; a warp takes two per pass
-    for (int base = 0; base < units; base += 2 * FFN_WARPS) {
-        int u0 = base + warp, u1 = u0 + FFN_WARPS;
-        int wrow[FFN_TILES] = {u0 < units ? u0 * 8 : -1, u0 < units ? u0 * 8 + c : -1,
-                               u1 < units ? u1 * 8 : -1, u1 < units ? u1 * 8 + c : -1};
-        float acc[4][FFN_TILES][4] = {};
-        ffn_product(normed, stride, w4, c, wrow, acc);
+    int tiles = n_out / 8;
+    for (int base = 0; base < tiles; base += TILE_OUTPUTS * TILE_WARPS) {
+        int wrow[TILE_OUTPUTS];
 #pragma unroll
-        for (int t = 0; t < FFN_TILES; t += 2) {
+        for (int t = 0; t < TILE_OUTPUTS; t++) {
+            int tile = base + warp + t * TILE_WARPS;
+            wrow[t] = tile < tiles ? tile * 8 : -1;
+        }
+        float acc[4][TILE_OUTPUTS][4] = {};
+        tile_product(a, stride, w, k, wrow, acc);
+#pragma unroll
+        for (int t = 0; t < TILE_OUTPUTS; t++) {
+            if (wrow[t] < 0) continue;
+            int n = wrow[t] + pair;
+            float b[2] = {to_f(bias[n]), to_f(bias[n + 1])};
+#pragma unroll
+            for (int m = 0; m < 4; m++) {
+#pragma unroll
+                for (int half = 0; half < 2; half++) {
+                    i64 p = p0 + m * 16 + group + half * 8;
+                    if (p >= pixels) continue;
+                    unsigned* q = reinterpret_cast<unsigned*>(out + p * n_out + n);
+                    unsigned old = accumulate ? *q : 0u, y2 = 0;
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        float v = acc[m][t][half * 2 + e] + b[e];
+                        if (accumulate) v += to_f((unsigned short)(old >> (16 * e)));
+                        y2 |= (unsigned)to_t(v) << (16 * e);
+                    }
+                    *q = y2;
+                }
+            }
+        }
+    }
+}
+
+// The first half's entry: LayerNorm then conv1 (w1 [2c][c], bias in half) into `expanded`
+// (2c channels per pixel), for TILE_ROWS pixels per block of TILE_WARPS warps, the
+// normalised pixels kept in shared memory (one tile, TILE_ROWS · tile_stride(c) halves):
+// layer_norm followed by the product, in one launch that does not store the normalised map.
+extern "C" __global__ void __launch_bounds__(TILE_WARPS * 32)
+    norm_conv1(const T* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
+               const T* __restrict__ w1, const T* __restrict__ b1, T* __restrict__ expanded, i64 pixels,
+               int c, float eps) {
+    DYNAMIC_SHARED(shared);
+    T* normed = reinterpret_cast<T*>(shared);
+    i64 p0 = (i64)blockIdx.x * TILE_ROWS;
+    tile_zero_padding(normed, c);
+    tile_normalize(x, gamma, beta, normed, p0, pixels, c, eps);
+    tile_product_store(normed, tile_stride(c), w1, c, 2 * c, b1, expanded, p0, pixels, false);
+}
+
+// Steps 2 and 3 of the feed-forward half over a normalised tile (see ffn): conv4 on the
+// tensor cores, a warp taking 8-channel groups j with their gate partners j + c, each output
+// rounded to half as the product would store it, then gated (as `gate`) into the tile
+// `gated`; conv5 over that, its bias and the residual added in float into x, stored once.
+__device__ __forceinline__ void tile_feed_forward(const T* normed, T* gated, const T* __restrict__ w4,
+                                                  const T* __restrict__ b4, const T* __restrict__ w5,
+                                                  const T* __restrict__ b5, T* x, i64 p0, i64 pixels, int c) {
+    int stride = tile_stride(c);
+    int warp = threadIdx.x / 32, group = threadIdx.x % 32 / 4, pair = threadIdx.x % 4 * 2;
+    int units = c / 8;  // 8-channel gate groups; a warp takes two per pass
+    for (int base = 0; base < units; base += 2 * TILE_WARPS) {
+        int u0 = base + warp, u1 = u0 + TILE_WARPS;
+        int wrow[TILE_OUTPUTS] = {u0 < units ? u0 * 8 : -1, u0 < units ? u0 * 8 + c : -1,
+                                  u1 < units ? u1 * 8 : -1, u1 < units ? u1 * 8 + c : -1};
+        float acc[4][TILE_OUTPUTS][4] = {};
+        tile_product(normed, stride, w4, c, wrow, acc);
+#pragma unroll
+        for (int t = 0; t < TILE_OUTPUTS; t += 2) {
             if (wrow[t] < 0) continue;
             int j = wrow[t] + pair;
             float ba[2] = {to_f(b4[j]), to_f(b4[j + 1])}, bb[2] = {to_f(b4[j + c]), to_f(b4[j + c + 1])};
@@ -545,39 +609,62 @@ extern "C" __global__ void __launch_bounds__(FFN_WARPS * 32)
         }
     }
     __syncthreads();
+    tile_product_store(gated, stride, w5, c, c, b5, x, p0, pixels, true);
+}
 
-    int tiles = c / 8;  // 8-channel output tiles; a warp takes FFN_TILES per pass
-    for (int base = 0; base < tiles; base += FFN_TILES * FFN_WARPS) {
-        int wrow[FFN_TILES];
+// x += conv5(SimpleGate(conv4(LayerNorm(x)))) in place on `pixels` pixels of `c` channels
+// (γ folded into conv5; w4 [2c][c], w5 [c][c] row-major, biases in half), TILE_ROWS pixels
+// per block of TILE_WARPS warps, with nothing between the steps leaving shared memory: the
+// block's pixels normalised (tile_normalize) into the tile `normed`, then tile_feed_forward.
+// Dynamic shared memory: two tiles, 2 · TILE_ROWS · tile_stride(c) halves.
+extern "C" __global__ void __launch_bounds__(TILE_WARPS * 32)
+    ffn(T* x, const float* __restrict__ gamma, const float* __restrict__ beta, const T* __restrict__ w4,
+        const T* __restrict__ b4, const T* __restrict__ w5, const T* __restrict__ b5, i64 pixels, int c,
+        float eps) {
+    DYNAMIC_SHARED(shared);
+    T* normed = reinterpret_cast<T*>(shared);
+    T* gated = normed + TILE_ROWS * tile_stride(c);
+    i64 p0 = (i64)blockIdx.x * TILE_ROWS;
+    tile_zero_padding(normed, c);
+    tile_zero_padding(gated, c);
+    tile_normalize(x, gamma, beta, normed, p0, pixels, c, eps);
+    tile_feed_forward(normed, gated, w4, b4, w5, b5, x, p0, pixels, c);
+}
+
+// The whole second half of a NAFBlock in place on x: x += conv3(g · s) (the gated features
+// `g` of the depthwise step scaled by their image's attention vector s [n][c], β folded into
+// w3 and b3; `hw` pixels per image), then the feed-forward half as ffn. The scaled features
+// are rounded to half in shared memory (the launches round W3 · diag(s) instead); x is
+// stored after conv3, and read back (by this block only) for the LayerNorm.
+extern "C" __global__ void __launch_bounds__(TILE_WARPS * 32)
+    attend_ffn(T* x, const T* __restrict__ g, const float* __restrict__ s, const T* __restrict__ w3,
+               const T* __restrict__ b3, i64 hw, const float* __restrict__ gamma, const float* __restrict__ beta,
+               const T* __restrict__ w4, const T* __restrict__ b4, const T* __restrict__ w5,
+               const T* __restrict__ b5, i64 pixels, int c, float eps) {
+    DYNAMIC_SHARED(shared);
+    int stride = tile_stride(c);
+    T* normed = reinterpret_cast<T*>(shared);
+    T* gated = normed + TILE_ROWS * stride;
+    i64 p0 = (i64)blockIdx.x * TILE_ROWS;
+    tile_zero_padding(normed, c);
+    tile_zero_padding(gated, c);
+    int groups = c / 8;
+    for (int i = threadIdx.x; i < TILE_ROWS * groups; i += blockDim.x) {
+        int r = i / groups, k = i % groups * 8;
+        i64 p = p0 + r;
+        float v[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f}, sv[8];
+        if (p < pixels) {
+            load8(g + p * c + k, v);
+            load8f(s + p / hw * c + k, sv);
 #pragma unroll
-        for (int t = 0; t < FFN_TILES; t++) {
-            int tile = base + warp + t * FFN_WARPS;
-            wrow[t] = tile < tiles ? tile * 8 : -1;
+            for (int j = 0; j < 8; j++) v[j] *= sv[j];
         }
-        float acc[4][FFN_TILES][4] = {};
-        ffn_product(gated, stride, w5, c, wrow, acc);
-#pragma unroll
-        for (int t = 0; t < FFN_TILES; t++) {
-            if (wrow[t] < 0) continue;
-            int n = wrow[t] + pair;
-            float bias[2] = {to_f(b5[n]), to_f(b5[n + 1])};
-#pragma unroll
-            for (int m = 0; m < 4; m++) {
-#pragma unroll
-                for (int half = 0; half < 2; half++) {
-                    i64 p = p0 + m * 16 + group + half * 8;
-                    if (p >= pixels) continue;
-                    unsigned* q = reinterpret_cast<unsigned*>(x + p * c + n);
-                    unsigned old = *q, y2 = 0;
-#pragma unroll
-                    for (int e = 0; e < 2; e++) {
-                        float v = acc[m][t][half * 2 + e] + bias[e] + to_f((unsigned short)(old >> (16 * e)));
-                        y2 |= (unsigned)to_t(v) << (16 * e);
-                    }
-                    *q = y2;
-                }
-            }
-        }
+        store8(gated + r * stride + k, v);
     }
+    __syncthreads();
+    tile_product_store(gated, stride, w3, c, c, b3, x, p0, pixels, true);
+    __syncthreads();
+    tile_normalize(x, gamma, beta, normed, p0, pixels, c, eps);
+    tile_feed_forward(normed, gated, w4, b4, w5, b5, x, p0, pixels, c);
 }
 #endif

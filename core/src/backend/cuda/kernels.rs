@@ -38,18 +38,19 @@ pub const ENTRY_POINTS: [&str; 12] = [
     "frame_out",
 ];
 
-/// The fused feed-forward kernel: compiled only in FP16 for compute capability 8.0 and newer
-/// (it runs on the tensor cores with `mma.m16n8k16`).
-pub const FFN_ENTRY_POINT: &str = "ffn";
+/// The fused tensor-core kernels, in [`TensorCoreKernels`] field order: compiled only in FP16
+/// for compute capability 8.0 and newer (they multiply with `mma.m16n8k16`).
+pub const TENSOR_CORE_ENTRY_POINTS: [&str; 3] = ["norm_conv1", "ffn", "attend_ffn"];
 
-/// Whether a build for `arch` in FP16 or f32 holds [`FFN_ENTRY_POINT`].
-pub fn has_ffn(arch: (i32, i32), fp16: bool) -> bool {
+/// Whether a build for `arch` in FP16 or f32 holds [`TENSOR_CORE_ENTRY_POINTS`].
+pub fn has_tensor_core_kernels(arch: (i32, i32), fp16: bool) -> bool {
     fp16 && arch >= (8, 0)
 }
 
 /// Every entry point a build for `arch` in FP16 or f32 holds.
 fn entry_points(arch: (i32, i32), fp16: bool) -> impl Iterator<Item = &'static str> {
-    ENTRY_POINTS.into_iter().chain(has_ffn(arch, fp16).then_some(FFN_ENTRY_POINT))
+    let fused = if has_tensor_core_kernels(arch, fp16) { &TENSOR_CORE_ENTRY_POINTS[..] } else { &[] };
+    ENTRY_POINTS.into_iter().chain(fused.iter().copied())
 }
 
 /// NVRTC options for compute capability `arch` (major, minor) storing activations in FP16 or f32.
@@ -125,34 +126,52 @@ pub struct Kernels {
     pub gate: CudaFunction,
     /// PixelShuffle(2) added into the skip.
     pub shuffle_add: CudaFunction,
-    /// The feed-forward half of a NAFBlock in one kernel on the tensor cores, where the build
-    /// has it ([`has_ffn`]).
-    pub ffn: Option<CudaFunction>,
-    /// The most dynamic shared memory `ffn` may use on this device (bytes).
-    pub ffn_shared_limit: usize,
+    /// The fused tensor-core kernels, where the build has them ([`has_tensor_core_kernels`]).
+    pub tensor_cores: Option<TensorCoreKernels>,
     /// A caller's device frame → the padded planar f32 input.
     pub frame_in: CudaFunction,
     /// The planar f32 output → a caller's device frame.
     pub frame_out: CudaFunction,
 }
 
+/// The fused kernels that multiply on the tensor cores (FP16, compute capability 8.0+).
+pub struct TensorCoreKernels {
+    /// LayerNorm and conv1 in one launch.
+    pub norm_conv1: CudaFunction,
+    /// The feed-forward half of a NAFBlock (LayerNorm → conv4 → gate → conv5 + residual).
+    pub ffn: CudaFunction,
+    /// conv3 with the channel attention (+ residual), then the feed-forward half.
+    pub attend_ffn: CudaFunction,
+    /// The most dynamic shared memory they may use on this device (bytes).
+    pub shared_limit: usize,
+}
+
 impl Kernels {
-    /// Loads `ptx` into `ctx`, with `ffn` allowed all the shared memory a block may opt into.
+    /// Loads `ptx` into `ctx`, the tensor-core kernels allowed all the shared memory a block may
+    /// opt into.
     pub fn load(ctx: &Arc<CudaContext>, ptx: String) -> Result<Self> {
-        let has_ffn = ptx.contains(&format!(".entry {FFN_ENTRY_POINT}("));
+        let fused = TENSOR_CORE_ENTRY_POINTS.iter().all(|name| ptx.contains(&format!(".entry {name}(")));
         let module = ctx.load_module(Ptx::from_src(ptx)).map_err(cuda_error("loading the kernel module"))?;
         let f = |name: &str| module.load_function(name).map_err(cuda_error(&format!("loading kernel {name}")));
-        let (ffn, ffn_shared_limit) = if has_ffn {
-            let function = f(FFN_ENTRY_POINT)?;
+        let tensor_cores = if fused {
             let limit = ctx
                 .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
                 .map_err(cuda_error("querying the shared memory per block"))?;
-            function
-                .set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, limit)
-                .map_err(cuda_error("raising the fused kernel's shared memory"))?;
-            (Some(function), usize::try_from(limit).unwrap_or(0))
+            let [norm_conv1, ffn, attend_ffn] = TENSOR_CORE_ENTRY_POINTS.map(|name| {
+                let function = f(name)?;
+                function
+                    .set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, limit)
+                    .map_err(cuda_error(&format!("raising the shared memory of kernel {name}")))?;
+                Ok::<_, Error>(function)
+            });
+            Some(TensorCoreKernels {
+                norm_conv1: norm_conv1?,
+                ffn: ffn?,
+                attend_ffn: attend_ffn?,
+                shared_limit: usize::try_from(limit).unwrap_or(0),
+            })
         } else {
-            (None, 0)
+            None
         };
         Ok(Kernels {
             conv_in: f(ENTRY_POINTS[0])?,
@@ -165,8 +184,7 @@ impl Kernels {
             scale_weights: f(ENTRY_POINTS[7])?,
             gate: f(ENTRY_POINTS[8])?,
             shuffle_add: f(ENTRY_POINTS[9])?,
-            ffn,
-            ffn_shared_limit,
+            tensor_cores,
             frame_in: f(ENTRY_POINTS[10])?,
             frame_out: f(ENTRY_POINTS[11])?,
         })
@@ -178,7 +196,7 @@ mod tests {
     use super::*;
 
     /// Every kernel compiles to PTX for Turing, Jetson Orin and Hopper in both precisions (the
-    /// fused tensor-core kernel in FP16 from Ampere on, and only there). Needs
+    /// fused tensor-core kernels in FP16 from Ampere on, and only there). Needs
     /// NVRTC only (CI installs the PyPI wheel and sets MASKDCPT_REQUIRE_NVRTC=1 so that a
     /// missing library fails instead of skipping).
     #[test]
@@ -199,9 +217,17 @@ mod tests {
                 for name in entry_points(arch, fp16) {
                     assert!(ptx.contains(&format!(".entry {name}(")), "{name} missing for {arch:?}");
                 }
-                let ffn = ptx.contains(&format!(".entry {FFN_ENTRY_POINT}("));
-                assert_eq!(ffn, has_ffn(arch, fp16), "the fused kernel in sm_{}{} fp16={fp16}", arch.0, arch.1);
-                assert_eq!(ptx.contains("mma.sync.aligned.m16n8k16"), ffn);
+                let fused = has_tensor_core_kernels(arch, fp16);
+                for name in TENSOR_CORE_ENTRY_POINTS {
+                    assert_eq!(
+                        ptx.contains(&format!(".entry {name}(")),
+                        fused,
+                        "{name} in sm_{}{} fp16={fp16}",
+                        arch.0,
+                        arch.1
+                    );
+                }
+                assert_eq!(ptx.contains("mma.sync.aligned.m16n8k16"), fused);
                 assert_eq!(ptx.contains("cvt.rn.f16.f32"), fp16);
             }
         }

@@ -51,4 +51,13 @@ extern "C" int emulate_ffn(const unsigned* dims, T* x, const float* gamma, const
                            const T* b4, const T* w5, const T* b5, i64 pixels, int c, float eps) {
     return launch(dims, [&] { ffn(x, gamma, beta, w4, b4, w5, b5, pixels, c, eps); });
 }
+extern "C" int emulate_attend_ffn(const unsigned* dims, T* x, const T* g, const float* s, const T* w3,
+                                  const T* b3, i64 hw, const float* gamma, const float* beta, const T* w4,
+                                  const T* b4, const T* w5, const T* b5, i64 pixels, int c, float eps) {
+    return launch(dims, [&] { attend_ffn(x, g, s, w3, b3, hw, gamma, beta, w4, b4, w5, b5, pixels, c, eps); });
+}
+extern "C" int emulate_norm_conv1(const unsigned* dims, const T* x, const float* gamma, const float* beta,
+                                  const T* w1, const T* b1, T* expanded, i64 pixels, int c, float eps) {
+    return launch(dims, [&] { norm_conv1(x, gamma, beta, w1, b1, expanded, pixels, c, eps); });
+}
 #endif

@@ -9,7 +9,7 @@ use std::cmp::Ordering;
 use half::f16;
 
 use super::{Emulated, dims, random_bytes};
-use crate::backend::cuda::instance::{dw_gate_pool_grid, dw_gate_pool_rows_grid, ffn_grid, grid_for};
+use crate::backend::cuda::instance::{dw_gate_pool_grid, dw_gate_pool_rows_grid, grid_for, tile_grid};
 use crate::backend::cuda::weights::Element;
 
 /// Images, height, width and (gated) channels of one case.
@@ -48,6 +48,36 @@ type Ffn = unsafe extern "C" fn(
     *const f16,
     *const f16,
     *const f16,
+    i64,
+    i32,
+    f32,
+) -> i32;
+type AttendFfn = unsafe extern "C" fn(
+    Dims,
+    *mut f16,
+    *const f16,
+    *const f32,
+    *const f16,
+    *const f16,
+    i64,
+    *const f32,
+    *const f32,
+    *const f16,
+    *const f16,
+    *const f16,
+    *const f16,
+    i64,
+    i32,
+    f32,
+) -> i32;
+type NormConv1 = unsafe extern "C" fn(
+    Dims,
+    *const f16,
+    *const f32,
+    *const f32,
+    *const f16,
+    *const f16,
+    *mut f16,
     i64,
     i32,
     f32,
@@ -193,6 +223,26 @@ fn conv_out<T: Element>(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut impl
     assert_close("conv_out", &out, &want, 1.0e-4);
 }
 
+/// LayerNorm of one pixel's channels in f64 (biased variance), affine.
+fn normalized(row: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> Vec<f64> {
+    let c = row.len() as f64;
+    let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / c;
+    let var = row.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / c;
+    let rstd = 1.0 / (var + f64::from(eps)).sqrt();
+    row.iter()
+        .zip(gamma.iter().zip(beta))
+        .map(|(&v, (&g, &b))| (f64::from(v) - mean) * rstd * f64::from(g) + f64::from(b))
+        .collect()
+}
+
+/// `w · v + bias` for every row of the row-major matrix `w` ([bias.len()][v.len()]).
+fn product(w: &[f32], bias: &[f32], v: &[f64]) -> Vec<f64> {
+    w.chunks(v.len())
+        .zip(bias)
+        .map(|(row, &b)| row.iter().zip(v).map(|(&wi, &vi)| f64::from(wi) * vi).sum::<f64>() + f64::from(b))
+        .collect()
+}
+
 fn layer_norm<T: Element>(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut impl FnMut() -> u8) {
     let p = n * h * w;
     // Large activations with a large common offset: f32 statistics in two passes hold them.
@@ -209,16 +259,7 @@ fn layer_norm<T: Element>(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut im
         f(grid.as_ptr(), x.as_ptr(), gamma.as_ptr(), beta.as_ptr(), y.as_mut_ptr(), p as i64, i32_of(c), eps)
     };
     assert_eq!(diverged, 0, "a shuffle of the LayerNorm diverged");
-    let x = loaded(&x);
-    let mut want = vec![0f64; y.len()];
-    for (row, out) in x.chunks(c).zip(want.chunks_mut(c)) {
-        let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / c as f64;
-        let var = row.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / c as f64;
-        let rstd = 1.0 / (var + f64::from(eps)).sqrt();
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = (f64::from(row[i]) - mean) * rstd * f64::from(gamma[i]) + f64::from(beta[i]);
-        }
-    }
+    let want: Vec<f64> = loaded(&x).chunks(c).flat_map(|row| normalized(row, &gamma, &beta, eps)).collect();
     // Normalised values are O(1) over an offset of 1000: f32 statistics lose ~1e-4 of them.
     assert_close("layer_norm", &loaded(&y), &want, tolerance::<T>().max(2.0e-4));
 }
@@ -354,66 +395,134 @@ fn half_rounded(v: f64) -> f64 {
     f64::from(f16::from_f64(v).to_f32())
 }
 
-/// The fused feed-forward half (FP16 only) against a reference that rounds to FP16 where
-/// the unfused launches store (the normalised input, conv4's outputs, the gated features),
-/// with a guard band past the feature map that no thread may write.
-fn ffn(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut impl FnMut() -> u8) {
-    let p = n * h * w;
-    let scale = 1.0 / (c as f32).sqrt();
+/// The fused second half of a block (FP16 only): `ffn` (the feed-forward half) and, with
+/// `attention`, `attend_ffn` (conv3 of the gated features scaled per image first), against
+/// references that round to FP16 where the launches store (the scaled features, x after conv3,
+/// the normalised input, conv4's outputs, the gated features), with a guard band past the
+/// feature map that no thread may write.
+fn second_half(k: &Emulated, Case { n, h, w, c }: Case, attention: bool, byte: &mut impl FnMut() -> u8) {
+    let (hw, p) = (h * w, n * h * w);
+    let scale = 2.0 / (c as f32).sqrt();
     let x0: Vec<f32> = values(p * c, 4.0, byte).iter().map(|v| v + 50.0).collect();
     let x0 = stored::<f16>(&x0);
+    let g = stored::<f16>(&values(p * c, 2.0, byte));
+    let s = values(n * c, 1.5, byte);
+    let w3 = stored::<f16>(&values(c * c, scale, byte));
+    let b3 = stored::<f16>(&values(c, 0.5, byte));
     let (gamma, beta) = (values(c, 2.0, byte), values(c, 1.0, byte));
-    let w4 = stored::<f16>(&values(2 * c * c, 2.0 * scale, byte));
+    let w4 = stored::<f16>(&values(2 * c * c, scale, byte));
     let b4 = stored::<f16>(&values(2 * c, 0.5, byte));
-    let w5 = stored::<f16>(&values(c * c, 2.0 * scale, byte));
+    let w5 = stored::<f16>(&values(c * c, scale, byte));
     let b5 = stored::<f16>(&values(c, 0.5, byte));
     let guard = f16::from_f32(-7.0);
     let mut x = x0.clone();
     x.extend(std::iter::repeat_n(guard, 8 * c));
     let eps = 1.0e-6;
-    let grid = dims(&ffn_grid(c, p).unwrap());
+    let grid = dims(&tile_grid(c, 2, p).unwrap());
+    let name = if attention { "attend_ffn" } else { "ffn" };
     // SAFETY: as in conv_in.
-    let f = unsafe { k.entry::<Ffn>("ffn") };
+    let diverged = unsafe {
+        if attention {
+            k.entry::<AttendFfn>("attend_ffn")(
+                grid.as_ptr(),
+                x.as_mut_ptr(),
+                g.as_ptr(),
+                s.as_ptr(),
+                w3.as_ptr(),
+                b3.as_ptr(),
+                hw as i64,
+                gamma.as_ptr(),
+                beta.as_ptr(),
+                w4.as_ptr(),
+                b4.as_ptr(),
+                w5.as_ptr(),
+                b5.as_ptr(),
+                p as i64,
+                i32_of(c),
+                eps,
+            )
+        } else {
+            k.entry::<Ffn>("ffn")(
+                grid.as_ptr(),
+                x.as_mut_ptr(),
+                gamma.as_ptr(),
+                beta.as_ptr(),
+                w4.as_ptr(),
+                b4.as_ptr(),
+                w5.as_ptr(),
+                b5.as_ptr(),
+                p as i64,
+                i32_of(c),
+                eps,
+            )
+        }
+    };
+    assert_eq!(diverged, 0, "{name} diverged or overran its shared memory");
+    let past = x.split_off(p * c);
+    assert!(past.iter().all(|&v| v == guard), "{name} wrote past the feature map");
+    let (x0, g, w3, b3) = (loaded(&x0), loaded(&g), loaded(&w3), loaded(&b3));
+    let (w4, b4, w5, b5) = (loaded(&w4), loaded(&b4), loaded(&w5), loaded(&b5));
+    let mut want = Vec::with_capacity(p * c);
+    for (q, (row, g)) in x0.chunks(c).zip(g.chunks(c)).enumerate() {
+        let row: Vec<f32> = if attention {
+            let s = &s[q / hw * c..][..c];
+            let scaled: Vec<f64> = g.iter().zip(s).map(|(&g, &s)| half_rounded(f64::from(g * s))).collect();
+            let conv3 = product(&w3, &b3, &scaled);
+            conv3.iter().zip(row).map(|(y, &x)| half_rounded(y + f64::from(x)) as f32).collect()
+        } else {
+            row.to_vec()
+        };
+        let normed: Vec<f64> = normalized(&row, &gamma, &beta, eps).into_iter().map(half_rounded).collect();
+        let conv4: Vec<f64> = product(&w4, &b4, &normed).into_iter().map(half_rounded).collect();
+        let gated: Vec<f64> = (0..c).map(|j| half_rounded(conv4[j] * conv4[j + c])).collect();
+        want.extend(product(&w5, &b5, &gated).iter().zip(&row).map(|(y, &x)| y + f64::from(x)));
+    }
+    // One FP16 rounding of the output, and f32 sums whose rounding can tip an intermediate
+    // half rounding the other way.
+    assert_close(name, &loaded(&x), &want, 2.0e-3);
+}
+
+/// LayerNorm + conv1 in one kernel (FP16 only) against a reference that rounds the
+/// normalised input to FP16 as the launches store it, with a guard band past the output.
+fn norm_conv1(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut impl FnMut() -> u8) {
+    let p = n * h * w;
+    let x: Vec<f32> = values(p * c, 4.0, byte).iter().map(|v| v - 30.0).collect();
+    let x = stored::<f16>(&x);
+    let (gamma, beta) = (values(c, 2.0, byte), values(c, 1.0, byte));
+    let w1 = stored::<f16>(&values(2 * c * c, 2.0 / (c as f32).sqrt(), byte));
+    let b1 = stored::<f16>(&values(2 * c, 0.5, byte));
+    let guard = f16::from_f32(-7.0);
+    let mut expanded = vec![guard; p * 2 * c + 16 * c];
+    let eps = 1.0e-6;
+    let grid = dims(&tile_grid(c, 1, p).unwrap());
+    // SAFETY: as in conv_in.
+    let f = unsafe { k.entry::<NormConv1>("norm_conv1") };
     let diverged = unsafe {
         f(
             grid.as_ptr(),
-            x.as_mut_ptr(),
+            x.as_ptr(),
             gamma.as_ptr(),
             beta.as_ptr(),
-            w4.as_ptr(),
-            b4.as_ptr(),
-            w5.as_ptr(),
-            b5.as_ptr(),
+            w1.as_ptr(),
+            b1.as_ptr(),
+            expanded.as_mut_ptr(),
             p as i64,
             i32_of(c),
             eps,
         )
     };
-    assert_eq!(diverged, 0, "the fused feed-forward kernel diverged or overran its shared memory");
-    let past = x.split_off(p * c);
-    assert!(past.iter().all(|&v| v == guard), "ffn wrote past the feature map");
-    let (x0, w4, b4, w5, b5) = (loaded(&x0), loaded(&w4), loaded(&b4), loaded(&w5), loaded(&b5));
-    let mut want = vec![0f64; p * c];
-    for (row, out) in x0.chunks(c).zip(want.chunks_mut(c)) {
-        let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / c as f64;
-        let var = row.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / c as f64;
-        let rstd = 1.0 / (var + f64::from(eps)).sqrt();
-        let normed: Vec<f64> = (0..c)
-            .map(|i| half_rounded((f64::from(row[i]) - mean) * rstd * f64::from(gamma[i]) + f64::from(beta[i])))
-            .collect();
-        let conv4 = |o: usize| {
-            let dot: f64 = (0..c).map(|i| f64::from(w4[o * c + i]) * normed[i]).sum();
-            half_rounded(dot + f64::from(b4[o]))
-        };
-        let gated: Vec<f64> = (0..c).map(|j| half_rounded(conv4(j) * conv4(j + c))).collect();
-        for (o, y) in out.iter_mut().enumerate() {
-            let dot: f64 = (0..c).map(|i| f64::from(w5[o * c + i]) * gated[i]).sum();
-            *y = dot + f64::from(b5[o]) + f64::from(row[o]);
-        }
-    }
-    // One FP16 rounding of the output, and f32 sums whose rounding can tip an intermediate
-    // half rounding the other way.
-    assert_close("ffn", &loaded(&x), &want, 2.0e-3);
+    assert_eq!(diverged, 0, "norm_conv1 diverged or overran its shared memory");
+    let past = expanded.split_off(p * 2 * c);
+    assert!(past.iter().all(|&v| v == guard), "norm_conv1 wrote past its output");
+    let (w1, b1) = (loaded(&w1), loaded(&b1));
+    let want: Vec<f64> = loaded(&x)
+        .chunks(c)
+        .flat_map(|row| {
+            let normed: Vec<f64> = normalized(row, &gamma, &beta, eps).into_iter().map(half_rounded).collect();
+            product(&w1, &b1, &normed)
+        })
+        .collect();
+    assert_close("norm_conv1", &loaded(&expanded), &want, 2.0e-3);
 }
 
 fn shuffle_add<T: Element>(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut impl FnMut() -> u8) {
@@ -457,7 +566,9 @@ fn every_kernel<T: Element>(fp16: bool) {
         gate::<T>(&kernels, case, &mut byte);
         shuffle_add::<T>(&kernels, case, &mut byte);
         if fp16 {
-            ffn(&kernels, case, &mut byte);
+            norm_conv1(&kernels, case, &mut byte);
+            second_half(&kernels, case, false, &mut byte);
+            second_half(&kernels, case, true, &mut byte);
         }
     }
 }
