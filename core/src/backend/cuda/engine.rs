@@ -10,12 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use cudarc::driver::sys::{CU_MEMHOSTALLOC_WRITECOMBINED, CUevent_flags, CUevent_wait_flags};
-use cudarc::driver::{CudaContext, CudaStream, LaunchConfig, PinnedHostSlice, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaStream, PinnedHostSlice, PushKernelArg};
 
 use super::device::{Device, cuda_error, open};
 use super::frames::{self, FrameArgs};
 use super::gemm::Lt;
-use super::instance::{Instance, Shape};
+use super::instance::{Instance, Shape, grid_for};
 use super::kernels::{self, Kernels, ptx};
 use super::saved::{Algo, EngineKey, FileUse, ProductKey, SavedEngine};
 use super::weights::{Element, StepWeights, Uploader};
@@ -349,14 +349,6 @@ pub fn build_engine_file(
     if cuda.fp16 { build::<half::f16>(model, cuda, shapes) } else { build::<f32>(model, cuda, shapes) }
 }
 
-/// A launch of one thread per item for the frame kernels.
-pub(super) fn frame_grid(items: usize) -> Result<LaunchConfig> {
-    const THREADS: u32 = 256;
-    let blocks = u32::try_from(items.div_ceil(THREADS as usize))
-        .map_err(|_| Error::InvalidImage("frame too large for one CUDA launch".into()))?;
-    Ok(LaunchConfig { grid_dim: (blocks.max(1), 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 })
-}
-
 /// The engine file `cuda` asks for, with its key: `engine_file`, else a file named by the key
 /// in `cache_dir`, else none (the key, which hashes the weights, is only computed then).
 fn engine_file_path(cuda: &CudaOptions, key: impl FnOnce() -> EngineKey) -> Option<(PathBuf, EngineKey)> {
@@ -470,7 +462,7 @@ impl<T: Element> Engine for CudaEngine<T> {
             launch.arg(&input_args).arg(&mut instance.input).arg(&h).arg(&w).arg(&reflect);
             // SAFETY: the frame was checked to be device memory spanning its pixels; the input
             // buffer holds the padded planar image.
-            unsafe { launch.launch(frame_grid(pixels)?) }.map_err(cuda_error("converting the input frame"))?;
+            unsafe { launch.launch(grid_for(pixels)?) }.map_err(cuda_error("converting the input frame"))?;
             instance.run(&engine.lt, ours)?;
             let threads = match output.desc.format {
                 crate::pixels::PixelFormat::Nv12 => (width / 2) * (height / 2),
@@ -479,7 +471,7 @@ impl<T: Element> Engine for CudaEngine<T> {
             let mut launch = ours.launch_builder(&engine.kernels.frame_out);
             launch.arg(&instance.output).arg(&h).arg(&w).arg(&output_args).arg(&input_args);
             // SAFETY: as for the input frame.
-            unsafe { launch.launch(frame_grid(threads)?) }.map_err(cuda_error("writing the output frame"))?;
+            unsafe { launch.launch(grid_for(threads)?) }.map_err(cuda_error("writing the output frame"))?;
             // The caller's later work starts after the output is written.
             let done = ours.record_event(no_timing).map_err(cuda_error("recording an event"))?;
             // SAFETY: as above.

@@ -90,7 +90,8 @@ unsafe impl<T: Sync> Sync for Instance<T> {}
 
 const THREADS: u32 = 256;
 
-/// One 256-thread block per 256 elements (at least one block).
+/// One 256-thread block per 256 elements (at least one block): the grid of the element-wise
+/// network kernels and of the frame conversions.
 pub(super) fn grid_for(elements: usize) -> Result<LaunchConfig> {
     let blocks = elements.div_ceil(THREADS as usize);
     let blocks =

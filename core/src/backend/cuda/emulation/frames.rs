@@ -4,8 +4,8 @@
 //! round-to-nearest intrinsics, which the emulation runs as plain IEEE operations.
 
 use super::{Emulated, dims, random_bytes, random_planes};
-use crate::backend::cuda::engine::frame_grid;
 use crate::backend::cuda::frames::FrameArgs;
+use crate::backend::cuda::instance::grid_for;
 use crate::image::{from_planar_cropped, pad_planar_into};
 use crate::pixels::{DeviceFrame, FrameDesc, PixelFormat, PlaneMut, PlaneRef, YuvMatrix, decode, encode};
 use crate::spec::{IMAGE_CHANNELS, PadMode};
@@ -40,7 +40,7 @@ fn frame_kernels_give_the_host_paths_bytes() {
             let mut got = vec![f32::NAN; want.len()];
             let reflect = i32::from(mode == PadMode::Reflect);
             // SAFETY: the frame's planes are live and span its pixels; `got` holds 3 × ph × pw.
-            let grid = dims(&frame_grid(ph * pw).unwrap());
+            let grid = dims(&grid_for(ph * pw).unwrap());
             let diverged =
                 unsafe { frame_in(grid.as_ptr(), &input_args, got.as_mut_ptr(), ph as i32, pw as i32, reflect) };
             assert_eq!(diverged, 0);
@@ -61,7 +61,7 @@ fn frame_kernels_give_the_host_paths_bytes() {
             let source_args = if in_place { target_args } else { input_args };
             let items = if format == PixelFormat::Nv12 { (w / 2) * (h / 2) } else { w * h };
             // SAFETY: as above; the target planes are the same size as the input's.
-            let grid = dims(&frame_grid(items).unwrap());
+            let grid = dims(&grid_for(items).unwrap());
             let diverged =
                 unsafe { frame_out(grid.as_ptr(), output.as_ptr(), ph as i32, pw as i32, &target_args, &source_args) };
             assert_eq!(diverged, 0);
