@@ -441,13 +441,14 @@ struct Lowering<'a> {
     stream: &'a CudaStream,
     /// Algorithm chosen per distinct product (the engine's, shared by its instances).
     tuned: &'a mut BTreeMap<ProductKey, Algo>,
-    /// Candidate chosen per (what, channels, height, width) in this instance.
+    /// Candidate chosen per [`ChoiceKey`] in this instance.
     chosen: BTreeMap<ChoiceKey, usize>,
     /// Fused tensor-core kernels or launches.
     fusion: Fusion,
 }
 
-/// What a timed choice is between (`"depthwise"`, `"ffn"`) and the shape it is timed at.
+/// What a timed choice is between (`"depthwise"`, `"norm_conv1"`, `"second half"`) and the
+/// shape it is timed at (channels, height, width; or channels, pixels, 0).
 type ChoiceKey = (&'static str, usize, usize, usize);
 
 /// A labelled operation, before it joins the launch list.
