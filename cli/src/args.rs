@@ -89,10 +89,10 @@ pub struct EngineArgs {
     /// one per key in the kernel cache folder.
     #[arg(long, value_name = "FILE")]
     pub engine: Option<PathBuf>,
-    /// NAFBlock kernels on `--backend cuda`: `fused` runs LayerNorm + conv1 and the whole
-    /// feed-forward half as one tensor-core kernel each where they run (FP16, compute
+    /// NAFBlock kernels on `--backend cuda`: `fused` runs LayerNorm + conv1 and everything
+    /// after the channel attention as one tensor-core kernel each where they run (FP16, compute
     /// capability 8.0+), `launches` as separate kernels and cuBLASLt products, `fastest` times
-    /// both per shape.
+    /// the variants per shape.
     #[arg(long, value_enum, default_value_t = FusionArg::Fastest)]
     pub fusion: FusionArg,
 }

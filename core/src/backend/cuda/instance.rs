@@ -668,25 +668,24 @@ impl Lowering<'_> {
             ("layer_norm", norm(self, &b.norm1)?),
             ("gemm conv1", self.gemm_op(&b.conv1, None, expand, normed, expanded, false)?),
         ];
-        let fused = match &b.conv1.bias {
-            Some(b1) => {
-                let args = vec![
-                    Arg::Ptr(x),
-                    f(&b.norm1.0),
-                    f(&b.norm1.1),
-                    Arg::Ptr(ptr(&b.conv1.weight, stream)),
-                    Arg::Ptr(ptr(b1, stream)),
-                    Arg::Ptr(expanded),
-                    Arg::I64(p as i64),
-                    i32_of(c)?,
-                    Arg::F32(b.eps),
-                ];
-                self.tensor_core_op(|k| &k.norm_conv1, (c, 1, p), args)?
+        let mut candidates = vec![launches];
+        if let Some(b1) = &b.conv1.bias {
+            let args = vec![
+                Arg::Ptr(x),
+                f(&b.norm1.0),
+                f(&b.norm1.1),
+                Arg::Ptr(ptr(&b.conv1.weight, stream)),
+                Arg::Ptr(ptr(b1, stream)),
+                Arg::Ptr(expanded),
+                Arg::I64(p as i64),
+                i32_of(c)?,
+                Arg::F32(b.eps),
+            ];
+            if let Some(fused) = self.tensor_core_op(|k| &k.norm_conv1, (c, 1, p), args)? {
+                candidates.push(vec![("norm_conv1", fused)]);
             }
-            None => None,
-        };
-        let fused = fused.map(|op| vec![("norm_conv1", op)]);
-        self.choose_fusion(("norm_conv1", c, p, 0), [Some(launches), fused].into_iter().flatten().collect())?;
+        }
+        self.choose_fusion(("norm_conv1", c, p, 0), candidates)?;
         self.push("zero", Op::Zero { ptr: pool, bytes: n * c * 4 });
         let args = vec![
             Arg::Ptr(expanded),

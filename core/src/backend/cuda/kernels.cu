@@ -430,8 +430,7 @@ extern "C" __global__ void shuffle_add(const T* __restrict__ t, T* __restrict__ 
     }
 }
 
-
-// ---- The feed-forward half of a NAFBlock in one kernel (FP16 storage, sm_80+) ----
+// ---- Fused tensor-core kernels: stretches of a NAFBlock in one launch (FP16 storage, sm_80+) ----
 #if defined(MASKDCPT_FP16) && (defined(MASKDCPT_EMULATED) || __CUDA_ARCH__ >= 800)
 
 #ifndef MASKDCPT_EMULATED  // the CPU emulation brings its own (emulation/shim.cpp)

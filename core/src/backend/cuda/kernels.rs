@@ -47,6 +47,11 @@ pub fn has_tensor_core_kernels(arch: (i32, i32), fp16: bool) -> bool {
     fp16 && arch >= (8, 0)
 }
 
+/// Whether the PTX text `ptx` defines the kernel `name`.
+fn has_entry(ptx: &str, name: &str) -> bool {
+    ptx.contains(&format!(".entry {name}("))
+}
+
 /// Every entry point a build for `arch` in FP16 or f32 holds.
 fn entry_points(arch: (i32, i32), fp16: bool) -> impl Iterator<Item = &'static str> {
     let fused = if has_tensor_core_kernels(arch, fp16) { &TENSOR_CORE_ENTRY_POINTS[..] } else { &[] };
@@ -94,7 +99,7 @@ pub fn ptx(arch: (i32, i32), fp16: bool, cache_dir: Option<&Path>) -> Result<Str
     let digest: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
     let path = dir.join(format!("kernels-{}.ptx", &digest[..32]));
     if let Ok(text) = std::fs::read_to_string(&path)
-        && entry_points(arch, fp16).all(|name| text.contains(&format!(".entry {name}(")))
+        && entry_points(arch, fp16).all(|name| has_entry(&text, name))
     {
         return Ok(text);
     }
@@ -150,7 +155,7 @@ impl Kernels {
     /// Loads `ptx` into `ctx`, the tensor-core kernels allowed all the shared memory a block may
     /// opt into.
     pub fn load(ctx: &Arc<CudaContext>, ptx: String) -> Result<Self> {
-        let fused = TENSOR_CORE_ENTRY_POINTS.iter().all(|name| ptx.contains(&format!(".entry {name}(")));
+        let fused = TENSOR_CORE_ENTRY_POINTS.iter().all(|name| has_entry(&ptx, name));
         let module = ctx.load_module(Ptx::from_src(ptx)).map_err(cuda_error("loading the kernel module"))?;
         let f = |name: &str| module.load_function(name).map_err(cuda_error(&format!("loading kernel {name}")));
         let tensor_cores = if fused {
@@ -215,17 +220,11 @@ mod tests {
             for fp16 in [false, true] {
                 let ptx = compile(arch, fp16).unwrap_or_else(|e| panic!("sm_{}{} fp16={fp16}: {e}", arch.0, arch.1));
                 for name in entry_points(arch, fp16) {
-                    assert!(ptx.contains(&format!(".entry {name}(")), "{name} missing for {arch:?}");
+                    assert!(has_entry(&ptx, name), "{name} missing for {arch:?}");
                 }
                 let fused = has_tensor_core_kernels(arch, fp16);
                 for name in TENSOR_CORE_ENTRY_POINTS {
-                    assert_eq!(
-                        ptx.contains(&format!(".entry {name}(")),
-                        fused,
-                        "{name} in sm_{}{} fp16={fp16}",
-                        arch.0,
-                        arch.1
-                    );
+                    assert_eq!(has_entry(&ptx, name), fused, "{name} in sm_{}{} fp16={fp16}", arch.0, arch.1);
                 }
                 assert_eq!(ptx.contains("mma.sync.aligned.m16n8k16"), fused);
                 assert_eq!(ptx.contains("cvt.rn.f16.f32"), fp16);
