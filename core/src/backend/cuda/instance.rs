@@ -454,6 +454,38 @@ type ChoiceKey = (&'static str, usize, usize, usize);
 /// A labelled operation, before it joins the launch list.
 type Labelled = (&'static str, Op);
 
+/// One way to lower a stretch of a block, built on demand (building tunes its products):
+/// `None` where its kernels do not run here.
+type Candidate<'a, L> = Box<dyn FnOnce(&mut L) -> Result<Option<Vec<Labelled>>> + 'a>;
+
+/// The candidates (separate launches first, the most fused last) that `fusion` asks to time,
+/// built on `lowering`: the first; the last that runs here; or every one that runs here. The
+/// others are never built, so their products are not tuned.
+fn wanted<L>(fusion: Fusion, lowering: &mut L, candidates: Vec<Candidate<'_, L>>) -> Result<Vec<Vec<Labelled>>> {
+    let mut built = Vec::with_capacity(candidates.len());
+    match fusion {
+        Fusion::Launches => {
+            if let Some(first) = candidates.into_iter().next() {
+                built.extend(first(lowering)?);
+            }
+        }
+        Fusion::Fused => {
+            for candidate in candidates.into_iter().rev() {
+                if let Some(sequence) = candidate(lowering)? {
+                    built.push(sequence);
+                    break;
+                }
+            }
+        }
+        Fusion::Fastest => {
+            for candidate in candidates {
+                built.extend(candidate(lowering)?);
+            }
+        }
+    }
+    Ok(built)
+}
+
 impl Lowering<'_> {
     fn push(&mut self, label: &'static str, op: Op) {
         self.launches.push(Launch { label, level: self.level, op });
@@ -625,15 +657,10 @@ impl Lowering<'_> {
     }
 
     /// Pushes one of `candidates`, launch sequences computing the same values from the
-    /// separate launches (first) to the most fused (last), as `fusion` says: the first, the
-    /// last, or the fastest (timed once per `key`).
-    fn choose_fusion(&mut self, key: ChoiceKey, mut candidates: Vec<Vec<Labelled>>) -> Result<()> {
-        match self.fusion {
-            Fusion::Fastest => {}
-            Fusion::Launches => candidates.truncate(1),
-            Fusion::Fused => drop(candidates.drain(..candidates.len().saturating_sub(1))),
-        }
-        self.choose(key, candidates)
+    /// separate launches (first) to the most fused (last), as `fusion` says ([`wanted`]).
+    fn choose_fusion(&mut self, key: ChoiceKey, candidates: Vec<Candidate<'_, Self>>) -> Result<()> {
+        let built = wanted(self.fusion, self, candidates)?;
+        self.choose(key, built)
     }
 
     /// A NAFBlock in place on `output` (a copy of `input` first if they differ):
@@ -643,49 +670,74 @@ impl Lowering<'_> {
     /// tensor-core kernels (`norm_conv1`, `ffn`, `attend_ffn`: FP16 from compute capability
     /// 8.0), as `fusion` says.
     fn block<T: Element>(&mut self, b: &BlockWeights<T>, input: u64, x: u64, (h, w): (usize, usize)) -> Result<()> {
+        let p = self.n * h * w;
+        self.copy_in_place(x, input, p * b.c * size_of::<T>());
+        self.first_half(b, x, p)?;
+        self.depthwise(b, (h, w))?;
+        self.second_half(b, x, h * w)
+    }
+
+    /// LayerNorm of the `p` pixels at `x` with `pair` (γ, β) into the normalised scratch.
+    fn layer_norm_op<T: Element>(
+        &self,
+        b: &BlockWeights<T>,
+        pair: &(CudaSlice<f32>, CudaSlice<f32>),
+        x: u64,
+        p: usize,
+    ) -> Result<Op> {
+        let stream = self.stream;
+        let args = vec![
+            Arg::Ptr(x),
+            Arg::Ptr(ptr(&pair.0, stream)),
+            Arg::Ptr(ptr(&pair.1, stream)),
+            Arg::Ptr(self.scratch[0]),
+            Arg::I64(p as i64),
+            i32_of(b.c)?,
+            Arg::F32(b.eps),
+        ];
+        Ok(kernel_op(&self.kernels.layer_norm, grid_for(p * 8)?, args))
+    }
+
+    /// LN → conv1 of the `p` pixels at `x` into the expanded scratch: two launches or
+    /// `norm_conv1`.
+    fn first_half<T: Element>(&mut self, b: &BlockWeights<T>, x: u64, p: usize) -> Result<()> {
+        let (stream, c) = (self.stream, b.c);
+        let [normed, expanded, ..] = self.scratch;
+        let candidates: Vec<Candidate<'_, Self>> = vec![
+            Box::new(|this: &mut Self| {
+                let expand = GemmShape::conv1x1(c, 2 * c, p);
+                Ok(Some(vec![
+                    ("layer_norm", this.layer_norm_op(b, &b.norm1, x, p)?),
+                    ("gemm conv1", this.gemm_op(&b.conv1, None, expand, normed, expanded, false)?),
+                ]))
+            }),
+            Box::new(|this: &mut Self| {
+                let Some(b1) = &b.conv1.bias else { return Ok(None) };
+                let args = vec![
+                    Arg::Ptr(x),
+                    Arg::Ptr(ptr(&b.norm1.0, stream)),
+                    Arg::Ptr(ptr(&b.norm1.1, stream)),
+                    Arg::Ptr(ptr(&b.conv1.weight, stream)),
+                    Arg::Ptr(ptr(b1, stream)),
+                    Arg::Ptr(expanded),
+                    Arg::I64(p as i64),
+                    i32_of(c)?,
+                    Arg::F32(b.eps),
+                ];
+                let fused = this.tensor_core_op(|k| &k.norm_conv1, (c, 1, p), args)?;
+                Ok(fused.map(|op| vec![("norm_conv1", op)]))
+            }),
+        ];
+        self.choose_fusion(("norm_conv1", c, p, 0), candidates)
+    }
+
+    /// Depthwise 3×3 + SimpleGate + channel sums of the expanded scratch into the gated
+    /// scratch (the fastest of the three kernels), then the attention vector.
+    fn depthwise<T: Element>(&mut self, b: &BlockWeights<T>, (h, w): (usize, usize)) -> Result<()> {
         let (n, stream, c) = (self.n, self.stream, b.c);
-        let element = size_of::<T>();
-        let hw = h * w;
-        let p = n * hw;
-        self.copy_in_place(x, input, p * c * element);
-        let [normed, expanded, gated, weights3] = self.scratch;
+        let [_, expanded, gated, _] = self.scratch;
         let [pool, attention] = self.stats;
         let f = |s: &CudaSlice<f32>| Arg::Ptr(ptr(s, stream));
-        let norm = |this: &Self, pair: &(CudaSlice<f32>, CudaSlice<f32>)| -> Result<Op> {
-            let args = vec![
-                Arg::Ptr(x),
-                f(&pair.0),
-                f(&pair.1),
-                Arg::Ptr(normed),
-                Arg::I64(p as i64),
-                i32_of(c)?,
-                Arg::F32(b.eps),
-            ];
-            Ok(kernel_op(&this.kernels.layer_norm, grid_for(p * 8)?, args))
-        };
-        let expand = GemmShape::conv1x1(c, 2 * c, p);
-        let launches = vec![
-            ("layer_norm", norm(self, &b.norm1)?),
-            ("gemm conv1", self.gemm_op(&b.conv1, None, expand, normed, expanded, false)?),
-        ];
-        let mut candidates = vec![launches];
-        if let Some(b1) = &b.conv1.bias {
-            let args = vec![
-                Arg::Ptr(x),
-                f(&b.norm1.0),
-                f(&b.norm1.1),
-                Arg::Ptr(ptr(&b.conv1.weight, stream)),
-                Arg::Ptr(ptr(b1, stream)),
-                Arg::Ptr(expanded),
-                Arg::I64(p as i64),
-                i32_of(c)?,
-                Arg::F32(b.eps),
-            ];
-            if let Some(fused) = self.tensor_core_op(|k| &k.norm_conv1, (c, 1, p), args)? {
-                candidates.push(vec![("norm_conv1", fused)]);
-            }
-        }
-        self.choose_fusion(("norm_conv1", c, p, 0), candidates)?;
         self.push("zero", Op::Zero { ptr: pool, bytes: n * c * 4 });
         let args = vec![
             Arg::Ptr(expanded),
@@ -698,13 +750,13 @@ impl Lowering<'_> {
             i32_of(c)?,
         ];
         let k = self.kernels;
-        let depthwise = [
+        let kernels = [
             ("dw_gate_pool", &k.dw_gate_pool, dw_gate_pool_grid(c, (h, w), n)?),
             ("dw_gate_pool_rows2", &k.dw_gate_pool_rows2, dw_gate_pool_rows_grid(2, c, (h, w), n)?),
             ("dw_gate_pool_rows4", &k.dw_gate_pool_rows4, dw_gate_pool_rows_grid(4, c, (h, w), n)?),
         ];
         let candidates =
-            depthwise.map(|(label, function, config)| vec![(label, kernel_op(function, config, args.clone()))]);
+            kernels.map(|(label, function, config)| vec![(label, kernel_op(function, config, args.clone()))]);
         self.choose(("depthwise", c, h, w), candidates.into())?;
         let args = vec![
             Arg::Ptr(pool),
@@ -713,13 +765,21 @@ impl Lowering<'_> {
             Arg::Ptr(attention),
             i32_of(n)?,
             i32_of(c)?,
-            Arg::F32(1.0 / hw as f32),
+            Arg::F32(1.0 / (h * w) as f32),
         ];
         self.kernel("sca_vector", &self.kernels.sca_vector.clone(), grid_for(n * c * 32)?, args);
+        Ok(())
+    }
 
-        // The second half, from the separate launches to one kernel: conv3 with the attention
-        // folded into its per-image weights, then the feed-forward half as launches or `ffn`,
-        // or everything in `attend_ffn` (the attention scaling the features instead).
+    /// Everything after the attention vector on the images of `hw` pixels at `x`, from the
+    /// separate launches to one kernel: conv3 with the attention folded into its per-image
+    /// weights, then the feed-forward half as launches or `ffn`, or all of it in `attend_ffn`
+    /// (the attention scaling the features instead).
+    fn second_half<T: Element>(&mut self, b: &BlockWeights<T>, x: u64, hw: usize) -> Result<()> {
+        let (n, stream, c) = (self.n, self.stream, b.c);
+        let p = n * hw;
+        let [normed, expanded, gated, weights3] = self.scratch;
+        let attention = self.stats[1];
         let conv3 = |this: &mut Self| -> Result<Vec<Labelled>> {
             let args = vec![
                 Arg::Ptr(ptr(&b.conv3.weight, stream)),
@@ -732,19 +792,15 @@ impl Lowering<'_> {
             let product = this.gemm_op(&b.conv3, Some(weights3), GemmShape::per_image(c, hw, n)?, gated, x, true)?;
             Ok(vec![("scale_weights", scale), ("gemm conv3", product)])
         };
-        let gate_args = vec![Arg::Ptr(expanded), Arg::Ptr(gated), Arg::I64(p as i64), i32_of(c)?];
-        let mut launches = conv3(self)?;
-        launches.extend([
-            ("layer_norm", norm(self, &b.norm2)?),
-            ("gemm conv4", self.gemm_op(&b.conv4, None, expand, normed, expanded, false)?),
-            ("gate", kernel_op(&self.kernels.gate, grid_for(p * c / 8)?, gate_args)),
-            ("gemm conv5", self.gemm_op(&b.conv5, None, GemmShape::conv1x1(c, c, p), gated, x, true)?),
-        ]);
-        let mut candidates = vec![launches];
-        if let (Some(b3), Some(b4), Some(b5)) = (&b.conv3.bias, &b.conv4.bias, &b.conv5.bias) {
-            let feed_forward = [
-                f(&b.norm2.0),
-                f(&b.norm2.1),
+        // conv3's bias and the feed-forward arguments that close `ffn`'s and `attend_ffn`'s
+        // lists, where every bias exists.
+        let fused_args = || -> Result<Option<(u64, Vec<Arg>)>> {
+            let (Some(b3), Some(b4), Some(b5)) = (&b.conv3.bias, &b.conv4.bias, &b.conv5.bias) else {
+                return Ok(None);
+            };
+            let feed_forward = vec![
+                Arg::Ptr(ptr(&b.norm2.0, stream)),
+                Arg::Ptr(ptr(&b.norm2.1, stream)),
                 Arg::Ptr(ptr(&b.conv4.weight, stream)),
                 Arg::Ptr(ptr(b4, stream)),
                 Arg::Ptr(ptr(&b.conv5.weight, stream)),
@@ -753,28 +809,44 @@ impl Lowering<'_> {
                 i32_of(c)?,
                 Arg::F32(b.eps),
             ];
-            let ffn_args = [&[Arg::Ptr(x)], &feed_forward[..]].concat();
-            if let Some(ffn) = self.tensor_core_op(|k| &k.ffn, (c, 2, p), ffn_args)? {
-                let mut conv3_then_ffn = conv3(self)?;
+            Ok(Some((ptr(b3, stream), feed_forward)))
+        };
+        let candidates: Vec<Candidate<'_, Self>> = vec![
+            Box::new(|this: &mut Self| {
+                let mut launches = conv3(this)?;
+                let gate_args = vec![Arg::Ptr(expanded), Arg::Ptr(gated), Arg::I64(p as i64), i32_of(c)?];
+                let (expand, reduce) = (GemmShape::conv1x1(c, 2 * c, p), GemmShape::conv1x1(c, c, p));
+                launches.extend([
+                    ("layer_norm", this.layer_norm_op(b, &b.norm2, x, p)?),
+                    ("gemm conv4", this.gemm_op(&b.conv4, None, expand, normed, expanded, false)?),
+                    ("gate", kernel_op(&this.kernels.gate, grid_for(p * c / 8)?, gate_args)),
+                    ("gemm conv5", this.gemm_op(&b.conv5, None, reduce, gated, x, true)?),
+                ]);
+                Ok(Some(launches))
+            }),
+            Box::new(|this: &mut Self| {
+                let Some((_, feed_forward)) = fused_args()? else { return Ok(None) };
+                let args = [vec![Arg::Ptr(x)], feed_forward].concat();
+                let Some(ffn) = this.tensor_core_op(|k| &k.ffn, (c, 2, p), args)? else { return Ok(None) };
+                let mut conv3_then_ffn = conv3(this)?;
                 conv3_then_ffn.push(("ffn", ffn));
-                candidates.push(conv3_then_ffn);
-            }
-            let attend_args = [
-                &[
+                Ok(Some(conv3_then_ffn))
+            }),
+            Box::new(|this: &mut Self| {
+                let Some((b3, feed_forward)) = fused_args()? else { return Ok(None) };
+                let head = vec![
                     Arg::Ptr(x),
                     Arg::Ptr(gated),
                     Arg::Ptr(attention),
                     Arg::Ptr(ptr(&b.conv3.weight, stream)),
-                    Arg::Ptr(ptr(b3, stream)),
+                    Arg::Ptr(b3),
                     Arg::I64(hw as i64),
-                ],
-                &feed_forward[..],
-            ]
-            .concat();
-            if let Some(all) = self.tensor_core_op(|k| &k.attend_ffn, (c, 2, p), attend_args)? {
-                candidates.push(vec![("attend_ffn", all)]);
-            }
-        }
+                ];
+                let args = [head, feed_forward].concat();
+                let fused = this.tensor_core_op(|k| &k.attend_ffn, (c, 2, p), args)?;
+                Ok(fused.map(|op| vec![("attend_ffn", op)]))
+            }),
+        ];
         self.choose_fusion(("second half", c, p, 0), candidates)
     }
 }
@@ -783,11 +855,52 @@ impl Lowering<'_> {
 mod tests {
     use proptest::prelude::*;
 
-    use super::{BufferPlan, Shape};
+    use super::{BufferPlan, Candidate, Shape, wanted};
+    use crate::backend::Fusion;
     use crate::graph::ValueId;
     use crate::model::testing::random_model;
     use crate::passes::{Step, fuse, plan::value_len};
     use crate::spec::{Family, ModelSpec};
+
+    /// Candidates that record their index in the lowering when built; `runs[i]` says whether
+    /// candidate i's kernels run here.
+    fn recording(runs: &[bool]) -> Vec<Candidate<'static, Vec<usize>>> {
+        runs.iter()
+            .enumerate()
+            .map(|(i, &runs)| -> Candidate<'static, Vec<usize>> {
+                Box::new(move |built: &mut Vec<usize>| {
+                    built.push(i);
+                    Ok(runs.then(|| vec![("candidate", super::Op::Zero { ptr: i as u64, bytes: 0 })]))
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fusion_builds_only_the_candidates_it_times() {
+        let timed = |fusion, runs: &[bool]| {
+            let mut built = Vec::new();
+            let sequences = wanted(fusion, &mut built, recording(runs)).unwrap();
+            let picked: Vec<u64> = sequences
+                .iter()
+                .map(|s| match s[..] {
+                    [(_, super::Op::Zero { ptr, .. })] => ptr,
+                    _ => unreachable!("one zeroing op per candidate"),
+                })
+                .collect();
+            (built, picked)
+        };
+        let all = [true, true, true];
+        assert_eq!(timed(Fusion::Launches, &all), (vec![0], vec![0]));
+        assert_eq!(timed(Fusion::Fused, &all), (vec![2], vec![2]));
+        assert_eq!(timed(Fusion::Fastest, &all), (vec![0, 1, 2], vec![0, 1, 2]));
+        // The most fused does not run here: forcing fusion takes the next one down, and the
+        // fastest is timed among those that run.
+        let no_last = [true, true, false];
+        assert_eq!(timed(Fusion::Fused, &no_last), (vec![2, 1], vec![1]));
+        assert_eq!(timed(Fusion::Fastest, &no_last), (vec![0, 1, 2], vec![0, 1]));
+        assert_eq!(timed(Fusion::Fused, &[true, false, false]), (vec![2, 1, 0], vec![0]));
+    }
 
     proptest! {
         /// For any network and shape: every materialised value other than the planar input
