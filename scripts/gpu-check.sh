@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The CUDA engine on the GPU test host (H100/H200, CUDA 13, PyTorch 2.11, no Rust): the
 # core's CUDA unit tests, then scripts/gpu_check.py (parity against the CPU engine and timing
-# against PyTorch eager / torch.compile on the same GPU). Record the table in docs/perf.md.
+# against PyTorch eager / torch.compile on the same GPU; the engine's kernels under Nsight
+# Compute where ncu is installed: scripts/gpu_counters.py). Record the tables in docs/perf.md.
 #   CPU host:  scripts/gpu-check.sh --build      (writes target/gpu/, about 30 MB)
 #   GPU host:  scripts/gpu-check.sh [gpu_check.py options]   (carry target/gpu)
 set -euo pipefail

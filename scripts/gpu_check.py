@@ -20,6 +20,9 @@ Timing (released shape, FP16): `maskdcpt bench --backend cuda` (device-resident 
 with `--fusion launches` (the blocks without the fused tensor-core kernels)
 next to PyTorch eager FP16, torch.compile and torch.compile(mode="reduce-overhead"), with
 peak GPU memory, at 1x256x256, 8x256x256 and 1x1088x1920.
+
+Hardware counters (scripts/gpu_counters.py), where Nsight Compute is installed: the engine's
+kernels at 1x1088x1920 under ncu (memory and issue throughput, occupancy, top stalls).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+import gpu_counters  # noqa: E402
 import reference_nafnet as R  # noqa: E402
 
 RELEASED = dict(width=64, enc_blocks=[1, 1, 1, 28], middle_blocks=1, dec_blocks=[1, 1, 1, 1])
@@ -200,6 +204,8 @@ def main() -> None:
     ap.add_argument("--budget-s", type=float, default=300, help="stop starting torch.compile runs after this")
     ap.add_argument("--quick", action="store_true", help="fewer parity images")
     ap.add_argument("--skip-parity", action="store_true", help="timing only (the unit tests still compare)")
+    ap.add_argument("--ncu-launches", type=int, default=300, help="kernel launches ncu profiles (0: no counters)")
+    ap.add_argument("--ncu-timeout-s", type=float, default=150, help="give up on the counters after this")
     args = ap.parse_args()
     emit(dict(kind="host", gpu=torch.cuda.get_device_name(), torch=torch.__version__))
     with tempfile.TemporaryDirectory() as tmp:
@@ -210,6 +216,11 @@ def main() -> None:
         parity_rows = [] if args.skip_parity else parity(args.bin, work, released, args.quick)
         engine_row = engine_file(args.bin, work, released)
         timing_rows = timing(args.bin, released, args.modes.split(","), args.iters, args.budget_s)
+        counter_rows, counter_note = [], "not asked for"
+        if args.ncu_launches > 0:
+            counter_rows, counter_note = gpu_counters.counters(args.bin, str(released), args.ncu_launches,
+                                                               args.ncu_timeout_s)
+            emit(dict(kind="counters", note=counter_note, rows=counter_rows))
     print("\n| parity case | precision | max abs diff | PSNR dB (peak) | pass |\n|---|---|---|---|---|")
     for r in parity_rows:
         print(f"| {r['case']} | {r['precision']} | {r['max_abs']:.3e} | {r['psnr_db']:.1f} ({r['peak']:.3g}) | {r['pass']} |")
@@ -237,6 +248,7 @@ def main() -> None:
     print(f"\nengine file (1x1088x1920 FP16, {e['bytes']} bytes): first build {e['first_s']:.2f} s, "
           f"second {e['second_s']:.2f} s ({'reused' if e['reused'] else 'NOT reused'}), "
           f"restore with it vs without: max |d| {e['max_abs_vs_plain']:.2e}, pass {e['pass']}")
+    gpu_counters.print_table(counter_rows, counter_note)
     failed = [r for r in parity_rows if not r["pass"]]
     print(f"\nparity: {len(parity_rows) - len(failed)}/{len(parity_rows)} pass")
     sys.exit(1 if failed or not e["pass"] else 0)
