@@ -649,6 +649,24 @@ mod tests {
         assert!(gpu.restore_batch(&[images[0].clone(), other]).unwrap_err().to_string().contains("one size"));
     }
 
+    /// Runs are deterministic: the channel sums of the attention are added in a fixed order
+    /// (no atomics), so restoring one image again (the first run launches op by op, the
+    /// next ones replay the CUDA graph) gives the same bits, in both precisions.
+    #[test]
+    fn repeated_runs_are_bitwise_identical() {
+        let model = random_model(&two_levels(), 9);
+        for fp16 in [false, true] {
+            let Some(gpu) = engine(&model, fp16) else { return };
+            let input = image(301, 203, 4);
+            let first = gpu.restore(&input).unwrap();
+            for _ in 0..3 {
+                let again = gpu.restore(&input).unwrap();
+                let same = first.data().iter().zip(again.data()).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "fp16={fp16}: a repeated run differs by up to {}", max_abs(&first, &again));
+            }
+        }
+    }
+
     /// Threads other than the builder's may restore on one engine at once (the engine binds its
     /// context and serialises runs on its stream).
     #[test]

@@ -1,6 +1,6 @@
 //! An engine instance: the buffers of one input shape (batch × padded height × width) and the
 //! fused program lowered onto them as a fixed launch list (kernels, cuBLASLt products,
-//! memsets, copies). The first run enqueues the list directly; it is then captured once into
+//! copies). The first run enqueues the list directly; it is then captured once into
 //! a CUDA graph that later runs replay with a single launch.
 
 use std::collections::BTreeMap;
@@ -10,6 +10,7 @@ use cudarc::cublaslt::sys::cublasLtMatmulAlgo_t;
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use cudarc::driver::{CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 
+use super::depthwise::{Depthwise, most_partials, pool_sum_grid};
 use super::device::cuda_error;
 use super::gemm::{GemmPlan, GemmPointers, GemmShape, Lt};
 use super::kernels::{Kernels, TensorCoreKernels};
@@ -34,7 +35,6 @@ enum Arg {
 enum Op {
     Kernel { function: CudaFunction, config: LaunchConfig, args: Vec<Arg> },
     Gemm(GemmPlan),
-    Zero { ptr: u64, bytes: usize },
     Copy { dst: u64, src: u64, bytes: usize },
 }
 
@@ -99,38 +99,6 @@ pub(super) fn grid_for(elements: usize) -> Result<LaunchConfig> {
     Ok(LaunchConfig { grid_dim: (blocks.max(1), 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 })
 }
 
-/// Pixels per thread of `dw_gate_pool` (`DW_PIXELS` in kernels.cu).
-const DW_PIXELS: usize = 8;
-
-/// A depthwise kernel's grid for `n` images of `items` work items (pixels or row runs), with
-/// `per_thread` items per thread, `threads` per block and `c` gated channels: blocks of up to
-/// 32 channel groups (8 channels each) across; grid (item blocks, channel-group blocks,
-/// images).
-fn dw_grid(c: usize, items: usize, per_thread: usize, threads: usize, n: usize) -> Result<LaunchConfig> {
-    let groups = c / 8;
-    let across = groups.min(32);
-    let strips = threads / across;
-    let blocks = u32::try_from(items.div_ceil(strips * per_thread))
-        .map_err(|_| Error::InvalidImage("image too large".into()))?;
-    Ok(LaunchConfig {
-        grid_dim: (blocks, groups.div_ceil(across) as u32, n as u32),
-        block_dim: (across as u32, strips as u32, 1),
-        shared_mem_bytes: 0,
-    })
-}
-
-/// `dw_gate_pool`'s grid for `n` images of `h × w` pixels and `c` gated channels.
-pub(super) fn dw_gate_pool_grid(c: usize, (h, w): (usize, usize), n: usize) -> Result<LaunchConfig> {
-    dw_grid(c, h * w, DW_PIXELS, 256, n)
-}
-
-/// The grid of `dw_gate_pool_rows{run}`: a thread per run of `run` pixels of a row, blocks of
-/// 256 threads for runs of 2 and of 128 for runs of 4 (whose threads hold about 150 registers).
-pub(super) fn dw_gate_pool_rows_grid(run: usize, c: usize, (h, w): (usize, usize), n: usize) -> Result<LaunchConfig> {
-    let threads = if run > 2 { 128 } else { 256 };
-    dw_grid(c, h * w.div_ceil(run), 1, threads, n)
-}
-
 /// Pixels per block of the tensor-core kernels (`TILE_ROWS` in kernels.cu).
 const TILE_ROWS: usize = 64;
 
@@ -168,6 +136,8 @@ struct Scratch {
     expanded: usize,
     channels: usize,
     attention_weights: usize,
+    /// The depthwise kernels' per-block channel sums (f32).
+    partials: usize,
 }
 
 /// What an instance allocates for a shape, derived from the program alone (no device): the
@@ -198,6 +168,9 @@ impl BufferPlan {
                 scratch.expanded = scratch.expanded.max(pixels(*input) * 2 * c);
                 scratch.channels = scratch.channels.max(c);
                 scratch.attention_weights = scratch.attention_weights.max(n * c * c);
+                let level = graph.node(*input).level;
+                let partials = n * c * most_partials(c, (h >> level, w >> level));
+                scratch.partials = scratch.partials.max(partials);
             }
             if let Step::UpShuffleAdd { input, output, .. } = step {
                 scratch.expanded = scratch.expanded.max(pixels(*input) * 4 * graph.node(*output).channels);
@@ -212,7 +185,7 @@ impl BufferPlan {
             memory.slot_len.iter().zip(&slot_used).filter(|(_, u)| **u).map(|(len, _)| len * n * element).sum();
         let bytes = slot_bytes
             + (2 * scratch.features + scratch.expanded + scratch.attention_weights) * element
-            + 2 * n * scratch.channels * 4
+            + (2 * n * scratch.channels + scratch.partials) * 4
             + 2 * image_len * 4;
         BufferPlan { memory, slot_used, scratch, image_len, bytes }
     }
@@ -262,6 +235,7 @@ impl<T: Element> Instance<T> {
         let expanded = alloc_t(need.expanded)?;
         let gated = alloc_t(need.features)?;
         let attention_weights = alloc_t(need.attention_weights)?;
+        let partials = alloc_f(need.partials)?;
         let pool = alloc_f(n * need.channels)?;
         let attention = alloc_f(n * need.channels)?;
 
@@ -286,7 +260,7 @@ impl<T: Element> Instance<T> {
                 ptr(&gated, stream),
                 ptr(&attention_weights, stream),
             ],
-            stats: [ptr(&pool, stream), ptr(&attention, stream)],
+            stats: [ptr(&partials, stream), ptr(&pool, stream), ptr(&attention, stream)],
             chosen: BTreeMap::new(),
             fusion,
             n,
@@ -310,7 +284,7 @@ impl<T: Element> Instance<T> {
             input,
             output,
             _buffers: buffers,
-            _stats: vec![pool, attention],
+            _stats: vec![partials, pool, attention],
             launches: lower.launches,
             steps,
             graph: None,
@@ -409,10 +383,6 @@ fn enqueue_one(op: &Op, lt: &Lt, stream: &CudaStream) -> Result<()> {
             unsafe { builder.launch(*config) }.map_err(cuda_error("launching a kernel"))?;
         }
         Op::Gemm(plan) => unsafe { plan.run(lt, stream)? },
-        Op::Zero { ptr, bytes } => {
-            unsafe { cudarc::driver::result::memset_d8_async(*ptr, 0, *bytes, stream.cu_stream()) }
-                .map_err(cuda_error("clearing the attention sums"))?
-        }
         Op::Copy { dst, src, bytes } => {
             unsafe { cudarc::driver::result::memcpy_dtod_async(*dst, *src, *bytes, stream.cu_stream()) }
                 .map_err(cuda_error("copying a feature map"))?
@@ -435,8 +405,9 @@ struct Lowering<'a> {
     lt: &'a Lt,
     /// Normalised, expanded (2c or 4c) and gated feature scratch, per-image conv3 weights.
     scratch: [u64; 4],
-    /// Attention channel sums and vector (f32).
-    stats: [u64; 2],
+    /// The depthwise kernels' per-block channel sums, the channel sums and the attention
+    /// vector (f32).
+    stats: [u64; 3],
     n: usize,
     stream: &'a CudaStream,
     /// Algorithm chosen per distinct product (the engine's, shared by its instances).
@@ -732,32 +703,34 @@ impl Lowering<'_> {
     }
 
     /// Depthwise 3×3 + SimpleGate + channel sums of the expanded scratch into the gated
-    /// scratch (the fastest of the three kernels), then the attention vector.
+    /// scratch (the fastest of the depthwise kernels, each followed by `pool_sum` over its
+    /// per-block sums), then the attention vector.
     fn depthwise<T: Element>(&mut self, b: &BlockWeights<T>, (h, w): (usize, usize)) -> Result<()> {
         let (n, stream, c) = (self.n, self.stream, b.c);
         let [_, expanded, gated, _] = self.scratch;
-        let [pool, attention] = self.stats;
+        let [partials, pool, attention] = self.stats;
         let f = |s: &CudaSlice<f32>| Arg::Ptr(ptr(s, stream));
-        self.push("zero", Op::Zero { ptr: pool, bytes: n * c * 4 });
         let args = vec![
             Arg::Ptr(expanded),
             f(&b.dw.0),
             f(&b.dw.1),
             Arg::Ptr(gated),
-            Arg::Ptr(pool),
+            Arg::Ptr(partials),
             i32_of(h)?,
             i32_of(w)?,
             i32_of(c)?,
         ];
-        let k = self.kernels;
-        let kernels = [
-            ("dw_gate_pool", &k.dw_gate_pool, dw_gate_pool_grid(c, (h, w), n)?),
-            ("dw_gate_pool_rows2", &k.dw_gate_pool_rows2, dw_gate_pool_rows_grid(2, c, (h, w), n)?),
-            ("dw_gate_pool_rows4", &k.dw_gate_pool_rows4, dw_gate_pool_rows_grid(4, c, (h, w), n)?),
-        ];
-        let candidates =
-            kernels.map(|(label, function, config)| vec![(label, kernel_op(function, config, args.clone()))]);
-        self.choose(("depthwise", c, h, w), candidates.into())?;
+        let candidates = Depthwise::ALL
+            .iter()
+            .map(|&d| {
+                let kernel = kernel_op(d.function(self.kernels), d.grid(c, (h, w), n)?, args.clone());
+                let sums =
+                    vec![Arg::Ptr(partials), Arg::Ptr(pool), i32_of(d.partials(c, (h, w)))?, Arg::I64((n * c) as i64)];
+                let sum = kernel_op(&self.kernels.pool_sum, pool_sum_grid(n * c)?, sums);
+                Ok(vec![(d.name(), kernel), ("pool_sum", sum)])
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.choose(("depthwise", c, h, w), candidates)?;
         let args = vec![
             Arg::Ptr(pool),
             f(&b.sca.0),
@@ -779,7 +752,7 @@ impl Lowering<'_> {
         let (n, stream, c) = (self.n, self.stream, b.c);
         let p = n * hw;
         let [normed, expanded, gated, weights3] = self.scratch;
-        let attention = self.stats[1];
+        let attention = self.stats[2];
         let conv3 = |this: &mut Self| -> Result<Vec<Labelled>> {
             let args = vec![
                 Arg::Ptr(ptr(&b.conv3.weight, stream)),
@@ -870,7 +843,7 @@ mod tests {
             .map(|(i, &runs)| -> Candidate<'static, Vec<usize>> {
                 Box::new(move |built: &mut Vec<usize>| {
                     built.push(i);
-                    Ok(runs.then(|| vec![("candidate", super::Op::Zero { ptr: i as u64, bytes: 0 })]))
+                    Ok(runs.then(|| vec![("candidate", super::Op::Copy { dst: i as u64, src: 0, bytes: 0 })]))
                 })
             })
             .collect()
@@ -884,8 +857,8 @@ mod tests {
             let picked: Vec<u64> = sequences
                 .iter()
                 .map(|s| match s[..] {
-                    [(_, super::Op::Zero { ptr, .. })] => ptr,
-                    _ => unreachable!("one zeroing op per candidate"),
+                    [(_, super::Op::Copy { dst, .. })] => dst,
+                    _ => unreachable!("one copy per candidate"),
                 })
                 .collect();
             (built, picked)

@@ -182,9 +182,10 @@ extern "C" __global__ void layer_norm(const T* __restrict__ x, const float* __re
     normalize_pixel(x + (live ? p : 0) * c, gamma, beta, y + p * c, c, eps, threadIdx.x % LN_LANES, live);
 }
 
-// Adds each thread's sums of channels k..k+8 into pool[im][k..k+8]: the block's rows of
-// threads (blockDim.y) reduced in shared memory first, then one atomic per channel and block.
-__device__ __forceinline__ void pool_channel_sums(const float* sum, float* __restrict__ pool, int im, int k, int c) {
+// Stores the block's sums of channels k..k+8 (each thread's `sum` over its pixels) in
+// partials[im][k + i][blockIdx.x]: the block's rows of threads (blockDim.y) added in shared
+// memory in order, no atomics, so pool_sum adds the same values in the same order every run.
+__device__ __forceinline__ void pool_channel_sums(const float* sum, float* __restrict__ partials, int im, int k, int c) {
     __shared__ float partial[256][9];
     int slot = threadIdx.y * blockDim.x + threadIdx.x;
 #pragma unroll
@@ -199,20 +200,20 @@ __device__ __forceinline__ void pool_channel_sums(const float* sum, float* __res
             for (int i = 0; i < 8; i++) total[i] += partial[r * blockDim.x + threadIdx.x][i];
         }
 #pragma unroll
-        for (int i = 0; i < 8; i++) atomicAdd(pool + (i64)im * c + k + i, total[i]);
+        for (int i = 0; i < 8; i++) partials[((i64)im * c + k + i) * gridDim.x + blockIdx.x] = total[i];
     }
 }
 
 #define DW_PIXELS 8
 
 // Depthwise 3×3 (zero padding) on the 2c channels of `t`, SimpleGate (channel k times channel
-// k + c) into `g` (c channels), and the per-image channel sums of `g` added into `pool` (float,
-// zeroed before). wd: [tap][2c] (rearranged once), bd: [2c]. A thread runs 8 channels of
-// DW_PIXELS consecutive pixels; block (channel groups × pixel strips) = 256 threads, grid
-// (pixel blocks, channel-group blocks, images).
+// k + c) into `g` (c channels), and each block's per-image channel sums of `g` into `partials`
+// (float, [n][c][gridDim.x]; pool_sum adds them up). wd: [tap][2c] (rearranged once), bd:
+// [2c]. A thread runs 8 channels of DW_PIXELS consecutive pixels; block (channel groups ×
+// pixel strips) = 256 threads, grid (pixel blocks, channel-group blocks, images).
 extern "C" __global__ void dw_gate_pool(const T* __restrict__ t, const float* __restrict__ wd,
                                         const float* __restrict__ bd, T* __restrict__ g,
-                                        float* __restrict__ pool, int h, int w, int c) {
+                                        float* __restrict__ partials, int h, int w, int c) {
     int k = (blockIdx.y * blockDim.x + threadIdx.x) * 8;
     int im = blockIdx.z;
     i64 hw = (i64)h * w;
@@ -256,11 +257,11 @@ extern "C" __global__ void dw_gate_pool(const T* __restrict__ t, const float* __
             store8(dst + p * c + k, a);
         }
     }
-    pool_channel_sums(sum, pool, im, k, c);
+    pool_channel_sums(sum, partials, im, k, c);
 }
 
-// What dw_gate_pool computes, bit for bit (the taps of every pixel are added in the same
-// order), with a thread taking a run of RUN consecutive pixels of one row: the weights of
+// What dw_gate_pool computes (`g` bit for bit: the taps of every pixel are added in the same
+// order; the partial sums over other blocks of pixels), with a thread taking a run of RUN consecutive pixels of one row: the weights of
 // each window row are loaded once per run and each input column once per window row, so a
 // pixel costs 6 (RUN + 2) / RUN input and 18 / RUN weight loads of 8 values instead of 18 and
 // 18, and a thread one division instead of one per pixel. Block (channel groups × runs),
@@ -270,7 +271,7 @@ extern "C" __global__ void dw_gate_pool(const T* __restrict__ t, const float* __
 template <int RUN>
 __device__ __forceinline__ void dw_rows(const T* __restrict__ t, const float* __restrict__ wd,
                                         const float* __restrict__ bd, T* __restrict__ g,
-                                        float* __restrict__ pool, int h, int w, int c) {
+                                        float* __restrict__ partials, int h, int w, int c) {
     int k = (blockIdx.y * blockDim.x + threadIdx.x) * 8;
     int im = blockIdx.z;
     int runs_per_row = (w + RUN - 1) / RUN;
@@ -330,24 +331,46 @@ __device__ __forceinline__ void dw_rows(const T* __restrict__ t, const float* __
             store8(dst + (i64)(x0 + j) * c + k, a[j]);
         }
     }
-    pool_channel_sums(sum, pool, im, k, c);
+    pool_channel_sums(sum, partials, im, k, c);
 }
 
 extern "C" __global__ void dw_gate_pool_rows2(const T* __restrict__ t, const float* __restrict__ wd,
                                               const float* __restrict__ bd, T* __restrict__ g,
-                                              float* __restrict__ pool, int h, int w, int c) {
-    dw_rows<2>(t, wd, bd, g, pool, h, w, c);
+                                              float* __restrict__ partials, int h, int w, int c) {
+    dw_rows<2>(t, wd, bd, g, partials, h, w, c);
 }
 
 extern "C" __global__ void dw_gate_pool_rows4(const T* __restrict__ t, const float* __restrict__ wd,
                                               const float* __restrict__ bd, T* __restrict__ g,
-                                              float* __restrict__ pool, int h, int w, int c) {
-    dw_rows<4>(t, wd, bd, g, pool, h, w, c);
+                                              float* __restrict__ partials, int h, int w, int c) {
+    dw_rows<4>(t, wd, bd, g, partials, h, w, c);
 }
 
 __device__ __forceinline__ float warp_sum(float v) {
     for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
     return v;
+}
+
+// The per-image channel sums: pool[j] = Σ_b partials[j][b] over the `blocks` partial sums of
+// channel j (j = image · c + channel; `channels` of them), in a fixed order (each thread its
+// stride of b in turn, then the warps' sums, then the warps in order): a block of 256 threads
+// per channel, so a run's sums do not depend on scheduling.
+extern "C" __global__ void pool_sum(const float* __restrict__ partials, float* __restrict__ pool, int blocks,
+                                    i64 channels) {
+    __shared__ float warps[8];
+    i64 j = blockIdx.x;
+    if (j >= channels) return;  // uniform over the block
+    const float* row = partials + j * blocks;
+    float acc = 0.f;
+    for (int b = threadIdx.x; b < blocks; b += blockDim.x) acc += row[b];
+    acc = warp_sum(acc);
+    if (threadIdx.x % 32 == 0) warps[threadIdx.x / 32] = acc;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float total = 0.f;
+        for (int i = 0; i < blockDim.x / 32; i++) total += warps[i];
+        pool[j] = total;
+    }
 }
 
 // Channel attention vector: s[im][o] = b[o] + Σ_i W[o][i] · pool[im][i] / hw. A warp per

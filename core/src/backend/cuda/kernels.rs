@@ -23,13 +23,14 @@ pub fn source_hash() -> [u8; 32] {
 }
 
 /// Entry points of [`SOURCE`], in [`Kernels`] field order.
-pub const ENTRY_POINTS: [&str; 12] = [
+pub const ENTRY_POINTS: [&str; 13] = [
     "conv_in",
     "conv_out",
     "layer_norm",
     "dw_gate_pool",
     "dw_gate_pool_rows2",
     "dw_gate_pool_rows4",
+    "pool_sum",
     "sca_vector",
     "scale_weights",
     "gate",
@@ -117,12 +118,16 @@ pub struct Kernels {
     pub conv_out: CudaFunction,
     /// Per-pixel LayerNorm with f32 statistics.
     pub layer_norm: CudaFunction,
-    /// Depthwise 3×3 + SimpleGate + channel sums for the attention, 8 pixels per thread.
+    /// Depthwise 3×3 + SimpleGate + per-block channel sums for the attention, 8 pixels per
+    /// thread.
     pub dw_gate_pool: CudaFunction,
-    /// The same, bit for bit, a run of 2 pixels of a row per thread with register reuse.
+    /// The same (the gated map bit for bit), a run of 2 pixels of a row per thread with
+    /// register reuse.
     pub dw_gate_pool_rows2: CudaFunction,
     /// The same with runs of 4 pixels.
     pub dw_gate_pool_rows4: CudaFunction,
+    /// The per-image channel sums from the depthwise kernels' per-block sums, in a fixed order.
+    pub pool_sum: CudaFunction,
     /// Channel-attention vector from the channel sums.
     pub sca_vector: CudaFunction,
     /// Per-image conv3 weights with the attention vector folded in.
@@ -185,13 +190,14 @@ impl Kernels {
             dw_gate_pool: f(ENTRY_POINTS[3])?,
             dw_gate_pool_rows2: f(ENTRY_POINTS[4])?,
             dw_gate_pool_rows4: f(ENTRY_POINTS[5])?,
-            sca_vector: f(ENTRY_POINTS[6])?,
-            scale_weights: f(ENTRY_POINTS[7])?,
-            gate: f(ENTRY_POINTS[8])?,
-            shuffle_add: f(ENTRY_POINTS[9])?,
+            pool_sum: f(ENTRY_POINTS[6])?,
+            sca_vector: f(ENTRY_POINTS[7])?,
+            scale_weights: f(ENTRY_POINTS[8])?,
+            gate: f(ENTRY_POINTS[9])?,
+            shuffle_add: f(ENTRY_POINTS[10])?,
             tensor_cores,
-            frame_in: f(ENTRY_POINTS[10])?,
-            frame_out: f(ENTRY_POINTS[11])?,
+            frame_in: f(ENTRY_POINTS[11])?,
+            frame_out: f(ENTRY_POINTS[12])?,
         })
     }
 }

@@ -9,6 +9,7 @@
 //! [`instance`] (buffers and launch list per shape) → [`engine`]; [`saved`] keeps an engine's
 //! kernels and tuned algorithms in an engine file for later processes.
 
+pub mod depthwise;
 pub mod device;
 #[cfg(test)]
 mod emulation;

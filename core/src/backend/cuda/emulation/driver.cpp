@@ -15,16 +15,19 @@ extern "C" int emulate_layer_norm(const unsigned* dims, const T* x, const float*
     return launch(dims, [&] { layer_norm(x, gamma, beta, y, pixels, c, eps); });
 }
 extern "C" int emulate_dw_gate_pool(const unsigned* dims, const T* t, const float* wd, const float* bd, T* g,
-                                    float* pool, int h, int w, int c) {
-    return launch(dims, [&] { dw_gate_pool(t, wd, bd, g, pool, h, w, c); });
+                                    float* partials, int h, int w, int c) {
+    return launch(dims, [&] { dw_gate_pool(t, wd, bd, g, partials, h, w, c); });
 }
 extern "C" int emulate_dw_gate_pool_rows2(const unsigned* dims, const T* t, const float* wd, const float* bd,
-                                          T* g, float* pool, int h, int w, int c) {
-    return launch(dims, [&] { dw_gate_pool_rows2(t, wd, bd, g, pool, h, w, c); });
+                                          T* g, float* partials, int h, int w, int c) {
+    return launch(dims, [&] { dw_gate_pool_rows2(t, wd, bd, g, partials, h, w, c); });
 }
 extern "C" int emulate_dw_gate_pool_rows4(const unsigned* dims, const T* t, const float* wd, const float* bd,
-                                          T* g, float* pool, int h, int w, int c) {
-    return launch(dims, [&] { dw_gate_pool_rows4(t, wd, bd, g, pool, h, w, c); });
+                                          T* g, float* partials, int h, int w, int c) {
+    return launch(dims, [&] { dw_gate_pool_rows4(t, wd, bd, g, partials, h, w, c); });
+}
+extern "C" int emulate_pool_sum(const unsigned* dims, const float* partials, float* pool, int blocks, i64 channels) {
+    return launch(dims, [&] { pool_sum(partials, pool, blocks, channels); });
 }
 extern "C" int emulate_sca_vector(const unsigned* dims, const float* pool, const float* w, const float* b,
                                   float* s, int n, int c, float inv_hw) {

@@ -9,7 +9,8 @@ use std::cmp::Ordering;
 use half::f16;
 
 use super::{Emulated, dims, random_bytes};
-use crate::backend::cuda::instance::{dw_gate_pool_grid, dw_gate_pool_rows_grid, grid_for, tile_grid};
+use crate::backend::cuda::depthwise::{Depthwise, pool_sum_grid};
+use crate::backend::cuda::instance::{grid_for, tile_grid};
 use crate::backend::cuda::weights::Element;
 
 /// Images, height, width and (gated) channels of one case.
@@ -36,6 +37,7 @@ type ConvOut<T> =
 type LayerNorm<T> = unsafe extern "C" fn(Dims, *const T, *const f32, *const f32, *mut T, i64, i32, f32) -> i32;
 type DwGatePool<T> =
     unsafe extern "C" fn(Dims, *const T, *const f32, *const f32, *mut T, *mut f32, i32, i32, i32) -> i32;
+type PoolSum = unsafe extern "C" fn(Dims, *const f32, *mut f32, i32, i64) -> i32;
 type ScaVector = unsafe extern "C" fn(Dims, *const f32, *const f32, *const f32, *mut f32, i32, i32, f32) -> i32;
 type ScaleWeights<T> = unsafe extern "C" fn(Dims, *const T, *const f32, *mut T, i32, i32) -> i32;
 type Gate<T> = unsafe extern "C" fn(Dims, *const T, *mut T, i64, i32) -> i32;
@@ -290,18 +292,16 @@ fn dw_gate_pool<T: Element>(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut 
             }
         }
     }
-    let kernels = [
-        ("dw_gate_pool", dw_gate_pool_grid(c, (h, w), n).unwrap()),
-        ("dw_gate_pool_rows2", dw_gate_pool_rows_grid(2, c, (h, w), n).unwrap()),
-        ("dw_gate_pool_rows4", dw_gate_pool_rows_grid(4, c, (h, w), n).unwrap()),
-    ];
     let mut outputs = Vec::new();
-    for (name, config) in kernels {
-        // A guard band past the output, which no thread may write.
+    for d in Depthwise::ALL {
+        let name = d.name();
+        // A guard band past the output, which no thread may write; the per-block sums start
+        // as NaN, so one left unwritten poisons its channel's total.
         let guard = T::from_f32(-7.0);
         let mut g = vec![guard; n * hw * c + 8 * c];
-        let mut pool = vec![0f32; n * c];
-        let grid = dims(&config);
+        let blocks = d.partials(c, (h, w));
+        let mut partials = vec![f32::NAN; n * c * blocks];
+        let grid = dims(&d.grid(c, (h, w), n).unwrap());
         // SAFETY: as in conv_in.
         let f = unsafe { k.entry::<DwGatePool<T>>(name) };
         let diverged = unsafe {
@@ -311,7 +311,7 @@ fn dw_gate_pool<T: Element>(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut 
                 weight.as_ptr(),
                 bias.as_ptr(),
                 g.as_mut_ptr(),
-                pool.as_mut_ptr(),
+                partials.as_mut_ptr(),
                 i32_of(h),
                 i32_of(w),
                 i32_of(c),
@@ -322,13 +322,34 @@ fn dw_gate_pool<T: Element>(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut 
         assert!(past.iter().all(|v| v.to_f32() == -7.0), "{name} wrote past its output");
         let g = loaded(&g);
         assert_close(&format!("{name} output"), &g, &want, tolerance::<T>());
+        let pool = pool_sum(k, &partials, blocks, n * c);
         // The sums add unrounded products in f32 over up to a few hundred pixels.
         assert_close(&format!("{name} channel sums"), &pool, &want_pool, 1.0e-5 * hw as f64);
         outputs.push(g);
     }
-    for (other, (name, _)) in outputs[1..].iter().zip(&kernels[1..]) {
+    for (other, d) in outputs[1..].iter().zip(&Depthwise::ALL[1..]) {
         let differ = outputs[0].iter().zip(other).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
-        assert_eq!(differ, 0, "{name} differs from dw_gate_pool in {differ} values");
+        assert_eq!(differ, 0, "{} differs from dw_gate_pool in {differ} values", d.name());
+    }
+}
+
+/// `pool_sum` over `partials` ([channels][blocks]) as the engine launches it.
+fn pool_sum(k: &Emulated, partials: &[f32], blocks: usize, channels: usize) -> Vec<f32> {
+    let mut pool = vec![f32::NAN; channels];
+    let grid = dims(&pool_sum_grid(channels).unwrap());
+    // SAFETY: as in conv_in.
+    let f = unsafe { k.entry::<PoolSum>("pool_sum") };
+    let diverged = unsafe { f(grid.as_ptr(), partials.as_ptr(), pool.as_mut_ptr(), i32_of(blocks), channels as i64) };
+    assert_eq!(diverged, 0);
+    pool
+}
+
+/// `pool_sum` with more partial sums than its block has threads (each thread adds a stride).
+fn pool_sum_strides(k: &Emulated, byte: &mut impl FnMut() -> u8) {
+    for (blocks, channels) in [(1, 4), (255, 2), (600, 3), (2049, 1)] {
+        let partials = values(blocks * channels, 10.0, byte);
+        let want: Vec<f64> = partials.chunks(blocks).map(|row| row.iter().map(|&v| f64::from(v)).sum()).collect();
+        assert_close("pool_sum", &pool_sum(k, &partials, blocks, channels), &want, 1.0e-6 * blocks as f64);
     }
 }
 
@@ -555,6 +576,7 @@ fn shuffle_add<T: Element>(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut i
 fn every_kernel<T: Element>(fp16: bool) {
     let Some(kernels) = Emulated::get(fp16) else { return };
     let mut byte = random_bytes(11);
+    pool_sum_strides(&kernels, &mut byte);
     for case in CASES {
         eprintln!("fp16 {fp16}: {case:?}");
         conv_in::<T>(&kernels, case, &mut byte);

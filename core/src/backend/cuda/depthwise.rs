@@ -1,0 +1,127 @@
+//! The depthwise kernels' launch shapes: the three variants the engine times against each
+//! other (kernels.cu: `dw_gate_pool`, `dw_gate_pool_rows2`, `dw_gate_pool_rows4`), how each
+//! splits an image among its threads, and the per-block channel sums they leave for
+//! `pool_sum`.
+
+use cudarc::driver::{CudaFunction, LaunchConfig};
+
+use super::kernels::Kernels;
+use crate::error::{Error, Result};
+
+/// Pixels per thread of `dw_gate_pool` (`DW_PIXELS` in kernels.cu).
+const DW_PIXELS: usize = 8;
+
+/// Threads per block of `pool_sum` (its shared array holds one sum per warp: 8).
+const POOL_SUM_THREADS: u32 = 256;
+
+/// A depthwise + SimpleGate + channel-sum kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depthwise {
+    /// `dw_gate_pool`: `DW_PIXELS` consecutive pixels (raster order) per thread, 256 threads
+    /// per block.
+    Strips,
+    /// `dw_gate_pool_rows2`: a run of 2 pixels of one row per thread, 256 threads per block.
+    Runs2,
+    /// `dw_gate_pool_rows4`: a run of 4 pixels of one row per thread, 128 threads per block
+    /// (its threads hold about 150 registers).
+    Runs4,
+}
+
+impl Depthwise {
+    /// Every variant, in the order the engine times them.
+    pub const ALL: [Depthwise; 3] = [Depthwise::Strips, Depthwise::Runs2, Depthwise::Runs4];
+
+    /// The kernel's name in kernels.cu.
+    pub fn name(self) -> &'static str {
+        match self {
+            Depthwise::Strips => "dw_gate_pool",
+            Depthwise::Runs2 => "dw_gate_pool_rows2",
+            Depthwise::Runs4 => "dw_gate_pool_rows4",
+        }
+    }
+
+    /// The loaded kernel.
+    pub fn function(self, kernels: &Kernels) -> &CudaFunction {
+        match self {
+            Depthwise::Strips => &kernels.dw_gate_pool,
+            Depthwise::Runs2 => &kernels.dw_gate_pool_rows2,
+            Depthwise::Runs4 => &kernels.dw_gate_pool_rows4,
+        }
+    }
+
+    /// Work items of an `h × w` image (pixels or row runs), items per thread, threads per block.
+    fn work(self, (h, w): (usize, usize)) -> (usize, usize, usize) {
+        match self {
+            Depthwise::Strips => (h * w, DW_PIXELS, 256),
+            Depthwise::Runs2 => (h * w.div_ceil(2), 1, 256),
+            Depthwise::Runs4 => (h * w.div_ceil(4), 1, 128),
+        }
+    }
+
+    /// Channel groups (8 channels each) across a block and rows of threads, for `c` gated
+    /// channels: blocks of up to 32 groups.
+    fn block(self, c: usize, size: (usize, usize)) -> (usize, usize) {
+        let across = (c / 8).min(32);
+        (across, self.work(size).2 / across)
+    }
+
+    /// Blocks along the image for `c` gated channels: the per-block channel sums the kernel
+    /// leaves per image and channel (`pool_sum`'s `blocks`).
+    pub fn partials(self, c: usize, size: (usize, usize)) -> usize {
+        let (items, per_thread, _) = self.work(size);
+        items.div_ceil(self.block(c, size).1 * per_thread)
+    }
+
+    /// The launch grid for `n` images of `size` (h, w) and `c` gated channels: (item blocks,
+    /// channel-group blocks, images).
+    pub fn grid(self, c: usize, size: (usize, usize), n: usize) -> Result<LaunchConfig> {
+        let (across, rows) = self.block(c, size);
+        let blocks =
+            u32::try_from(self.partials(c, size)).map_err(|_| Error::InvalidImage("image too large".into()))?;
+        Ok(LaunchConfig {
+            grid_dim: (blocks, (c / 8).div_ceil(across) as u32, n as u32),
+            block_dim: (across as u32, rows as u32, 1),
+            shared_mem_bytes: 0,
+        })
+    }
+}
+
+/// The most per-block channel sums any variant leaves for `c` gated channels of an image of
+/// `size`: the partial-sum scratch per image and channel.
+pub fn most_partials(c: usize, size: (usize, usize)) -> usize {
+    Depthwise::ALL.iter().map(|d| d.partials(c, size)).max().unwrap_or(0)
+}
+
+/// `pool_sum`'s grid for `channels` sums (images × channels): a block per sum.
+pub fn pool_sum_grid(channels: usize) -> Result<LaunchConfig> {
+    let blocks = u32::try_from(channels).map_err(|_| Error::InvalidImage("too many channels".into()))?;
+    Ok(LaunchConfig { grid_dim: (blocks.max(1), 1, 1), block_dim: (POOL_SUM_THREADS, 1, 1), shared_mem_bytes: 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each grid covers every work item and channel group of every image, with blocks of
+    /// 256 or 128 threads within the hardware's grid limits.
+    #[test]
+    fn grids_cover_the_image() {
+        for (c, size, n) in
+            [(8, (5, 7), 2), (64, (1088, 1920), 1), (264, (9, 3), 1), (512, (136, 240), 8), (1024, (1, 1), 3)]
+        {
+            for d in Depthwise::ALL {
+                let g = d.grid(c, size, n).unwrap();
+                let (items, per_thread, threads) = d.work(size);
+                let (across, rows) = (g.block_dim.0 as usize, g.block_dim.1 as usize);
+                assert_eq!(across * rows, threads, "{d:?} c={c}");
+                assert!(g.grid_dim.0 as usize * rows * per_thread >= items, "{d:?} misses items");
+                assert!((g.grid_dim.0 as usize - 1) * rows * per_thread < items, "{d:?} has an idle block");
+                let groups = c / 8;
+                assert!(g.grid_dim.1 as usize * across >= groups && (g.grid_dim.1 as usize - 1) * across < groups);
+                assert_eq!(g.grid_dim.2 as usize, n);
+                assert!(g.grid_dim.1 <= 65535 && g.grid_dim.2 <= 65535);
+                assert!(d.partials(c, size) <= most_partials(c, size));
+            }
+        }
+    }
+}
