@@ -455,6 +455,22 @@ maskdcpt_status maskdcpt_engine_new(const struct maskdcpt_model *model,
 void maskdcpt_engine_free(struct maskdcpt_engine **engine);
 
 /**
+ * Builds now what restoring `width × height` frames needs, so that the first
+ * `maskdcpt_restore` of that size does not pay for it: the workspace on the CPU; on the CUDA
+ * backend the buffers, tuned products and recorded CUDA graph (kernels are compiled when the
+ * engine is built; with local tiling the tiles are built by the first restore). Fails as that
+ * restore would: `MASKDCPT_STATUS_INVALID_ARGUMENT` for an empty size,
+ * `MASKDCPT_STATUS_OUT_OF_MEMORY` (with a hint) for a run over the memory limit. Optional,
+ * and safe to call from several threads or again for the same size.
+ *
+ * # Safety
+ * `engine` is a live engine.
+ */
+maskdcpt_status maskdcpt_engine_prepare(const struct maskdcpt_engine *engine,
+                                        size_t width,
+                                        size_t height);
+
+/**
  * Restores `input` into `output`, both in host memory, each in any pixel format (see
  * `maskdcpt_image`); they must have the same width and height. `output` is written only on
  * success. Input and output may be the same frame (in place).

@@ -131,6 +131,12 @@ public:
         engine_ = detail::Handle<maskdcpt_engine, maskdcpt_engine_free>(engine);
     }
 
+    /// Builds now what restoring `width × height` frames needs (workspace, buffers, tuned
+    /// products, the CUDA graph), so that the first restore of that size does not pay for it.
+    void prepare(std::size_t width, std::size_t height) const {
+        detail::check(maskdcpt_engine_prepare(get(), width, height));
+    }
+
     /// Restores `input` into `output` (host memory, same size, any pixel formats).
     void restore(const maskdcpt_image &input, const maskdcpt_image &output) const {
         detail::check(maskdcpt_restore(get(), &input, &output));

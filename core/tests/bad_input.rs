@@ -134,6 +134,26 @@ fn a_run_over_the_memory_limit_is_an_error_with_a_hint() {
     assert!(tiled.restore(&Image::new(512, 512, vec![0.5; 512 * 512 * 3]).unwrap()).is_ok());
 }
 
+/// `prepare` fails where the restore of that size would (an empty size, a run over the
+/// memory limit) and leaves the result of a later restore unchanged.
+#[test]
+fn prepare_checks_the_size_and_memory_up_front() {
+    let engine = build_engine(&tiny_model(), &EngineOptions::default()).unwrap();
+    let img = Image::new(37, 21, (0..37 * 21 * 3).map(|i| (i % 89) as f32 / 89.0).collect()).unwrap();
+    let cold = engine.restore(&img).unwrap();
+    let fresh = build_engine(&tiny_model(), &EngineOptions::default()).unwrap();
+    fresh.prepare(37, 21).unwrap();
+    assert_eq!(fresh.restore(&img).unwrap(), cold);
+    for (w, h) in [(0, 5), (5, 0)] {
+        assert!(matches!(engine.prepare(w, h), Err(Error::InvalidImage(_))), "{w}x{h}");
+    }
+    let limited =
+        build_engine(&tiny_model(), &EngineOptions { memory_limit: Some(1 << 20), ..Default::default() }).unwrap();
+    let err = limited.prepare(512, 512).unwrap_err();
+    assert!(matches!(err, Error::OutOfMemory { .. }) && err.to_string().contains("--tile"), "{err}");
+    limited.prepare(16, 16).unwrap();
+}
+
 #[test]
 fn invalid_options_are_refused() {
     let zero_threads = EngineOptions { threads: Some(0), ..Default::default() };

@@ -69,6 +69,30 @@ pub unsafe extern "C" fn maskdcpt_engine_free(engine: *mut *mut maskdcpt_engine)
     guarded((), || unsafe { free_and_null(engine) })
 }
 
+/// Builds now what restoring `width × height` frames needs, so that the first
+/// `maskdcpt_restore` of that size does not pay for it: the workspace on the CPU; on the CUDA
+/// backend the buffers, tuned products and recorded CUDA graph (kernels are compiled when the
+/// engine is built; with local tiling the tiles are built by the first restore). Fails as that
+/// restore would: `MASKDCPT_STATUS_INVALID_ARGUMENT` for an empty size,
+/// `MASKDCPT_STATUS_OUT_OF_MEMORY` (with a hint) for a run over the memory limit. Optional,
+/// and safe to call from several threads or again for the same size.
+///
+/// # Safety
+/// `engine` is a live engine.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn maskdcpt_engine_prepare(
+    engine: *const maskdcpt_engine,
+    width: usize,
+    height: usize,
+) -> maskdcpt_status {
+    entry(|| {
+        // SAFETY: the pointer is valid per the contract.
+        let engine = unsafe { arg(engine, "engine") }?;
+        engine.engine.prepare(width, height)?;
+        Ok(())
+    })
+}
+
 /// Checks that `input` and `output` have the same size.
 fn same_size(input: &Frame, output: &Frame) -> FfiResult {
     let (i, o) = (input.desc(), output.desc());

@@ -36,6 +36,7 @@ fn null_pointers_are_named() {
         fails(maskdcpt_model_class_name(ptr::null(), 0, ptr::null_mut()), null, "`model`");
         fails(maskdcpt_engine_new(ptr::null(), ptr::null(), &mut engine), null, "`model`");
         fails(maskdcpt_engine_new(f.model, ptr::null(), ptr::null_mut()), null, "`out`");
+        fails(maskdcpt_engine_prepare(ptr::null(), 4, 4), null, "`engine`");
         fails(maskdcpt_restore(ptr::null(), &image, &image), null, "`engine`");
         fails(maskdcpt_restore(f.engine, ptr::null(), &image), null, "`input`");
         fails(maskdcpt_restore(f.engine, &image, ptr::null()), null, "`output`");
@@ -157,6 +158,8 @@ fn memory_limits_device_memory_and_classification_report_their_status() {
     // SAFETY: valid pointers throughout.
     unsafe {
         fails(maskdcpt_restore(tiny, &image, &out), maskdcpt_status::OutOfMemory, "not enough memory");
+        fails(maskdcpt_engine_prepare(tiny, 8, 8), maskdcpt_status::OutOfMemory, "not enough memory");
+        fails(maskdcpt_engine_prepare(f.engine, 0, 8), maskdcpt_status::InvalidArgument, "0×8");
         fails(maskdcpt_restore_device(f.engine, &image, &out, ptr::null_mut()), maskdcpt_status::Unsupported, "CUDA");
         let status = maskdcpt_classify(f.engine, &image, probabilities.as_mut_ptr(), 4, &mut count);
         fails(status, maskdcpt_status::Unsupported, "classification head");

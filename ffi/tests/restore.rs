@@ -103,6 +103,21 @@ fn in_place_restore_equals_out_of_place() {
     }
 }
 
+#[test]
+fn a_prepared_engine_restores_like_a_cold_one() {
+    let f = Fixture::new(2);
+    let mut frame = OwnedFrame::from_image(maskdcpt_pixel_format::Rgb8, &pattern(23, 13, 5), 0);
+    let expected = reference(&frame, frame.clone());
+    let image = frame.image();
+    // SAFETY: a live engine and a valid frame.
+    unsafe {
+        assert_eq!(maskdcpt_engine_prepare(f.engine, 23, 13), maskdcpt_status::Ok, "{}", last_error());
+        assert_eq!(maskdcpt_engine_prepare(f.engine, 23, 13), maskdcpt_status::Ok, "{}", last_error());
+        assert_eq!(maskdcpt_restore(f.engine, &image, &image), maskdcpt_status::Ok, "{}", last_error());
+    }
+    assert_eq!(frame, expected);
+}
+
 /// Engine pointers cross threads in this test only.
 #[derive(Clone, Copy)]
 struct Shared(*const maskdcpt_engine);

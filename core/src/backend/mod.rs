@@ -170,6 +170,15 @@ pub trait Engine: Send + Sync {
     /// Memory a restore of a `width × height` image would need.
     fn memory_estimate(&self, width: usize, height: usize) -> Result<MemoryEstimate>;
 
+    /// Builds now what restoring a `width × height` image needs (the workspace on the CPU; the
+    /// buffers, tuned products and recorded CUDA graph on the GPU), so that the first
+    /// [`restore`](Engine::restore) of that size does not pay for it, and fails where that
+    /// restore would for its size or memory. Optional: a restore builds what it lacks.
+    /// Engines that build nothing per size only check the size.
+    fn prepare(&self, width: usize, height: usize) -> Result<()> {
+        self.memory_estimate(width, height).map(|_| ())
+    }
+
     /// Restores images of one size together (one batch on GPU engines; one by one elsewhere).
     fn restore_batch(&self, images: &[Image]) -> Result<Vec<Image>> {
         images.iter().map(|image| self.restore(image)).collect()
@@ -283,6 +292,10 @@ impl Engine for Classifying {
 
     fn memory_estimate(&self, width: usize, height: usize) -> Result<MemoryEstimate> {
         self.engine.memory_estimate(width, height)
+    }
+
+    fn prepare(&self, width: usize, height: usize) -> Result<()> {
+        self.engine.prepare(width, height)
     }
 
     fn restore_batch(&self, images: &[Image]) -> Result<Vec<Image>> {

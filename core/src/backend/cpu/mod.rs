@@ -266,6 +266,18 @@ impl Engine for CpuEngine {
         check_size(width, height)?;
         Ok(self.estimate_runs(width, height, self.run_size(width, height)))
     }
+
+    /// Checks the memory as a restore would and allocates the workspace of one run (a tile's
+    /// with tiling), kept for the next restore.
+    fn prepare(&self, width: usize, height: usize) -> Result<()> {
+        let estimate = self.memory_estimate(width, height)?;
+        self.check_memory(&estimate, TILING_HINT)?;
+        let (rw, rh) = self.run_size(width, height);
+        let (h, w) = self.padded(rw, rh);
+        let ws = self.take_workspace(&self.layout(h, w))?;
+        self.spare.lock().unwrap_or_else(|e| e.into_inner()).push(ws);
+        Ok(())
+    }
 }
 
 /// Row ranges `[r0, r1)` covering `0..h` in bands of `band_rows`.

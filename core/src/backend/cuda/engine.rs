@@ -208,7 +208,7 @@ impl<T: Element> CudaEngine<T> {
     /// Builds the instance of a `batch × height × width` padded shape now (tuning its
     /// products and updating the engine file) instead of on the first run of that shape.
     /// Returns the number of products the engine has algorithms for.
-    pub fn prepare(&self, shape: Shape) -> Result<usize> {
+    pub fn build_instance(&self, shape: Shape) -> Result<usize> {
         self.with_instance(shape, |_, _| Ok(()))?;
         Ok(self.state.lock().unwrap_or_else(|e| e.into_inner()).tuned.len())
     }
@@ -341,7 +341,7 @@ pub fn build_engine_file(
         let mut products = 0;
         for &(batch, height, width) in shapes {
             check_size(width, height)?;
-            products = engine.prepare(engine.shape(batch, width, height))?;
+            products = engine.build_instance(engine.shape(batch, width, height))?;
         }
         let (path, found) = engine.engine_file().expect("a path or cache folder was given");
         Ok(EngineFileReport { path: path.to_owned(), found: found.clone(), products, device: engine.device_name() })
@@ -381,6 +381,21 @@ impl<T: Element> Engine for CudaEngine<T> {
             }
             None => whole(input),
         }
+    }
+
+    /// Builds the instance of the size and runs it once on a zeroed input, which records its
+    /// CUDA graph. With local tiling the tiles' instances are built by the first restore.
+    fn prepare(&self, width: usize, height: usize) -> Result<()> {
+        check_size(width, height)?;
+        if self.tiles.is_some() {
+            return Ok(());
+        }
+        let stream = &self.device.stream;
+        self.with_instance(self.shape(1, width, height), |Resident { instance, .. }, engine| {
+            stream.memset_zeros(&mut instance.input).map_err(cuda_error("clearing the input"))?;
+            instance.run(&engine.lt, stream)?;
+            stream.synchronize().map_err(cuda_error("running the network"))
+        })
     }
 
     fn restore_batch(&self, images: &[Image]) -> Result<Vec<Image>> {
@@ -665,6 +680,19 @@ mod tests {
                 assert!(same, "fp16={fp16}: a repeated run differs by up to {}", max_abs(&first, &again));
             }
         }
+    }
+
+    /// `prepare` builds and records the instance of a size: a restore of that size then gives
+    /// what a cold engine gives, and an empty size is refused.
+    #[test]
+    fn prepared_engines_restore_as_cold_ones() {
+        let model = random_model(&two_levels(), 12);
+        let (Some(cold), Some(warm)) = (engine(&model, false), engine(&model, false)) else { return };
+        let input = image(45, 31, 6);
+        warm.prepare(45, 31).unwrap();
+        let diff = max_abs(&cold.restore(&input).unwrap(), &warm.restore(&input).unwrap());
+        assert!(diff <= 1e-5, "max |Δ| {diff}");
+        assert!(warm.prepare(0, 31).is_err());
     }
 
     /// Threads other than the builder's may restore on one engine at once (the engine binds its
