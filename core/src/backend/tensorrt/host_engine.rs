@@ -65,18 +65,18 @@ impl TensorRtEngine {
         Ok((profile, TrtRuntime::new(&serialized)?))
     }
 
-    fn run(&self, planar: &[f32], height: usize, width: usize) -> Result<Vec<f32>> {
-        let mut runtimes = self.runtimes.lock().unwrap_or_else(|e| e.into_inner());
-        let padded = Size { height, width };
+    /// The runtime accepting a `padded` size: the engine's range, or (without one) the
+    /// engine built (or loaded from the cache) for that size, building it now if needed.
+    fn runtime_for<'r>(&self, runtimes: &'r mut Runtimes, padded: Size) -> Result<&'r mut TrtRuntime> {
         let multiple = self.size_multiple;
         let index = match runtimes.entries.iter().position(|(profile, _)| profile.accepts(padded, multiple)) {
             Some(index) => index,
             None if self.build.shapes.is_some() => {
                 let (Profile { min, max, .. }, _) = &runtimes.entries[0];
                 return Err(Error::InvalidImage(format!(
-                    "a {height}×{width} padded image is outside the TensorRT engine's range {}×{} … {}×{} (H×W): \
+                    "a {}×{} padded image is outside the TensorRT engine's range {}×{} … {}×{} (H×W): \
                      build the engine with a larger range",
-                    min.height, min.width, max.height, max.width
+                    padded.height, padded.width, min.height, min.width, max.height, max.width
                 )));
             }
             None => {
@@ -85,8 +85,14 @@ impl TensorRtEngine {
                 runtimes.entries.len() - 1
             }
         };
+        Ok(&mut runtimes.entries[index].1)
+    }
+
+    fn run(&self, planar: &[f32], height: usize, width: usize) -> Result<Vec<f32>> {
+        let mut runtimes = self.runtimes.lock().unwrap_or_else(|e| e.into_inner());
+        let runtime = self.runtime_for(&mut runtimes, Size { height, width })?;
         let mut output = vec![0f32; planar.len()];
-        runtimes.entries[index].1.run_host(height, width, planar, &mut output)?;
+        runtime.run_host(height, width, planar, &mut output)?;
         Ok(output)
     }
 }
@@ -97,6 +103,15 @@ impl Engine for TensorRtEngine {
         let (planar, h, w) = to_padded_planar(input, self.size_multiple, self.pad_mode);
         let output = self.run(&planar, h, w)?;
         Ok(from_planar_cropped(&output, h, w, input.width(), input.height()))
+    }
+
+    /// Builds (or loads) the TensorRT engine for the padded size when the engine has no fixed
+    /// range; checks that the size is in the range when it has one.
+    fn prepare(&self, width: usize, height: usize) -> Result<()> {
+        check_size(width, height)?;
+        let padded = Size { height: round_up(height, self.size_multiple), width: round_up(width, self.size_multiple) };
+        let mut runtimes = self.runtimes.lock().unwrap_or_else(|e| e.into_inner());
+        self.runtime_for(&mut runtimes, padded).map(|_| ())
     }
 
     /// Host memory of one call (the padded input and output planes); GPU memory is TensorRT's.
