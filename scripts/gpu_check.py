@@ -204,7 +204,7 @@ def main() -> None:
     ap.add_argument("--budget-s", type=float, default=300, help="stop starting torch.compile runs after this")
     ap.add_argument("--quick", action="store_true", help="fewer parity images")
     ap.add_argument("--skip-parity", action="store_true", help="timing only (the unit tests still compare)")
-    ap.add_argument("--ncu-launches", type=int, default=300, help="kernel launches ncu profiles (0: no counters)")
+    ap.add_argument("--ncu-launches", type=int, default=200, help="kernel launches ncu profiles (0: no counters)")
     ap.add_argument("--ncu-timeout-s", type=float, default=150, help="give up on the counters after this")
     args = ap.parse_args()
     emit(dict(kind="host", gpu=torch.cuda.get_device_name(), torch=torch.__version__))
