@@ -32,7 +32,7 @@ pub enum Command {
     Bench(BenchArgs),
     /// Write the model as ONNX (opset 17, LayerNormalization), padding and cropping included.
     ExportOnnx(ExportOnnxArgs),
-    /// Build a serialized TensorRT engine for a range of image sizes (needs TensorRT).
+    /// Build an engine file for a range of image sizes: TensorRT (needs TensorRT) or the CUDA engine.
     BuildEngine(BuildEngineArgs),
 }
 
