@@ -11,6 +11,9 @@ use crate::error::{Error, Result};
 /// Pixels per thread of `dw_gate_pool` (`DW_PIXELS` in kernels.cu).
 const DW_PIXELS: usize = 8;
 
+/// The most blocks a CUDA grid has along y or z.
+const MAX_GRID_Z: u32 = 65535;
+
 /// Threads per block of `pool_sum` (its shared array holds one sum per warp: 8).
 const POOL_SUM_THREADS: u32 = 256;
 
@@ -78,8 +81,11 @@ impl Depthwise {
         let (across, rows) = self.block(c, size);
         let blocks =
             u32::try_from(self.partials(c, size)).map_err(|_| Error::InvalidImage("image too large".into()))?;
+        let images = u32::try_from(n).ok().filter(|&n| n <= MAX_GRID_Z).ok_or_else(|| {
+            Error::InvalidArgument(format!("a batch of {n} images: a CUDA launch takes at most {MAX_GRID_Z}"))
+        })?;
         Ok(LaunchConfig {
-            grid_dim: (blocks, (c / 8).div_ceil(across) as u32, n as u32),
+            grid_dim: (blocks, (c / 8).div_ceil(across) as u32, images),
             block_dim: (across as u32, rows as u32, 1),
             shared_mem_bytes: 0,
         })
@@ -123,5 +129,6 @@ mod tests {
                 assert!(d.partials(c, size) <= most_partials(c, size));
             }
         }
+        assert!(Depthwise::Strips.grid(8, (1, 1), 65536).unwrap_err().to_string().contains("at most 65535"));
     }
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use cudarc::driver::sys::{CU_MEMHOSTALLOC_WRITECOMBINED, CUevent_flags, CUevent_wait_flags};
+use cudarc::driver::sys::{CUevent_flags, CUevent_wait_flags};
 use cudarc::driver::{CudaContext, CudaStream, PinnedHostSlice, PushKernelArg};
 
 use super::device::{Device, cuda_error, open};
@@ -62,6 +62,10 @@ struct State<T> {
     resident: Vec<Resident<T>>,
     /// cuBLASLt algorithm of every product tuned so far (or read from the engine file).
     tuned: BTreeMap<ProductKey, Algo>,
+    /// Why the engine file could not be written when the algorithms last changed: restores
+    /// go on, the write is retried when the next shape is built, and `build_engine_file`
+    /// reports it.
+    unsaved: Option<Error>,
 }
 
 /// The engine file of an engine (`CudaOptions::engine_file`, or one per key in the cache
@@ -82,11 +86,12 @@ struct Resident<T> {
 
 /// Page-locked host copies of an instance's planar input and output: transfers run at bus
 /// speed without the driver's bounce buffer, and the host pads into and crops out of them
-/// directly.
+/// directly. Both are cached memory: reflect padding reads back the columns it mirrors,
+/// which write-combined memory would make uncached reads. The engine synchronises its stream
+/// before the host touches either again (cudarc records no events on them: event tracking is
+/// off).
 struct Staging {
-    /// Written by the host only (write-combined).
     input: PinnedHostSlice<f32>,
-    /// Read by the host (cached).
     output: PinnedHostSlice<f32>,
 }
 
@@ -107,13 +112,14 @@ impl<T> Resident<T> {
 
 impl Staging {
     fn new(ctx: &Arc<CudaContext>, len: usize) -> Result<Self> {
-        let alloc = |flags| {
+        let alloc = || {
             // Safety: the input is fully written by padding before every upload, the output
             // fully by the download before the host reads it.
-            unsafe { ctx.alloc_pinned_with_flags::<f32>(len.max(1), flags) }
+            // (cudarc's `alloc_pinned` would ask for write-combined memory: flags 0 do not.)
+            unsafe { ctx.alloc_pinned_with_flags::<f32>(len.max(1), 0) }
                 .map_err(cuda_error("allocating page-locked staging memory"))
         };
-        Ok(Staging { input: alloc(CU_MEMHOSTALLOC_WRITECOMBINED)?, output: alloc(0)? })
+        Ok(Staging { input: alloc()?, output: alloc()? })
     }
 }
 
@@ -158,8 +164,19 @@ impl<T: Element> CudaEngine<T> {
         let (kernels, ptx, tuned) = match from_file {
             Some(loaded) => loaded,
             None => {
-                let ptx = ptx(device.arch, fp16, cuda.cache_dir.as_deref())?;
-                (Kernels::load(&device.ctx, ptx.clone())?, ptx, BTreeMap::new())
+                let cached = ptx(device.arch, fp16, cuda.cache_dir.as_deref())?;
+                match Kernels::load(&device.ctx, cached.clone()) {
+                    Ok(kernels) => (kernels, cached, BTreeMap::new()),
+                    // A cached file the driver refuses (damaged, or from an NVRTC newer than
+                    // the driver): compile again, and rewrite the cache only if that loads.
+                    Err(_) if cuda.cache_dir.is_some() => {
+                        let fresh = kernels::compile(device.arch, fp16)?;
+                        let loaded = Kernels::load(&device.ctx, fresh.clone())?;
+                        kernels::store(cuda.cache_dir.as_deref(), device.arch, fp16, &fresh)?;
+                        (loaded, fresh, BTreeMap::new())
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         };
         let file = path.map(|(path, key)| EngineFile { path, key, ptx, found });
@@ -187,7 +204,7 @@ impl<T: Element> CudaEngine<T> {
             weight_bytes,
             size_multiple: model.spec().size_multiple(),
             pad_mode: model.spec().family.pad_mode(),
-            state: Mutex::new(State { resident: Vec::new(), tuned }),
+            state: Mutex::new(State { resident: Vec::new(), tuned, unsaved: None }),
             file,
             tiles,
             fusion: cuda.fusion,
@@ -217,7 +234,7 @@ impl<T: Element> CudaEngine<T> {
     /// oldest beyond [`KEPT_INSTANCES`], or [`KEPT_INSTANCES_TILED`] when tiling).
     fn with_instance<R>(&self, shape: Shape, f: impl FnOnce(&mut Resident<T>, &Self) -> Result<R>) -> Result<R> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let State { resident: instances, tuned } = &mut *state;
+        let State { resident: instances, tuned, unsaved } = &mut *state;
         // The calling thread may not be the one that built the engine: make the device's
         // context current for the raw driver and cuBLASLt calls of this run.
         self.device.ctx.bind_to_thread().map_err(cuda_error("binding the CUDA context to this thread"))?;
@@ -226,6 +243,9 @@ impl<T: Element> CudaEngine<T> {
             None => {
                 if instances.len() >= if self.tiles.is_some() { KEPT_INSTANCES_TILED } else { KEPT_INSTANCES } {
                     instances.remove(0);
+                    // Its buffers are freed in stream order: wait for that, so that the free
+                    // memory read next counts them.
+                    self.device.stream.synchronize().map_err(cuda_error("freeing an instance"))?;
                 }
                 let (free, _) = self.device.ctx.mem_get_info().map_err(cuda_error("reading free GPU memory"))?;
                 let before = tuned.clone();
@@ -244,8 +264,8 @@ impl<T: Element> CudaEngine<T> {
                 // The file holds what the engine started from (nothing when it was missing or
                 // rejected): it is out of date exactly when building this instance tuned
                 // something.
-                if *tuned != before {
-                    self.save_file(tuned)?;
+                if *tuned != before || unsaved.is_some() {
+                    *unsaved = self.save_file(tuned).err();
                 }
                 let staging = Staging::new(&self.device.ctx, instance.input.len())?;
                 instances.push(Resident { instance, staging });
@@ -308,6 +328,39 @@ impl<T: Element> CudaEngine<T> {
     }
 }
 
+/// Refuses a caller's stream the engine cannot order itself after: one of another context
+/// (the engine's event cannot be recorded there), or one being captured into a CUDA graph
+/// (the engine's first run of a size synchronises and records a graph of its own, which a
+/// capture in progress forbids). The null stream is the legacy default stream of the
+/// engine's context.
+fn check_caller_stream(caller: cudarc::driver::sys::CUstream, context: u64) -> Result<()> {
+    use cudarc::driver::sys::{CUstreamCaptureStatus, cuStreamGetCtx};
+    if caller.is_null() {
+        return Ok(());
+    }
+    let mut owner = std::ptr::null_mut();
+    // SAFETY: `caller` is a live stream (the caller's contract); `owner` is writable.
+    unsafe { cuStreamGetCtx(caller, &mut owner) }.result().map_err(cuda_error("reading the stream's context"))?;
+    if owner as u64 != context {
+        return Err(Error::InvalidArgument(
+            "the CUDA stream belongs to another context than the engine's (the device's primary context): \
+             create it in the primary context (cudaStreamCreate, or cuDevicePrimaryCtxRetain with the driver API)"
+                .into(),
+        ));
+    }
+    // SAFETY: as above.
+    let capturing = unsafe { cudarc::driver::result::stream::is_capturing(caller) }
+        .map_err(cuda_error("asking whether the stream is capturing"))?;
+    if capturing != CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE {
+        return Err(Error::Unsupported(
+            "the CUDA stream is being captured into a graph: call restore_device outside the capture (the \
+             engine records its own CUDA graph per frame size)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// What [`build_engine_file`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineFileReport {
@@ -343,6 +396,9 @@ pub fn build_engine_file(
             check_size(width, height)?;
             products = engine.build_instance(engine.shape(batch, width, height))?;
         }
+        if let Some(e) = engine.state.lock().unwrap_or_else(|e| e.into_inner()).unsaved.take() {
+            return Err(e);
+        }
         let (path, found) = engine.engine_file().expect("a path or cache folder was given");
         Ok(EngineFileReport { path: path.to_owned(), found: found.clone(), products, device: engine.device_name() })
     }
@@ -367,7 +423,11 @@ impl<T> Drop for CudaEngine<T> {
     /// that built the engine: freeing the buffers and the staging memory needs it. (A failure
     /// means the context is gone already; cudarc then records the frees' errors.)
     fn drop(&mut self) {
+        // An error an earlier call left recorded would make the bind return before binding.
+        let _ = self.device.ctx.check_err();
         let _ = self.device.ctx.bind_to_thread();
+        // Work enqueued on a caller's stream by restore_device may still read the buffers.
+        let _ = self.device.stream.synchronize();
     }
 }
 
@@ -456,12 +516,14 @@ impl<T: Element> Engine for CudaEngine<T> {
             )));
         }
         self.device.ctx.bind_to_thread().map_err(cuda_error("binding the CUDA context to this thread"))?;
-        frames::check(input, "input", self.device.ordinal, frames::driver_attribute)?;
-        frames::check(output, "output", self.device.ordinal, frames::driver_attribute)?;
+        let ours = &self.device.stream;
+        let context = (self.device.ordinal, self.device.ctx.cu_ctx() as u64);
+        frames::check(input, "input", context, frames::driver_attribute)?;
+        frames::check(output, "output", context, frames::driver_attribute)?;
+        let caller = stream as cudarc::driver::sys::CUstream;
+        check_caller_stream(caller, context.1)?;
         let (input_args, output_args) = (FrameArgs::new(input)?, FrameArgs::new(output)?);
         let shape = self.shape(1, width, height);
-        let caller = stream as cudarc::driver::sys::CUstream;
-        let ours = &self.device.stream;
         let no_timing = Some(CUevent_flags::CU_EVENT_DISABLE_TIMING);
         self.with_instance(shape, |Resident { instance, .. }, engine| {
             let (h, w) = (shape.height as i32, shape.width as i32);
@@ -471,34 +533,41 @@ impl<T: Element> Engine for CudaEngine<T> {
             unsafe { cudarc::driver::result::event::record(ready.cu_event(), caller) }
                 .map_err(cuda_error("recording an event on the caller's stream"))?;
             ours.wait(&ready).map_err(cuda_error("ordering after the caller's stream"))?;
-            let reflect = i32::from(engine.pad_mode == PadMode::Reflect);
-            let pixels = shape.height * shape.width;
-            let mut launch = ours.launch_builder(&engine.kernels.frame_in);
-            launch.arg(&input_args).arg(&mut instance.input).arg(&h).arg(&w).arg(&reflect);
-            // SAFETY: the frame was checked to be device memory spanning its pixels; the input
-            // buffer holds the padded planar image.
-            unsafe { launch.launch(grid_for(pixels)?) }.map_err(cuda_error("converting the input frame"))?;
-            instance.run(&engine.lt, ours)?;
-            let threads = match output.desc.format {
-                crate::pixels::PixelFormat::Nv12 => (width / 2) * (height / 2),
-                _ => width * height,
-            };
-            let mut launch = ours.launch_builder(&engine.kernels.frame_out);
-            launch.arg(&instance.output).arg(&h).arg(&w).arg(&output_args).arg(&input_args);
-            // SAFETY: as for the input frame.
-            unsafe { launch.launch(grid_for(threads)?) }.map_err(cuda_error("writing the output frame"))?;
-            // The caller's later work starts after the output is written.
-            let done = ours.record_event(no_timing).map_err(cuda_error("recording an event"))?;
-            // SAFETY: as above.
-            unsafe {
-                cudarc::driver::result::stream::wait_event(
-                    caller,
-                    done.cu_event(),
-                    CUevent_wait_flags::CU_EVENT_WAIT_DEFAULT,
-                )
+            let enqueued = (|| {
+                let reflect = i32::from(engine.pad_mode == PadMode::Reflect);
+                let pixels = shape.height * shape.width;
+                let mut launch = ours.launch_builder(&engine.kernels.frame_in);
+                launch.arg(&input_args).arg(&mut instance.input).arg(&h).arg(&w).arg(&reflect);
+                // SAFETY: the frame was checked to be device memory spanning its pixels; the
+                // input buffer holds the padded planar image.
+                unsafe { launch.launch(grid_for(pixels)?) }.map_err(cuda_error("converting the input frame"))?;
+                instance.run(&engine.lt, ours)?;
+                let threads = match output.desc.format {
+                    crate::pixels::PixelFormat::Nv12 => (width / 2) * (height / 2),
+                    _ => width * height,
+                };
+                let mut launch = ours.launch_builder(&engine.kernels.frame_out);
+                launch.arg(&instance.output).arg(&h).arg(&w).arg(&output_args).arg(&input_args);
+                // SAFETY: as for the input frame.
+                unsafe { launch.launch(grid_for(threads)?) }.map_err(cuda_error("writing the output frame"))?;
+                // The caller's later work starts after the output is written.
+                let done = ours.record_event(no_timing).map_err(cuda_error("recording an event"))?;
+                // SAFETY: as above.
+                unsafe {
+                    cudarc::driver::result::stream::wait_event(
+                        caller,
+                        done.cu_event(),
+                        CUevent_wait_flags::CU_EVENT_WAIT_DEFAULT,
+                    )
+                }
+                .map_err(cuda_error("ordering the caller's stream after the engine"))
+            })();
+            if enqueued.is_err() {
+                // What was enqueued may still read the caller's frames, which the caller may
+                // reuse once this returns: let it finish first.
+                let _ = ours.synchronize();
             }
-            .map_err(cuda_error("ordering the caller's stream after the engine"))?;
-            Ok(())
+            enqueued
         })
     }
 

@@ -99,12 +99,13 @@ fn alignment(format: PixelFormat) -> usize {
 
 /// Checks `frame` (called `what` in messages): plane count, strides and alignment from its
 /// description alone, then through `attribute` (the driver's pointer query: memory type,
-/// device ordinal, allocation start and size) that every plane is GPU-accessible memory of
-/// device `ordinal` holding all of its pixels.
+/// device ordinal, owning context, allocation start and size) that every plane is
+/// GPU-accessible memory of device `ordinal` in the engine's `context` holding all of its
+/// pixels.
 pub fn check(
     frame: &DeviceFrame,
     what: &str,
-    ordinal: usize,
+    (ordinal, context): (usize, u64),
     attribute: impl Fn(CUpointer_attribute, u64) -> Option<u64>,
 ) -> Result<()> {
     let strides: Vec<usize> = frame.planes.iter().map(|&(_, stride)| stride).collect();
@@ -131,6 +132,20 @@ pub fn check(
         {
             return Err(Error::InvalidArgument(format!(
                 "{what} plane {i} is memory of CUDA device {device}, the engine runs on device {ordinal}"
+            )));
+        }
+        // Device memory of another context on the same device (a decoder's own context, say)
+        // is not mapped in the engine's: its kernels would fault on it. (Memory of no context,
+        // as virtual-memory-management allocations report, is not refused.)
+        if kind == CUmemorytype::CU_MEMORYTYPE_DEVICE as u64
+            && let Some(owner) = attribute(CUpointer_attribute::CU_POINTER_ATTRIBUTE_CONTEXT, address)
+            && owner != 0
+            && owner != context
+        {
+            return Err(Error::InvalidArgument(format!(
+                "{what} plane {i} was allocated in another CUDA context than the engine's (the device's \
+                 primary context): allocate frames in the primary context (cudaMalloc, or cuDevicePrimaryCtxRetain \
+                 with the driver API)"
             )));
         }
         let start = attribute(CUpointer_attribute::CU_POINTER_ATTRIBUTE_RANGE_START_ADDR, address);
@@ -176,26 +191,39 @@ mod tests {
         DeviceFrame { desc: FrameDesc { format, width, height, yuv: YuvMatrix::Bt601Limited }, planes }
     }
 
-    /// A fake driver: one device allocation of `size` bytes at 0x10000 on device 0.
-    fn driver(size: u64) -> impl Fn(CUpointer_attribute, u64) -> Option<u64> {
+    /// The engine's context in these tests.
+    const OURS: u64 = 0xC0;
+
+    /// A fake driver: one device allocation of `size` bytes at 0x10000 on device 0, in the
+    /// context `owner`.
+    fn driver_in(size: u64, owner: u64) -> impl Fn(CUpointer_attribute, u64) -> Option<u64> {
         move |attribute, address| {
             let inside = (0x10000..0x10000 + size).contains(&address);
             inside.then_some(match attribute {
                 CUpointer_attribute::CU_POINTER_ATTRIBUTE_MEMORY_TYPE => CUmemorytype::CU_MEMORYTYPE_DEVICE as u64,
                 CUpointer_attribute::CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL => 0,
+                CUpointer_attribute::CU_POINTER_ATTRIBUTE_CONTEXT => owner,
                 CUpointer_attribute::CU_POINTER_ATTRIBUTE_RANGE_START_ADDR => 0x10000,
                 _ => size,
             })
         }
     }
 
+    /// The fake driver's allocation in the engine's context.
+    fn driver(size: u64) -> impl Fn(CUpointer_attribute, u64) -> Option<u64> {
+        driver_in(size, OURS)
+    }
+
     #[test]
     fn good_frames_pass_and_bad_ones_are_named() {
         let rgb8 = frame(PixelFormat::Rgb8, 10, 4, vec![(0x10000, 32)]);
-        assert!(check(&rgb8, "input", 0, driver(32 * 3 + 30)).is_ok());
+        assert!(check(&rgb8, "input", (0, OURS), driver(32 * 3 + 30)).is_ok());
         let err = |f: &DeviceFrame, size: u64, ordinal: usize| {
-            check(f, "input", ordinal, driver(size)).unwrap_err().to_string()
+            check(f, "input", (ordinal, OURS), driver(size)).unwrap_err().to_string()
         };
+        let foreign = check(&rgb8, "input", (0, OURS), driver_in(200, 0xD0)).unwrap_err().to_string();
+        assert!(foreign.contains("another CUDA context"), "{foreign}");
+        assert!(check(&rgb8, "input", (0, OURS), driver_in(200, 0)).is_ok(), "memory of no context");
         assert!(err(&rgb8, 32 * 3 + 29, 0).contains("past the end of its allocation"));
         assert!(err(&rgb8, 200, 1).contains("device 0, the engine runs on device 1"));
         let host = frame(PixelFormat::Rgb8, 10, 4, vec![(0x9000, 32)]);

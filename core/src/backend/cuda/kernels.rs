@@ -87,10 +87,10 @@ pub fn compile(arch: (i32, i32), fp16: bool) -> Result<String> {
     Ok(ptx.to_src())
 }
 
-/// PTX for `arch`/`fp16`, from `cache_dir` when an earlier compile stored it there (the file
-/// name is a hash of the source and options, so a changed kernel never loads a stale file).
-pub fn ptx(arch: (i32, i32), fp16: bool, cache_dir: Option<&Path>) -> Result<String> {
-    let Some(dir) = cache_dir else { return compile(arch, fp16) };
+/// Where the PTX for `arch`/`fp16` is cached in `dir`: the file name is a hash of the source
+/// and the options, so a changed kernel never loads a stale file. (A cached file the driver
+/// refuses, e.g. from a newer NVRTC, is compiled again by the engine.)
+fn cache_path(dir: &Path, arch: (i32, i32), fp16: bool) -> std::path::PathBuf {
     let mut hash = Sha256::new();
     hash.update(SOURCE.as_bytes());
     for option in compile_options(arch, fp16) {
@@ -98,16 +98,30 @@ pub fn ptx(arch: (i32, i32), fp16: bool, cache_dir: Option<&Path>) -> Result<Str
         hash.update([0]);
     }
     let digest: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    let path = dir.join(format!("kernels-{}.ptx", &digest[..32]));
+    dir.join(format!("kernels-{}.ptx", &digest[..32]))
+}
+
+/// PTX for `arch`/`fp16`, from `cache_dir` when an earlier compile stored it there, else
+/// compiled (and stored there).
+pub fn ptx(arch: (i32, i32), fp16: bool, cache_dir: Option<&Path>) -> Result<String> {
+    let Some(dir) = cache_dir else { return compile(arch, fp16) };
+    let path = cache_path(dir, arch, fp16);
     if let Ok(text) = std::fs::read_to_string(&path)
         && entry_points(arch, fp16).all(|name| has_entry(&text, name))
     {
         return Ok(text);
     }
     let text = compile(arch, fp16)?;
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    crate::atomic_file::write(&path, text.as_bytes()).map_err(|e| Error::io(&path, e))?;
+    store(Some(dir), arch, fp16, &text)?;
     Ok(text)
+}
+
+/// Writes `text`, the PTX for `arch`/`fp16`, to the cache in `cache_dir` (nothing without one).
+pub fn store(cache_dir: Option<&Path>, arch: (i32, i32), fp16: bool, text: &str) -> Result<()> {
+    let Some(dir) = cache_dir else { return Ok(()) };
+    let path = cache_path(dir, arch, fp16);
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    crate::atomic_file::write(&path, text.as_bytes()).map_err(|e| Error::io(&path, e))
 }
 
 /// The loaded kernels.
