@@ -200,6 +200,13 @@ impl Drop for Pref {
     }
 }
 
+/// The alignment, in bytes, every batch of a matrix at `address` with `stride_bytes` between
+/// batches keeps: the largest power of two dividing both, at most 256 (what cuBLASLt assumes
+/// without a preference).
+fn alignment(address: u64, stride_bytes: u64) -> u32 {
+    1 << (address | stride_bytes | 256).trailing_zeros()
+}
+
 fn ptr<T>(value: &T) -> *const c_void {
     value as *const T as *const c_void
 }
@@ -257,14 +264,32 @@ impl GemmPlan {
         let d = Layout::new(data, shape.rows, shape.cols, shape.ldd, batch, shape.stride_d)?;
         let pref = Pref(lt::create_matmul_pref().map_err(cuda_error("cuBLASLt preference"))?);
         let workspace = WORKSPACE_BYTES;
+        use sys::cublasLtMatmulPreferenceAttributes_t as P;
+        // cuBLASLt assumes 256-byte aligned matrices unless told otherwise; the down conv's
+        // second kernel row starts mid-allocation, so say what each matrix guarantees.
+        let element = match dtype {
+            GemmType::F16 => 2,
+            GemmType::F32 => 4,
+        };
+        let aligned = |address: u64, stride: i64| alignment(address, stride.unsigned_abs() * element);
+        let alignments = [
+            (P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, aligned(pointers.a, shape.stride_a)),
+            (P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, aligned(pointers.b, shape.stride_b)),
+            (P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, aligned(pointers.d, shape.stride_d)),
+            (P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, aligned(pointers.d, shape.stride_d)),
+        ];
         unsafe {
             lt::set_matmul_pref_attribute(
                 pref.0,
-                sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                P::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                 ptr(&workspace),
                 size_of::<usize>(),
             )
             .map_err(cuda_error("cuBLASLt workspace preference"))?;
+            for (attribute, bytes) in &alignments {
+                lt::set_matmul_pref_attribute(pref.0, *attribute, ptr(bytes), size_of::<u32>())
+                    .map_err(cuda_error("cuBLASLt alignment preference"))?;
+            }
         }
         let mut results: Vec<sys::cublasLtMatmulHeuristicResult_t> =
             (0..CANDIDATES).map(|_| unsafe { std::mem::zeroed() }).collect();
@@ -412,6 +437,21 @@ mod tests {
             prop_assert_eq!(extent(s.depth, s.cols, s.ldb, s.batch, s.stride_b), (n * hw * c) as i64);
             prop_assert_eq!(extent(s.rows, s.cols, s.ldd, s.batch, s.stride_d), (n * hw * c) as i64);
         }
+    }
+
+    /// The alignment told to cuBLASLt is what every batch of the matrix keeps, capped at 256.
+    #[test]
+    fn alignment_is_what_every_batch_keeps() {
+        assert_eq!(alignment(0x7f00_0000_0000, 0), 256);
+        assert_eq!(alignment(0x7f00_0000_0040, 0), 64);
+        assert_eq!(alignment(0x7f00_0000_0000, 2 * 8 * 3), 16);
+        assert_eq!(alignment(0x7f00_0000_0100, 512), 256);
+        assert_eq!(alignment(0x7f00_0000_0002, 1024), 2);
+        // The down conv's second row of the width-8 test model at the smallest size: the
+        // input (256-byte aligned) plus 2·w·cin halves, w = 1, cin = 16.
+        let next_row = (GemmShape::down_next_row(16, 1) * 2) as u64;
+        let s = GemmShape::down_row(16, 32, 1, (1, 1)).unwrap();
+        assert_eq!(alignment(0x7f00_0000_0000 + next_row, s.stride_b as u64 * 2), 64);
     }
 
     #[test]
