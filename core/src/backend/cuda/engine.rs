@@ -518,8 +518,8 @@ impl<T: Element> Engine for CudaEngine<T> {
         self.device.ctx.bind_to_thread().map_err(cuda_error("binding the CUDA context to this thread"))?;
         let ours = &self.device.stream;
         let context = (self.device.ordinal, self.device.ctx.cu_ctx() as u64);
-        frames::check(input, "input", context, frames::driver_attribute)?;
-        frames::check(output, "output", context, frames::driver_attribute)?;
+        let input = &frames::check(input, "input", context, frames::driver_attribute)?;
+        let output = &frames::check(output, "output", context, frames::driver_attribute)?;
         let caller = stream as cudarc::driver::sys::CUstream;
         check_caller_stream(caller, context.1)?;
         let (input_args, output_args) = (FrameArgs::new(input)?, FrameArgs::new(output)?);

@@ -101,18 +101,23 @@ fn alignment(format: PixelFormat) -> usize {
 /// description alone, then through `attribute` (the driver's pointer query: memory type,
 /// device ordinal, owning context, allocation start and size) that every plane is
 /// GPU-accessible memory of device `ordinal` in the engine's `context` holding all of its
-/// pixels.
+/// pixels. Returns the frame as the kernels address it: page-locked host planes by their
+/// device pointer (registered host memory may have one other than its host address, as on
+/// platforms without `CAN_USE_HOST_POINTER_FOR_REGISTERED_MEM`).
 pub fn check(
     frame: &DeviceFrame,
     what: &str,
     (ordinal, context): (usize, u64),
     attribute: impl Fn(CUpointer_attribute, u64) -> Option<u64>,
-) -> Result<()> {
+) -> Result<DeviceFrame> {
+    let mut addressed = frame.clone();
     let strides: Vec<usize> = frame.planes.iter().map(|&(_, stride)| stride).collect();
     let spans = frame.desc.plane_spans(&strides).map_err(|e| Error::InvalidArgument(format!("{what}: {e}")))?;
     let align = alignment(frame.desc.format);
     let format = frame.desc.format.name();
-    for (i, (&(address, stride), span)) in frame.planes.iter().zip(spans).enumerate() {
+    for (i, ((&(address, stride), span), plane)) in
+        frame.planes.iter().zip(spans).zip(&mut addressed.planes).enumerate()
+    {
         if address % align as u64 != 0 || stride % align != 0 {
             return Err(Error::InvalidArgument(format!(
                 "{what} plane {i}: {format} needs its address and row stride to be multiples of {align} bytes \
@@ -148,6 +153,11 @@ pub fn check(
                  with the driver API)"
             )));
         }
+        if kind == CUmemorytype::CU_MEMORYTYPE_HOST as u64
+            && let Some(device_address) = attribute(CUpointer_attribute::CU_POINTER_ATTRIBUTE_DEVICE_POINTER, address)
+        {
+            plane.0 = device_address;
+        }
         let start = attribute(CUpointer_attribute::CU_POINTER_ATTRIBUTE_RANGE_START_ADDR, address);
         let size = attribute(CUpointer_attribute::CU_POINTER_ATTRIBUTE_RANGE_SIZE, address);
         if let (Some(start), Some(size)) = (start, size)
@@ -159,7 +169,7 @@ pub fn check(
             )));
         }
     }
-    Ok(())
+    Ok(addressed)
 }
 
 /// The driver's answer to a pointer query (`None` when it does not know the pointer).
@@ -167,6 +177,7 @@ pub fn driver_attribute(attribute: CUpointer_attribute, address: u64) -> Option<
     use CUpointer_attribute as A;
     let result = match attribute {
         A::CU_POINTER_ATTRIBUTE_MEMORY_TYPE | A::CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL => {
+            // 32-bit values; the others (context, device pointer, range) are 64-bit.
             let mut value: u32 = 0;
             // SAFETY: both attributes are 32-bit values written into `value`.
             unsafe { sys::cuPointerGetAttribute((&raw mut value).cast(), attribute, address) }
@@ -224,6 +235,15 @@ mod tests {
         let foreign = check(&rgb8, "input", (0, OURS), driver_in(200, 0xD0)).unwrap_err().to_string();
         assert!(foreign.contains("another CUDA context"), "{foreign}");
         assert!(check(&rgb8, "input", (0, OURS), driver_in(200, 0)).is_ok(), "memory of no context");
+        assert_eq!(check(&rgb8, "input", (0, OURS), driver(200)).unwrap(), rgb8, "device memory as it is");
+        // Registered host memory whose device pointer differs from its host address.
+        let registered = |attribute, address| match attribute {
+            CUpointer_attribute::CU_POINTER_ATTRIBUTE_MEMORY_TYPE => Some(CUmemorytype::CU_MEMORYTYPE_HOST as u64),
+            CUpointer_attribute::CU_POINTER_ATTRIBUTE_DEVICE_POINTER => Some(address + 0x5000_0000),
+            _ => None,
+        };
+        let mapped = check(&rgb8, "input", (0, OURS), registered).unwrap();
+        assert_eq!(mapped.planes, vec![(0x5001_0000, 32)]);
         assert!(err(&rgb8, 32 * 3 + 29, 0).contains("past the end of its allocation"));
         assert!(err(&rgb8, 200, 1).contains("device 0, the engine runs on device 1"));
         let host = frame(PixelFormat::Rgb8, 10, 4, vec![(0x9000, 32)]);
