@@ -141,8 +141,10 @@ pub unsafe extern "C" fn maskdcpt_restore(
 /// NULL is the legacy default stream). Returns once the work is enqueued: `output` is written
 /// when the stream reaches this point, and later work on the stream sees it. Float samples
 /// are not checked for NaN or infinity. Needs the CUDA backend: other engines return
-/// `MASKDCPT_STATUS_UNSUPPORTED`; planes that are not GPU memory of the engine's device, or
-/// too small for their pixels, `MASKDCPT_STATUS_INVALID_ARGUMENT`.
+/// `MASKDCPT_STATUS_UNSUPPORTED`; planes that are not GPU memory of the engine's device and
+/// context (its primary context), or too small for their pixels, and a stream of another
+/// context, `MASKDCPT_STATUS_INVALID_ARGUMENT`; a stream capturing a CUDA graph,
+/// `MASKDCPT_STATUS_UNSUPPORTED`.
 ///
 /// # Safety
 /// `engine` is a live engine; `input` and `output` are valid descriptors whose planes stay
