@@ -16,7 +16,7 @@ use super::device::{Device, cuda_error, open};
 use super::frames::{self, FrameArgs};
 use super::gemm::Lt;
 use super::instance::{Instance, Shape, grid_for};
-use super::kernels::{self, Kernels, ptx};
+use super::kernels::{self, Kernels};
 use super::saved::{Algo, EngineKey, FileUse, ProductKey, SavedEngine};
 use super::weights::{Element, StepWeights, Uploader};
 use crate::backend::{CudaOptions, DeviceTiming, Engine, EngineOptions, Fusion, MemoryEstimate, ScaMode, Tiling};
@@ -164,19 +164,9 @@ impl<T: Element> CudaEngine<T> {
         let (kernels, ptx, tuned) = match from_file {
             Some(loaded) => loaded,
             None => {
-                let cached = ptx(device.arch, fp16, cuda.cache_dir.as_deref())?;
-                match Kernels::load(&device.ctx, cached.clone()) {
-                    Ok(kernels) => (kernels, cached, BTreeMap::new()),
-                    // A cached file the driver refuses (damaged, or from an NVRTC newer than
-                    // the driver): compile again, and rewrite the cache only if that loads.
-                    Err(_) if cuda.cache_dir.is_some() => {
-                        let fresh = kernels::compile(device.arch, fp16)?;
-                        let loaded = Kernels::load(&device.ctx, fresh.clone())?;
-                        kernels::store(cuda.cache_dir.as_deref(), device.arch, fp16, &fresh)?;
-                        (loaded, fresh, BTreeMap::new())
-                    }
-                    Err(e) => return Err(e),
-                }
+                let (kernels, ptx) =
+                    Kernels::compile_or_load_cached(&device.ctx, device.arch, fp16, cuda.cache_dir.as_deref())?;
+                (kernels, ptx, BTreeMap::new())
             }
         };
         let file = path.map(|(path, key)| EngineFile { path, key, ptx, found });

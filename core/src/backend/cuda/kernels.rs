@@ -88,8 +88,7 @@ pub fn compile(arch: (i32, i32), fp16: bool) -> Result<String> {
 }
 
 /// Where the PTX for `arch`/`fp16` is cached in `dir`: the file name is a hash of the source
-/// and the options, so a changed kernel never loads a stale file. (A cached file the driver
-/// refuses, e.g. from a newer NVRTC, is compiled again by the engine.)
+/// and the options, so a changed kernel never loads a stale file.
 fn cache_path(dir: &Path, arch: (i32, i32), fp16: bool) -> std::path::PathBuf {
     let mut hash = Sha256::new();
     hash.update(SOURCE.as_bytes());
@@ -101,23 +100,15 @@ fn cache_path(dir: &Path, arch: (i32, i32), fp16: bool) -> std::path::PathBuf {
     dir.join(format!("kernels-{}.ptx", &digest[..32]))
 }
 
-/// PTX for `arch`/`fp16`, from `cache_dir` when an earlier compile stored it there, else
-/// compiled (and stored there).
-pub fn ptx(arch: (i32, i32), fp16: bool, cache_dir: Option<&Path>) -> Result<String> {
-    let Some(dir) = cache_dir else { return compile(arch, fp16) };
-    let path = cache_path(dir, arch, fp16);
-    if let Ok(text) = std::fs::read_to_string(&path)
-        && entry_points(arch, fp16).all(|name| has_entry(&text, name))
-    {
-        return Ok(text);
-    }
-    let text = compile(arch, fp16)?;
-    store(Some(dir), arch, fp16, &text)?;
-    Ok(text)
+/// The PTX for `arch`/`fp16` an earlier compile stored in `dir`, if it holds every entry point.
+fn cached(dir: &Path, arch: (i32, i32), fp16: bool) -> Option<String> {
+    std::fs::read_to_string(cache_path(dir, arch, fp16))
+        .ok()
+        .filter(|text| entry_points(arch, fp16).all(|name| has_entry(text, name)))
 }
 
 /// Writes `text`, the PTX for `arch`/`fp16`, to the cache in `cache_dir` (nothing without one).
-pub fn store(cache_dir: Option<&Path>, arch: (i32, i32), fp16: bool, text: &str) -> Result<()> {
+fn store(cache_dir: Option<&Path>, arch: (i32, i32), fp16: bool, text: &str) -> Result<()> {
     let Some(dir) = cache_dir else { return Ok(()) };
     let path = cache_path(dir, arch, fp16);
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -171,6 +162,27 @@ pub struct TensorCoreKernels {
 }
 
 impl Kernels {
+    /// The kernels for `arch`/`fp16` loaded into `ctx`, and their PTX: the PTX cached in
+    /// `cache_dir` by an earlier compile, or, where there is none or the driver refuses it
+    /// (damaged, or from an NVRTC newer than the driver), PTX compiled now, stored there once
+    /// it loads.
+    pub fn compile_or_load_cached(
+        ctx: &Arc<CudaContext>,
+        arch: (i32, i32),
+        fp16: bool,
+        cache_dir: Option<&Path>,
+    ) -> Result<(Self, String)> {
+        if let Some(text) = cache_dir.and_then(|dir| cached(dir, arch, fp16))
+            && let Ok(kernels) = Self::load(ctx, text.clone())
+        {
+            return Ok((kernels, text));
+        }
+        let text = compile(arch, fp16)?;
+        let kernels = Self::load(ctx, text.clone())?;
+        store(cache_dir, arch, fp16, &text)?;
+        Ok((kernels, text))
+    }
+
     /// Loads `ptx` into `ctx`, the tensor-core kernels allowed all the shared memory a block may
     /// opt into.
     pub fn load(ctx: &Arc<CudaContext>, ptx: String) -> Result<Self> {
@@ -261,10 +273,15 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let dir = dir.path();
-        let first = ptx((8, 0), true, Some(dir)).unwrap();
+        let first = compile((8, 0), true).unwrap();
+        store(Some(dir), (8, 0), true, &first).unwrap();
         assert_eq!(std::fs::read_dir(dir).unwrap().count(), 1);
-        assert_eq!(ptx((8, 0), true, Some(dir)).unwrap(), first);
-        ptx((8, 0), false, Some(dir)).unwrap();
+        assert_eq!(cached(dir, (8, 0), true).unwrap(), first);
+        assert!(cached(dir, (8, 0), false).is_none(), "another build's options miss the cache");
+        store(Some(dir), (8, 0), false, &compile((8, 0), false).unwrap()).unwrap();
         assert_eq!(std::fs::read_dir(dir).unwrap().count(), 2);
+        // A file missing an entry point (cut short) is not reused.
+        std::fs::write(cache_path(dir, (8, 0), true), &first[..first.len() / 2]).unwrap();
+        assert!(cached(dir, (8, 0), true).is_none());
     }
 }
