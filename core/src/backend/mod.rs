@@ -99,9 +99,10 @@ pub struct CudaOptions {
     pub fusion: Fusion,
 }
 
-/// How the CUDA backend runs the two stretches of a NAFBlock that it can fuse into one
-/// tensor-core kernel each: LayerNorm → conv1 (`norm_conv1`), and the feed-forward half
-/// LayerNorm → conv4 → SimpleGate → conv5 + residual (`ffn`).
+/// How the CUDA backend runs the stretches of a NAFBlock that it can fuse into tensor-core
+/// kernels: LayerNorm → conv1 (`norm_conv1`), the feed-forward half LayerNorm → conv4 →
+/// SimpleGate → conv5 + residual (`ffn`), or everything after the attention vector, conv3
+/// included (`attend_ffn`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Fusion {
     /// The faster of the two below for each stretch, timed per shape when an engine meets it.

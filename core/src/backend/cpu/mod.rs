@@ -123,6 +123,12 @@ impl CpuEngine {
         Err(Error::OutOfMemory { needed_mb: estimate.total() >> 20, available_mb: available >> 20, hint: hint.into() })
     }
 
+    /// Checks the size of a `width × height` restore and that its memory fits.
+    fn check_restore_fits(&self, width: usize, height: usize) -> Result<()> {
+        let estimate = self.memory_estimate(width, height)?;
+        self.check_memory(&estimate, TILING_HINT)
+    }
+
     /// Memory of restoring a `width × height` image in runs of `run` (width, height) pixels.
     fn estimate_runs(&self, width: usize, height: usize, (rw, rh): (usize, usize)) -> MemoryEstimate {
         let (h, w) = self.padded(rw, rh);
@@ -228,8 +234,7 @@ impl CpuEngine {
 impl Engine for CpuEngine {
     fn restore(&self, input: &Image) -> Result<Image> {
         input.check_finite()?;
-        let estimate = self.memory_estimate(input.width(), input.height())?;
-        self.check_memory(&estimate, TILING_HINT)?;
+        self.check_restore_fits(input.width(), input.height())?;
         match self.tiling {
             Some(Tiling { tile, overlap, sca: ScaMode::Local }) => {
                 restore_local_tiles(input, tile, overlap, |t| self.restore_whole(t, &mut |_, _| {}))
@@ -270,8 +275,7 @@ impl Engine for CpuEngine {
     /// Checks the memory as a restore would and allocates the workspace of one run (a tile's
     /// with tiling), kept for the next restore.
     fn prepare(&self, width: usize, height: usize) -> Result<()> {
-        let estimate = self.memory_estimate(width, height)?;
-        self.check_memory(&estimate, TILING_HINT)?;
+        self.check_restore_fits(width, height)?;
         let (rw, rh) = self.run_size(width, height);
         let (h, w) = self.padded(rw, rh);
         let ws = self.take_workspace(&self.layout(h, w))?;
