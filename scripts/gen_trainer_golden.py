@@ -1,11 +1,15 @@
-"""Regenerates tests/golden/trainer_masked.safetensors: the trainer's tch networks are
-compared with this PyTorch reference (scripts/reference_pretrain.py) on random weights.
+"""Regenerates tests/golden/trainer_masked.safetensors and trainer_image_head.safetensors:
+the trainer's tch networks are compared with this PyTorch reference
+(scripts/reference_pretrain.py) on random weights.
 
     .venv-torch/bin/python scripts/gen_trainer_golden.py   (torch 2.x, numpy, safetensors not needed)
 
 The file holds the backbone weights (fork keys), the head (``classifier.`` prefix), an
 input batch, a visibility grid, and the three reference outputs: the restoration forward,
-the masked reconstruction and the head's logits (on unmasked and masked features).
+the masked reconstruction and the head's logits (on unmasked and masked features). The
+second file holds a head that embeds the image (``PromptIR_DC``, ``classifier.`` prefix)
+over the same backbone's features from level 1 down, and its logits on the plain input and
+on the masked one (the input times the visibility grid, as the backbone reads it).
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import reference_nafnet as R  # noqa: E402
 import reference_pretrain as P  # noqa: E402
 
-OUT = Path(__file__).resolve().parent.parent / "tests" / "golden" / "trainer_masked.safetensors"
+GOLDEN = Path(__file__).resolve().parent.parent / "tests" / "golden"
+OUT, OUT_IMAGE_HEAD = GOLDEN / "trainer_masked.safetensors", GOLDEN / "trainer_image_head.safetensors"
 WIDTH, ENC, MIDDLE, DEC, PATCH, CLASSES, BLOCKS = 8, [1, 1, 2], 1, [1, 1, 1], 16, 19, 2
 
 
@@ -64,6 +69,16 @@ def main() -> None:
             "torch": torch.__version__}
     write_safetensors(tensors, meta, OUT)
     print(f"wrote {OUT} ({OUT.stat().st_size} bytes)")
+
+    image_head = P.ClassifierRef(dims[1:], BLOCKS, CLASSES, embed_image=True)
+    for p in image_head.parameters():
+        p.normal_(0.0, 0.2)
+    seen = x * grid.float().repeat_interleave(PATCH, 2).repeat_interleave(PATCH, 3)
+    tensors = OrderedDict((f"classifier.{k}", v) for k, v in image_head.state_dict().items())
+    tensors["logits"] = image_head(features[1:], x)
+    tensors["masked_logits"] = image_head(masked_features[1:], seen)
+    write_safetensors(tensors, meta, OUT_IMAGE_HEAD)
+    print(f"wrote {OUT_IMAGE_HEAD} ({OUT_IMAGE_HEAD.stat().st_size} bytes)")
 
 
 if __name__ == "__main__":

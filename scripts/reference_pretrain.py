@@ -12,7 +12,9 @@ Written from shared/spec/maskdcpt.md section 2.6 on top of ``reference_nafnet``:
   as the spec describes it): softmax mixing weights, per scale ``num_res_blocks``
   inverted bottlenecks (1x1 -> 3x3 -> 1x1 at twice the width, no bias, channels-first
   LayerNorm eps 1e-6, ReLUs), then 1x1 conv to the next width (the last keeps its own)
-  -> 2x2 max-pool -> ReLU; ``last_stage``; spatial mean; ``fc``.
+  -> 2x2 max-pool -> ReLU; ``last_stage``; spatial mean; ``fc``. With ``embed_image``
+  it is ``PromptIR_DC``: the state starts as the image through ``conv_embed`` (7x7 conv,
+  stride 2, padding 3, bias, to the first width; channels-first LayerNorm) instead of 0.
 """
 
 from __future__ import annotations
@@ -112,8 +114,10 @@ class Bottleneck(nn.Module):
 
 
 class ClassifierRef(nn.Module):
-    def __init__(self, dims: Sequence[int], blocks: int, classes: int):
+    def __init__(self, dims: Sequence[int], blocks: int, classes: int, embed_image: bool = False):
         super().__init__()
+        if embed_image:
+            self.conv_embed = nn.Sequential(nn.Conv2d(3, dims[0], 7, 2, 3), ChannelsFirstLayerNorm(dims[0]))
         self.bottleneck_layers = nn.ModuleList(nn.Sequential(*[Bottleneck(d) for _ in range(blocks)]) for d in dims)
         self.downsample_layers = nn.ModuleList(
             nn.Sequential(nn.Conv2d(d, dims[i + 1] if i + 1 < len(dims) else d, 1, bias=False), nn.MaxPool2d(2, 2), nn.ReLU())
@@ -123,9 +127,9 @@ class ClassifierRef(nn.Module):
         self.mixing_weights = nn.Parameter(torch.ones(len(dims)))
         self.fc = nn.Linear(dims[-1], classes)
 
-    def forward(self, features):
+    def forward(self, features, image=None):
         w = torch.softmax(self.mixing_weights, 0)
-        s = 0
+        s = self.conv_embed(image) if hasattr(self, "conv_embed") else 0
         for i, f in enumerate(features):
             s = self.downsample_layers[i](self.bottleneck_layers[i](s + w[i] * f))
         return self.fc(self.last_stage(s).mean(dim=[-1, -2]))

@@ -1,9 +1,12 @@
-//! The degradation-classification head (`PromptIR_NoImg_DC` of MaskDCPT pre-training, as
-//! exported by `trainer export --with-classifier` under [`CLASSIFIER_PREFIX`]): its shape
-//! inferred and checked from the keys, and its class names from the file's metadata.
+//! The degradation-classification head (`PromptIR_NoImg_DC` or `PromptIR_DC` of MaskDCPT
+//! pre-training, as exported by `trainer export --with-classifier` under
+//! [`CLASSIFIER_PREFIX`]): its shape inferred and checked from the keys, and its class names
+//! from the file's metadata.
 //!
-//! Over the backbone's decoder features (highest resolution first): state s = 0; for each
-//! scale i: s = Stage_i(s + softmax(mixing_weights)_i · feature_i), then a 1×1 conv to the next
+//! Over the backbone's decoder features (highest resolution first): state s = 0, or for a head
+//! that embeds the image ([`HeadSpec::embeds_image`], keys `conv_embed.*`) s = the padded input
+//! through a 7×7 stride-2 conv (zero padding 3, bias) and a channel LayerNorm, with features
+//! from level 1 down; for each scale i: s = Stage_i(s + softmax(mixing_weights)_i · feature_i), then a 1×1 conv to the next
 //! scale's width (the last keeps its width), 2×2 max-pool and ReLU; then `last_stage`, the
 //! spatial mean and `fc`. Stages are inverted bottlenecks (1×1 → 3×3 → 1×1 at twice the width,
 //! no bias, each conv followed by a channel LayerNorm with eps 1e-6, ReLUs, residual).
@@ -17,6 +20,12 @@ pub const CLASSES_METADATA: &str = "maskdcpt.classes";
 
 /// LayerNorm epsilon of the head's channel norms.
 pub const HEAD_LAYER_NORM_EPS: f32 = 1e-6;
+
+/// Kernel size of the image embedding's conv (stride 2, zero padding `EMBED_KERNEL / 2`).
+pub const EMBED_KERNEL: usize = 7;
+
+/// Key of the image embedding's conv weight, whose presence marks a head that reads the image.
+const EMBED_WEIGHT: &str = "conv_embed.0.weight";
 
 /// A planar `c × h × w` feature map (a decoder output the head reads).
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +49,9 @@ pub struct HeadSpec {
     pub blocks_per_scale: usize,
     /// Class names, one per output (from the metadata, else `class N`).
     pub class_names: Vec<String>,
+    /// Whether the head also reads the padded input image (`PromptIR_DC`'s `conv_embed`);
+    /// its features then start at level 1, the embedding's resolution.
+    pub embeds_image: bool,
 }
 
 impl HeadSpec {
@@ -50,8 +62,10 @@ impl HeadSpec {
         if !weights.iter().any(|(key, _)| key.starts_with(CLASSIFIER_PREFIX)) {
             return Ok(None);
         }
-        let feature_dims: Vec<usize> = (0..spec.levels()).map(|level| spec.channels_at(level)).collect();
         let key = |s: &str| format!("{CLASSIFIER_PREFIX}{s}");
+        let embeds_image = weights.get(&key(EMBED_WEIGHT)).is_some();
+        let first_level = usize::from(embeds_image);
+        let feature_dims: Vec<usize> = (first_level..spec.levels()).map(|level| spec.channels_at(level)).collect();
         let fc = weights.require(&key("fc.weight"))?;
         let classes = fc.shape().first().copied().unwrap_or(0);
         let blocks_per_scale =
@@ -60,7 +74,7 @@ impl HeadSpec {
             Some(names) => names.split(',').map(str::to_owned).collect(),
             None => (0..classes).map(|i| format!("class {i}")).collect(),
         };
-        let head = HeadSpec { feature_dims, blocks_per_scale, class_names };
+        let head = HeadSpec { feature_dims, blocks_per_scale, class_names, embeds_image };
         head.validate(weights, classes)?;
         Ok(Some(head))
     }
@@ -70,9 +84,21 @@ impl HeadSpec {
         self.class_names.len()
     }
 
+    /// The first decoder level the head reads: 1 when it embeds the image at stride 2, else 0.
+    pub fn first_level(&self) -> usize {
+        usize::from(self.embeds_image)
+    }
+
     /// Every tensor of the head with its shape, keys without the prefix.
     pub fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
         let mut out = vec![("mixing_weights".to_owned(), vec![self.feature_dims.len()])];
+        if self.embeds_image {
+            let d = self.feature_dims.first().copied().unwrap_or(0);
+            out.push((EMBED_WEIGHT.to_owned(), vec![d, 3, EMBED_KERNEL, EMBED_KERNEL]));
+            out.extend(
+                ["conv_embed.0.bias", "conv_embed.1.weight", "conv_embed.1.bias"].map(|k| (k.to_owned(), vec![d])),
+            );
+        }
         let stage = |out: &mut Vec<(String, Vec<usize>)>, prefix: &str, d: usize| {
             for j in 0..self.blocks_per_scale {
                 for (conv, cin, cout, k) in [("conv1", d, 2 * d, 1), ("conv2", 2 * d, 2 * d, 3), ("conv3", 2 * d, d, 1)]
@@ -99,6 +125,13 @@ impl HeadSpec {
     fn validate(&self, weights: &WeightStore, classes: usize) -> Result<()> {
         if self.blocks_per_scale == 0 {
             weights.require(&format!("{CLASSIFIER_PREFIX}last_stage.0.conv1.weight"))?;
+        }
+        if self.feature_dims.is_empty() {
+            return Err(Error::corrupt(
+                "classifier",
+                "the head embeds the image at half resolution but the network has no half-resolution decoder \
+                 features (it has one level)",
+            ));
         }
         if classes < 2 || self.classes() != classes {
             return Err(Error::corrupt(

@@ -146,3 +146,41 @@ fn bf16_products_stay_close_to_pytorch_where_the_cpu_has_them() {
     println!("bf16 vs PyTorch f32: PSNR {psnr:.1} dB, max |Δ| {:.3e}", max_abs_diff(got.data(), &want));
     assert!(psnr > 40.0, "{psnr}");
 }
+
+/// A classification head that embeds the image (`PromptIR_DC`) over the trainer fixture's
+/// backbone: the library's probabilities against the softmax of PyTorch's logits
+/// (`scripts/gen_trainer_golden.py`, random weights, two 48×32 images).
+#[test]
+fn image_embedding_head_matches_pytorch() {
+    use std::collections::BTreeMap;
+
+    use maskdcpt_core::weights::{Format, WeightStore};
+
+    let read = |name: &str| WeightStore::load(&golden_dir().join(name), &LoadOptions::default()).unwrap();
+    let (backbone, head) = (read("trainer_masked.safetensors"), read("trainer_image_head.safetensors"));
+    let outputs = ["input", "grid", "restored", "logits", "reconstruction", "masked_logits"];
+    let mut tensors: BTreeMap<_, _> = backbone
+        .iter()
+        .filter(|(k, _)| !k.starts_with("classifier.") && !outputs.contains(k))
+        .map(|(k, v)| (k.to_owned(), v.clone()))
+        .collect();
+    tensors.extend(head.iter().filter(|(k, _)| !outputs.contains(k)).map(|(k, v)| (k.to_owned(), v.clone())));
+    let model = Model::from_weights(WeightStore::new(tensors, Format::Safetensors, None)).unwrap();
+    assert!(model.head().unwrap().embeds_image);
+    let engine = build_engine(&model, &EngineOptions { threads: Some(2), ..Default::default() }).unwrap();
+    let input = backbone.require("input").unwrap();
+    let [n, c, h, w] = input.shape().try_into().unwrap();
+    let (planar, logits) = (input.to_f32(), head.require("logits").unwrap().to_f32());
+    let mut worst = 0.0f32;
+    for (i, logits) in logits.chunks_exact(logits.len() / n).enumerate() {
+        let plane = &planar[i * c * h * w..(i + 1) * c * h * w];
+        let pixels = (0..h * w).flat_map(|p| (0..c).map(move |ch| plane[ch * h * w + p])).collect();
+        let got = engine.classify(&Image::new(w, h, pixels).unwrap()).unwrap();
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let total: f32 = logits.iter().map(|l| (l - max).exp()).sum();
+        let want: Vec<f32> = logits.iter().map(|l| (l - max).exp() / total).collect();
+        worst = worst.max(max_abs_diff(&got, &want));
+    }
+    eprintln!("image-embedding head vs PyTorch: max |Δp| {worst:.2e}");
+    assert!(worst <= 1e-5, "max |Δp| {worst}");
+}

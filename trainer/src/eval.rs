@@ -72,7 +72,8 @@ fn infer_shape(names: &[&str], named: &[(String, Tensor)]) -> Result<NafnetShape
 fn infer_head(names: &[&str], named: &[(String, Tensor)]) -> Option<ClassifierShape> {
     let fc = named.iter().find(|(n, _)| n == &format!("{CLASSIFIER_PREFIX}fc.bias"))?;
     let blocks = count_blocks(names, &format!("{CLASSIFIER_PREFIX}bottleneck_layers.0."));
-    Some(ClassifierShape { classes: fc.1.size()[0], blocks_per_scale: blocks })
+    let embed_image = names.contains(&format!("{CLASSIFIER_PREFIX}conv_embed.0.weight").as_str());
+    Some(ClassifierShape { classes: fc.1.size()[0], blocks_per_scale: blocks, embed_image })
 }
 
 /// Sums of one group of images.

@@ -37,6 +37,12 @@ pub struct NetOutput {
     pub logits: Option<Tensor>,
 }
 
+/// The first decoder level the head reads: 1 (half resolution) for a head that embeds the
+/// image at stride 2, else 0.
+fn first_head_level(head: &ClassifierShape) -> usize {
+    usize::from(head.embed_image)
+}
+
 impl MaskDcptNet {
     /// Builds freshly initialised networks on `device` (torch's RNG must be seeded first).
     pub fn new(shape: &NafnetShape, head: Option<&ClassifierShape>, device: Device) -> Result<Self> {
@@ -45,7 +51,11 @@ impl MaskDcptNet {
         let backbone = Network { module, params: builder.build(device) };
         let classifier = head
             .map(|head| -> Result<_> {
-                let dims: Vec<i64> = (0..shape.levels()).rev().map(|stage| shape.decoder_channels(stage)).collect();
+                let dims: Vec<i64> = (0..shape.levels())
+                    .rev()
+                    .map(|stage| shape.decoder_channels(stage))
+                    .skip(first_head_level(head))
+                    .collect();
                 let mut builder = ParamBuilder::default();
                 let module = Classifier::new(&mut builder, &dims, head).context("classifier")?;
                 Ok(Network { module, params: builder.build(device) })
@@ -57,17 +67,22 @@ impl MaskDcptNet {
     /// Restoration forward (`ending + input`), with logits when the head exists.
     pub fn forward(&self, input: &Tensor) -> NetOutput {
         let out = self.backbone.module.forward(&self.backbone.params, input);
-        self.with_logits(out)
+        self.with_logits(input, out)
     }
 
     /// Masked pre-training forward (reconstruction without the input residual).
     pub fn forward_masked(&self, input: &Tensor, mask: &PatchMask) -> Result<NetOutput> {
         let out = self.backbone.module.forward_masked(&self.backbone.params, input, mask)?;
-        Ok(self.with_logits(out))
+        Ok(self.with_logits(&(input * mask.at_level(0)?), out))
     }
 
-    fn with_logits(&self, out: NafnetOutput) -> NetOutput {
-        let logits = self.classifier.as_ref().map(|c| c.module.forward(&c.params, &out.decoder_features));
+    /// Adds the head's logits over `out`'s decoder features and `seen`, the image the
+    /// backbone read.
+    fn with_logits(&self, seen: &Tensor, out: NafnetOutput) -> NetOutput {
+        let logits = self.classifier.as_ref().map(|c| {
+            let first = first_head_level(c.module.shape());
+            c.module.forward(&c.params, seen, &out.decoder_features[first..])
+        });
         NetOutput { image: out.image, logits }
     }
 

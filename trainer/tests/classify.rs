@@ -1,31 +1,65 @@
 //! The library's classification head (maskdcpt-core on the CPU) against the trainer's (tch,
-//! itself checked against the official PyTorch `PromptIR_NoImg_DC`) on the embedded default
-//! model and the held-out images of tests/default-model: the same class probabilities.
+//! itself checked against the official PyTorch `PromptIR_NoImg_DC` / `PromptIR_DC`) on the
+//! embedded default model and the held-out images of tests/default-model, cropped to sizes
+//! that are not multiples of 16 (so both pad): the same class probabilities, for the shipped
+//! head and for a head that also embeds the image.
 
 use std::path::Path;
 
 use maskdcpt_core::backend::{EngineOptions, build_engine};
 use maskdcpt_core::image::Image;
 use maskdcpt_core::model::{DEFAULT_MODEL, Model};
+use maskdcpt_core::weights::LoadOptions;
 use maskdcpt_degrade::{Rgb, image_files};
 use maskdcpt_trainer::eval;
-use tch::{Device, Kind};
+use maskdcpt_trainer::model::classifier::ClassifierShape;
+use maskdcpt_trainer::net::{CLASSIFIER_PREFIX, MaskDcptNet};
+use tch::{Device, Kind, Tensor};
 
 #[test]
 fn library_classification_matches_tch() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = tempfile::tempdir().unwrap();
     let model_path = dir.path().join("default.safetensors");
     std::fs::write(&model_path, DEFAULT_MODEL).unwrap();
     let net = eval::load_model(&model_path, Device::Cpu).unwrap();
-    let model = Model::load_default().unwrap();
-    let engine = build_engine(&model, &EngineOptions { threads: Some(2), ..Default::default() }).unwrap();
+    assert_same_probabilities(&net, &Model::load_default().unwrap());
+}
+
+/// The default backbone with a freshly initialised head that embeds the image, written as
+/// safetensors and loaded by the library. Its `fc` is scaled down so that the probabilities
+/// spread (top class 0.14–0.7 here) instead of saturating at 1, where differences would not
+/// show: reading the embedding's input zero-padded instead of reflected fails at 2.9e-4.
+#[test]
+fn library_image_embedding_head_matches_tch() {
+    let dir = tempfile::tempdir().unwrap();
+    let default_path = dir.path().join("default.safetensors");
+    std::fs::write(&default_path, DEFAULT_MODEL).unwrap();
+    let default = eval::load_model(&default_path, Device::Cpu).unwrap();
+    let head = ClassifierShape { classes: 19, blocks_per_scale: 1, embed_image: true };
+    tch::manual_seed(5);
+    let net = MaskDcptNet::new(default.backbone.module.shape(), Some(&head), Device::Cpu).unwrap();
+    let mut named = default.backbone.params.named_values();
+    for (name, value) in net.classifier.as_ref().unwrap().params.named_values() {
+        let value = if name.starts_with("fc.") { value * 0.2 } else { value };
+        named.push((format!("{CLASSIFIER_PREFIX}{name}"), value));
+    }
+    net.load_named(&named, "default backbone").unwrap();
+    let path = dir.path().join("image-head.safetensors");
+    Tensor::write_safetensors(&named, &path).unwrap();
+    let model = Model::load(&path, &LoadOptions::default()).unwrap();
+    assert!(model.head().unwrap().embeds_image);
+    assert_same_probabilities(&net, &model);
+}
+
+fn assert_same_probabilities(net: &MaskDcptNet, model: &Model) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let engine = build_engine(model, &EngineOptions { threads: Some(2), ..Default::default() }).unwrap();
     let mut worst = 0.0f32;
     let images = image_files(&root.join("tests/default-model/lq")).unwrap();
     assert!(images.len() >= 6);
-    for path in &images {
-        let rgb = Rgb::load(path).unwrap();
-        let (_, logits) = eval::restore(&net, &rgb, Device::Cpu);
+    for (i, path) in images.iter().enumerate() {
+        let rgb = top_left(&Rgb::load(path).unwrap(), 117 + i % 5, 101 + i);
+        let (_, logits) = eval::restore(net, &rgb, Device::Cpu);
         let want =
             Vec::<f32>::try_from(logits.expect("the model has a head").softmax(1, Kind::Float).flatten(0, -1)).unwrap();
         let got = engine.classify(&Image::new(rgb.width, rgb.height, rgb.data.clone()).unwrap()).unwrap();
@@ -37,4 +71,10 @@ fn library_classification_matches_tch() {
     }
     eprintln!("library vs tch class probabilities over {} images: max |Δ| {worst:.2e}", images.len());
     assert!(worst <= 1e-4, "max |Δ| {worst}");
+}
+
+/// The `width × height` top-left corner of `image`.
+fn top_left(image: &Rgb, width: usize, height: usize) -> Rgb {
+    let rows = image.data.chunks_exact(image.width * 3).take(height);
+    Rgb::new(width, height, rows.flat_map(|row| row[..width * 3].iter().copied()).collect()).unwrap()
 }

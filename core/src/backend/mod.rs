@@ -250,7 +250,10 @@ pub trait Engine: Send + Sync {
 pub fn build_engine(model: &Model, options: &EngineOptions) -> Result<Box<dyn Engine>> {
     let engine = build_backend(model, options)?;
     match model.head() {
-        Some(spec) => Ok(Box::new(Classifying::new(engine, HeadWeights::new(spec, model.weights())?, options))),
+        Some(spec) => {
+            let head = HeadWeights::new(spec, model.weights(), model.spec().family.pad_mode())?;
+            Ok(Box::new(Classifying::new(engine, head, options)))
+        }
         None => Ok(engine),
     }
 }
@@ -305,7 +308,7 @@ impl Engine for Classifying {
 
     fn classify(&self, input: &Image) -> Result<Vec<f32>> {
         let features = self.engine.decoder_features(input)?;
-        Ok(self.pool()?.install(|| self.head.probabilities(&features, self.threads)))
+        Ok(self.pool()?.install(|| self.head.probabilities(input, &features, self.threads)))
     }
 
     fn decoder_features(&self, input: &Image) -> Result<Vec<Feature>> {

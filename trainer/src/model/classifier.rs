@@ -1,6 +1,7 @@
-//! The degradation-classification decoder (spec §2.6, `PromptIR_NoImg_DC`): an ODISE-style
-//! multi-scale aggregator over the backbone's decoder features, highest resolution first.
-//! State s = 0; for each scale i: s = Stage_i(s + softmax(mixing_weights)_i · feature_i), then
+//! The degradation-classification decoder (spec §2.6): an ODISE-style multi-scale aggregator
+//! over the backbone's decoder features, highest resolution first, as `PromptIR_NoImg_DC`
+//! (state s = 0) or, with [`ClassifierShape::embed_image`], `PromptIR_DC` (s = the input
+//! image through a 7×7 stride-2 conv and a channel LayerNorm). For each scale i: s = Stage_i(s + softmax(mixing_weights)_i · feature_i), then
 //! 1×1 conv to the next scale's width (the last keeps its width) → 2×2 max-pool → ReLU; then
 //! `last_stage`, global mean, `fc`. Stages are inverted bottlenecks (1×1 → 3×3 → 1×1 at twice
 //! the width, no bias, each followed by a channel LayerNorm with eps 1e-6).
@@ -24,6 +25,11 @@ pub struct ClassifierShape {
     /// Bottleneck blocks per scale and in `last_stage` (`num_res_blocks`, reference default 2).
     #[serde(default = "default_blocks")]
     pub blocks_per_scale: usize,
+    /// Start from the input image (`PromptIR_DC`'s `conv_embed`: 7×7 conv, stride 2, to the
+    /// first scale's width, then a channel LayerNorm) instead of zeros. Its first scale is
+    /// then the half-resolution one: the head reads the decoder features from level 1 down.
+    #[serde(default)]
+    pub embed_image: bool,
 }
 
 fn default_blocks() -> usize {
@@ -82,12 +88,14 @@ fn run_stage(blocks: &[Bottleneck], p: &ParamSet, x: Tensor) -> Tensor {
 /// The classification head over features of widths `feature_dims` (highest resolution first,
 /// each scale half the resolution of the previous).
 pub struct Classifier {
+    embed: Option<(Conv, ChannelNorm)>,
     mixing_weights: ParamId,
     scales: Vec<Vec<Bottleneck>>,
     downsamples: Vec<Conv>,
     last_stage: Vec<Bottleneck>,
     fc: Linear,
     feature_dims: Vec<i64>,
+    shape: ClassifierShape,
 }
 
 impl Classifier {
@@ -95,6 +103,12 @@ impl Classifier {
     pub fn new(params: &mut ParamBuilder, feature_dims: &[i64], shape: &ClassifierShape) -> Result<Self> {
         ensure!(shape.classes >= 2, "the classifier needs at least 2 classes, got {}", shape.classes);
         ensure!(!feature_dims.is_empty(), "the classifier needs at least one feature scale");
+        let embed = shape.embed_image.then(|| {
+            let d = feature_dims[0];
+            let conv = ConvShape { stride: 2, ..ConvShape::same(3, d, 7) };
+            let conv = Conv::new(params, "conv_embed.0", conv, ConvInit::TorchDefault);
+            (conv, ChannelNorm::new(params, "conv_embed.1", d, LAYER_NORM_EPS))
+        });
         let mixing_weights = params.add("mixing_weights".into(), &[feature_dims.len() as i64], Init::Ones);
         let mut scales = Vec::new();
         let mut downsamples = Vec::new();
@@ -107,14 +121,30 @@ impl Classifier {
         let last = *feature_dims.last().expect("checked non-empty");
         let last_stage = stage(params, "last_stage", last, shape.blocks_per_scale);
         let fc = Linear::new(params, "fc", last, shape.classes);
-        Ok(Self { mixing_weights, scales, downsamples, last_stage, fc, feature_dims: feature_dims.to_vec() })
+        Ok(Self {
+            embed,
+            mixing_weights,
+            scales,
+            downsamples,
+            last_stage,
+            fc,
+            feature_dims: feature_dims.to_vec(),
+            shape: shape.clone(),
+        })
     }
 
-    /// Class logits `[N, classes]` from the features (highest resolution first).
-    pub fn forward(&self, p: &ParamSet, features: &[Tensor]) -> Tensor {
+    /// The sizes it was built with.
+    pub fn shape(&self) -> &ClassifierShape {
+        &self.shape
+    }
+
+    /// Class logits `[N, classes]` from the features (highest resolution first) and, for a
+    /// head that embeds it, the image the backbone read (`[N, 3, 2h, 2w]` for a first
+    /// feature of `h × w`).
+    pub fn forward(&self, p: &ParamSet, image: &Tensor, features: &[Tensor]) -> Tensor {
         debug_assert_eq!(features.len(), self.feature_dims.len());
         let weights = p.get(self.mixing_weights).softmax(0, Kind::Float);
-        let mut state: Option<Tensor> = None;
+        let mut state = self.embed.as_ref().map(|(conv, norm)| norm.forward(p, &conv.forward(p, image)));
         for (i, (feature, blocks)) in features.iter().zip(&self.scales).enumerate() {
             let weighted = feature * weights.get(i as i64).to_kind(feature.kind());
             let input = match state.take() {

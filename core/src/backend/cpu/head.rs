@@ -1,19 +1,35 @@
 //! The degradation-classification head on the CPU ([`HeadSpec`]): weights converted once
 //! (1×1 convs packed for the engine's matrix product, f32 whatever the engine's precision),
-//! then a forward pass over the decoder features a run captured.
+//! then a forward pass over the decoder features a run captured (and the input image, for a
+//! head that embeds it).
 
 use super::kernels::conv::conv3x3;
 use super::kernels::layernorm::layer_norm_stats;
 use super::kernels::matmul::{Epilogue, MatMut, MatRef, MatmulPrecision, PackedLhs, matmul};
+use super::kernels::strided_conv::{conv_strided, strided_len};
 use crate::error::{Error, Result};
-use crate::head::{Feature, HEAD_LAYER_NORM_EPS, HeadSpec};
-use crate::spec::CLASSIFIER_PREFIX;
+use crate::head::{EMBED_KERNEL, Feature, HEAD_LAYER_NORM_EPS, HeadSpec};
+use crate::image::{Image, pad_planar_into};
+use crate::spec::{CLASSIFIER_PREFIX, IMAGE_CHANNELS, PadMode};
 use crate::weights::WeightStore;
+
+/// Scale and shift of a channel LayerNorm.
+type Norm = (Vec<f32>, Vec<f32>);
 
 /// A bias-free conv followed by a channel LayerNorm.
 struct NormedConv {
     conv: Conv,
-    norm: (Vec<f32>, Vec<f32>),
+    norm: Norm,
+}
+
+/// The image embedding (`conv_embed`): a 7×7 stride-2 conv with bias, then a channel
+/// LayerNorm, over the input padded as the backbone pads it.
+struct Embed {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    channels: usize,
+    norm: Norm,
+    pad_mode: PadMode,
 }
 
 enum Conv {
@@ -32,6 +48,10 @@ struct Bottleneck {
 
 /// The head's weights, ready to run.
 pub struct HeadWeights {
+    /// The image embedding, for a head that reads the image.
+    embed: Option<Embed>,
+    /// The first decoder level the head reads.
+    first_level: usize,
     /// softmax(mixing_weights): one factor per feature scale.
     mixing: Vec<f32>,
     scales: Vec<Vec<Bottleneck>>,
@@ -41,14 +61,18 @@ pub struct HeadWeights {
 }
 
 impl HeadWeights {
-    /// Converts the head `spec` describes from `store`.
-    pub fn new(spec: &HeadSpec, store: &WeightStore) -> Result<Self> {
+    /// Converts the head `spec` describes from `store`; `pad_mode` is the backbone's (the
+    /// image embedding reads the input padded as the backbone does).
+    pub fn new(spec: &HeadSpec, store: &WeightStore, pad_mode: PadMode) -> Result<Self> {
         let get = |name: &str| -> Result<(Vec<f32>, Vec<usize>)> {
             let t = store.require(&format!("{CLASSIFIER_PREFIX}{name}"))?;
             Ok((t.to_f32(), t.shape().to_vec()))
         };
         let pack = |w: &[f32], shape: &[usize]| {
             PackedLhs::new(w, shape[0], shape[1], MatmulPrecision::F32).map_err(Error::Unsupported)
+        };
+        let norm = |prefix: &str| -> Result<Norm> {
+            Ok((get(&format!("{prefix}.weight"))?.0, get(&format!("{prefix}.bias"))?.0))
         };
         let normed = |prefix: &str| -> Result<NormedConv> {
             let (w, shape) = get(&format!("{prefix}.weight"))?;
@@ -57,8 +81,7 @@ impl HeadWeights {
             } else {
                 Conv::Spatial { weight: w, cin: shape[1], cout: shape[0] }
             };
-            let norm = (get(&format!("{prefix}.norm.weight"))?.0, get(&format!("{prefix}.norm.bias"))?.0);
-            Ok(NormedConv { conv, norm })
+            Ok(NormedConv { conv, norm: norm(&format!("{prefix}.norm"))? })
         };
         let stage = |prefix: &str| -> Result<Vec<Bottleneck>> {
             (0..spec.blocks_per_scale)
@@ -79,7 +102,16 @@ impl HeadWeights {
                 pack(&w, &shape)
             })
             .collect::<Result<_>>()?;
+        let embed = if spec.embeds_image {
+            let (weight, shape) = get("conv_embed.0.weight")?;
+            let bias = get("conv_embed.0.bias")?.0;
+            Some(Embed { weight, bias, channels: shape[0], norm: norm("conv_embed.1")?, pad_mode })
+        } else {
+            None
+        };
         Ok(HeadWeights {
+            embed,
+            first_level: spec.first_level(),
             mixing: softmax(&get("mixing_weights")?.0),
             scales,
             downsamples,
@@ -88,10 +120,12 @@ impl HeadWeights {
         })
     }
 
-    /// Class probabilities (softmax of the logits) from the decoder `features`, highest
-    /// resolution first, using `threads` workers of the current rayon pool.
-    pub fn probabilities(&self, features: &[Feature], threads: usize) -> Vec<f32> {
-        let mut state: Option<Feature> = None;
+    /// Class probabilities (softmax of the logits) of `input` from the decoder `features` of
+    /// its run (every level, highest resolution first), using `threads` workers of the current
+    /// rayon pool.
+    pub fn probabilities(&self, input: &Image, features: &[Feature], threads: usize) -> Vec<f32> {
+        let features = &features[self.first_level..];
+        let mut state = self.embed.as_ref().map(|embed| embed.forward(input, &features[0]));
         for ((feature, blocks), (factor, down)) in
             features.iter().zip(&self.scales).zip(self.mixing.iter().zip(&self.downsamples))
         {
@@ -124,15 +158,37 @@ impl NormedConv {
                 Feature { data, c: *cout, h: x.h, w: x.w }
             }
         };
-        let n = y.h * y.w;
-        let stats = layer_norm_stats(&y.data, n, y.c, n, HEAD_LAYER_NORM_EPS);
-        let (scale, shift) = &self.norm;
-        for (ch, plane) in y.data.chunks_exact_mut(n).enumerate() {
-            for ((v, m), r) in plane.iter_mut().zip(&stats.mean).zip(&stats.rstd) {
-                *v = (*v - m) * r * scale[ch] + shift[ch];
-            }
-        }
+        channel_norm(&mut y, &self.norm);
         y
+    }
+}
+
+impl Embed {
+    /// The embedding of `input`, padded to twice the size of `first`, the first feature the
+    /// head reads (the backbone's padded size).
+    fn forward(&self, input: &Image, first: &Feature) -> Feature {
+        let (h, w) = (2 * first.h, 2 * first.w);
+        let mut padded = vec![0.0f32; IMAGE_CHANNELS * h * w];
+        pad_planar_into(input, h, w, self.pad_mode, &mut padded);
+        let (oh, ow) = (strided_len(h, EMBED_KERNEL, 2), strided_len(w, EMBED_KERNEL, 2));
+        debug_assert_eq!((oh, ow), (first.h, first.w));
+        let mut data = vec![0.0f32; self.channels * oh * ow];
+        let shape = ((IMAGE_CHANNELS, self.channels), (h, w), (EMBED_KERNEL, 2));
+        conv_strided(&mut data, &padded, (&self.weight, &self.bias), shape.0, shape.1, shape.2);
+        let mut y = Feature { data, c: self.channels, h: oh, w: ow };
+        channel_norm(&mut y, &self.norm);
+        y
+    }
+}
+
+/// Normalises every pixel's channel vector of `y` in place, then scales and shifts.
+fn channel_norm(y: &mut Feature, (scale, shift): &Norm) {
+    let n = y.h * y.w;
+    let stats = layer_norm_stats(&y.data, n, y.c, n, HEAD_LAYER_NORM_EPS);
+    for (ch, plane) in y.data.chunks_exact_mut(n).enumerate() {
+        for ((v, m), r) in plane.iter_mut().zip(&stats.mean).zip(&stats.rstd) {
+            *v = (*v - m) * r * scale[ch] + shift[ch];
+        }
     }
 }
 

@@ -9,3 +9,4 @@ pub mod conv;
 pub mod elementwise;
 pub mod layernorm;
 pub mod matmul;
+pub mod strided_conv;
