@@ -334,8 +334,10 @@ typedef struct maskdcpt_options {
    */
   uint32_t sca_mode;
   /**
-   * Refuse runs whose estimated memory exceeds this many bytes; 0 uses the memory the
-   * operating system reports as available.
+   * Refuse runs whose estimated memory exceeds this many bytes
+   * (`maskdcpt_engine_memory_estimate`); 0 uses the memory the operating system reports as
+   * available. On the CUDA backend it bounds the device memory of the weights and the
+   * sizes kept built (older sizes are dropped first); 0 uses the device's free memory.
    */
   uint64_t memory_limit;
   /**
@@ -345,6 +347,22 @@ typedef struct maskdcpt_options {
    */
   const char *engine_cache_dir;
 } maskdcpt_options;
+
+/**
+ * Memory a restore of one size needs (`maskdcpt_engine_memory_estimate`).
+ */
+typedef struct maskdcpt_memory_estimate {
+  /**
+   * The weights as the engine holds them (on the device for GPU engines).
+   */
+  uint64_t weight_bytes;
+  /**
+   * Activations and scratch of the largest run (a tile's with local tiling): host memory on
+   * the CPU; device memory on the CUDA backend, exactly what its run allocates (page-locked
+   * host staging of the planar input and output, 2 × 3 × H × W floats, comes on top).
+   */
+  uint64_t activation_bytes;
+} maskdcpt_memory_estimate;
 
 /**
  * A frame in caller-owned host memory. Input frames are only read; output frames get their
@@ -469,6 +487,19 @@ void maskdcpt_engine_free(struct maskdcpt_engine **engine);
 maskdcpt_status maskdcpt_engine_prepare(const struct maskdcpt_engine *engine,
                                         size_t width,
                                         size_t height);
+
+/**
+ * Writes to `*out` the memory restoring a `width × height` frame needs, from the engine's
+ * plan alone (nothing is allocated): what the engine's `memory_limit` is compared with.
+ * `MASKDCPT_STATUS_INVALID_ARGUMENT` for an empty size.
+ *
+ * # Safety
+ * `engine` is a live engine, `out` a writable pointer.
+ */
+maskdcpt_status maskdcpt_engine_memory_estimate(const struct maskdcpt_engine *engine,
+                                                size_t width,
+                                                size_t height,
+                                                struct maskdcpt_memory_estimate *out);
 
 /**
  * Restores `input` into `output`, both in host memory, each in any pixel format (see

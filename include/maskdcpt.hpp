@@ -137,6 +137,14 @@ public:
         detail::check(maskdcpt_engine_prepare(get(), width, height));
     }
 
+    /// The memory restoring `width × height` frames needs (weights, and activations of the
+    /// largest run: device memory on the CUDA backend), from the plan alone.
+    maskdcpt_memory_estimate memory_estimate(std::size_t width, std::size_t height) const {
+        maskdcpt_memory_estimate estimate{};
+        detail::check(maskdcpt_engine_memory_estimate(get(), width, height, &estimate));
+        return estimate;
+    }
+
     /// Restores `input` into `output` (host memory, same size, any pixel formats).
     void restore(const maskdcpt_image &input, const maskdcpt_image &output) const {
         detail::check(maskdcpt_restore(get(), &input, &output));

@@ -124,6 +124,8 @@ static void bad_images(const maskdcpt_engine *engine) {
     memset(out, 7, sizeof out);
     expect("prepare(NULL engine)", maskdcpt_engine_prepare(NULL, 8, 8), MASKDCPT_STATUS_NULL_POINTER);
     expect("prepare(zero height)", maskdcpt_engine_prepare(engine, 8, 0), MASKDCPT_STATUS_INVALID_ARGUMENT);
+    expect("memory_estimate(NULL out)", maskdcpt_engine_memory_estimate(engine, 8, 8, NULL),
+           MASKDCPT_STATUS_NULL_POINTER);
     expect("restore(NULL engine)", maskdcpt_restore(NULL, &good_in, &good_out), MASKDCPT_STATUS_NULL_POINTER);
     expect("restore(NULL input)", maskdcpt_restore(engine, NULL, &good_out), MASKDCPT_STATUS_NULL_POINTER);
     expect("restore(NULL output)", maskdcpt_restore(engine, &good_in, NULL), MASKDCPT_STATUS_NULL_POINTER);

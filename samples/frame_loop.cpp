@@ -77,6 +77,10 @@ int main(int argc, char **argv) {
         maskdcpt_options options = maskdcpt_options_default();
         options.threads = s.threads;
         const maskdcpt::Engine engine(model, options);
+        // What a frame of this size needs, known before anything is allocated.
+        const maskdcpt_memory_estimate need = engine.memory_estimate(s.width, s.height);
+        std::printf("memory per frame size: weights %.1f MB, activations %.1f MB\n", need.weight_bytes / 1e6,
+                    need.activation_bytes / 1e6);
         // Build what this frame size needs before the loop, so the first frame is not slower.
         engine.prepare(s.width, s.height);
 

@@ -5,6 +5,12 @@
 use crate::error::{Error, Result};
 use crate::image::Image;
 
+/// The largest run local tiling makes over a `width × height` image: a tile with its context.
+pub fn largest_tile_run(width: usize, height: usize, tile: usize, overlap: usize) -> (usize, usize) {
+    let side = |n: usize| n.min(tile + 2 * overlap);
+    (side(width), side(height))
+}
+
 /// Restores `img` tile by tile with `run`, which restores one (context-extended) tile.
 pub fn restore_local_tiles(
     img: &Image,

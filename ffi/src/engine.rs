@@ -93,6 +93,43 @@ pub unsafe extern "C" fn maskdcpt_engine_prepare(
     })
 }
 
+/// Memory a restore of one size needs (`maskdcpt_engine_memory_estimate`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct maskdcpt_memory_estimate {
+    /// The weights as the engine holds them (on the device for GPU engines).
+    pub weight_bytes: u64,
+    /// Activations and scratch of the largest run (a tile's with local tiling): host memory on
+    /// the CPU; device memory on the CUDA backend, exactly what its run allocates (page-locked
+    /// host staging of the planar input and output, 2 × 3 × H × W floats, comes on top).
+    pub activation_bytes: u64,
+}
+
+/// Writes to `*out` the memory restoring a `width × height` frame needs, from the engine's
+/// plan alone (nothing is allocated): what the engine's `memory_limit` is compared with.
+/// `MASKDCPT_STATUS_INVALID_ARGUMENT` for an empty size.
+///
+/// # Safety
+/// `engine` is a live engine, `out` a writable pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn maskdcpt_engine_memory_estimate(
+    engine: *const maskdcpt_engine,
+    width: usize,
+    height: usize,
+    out: *mut maskdcpt_memory_estimate,
+) -> maskdcpt_status {
+    entry(|| {
+        // SAFETY (both): the pointers are valid per the contract.
+        let engine = unsafe { arg(engine, "engine") }?;
+        let out = Out::new(out, "out")?;
+        let estimate = engine.engine.memory_estimate(width, height)?;
+        let estimate =
+            maskdcpt_memory_estimate { weight_bytes: estimate.weights, activation_bytes: estimate.activations };
+        unsafe { out.write(estimate) };
+        Ok(())
+    })
+}
+
 /// Checks that `input` and `output` have the same size.
 fn same_size(input: &Frame, output: &Frame) -> FfiResult {
     let (i, o) = (input.desc(), output.desc());

@@ -37,6 +37,9 @@ fn null_pointers_are_named() {
         fails(maskdcpt_engine_new(ptr::null(), ptr::null(), &mut engine), null, "`model`");
         fails(maskdcpt_engine_new(f.model, ptr::null(), ptr::null_mut()), null, "`out`");
         fails(maskdcpt_engine_prepare(ptr::null(), 4, 4), null, "`engine`");
+        let mut estimate = maskdcpt_memory_estimate::default();
+        fails(maskdcpt_engine_memory_estimate(ptr::null(), 4, 4, &mut estimate), null, "`engine`");
+        fails(maskdcpt_engine_memory_estimate(f.engine, 4, 4, ptr::null_mut()), null, "`out`");
         fails(maskdcpt_restore(ptr::null(), &image, &image), null, "`engine`");
         fails(maskdcpt_restore(f.engine, ptr::null(), &image), null, "`input`");
         fails(maskdcpt_restore(f.engine, &image, ptr::null()), null, "`output`");
@@ -160,6 +163,9 @@ fn memory_limits_device_memory_and_classification_report_their_status() {
         fails(maskdcpt_restore(tiny, &image, &out), maskdcpt_status::OutOfMemory, "not enough memory");
         fails(maskdcpt_engine_prepare(tiny, 8, 8), maskdcpt_status::OutOfMemory, "not enough memory");
         fails(maskdcpt_engine_prepare(f.engine, 0, 8), maskdcpt_status::InvalidArgument, "0×8");
+        let mut estimate = maskdcpt_memory_estimate::default();
+        let status = maskdcpt_engine_memory_estimate(f.engine, 8, 0, &mut estimate);
+        fails(status, maskdcpt_status::InvalidArgument, "8×0");
         fails(maskdcpt_restore_device(f.engine, &image, &out, ptr::null_mut()), maskdcpt_status::Unsupported, "CUDA");
         let status = maskdcpt_classify(f.engine, &image, probabilities.as_mut_ptr(), 4, &mut count);
         fails(status, maskdcpt_status::Unsupported, "classification head");

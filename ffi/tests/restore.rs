@@ -118,6 +118,29 @@ fn a_prepared_engine_restores_like_a_cold_one() {
     assert_eq!(frame, expected);
 }
 
+/// The estimate is what the memory limit is compared with: an engine limited to it restores
+/// that size, one limited to a byte less refuses.
+#[test]
+fn the_memory_estimate_is_what_the_limit_checks() {
+    let f = Fixture::new(1);
+    let mut estimate = maskdcpt_memory_estimate::default();
+    // SAFETY: a live engine and a writable estimate.
+    let status = unsafe { maskdcpt_engine_memory_estimate(f.engine, 23, 13, &mut estimate) };
+    assert_eq!(status, maskdcpt_status::Ok, "{}", last_error());
+    assert!(estimate.weight_bytes > 0 && estimate.activation_bytes > 0, "{estimate:?}");
+    let total = estimate.weight_bytes + estimate.activation_bytes;
+    let mut frame = OwnedFrame::from_image(maskdcpt_pixel_format::Rgb8, &pattern(23, 13, 5), 0);
+    let image = frame.image();
+    for (limit, want) in [(total, maskdcpt_status::Ok), (total - 1, maskdcpt_status::OutOfMemory)] {
+        let mut engine = new_engine(f.model, &maskdcpt_options { memory_limit: limit, ..options(1) });
+        // SAFETY: a live engine and a valid frame; the engine is freed once.
+        unsafe {
+            assert_eq!(maskdcpt_restore(engine, &image, &image), want, "limit {limit}: {}", last_error());
+            maskdcpt_engine_free(&mut engine);
+        }
+    }
+}
+
 /// Engine pointers cross threads in this test only.
 #[derive(Clone, Copy)]
 struct Shared(*const maskdcpt_engine);

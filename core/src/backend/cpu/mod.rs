@@ -18,7 +18,7 @@ use crate::image::{Image, check_size, from_planar_cropped, pad_planar_into, roun
 use crate::model::Model;
 use crate::passes::{Program, Step, fuse};
 use crate::spec::{IMAGE_CHANNELS, PadMode};
-use crate::tiling::restore_local_tiles;
+use crate::tiling::{largest_tile_run, restore_local_tiles};
 use block::{BlockScratch, run_block};
 use kernels::conv::conv3x3;
 use kernels::elementwise::{add_pixel_shuffle, space_to_depth};
@@ -107,10 +107,7 @@ impl CpuEngine {
     /// Largest image one untiled run processes for this input (a local tile or the image).
     fn run_size(&self, width: usize, height: usize) -> (usize, usize) {
         match self.tiling {
-            Some(Tiling { tile, overlap, sca: ScaMode::Local }) => {
-                let side = |n: usize| n.min(tile + 2 * overlap);
-                (side(width), side(height))
-            }
+            Some(Tiling { tile, overlap, sca: ScaMode::Local }) => largest_tile_run(width, height, tile, overlap),
             _ => (width, height),
         }
     }

@@ -15,11 +15,13 @@ use cudarc::driver::{CudaContext, CudaStream, PinnedHostSlice, PushKernelArg};
 use super::device::{Device, cuda_error, open};
 use super::frames::{self, FrameArgs};
 use super::gemm::Lt;
-use super::instance::{Instance, Shape, grid_for};
+use super::instance::{Instance, Shape, device_bytes, grid_for};
 use super::kernels::{self, Kernels};
 use super::saved::{Algo, EngineKey, FileUse, ProductKey, SavedEngine};
 use super::weights::{Element, StepWeights, Uploader};
-use crate::backend::{CudaOptions, DeviceTiming, Engine, EngineOptions, Fusion, MemoryEstimate, ScaMode, Tiling};
+use crate::backend::{
+    CudaOptions, DeviceTiming, Engine, EngineOptions, Fusion, MemoryEstimate, ScaMode, TILING_HINT, Tiling,
+};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::head::Feature;
@@ -28,7 +30,7 @@ use crate::model::Model;
 use crate::passes::{Program, Step, fuse};
 use crate::pixels::DeviceFrame;
 use crate::spec::{IMAGE_CHANNELS, PadMode};
-use crate::tiling::restore_local_tiles;
+use crate::tiling::{largest_tile_run, restore_local_tiles};
 
 /// Instances kept per engine (each holds the activations of one input shape).
 const KEPT_INSTANCES: usize = 4;
@@ -54,6 +56,8 @@ pub struct CudaEngine<T> {
     tiles: Option<(usize, usize)>,
     /// Fused tensor-core kernels or launches.
     fusion: Fusion,
+    /// Most device bytes the weights and the kept instances may hold (`EngineOptions::memory_limit`).
+    memory_limit: Option<u64>,
 }
 
 /// What the engine's lock guards.
@@ -198,6 +202,7 @@ impl<T: Element> CudaEngine<T> {
             file,
             tiles,
             fusion: cuda.fusion,
+            memory_limit: options.memory_limit,
         })
     }
 
@@ -231,11 +236,32 @@ impl<T: Element> CudaEngine<T> {
         let index = match instances.iter().position(|r| r.instance.shape == shape) {
             Some(index) => index,
             None => {
-                if instances.len() >= if self.tiles.is_some() { KEPT_INSTANCES_TILED } else { KEPT_INSTANCES } {
+                let kept = if self.tiles.is_some() { KEPT_INSTANCES_TILED } else { KEPT_INSTANCES };
+                let need = device_bytes(shape, &self.program, &self.graph, size_of::<T>());
+                let held = |instances: &[Resident<T>]| {
+                    self.weight_bytes + instances.iter().map(|r| r.instance.bytes).sum::<usize>() + need
+                };
+                let over_limit =
+                    |instances: &[Resident<T>]| self.memory_limit.is_some_and(|l| held(instances) as u64 > l);
+                // Make room: beyond the kept count, and while the memory limit would be passed.
+                let mut evicted = false;
+                while !instances.is_empty() && (instances.len() >= kept || over_limit(instances)) {
                     instances.remove(0);
-                    // Its buffers are freed in stream order: wait for that, so that the free
+                    evicted = true;
+                }
+                if evicted {
+                    // Their buffers are freed in stream order: wait for that, so that the free
                     // memory read next counts them.
                     self.device.stream.synchronize().map_err(cuda_error("freeing an instance"))?;
+                }
+                if let Some(limit) = self.memory_limit.filter(|_| over_limit(instances)) {
+                    return Err(Error::OutOfMemory {
+                        needed_mb: (held(instances) >> 20) as u64,
+                        available_mb: limit >> 20,
+                        hint: format!(
+                            "raise the engine's memory limit, use a smaller batch or image, or {TILING_HINT}"
+                        ),
+                    });
                 }
                 let (free, _) = self.device.ctx.mem_get_info().map_err(cuda_error("reading free GPU memory"))?;
                 let before = tuned.clone();
@@ -561,10 +587,16 @@ impl<T: Element> Engine for CudaEngine<T> {
         })
     }
 
+    /// Device memory: the weights, and what the instance of one run allocates (a tile's with
+    /// local tiling; page-locked host staging of the planar input and output comes on top).
     fn memory_estimate(&self, width: usize, height: usize) -> Result<MemoryEstimate> {
         check_size(width, height)?;
-        let padded = |n: usize| round_up(n, self.size_multiple);
-        Ok(MemoryEstimate { weights: 0, activations: (2 * IMAGE_CHANNELS * padded(width) * padded(height) * 4) as u64 })
+        let (rw, rh) = match self.tiles {
+            Some((tile, overlap)) => largest_tile_run(width, height, tile, overlap),
+            None => (width, height),
+        };
+        let activations = device_bytes(self.shape(1, rw, rh), &self.program, &self.graph, size_of::<T>());
+        Ok(MemoryEstimate { weights: self.weight_bytes as u64, activations: activations as u64 })
     }
 
     fn device_timing(&self, batch: usize, width: usize, height: usize, runs: usize) -> Result<Option<DeviceTiming>> {
@@ -752,6 +784,26 @@ mod tests {
         let diff = max_abs(&cold.restore(&input).unwrap(), &warm.restore(&input).unwrap());
         assert!(diff <= 1e-5, "max |Δ| {diff}");
         assert!(warm.prepare(0, 31).is_err());
+    }
+
+    /// The up-front estimate is what a run allocates on the device (weights plus the instance),
+    /// and a memory limit below it refuses the run before allocating, one at it does not.
+    #[test]
+    fn memory_estimates_are_exact_and_limits_refuse() {
+        let model = random_model(&two_levels(), 13);
+        let Some(gpu) = engine(&model, true) else { return };
+        let estimate = gpu.memory_estimate(45, 31).unwrap();
+        let timing = gpu.device_timing(1, 45, 31, 1).unwrap().unwrap();
+        assert_eq!(estimate.total(), timing.memory_bytes);
+        let limited = |limit: u64| {
+            let cuda = CudaOptions { fp16: true, ..Default::default() };
+            let options =
+                EngineOptions { backend: Backend::Cuda(cuda), memory_limit: Some(limit), ..Default::default() };
+            build_engine(&model, &options).unwrap()
+        };
+        let err = limited(estimate.total() - 1).restore(&image(45, 31, 2)).unwrap_err();
+        assert!(matches!(err, Error::OutOfMemory { .. }) && err.to_string().contains("memory limit"), "{err}");
+        limited(estimate.total()).restore(&image(45, 31, 2)).unwrap();
     }
 
     /// Threads other than the builder's may restore on one engine at once (the engine binds its

@@ -155,6 +155,13 @@ struct BufferPlan {
     bytes: usize,
 }
 
+/// Device bytes an instance of `shape` allocates for `program` with `element`-byte feature
+/// maps (the memory plan's slots, the block scratch and the planar f32 images), from the plan
+/// alone: what [`Instance::new`] will ask the device for.
+pub(super) fn device_bytes(shape: Shape, program: &Program, graph: &Graph, element: usize) -> usize {
+    BufferPlan::new(shape, program, graph, element).bytes
+}
+
 impl BufferPlan {
     fn new(shape: Shape, program: &Program, graph: &Graph, element: usize) -> Self {
         let Shape { batch: n, height: h, width: w } = shape;
