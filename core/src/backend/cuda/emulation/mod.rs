@@ -22,15 +22,33 @@ pub(super) struct Emulated {
     library: libloading::Library,
 }
 
+/// One build of the kernels, held by one test at a time.
+pub(super) struct Held {
+    kernels: &'static Emulated,
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl std::ops::Deref for Held {
+    type Target = Emulated;
+
+    fn deref(&self) -> &Emulated {
+        self.kernels
+    }
+}
+
 impl Emulated {
     /// The kernels with FP16 (`MASKDCPT_FP16`) or f32 storage, compiled once per test process
-    /// (the frame and network tests share the f32 build) and held by one test at a time: the
-    /// shim runs a launch in global state (fibers, thread indices). `None`, with a message,
-    /// where no C++ compiler runs and CI did not ask for one.
-    pub(super) fn get(fp16: bool) -> Option<MutexGuard<'static, Emulated>> {
-        static BUILDS: [OnceLock<Option<Mutex<Emulated>>>; 2] = [OnceLock::new(), OnceLock::new()];
-        let build = BUILDS[usize::from(fp16)].get_or_init(|| Self::build(fp16).map(Mutex::new)).as_ref()?;
-        Some(build.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    /// (the frame and network tests share the f32 build) and held by one test at a time, over
+    /// both builds: the shim runs a launch in global state (fibers, thread indices), and the
+    /// two libraries share some of it. `__shared__` arrays of inline device functions are
+    /// static locals of inline functions, which GCC gives one process-wide instance across
+    /// libraries (STB_GNU_UNIQUE), so an f32 and an FP16 launch at once would race on them.
+    /// `None`, with a message, where no C++ compiler runs and CI did not ask for one.
+    pub(super) fn get(fp16: bool) -> Option<Held> {
+        static BUILDS: [OnceLock<Option<Emulated>>; 2] = [OnceLock::new(), OnceLock::new()];
+        static TURN: Mutex<()> = Mutex::new(());
+        let kernels = BUILDS[usize::from(fp16)].get_or_init(|| Self::build(fp16)).as_ref()?;
+        Some(Held { kernels, _turn: TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) })
     }
 
     fn build(fp16: bool) -> Option<Emulated> {
