@@ -336,8 +336,9 @@ typedef struct maskdcpt_options {
   /**
    * Refuse runs whose estimated memory exceeds this many bytes
    * (`maskdcpt_engine_memory_estimate`); 0 uses the memory the operating system reports as
-   * available. On the CUDA backend it bounds the device memory of the weights and the
-   * sizes kept built (older sizes are dropped first); 0 uses the device's free memory.
+   * available. On the CUDA backend it bounds the device memory of the weights, cuBLASLt's
+   * workspace and the sizes kept built (the least recently used are dropped first); 0 uses
+   * the device's free memory.
    */
   uint64_t memory_limit;
   /**
@@ -358,8 +359,9 @@ typedef struct maskdcpt_memory_estimate {
   uint64_t weight_bytes;
   /**
    * Activations and scratch of the largest run (a tile's with local tiling): host memory on
-   * the CPU; device memory on the CUDA backend, exactly what its run allocates (page-locked
-   * host staging of the planar input and output, 2 × 3 × H × W floats, comes on top).
+   * the CPU; on the CUDA backend device memory, the buffers its run allocates and cuBLASLt's
+   * workspace (the CUDA context, kernels, graph and page-locked host staging of the planar
+   * input and output, 2 × 3 × H × W floats, come on top).
    */
   uint64_t activation_bytes;
 } maskdcpt_memory_estimate;
@@ -490,8 +492,10 @@ maskdcpt_status maskdcpt_engine_prepare(const struct maskdcpt_engine *engine,
 
 /**
  * Writes to `*out` the memory restoring a `width × height` frame needs, from the engine's
- * plan alone (nothing is allocated): what the engine's `memory_limit` is compared with.
- * `MASKDCPT_STATUS_INVALID_ARGUMENT` for an empty size.
+ * plan alone (nothing is allocated): on the CPU and CUDA backends what the engine's
+ * `memory_limit` is compared with (on TensorRT only the host staging; classification always
+ * runs the whole image, whatever the tiling). `MASKDCPT_STATUS_INVALID_ARGUMENT` for an empty
+ * size or a side over 2^20 pixels.
  *
  * # Safety
  * `engine` is a live engine, `out` a writable pointer.

@@ -6,12 +6,14 @@
 #   scripts/experiment-small.sh [REPLICATE]
 #
 # REPLICATE 0 (the default) is the recorded run; REPLICATE k > 0 repeats it with every seed
-# (pre-training, both fine-tunings) increased by k, into runs/small-*-rK.
+# (pre-training, both fine-tunings) increased by 1000·k, so no two runs of any replicates
+# share a seed, into runs/small-*-rK.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 trainer=target/release/trainer
 replicate=${1:-0}
 [[ "$replicate" =~ ^[0-9]+$ ]] || { echo "REPLICATE must be a whole number, got '$replicate'" >&2; exit 2; }
+replicate=$((10#$replicate))
 suffix=$([ "$replicate" = 0 ] || echo "-r$replicate")
 if [ ! -d runs/photos/heldout ]; then
     venv="$HOME/.cache/maskdcpt/venv-photos"
@@ -29,7 +31,7 @@ arm() { # SOURCE RUN: writes $configs/RUN.toml (paths made absolute: the config 
     seed=$(sed -n 's/^seed = //p' "trainer/configs/$1.toml")
     sed -e "s#\"\.\./\.\./runs/small-[a-z]*\"#\"$PWD/runs/$2$suffix\"#" \
         -e "s#\"\.\./\.\./runs/#\"$PWD/runs/#g" \
-        -e "s#^seed = .*#seed = $((seed + replicate))#" "trainer/configs/$1.toml" > "$configs/$2.toml"
+        -e "s#^seed = .*#seed = $((seed + 1000 * replicate))#" "trainer/configs/$1.toml" > "$configs/$2.toml"
 }
 arm small-pretrain small-pretrain
 arm small-finetune small-finetune

@@ -88,13 +88,23 @@ impl Image {
     }
 }
 
-/// Refuses an image size without pixels (either side 0).
+/// Refuses an image size without pixels (either side 0) or with a side over [`MAX_SIDE`].
 pub fn check_size(width: usize, height: usize) -> Result<()> {
     if width == 0 || height == 0 {
         return Err(Error::InvalidImage(format!("image is {width}×{height}: it must have at least one pixel")));
     }
+    if width.max(height) > MAX_SIDE {
+        return Err(Error::InvalidImage(format!(
+            "image is {width}×{height}: a side may be at most {MAX_SIDE} pixels (restore larger images in parts)"
+        )));
+    }
     Ok(())
 }
+
+/// Longest image side accepted, so that sizes, padded sizes and byte counts of every buffer
+/// stay far from overflowing (2^20 per side: a 1-terapixel image; 2^40 pixels × 3 channels ×
+/// 4 bytes × a network's widest features fit in 64 bits).
+pub const MAX_SIDE: usize = 1 << 20;
 
 /// Rounds `n` up to a multiple of `m`.
 pub fn round_up(n: usize, m: usize) -> usize {

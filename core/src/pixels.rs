@@ -621,8 +621,9 @@ mod tests {
         assert!(err(desc(PixelFormat::Nv12, 3, 2).plane_spans(&[3, 3])).contains("even"));
         assert!(err(desc(PixelFormat::Rgb8, 4, 4).plane_spans(&[11])).contains("smaller than a row"));
         assert!(err(desc(PixelFormat::Rgb8, 4, 4).plane_spans(&[12, 12])).contains("1 plane"));
-        assert!(err(desc(PixelFormat::Rgb8, usize::MAX, 2).plane_spans(&[usize::MAX])).contains("too large"));
-        assert!(err(desc(PixelFormat::Rgb8, 1 << 31, 1 << 31).plane_spans(&[3 << 31])).contains("too large"));
+        assert!(err(desc(PixelFormat::Rgb8, usize::MAX, 2).plane_spans(&[usize::MAX])).contains("at most 1048576"));
+        assert!(err(desc(PixelFormat::Rgb8, 1 << 31, 1 << 31).plane_spans(&[3 << 31])).contains("at most 1048576"));
+        assert!(err(desc(PixelFormat::Rgb8, 4, 1 << 20).plane_spans(&[usize::MAX / 4])).contains("too large"));
         assert_eq!(desc(PixelFormat::Nv12, 4, 2).plane_spans(&[8, 6]).unwrap(), [12, 4]);
         let short = decode_buffers(&desc(PixelFormat::Rgb8, 2, 2), &[(vec![0; 11], 6)]);
         assert!(short.unwrap_err().to_string().contains("holds 11 bytes"));

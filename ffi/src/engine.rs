@@ -100,14 +100,17 @@ pub struct maskdcpt_memory_estimate {
     /// The weights as the engine holds them (on the device for GPU engines).
     pub weight_bytes: u64,
     /// Activations and scratch of the largest run (a tile's with local tiling): host memory on
-    /// the CPU; device memory on the CUDA backend, exactly what its run allocates (page-locked
-    /// host staging of the planar input and output, 2 × 3 × H × W floats, comes on top).
+    /// the CPU; on the CUDA backend device memory, the buffers its run allocates and cuBLASLt's
+    /// workspace (the CUDA context, kernels, graph and page-locked host staging of the planar
+    /// input and output, 2 × 3 × H × W floats, come on top).
     pub activation_bytes: u64,
 }
 
 /// Writes to `*out` the memory restoring a `width × height` frame needs, from the engine's
-/// plan alone (nothing is allocated): what the engine's `memory_limit` is compared with.
-/// `MASKDCPT_STATUS_INVALID_ARGUMENT` for an empty size.
+/// plan alone (nothing is allocated): on the CPU and CUDA backends what the engine's
+/// `memory_limit` is compared with (on TensorRT only the host staging; classification always
+/// runs the whole image, whatever the tiling). `MASKDCPT_STATUS_INVALID_ARGUMENT` for an empty
+/// size or a side over 2^20 pixels.
 ///
 /// # Safety
 /// `engine` is a live engine, `out` a writable pointer.

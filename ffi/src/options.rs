@@ -77,8 +77,9 @@ pub struct maskdcpt_options {
     pub sca_mode: u32,
     /// Refuse runs whose estimated memory exceeds this many bytes
     /// (`maskdcpt_engine_memory_estimate`); 0 uses the memory the operating system reports as
-    /// available. On the CUDA backend it bounds the device memory of the weights and the
-    /// sizes kept built (older sizes are dropped first); 0 uses the device's free memory.
+    /// available. On the CUDA backend it bounds the device memory of the weights, cuBLASLt's
+    /// workspace and the sizes kept built (the least recently used are dropped first); 0 uses
+    /// the device's free memory.
     pub memory_limit: u64,
     /// Folder for compiled GPU engines and kernels (may be NULL; ignored by the CPU). The CUDA
     /// backend keeps its kernels and one engine file per model, GPU and precision there (the

@@ -64,8 +64,9 @@ fn bad_sizes_strides_and_formats_are_invalid_arguments() {
     let cases = [
         (maskdcpt_image { width: 0, ..good }, "0×4"),
         (maskdcpt_image { height: 0, ..good }, "4×0"),
-        (maskdcpt_image { width: usize::MAX, ..good }, "too large"),
-        (maskdcpt_image { width: 1 << 31, height: 1 << 31, strides: [3 << 31, 0, 0], ..good }, "too large"),
+        (maskdcpt_image { width: usize::MAX, ..good }, "at most 1048576 pixels"),
+        (maskdcpt_image { width: 1 << 31, height: 1 << 31, strides: [3 << 31, 0, 0], ..good }, "at most 1048576"),
+        (maskdcpt_image { height: 1 << 20, strides: [usize::MAX / 4, 0, 0], ..good }, "too large"),
         (maskdcpt_image { strides: [11, 0, 0], ..good }, "smaller than a row"),
         (maskdcpt_image { format: 99, ..good }, "not a maskdcpt_pixel_format"),
         (maskdcpt_image { yuv_matrix: 7, ..good }, "not a maskdcpt_yuv_matrix"),
@@ -166,6 +167,8 @@ fn memory_limits_device_memory_and_classification_report_their_status() {
         let mut estimate = maskdcpt_memory_estimate::default();
         let status = maskdcpt_engine_memory_estimate(f.engine, 8, 0, &mut estimate);
         fails(status, maskdcpt_status::InvalidArgument, "8×0");
+        let status = maskdcpt_engine_memory_estimate(f.engine, usize::MAX, 8, &mut estimate);
+        fails(status, maskdcpt_status::InvalidArgument, "at most 1048576 pixels");
         fails(maskdcpt_restore_device(f.engine, &image, &out, ptr::null_mut()), maskdcpt_status::Unsupported, "CUDA");
         let status = maskdcpt_classify(f.engine, &image, probabilities.as_mut_ptr(), 4, &mut count);
         fails(status, maskdcpt_status::Unsupported, "classification head");

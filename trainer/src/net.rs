@@ -73,11 +73,14 @@ impl MaskDcptNet {
     /// Masked pre-training forward (reconstruction without the input residual).
     pub fn forward_masked(&self, input: &Tensor, mask: &PatchMask) -> Result<NetOutput> {
         let out = self.backbone.module.forward_masked(&self.backbone.params, input, mask)?;
-        Ok(self.with_logits(&(input * mask.at_level(0)?), out))
+        let embeds_image = self.classifier.as_ref().is_some_and(|c| c.module.shape().embed_image);
+        // Only a head that embeds the image reads the masked input.
+        let seen = if embeds_image { input * mask.at_level(0)? } else { input.shallow_clone() };
+        Ok(self.with_logits(&seen, out))
     }
 
     /// Adds the head's logits over `out`'s decoder features and `seen`, the image the
-    /// backbone read.
+    /// backbone read (what a head that embeds the image reads).
     fn with_logits(&self, seen: &Tensor, out: NafnetOutput) -> NetOutput {
         let logits = self.classifier.as_ref().map(|c| {
             let first = first_head_level(c.module.shape());

@@ -63,8 +63,8 @@ pub struct EngineOptions {
     pub precision: Precision,
     /// Refuse runs whose estimated memory exceeds this many bytes (`None`: the memory the
     /// operating system reports as available). On the CUDA backend it bounds the device
-    /// memory of the weights and the kept instances (older instances are dropped first;
-    /// `None`: the device's free memory).
+    /// memory of the weights, cuBLASLt's workspace and the kept instances (the least recently
+    /// used are dropped first; `None`: the device's free memory).
     pub memory_limit: Option<u64>,
     /// Which engine to build.
     pub backend: Backend,

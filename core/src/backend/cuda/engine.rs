@@ -14,7 +14,7 @@ use cudarc::driver::{CudaContext, CudaStream, PinnedHostSlice, PushKernelArg};
 
 use super::device::{Device, cuda_error, open};
 use super::frames::{self, FrameArgs};
-use super::gemm::Lt;
+use super::gemm::{Lt, WORKSPACE_BYTES};
 use super::instance::{Instance, Shape, device_bytes, grid_for};
 use super::kernels::{self, Kernels};
 use super::saved::{Algo, EngineKey, FileUse, ProductKey, SavedEngine};
@@ -56,7 +56,8 @@ pub struct CudaEngine<T> {
     tiles: Option<(usize, usize)>,
     /// Fused tensor-core kernels or launches.
     fusion: Fusion,
-    /// Most device bytes the weights and the kept instances may hold (`EngineOptions::memory_limit`).
+    /// Most device bytes the weights, the workspace and the kept instances may hold
+    /// (`EngineOptions::memory_limit`).
     memory_limit: Option<u64>,
 }
 
@@ -226,7 +227,8 @@ impl<T: Element> CudaEngine<T> {
     }
 
     /// Runs `f` with the instance for `shape` and its staging (creating them, and dropping the
-    /// oldest beyond [`KEPT_INSTANCES`], or [`KEPT_INSTANCES_TILED`] when tiling).
+    /// least recently used beyond [`KEPT_INSTANCES`], or [`KEPT_INSTANCES_TILED`] when tiling,
+    /// and while the memory limit would be passed).
     fn with_instance<R>(&self, shape: Shape, f: impl FnOnce(&mut Resident<T>, &Self) -> Result<R>) -> Result<R> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let State { resident: instances, tuned, unsaved } = &mut *state;
@@ -234,15 +236,30 @@ impl<T: Element> CudaEngine<T> {
         // context current for the raw driver and cuBLASLt calls of this run.
         self.device.ctx.bind_to_thread().map_err(cuda_error("binding the CUDA context to this thread"))?;
         let index = match instances.iter().position(|r| r.instance.shape == shape) {
-            Some(index) => index,
+            Some(index) => {
+                // Most recently used last: eviction takes the least recently used first.
+                let resident = instances.remove(index);
+                instances.push(resident);
+                instances.len() - 1
+            }
             None => {
                 let kept = if self.tiles.is_some() { KEPT_INSTANCES_TILED } else { KEPT_INSTANCES };
                 let need = device_bytes(shape, &self.program, &self.graph, size_of::<T>());
                 let held = |instances: &[Resident<T>]| {
-                    self.weight_bytes + instances.iter().map(|r| r.instance.bytes).sum::<usize>() + need
+                    self.fixed_bytes() + instances.iter().map(|r| r.instance.bytes).sum::<usize>() + need
                 };
                 let over_limit =
                     |instances: &[Resident<T>]| self.memory_limit.is_some_and(|l| held(instances) as u64 > l);
+                // A shape over the limit on its own is refused before any kept one is dropped.
+                if let Some(limit) = self.memory_limit.filter(|_| over_limit(&[])) {
+                    return Err(Error::OutOfMemory {
+                        needed_mb: (held(&[]) >> 20) as u64,
+                        available_mb: limit >> 20,
+                        hint: format!(
+                            "raise the engine's memory limit, use a smaller batch or image, or {TILING_HINT}"
+                        ),
+                    });
+                }
                 // Make room: beyond the kept count, and while the memory limit would be passed.
                 let mut evicted = false;
                 while !instances.is_empty() && (instances.len() >= kept || over_limit(instances)) {
@@ -253,15 +270,6 @@ impl<T: Element> CudaEngine<T> {
                     // Their buffers are freed in stream order: wait for that, so that the free
                     // memory read next counts them.
                     self.device.stream.synchronize().map_err(cuda_error("freeing an instance"))?;
-                }
-                if let Some(limit) = self.memory_limit.filter(|_| over_limit(instances)) {
-                    return Err(Error::OutOfMemory {
-                        needed_mb: (held(instances) >> 20) as u64,
-                        available_mb: limit >> 20,
-                        hint: format!(
-                            "raise the engine's memory limit, use a smaller batch or image, or {TILING_HINT}"
-                        ),
-                    });
                 }
                 let (free, _) = self.device.ctx.mem_get_info().map_err(cuda_error("reading free GPU memory"))?;
                 let before = tuned.clone();
@@ -289,6 +297,11 @@ impl<T: Element> CudaEngine<T> {
             }
         };
         f(&mut instances[index], self)
+    }
+
+    /// Device bytes the engine holds whatever the shape: the weights and cuBLASLt's workspace.
+    fn fixed_bytes(&self) -> usize {
+        self.weight_bytes + WORKSPACE_BYTES
     }
 
     /// Writes the engine file (if the engine has one) with the kernels and every algorithm.
@@ -460,11 +473,20 @@ impl<T: Element> Engine for CudaEngine<T> {
     }
 
     /// Builds the instance of the size and runs it once on a zeroed input, which records its
-    /// CUDA graph. With local tiling the tiles' instances are built by the first restore.
+    /// CUDA graph. With local tiling the tiles' instances are built by the first restore; the
+    /// largest tile's memory is checked against the limit here.
     fn prepare(&self, width: usize, height: usize) -> Result<()> {
         check_size(width, height)?;
         if self.tiles.is_some() {
-            return Ok(());
+            let estimate = self.memory_estimate(width, height)?;
+            return match self.memory_limit.filter(|&limit| estimate.total() > limit) {
+                Some(limit) => Err(Error::OutOfMemory {
+                    needed_mb: estimate.total() >> 20,
+                    available_mb: limit >> 20,
+                    hint: "raise the engine's memory limit or use smaller tiles".into(),
+                }),
+                None => Ok(()),
+            };
         }
         let stream = &self.device.stream;
         self.with_instance(self.shape(1, width, height), |Resident { instance, .. }, engine| {
@@ -587,16 +609,17 @@ impl<T: Element> Engine for CudaEngine<T> {
         })
     }
 
-    /// Device memory: the weights, and what the instance of one run allocates (a tile's with
-    /// local tiling; page-locked host staging of the planar input and output comes on top).
+    /// Device memory: the weights, and the buffers the instance of one run allocates (a tile's
+    /// with local tiling) plus cuBLASLt's workspace. The CUDA context, the loaded kernels, the
+    /// recorded graph and page-locked host staging of the planar input and output come on top.
     fn memory_estimate(&self, width: usize, height: usize) -> Result<MemoryEstimate> {
         check_size(width, height)?;
         let (rw, rh) = match self.tiles {
             Some((tile, overlap)) => largest_tile_run(width, height, tile, overlap),
             None => (width, height),
         };
-        let activations = device_bytes(self.shape(1, rw, rh), &self.program, &self.graph, size_of::<T>());
-        Ok(MemoryEstimate { weights: self.weight_bytes as u64, activations: activations as u64 })
+        let instance = device_bytes(self.shape(1, rw, rh), &self.program, &self.graph, size_of::<T>());
+        Ok(MemoryEstimate { weights: self.weight_bytes as u64, activations: (instance + WORKSPACE_BYTES) as u64 })
     }
 
     fn device_timing(&self, batch: usize, width: usize, height: usize, runs: usize) -> Result<Option<DeviceTiming>> {
@@ -622,7 +645,7 @@ impl<T: Element> Engine for CudaEngine<T> {
                 median_ms: times[times.len() / 2],
                 min_ms: times[0],
                 device: engine.device_name(),
-                memory_bytes: (engine.weight_bytes + instance.bytes) as u64,
+                memory_bytes: (engine.fixed_bytes() + instance.bytes) as u64,
                 profile: instance.profile(&engine.lt, stream)?,
             }))
         })
@@ -786,8 +809,9 @@ mod tests {
         assert!(warm.prepare(0, 31).is_err());
     }
 
-    /// The up-front estimate is what a run allocates on the device (weights plus the instance),
-    /// and a memory limit below it refuses the run before allocating, one at it does not.
+    /// The up-front estimate (from the plan) is what a run allocates on the device (weights,
+    /// workspace and the instance's buffers, counted from the buffers), and a memory limit
+    /// below it refuses the run before allocating, one at it does not.
     #[test]
     fn memory_estimates_are_exact_and_limits_refuse() {
         let model = random_model(&two_levels(), 13);

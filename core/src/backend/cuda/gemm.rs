@@ -18,8 +18,9 @@ use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 use super::device::cuda_error;
 use crate::error::{Error, Result};
 
-/// Workspace cuBLASLt may use per product (NVIDIA's recommendation for Hopper).
-const WORKSPACE_BYTES: usize = 32 << 20;
+/// Workspace cuBLASLt may use per product (NVIDIA's recommendation for Hopper), allocated once
+/// per engine.
+pub(super) const WORKSPACE_BYTES: usize = 32 << 20;
 
 /// A cuBLASLt handle and its workspace.
 pub struct Lt {

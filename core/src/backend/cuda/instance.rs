@@ -72,7 +72,7 @@ pub struct Instance<T> {
     /// once the step is enqueued.
     steps: Vec<StepOutput>,
     graph: Option<CudaGraph>,
-    /// Device bytes the instance allocated.
+    /// Device bytes the instance allocated (counted from its buffers).
     pub bytes: usize,
 }
 
@@ -188,12 +188,12 @@ impl BufferPlan {
         let slot_used: Vec<bool> = (0..memory.slot_len.len())
             .map(|s| (0..graph.nodes.len()).any(|v| memory.slot_of[v] == Some(s) && !io.contains(&ValueId(v))))
             .collect();
-        let slot_bytes: usize =
-            memory.slot_len.iter().zip(&slot_used).filter(|(_, u)| **u).map(|(len, _)| len * n * element).sum();
-        let bytes = slot_bytes
-            + (2 * scratch.features + scratch.expanded + scratch.attention_weights) * element
-            + (2 * n * scratch.channels + scratch.partials) * 4
-            + 2 * image_len * 4;
+        // One entry per allocation of `Instance::new` (each at least one element).
+        let stored = memory.slot_len.iter().zip(&slot_used).filter(|(_, u)| **u).map(|(len, _)| len * n);
+        let stored = stored.chain([scratch.features, scratch.expanded, scratch.features, scratch.attention_weights]);
+        let f32s = [image_len, image_len, scratch.partials, n * scratch.channels, n * scratch.channels];
+        let bytes = stored.map(|len| len.max(1) * element).sum::<usize>()
+            + f32s.iter().map(|len| len.max(&1) * 4).sum::<usize>();
         BufferPlan { memory, slot_used, scratch, image_len, bytes }
     }
 }
@@ -286,16 +286,21 @@ impl<T: Element> Instance<T> {
         }
         let mut buffers: Vec<CudaSlice<T>> = slots.into_iter().flatten().collect();
         buffers.extend([normed, expanded, gated, attention_weights]);
+        let stats = vec![partials, pool, attention];
+        // What was allocated, counted from the buffers themselves (the plan's `bytes` is what
+        // `memory_estimate` reports: a test compares the two on the GPU).
+        let allocated = buffers.iter().map(|b| b.len() * size_of::<T>()).sum::<usize>()
+            + [&input, &output].into_iter().chain(&stats).map(|b| b.len() * 4).sum::<usize>();
         Ok(Instance {
             shape,
             input,
             output,
             _buffers: buffers,
-            _stats: vec![partials, pool, attention],
+            _stats: stats,
             launches: lower.launches,
             steps,
             graph: None,
-            bytes,
+            bytes: allocated,
         })
     }
 
