@@ -37,12 +37,6 @@ pub struct NetOutput {
     pub logits: Option<Tensor>,
 }
 
-/// The first decoder level the head reads: 1 (half resolution) for a head that embeds the
-/// image at stride 2, else 0.
-fn first_head_level(head: &ClassifierShape) -> usize {
-    usize::from(head.embed_image)
-}
-
 impl MaskDcptNet {
     /// Builds freshly initialised networks on `device` (torch's RNG must be seeded first).
     pub fn new(shape: &NafnetShape, head: Option<&ClassifierShape>, device: Device) -> Result<Self> {
@@ -51,11 +45,7 @@ impl MaskDcptNet {
         let backbone = Network { module, params: builder.build(device) };
         let classifier = head
             .map(|head| -> Result<_> {
-                let dims: Vec<i64> = (0..shape.levels())
-                    .rev()
-                    .map(|stage| shape.decoder_channels(stage))
-                    .skip(first_head_level(head))
-                    .collect();
+                let dims: Vec<i64> = (0..shape.levels()).rev().map(|stage| shape.decoder_channels(stage)).collect();
                 let mut builder = ParamBuilder::default();
                 let module = Classifier::new(&mut builder, &dims, head).context("classifier")?;
                 Ok(Network { module, params: builder.build(device) })
@@ -73,7 +63,7 @@ impl MaskDcptNet {
     /// Masked pre-training forward (reconstruction without the input residual).
     pub fn forward_masked(&self, input: &Tensor, mask: &PatchMask) -> Result<NetOutput> {
         let out = self.backbone.module.forward_masked(&self.backbone.params, input, mask)?;
-        let embeds_image = self.classifier.as_ref().is_some_and(|c| c.module.shape().embed_image);
+        let embeds_image = self.classifier.as_ref().is_some_and(|c| c.module.embeds_image());
         // Only a head that embeds the image reads the masked input.
         let seen = if embeds_image { input * mask.at_level(0)? } else { input.shallow_clone() };
         Ok(self.with_logits(&seen, out))
@@ -82,10 +72,7 @@ impl MaskDcptNet {
     /// Adds the head's logits over `out`'s decoder features and `seen`, the image the
     /// backbone read (what a head that embeds the image reads).
     fn with_logits(&self, seen: &Tensor, out: NafnetOutput) -> NetOutput {
-        let logits = self.classifier.as_ref().map(|c| {
-            let first = first_head_level(c.module.shape());
-            c.module.forward(&c.params, seen, &out.decoder_features[first..])
-        });
+        let logits = self.classifier.as_ref().map(|c| c.module.forward(&c.params, seen, &out.decoder_features));
         NetOutput { image: out.image, logits }
     }
 

@@ -16,13 +16,17 @@ use maskdcpt_trainer::model::classifier::ClassifierShape;
 use maskdcpt_trainer::net::{CLASSIFIER_PREFIX, MaskDcptNet};
 use tch::{Device, Kind, Tensor};
 
+/// The embedded default model as the trainer loads it, through a file in `dir`.
+fn default_net(dir: &Path) -> MaskDcptNet {
+    let path = dir.join("default.safetensors");
+    std::fs::write(&path, DEFAULT_MODEL).unwrap();
+    eval::load_model(&path, Device::Cpu).unwrap()
+}
+
 #[test]
 fn library_classification_matches_tch() {
     let dir = tempfile::tempdir().unwrap();
-    let model_path = dir.path().join("default.safetensors");
-    std::fs::write(&model_path, DEFAULT_MODEL).unwrap();
-    let net = eval::load_model(&model_path, Device::Cpu).unwrap();
-    assert_same_probabilities(&net, &Model::load_default().unwrap());
+    assert_same_probabilities(&default_net(dir.path()), &Model::load_default().unwrap());
 }
 
 /// The default backbone with a freshly initialised head that embeds the image, written as
@@ -32,9 +36,7 @@ fn library_classification_matches_tch() {
 #[test]
 fn library_image_embedding_head_matches_tch() {
     let dir = tempfile::tempdir().unwrap();
-    let default_path = dir.path().join("default.safetensors");
-    std::fs::write(&default_path, DEFAULT_MODEL).unwrap();
-    let default = eval::load_model(&default_path, Device::Cpu).unwrap();
+    let default = default_net(dir.path());
     let head = ClassifierShape { classes: 19, blocks_per_scale: 1, embed_image: true };
     tch::manual_seed(5);
     let net = MaskDcptNet::new(default.backbone.module.shape(), Some(&head), Device::Cpu).unwrap();

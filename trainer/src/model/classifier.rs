@@ -1,7 +1,8 @@
 //! The degradation-classification decoder (spec §2.6): an ODISE-style multi-scale aggregator
 //! over the backbone's decoder features, highest resolution first, as `PromptIR_NoImg_DC`
 //! (state s = 0) or, with [`ClassifierShape::embed_image`], `PromptIR_DC` (s = the input
-//! image through a 7×7 stride-2 conv and a channel LayerNorm). For each scale i: s = Stage_i(s + softmax(mixing_weights)_i · feature_i), then
+//! image through a 7×7 stride-2 conv and a channel LayerNorm, features from level 1 down).
+//! For each scale i: s = Stage_i(s + softmax(mixing_weights)_i · feature_i), then
 //! 1×1 conv to the next scale's width (the last keeps its width) → 2×2 max-pool → ReLU; then
 //! `last_stage`, global mean, `fc`. Stages are inverted bottlenecks (1×1 → 3×3 → 1×1 at twice
 //! the width, no bias, each followed by a channel LayerNorm with eps 1e-6).
@@ -95,14 +96,19 @@ pub struct Classifier {
     last_stage: Vec<Bottleneck>,
     fc: Linear,
     feature_dims: Vec<i64>,
-    shape: ClassifierShape,
 }
 
 impl Classifier {
-    /// Declares the head's parameters with the reference keys.
-    pub fn new(params: &mut ParamBuilder, feature_dims: &[i64], shape: &ClassifierShape) -> Result<Self> {
+    /// Declares the head's parameters with the reference keys, for a backbone whose decoder
+    /// features have widths `decoder_dims` (every level, highest resolution first).
+    pub fn new(params: &mut ParamBuilder, decoder_dims: &[i64], shape: &ClassifierShape) -> Result<Self> {
         ensure!(shape.classes >= 2, "the classifier needs at least 2 classes, got {}", shape.classes);
-        ensure!(!feature_dims.is_empty(), "the classifier needs at least one feature scale");
+        let feature_dims = decoder_dims.get(usize::from(shape.embed_image)..).unwrap_or_default();
+        ensure!(
+            !feature_dims.is_empty(),
+            "the classifier needs at least one feature scale (a head that embeds the image reads the decoder \
+             features from half resolution down)"
+        );
         let embed = shape.embed_image.then(|| {
             let d = feature_dims[0];
             let conv = ConvShape { stride: 2, ..ConvShape::same(3, d, 7) };
@@ -121,27 +127,19 @@ impl Classifier {
         let last = *feature_dims.last().expect("checked non-empty");
         let last_stage = stage(params, "last_stage", last, shape.blocks_per_scale);
         let fc = Linear::new(params, "fc", last, shape.classes);
-        Ok(Self {
-            embed,
-            mixing_weights,
-            scales,
-            downsamples,
-            last_stage,
-            fc,
-            feature_dims: feature_dims.to_vec(),
-            shape: shape.clone(),
-        })
+        Ok(Self { embed, mixing_weights, scales, downsamples, last_stage, fc, feature_dims: feature_dims.to_vec() })
     }
 
-    /// The sizes it was built with.
-    pub fn shape(&self) -> &ClassifierShape {
-        &self.shape
+    /// Whether the head reads the image (`PromptIR_DC`).
+    pub fn embeds_image(&self) -> bool {
+        self.embed.is_some()
     }
 
-    /// Class logits `[N, classes]` from the features (highest resolution first) and, for a
-    /// head that embeds it, the image the backbone read (`[N, 3, 2h, 2w]` for a first
-    /// feature of `h × w`).
-    pub fn forward(&self, p: &ParamSet, image: &Tensor, features: &[Tensor]) -> Tensor {
+    /// Class logits `[N, classes]` from the backbone's decoder features (every level, highest
+    /// resolution first; a head that embeds the image reads them from level 1 down) and, for
+    /// such a head, the image the backbone read.
+    pub fn forward(&self, p: &ParamSet, image: &Tensor, decoder_features: &[Tensor]) -> Tensor {
+        let features = &decoder_features[usize::from(self.embeds_image())..];
         debug_assert_eq!(features.len(), self.feature_dims.len());
         let weights = p.get(self.mixing_weights).softmax(0, Kind::Float);
         let mut state = self.embed.as_ref().map(|(conv, norm)| norm.forward(p, &conv.forward(p, image)));

@@ -251,15 +251,10 @@ impl<T: Element> CudaEngine<T> {
                 let over_limit =
                     |instances: &[Resident<T>]| self.memory_limit.is_some_and(|l| held(instances) as u64 > l);
                 // A shape over the limit on its own is refused before any kept one is dropped.
-                if let Some(limit) = self.memory_limit.filter(|_| over_limit(&[])) {
-                    return Err(Error::OutOfMemory {
-                        needed_mb: (held(&[]) >> 20) as u64,
-                        available_mb: limit >> 20,
-                        hint: format!(
-                            "raise the engine's memory limit, use a smaller batch or image, or {TILING_HINT}"
-                        ),
-                    });
-                }
+                self.check_limit(
+                    held(&[]) as u64,
+                    &format!("raise the engine's memory limit, use a smaller batch or image, or {TILING_HINT}"),
+                )?;
                 // Make room: beyond the kept count, and while the memory limit would be passed.
                 let mut evicted = false;
                 while !instances.is_empty() && (instances.len() >= kept || over_limit(instances)) {
@@ -297,6 +292,16 @@ impl<T: Element> CudaEngine<T> {
             }
         };
         f(&mut instances[index], self)
+    }
+
+    /// Refuses `needed` device bytes over the engine's memory limit, with `hint`.
+    fn check_limit(&self, needed: u64, hint: &str) -> Result<()> {
+        match self.memory_limit.filter(|&limit| needed > limit) {
+            Some(limit) => {
+                Err(Error::OutOfMemory { needed_mb: needed >> 20, available_mb: limit >> 20, hint: hint.into() })
+            }
+            None => Ok(()),
+        }
     }
 
     /// Device bytes the engine holds whatever the shape: the weights and cuBLASLt's workspace.
@@ -478,15 +483,8 @@ impl<T: Element> Engine for CudaEngine<T> {
     fn prepare(&self, width: usize, height: usize) -> Result<()> {
         check_size(width, height)?;
         if self.tiles.is_some() {
-            let estimate = self.memory_estimate(width, height)?;
-            return match self.memory_limit.filter(|&limit| estimate.total() > limit) {
-                Some(limit) => Err(Error::OutOfMemory {
-                    needed_mb: estimate.total() >> 20,
-                    available_mb: limit >> 20,
-                    hint: "raise the engine's memory limit or use smaller tiles".into(),
-                }),
-                None => Ok(()),
-            };
+            let needed = self.memory_estimate(width, height)?.total();
+            return self.check_limit(needed, "raise the engine's memory limit or use smaller tiles");
         }
         let stream = &self.device.stream;
         self.with_instance(self.shape(1, width, height), |Resident { instance, .. }, engine| {
