@@ -701,8 +701,13 @@ mod tests {
         }
     }
 
+    /// The largest difference between two images; infinite where either has a NaN.
     fn max_abs(a: &Image, b: &Image) -> f32 {
-        a.data().iter().zip(b.data()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+        a.data()
+            .iter()
+            .zip(b.data())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) })
     }
 
     /// Both families, three levels, odd sizes (padding and cropping), against the CPU engine.
@@ -727,37 +732,55 @@ mod tests {
         }
     }
 
-    /// The fused tensor-core kernels (FP16, compute capability 8.0+), forced and as timed, and
-    /// the launches they replace restore alike and as the CPU engine does, at channel counts 16
-    /// to 256 and with a partial block of pixels (where the kernels do not run, all are the
-    /// launches).
+    /// The fused tensor-core kernels (FP16, compute capability 8.0+), forced and as timed, are
+    /// as exact as the launches they replace: against the CPU engine, within 1.5× the launches'
+    /// error plus 5e-4 of the output's peak, at channel counts 16 to 256 (5 levels of width 16,
+    /// 3 of width 64) and with partial blocks of pixels. Random weights at full scale amplify
+    /// FP16 rounding (outputs up to ~60 and errors up to ~6e-2 either way on an H200, run 5);
+    /// at half scale outputs and errors are what trained weights give.
     #[test]
-    fn fused_kernels_match_the_launches() {
-        let spec = ModelSpec {
-            family: Family::MaskDcpt,
-            width: 16,
-            enc_blocks: vec![1; 4],
-            middle_blocks: 1,
-            dec_blocks: vec![1; 4],
-        };
-        let model = random_model(&spec, 9);
-        let cpu = build_engine(&model, &EngineOptions::default()).unwrap();
-        let cuda = |fusion| CudaOptions { fp16: true, fusion, ..Default::default() };
-        let Some(launches) = engine_with(&model, cuda(Fusion::Launches)) else { return };
-        for fusion in [Fusion::Fused, Fusion::Fastest] {
-            let fused = engine_with(&model, cuda(fusion)).unwrap();
-            for (w, h) in [(72, 40), (35, 19)] {
-                let input = image(w, h, (3 * w + h) as u32);
-                let want = cpu.restore(&input).unwrap();
-                let (a, b) = (launches.restore(&input).unwrap(), fused.restore(&input).unwrap());
-                let (to_cpu, between) = (max_abs(&want, &b), max_abs(&a, &b));
-                eprintln!("{fusion:?} {w}×{h}: vs cpu {to_cpu:.3e}, vs launches {between:.3e}");
-                assert!(
-                    to_cpu <= 2e-2 && between <= 2e-2,
-                    "{fusion:?} {w}×{h}: vs cpu {to_cpu}, vs launches {between}"
-                );
+    fn fused_kernels_are_as_exact_as_the_launches() {
+        let specs = [(16, vec![1; 4], vec![1; 4]), (64, vec![1, 1], vec![1, 1])];
+        let mut failures = Vec::new();
+        for (width, enc_blocks, dec_blocks) in specs {
+            let spec = ModelSpec { family: Family::MaskDcpt, width, enc_blocks, middle_blocks: 1, dec_blocks };
+            for scale in [1.0, 0.5] {
+                let model = scaled_model(&spec, 9, scale);
+                let cpu = build_engine(&model, &EngineOptions::default()).unwrap();
+                let cuda = |fusion| CudaOptions { fp16: true, fusion, ..Default::default() };
+                let Some(launches) = engine_with(&model, cuda(Fusion::Launches)) else { return };
+                for fusion in [Fusion::Fused, Fusion::Fastest] {
+                    let fused = engine_with(&model, cuda(fusion)).unwrap();
+                    for (w, h) in [(72, 40), (35, 19)] {
+                        let input = image(w, h, (3 * w + h) as u32);
+                        let want = cpu.restore(&input).unwrap();
+                        let peak = want.data().iter().fold(1.0f32, |m, v| m.max(v.abs()));
+                        let (launched, fused) = (launches.restore(&input).unwrap(), fused.restore(&input).unwrap());
+                        let (launched, fused) = (max_abs(&want, &launched), max_abs(&want, &fused));
+                        let case = format!("width {width} ×{scale} {fusion:?} {w}×{h}");
+                        eprintln!("{case}: peak {peak:.3e}, vs cpu: launches {launched:.3e}, fused {fused:.3e}");
+                        if fused > 1.5 * launched + 5e-4 * peak {
+                            failures.push(case);
+                        }
+                    }
+                }
             }
         }
+        assert!(failures.is_empty(), "fused kernels less exact than the launches: {failures:?}");
+    }
+
+    /// [`random_model`] with every weight times `scale`.
+    fn scaled_model(spec: &ModelSpec, seed: u32, scale: f32) -> crate::model::Model {
+        let tensors = random_model(spec, seed)
+            .weights()
+            .iter()
+            .map(|(key, t)| {
+                let values: Vec<f32> = t.to_f32().iter().map(|v| v * scale).collect();
+                (key.to_string(), crate::weights::Tensor::from_f32(t.shape().to_vec(), &values).unwrap())
+            })
+            .collect();
+        let store = crate::weights::WeightStore::new(tensors, crate::weights::Format::Safetensors, None);
+        crate::model::Model::from_weights(store).unwrap()
     }
 
     /// A batch restores each image as a run of its own would, and shapes can alternate.
