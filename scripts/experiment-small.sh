@@ -26,11 +26,13 @@ fine_steps=$(printf '%08d' "$(sed -n 's/^steps = //p' trainer/configs/small-fine
 # One config per arm in a scratch folder: the run folder gets the suffix, the seed the offset.
 configs=$(mktemp -d)
 trap 'rm -rf "$configs"' EXIT
+# The checkout's path as a sed replacement (its #, & and \ escaped).
+root=$(printf '%s' "$PWD" | sed -e 's/[#&\\]/\\&/g')
 arm() { # SOURCE RUN: writes $configs/RUN.toml (paths made absolute: the config moved)
     local seed
     seed=$(sed -n 's/^seed = //p' "trainer/configs/$1.toml")
-    sed -e "s#\"\.\./\.\./runs/small-[a-z]*\"#\"$PWD/runs/$2$suffix\"#" \
-        -e "s#\"\.\./\.\./runs/#\"$PWD/runs/#g" \
+    sed -e "s#\"\.\./\.\./runs/small-[a-z]*\"#\"$root/runs/$2$suffix\"#" \
+        -e "s#\"\.\./\.\./runs/#\"$root/runs/#g" \
         -e "s#^seed = .*#seed = $((seed + 1000 * replicate))#" "trainer/configs/$1.toml" > "$configs/$2.toml"
 }
 arm small-pretrain small-pretrain

@@ -37,12 +37,14 @@ if [ "$device" != cpu ]; then
     nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 fi
 
+# A path as a sed replacement (its #, & and \ escaped).
+escaped() { printf '%s' "$1" | sed -e 's/[#&\\]/\\&/g'; }
 # config RUN STEPS LR CLASSIFY: the recipe with this run's values.
 config() {
-    sed -e "s#^clean = .*#clean = [\"$(realpath "$data/train")\", \"$(realpath "$data/packages")\"]#" -e "s#^steps = .*#steps = $2#" \
+    sed -e "s#^clean = .*#clean = [\"$(escaped "$(realpath "$data/train")")\", \"$(escaped "$(realpath "$data/packages")")\"]#" -e "s#^steps = .*#steps = $2#" \
         -e "s#^device = .*#device = \"$device\"#" -e "s#^amp = .*#amp = \"$amp\"#" \
         -e "0,/^lr = /s#^lr = .*#lr = $3#" -e "s#^classify_weight = .*#classify_weight = $4#" \
-        -e "s#^dir = .*#dir = \"$out/$1\"#" trainer/configs/gpu-default.toml > "$out/$1.toml"
+        -e "s#^dir = .*#dir = \"$(escaped "$out")/$1\"#" trainer/configs/gpu-default.toml > "$out/$1.toml"
     echo "$out/$1.toml"
 }
 last() { printf '%s/%s/ckpt-%08d.safetensors' "$out" "$1" "$2"; }
