@@ -10,7 +10,9 @@ Parity (`maskdcpt restore ... -o x.npy`, the raw network output):
   natural image and on an adversarial input (pixels scaled to ±1000, which drives the
   bottleneck activations far beyond what an FP16 sum of squares holds).
 Bounds (issue 5): FP16 PSNR >= 45 dB against CPU f32 on natural images and no NaN/Inf
-anywhere; f32 max |d| <= 1e-3 (times the output's peak where that exceeds 1).
+anywhere; f32 max |d| <= 1e-3 (times the output's peak where that exceeds 1). Beside the
+released-random photo case, PyTorch eager FP16 of the same network on the same image
+against the same CPU f32 output (needs Pillow), for what FP16 costs the reference itself.
 
 Engine file (released shape, FP16, 1x1088x1920): `maskdcpt build-engine --backend cuda`
 twice, timing the first build (NVRTC + tuning) and the second (file reused), then a restore
@@ -76,7 +78,7 @@ def compare(label: str, ref: np.ndarray, got: np.ndarray, peak: float) -> dict:
     return dict(case=label, finite=finite, max_abs=float(diff.max()) if finite else float("nan"), psnr_db=psnr)
 
 
-def parity(binary: str, work: Path, released: Path, quick: bool) -> list[dict]:
+def parity(binary: str, work: Path, released: Path, quick: bool) -> tuple[list[dict], dict | None]:
     lq = sorted((ROOT / "tests/default-model/lq").glob("*_0.png"))
     cases: list[tuple[str, str | None, Path, bool]] = []  # label, model, input, natural
     for path in lq[: 4 if quick else len(lq)]:
@@ -90,10 +92,12 @@ def parity(binary: str, work: Path, released: Path, quick: bool) -> list[dict]:
     loud = work / "adversarial.npy"
     np.save(loud, (rng.uniform(-1, 1, (256, 256, 3)) * 1000).astype(np.float32))
     cases.append(("released random, adversarial ±1000", str(released), loud, False))
-    rows = []
+    rows, reference = [], None
     for label, model, src, natural_image in cases:
         ref = restore(binary, model, src, work / "cpu.npy", "--backend", "cpu")
         peak = 1.0 if natural_image else float(np.abs(ref).max())
+        if src == natural:
+            reference = torch_fp16(released, src, ref)
         for precision in ["f32", "fp16"]:
             got = restore(binary, model, src, work / "gpu.npy", "--backend", "cuda", "--precision", precision)
             row = compare(label, ref, got, peak)
@@ -105,7 +109,21 @@ def parity(binary: str, work: Path, released: Path, quick: bool) -> list[dict]:
                 row["pass"] = bool(row["finite"] and (row["psnr_db"] >= 45 if natural_image else True))
             emit(dict(kind="parity", **row))
             rows.append(row)
-    return rows
+    return rows, reference
+
+
+def torch_fp16(released: Path, src: Path, ref: np.ndarray) -> dict | None:
+    """PyTorch eager FP16 (the reference network in `model.half()` on the GPU, the harness's
+    padding) on the PNG `src` against our CPU engine's f32 output `ref`: how far FP16 storage
+    moves the reference itself, beside our FP16 row of the same case. None without Pillow."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return None
+    img = np.asarray(Image.open(src).convert("RGB"), dtype=np.float32) / 255  # as the CLI reads 8 bits
+    row = compare("released random, chelsea", ref, R.run_maskdcpt(torch_model(released), img), 1.0)
+    emit(dict(kind="torch_fp16", **row))
+    return row
 
 
 def torch_model(released: Path) -> torch.nn.Module:
@@ -213,7 +231,7 @@ def main() -> None:
         released = work / "released.pth"
         net = R.randomize_(R.build_model("maskdcpt", **RELEASED), seed=2026)
         torch.save(net.state_dict(), released)
-        parity_rows = [] if args.skip_parity else parity(args.bin, work, released, args.quick)
+        parity_rows, reference = ([], None) if args.skip_parity else parity(args.bin, work, released, args.quick)
         engine_row = engine_file(args.bin, work, released)
         timing_rows = timing(args.bin, released, args.modes.split(","), args.iters, args.budget_s)
         counter_rows, counter_note = [], "not asked for"
@@ -224,6 +242,9 @@ def main() -> None:
     print("\n| parity case | precision | max abs diff | PSNR dB (peak) | pass |\n|---|---|---|---|---|")
     for r in parity_rows:
         print(f"| {r['case']} | {r['precision']} | {r['max_abs']:.3e} | {r['psnr_db']:.1f} ({r['peak']:.3g}) | {r['pass']} |")
+    if reference is not None:
+        print(f"\nPyTorch eager FP16 on the released-random photo case, against our CPU f32 output: max abs diff "
+              f"{reference['max_abs']:.3e}, PSNR {reference['psnr_db']:.1f} dB (the reference's own FP16 cost)")
     modes = args.modes.split(",")
     print(f"\n| shape | ours ms (host e2e) | ours, unfused launches | {' | '.join(modes)} | ours / best "
           "| ours MB | torch MB (per mode) |")

@@ -267,7 +267,10 @@ def run_maskdcpt(net: NAFNetRef, img_hwc: np.ndarray, multiple: int = 16) -> np.
     """MaskDCPT harness (spec 6.2): reflect-pad bottom/right to a multiple of
     16, run, crop back to H x W. No clamping. When both pads are smaller than
     the dimensions this uses torch's reflect pad (exactly the harness); else
-    it falls back to numpy's repeated reflection (extension of the harness)."""
+    it falls back to numpy's repeated reflection (extension of the harness).
+    The input goes to the network's device and dtype (a GPU, FP16); the output
+    comes back as float32."""
+    param = next(net.parameters())
     h, w = img_hwc.shape[:2]
     ph = (multiple - h % multiple) % multiple
     pw = (multiple - w % multiple) % multiple
@@ -275,7 +278,7 @@ def run_maskdcpt(net: NAFNetRef, img_hwc: np.ndarray, multiple: int = 16) -> np.
         x = F.pad(_to_nchw(img_hwc), (0, pw, 0, ph), mode="reflect")
     else:
         x = _to_nchw(reflect_pad_bottom_right(img_hwc, multiple))
-    y = net(x)
+    y = net(x.to(param.device, param.dtype))
     return _to_hwc(y[:, :, :h, :w])
 
 
