@@ -1,5 +1,5 @@
-//! The depthwise kernels' launch shapes: the three variants the engine times against each
-//! other (kernels.cu: `dw_gate_pool`, `dw_gate_pool_rows2`, `dw_gate_pool_rows4`), how each
+//! The depthwise kernels' launch shapes: the four variants the engine times against each
+//! other (kernels.cu: `dw_gate_pool`, `dw_gate_pool_rows2`, `_rows3`, `_rows4`), how each
 //! splits an image among its threads, and the per-block channel sums they leave for
 //! `pool_sum`.
 
@@ -25,6 +25,9 @@ pub enum Depthwise {
     Strips,
     /// `dw_gate_pool_rows2`: a run of 2 pixels of one row per thread, 256 threads per block.
     Runs2,
+    /// `dw_gate_pool_rows3`: a run of 3 pixels of one row per thread, 128 threads per block
+    /// (about 126 registers: a third more warps per SM than runs of 4).
+    Runs3,
     /// `dw_gate_pool_rows4`: a run of 4 pixels of one row per thread, 128 threads per block
     /// (its threads hold about 150 registers).
     Runs4,
@@ -32,13 +35,14 @@ pub enum Depthwise {
 
 impl Depthwise {
     /// Every variant, in the order the engine times them.
-    pub const ALL: [Depthwise; 3] = [Depthwise::Strips, Depthwise::Runs2, Depthwise::Runs4];
+    pub const ALL: [Depthwise; 4] = [Depthwise::Strips, Depthwise::Runs2, Depthwise::Runs3, Depthwise::Runs4];
 
     /// The kernel's name in kernels.cu.
     pub fn name(self) -> &'static str {
         match self {
             Depthwise::Strips => "dw_gate_pool",
             Depthwise::Runs2 => "dw_gate_pool_rows2",
+            Depthwise::Runs3 => "dw_gate_pool_rows3",
             Depthwise::Runs4 => "dw_gate_pool_rows4",
         }
     }
@@ -48,6 +52,7 @@ impl Depthwise {
         match self {
             Depthwise::Strips => &kernels.dw_gate_pool,
             Depthwise::Runs2 => &kernels.dw_gate_pool_rows2,
+            Depthwise::Runs3 => &kernels.dw_gate_pool_rows3,
             Depthwise::Runs4 => &kernels.dw_gate_pool_rows4,
         }
     }
@@ -57,6 +62,7 @@ impl Depthwise {
         match self {
             Depthwise::Strips => (h * w, DW_PIXELS, 256),
             Depthwise::Runs2 => (h * w.div_ceil(2), 1, 256),
+            Depthwise::Runs3 => (h * w.div_ceil(3), 1, 128),
             Depthwise::Runs4 => (h * w.div_ceil(4), 1, 128),
         }
     }

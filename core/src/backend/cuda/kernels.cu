@@ -267,7 +267,10 @@ extern "C" __global__ void dw_gate_pool(const T* __restrict__ t, const float* __
 // 18, and a thread one division instead of one per pixel. Block (channel groups × runs),
 // grid (run blocks, channel-group blocks, images); a row has ceil(w / RUN) runs. More pixels
 // per run load less but hold more registers (fewer threads in flight): the engine times
-// dw_gate_pool, dw_gate_pool_rows2 and dw_gate_pool_rows4 per shape and keeps the fastest.
+// dw_gate_pool and dw_gate_pool_rows2/3/4 per shape and keeps the fastest. (sm_90, FP16:
+// 113 / 126 / 147 registers and 639 / 545 / 483 instructions per pixel for runs of 2 / 3 / 4;
+// the kernel is latency-bound, so runs of 3 trade 13 % more instructions than runs of 4 for
+// a third more warps per SM; docs/perf.md.)
 template <int RUN>
 __device__ __forceinline__ void dw_rows(const T* __restrict__ t, const float* __restrict__ wd,
                                         const float* __restrict__ bd, T* __restrict__ g,
@@ -338,6 +341,12 @@ extern "C" __global__ void dw_gate_pool_rows2(const T* __restrict__ t, const flo
                                               const float* __restrict__ bd, T* __restrict__ g,
                                               float* __restrict__ partials, int h, int w, int c) {
     dw_rows<2>(t, wd, bd, g, partials, h, w, c);
+}
+
+extern "C" __global__ void dw_gate_pool_rows3(const T* __restrict__ t, const float* __restrict__ wd,
+                                              const float* __restrict__ bd, T* __restrict__ g,
+                                              float* __restrict__ partials, int h, int w, int c) {
+    dw_rows<3>(t, wd, bd, g, partials, h, w, c);
 }
 
 extern "C" __global__ void dw_gate_pool_rows4(const T* __restrict__ t, const float* __restrict__ wd,

@@ -23,12 +23,13 @@ pub fn source_hash() -> [u8; 32] {
 }
 
 /// Entry points of [`SOURCE`], in [`Kernels`] field order.
-pub const ENTRY_POINTS: [&str; 13] = [
+pub const ENTRY_POINTS: [&str; 14] = [
     "conv_in",
     "conv_out",
     "layer_norm",
     "dw_gate_pool",
     "dw_gate_pool_rows2",
+    "dw_gate_pool_rows3",
     "dw_gate_pool_rows4",
     "pool_sum",
     "sca_vector",
@@ -129,6 +130,8 @@ pub struct Kernels {
     /// The same (the gated map bit for bit), a run of 2 pixels of a row per thread with
     /// register reuse.
     pub dw_gate_pool_rows2: CudaFunction,
+    /// The same with runs of 3 pixels.
+    pub dw_gate_pool_rows3: CudaFunction,
     /// The same with runs of 4 pixels.
     pub dw_gate_pool_rows4: CudaFunction,
     /// The per-image channel sums from the depthwise kernels' per-block sums, in a fixed order.
@@ -215,15 +218,16 @@ impl Kernels {
             layer_norm: f(ENTRY_POINTS[2])?,
             dw_gate_pool: f(ENTRY_POINTS[3])?,
             dw_gate_pool_rows2: f(ENTRY_POINTS[4])?,
-            dw_gate_pool_rows4: f(ENTRY_POINTS[5])?,
-            pool_sum: f(ENTRY_POINTS[6])?,
-            sca_vector: f(ENTRY_POINTS[7])?,
-            scale_weights: f(ENTRY_POINTS[8])?,
-            gate: f(ENTRY_POINTS[9])?,
-            shuffle_add: f(ENTRY_POINTS[10])?,
+            dw_gate_pool_rows3: f(ENTRY_POINTS[5])?,
+            dw_gate_pool_rows4: f(ENTRY_POINTS[6])?,
+            pool_sum: f(ENTRY_POINTS[7])?,
+            sca_vector: f(ENTRY_POINTS[8])?,
+            scale_weights: f(ENTRY_POINTS[9])?,
+            gate: f(ENTRY_POINTS[10])?,
+            shuffle_add: f(ENTRY_POINTS[11])?,
             tensor_cores,
-            frame_in: f(ENTRY_POINTS[11])?,
-            frame_out: f(ENTRY_POINTS[12])?,
+            frame_in: f(ENTRY_POINTS[12])?,
+            frame_out: f(ENTRY_POINTS[13])?,
         })
     }
 }
