@@ -49,12 +49,8 @@ impl Depthwise {
 
     /// The loaded kernel.
     pub fn function(self, kernels: &Kernels) -> &CudaFunction {
-        match self {
-            Depthwise::Strips => &kernels.dw_gate_pool,
-            Depthwise::Runs2 => &kernels.dw_gate_pool_rows2,
-            Depthwise::Runs3 => &kernels.dw_gate_pool_rows3,
-            Depthwise::Runs4 => &kernels.dw_gate_pool_rows4,
-        }
+        let index = Depthwise::ALL.iter().position(|&d| d == self).expect("ALL lists every variant");
+        &kernels.depthwise[index]
     }
 
     /// Work items of an `h × w` image (pixels or row runs), items per thread, threads per block.

@@ -10,6 +10,7 @@ use cudarc::driver::{CudaContext, CudaFunction};
 use cudarc::nvrtc::{CompileOptions, Ptx, compile_ptx_with_opts};
 use sha2::{Digest, Sha256};
 
+use super::depthwise::Depthwise;
 use super::device::cuda_error;
 use crate::error::{Error, Result};
 
@@ -22,15 +23,12 @@ pub fn source_hash() -> [u8; 32] {
     Sha256::digest(SOURCE.as_bytes()).into()
 }
 
-/// Entry points of [`SOURCE`], in [`Kernels`] field order.
-pub const ENTRY_POINTS: [&str; 14] = [
+/// Entry points of [`SOURCE`], in [`Kernels`] field order, but for the depthwise kernels
+/// (named by [`Depthwise::name`]).
+pub const ENTRY_POINTS: [&str; 10] = [
     "conv_in",
     "conv_out",
     "layer_norm",
-    "dw_gate_pool",
-    "dw_gate_pool_rows2",
-    "dw_gate_pool_rows3",
-    "dw_gate_pool_rows4",
     "pool_sum",
     "sca_vector",
     "scale_weights",
@@ -57,7 +55,7 @@ fn has_entry(ptx: &str, name: &str) -> bool {
 /// Every entry point a build for `arch` in FP16 or f32 holds.
 fn entry_points(arch: (i32, i32), fp16: bool) -> impl Iterator<Item = &'static str> {
     let fused = if has_tensor_core_kernels(arch, fp16) { &TENSOR_CORE_ENTRY_POINTS[..] } else { &[] };
-    ENTRY_POINTS.into_iter().chain(fused.iter().copied())
+    ENTRY_POINTS.into_iter().chain(Depthwise::ALL.map(Depthwise::name)).chain(fused.iter().copied())
 }
 
 /// NVRTC options for compute capability `arch` (major, minor) storing activations in FP16 or f32.
@@ -124,16 +122,10 @@ pub struct Kernels {
     pub conv_out: CudaFunction,
     /// Per-pixel LayerNorm with f32 statistics.
     pub layer_norm: CudaFunction,
-    /// Depthwise 3×3 + SimpleGate + per-block channel sums for the attention, 8 pixels per
-    /// thread.
-    pub dw_gate_pool: CudaFunction,
-    /// The same (the gated map bit for bit), a run of 2 pixels of a row per thread with
-    /// register reuse.
-    pub dw_gate_pool_rows2: CudaFunction,
-    /// The same with runs of 3 pixels.
-    pub dw_gate_pool_rows3: CudaFunction,
-    /// The same with runs of 4 pixels.
-    pub dw_gate_pool_rows4: CudaFunction,
+    /// Depthwise 3×3 + SimpleGate + per-block channel sums for the attention, one kernel per
+    /// [`Depthwise`] variant in [`Depthwise::ALL`] order (the gated map bit for bit the same):
+    /// [`Depthwise::function`] picks one.
+    pub depthwise: Vec<CudaFunction>,
     /// The per-image channel sums from the depthwise kernels' per-block sums, in a fixed order.
     pub pool_sum: CudaFunction,
     /// Channel-attention vector from the channel sums.
@@ -216,18 +208,15 @@ impl Kernels {
             conv_in: f(ENTRY_POINTS[0])?,
             conv_out: f(ENTRY_POINTS[1])?,
             layer_norm: f(ENTRY_POINTS[2])?,
-            dw_gate_pool: f(ENTRY_POINTS[3])?,
-            dw_gate_pool_rows2: f(ENTRY_POINTS[4])?,
-            dw_gate_pool_rows3: f(ENTRY_POINTS[5])?,
-            dw_gate_pool_rows4: f(ENTRY_POINTS[6])?,
-            pool_sum: f(ENTRY_POINTS[7])?,
-            sca_vector: f(ENTRY_POINTS[8])?,
-            scale_weights: f(ENTRY_POINTS[9])?,
-            gate: f(ENTRY_POINTS[10])?,
-            shuffle_add: f(ENTRY_POINTS[11])?,
+            depthwise: Depthwise::ALL.iter().map(|d| f(d.name())).collect::<Result<_>>()?,
+            pool_sum: f(ENTRY_POINTS[3])?,
+            sca_vector: f(ENTRY_POINTS[4])?,
+            scale_weights: f(ENTRY_POINTS[5])?,
+            gate: f(ENTRY_POINTS[6])?,
+            shuffle_add: f(ENTRY_POINTS[7])?,
             tensor_cores,
-            frame_in: f(ENTRY_POINTS[12])?,
-            frame_out: f(ENTRY_POINTS[13])?,
+            frame_in: f(ENTRY_POINTS[8])?,
+            frame_out: f(ENTRY_POINTS[9])?,
         })
     }
 }
