@@ -97,7 +97,7 @@ def parity(binary: str, work: Path, released: Path, quick: bool) -> tuple[list[d
         ref = restore(binary, model, src, work / "cpu.npy", "--backend", "cpu")
         peak = 1.0 if natural_image else float(np.abs(ref).max())
         if src == natural:
-            reference = torch_fp16(released, src, ref)
+            reference = torch_fp16(label, released, src, ref)
         for precision in ["f32", "fp16"]:
             got = restore(binary, model, src, work / "gpu.npy", "--backend", "cuda", "--precision", precision)
             row = compare(label, ref, got, peak)
@@ -112,7 +112,7 @@ def parity(binary: str, work: Path, released: Path, quick: bool) -> tuple[list[d
     return rows, reference
 
 
-def torch_fp16(released: Path, src: Path, ref: np.ndarray) -> dict | None:
+def torch_fp16(label: str, released: Path, src: Path, ref: np.ndarray) -> dict | None:
     """PyTorch eager FP16 (the reference network in `model.half()` on the GPU, the harness's
     padding) on the PNG `src` against our CPU engine's f32 output `ref`: how far FP16 storage
     moves the reference itself, beside our FP16 row of the same case. None without Pillow."""
@@ -121,7 +121,7 @@ def torch_fp16(released: Path, src: Path, ref: np.ndarray) -> dict | None:
     except ImportError:
         return None
     img = np.asarray(Image.open(src).convert("RGB"), dtype=np.float32) / 255  # as the CLI reads 8 bits
-    row = compare("released random, chelsea", ref, R.run_maskdcpt(torch_model(released), img), 1.0)
+    row = compare(label, ref, R.run_maskdcpt(torch_model(released), img), 1.0)
     emit(dict(kind="torch_fp16", **row))
     return row
 
@@ -243,7 +243,7 @@ def main() -> None:
     for r in parity_rows:
         print(f"| {r['case']} | {r['precision']} | {r['max_abs']:.3e} | {r['psnr_db']:.1f} ({r['peak']:.3g}) | {r['pass']} |")
     if reference is not None:
-        print(f"\nPyTorch eager FP16 on the released-random photo case, against our CPU f32 output: max abs diff "
+        print(f"\nPyTorch eager FP16 on '{reference['case']}', against our CPU f32 output: max abs diff "
               f"{reference['max_abs']:.3e}, PSNR {reference['psnr_db']:.1f} dB (the reference's own FP16 cost)")
     modes = args.modes.split(",")
     print(f"\n| shape | ours ms (host e2e) | ours, unfused launches | {' | '.join(modes)} | ours / best "
