@@ -83,15 +83,19 @@ impl Depthwise {
         let (across, rows) = self.block(c, size);
         let blocks =
             u32::try_from(self.partials(c, size)).map_err(|_| Error::InvalidImage("image too large".into()))?;
-        let images = u32::try_from(n).ok().filter(|&n| n <= MAX_GRID_Z).ok_or_else(|| {
-            Error::InvalidArgument(format!("a batch of {n} images: a CUDA launch takes at most {MAX_GRID_Z}"))
-        })?;
         Ok(LaunchConfig {
-            grid_dim: (blocks, (c / 8).div_ceil(across) as u32, images),
+            grid_dim: (blocks, (c / 8).div_ceil(across) as u32, images_dim(n)?),
             block_dim: (across as u32, rows as u32, 1),
             shared_mem_bytes: 0,
         })
     }
+}
+
+/// `n` images as a grid dimension (y or z, as the depthwise and attention kernels use it).
+pub fn images_dim(n: usize) -> Result<u32> {
+    u32::try_from(n).ok().filter(|&n| n <= MAX_GRID_Z).ok_or_else(|| {
+        Error::InvalidArgument(format!("a batch of {n} images: a CUDA launch takes at most {MAX_GRID_Z}"))
+    })
 }
 
 /// The most per-block channel sums any variant leaves for `c` gated channels of an image of

@@ -10,7 +10,7 @@ use cudarc::cublaslt::sys::cublasLtMatmulAlgo_t;
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use cudarc::driver::{CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 
-use super::depthwise::{Depthwise, most_partials, pool_sum_grid};
+use super::depthwise::{Depthwise, images_dim, most_partials, pool_sum_grid};
 use super::device::cuda_error;
 use super::gemm::{GemmPlan, GemmPointers, GemmShape, Lt};
 use super::kernels::{Kernels, TensorCoreKernels};
@@ -115,6 +115,21 @@ pub(super) fn tile_grid(c: usize, tiles: usize, pixels: usize) -> Result<LaunchC
         u32::try_from(pixels.div_ceil(TILE_ROWS)).map_err(|_| Error::InvalidImage("image too large".into()))?;
     let shared_mem_bytes = u32::try_from(tile_shared_bytes(c, tiles)).expect("channel counts are small");
     Ok(LaunchConfig { grid_dim: (blocks.max(1), 1, 1), block_dim: (128, 1, 1), shared_mem_bytes })
+}
+
+/// Input channels per block of `attention_weights` (`ATTENTION_CHANNELS` in kernels.cu).
+const ATTENTION_CHANNELS: usize = 16;
+
+/// `attention_weights`'s grid for `n` images of `c` gated channels: a 256-thread block per
+/// `ATTENTION_CHANNELS` input channels of conv3 and image.
+pub(super) fn attention_grid(c: usize, n: usize) -> Result<LaunchConfig> {
+    let groups = u32::try_from(c.div_ceil(ATTENTION_CHANNELS))
+        .map_err(|_| Error::InvalidArgument(format!("{c} channels are too many for one CUDA launch")))?;
+    Ok(LaunchConfig {
+        grid_dim: (groups.max(1), images_dim(n)?.max(1), 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    })
 }
 
 fn ptr<T>(slice: &CudaSlice<T>, stream: &CudaStream) -> u64 {
@@ -716,11 +731,11 @@ impl Lowering<'_> {
 
     /// Depthwise 3×3 + SimpleGate + channel sums of the expanded scratch into the gated
     /// scratch (the fastest of the depthwise kernels, each followed by `pool_sum` over its
-    /// per-block sums), then the attention vector.
+    /// per-block sums).
     fn depthwise<T: Element>(&mut self, b: &BlockWeights<T>, (h, w): (usize, usize)) -> Result<()> {
         let (n, stream, c) = (self.n, self.stream, b.c);
         let [_, expanded, gated, _] = self.scratch;
-        let [partials, pool, attention] = self.stats;
+        let [partials, pool, _] = self.stats;
         let f = |s: &CudaSlice<f32>| Arg::Ptr(ptr(s, stream));
         let args = vec![
             Arg::Ptr(expanded),
@@ -742,40 +757,34 @@ impl Lowering<'_> {
                 Ok(vec![(d.name(), kernel), ("pool_sum", sum)])
             })
             .collect::<Result<Vec<_>>>()?;
-        self.choose(("depthwise", c, h, w), candidates)?;
-        let args = vec![
-            Arg::Ptr(pool),
-            f(&b.sca.0),
-            f(&b.sca.1),
-            Arg::Ptr(attention),
-            i32_of(n)?,
-            i32_of(c)?,
-            Arg::F32(1.0 / (h * w) as f32),
-        ];
-        self.kernel("sca_vector", &self.kernels.sca_vector.clone(), grid_for(n * c * 32)?, args);
-        Ok(())
+        self.choose(("depthwise", c, h, w), candidates)
     }
 
-    /// Everything after the attention vector on the images of `hw` pixels at `x`, from the
+    /// Everything after the channel sums on the images of `hw` pixels at `x`, from the
     /// separate launches to one kernel: conv3 with the attention folded into its per-image
-    /// weights, then the feed-forward half as launches or `ffn`, or all of it in `attend_ffn`
-    /// (the attention scaling the features instead).
+    /// weights (`attention_weights`), then the feed-forward half as launches or `ffn`; or the
+    /// attention vector (`sca_vector`) and all the rest in `attend_ffn` (the attention
+    /// scaling the features instead).
     fn second_half<T: Element>(&mut self, b: &BlockWeights<T>, x: u64, hw: usize) -> Result<()> {
         let (n, stream, c) = (self.n, self.stream, b.c);
         let p = n * hw;
         let [normed, expanded, gated, weights3] = self.scratch;
-        let attention = self.stats[2];
+        let [_, pool, attention] = self.stats;
+        let f = |s: &CudaSlice<f32>| Arg::Ptr(ptr(s, stream));
+        let inv_hw = Arg::F32(1.0 / hw as f32);
         let conv3 = |this: &mut Self| -> Result<Vec<Labelled>> {
             let args = vec![
+                Arg::Ptr(pool),
+                f(&b.sca.0),
+                f(&b.sca.1),
                 Arg::Ptr(ptr(&b.conv3.weight, stream)),
-                Arg::Ptr(attention),
                 Arg::Ptr(weights3),
-                i32_of(n)?,
                 i32_of(c)?,
+                inv_hw,
             ];
-            let scale = kernel_op(&this.kernels.scale_weights, grid_for(n * c * c / 8)?, args);
+            let scale = kernel_op(&this.kernels.attention_weights, attention_grid(c, n)?, args);
             let product = this.gemm_op(&b.conv3, Some(weights3), GemmShape::per_image(c, hw, n)?, gated, x, true)?;
-            Ok(vec![("scale_weights", scale), ("gemm conv3", product)])
+            Ok(vec![("attention_weights", scale), ("gemm conv3", product)])
         };
         // conv3's bias and the feed-forward arguments that close `ffn`'s and `attend_ffn`'s
         // lists, where every bias exists.
@@ -819,6 +828,9 @@ impl Lowering<'_> {
             }),
             Box::new(|this: &mut Self| {
                 let Some((b3, feed_forward)) = fused_args()? else { return Ok(None) };
+                let sca_args =
+                    vec![Arg::Ptr(pool), f(&b.sca.0), f(&b.sca.1), Arg::Ptr(attention), i32_of(n)?, i32_of(c)?, inv_hw];
+                let sca = kernel_op(&this.kernels.sca_vector, grid_for(n * c * 32)?, sca_args);
                 let head = vec![
                     Arg::Ptr(x),
                     Arg::Ptr(gated),
@@ -829,7 +841,7 @@ impl Lowering<'_> {
                 ];
                 let args = [head, feed_forward].concat();
                 let fused = this.tensor_core_op(|k| &k.attend_ffn, (c, 2, p), args)?;
-                Ok(fused.map(|op| vec![("attend_ffn", op)]))
+                Ok(fused.map(|op| vec![("sca_vector", sca), ("attend_ffn", op)]))
             }),
         ];
         self.choose_fusion(("second half", c, p, 0), candidates)

@@ -382,38 +382,61 @@ extern "C" __global__ void pool_sum(const float* __restrict__ partials, float* _
     }
 }
 
-// Channel attention vector: s[im][o] = b[o] + Σ_i W[o][i] · pool[im][i] / hw. A warp per
-// output, its lanes striding over the inputs of W's row (W: [o][i], PyTorch layout).
+// Channel attention value s[im][o] = b[o] + Σ_i W[o][i] · pool[im][i] / hw by one warp, its
+// lanes striding over W's row (W: [o][i], PyTorch layout; `mean` is pool[im]): sca_vector and
+// attention_weights both call it, so their attention values are the same bits.
+__device__ __forceinline__ float attention_value(const float* __restrict__ mean, const float* __restrict__ w,
+                                                 const float* __restrict__ b, int o, int c, float inv_hw,
+                                                 int lane) {
+    const float* row = w + (i64)o * c;
+    float acc = 0.f;
+    for (int i = lane; i < c; i += 32) acc += row[i] * mean[i];
+    acc = warp_sum(acc);
+    return b[o] + acc * inv_hw;
+}
+
+// Channel attention vector s[im][o] (attention_value), a warp per output: what attend_ffn
+// scales the gated features with.
 extern "C" __global__ void sca_vector(const float* __restrict__ pool, const float* __restrict__ w,
                                       const float* __restrict__ b, float* __restrict__ s, int n, int c,
                                       float inv_hw) {
     i64 out = global_index() / 32;
     int lane = threadIdx.x % 32;
     if (out >= (i64)n * c) return;
-    int o = (int)(out % c);
-    const float* mean = pool + (out / c) * c;
-    const float* row = w + (i64)o * c;
-    float acc = 0.f;
-    for (int i = lane; i < c; i += 32) acc += row[i] * mean[i];
-    acc = warp_sum(acc);
-    if (lane == 0) s[out] = b[o] + acc * inv_hw;
+    float v = attention_value(pool + (out / c) * c, w, b, (int)(out % c), c, inv_hw, lane);
+    if (lane == 0) s[out] = v;
 }
 
-// Per-image conv3 weights with the attention folded in: out[im][o][i] = w[o][i] · s[im][i]
-// (so conv3(g · s) is one product per image, with no pass over g).
-extern "C" __global__ void scale_weights(const T* __restrict__ w, const float* __restrict__ s,
-                                         T* __restrict__ out, int n, int c) {
-    i64 idx = global_index() * 8;
-    i64 square = (i64)c * c;
-    if (idx >= n * square) return;
-    i64 im = idx / square;
-    int i = (int)(idx % c);
-    float v[8], sv[8];
-    load8(w + idx % square, v);
-    load8f(s + im * c + i, sv);
+#define ATTENTION_CHANNELS 16
+
+// Per-image conv3 weights with the channel attention folded in, from the channel sums in one
+// launch: out[im][o][i] = w3[o][i] · s[im][i] (so conv3(g · s) is one product per image, with
+// no pass over g). Block (ATTENTION_CHANNELS input channels, image) of 256 threads: its warps
+// compute the group's attention values (attention_value, as sca_vector), then two threads a
+// row write the group's 16 weights of every row o (32 bytes in FP16).
+extern "C" __global__ void attention_weights(const float* __restrict__ pool, const float* __restrict__ w,
+                                             const float* __restrict__ b, const T* __restrict__ w3,
+                                             T* __restrict__ out, int c, float inv_hw) {
+    __shared__ float s[ATTENTION_CHANNELS];
+    int i0 = blockIdx.x * ATTENTION_CHANNELS;
+    i64 im = blockIdx.y;
+    int lane = threadIdx.x % 32;
+    for (int j = threadIdx.x / 32; j < ATTENTION_CHANNELS; j += blockDim.x / 32) {
+        if (i0 + j >= c) break;  // uniform over the warp
+        float v = attention_value(pool + im * c, w, b, i0 + j, c, inv_hw, lane);
+        if (lane == 0) s[j] = v;
+    }
+    __syncthreads();
+    int half = threadIdx.x % 2;
+    int i = i0 + half * 8;
+    if (i >= c) return;  // c is a multiple of 8
+    for (int o = threadIdx.x / 2; o < c; o += blockDim.x / 2) {
+        float v[8];
+        load8(w3 + (i64)o * c + i, v);
 #pragma unroll
-    for (int j = 0; j < 8; j++) v[j] *= sv[j];
-    store8(out + idx, v);
+        for (int j = 0; j < 8; j++) v[j] *= s[half * 8 + j];
+        store8(out + (im * c + o) * c + i, v);
+    }
 }
 
 // SimpleGate: g[p][k] = t[p][k] · t[p][k + c] (t has 2c channels), 8 channels per thread.

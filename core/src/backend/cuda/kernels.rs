@@ -31,7 +31,7 @@ pub const ENTRY_POINTS: [&str; 10] = [
     "layer_norm",
     "pool_sum",
     "sca_vector",
-    "scale_weights",
+    "attention_weights",
     "gate",
     "shuffle_add",
     "frame_in",
@@ -128,10 +128,10 @@ pub struct Kernels {
     pub depthwise: Vec<CudaFunction>,
     /// The per-image channel sums from the depthwise kernels' per-block sums, in a fixed order.
     pub pool_sum: CudaFunction,
-    /// Channel-attention vector from the channel sums.
+    /// Channel-attention vector from the channel sums (for `attend_ffn`).
     pub sca_vector: CudaFunction,
-    /// Per-image conv3 weights with the attention vector folded in.
-    pub scale_weights: CudaFunction,
+    /// Per-image conv3 weights with the channel attention folded in, from the channel sums.
+    pub attention_weights: CudaFunction,
     /// SimpleGate.
     pub gate: CudaFunction,
     /// PixelShuffle(2) added into the skip.
@@ -211,7 +211,7 @@ impl Kernels {
             depthwise: Depthwise::ALL.iter().map(|d| f(d.name())).collect::<Result<_>>()?,
             pool_sum: f(ENTRY_POINTS[3])?,
             sca_vector: f(ENTRY_POINTS[4])?,
-            scale_weights: f(ENTRY_POINTS[5])?,
+            attention_weights: f(ENTRY_POINTS[5])?,
             gate: f(ENTRY_POINTS[6])?,
             shuffle_add: f(ENTRY_POINTS[7])?,
             tensor_cores,

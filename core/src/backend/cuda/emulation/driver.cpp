@@ -37,8 +37,9 @@ extern "C" int emulate_sca_vector(const unsigned* dims, const float* pool, const
                                   float* s, int n, int c, float inv_hw) {
     return launch(dims, [&] { sca_vector(pool, w, b, s, n, c, inv_hw); });
 }
-extern "C" int emulate_scale_weights(const unsigned* dims, const T* w, const float* s, T* out, int n, int c) {
-    return launch(dims, [&] { scale_weights(w, s, out, n, c); });
+extern "C" int emulate_attention_weights(const unsigned* dims, const float* pool, const float* w, const float* b,
+                                         const T* w3, T* out, int c, float inv_hw) {
+    return launch(dims, [&] { attention_weights(pool, w, b, w3, out, c, inv_hw); });
 }
 extern "C" int emulate_gate(const unsigned* dims, const T* t, T* g, i64 pixels, int c) {
     return launch(dims, [&] { gate(t, g, pixels, c); });

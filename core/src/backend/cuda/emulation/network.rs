@@ -10,7 +10,7 @@ use half::f16;
 
 use super::{Emulated, dims, random_bytes};
 use crate::backend::cuda::depthwise::{Depthwise, pool_sum_grid};
-use crate::backend::cuda::instance::{grid_for, tile_grid};
+use crate::backend::cuda::instance::{attention_grid, grid_for, tile_grid};
 use crate::backend::cuda::weights::Element;
 
 /// Images, height, width and (gated) channels of one case.
@@ -39,7 +39,8 @@ type DwGatePool<T> =
     unsafe extern "C" fn(Dims, *const T, *const f32, *const f32, *mut T, *mut f32, i32, i32, i32) -> i32;
 type PoolSum = unsafe extern "C" fn(Dims, *const f32, *mut f32, i32, i64) -> i32;
 type ScaVector = unsafe extern "C" fn(Dims, *const f32, *const f32, *const f32, *mut f32, i32, i32, f32) -> i32;
-type ScaleWeights<T> = unsafe extern "C" fn(Dims, *const T, *const f32, *mut T, i32, i32) -> i32;
+type AttentionWeights<T> =
+    unsafe extern "C" fn(Dims, *const f32, *const f32, *const f32, *const T, *mut T, i32, f32) -> i32;
 type Gate<T> = unsafe extern "C" fn(Dims, *const T, *mut T, i64, i32) -> i32;
 type Ffn = unsafe extern "C" fn(
     Dims,
@@ -353,12 +354,16 @@ fn pool_sum_strides(k: &Emulated, byte: &mut impl FnMut() -> u8) {
     }
 }
 
-fn sca_vector(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut impl FnMut() -> u8) {
-    let pool = values(n * c, 50.0, byte);
-    let weight = values(c * c, 0.5, byte);
-    let bias = values(c, 0.5, byte);
+/// `sca_vector` over `pool` ([n][c] channel sums) as the engine launches it.
+fn attention_vector(
+    k: &Emulated,
+    pool: &[f32],
+    (weight, bias): (&[f32], &[f32]),
+    n: usize,
+    c: usize,
+    inv_hw: f32,
+) -> Vec<f32> {
     let mut s = vec![f32::NAN; n * c];
-    let inv_hw = 1.0 / (h * w) as f32;
     let grid = dims(&grid_for(n * c * 32).unwrap());
     // SAFETY: as in conv_in.
     let f = unsafe { k.entry::<ScaVector>("sca_vector") };
@@ -366,6 +371,15 @@ fn sca_vector(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut impl FnMut() -
         f(grid.as_ptr(), pool.as_ptr(), weight.as_ptr(), bias.as_ptr(), s.as_mut_ptr(), i32_of(n), i32_of(c), inv_hw)
     };
     assert_eq!(diverged, 0, "a shuffle of the attention vector diverged");
+    s
+}
+
+fn sca_vector(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut impl FnMut() -> u8) {
+    let pool = values(n * c, 50.0, byte);
+    let weight = values(c * c, 0.5, byte);
+    let bias = values(c, 0.5, byte);
+    let inv_hw = 1.0 / (h * w) as f32;
+    let s = attention_vector(k, &pool, (&weight, &bias), n, c, inv_hw);
     let want: Vec<f64> = (0..n * c)
         .map(|idx| {
             let (im, o) = (idx / c, idx % c);
@@ -376,23 +390,40 @@ fn sca_vector(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut impl FnMut() -
     assert_close("sca_vector", &s, &want, 1.0e-5);
 }
 
-fn scale_weights<T: Element>(k: &Emulated, Case { n, c, .. }: Case, byte: &mut impl FnMut() -> u8) {
-    let weight = stored::<T>(&values(c * c, 1.0, byte));
-    let s = values(n * c, 2.0, byte);
+/// `attention_weights`: conv3's weights times `sca_vector`'s attention values, bit for bit
+/// (the product rounded once to the storage type).
+fn attention_weights<T: Element>(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut impl FnMut() -> u8) {
+    let pool = values(n * c, 50.0, byte);
+    let (weight, bias) = (values(c * c, 0.5, byte), values(c, 0.5, byte));
+    let w3 = stored::<T>(&values(c * c, 1.0, byte));
+    let inv_hw = 1.0 / (h * w) as f32;
     let mut out = vec![T::default(); n * c * c];
-    let grid = dims(&grid_for(n * c * c / 8).unwrap());
+    let grid = dims(&attention_grid(c, n).unwrap());
     // SAFETY: as in conv_in.
-    let f = unsafe { k.entry::<ScaleWeights<T>>("scale_weights") };
-    let diverged = unsafe { f(grid.as_ptr(), weight.as_ptr(), s.as_ptr(), out.as_mut_ptr(), i32_of(n), i32_of(c)) };
-    assert_eq!(diverged, 0);
-    let weight = loaded(&weight);
-    let want: Vec<f64> = (0..n * c * c)
-        .map(|idx| {
-            let (im, o, i) = (idx / (c * c), idx / c % c, idx % c);
-            f64::from(weight[o * c + i]) * f64::from(s[im * c + i])
-        })
-        .collect();
-    assert_close("scale_weights", &loaded(&out), &want, tolerance::<T>());
+    let f = unsafe { k.entry::<AttentionWeights<T>>("attention_weights") };
+    let diverged = unsafe {
+        f(
+            grid.as_ptr(),
+            pool.as_ptr(),
+            weight.as_ptr(),
+            bias.as_ptr(),
+            w3.as_ptr(),
+            out.as_mut_ptr(),
+            i32_of(c),
+            inv_hw,
+        )
+    };
+    assert_eq!(diverged, 0, "a shuffle of the attention weights diverged");
+    let s = attention_vector(k, &pool, (&weight, &bias), n, c, inv_hw);
+    let want: Vec<T> =
+        (0..n * c * c).map(|idx| T::from_f32(w3[idx % (c * c)].to_f32() * s[idx / (c * c) * c + idx % c])).collect();
+    let differ = out.iter().zip(&want).filter(|(a, b)| a.to_f32().to_bits() != b.to_f32().to_bits()).count();
+    assert_eq!(
+        differ,
+        0,
+        "attention_weights differs from sca_vector's values times the weights in {differ} of {}",
+        want.len()
+    );
 }
 
 fn gate<T: Element>(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut impl FnMut() -> u8) {
@@ -584,7 +615,7 @@ fn every_kernel<T: Element>(fp16: bool) {
         layer_norm::<T>(&kernels, case, &mut byte);
         dw_gate_pool::<T>(&kernels, case, &mut byte);
         sca_vector(&kernels, case, &mut byte);
-        scale_weights::<T>(&kernels, case, &mut byte);
+        attention_weights::<T>(&kernels, case, &mut byte);
         gate::<T>(&kernels, case, &mut byte);
         shuffle_add::<T>(&kernels, case, &mut byte);
         if fp16 {
