@@ -52,29 +52,34 @@ config() {
     echo "$out/$1.toml"
 }
 last() { printf '%s/%s/ckpt-%08d.safetensors' "$out" "$1" "$2"; }
+# evaluate RUN: the held-out evaluation of RUN's last checkpoint into OUT/RUN-eval.{json,txt}.
+evaluate() {
+    "$trainer" eval --model "$(last "$1" "$fine")" --data "$eval_root/eval-six" "$eval_root/eval-all" \
+        --device "$device" --json "$out/$1-eval.json" | tee "$out/$1-eval.txt"
+}
+# export_default RUN: RUN's last checkpoint as the FP16 default-model file OUT/default.safetensors.
+export_default() {
+    "$trainer" export --checkpoint "$(last "$1" "$fine")" --format safetensors --with-classifier --dtype f16 \
+        -o "$out/default.safetensors"
+    ls -la "$out/default.safetensors"
+}
 
 start=$(date +%s)
 if [ -n "${INIT:-}" ]; then
-    sed -i -e 's#^crop = .*#crop = 128#' "$(config continue "$fine" 3e-4 0.5)"
-    "$trainer" finetune --config "$out/continue.toml" --init "$INIT" --quiet
+    recipe=$(config continue "$fine" 3e-4 0.5)
+    sed -i -e 's#^crop = .*#crop = 128#' "$recipe"
+    "$trainer" finetune --config "$recipe" --init "$INIT" --quiet
     echo "training: $(( $(date +%s) - start )) s"
-    "$trainer" eval --model "$(last continue "$fine")" --data "$eval_root/eval-six" "$eval_root/eval-all" \
-        --device "$device" --json "$out/continue-eval.json" | tee "$out/continue-eval.txt"
-    "$trainer" export --checkpoint "$(last continue "$fine")" --format safetensors --with-classifier --dtype f16 \
-        -o "$out/default.safetensors"
+    evaluate continue
+    export_default continue
     python3 scripts/results_table.py "$out/continue-eval.json"
-    ls -la "$out/default.safetensors"
     exit 0
 fi
 "$trainer" pretrain --config "$(config pretrain "$pre" 2e-3 0.1)" --quiet
 "$trainer" finetune --config "$(config finetune "$fine" 5e-4 0.5)" --init "$(last pretrain "$pre")" --quiet
 "$trainer" finetune --config "$(config scratch "$fine" 5e-4 0.5)" --quiet
 echo "training: $(( $(date +%s) - start )) s"
-for run in finetune scratch; do
-    "$trainer" eval --model "$(last "$run" "$fine")" --data "$eval_root/eval-six" "$eval_root/eval-all" \
-        --device "$device" --json "$out/$run-eval.json" | tee "$out/$run-eval.txt"
-done
-"$trainer" export --checkpoint "$(last finetune "$fine")" --format safetensors --with-classifier --dtype f16 \
-    -o "$out/default.safetensors"
+evaluate finetune
+evaluate scratch
+export_default finetune
 python3 scripts/results_table.py "$out/finetune-eval.json" "$out/scratch-eval.json"
-ls -la "$out/default.safetensors"

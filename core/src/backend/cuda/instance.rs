@@ -770,18 +770,13 @@ impl Lowering<'_> {
         let p = n * hw;
         let [normed, expanded, gated, weights3] = self.scratch;
         let [_, pool, attention] = self.stats;
-        let f = |s: &CudaSlice<f32>| Arg::Ptr(ptr(s, stream));
         let inv_hw = Arg::F32(1.0 / hw as f32);
+        // What `attention_weights` and `sca_vector` both start from: the channel sums and
+        // the attention's 1×1 conv.
+        let sca_inputs = [Arg::Ptr(pool), Arg::Ptr(ptr(&b.sca.0, stream)), Arg::Ptr(ptr(&b.sca.1, stream))];
         let conv3 = |this: &mut Self| -> Result<Vec<Labelled>> {
-            let args = vec![
-                Arg::Ptr(pool),
-                f(&b.sca.0),
-                f(&b.sca.1),
-                Arg::Ptr(ptr(&b.conv3.weight, stream)),
-                Arg::Ptr(weights3),
-                i32_of(c)?,
-                inv_hw,
-            ];
+            let tail = [Arg::Ptr(ptr(&b.conv3.weight, stream)), Arg::Ptr(weights3), i32_of(c)?, inv_hw];
+            let args = [&sca_inputs[..], &tail].concat();
             let scale = kernel_op(&this.kernels.attention_weights, attention_grid(c, n)?, args);
             let product = this.gemm_op(&b.conv3, Some(weights3), GemmShape::per_image(c, hw, n)?, gated, x, true)?;
             Ok(vec![("attention_weights", scale), ("gemm conv3", product)])
@@ -828,8 +823,7 @@ impl Lowering<'_> {
             }),
             Box::new(|this: &mut Self| {
                 let Some((b3, feed_forward)) = fused_args()? else { return Ok(None) };
-                let sca_args =
-                    vec![Arg::Ptr(pool), f(&b.sca.0), f(&b.sca.1), Arg::Ptr(attention), i32_of(n)?, i32_of(c)?, inv_hw];
+                let sca_args = [&sca_inputs[..], &[Arg::Ptr(attention), i32_of(n)?, i32_of(c)?, inv_hw]].concat();
                 let sca = kernel_op(&this.kernels.sca_vector, grid_for(n * c * 32)?, sca_args);
                 let head = vec![
                     Arg::Ptr(x),

@@ -374,10 +374,14 @@ fn attention_vector(
     s
 }
 
+/// Random channel sums of `n` images and the attention's 1×1 conv (weight, bias) for `c`
+/// channels: what `sca_vector` and `attention_weights` read.
+fn attention_inputs(n: usize, c: usize, byte: &mut impl FnMut() -> u8) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    (values(n * c, 50.0, byte), values(c * c, 0.5, byte), values(c, 0.5, byte))
+}
+
 fn sca_vector(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut impl FnMut() -> u8) {
-    let pool = values(n * c, 50.0, byte);
-    let weight = values(c * c, 0.5, byte);
-    let bias = values(c, 0.5, byte);
+    let (pool, weight, bias) = attention_inputs(n, c, byte);
     let inv_hw = 1.0 / (h * w) as f32;
     let s = attention_vector(k, &pool, (&weight, &bias), n, c, inv_hw);
     let want: Vec<f64> = (0..n * c)
@@ -393,8 +397,7 @@ fn sca_vector(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut impl FnMut() -
 /// `attention_weights`: conv3's weights times `sca_vector`'s attention values, bit for bit
 /// (the product rounded once to the storage type).
 fn attention_weights<T: Element>(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut impl FnMut() -> u8) {
-    let pool = values(n * c, 50.0, byte);
-    let (weight, bias) = (values(c * c, 0.5, byte), values(c, 0.5, byte));
+    let (pool, weight, bias) = attention_inputs(n, c, byte);
     let w3 = stored::<T>(&values(c * c, 1.0, byte));
     let inv_hw = 1.0 / (h * w) as f32;
     let mut out = vec![T::default(); n * c * c];
