@@ -11,6 +11,32 @@ use crate::spec::{BlockSite, IMAGE_CHANNELS, ModelSpec};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ValueId(pub usize);
 
+/// Which per-level features of the network a classification head reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FeatureSource {
+    /// Each decoder stage's output (DCPT's hooks; the default).
+    #[default]
+    Decoder,
+    /// Each encoder stage's output (the skip connections): features of the degraded input
+    /// before the network restores it.
+    Encoder,
+}
+
+impl FeatureSource {
+    /// The name files and configs use (`decoder`, `encoder`).
+    pub fn name(self) -> &'static str {
+        match self {
+            FeatureSource::Decoder => "decoder",
+            FeatureSource::Encoder => "encoder",
+        }
+    }
+
+    /// The source called `name`, if it is one of [`FeatureSource::name`]'s.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [FeatureSource::Decoder, FeatureSource::Encoder].into_iter().find(|s| s.name() == name)
+    }
+}
+
 /// Kernel shape of a dense convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConvKind {
@@ -113,8 +139,10 @@ pub struct Graph {
     /// The value the network returns.
     pub output: ValueId,
     /// The decoder's output at each level, highest resolution first (the features a
-    /// classification head reads).
+    /// classification head reads by default).
     pub decoder_outputs: Vec<ValueId>,
+    /// The encoder's output at each level (its skip connection), highest resolution first.
+    pub encoder_outputs: Vec<ValueId>,
 }
 
 impl Graph {
@@ -142,6 +170,7 @@ impl Graph {
             x = b.naf_block(x, &spec.middle_block(i), spec.levels());
         }
         let mut decoder_outputs = Vec::new();
+        let encoder_outputs = skips.clone();
         for stage in 0..spec.levels() {
             let level = spec.levels() - 1 - stage;
             let c = spec.channels_at(level);
@@ -157,7 +186,15 @@ impl Graph {
         let out = b.conv(x, ConvKind::K3x3, "ending", true, IMAGE_CHANNELS, 0);
         let output = b.push(Op::Add { a: out, b: input }, IMAGE_CHANNELS, 0);
         decoder_outputs.reverse();
-        Graph { nodes: b.nodes, output, decoder_outputs }
+        Graph { nodes: b.nodes, output, decoder_outputs, encoder_outputs }
+    }
+
+    /// The per-level features `source` names, highest resolution first.
+    pub fn level_outputs(&self, source: FeatureSource) -> &[ValueId] {
+        match source {
+            FeatureSource::Decoder => &self.decoder_outputs,
+            FeatureSource::Encoder => &self.encoder_outputs,
+        }
     }
 
     /// The node producing `v`.
@@ -262,5 +299,36 @@ mod tests {
         expected.sort();
         assert_eq!(used, expected);
         assert_eq!(graph.node(graph.output).channels, 3);
+    }
+
+    /// Both feature sources name one value per level, highest resolution first: the encoder's
+    /// the input of each level's down conv, the decoder's the last block of each stage.
+    #[test]
+    fn level_outputs_are_the_stage_outputs() {
+        let spec = ModelSpec {
+            family: Family::MaskDcpt,
+            width: 8,
+            enc_blocks: vec![1, 2],
+            middle_blocks: 1,
+            dec_blocks: vec![2, 1],
+        };
+        let graph = Graph::from_spec(&spec);
+        for source in [FeatureSource::Decoder, FeatureSource::Encoder] {
+            let levels: Vec<_> = graph.level_outputs(source).iter().map(|&v| graph.node(v).level).collect();
+            let channels: Vec<_> = graph.level_outputs(source).iter().map(|&v| graph.node(v).channels).collect();
+            assert_eq!((levels, channels), (vec![0, 1], vec![8, 16]), "{source:?}");
+            assert_eq!(FeatureSource::from_name(source.name()), Some(source));
+        }
+        let down_inputs: Vec<_> = graph
+            .nodes
+            .iter()
+            .filter_map(|n| match &n.op {
+                Op::Conv { input, kind: ConvKind::K2x2Stride2, .. } => Some(*input),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(graph.encoder_outputs, down_inputs);
+        assert!(graph.decoder_outputs.iter().all(|v| !graph.encoder_outputs.contains(v)));
+        assert_eq!(FeatureSource::from_name("middle"), None);
     }
 }

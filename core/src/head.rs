@@ -3,7 +3,8 @@
 //! [`CLASSIFIER_PREFIX`]): its shape inferred and checked from the keys, and its class names
 //! from the file's metadata.
 //!
-//! Over the backbone's decoder features (highest resolution first): state s = 0, or for a head
+//! Over the backbone's decoder features (highest resolution first; the encoder's where the
+//! metadata [`FEATURES_METADATA`] says `encoder`): state s = 0, or for a head
 //! that embeds the image ([`HeadSpec::embeds_image`], keys `conv_embed.*`) s = the padded input
 //! through a 7×7 stride-2 conv (zero padding 3, bias) and a channel LayerNorm, with features
 //! from level 1 down; for each scale i: s = Stage_i(s + softmax(mixing_weights)_i · feature_i), then a 1×1 conv to the next
@@ -12,11 +13,16 @@
 //! no bias, each conv followed by a channel LayerNorm with eps 1e-6, ReLUs, residual).
 
 use crate::error::{Error, Result};
+use crate::graph::FeatureSource;
 use crate::spec::{CLASSIFIER_PREFIX, ModelSpec};
 use crate::weights::WeightStore;
 
 /// Safetensors metadata key holding the comma-separated class names.
 pub const CLASSES_METADATA: &str = "maskdcpt.classes";
+
+/// Safetensors metadata key naming the features the head reads ([`FeatureSource::name`];
+/// `decoder` when absent).
+pub const FEATURES_METADATA: &str = "maskdcpt.head_features";
 
 /// LayerNorm epsilon of the head's channel norms.
 pub const HEAD_LAYER_NORM_EPS: f32 = 1e-6;
@@ -27,7 +33,21 @@ pub const EMBED_KERNEL: usize = 7;
 /// Key of the image embedding's conv weight, whose presence marks a head that reads the image.
 const EMBED_WEIGHT: &str = "conv_embed.0.weight";
 
-/// A planar `c × h × w` feature map (a decoder output the head reads).
+/// The features a head stored in `weights` reads: the metadata [`FEATURES_METADATA`], decoder
+/// when absent; another value is an error.
+pub fn feature_source(weights: &WeightStore) -> Result<FeatureSource> {
+    match weights.metadata(FEATURES_METADATA) {
+        None => Ok(FeatureSource::Decoder),
+        Some(name) => FeatureSource::from_name(name).ok_or_else(|| {
+            Error::corrupt(
+                "classifier",
+                format!("the metadata `{FEATURES_METADATA}` is {name:?}; it must be `decoder` or `encoder`"),
+            )
+        }),
+    }
+}
+
+/// A planar `c × h × w` feature map (a network output the head reads).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Feature {
     /// Values, channel-major.
@@ -43,7 +63,7 @@ pub struct Feature {
 /// Shape and class names of a classification head.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeadSpec {
-    /// Channels of each decoder feature the head reads, highest resolution first.
+    /// Channels of each feature the head reads, highest resolution first.
     pub feature_dims: Vec<usize>,
     /// Bottleneck blocks per scale and in `last_stage`.
     pub blocks_per_scale: usize,
@@ -52,6 +72,8 @@ pub struct HeadSpec {
     /// Whether the head also reads the padded input image (`PromptIR_DC`'s `conv_embed`);
     /// its features then start at level 1, the embedding's resolution.
     pub embeds_image: bool,
+    /// The network features the head reads.
+    pub features: FeatureSource,
 }
 
 impl HeadSpec {
@@ -74,7 +96,8 @@ impl HeadSpec {
             Some(names) => names.split(',').map(str::to_owned).collect(),
             None => (0..classes).map(|i| format!("class {i}")).collect(),
         };
-        let head = HeadSpec { feature_dims, blocks_per_scale, class_names, embeds_image };
+        let head =
+            HeadSpec { feature_dims, blocks_per_scale, class_names, embeds_image, features: feature_source(weights)? };
         head.validate(weights, classes)?;
         Ok(Some(head))
     }
@@ -84,7 +107,8 @@ impl HeadSpec {
         self.class_names.len()
     }
 
-    /// The first decoder level the head reads: 1 when it embeds the image at stride 2, else 0.
+    /// The first level of its features the head reads: 1 when it embeds the image at stride 2,
+    /// else 0.
     pub fn first_level(&self) -> usize {
         usize::from(self.embeds_image)
     }
@@ -231,6 +255,11 @@ mod tests {
                 "unexpected key `classifier.extra.weight`",
             ),
             (WeightStore::new(tensors(&|_| {}), Format::Safetensors, None).with_metadata(names), "names 3 classes"),
+            (
+                WeightStore::new(tensors(&|_| {}), Format::Safetensors, None)
+                    .with_metadata(BTreeMap::from([(FEATURES_METADATA.to_owned(), "middle".to_owned())])),
+                "`maskdcpt.head_features` is \"middle\"; it must be `decoder` or `encoder`",
+            ),
         ];
         for (store, expected) in cases {
             let err = Model::from_weights(store).unwrap_err().to_string();

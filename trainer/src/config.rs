@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::model::classifier::ClassifierShape;
+use crate::model::classifier::{ClassifierShape, FeatureSource};
 use crate::model::nafnet::NafnetShape;
 use crate::optim::{AdamWConfig, Schedule};
 
@@ -194,6 +194,11 @@ fn default_log_every() -> u64 {
 }
 
 impl Config {
+    /// The features the classification head reads (decoder when there is no head).
+    pub fn head_features(&self) -> FeatureSource {
+        self.classifier.as_ref().map(|c| c.features).unwrap_or_default()
+    }
+
     /// Reads and validates a TOML file; relative data/output paths are taken from the file's folder.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
@@ -298,6 +303,7 @@ mod tests {
             (base.replace("ema_decay = 0.9", "ema_decay = 1.5"), "ema_decay"),
             (base.replace("[classifier]", "[unused]").replace("classes = 19\n", ""), "unknown field `unused`"),
             (base.replace("classes = 19", "classes = 5"), "set classes = 19"),
+            (base.replace("classes = 19", "classes = 19\nfeatures = \"middle\""), "unknown features \"middle\""),
             (base.replace("classify_weight = 0.1", "classify_weight = 0.0\nfreeze_backbone = true"), "freeze_backbone"),
         ];
         for (text, expected) in cases {

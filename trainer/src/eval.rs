@@ -14,9 +14,8 @@ use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint;
-use crate::config::Config;
 use crate::data::manifest_labels;
-use crate::export::model_file_tensors;
+use crate::export::{ModelTensors, checkpoint_config, model_file_tensors};
 use crate::metrics::{ImageRef, psnr, ssim};
 use crate::model::classifier::ClassifierShape;
 use crate::model::nafnet::NafnetShape;
@@ -26,20 +25,20 @@ use crate::net::{CLASSIFIER_PREFIX, MaskDcptNet};
 /// checkpoint (shape from its stored config) or an exported / official file (shape from keys).
 pub fn load_model(path: &Path, device: Device) -> Result<MaskDcptNet> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read model {}", path.display()))?;
-    let (shape, head, named) = if checkpoint::is_checkpoint(&bytes) {
+    let (shape, head, model) = if checkpoint::is_checkpoint(&bytes) {
         let data = checkpoint::from_bytes(&bytes, path, device)?;
-        let config: Config = toml::from_str(data.meta("config", path)?)
-            .with_context(|| format!("{}: stored config is invalid", path.display()))?;
-        (config.model, config.classifier, data.with_prefix("ema."))
+        let config = checkpoint_config(&data, path)?;
+        let head_features = config.head_features();
+        (config.model, config.classifier, ModelTensors { named: data.with_prefix("ema."), head_features })
     } else {
-        let named = model_file_tensors(&bytes, path, device)?;
-        let names: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
-        let shape = infer_shape(&names, &named).with_context(|| format!("model {}", path.display()))?;
-        let head = infer_head(&names, &named);
-        (shape, head, named)
+        let model = model_file_tensors(&bytes, path, device)?;
+        let names: Vec<&str> = model.named.iter().map(|(n, _)| n.as_str()).collect();
+        let shape = infer_shape(&names, &model.named).with_context(|| format!("model {}", path.display()))?;
+        let head = infer_head(&names, &model);
+        (shape, head, model)
     };
     let net = MaskDcptNet::new(&shape, head.as_ref(), device)?;
-    net.load_named(&named, &path.display().to_string())?;
+    net.load_model_tensors(&model, &path.display().to_string())?;
     Ok(net)
 }
 
@@ -69,11 +68,16 @@ fn infer_shape(names: &[&str], named: &[(String, Tensor)]) -> Result<NafnetShape
     Ok(shape)
 }
 
-fn infer_head(names: &[&str], named: &[(String, Tensor)]) -> Option<ClassifierShape> {
-    let fc = named.iter().find(|(n, _)| n == &format!("{CLASSIFIER_PREFIX}fc.bias"))?;
+fn infer_head(names: &[&str], model: &ModelTensors) -> Option<ClassifierShape> {
+    let fc = model.named.iter().find(|(n, _)| n == &format!("{CLASSIFIER_PREFIX}fc.bias"))?;
     let blocks = count_blocks(names, &format!("{CLASSIFIER_PREFIX}bottleneck_layers.0."));
     let embed_image = names.contains(&format!("{CLASSIFIER_PREFIX}conv_embed.0.weight").as_str());
-    Some(ClassifierShape { classes: fc.1.size()[0], blocks_per_scale: blocks, embed_image })
+    Some(ClassifierShape {
+        classes: fc.1.size()[0],
+        blocks_per_scale: blocks,
+        embed_image,
+        features: model.head_features,
+    })
 }
 
 /// Sums of one group of images.

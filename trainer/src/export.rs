@@ -8,12 +8,15 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use maskdcpt_core::head::{self, FEATURES_METADATA};
 use maskdcpt_core::weights::{LoadOptions, WeightStore};
 use safetensors::tensor::Dtype;
 use tch::{Device, Tensor};
 
 use crate::checkpoint::{self, CheckpointData};
+use crate::config::Config;
 use crate::host::{HostTensor, safetensors_bytes};
+use crate::model::classifier::FeatureSource;
 use crate::net::CLASSIFIER_PREFIX;
 use crate::pickle_writer;
 
@@ -38,28 +41,46 @@ pub enum ExportDtype {
     F16,
 }
 
-/// Named float tensors of a model file: a trainer checkpoint's EMA weights (head included),
-/// or an exported/official `.safetensors` / `.pth` (BasicSR `params_ema`, then `params`).
-pub fn read_model_tensors(path: &Path, device: Device) -> Result<Vec<(String, Tensor)>> {
+/// A model file read as named float tensors.
+pub struct ModelTensors {
+    /// Every tensor by name (head keys under [`CLASSIFIER_PREFIX`]).
+    pub named: Vec<(String, Tensor)>,
+    /// The features its classification head reads (a checkpoint's `[classifier]`, a file's
+    /// metadata; decoder when neither says).
+    pub head_features: FeatureSource,
+}
+
+/// A model file: a trainer checkpoint's EMA weights (head included), or an exported/official
+/// `.safetensors` / `.pth` (BasicSR `params_ema`, then `params`).
+pub fn read_model_tensors(path: &Path, device: Device) -> Result<ModelTensors> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read model {}", path.display()))?;
     if checkpoint::is_checkpoint(&bytes) {
-        return Ok(checkpoint::from_bytes(&bytes, path, device)?.with_prefix("ema."));
+        let data = checkpoint::from_bytes(&bytes, path, device)?;
+        let head_features = checkpoint_config(&data, path)?.head_features();
+        return Ok(ModelTensors { named: data.with_prefix("ema."), head_features });
     }
     model_file_tensors(&bytes, path, device)
 }
 
-/// Named float tensors of an exported or official model file read from `path` (named in
-/// errors), through maskdcpt-core's readers.
-pub fn model_file_tensors(bytes: &[u8], path: &Path, device: Device) -> Result<Vec<(String, Tensor)>> {
+/// The config a trainer checkpoint stores (`path` named in errors).
+pub fn checkpoint_config(data: &CheckpointData, path: &Path) -> Result<Config> {
+    toml::from_str(data.meta("config", path)?).with_context(|| format!("{}: stored config is invalid", path.display()))
+}
+
+/// An exported or official model file read from `path` (named in errors), through
+/// maskdcpt-core's readers.
+pub fn model_file_tensors(bytes: &[u8], path: &Path, device: Device) -> Result<ModelTensors> {
     let store = WeightStore::from_bytes(bytes, &LoadOptions::default())
         .with_context(|| format!("cannot load model {}", path.display()))?;
-    Ok(store
+    let head_features = head::feature_source(&store).with_context(|| format!("model {}", path.display()))?;
+    let named = store
         .iter()
         .map(|(name, t)| {
             let shape: Vec<i64> = t.shape().iter().map(|&d| d as i64).collect();
             (name.to_string(), Tensor::from_slice(&t.to_f32()).view(shape.as_slice()).to_device(device))
         })
-        .collect())
+        .collect();
+    Ok(ModelTensors { named, head_features })
 }
 
 fn backbone_only(named: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
@@ -94,12 +115,12 @@ pub fn export(checkpoint_path: &Path, out: &Path, options: &ExportOptions) -> Re
             };
             pickle_writer::write_state_dicts(&[("params", host("params.")), ("params_ema", host("ema."))])?
         }
-        Format::Safetensors => exported_safetensors(&data, options)?,
+        Format::Safetensors => exported_safetensors(&data, checkpoint_path, options)?,
     };
     checkpoint::write_atomically(out, &bytes)
 }
 
-fn exported_safetensors(data: &CheckpointData, options: &ExportOptions) -> Result<Vec<u8>> {
+fn exported_safetensors(data: &CheckpointData, path: &Path, options: &ExportOptions) -> Result<Vec<u8>> {
     let ema = data.with_prefix("ema.");
     let has_head = ema.iter().any(|(n, _)| n.starts_with(CLASSIFIER_PREFIX));
     if options.with_classifier && !has_head {
@@ -128,6 +149,7 @@ fn exported_safetensors(data: &CheckpointData, options: &ExportOptions) -> Resul
     if options.with_classifier {
         let ids: Vec<&str> = maskdcpt_degrade::Class::ALL.iter().map(|c| c.id()).collect();
         metadata.insert(CLASSES_METADATA.into(), ids.join(","));
+        metadata.insert(FEATURES_METADATA.into(), checkpoint_config(data, path)?.head_features().name().into());
     }
     safetensors_bytes(&named, dtype, metadata)
 }

@@ -2,10 +2,11 @@
 //! with its own flat parameter set. Names: backbone keys as in the fork; head keys under
 //! [`CLASSIFIER_PREFIX`] (the prefix exports and `maskdcpt-core` use).
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use tch::{Device, Tensor};
 
-use crate::model::classifier::{Classifier, ClassifierShape};
+use crate::export::ModelTensors;
+use crate::model::classifier::{Classifier, ClassifierShape, FeatureSource};
 use crate::model::mask::PatchMask;
 use crate::model::nafnet::{Nafnet, NafnetOutput, NafnetShape};
 use crate::params::{ParamBuilder, ParamSet};
@@ -69,10 +70,16 @@ impl MaskDcptNet {
         Ok(self.with_logits(&seen, out))
     }
 
-    /// Adds the head's logits over `out`'s decoder features and `seen`, the image the
-    /// backbone read (what a head that embeds the image reads).
+    /// Adds the head's logits over `out`'s features (those the head reads) and `seen`, the
+    /// image the backbone read (what a head that embeds the image reads).
     fn with_logits(&self, seen: &Tensor, out: NafnetOutput) -> NetOutput {
-        let logits = self.classifier.as_ref().map(|c| c.module.forward(&c.params, seen, &out.decoder_features));
+        let logits = self.classifier.as_ref().map(|c| {
+            let features = match c.module.source() {
+                FeatureSource::Decoder => &out.decoder_features,
+                FeatureSource::Encoder => &out.encoder_features,
+            };
+            c.module.forward(&c.params, seen, features)
+        });
         NetOutput { image: out.image, logits }
     }
 
@@ -85,10 +92,25 @@ impl MaskDcptNet {
         sets
     }
 
-    /// Loads weights by name (backbone keys, head keys under [`CLASSIFIER_PREFIX`]); the head
-    /// is loaded only when `named` has it, otherwise it keeps its initialisation. Returns
-    /// whether the head was loaded.
+    /// Loads weights by name (backbone keys, head keys under [`CLASSIFIER_PREFIX`]; a head
+    /// reading decoder features); the head is loaded only when `named` has it, otherwise it
+    /// keeps its initialisation. Returns whether the head was loaded.
     pub fn load_named(&self, named: &[(String, Tensor)], what: &str) -> Result<bool> {
+        self.load_with_head_source(named, FeatureSource::Decoder, what)
+    }
+
+    /// [`Self::load_named`] for a model file, whose head must read the features this
+    /// network's head reads (a head trained on decoder features is no head for encoder ones).
+    pub fn load_model_tensors(&self, model: &ModelTensors, what: &str) -> Result<bool> {
+        self.load_with_head_source(&model.named, model.head_features, what)
+    }
+
+    fn load_with_head_source(
+        &self,
+        named: &[(String, Tensor)],
+        head_features: FeatureSource,
+        what: &str,
+    ) -> Result<bool> {
         let (head, body): (Vec<_>, Vec<_>) = named
             .iter()
             .map(|(n, t)| (n.clone(), t.shallow_clone()))
@@ -97,6 +119,12 @@ impl MaskDcptNet {
         backbone.load_flat(backbone.values(), &body, what)?;
         match &self.classifier {
             Some(c) if !head.is_empty() => {
+                ensure!(
+                    c.module.source() == head_features,
+                    "{what}: its classification head reads the {} features but [classifier] features is {:?}",
+                    head_features.name(),
+                    c.module.source().name()
+                );
                 let head: Vec<_> =
                     head.into_iter().map(|(n, t)| (n[CLASSIFIER_PREFIX.len()..].to_string(), t)).collect();
                 c.params.load_flat(c.params.values(), &head, what)?;

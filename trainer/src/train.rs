@@ -140,8 +140,8 @@ impl Trainer {
             MaskDcptNet::new(&config.model, config.classifier.as_ref(), device)?
         };
         if let Some(init) = init {
-            let named = crate::export::read_model_tensors(init, device)?;
-            let head = net.load_named(&named, &init.display().to_string())?;
+            let model = crate::export::read_model_tensors(init, device)?;
+            let head = net.load_model_tensors(&model, &init.display().to_string())?;
             if net.classifier.is_some() && !head && phase == Phase::Finetune {
                 eprintln!(
                     "note: {} has no classification head: the head starts from its initialisation",

@@ -2,19 +2,23 @@
 //! itself checked against the official PyTorch `PromptIR_NoImg_DC` / `PromptIR_DC`) on the
 //! embedded default model and the held-out images of tests/default-model, cropped to sizes
 //! that are not multiples of 16 (so both pad): the same class probabilities, for the shipped
-//! head and for a head that also embeds the image.
+//! head, a head that also embeds the image and a head on the encoder's outputs.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use maskdcpt_core::backend::{EngineOptions, build_engine};
+use maskdcpt_core::head::FEATURES_METADATA;
 use maskdcpt_core::image::Image;
 use maskdcpt_core::model::{DEFAULT_MODEL, Model};
 use maskdcpt_core::weights::LoadOptions;
 use maskdcpt_degrade::{Rgb, image_files};
-use maskdcpt_trainer::eval;
-use maskdcpt_trainer::model::classifier::ClassifierShape;
+use maskdcpt_trainer::host::safetensors_bytes;
+use maskdcpt_trainer::model::classifier::{ClassifierShape, FeatureSource};
 use maskdcpt_trainer::net::{CLASSIFIER_PREFIX, MaskDcptNet};
-use tch::{Device, Kind, Tensor};
+use maskdcpt_trainer::{eval, export};
+use safetensors::tensor::Dtype;
+use tch::{Device, Kind};
 
 /// The embedded default model as the trainer loads it, through a file in `dir`.
 fn default_net(dir: &Path) -> MaskDcptNet {
@@ -36,21 +40,49 @@ fn library_classification_matches_tch() {
 #[test]
 fn library_image_embedding_head_matches_tch() {
     let dir = tempfile::tempdir().unwrap();
-    let default = default_net(dir.path());
-    let head = ClassifierShape { classes: 19, blocks_per_scale: 1, embed_image: true };
+    let head =
+        ClassifierShape { classes: 19, blocks_per_scale: 1, embed_image: true, features: FeatureSource::Decoder };
+    let (net, model) = fresh_head(dir.path(), &head);
+    assert!(model.head().unwrap().embeds_image);
+    assert_same_probabilities(&net, &model);
+}
+
+/// A fresh head on the encoder's outputs: the file's metadata says so, the library reads
+/// those features (reading the decoder's instead changes a top class and fails), and a
+/// trainer told otherwise refuses the file.
+#[test]
+fn library_encoder_head_matches_tch() {
+    let dir = tempfile::tempdir().unwrap();
+    let head =
+        ClassifierShape { classes: 19, blocks_per_scale: 1, embed_image: false, features: FeatureSource::Encoder };
+    let (net, model) = fresh_head(dir.path(), &head);
+    assert_eq!(model.head().unwrap().features, FeatureSource::Encoder);
+    assert_same_probabilities(&net, &model);
+    let decoder_head = ClassifierShape { features: FeatureSource::Decoder, ..head };
+    let other = MaskDcptNet::new(net.backbone.module.shape(), Some(&decoder_head), Device::Cpu).unwrap();
+    let file = export::read_model_tensors(&dir.path().join("fresh-head.safetensors"), Device::Cpu).unwrap();
+    let err = other.load_model_tensors(&file, "fresh head").unwrap_err().to_string();
+    assert!(err.contains("reads the encoder features"), "{err}");
+}
+
+/// The default backbone with a freshly initialised `head` (seeded; `fc` scaled by 0.2), and
+/// the same weights written to a safetensors file in `dir` (with the head's class names and
+/// features in the metadata) and loaded by the library.
+fn fresh_head(dir: &Path, head: &ClassifierShape) -> (MaskDcptNet, Model) {
+    let default = default_net(dir);
     tch::manual_seed(5);
-    let net = MaskDcptNet::new(default.backbone.module.shape(), Some(&head), Device::Cpu).unwrap();
+    let net = MaskDcptNet::new(default.backbone.module.shape(), Some(head), Device::Cpu).unwrap();
     let mut named = default.backbone.params.named_values();
     for (name, value) in net.classifier.as_ref().unwrap().params.named_values() {
         let value = if name.starts_with("fc.") { value * 0.2 } else { value };
         named.push((format!("{CLASSIFIER_PREFIX}{name}"), value));
     }
-    net.load_named(&named, "default backbone").unwrap();
-    let path = dir.path().join("image-head.safetensors");
-    Tensor::write_safetensors(&named, &path).unwrap();
-    let model = Model::load(&path, &LoadOptions::default()).unwrap();
-    assert!(model.head().unwrap().embeds_image);
-    assert_same_probabilities(&net, &model);
+    let file = export::ModelTensors { named, head_features: head.features };
+    net.load_model_tensors(&file, "default backbone").unwrap();
+    let metadata = HashMap::from([(FEATURES_METADATA.to_owned(), head.features.name().to_owned())]);
+    let path = dir.join("fresh-head.safetensors");
+    std::fs::write(&path, safetensors_bytes(&file.named, Dtype::F32, metadata).unwrap()).unwrap();
+    (net, Model::load(&path, &LoadOptions::default()).unwrap())
 }
 
 fn assert_same_probabilities(net: &MaskDcptNet, model: &Model) {

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use maskdcpt_trainer::model::classifier::ClassifierShape;
+use maskdcpt_trainer::model::classifier::{ClassifierShape, FeatureSource};
 use maskdcpt_trainer::model::mask::PatchMask;
 use maskdcpt_trainer::model::nafnet::NafnetShape;
 use maskdcpt_trainer::net::MaskDcptNet;
@@ -34,7 +34,7 @@ fn weights(named: &[(String, Tensor)]) -> Vec<(String, Tensor)> {
 /// The fixture's backbone with a head of `blocks_per_scale` 2 and 19 classes.
 fn golden_net(embed_image: bool) -> MaskDcptNet {
     let shape = NafnetShape { width: 8, enc_blocks: vec![1, 1, 2], middle_blocks: 1, dec_blocks: vec![1, 1, 1] };
-    let head = ClassifierShape { classes: 19, blocks_per_scale: 2, embed_image };
+    let head = ClassifierShape { classes: 19, blocks_per_scale: 2, embed_image, features: FeatureSource::Decoder };
     MaskDcptNet::new(&shape, Some(&head), Device::Cpu).unwrap()
 }
 

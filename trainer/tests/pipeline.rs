@@ -14,6 +14,7 @@ use maskdcpt_trainer::checkpoint;
 use maskdcpt_trainer::config::Config;
 use maskdcpt_trainer::eval;
 use maskdcpt_trainer::export::{ExportDtype, ExportOptions, Format, export};
+use maskdcpt_trainer::model::classifier::FeatureSource;
 use maskdcpt_trainer::train::{Phase, Trainer};
 use tch::Device;
 
@@ -160,6 +161,17 @@ fn core_restore(model_path: &Path, image: &Rgb) -> Vec<f32> {
     engine.restore(&input).unwrap().into_data()
 }
 
+/// A 37×29 corner of a committed photo: an odd size exercises the reflect padding to the size
+/// multiple and the crop.
+fn odd_crop() -> Rgb {
+    let photo = Rgb::load(&clean_dir().join("chelsea.png")).unwrap();
+    Rgb {
+        width: 37,
+        height: 29,
+        data: (0..29).flat_map(|y| photo.data[y * 96 * 3..y * 96 * 3 + 37 * 3].to_vec()).collect(),
+    }
+}
+
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
@@ -172,13 +184,7 @@ fn exports_load_in_core_and_match_tch() {
     let cfg = config(dir.path(), 6, 6, "");
     Trainer::new(cfg, Phase::Finetune, None).unwrap().run(None, false).unwrap();
     let ckpt = dir.path().join(checkpoint::file_name(6));
-    // An odd size exercises the reflect padding to the size multiple and the crop.
-    let photo = Rgb::load(&clean_dir().join("chelsea.png")).unwrap();
-    let image = Rgb {
-        width: 37,
-        height: 29,
-        data: (0..29).flat_map(|y| photo.data[y * 96 * 3..y * 96 * 3 + 37 * 3].to_vec()).collect(),
-    };
+    let image = odd_crop();
     let net = eval::load_model(&ckpt, Device::Cpu).unwrap();
     let (reference, logits) = eval::restore(&net, &image, Device::Cpu);
     assert_eq!(logits.unwrap().size(), [1, 19]);
@@ -213,6 +219,33 @@ fn exports_load_in_core_and_match_tch() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("--format safetensors"), "{err}");
+}
+
+/// A head on the encoder's outputs keeps its features through export: the file's metadata
+/// names them, the library classifies from them as tch does, and the trainer reads the file
+/// back with such a head.
+#[test]
+fn encoder_heads_export_with_their_features() {
+    let _torch = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 2, 2, "");
+    cfg.classifier.as_mut().unwrap().features = FeatureSource::Encoder;
+    Trainer::new(cfg, Phase::Finetune, None).unwrap().run(None, false).unwrap();
+    let ckpt = dir.path().join(checkpoint::file_name(2));
+    let out = dir.path().join("model-head.safetensors");
+    let options = ExportOptions { format: Format::Safetensors, with_classifier: true, dtype: ExportDtype::F32 };
+    export(&ckpt, &out, &options).unwrap();
+    let model = Model::load(&out, &LoadOptions::default()).unwrap();
+    assert_eq!(model.head().unwrap().features, FeatureSource::Encoder);
+
+    let image = odd_crop();
+    let (_, logits) = eval::restore(&eval::load_model(&ckpt, Device::Cpu).unwrap(), &image, Device::Cpu);
+    let want = Vec::<f32>::try_from(logits.unwrap().softmax(1, tch::Kind::Float).flatten(0, -1)).unwrap();
+    let engine = build_engine(&model, &EngineOptions { threads: Some(1), ..Default::default() }).unwrap();
+    let got = engine.classify(&Image::new(image.width, image.height, image.data.clone()).unwrap()).unwrap();
+    assert!(max_diff(&got, &want) < 1e-5, "library vs tch probabilities: {}", max_diff(&got, &want));
+    let back = eval::load_model(&out, Device::Cpu).unwrap();
+    assert_eq!(back.classifier.as_ref().unwrap().module.source(), FeatureSource::Encoder);
 }
 
 #[test]

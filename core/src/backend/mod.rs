@@ -7,6 +7,7 @@ pub mod cuda;
 pub mod tensorrt;
 
 use crate::error::Result;
+use crate::graph::FeatureSource;
 use crate::head::Feature;
 use crate::image::Image;
 use crate::model::Model;
@@ -199,14 +200,14 @@ pub trait Engine: Send + Sync {
         ))
     }
 
-    /// The decoder outputs of one whole-image run of `input` ([`Graph::decoder_outputs`]
-    /// order, planar f32), which the classification head reads.
+    /// The per-level features `source` names of one whole-image run of `input`
+    /// ([`Graph::level_outputs`] order, planar f32), which the classification head reads.
     ///
-    /// [`Graph::decoder_outputs`]: crate::graph::Graph::decoder_outputs
-    fn decoder_features(&self, _input: &Image) -> Result<Vec<Feature>> {
+    /// [`Graph::level_outputs`]: crate::graph::Graph::level_outputs
+    fn level_features(&self, _input: &Image, _source: FeatureSource) -> Result<Vec<Feature>> {
         Err(crate::error::Error::Unsupported(
-            "this backend does not hand back decoder features for the classification head: classify with the \
-             cpu or cuda backend"
+            "this backend does not hand back the network's features for the classification head: classify with \
+             the cpu or cuda backend"
                 .into(),
         ))
     }
@@ -309,12 +310,12 @@ impl Engine for Classifying {
     }
 
     fn classify(&self, input: &Image) -> Result<Vec<f32>> {
-        let features = self.engine.decoder_features(input)?;
+        let features = self.engine.level_features(input, self.head.source())?;
         Ok(self.pool()?.install(|| self.head.probabilities(input, &features, self.threads)))
     }
 
-    fn decoder_features(&self, input: &Image) -> Result<Vec<Feature>> {
-        self.engine.decoder_features(input)
+    fn level_features(&self, input: &Image, source: FeatureSource) -> Result<Vec<Feature>> {
+        self.engine.level_features(input, source)
     }
 
     unsafe fn restore_device(

@@ -8,6 +8,7 @@
 //! the width, no bias, each followed by a channel LayerNorm with eps 1e-6).
 
 use anyhow::{Result, ensure};
+pub use maskdcpt_core::graph::FeatureSource;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -31,10 +32,30 @@ pub struct ClassifierShape {
     /// then the half-resolution one: the head reads the decoder features from level 1 down.
     #[serde(default)]
     pub embed_image: bool,
+    /// Which of the backbone's features the head reads: `decoder` (DCPT's hooks, the
+    /// default) or `encoder`.
+    #[serde(default, with = "feature_source")]
+    pub features: FeatureSource,
 }
 
 fn default_blocks() -> usize {
     2
+}
+
+/// (De)serialises a [`FeatureSource`] by its name.
+mod feature_source {
+    use maskdcpt_core::graph::FeatureSource;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(source: &FeatureSource, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(source.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<FeatureSource, D::Error> {
+        let name = String::deserialize(d)?;
+        FeatureSource::from_name(&name)
+            .ok_or_else(|| D::Error::custom(format!("unknown features {name:?}: `decoder` or `encoder`")))
+    }
 }
 
 /// A conv (no bias) followed by a channel LayerNorm: keys `{prefix}.weight`, `{prefix}.norm.*`.
@@ -96,6 +117,7 @@ pub struct Classifier {
     last_stage: Vec<Bottleneck>,
     fc: Linear,
     feature_dims: Vec<i64>,
+    source: FeatureSource,
 }
 
 impl Classifier {
@@ -127,7 +149,16 @@ impl Classifier {
         let last = *feature_dims.last().expect("checked non-empty");
         let last_stage = stage(params, "last_stage", last, shape.blocks_per_scale);
         let fc = Linear::new(params, "fc", last, shape.classes);
-        Ok(Self { embed, mixing_weights, scales, downsamples, last_stage, fc, feature_dims: feature_dims.to_vec() })
+        Ok(Self {
+            embed,
+            mixing_weights,
+            scales,
+            downsamples,
+            last_stage,
+            fc,
+            feature_dims: feature_dims.to_vec(),
+            source: shape.features,
+        })
     }
 
     /// Whether the head reads the image (`PromptIR_DC`).
@@ -135,11 +166,16 @@ impl Classifier {
         self.embed.is_some()
     }
 
-    /// Class logits `[N, classes]` from the backbone's decoder features (every level, highest
-    /// resolution first; a head that embeds the image reads them from level 1 down) and, for
-    /// such a head, the image the backbone read.
-    pub fn forward(&self, p: &ParamSet, image: &Tensor, decoder_features: &[Tensor]) -> Tensor {
-        let features = &decoder_features[usize::from(self.embeds_image())..];
+    /// Which backbone features the head reads.
+    pub fn source(&self) -> FeatureSource {
+        self.source
+    }
+
+    /// Class logits `[N, classes]` from the backbone's features of [`Self::source`] (every
+    /// level, highest resolution first; a head that embeds the image reads them from level 1
+    /// down) and, for such a head, the image the backbone read.
+    pub fn forward(&self, p: &ParamSet, image: &Tensor, level_features: &[Tensor]) -> Tensor {
+        let features = &level_features[usize::from(self.embeds_image())..];
         debug_assert_eq!(features.len(), self.feature_dims.len());
         let weights = p.get(self.mixing_weights).softmax(0, Kind::Float);
         let mut state = self.embed.as_ref().map(|(conv, norm)| norm.forward(p, &conv.forward(p, image)));

@@ -141,6 +141,9 @@ pub struct NafnetOutput {
     pub image: Tensor,
     /// Output of each decoder stage, highest resolution first (what the classifier reads).
     pub decoder_features: Vec<Tensor>,
+    /// Output of each encoder stage, highest resolution first (what a head reading
+    /// [`FeatureSource::Encoder`](super::classifier::FeatureSource::Encoder) gets).
+    pub encoder_features: Vec<Tensor>,
 }
 
 impl Nafnet {
@@ -179,7 +182,7 @@ impl Nafnet {
     /// Restoration forward: `ending(body(x)) + x`. Height and width must be multiples of 2^levels.
     pub fn forward(&self, p: &ParamSet, input: &Tensor) -> NafnetOutput {
         let body = self.body(p, input, None);
-        NafnetOutput { image: body.image + input, decoder_features: body.decoder_features }
+        NafnetOutput { image: body.image + input, ..body }
     }
 
     /// Masked pre-training forward: the reconstruction `ending(body(x·m))` (no input residual).
@@ -211,6 +214,6 @@ impl Nafnet {
             features.push(x.shallow_clone());
         }
         features.reverse();
-        NafnetOutput { image: self.ending.forward(p, &x), decoder_features: features }
+        NafnetOutput { image: self.ending.forward(p, &x), decoder_features: features, encoder_features: skips }
     }
 }

@@ -8,6 +8,7 @@ use super::kernels::layernorm::layer_norm_stats;
 use super::kernels::matmul::{Epilogue, MatMut, MatRef, MatmulPrecision, PackedLhs, matmul};
 use super::kernels::strided_conv::{conv_strided, strided_len};
 use crate::error::{Error, Result};
+use crate::graph::FeatureSource;
 use crate::head::{EMBED_KERNEL, Feature, HEAD_LAYER_NORM_EPS, HeadSpec};
 use crate::image::{Image, pad_planar_into};
 use crate::spec::{CLASSIFIER_PREFIX, IMAGE_CHANNELS, PadMode};
@@ -50,7 +51,9 @@ struct Bottleneck {
 pub struct HeadWeights {
     /// The image embedding, for a head that reads the image.
     embed: Option<Embed>,
-    /// The first decoder level the head reads.
+    /// The network features the head reads.
+    source: FeatureSource,
+    /// The first level of them it reads.
     first_level: usize,
     /// softmax(mixing_weights): one factor per feature scale.
     mixing: Vec<f32>,
@@ -111,6 +114,7 @@ impl HeadWeights {
         };
         Ok(HeadWeights {
             embed,
+            source: spec.features,
             first_level: spec.first_level(),
             mixing: softmax(&get("mixing_weights")?.0),
             scales,
@@ -120,9 +124,14 @@ impl HeadWeights {
         })
     }
 
-    /// Class probabilities (softmax of the logits) of `input` from the decoder `features` of
-    /// its run (every level, highest resolution first), using `threads` workers of the current
-    /// rayon pool.
+    /// The network features the head reads (what [`Self::probabilities`] takes).
+    pub fn source(&self) -> FeatureSource {
+        self.source
+    }
+
+    /// Class probabilities (softmax of the logits) of `input` from the `features` of its run
+    /// that [`Self::source`] names (every level, highest resolution first), using `threads`
+    /// workers of the current rayon pool.
     pub fn probabilities(&self, input: &Image, features: &[Feature], threads: usize) -> Vec<f32> {
         let features = &features[self.first_level..];
         let mut state = self.embed.as_ref().map(|embed| embed.forward(input, &features[0]));

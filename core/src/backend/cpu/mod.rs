@@ -11,8 +11,8 @@ use std::sync::Mutex;
 
 use crate::backend::{Engine, EngineOptions, MemoryEstimate, Precision, ScaMode, TILING_HINT, Tiling};
 use crate::error::{Error, Result};
-use crate::graph::Graph;
 use crate::graph::ValueId;
+use crate::graph::{FeatureSource, Graph};
 use crate::head::Feature;
 use crate::image::{Image, check_size, from_planar_cropped, pad_planar_into, round_up};
 use crate::model::Model;
@@ -241,15 +241,15 @@ impl Engine for CpuEngine {
     }
 
     /// One whole-image run (local tiling does not apply: the head needs the whole image's
-    /// features) capturing the decoder outputs.
-    fn decoder_features(&self, input: &Image) -> Result<Vec<Feature>> {
+    /// features) capturing the outputs `source` names.
+    fn level_features(&self, input: &Image, source: FeatureSource) -> Result<Vec<Feature>> {
         input.check_finite()?;
         let (width, height) = (input.width(), input.height());
         check_size(width, height)?;
         let estimate = self.estimate_runs(width, height, (width, height));
         self.check_memory(&estimate, "classify a downscaled copy of the image (the head needs one whole-image run)")?;
         let (h, w) = self.padded(width, height);
-        let wanted = &self.graph.decoder_outputs;
+        let wanted = self.graph.level_outputs(source);
         let mut features: Vec<Option<Feature>> = wanted.iter().map(|_| None).collect();
         self.restore_whole(input, &mut |value, data| {
             if let Some(i) = wanted.iter().position(|&v| v == value) {
@@ -258,10 +258,9 @@ impl Engine for CpuEngine {
                 features[i] = Some(Feature { data: data.to_vec(), c, h, w });
             }
         })?;
-        features
-            .into_iter()
-            .collect::<Option<_>>()
-            .ok_or_else(|| Error::Unsupported("the fused program does not produce every decoder output".into()))
+        features.into_iter().collect::<Option<_>>().ok_or_else(|| {
+            Error::Unsupported(format!("the fused program does not produce every {} output", source.name()))
+        })
     }
 
     fn memory_estimate(&self, width: usize, height: usize) -> Result<MemoryEstimate> {

@@ -23,7 +23,7 @@ use crate::backend::{
     CudaOptions, DeviceTiming, Engine, EngineOptions, Fusion, MemoryEstimate, ScaMode, TILING_HINT, Tiling,
 };
 use crate::error::{Error, Result};
-use crate::graph::Graph;
+use crate::graph::{FeatureSource, Graph};
 use crate::head::Feature;
 use crate::image::{Image, check_size, from_planar_cropped, pad_planar_into, round_up};
 use crate::model::Model;
@@ -501,14 +501,14 @@ impl<T: Element> Engine for CudaEngine<T> {
         }
     }
 
-    /// One whole-image run (untiled) launched op by op, copying each decoder output to the
-    /// host after the step that writes it.
-    fn decoder_features(&self, input: &Image) -> Result<Vec<Feature>> {
+    /// One whole-image run (untiled) launched op by op, copying each output `source` names
+    /// to the host after the step that writes it.
+    fn level_features(&self, input: &Image, source: FeatureSource) -> Result<Vec<Feature>> {
         input.check_finite()?;
         let shape = self.padded_shape(std::slice::from_ref(input))?;
         let (h, w) = (shape.height, shape.width);
         let stream = &self.device.stream;
-        let wanted = &self.graph.decoder_outputs;
+        let wanted = self.graph.level_outputs(source);
         let captured = self.with_instance(shape, |resident, engine| {
             resident.upload(std::slice::from_ref(input), engine.pad_mode, stream)?;
             resident.instance.run_capturing(&engine.lt, stream, wanted)
@@ -518,7 +518,7 @@ impl<T: Element> Engine for CudaEngine<T> {
             .zip(captured)
             .map(|(&value, nhwc)| {
                 let nhwc = nhwc.ok_or_else(|| {
-                    Error::Unsupported("the fused program does not produce every decoder output".into())
+                    Error::Unsupported(format!("the fused program does not produce every {} output", source.name()))
                 })?;
                 let node = self.graph.node(value);
                 let (c, fh, fw) = (node.channels, h >> node.level, w >> node.level);
