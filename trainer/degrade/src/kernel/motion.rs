@@ -18,21 +18,9 @@ const STEPS: usize = 512;
 /// Total path length before fitting (Boracchi & Foi's `MaxTotalLength`).
 const MAX_LENGTH: f64 = 60.0;
 
-/// Largest minor/major axis ratio of a kept path: rounder walks are drawn again, so that a
-/// motion blur is a stroke, never a blob that looks like defocus or Gaussian blur.
-const MAX_AXIS_RATIO: f64 = 0.5;
-/// Walks drawn at most per kernel (about one in two is kept).
-const MAX_TRIES: usize = 64;
-
 /// Draws a trajectory kernel of odd side `size`.
 pub(crate) fn random<R: Rng + ?Sized>(size: usize, rng: &mut R, rec: &mut Recorder) -> Kernel {
-    let mut path = trajectory(rng, rec);
-    for _ in 1..MAX_TRIES {
-        if axis_ratio(&path) <= MAX_AXIS_RATIO {
-            break;
-        }
-        path = trajectory(rng, rec);
-    }
+    let path = trajectory(rng, rec);
     let (min_x, max_x, min_y, max_y) =
         path.iter().fold((f64::MAX, f64::MIN, f64::MAX, f64::MIN), |(a, b, c, d), &(x, y)| {
             (a.min(x), b.max(x), c.min(y), d.max(y))
@@ -58,17 +46,6 @@ pub(crate) fn random<R: Rng + ?Sized>(size: usize, rng: &mut R, rec: &mut Record
         }
     }
     Kernel { width: size, height: size, weights }.normalized()
-}
-
-/// Minor over major axis of the points' second moments (1 for a disk, 0 for a line).
-fn axis_ratio(points: &[(f64, f64)]) -> f64 {
-    let n = points.len() as f64;
-    let (mx, my) = points.iter().fold((0.0, 0.0), |(sx, sy), &(x, y)| (sx + x / n, sy + y / n));
-    let (xx, yy, xy) = points.iter().fold((0.0, 0.0, 0.0), |(a, b, c), &(x, y)| {
-        (a + (x - mx) * (x - mx), b + (y - my) * (y - my), c + (x - mx) * (y - my))
-    });
-    let (mean, spread) = ((xx + yy) / 2.0, (((xx - yy) / 2.0).powi(2) + xy * xy).sqrt());
-    ((mean - spread).max(0.0) / (mean + spread).max(1e-300)).sqrt()
 }
 
 /// The random walk, as complex positions `(x, y)` starting at the origin.
