@@ -28,6 +28,7 @@ pub fn run(args: &InfoArgs) -> Result<()> {
             "size_multiple": info.size_multiple,
             "padding": info.padding,
             "classes": info.classes,
+            "head_features": info.head_features,
         });
         println!("{value}");
     } else {
@@ -45,9 +46,11 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         println!("dtype:          {}", info.dtype);
         println!("size multiple:  {}", info.size_multiple);
         println!("padding:        {} (bottom/right, to the size multiple)", info.padding);
-        match &info.classes {
-            Some(names) => println!("classifier:     {} classes ({})", names.len(), names.join(", ")),
-            None => println!("classifier:     none"),
+        match (&info.classes, info.head_features) {
+            (Some(names), Some(features)) => {
+                println!("classifier:     {} classes ({}), over the {features} features", names.len(), names.join(", "))
+            }
+            _ => println!("classifier:     none"),
         }
     }
     Ok(())
@@ -69,6 +72,8 @@ struct Info<'a> {
     padding: &'static str,
     /// Class names of the classification head, if the model has one.
     classes: Option<&'a [String]>,
+    /// The network features the head reads (`decoder` or `encoder`), if there is one.
+    head_features: Option<&'static str>,
 }
 
 fn describe(model: &Model) -> Info<'_> {
@@ -94,6 +99,7 @@ fn describe(model: &Model) -> Info<'_> {
             PadMode::Zero => "zero",
         },
         classes: model.head().map(|h| h.class_names.as_slice()),
+        head_features: model.head().map(|h| h.features.name()),
     }
 }
 
