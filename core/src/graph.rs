@@ -272,15 +272,20 @@ mod tests {
     use super::*;
     use crate::spec::Family;
 
-    #[test]
-    fn graph_references_exactly_the_spec_keys() {
-        let spec = ModelSpec {
+    /// A two-level network with unequal block counts.
+    fn two_level_spec() -> ModelSpec {
+        ModelSpec {
             family: Family::MaskDcpt,
             width: 8,
             enc_blocks: vec![1, 2],
             middle_blocks: 1,
             dec_blocks: vec![2, 1],
-        };
+        }
+    }
+
+    #[test]
+    fn graph_references_exactly_the_spec_keys() {
+        let spec = two_level_spec();
         let graph = Graph::from_spec(&spec);
         let mut used: Vec<String> = graph
             .nodes
@@ -305,14 +310,7 @@ mod tests {
     /// the input of each level's down conv, the decoder's the last block of each stage.
     #[test]
     fn level_outputs_are_the_stage_outputs() {
-        let spec = ModelSpec {
-            family: Family::MaskDcpt,
-            width: 8,
-            enc_blocks: vec![1, 2],
-            middle_blocks: 1,
-            dec_blocks: vec![2, 1],
-        };
-        let graph = Graph::from_spec(&spec);
+        let graph = Graph::from_spec(&two_level_spec());
         for source in [FeatureSource::Decoder, FeatureSource::Encoder] {
             let levels: Vec<_> = graph.level_outputs(source).iter().map(|&v| graph.node(v).level).collect();
             let channels: Vec<_> = graph.level_outputs(source).iter().map(|&v| graph.node(v).channels).collect();
