@@ -988,24 +988,34 @@ mod tests {
         }
     }
 
-    /// The classification head over the CUDA engine's decoder features gives the CPU
-    /// engine's probabilities (f32 closely, FP16 within rounding).
+    /// The classification head over the CUDA engine's features gives the CPU engine's
+    /// probabilities (f32 closely, FP16 within rounding): the default model's head over the
+    /// decoder's, and the same head told by the metadata to read the encoder's.
     #[cfg(feature = "default-model")]
     #[test]
     fn classification_matches_the_cpu_engine() {
-        let model = crate::model::Model::load_default().unwrap();
-        let Some(_) = engine(&model, false) else { return };
-        let cpu = build_engine(&model, &EngineOptions::default()).unwrap();
+        use crate::head::FEATURES_METADATA;
+        use crate::model::{DEFAULT_MODEL, Model};
+        use crate::weights::{LoadOptions, WeightStore};
+
+        let default = Model::load_default().unwrap();
+        let Some(_) = engine(&default, false) else { return };
+        let store = WeightStore::from_bytes(DEFAULT_MODEL, &LoadOptions::default()).unwrap();
+        let encoder = [(FEATURES_METADATA.to_owned(), "encoder".to_owned())].into_iter().collect();
+        let encoder_head = Model::from_weights(store.with_metadata(encoder)).unwrap();
         let input = image(70, 50, 5);
-        let want = cpu.classify(&input).unwrap();
-        for (fp16, bound) in [(false, 1e-4), (true, 2e-2)] {
-            let cuda = CudaOptions { fp16, ..Default::default() };
-            let gpu =
-                build_engine(&model, &EngineOptions { backend: Backend::Cuda(cuda), ..Default::default() }).unwrap();
-            let got = gpu.classify(&input).unwrap();
-            let diff = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-            eprintln!("classify fp16={fp16}: max |Δp| {diff:.3e}");
-            assert!(diff <= bound, "fp16={fp16}: max |Δp| {diff}");
+        for model in [default, encoder_head] {
+            let source = model.head().unwrap().features;
+            let cpu = build_engine(&model, &EngineOptions::default()).unwrap();
+            let want = cpu.classify(&input).unwrap();
+            for (fp16, bound) in [(false, 1e-4), (true, 2e-2)] {
+                let cuda = CudaOptions { fp16, ..Default::default() };
+                let options = EngineOptions { backend: Backend::Cuda(cuda), ..Default::default() };
+                let got = build_engine(&model, &options).unwrap().classify(&input).unwrap();
+                let diff = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+                eprintln!("classify over {source:?} features, fp16={fp16}: max |Δp| {diff:.3e}");
+                assert!(diff <= bound, "{source:?} fp16={fp16}: max |Δp| {diff}");
+            }
         }
     }
 
