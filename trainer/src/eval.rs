@@ -13,9 +13,8 @@ use maskdcpt_degrade::{Class, Rgb, image_files};
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
-use crate::checkpoint;
 use crate::data::manifest_labels;
-use crate::export::{ModelTensors, checkpoint_config, model_file_tensors};
+use crate::export::{ModelTensors, read_model_tensors};
 use crate::metrics::{ImageRef, psnr, ssim};
 use crate::model::classifier::ClassifierShape;
 use crate::model::nafnet::NafnetShape;
@@ -24,18 +23,14 @@ use crate::net::{CLASSIFIER_PREFIX, MaskDcptNet};
 /// Builds the network a model file describes and loads its (EMA) weights: a trainer
 /// checkpoint (shape from its stored config) or an exported / official file (shape from keys).
 pub fn load_model(path: &Path, device: Device) -> Result<MaskDcptNet> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read model {}", path.display()))?;
-    let (shape, head, model) = if checkpoint::is_checkpoint(&bytes) {
-        let data = checkpoint::from_bytes(&bytes, path, device)?;
-        let config = checkpoint_config(&data, path)?;
-        let head_features = config.head_features();
-        (config.model, config.classifier, ModelTensors { named: data.with_prefix("ema."), head_features })
-    } else {
-        let model = model_file_tensors(&bytes, path, device)?;
-        let names: Vec<&str> = model.named.iter().map(|(n, _)| n.as_str()).collect();
-        let shape = infer_shape(&names, &model.named).with_context(|| format!("model {}", path.display()))?;
-        let head = infer_head(&names, &model);
-        (shape, head, model)
+    let mut model = read_model_tensors(path, device)?;
+    let (shape, head) = match model.config.take() {
+        Some(config) => (config.model, config.classifier),
+        None => {
+            let names: Vec<&str> = model.named.iter().map(|(n, _)| n.as_str()).collect();
+            let shape = infer_shape(&names, &model.named).with_context(|| format!("model {}", path.display()))?;
+            (shape, infer_head(&names, &model))
+        }
     };
     let net = MaskDcptNet::new(&shape, head.as_ref(), device)?;
     net.load_model_tensors(&model, &path.display().to_string())?;

@@ -48,29 +48,25 @@ pub struct ModelTensors {
     /// The features its classification head reads (a checkpoint's `[classifier]`, a file's
     /// metadata; decoder when neither says).
     pub head_features: FeatureSource,
+    /// The config a trainer checkpoint stores (`None` for exported and official files).
+    pub config: Option<Config>,
 }
 
-/// A model file: a trainer checkpoint's EMA weights (head included), or an exported/official
-/// `.safetensors` / `.pth` (BasicSR `params_ema`, then `params`).
+/// A model file: a trainer checkpoint's EMA weights (head included) with its config, or an
+/// exported/official `.safetensors` / `.pth` (BasicSR `params_ema`, then `params`) through
+/// maskdcpt-core's readers.
 pub fn read_model_tensors(path: &Path, device: Device) -> Result<ModelTensors> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read model {}", path.display()))?;
     if checkpoint::is_checkpoint(&bytes) {
         let data = checkpoint::from_bytes(&bytes, path, device)?;
-        let head_features = checkpoint_config(&data, path)?.head_features();
-        return Ok(ModelTensors { named: data.with_prefix("ema."), head_features });
+        let config = checkpoint_config(&data, path)?;
+        return Ok(ModelTensors {
+            named: data.with_prefix("ema."),
+            head_features: config.head_features(),
+            config: Some(config),
+        });
     }
-    model_file_tensors(&bytes, path, device)
-}
-
-/// The config a trainer checkpoint stores (`path` named in errors).
-pub fn checkpoint_config(data: &CheckpointData, path: &Path) -> Result<Config> {
-    toml::from_str(data.meta("config", path)?).with_context(|| format!("{}: stored config is invalid", path.display()))
-}
-
-/// An exported or official model file read from `path` (named in errors), through
-/// maskdcpt-core's readers.
-pub fn model_file_tensors(bytes: &[u8], path: &Path, device: Device) -> Result<ModelTensors> {
-    let store = WeightStore::from_bytes(bytes, &LoadOptions::default())
+    let store = WeightStore::from_bytes(&bytes, &LoadOptions::default())
         .with_context(|| format!("cannot load model {}", path.display()))?;
     let head_features = head::feature_source(&store).with_context(|| format!("model {}", path.display()))?;
     let named = store
@@ -80,7 +76,12 @@ pub fn model_file_tensors(bytes: &[u8], path: &Path, device: Device) -> Result<M
             (name.to_string(), Tensor::from_slice(&t.to_f32()).view(shape.as_slice()).to_device(device))
         })
         .collect();
-    Ok(ModelTensors { named, head_features })
+    Ok(ModelTensors { named, head_features, config: None })
+}
+
+/// The config a trainer checkpoint stores (`path` named in errors).
+pub fn checkpoint_config(data: &CheckpointData, path: &Path) -> Result<Config> {
+    toml::from_str(data.meta("config", path)?).with_context(|| format!("{}: stored config is invalid", path.display()))
 }
 
 fn backbone_only(named: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {

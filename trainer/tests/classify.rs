@@ -77,7 +77,7 @@ fn fresh_head(dir: &Path, head: &ClassifierShape) -> (MaskDcptNet, Model) {
         let value = if name.starts_with("fc.") { value * 0.2 } else { value };
         named.push((format!("{CLASSIFIER_PREFIX}{name}"), value));
     }
-    let file = export::ModelTensors { named, head_features: head.features };
+    let file = export::ModelTensors { named, head_features: head.features, config: None };
     net.load_model_tensors(&file, "default backbone").unwrap();
     let metadata = HashMap::from([(FEATURES_METADATA.to_owned(), head.features.name().to_owned())]);
     let path = dir.join("fresh-head.safetensors");
