@@ -29,6 +29,7 @@ pub fn run(args: &InfoArgs) -> Result<()> {
             "padding": info.padding,
             "classes": info.classes,
             "head_features": info.head_features,
+            "head_spectrum": info.head_spectrum,
         });
         println!("{value}");
     } else {
@@ -48,7 +49,9 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         println!("padding:        {} (bottom/right, to the size multiple)", info.padding);
         match (&info.classes, info.head_features) {
             (Some(names), Some(features)) => {
-                println!("classifier:     {} classes ({}), over the {features} features", names.len(), names.join(", "))
+                let spectrum = if info.head_spectrum == Some(true) { " and the image's power spectrum" } else { "" };
+                let list = names.join(", ");
+                println!("classifier:     {} classes ({list}), over the {features} features{spectrum}", names.len())
             }
             _ => println!("classifier:     none"),
         }
@@ -74,6 +77,8 @@ struct Info<'a> {
     classes: Option<&'a [String]>,
     /// The network features the head reads (`decoder` or `encoder`), if there is one.
     head_features: Option<&'static str>,
+    /// Whether the head has a spectral branch, if there is one.
+    head_spectrum: Option<bool>,
 }
 
 fn describe(model: &Model) -> Info<'_> {
@@ -100,6 +105,7 @@ fn describe(model: &Model) -> Info<'_> {
         },
         classes: model.head().map(|h| h.class_names.as_slice()),
         head_features: model.head().map(|h| h.features.name()),
+        head_spectrum: model.head().map(|h| h.spectrum_hidden.is_some()),
     }
 }
 

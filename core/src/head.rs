@@ -10,11 +10,16 @@
 //! from level 1 down; for each scale i: s = Stage_i(s + softmax(mixing_weights)_i · feature_i), then a 1×1 conv to the next
 //! scale's width (the last keeps its width), 2×2 max-pool and ReLU; then `last_stage`, the
 //! spatial mean and `fc`. Stages are inverted bottlenecks (1×1 → 3×3 → 1×1 at twice the width,
-//! no bias, each conv followed by a channel LayerNorm with eps 1e-6, ReLUs, residual).
+//! no bias, each conv followed by a channel LayerNorm with eps 1e-6, ReLUs, residual). A head
+//! with a spectral branch (keys `spectrum.*`, [`HeadSpec::spectrum_hidden`]) adds
+//! `spectrum.2(relu(spectrum.0((signature − spectrum.centre) / spectrum.scale)))` to the
+//! logits, the signature being the padded input's
+//! [`spectral_signature`](crate::spectrum::spectral_signature).
 
 use crate::error::{Error, Result};
 use crate::graph::FeatureSource;
 use crate::spec::{CLASSIFIER_PREFIX, ModelSpec};
+use crate::spectrum::SPECTRUM_FEATURES;
 use crate::weights::WeightStore;
 
 /// Safetensors metadata key holding the comma-separated class names.
@@ -32,6 +37,9 @@ pub const EMBED_KERNEL: usize = 7;
 
 /// Key of the image embedding's conv weight, whose presence marks a head that reads the image.
 const EMBED_WEIGHT: &str = "conv_embed.0.weight";
+
+/// Key of the spectral branch's first layer, whose presence marks a head that has one.
+const SPECTRUM_WEIGHT: &str = "spectrum.0.weight";
 
 /// The features a head stored in `weights` reads: the metadata [`FEATURES_METADATA`], decoder
 /// when absent; another value is an error.
@@ -74,6 +82,8 @@ pub struct HeadSpec {
     pub embeds_image: bool,
     /// The network features the head reads.
     pub features: FeatureSource,
+    /// Hidden width of the spectral branch, for a head that has one.
+    pub spectrum_hidden: Option<usize>,
 }
 
 impl HeadSpec {
@@ -96,8 +106,15 @@ impl HeadSpec {
             Some(names) => names.split(',').map(str::to_owned).collect(),
             None => (0..classes).map(|i| format!("class {i}")).collect(),
         };
-        let head =
-            HeadSpec { feature_dims, blocks_per_scale, class_names, embeds_image, features: feature_source(weights)? };
+        let spectrum_hidden = weights.get(&key(SPECTRUM_WEIGHT)).map(|w| w.shape().first().copied().unwrap_or(0));
+        let head = HeadSpec {
+            feature_dims,
+            blocks_per_scale,
+            class_names,
+            embeds_image,
+            features: feature_source(weights)?,
+            spectrum_hidden,
+        };
         head.validate(weights, classes)?;
         Ok(Some(head))
     }
@@ -143,6 +160,14 @@ impl HeadSpec {
         stage(&mut out, "last_stage", last);
         out.push(("fc.weight".to_owned(), vec![self.classes(), last]));
         out.push(("fc.bias".to_owned(), vec![self.classes()]));
+        if let Some(hidden) = self.spectrum_hidden {
+            out.push(("spectrum.centre".to_owned(), vec![SPECTRUM_FEATURES]));
+            out.push(("spectrum.scale".to_owned(), vec![SPECTRUM_FEATURES]));
+            out.push((SPECTRUM_WEIGHT.to_owned(), vec![hidden, SPECTRUM_FEATURES]));
+            out.push(("spectrum.0.bias".to_owned(), vec![hidden]));
+            out.push(("spectrum.2.weight".to_owned(), vec![self.classes(), hidden]));
+            out.push(("spectrum.2.bias".to_owned(), vec![self.classes()]));
+        }
         out
     }
 
@@ -234,6 +259,14 @@ mod tests {
         };
         let names = BTreeMap::from([(CLASSES_METADATA.to_owned(), "a,b,c".to_owned())]);
         let fc = "classifier.fc.weight".to_owned();
+        // A spectral branch's first layer of 64 units over `inputs` signature values.
+        let spectrum = "classifier.spectrum.0.weight".to_owned();
+        let zeros = |shape: Vec<usize>| {
+            let n = shape.iter().product();
+            crate::weights::Tensor::from_f32(shape, &vec![0.0; n]).unwrap()
+        };
+        let branch = |inputs: usize| zeros(vec![64, inputs]);
+        let vector = |n: usize| zeros(vec![n]);
         let cases: Vec<(WeightStore, &str)> = vec![
             (
                 WeightStore::new(
@@ -255,6 +288,27 @@ mod tests {
                 "unexpected key `classifier.extra.weight`",
             ),
             (WeightStore::new(tensors(&|_| {}), Format::Safetensors, None).with_metadata(names), "names 3 classes"),
+            (
+                WeightStore::new(
+                    tensors(&|t| drop(t.insert(spectrum.clone(), branch(128)))),
+                    Format::Safetensors,
+                    None,
+                ),
+                "missing key `classifier.spectrum.centre`",
+            ),
+            (
+                WeightStore::new(
+                    tensors(&|t| {
+                        t.insert(spectrum.clone(), branch(100));
+                        for key in ["centre", "scale"] {
+                            t.insert(format!("classifier.spectrum.{key}"), vector(128));
+                        }
+                    }),
+                    Format::Safetensors,
+                    None,
+                ),
+                "`classifier.spectrum.0.weight`",
+            ),
             (
                 WeightStore::new(tensors(&|_| {}), Format::Safetensors, None)
                     .with_metadata(BTreeMap::from([(FEATURES_METADATA.to_owned(), "middle".to_owned())])),

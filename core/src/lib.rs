@@ -18,6 +18,7 @@ pub mod model;
 pub mod passes;
 pub mod pixels;
 pub mod spec;
+pub mod spectrum;
 pub mod tiling;
 pub mod weights;
 

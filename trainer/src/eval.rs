@@ -66,12 +66,13 @@ fn infer_shape(names: &[&str], named: &[(String, Tensor)]) -> Result<NafnetShape
 fn infer_head(names: &[&str], model: &ModelTensors) -> Option<ClassifierShape> {
     let fc = model.named.iter().find(|(n, _)| n == &format!("{CLASSIFIER_PREFIX}fc.bias"))?;
     let blocks = count_blocks(names, &format!("{CLASSIFIER_PREFIX}bottleneck_layers.0."));
-    let embed_image = names.contains(&format!("{CLASSIFIER_PREFIX}conv_embed.0.weight").as_str());
+    let has = |key: &str| names.contains(&format!("{CLASSIFIER_PREFIX}{key}").as_str());
     Some(ClassifierShape {
         classes: fc.1.size()[0],
         blocks_per_scale: blocks,
-        embed_image,
+        embed_image: has("conv_embed.0.weight"),
         features: model.head_features,
+        spectrum: has("spectrum.0.weight"),
     })
 }
 

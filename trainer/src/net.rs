@@ -6,7 +6,7 @@ use anyhow::{Context, Result, ensure};
 use tch::{Device, Tensor};
 
 use crate::export::ModelTensors;
-use crate::model::classifier::{Classifier, ClassifierShape, FeatureSource};
+use crate::model::classifier::{Classifier, ClassifierShape, FeatureSource, SPECTRUM_PREFIX};
 use crate::model::mask::PatchMask;
 use crate::model::nafnet::{Nafnet, NafnetOutput, NafnetShape};
 use crate::params::{ParamBuilder, ParamSet};
@@ -101,6 +101,8 @@ impl MaskDcptNet {
 
     /// [`Self::load_named`] for a model file, whose head must read the features this
     /// network's head reads (a head trained on decoder features is no head for encoder ones).
+    /// A head without a spectral branch loads into one with a branch, which keeps its
+    /// initialisation.
     pub fn load_model_tensors(&self, model: &ModelTensors, what: &str) -> Result<bool> {
         self.load_with_head_source(&model.named, model.head_features, what)
     }
@@ -125,8 +127,12 @@ impl MaskDcptNet {
                     head_features.name(),
                     c.module.source().name()
                 );
-                let head: Vec<_> =
+                let mut head: Vec<_> =
                     head.into_iter().map(|(n, t)| (n[CLASSIFIER_PREFIX.len()..].to_string(), t)).collect();
+                if !head.iter().any(|(n, _)| n.starts_with(SPECTRUM_PREFIX)) {
+                    // A head trained without a spectral branch: the branch keeps its initialisation.
+                    head.extend(c.params.named_values().into_iter().filter(|(n, _)| n.starts_with(SPECTRUM_PREFIX)));
+                }
                 c.params.load_flat(c.params.values(), &head, what)?;
                 Ok(true)
             }

@@ -22,6 +22,7 @@ use crate::config::{Amp, Config};
 use crate::data::{Batch, Loader, TrainData};
 use crate::log::MetricsLog;
 use crate::loss;
+use crate::model::classifier::SPECTRUM_PREFIX;
 use crate::model::mask::PatchMask;
 use crate::net::{CLASSIFIER_PREFIX, MaskDcptNet};
 use crate::optim::{self, AdamW, LossScaler};
@@ -74,6 +75,9 @@ struct Optimised {
     adamw: AdamW,
 }
 
+/// Batches whose inputs set a fresh spectral branch's standardisation.
+const SPECTRUM_CALIBRATION_BATCHES: u64 = 8;
+
 /// A run in progress.
 pub struct Trainer {
     config: Config,
@@ -83,6 +87,8 @@ pub struct Trainer {
     state: Vec<Optimised>,
     scaler: LossScaler,
     step: u64,
+    /// The head's spectral branch is fresh (not from `init`): calibrate it before step 1.
+    calibrate_spectrum: bool,
 }
 
 /// What `trainer bench` measured: [`Trainer::train_step`] on one random batch kept on the
@@ -139,8 +145,11 @@ impl Trainer {
             tch::manual_seed(config.train.seed as i64);
             MaskDcptNet::new(&config.model, config.classifier.as_ref(), device)?
         };
+        let spectrum_prefix = format!("{CLASSIFIER_PREFIX}{SPECTRUM_PREFIX}");
+        let mut calibrate_spectrum = net.classifier.as_ref().is_some_and(|c| c.module.has_spectrum());
         if let Some(init) = init {
             let model = crate::export::read_model_tensors(init, device)?;
+            calibrate_spectrum &= !model.named.iter().any(|(name, _)| name.starts_with(&spectrum_prefix));
             let head = net.load_model_tensors(&model, &init.display().to_string())?;
             if net.classifier.is_some() && !head && phase == Phase::Finetune {
                 eprintln!(
@@ -162,7 +171,21 @@ impl Trainer {
                 Optimised { ema: params.values().copy(), adamw: AdamW::new(optim.clone(), params.values()) }
             })
             .collect();
-        Ok(Self { config, phase, device, net, state, scaler: LossScaler::default(), step: 0 })
+        Ok(Self { config, phase, device, net, state, scaler: LossScaler::default(), step: 0, calibrate_spectrum })
+    }
+
+    /// Sets a fresh spectral branch's standardisation from the inputs of the first
+    /// [`SPECTRUM_CALIBRATION_BATCHES`] batches, live weights and EMA alike.
+    fn calibrate_spectrum_on(&mut self, data: &TrainData) -> Result<()> {
+        let Some(head) = &self.net.classifier else { return Ok(()) };
+        let batches = (1..=SPECTRUM_CALIBRATION_BATCHES)
+            .map(|step| Ok(data.batch(step)?.into_tensors().lq))
+            .collect::<Result<Vec<_>>>()?;
+        head.module.calibrate_spectrum(&head.params, &Tensor::cat(&batches, 0));
+        let ema = &mut self.state.last_mut().expect("the head has an optimiser state").ema;
+        tch::no_grad(|| ema.copy_(head.params.values()));
+        self.calibrate_spectrum = false;
+        Ok(())
     }
 
     /// Continues from a checkpoint written by [`Trainer::run`] with the same model shape.
@@ -214,6 +237,9 @@ impl Trainer {
             bail!(
                 "the classification loss needs a class for every pair: add manifest.json or `class` to [data] paired"
             );
+        }
+        if self.calibrate_spectrum && self.step == 0 {
+            self.calibrate_spectrum_on(&data)?;
         }
         let dir = self.config.output.dir.clone();
         let mut log = MetricsLog::open(&dir, self.step)?;

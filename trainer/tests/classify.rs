@@ -2,7 +2,8 @@
 //! itself checked against the official PyTorch `PromptIR_NoImg_DC` / `PromptIR_DC`) on the
 //! embedded default model and the held-out images of tests/default-model, cropped to sizes
 //! that are not multiples of 16 (so both pad): the same class probabilities, for the shipped
-//! head, a head that also embeds the image and a head on the encoder's outputs.
+//! head, a head that also embeds the image, a head on the encoder's outputs and a head with a
+//! spectral branch.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -40,8 +41,13 @@ fn library_classification_matches_tch() {
 #[test]
 fn library_image_embedding_head_matches_tch() {
     let dir = tempfile::tempdir().unwrap();
-    let head =
-        ClassifierShape { classes: 19, blocks_per_scale: 1, embed_image: true, features: FeatureSource::Decoder };
+    let head = ClassifierShape {
+        classes: 19,
+        blocks_per_scale: 1,
+        embed_image: true,
+        features: FeatureSource::Decoder,
+        spectrum: false,
+    };
     let (net, model) = fresh_head(dir.path(), &head);
     assert!(model.head().unwrap().embeds_image);
     assert_same_probabilities(&net, &model);
@@ -53,8 +59,13 @@ fn library_image_embedding_head_matches_tch() {
 #[test]
 fn library_encoder_head_matches_tch() {
     let dir = tempfile::tempdir().unwrap();
-    let head =
-        ClassifierShape { classes: 19, blocks_per_scale: 1, embed_image: false, features: FeatureSource::Encoder };
+    let head = ClassifierShape {
+        classes: 19,
+        blocks_per_scale: 1,
+        embed_image: false,
+        features: FeatureSource::Encoder,
+        spectrum: false,
+    };
     let (net, model) = fresh_head(dir.path(), &head);
     assert_eq!(model.head().unwrap().features, FeatureSource::Encoder);
     assert_same_probabilities(&net, &model);
@@ -65,7 +76,26 @@ fn library_encoder_head_matches_tch() {
     assert!(err.contains("reads the encoder features"), "{err}");
 }
 
-/// The default backbone with a freshly initialised `head` (seeded; `fc` scaled by 0.2), and
+/// A fresh head with a spectral branch: the library computes the signature of the padded input
+/// as the trainer does (the crops pad to two tiles, one with reflected columns) and adds the
+/// branch's logits.
+#[test]
+fn library_spectral_head_matches_tch() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = ClassifierShape {
+        classes: 19,
+        blocks_per_scale: 1,
+        embed_image: false,
+        features: FeatureSource::Decoder,
+        spectrum: true,
+    };
+    let (net, model) = fresh_head(dir.path(), &head);
+    assert_eq!(model.head().unwrap().spectrum_hidden, Some(64));
+    assert_same_probabilities(&net, &model);
+}
+
+/// The default backbone with a freshly initialised `head` (seeded; `fc` scaled by 0.2, a
+/// spectral branch's centre and scale drawn), and
 /// the same weights written to a safetensors file in `dir` (with the head's class names and
 /// features in the metadata) and loaded by the library.
 fn fresh_head(dir: &Path, head: &ClassifierShape) -> (MaskDcptNet, Model) {
@@ -74,7 +104,13 @@ fn fresh_head(dir: &Path, head: &ClassifierShape) -> (MaskDcptNet, Model) {
     let net = MaskDcptNet::new(default.backbone.module.shape(), Some(head), Device::Cpu).unwrap();
     let mut named = default.backbone.params.named_values();
     for (name, value) in net.classifier.as_ref().unwrap().params.named_values() {
-        let value = if name.starts_with("fc.") { value * 0.2 } else { value };
+        let value = match name.as_str() {
+            n if n.starts_with("fc.") => value * 0.2,
+            // A spectral branch's standardisation away from the identity: both sides apply it.
+            "spectrum.centre" => value.randn_like(),
+            "spectrum.scale" => value.rand_like() + 0.5,
+            _ => value,
+        };
         named.push((format!("{CLASSIFIER_PREFIX}{name}"), value));
     }
     let file = export::ModelTensors { named, head_features: head.features, config: None };

@@ -34,7 +34,13 @@ fn weights(named: &[(String, Tensor)]) -> Vec<(String, Tensor)> {
 /// The fixture's backbone with a head of `blocks_per_scale` 2 and 19 classes.
 fn golden_net(embed_image: bool) -> MaskDcptNet {
     let shape = NafnetShape { width: 8, enc_blocks: vec![1, 1, 2], middle_blocks: 1, dec_blocks: vec![1, 1, 1] };
-    let head = ClassifierShape { classes: 19, blocks_per_scale: 2, embed_image, features: FeatureSource::Decoder };
+    let head = ClassifierShape {
+        classes: 19,
+        blocks_per_scale: 2,
+        embed_image,
+        features: FeatureSource::Decoder,
+        spectrum: false,
+    };
     MaskDcptNet::new(&shape, Some(&head), Device::Cpu).unwrap()
 }
 

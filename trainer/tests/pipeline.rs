@@ -15,6 +15,7 @@ use maskdcpt_trainer::config::Config;
 use maskdcpt_trainer::eval;
 use maskdcpt_trainer::export::{ExportDtype, ExportOptions, Format, export};
 use maskdcpt_trainer::model::classifier::FeatureSource;
+use maskdcpt_trainer::net::MaskDcptNet;
 use maskdcpt_trainer::train::{Phase, Trainer};
 use tch::Device;
 
@@ -222,30 +223,54 @@ fn exports_load_in_core_and_match_tch() {
 }
 
 /// A head on the encoder's outputs keeps its features through export: the file's metadata
-/// names them, the library classifies from them as tch does, and the trainer reads the file
-/// back with such a head.
+/// says so, the library reads them (same probabilities as tch) and the trainer reads the
+/// export back as such.
 #[test]
 fn encoder_heads_export_with_their_features() {
     let _torch = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), 2, 2, "");
     cfg.classifier.as_mut().unwrap().features = FeatureSource::Encoder;
+    let (model, back) = train_export_and_classify(cfg, dir.path(), &odd_crop());
+    assert_eq!(model.head().unwrap().features, FeatureSource::Encoder);
+    assert_eq!(back.classifier.as_ref().unwrap().module.source(), FeatureSource::Encoder);
+}
+
+/// A fresh spectral branch is standardised from the training inputs before the first step
+/// (its centre and scale leave 0 and 1), and the library applies that as tch does on an image
+/// with a whole tile after padding.
+#[test]
+fn spectral_branches_calibrate_and_export() {
+    let _torch = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 2, 2, "");
+    cfg.classifier.as_mut().unwrap().spectrum = true;
+    cfg.data.crop = 64;
+    let photo = Rgb::load(&clean_dir().join("chelsea.png")).unwrap();
+    let (model, back) = train_export_and_classify(cfg, dir.path(), &photo);
+    assert_eq!(model.head().unwrap().spectrum_hidden, Some(64));
+    assert!(back.classifier.as_ref().unwrap().module.has_spectrum());
+    let values = |key: &str| model.weights().require(&format!("classifier.spectrum.{key}")).unwrap().to_f32();
+    assert!(values("centre").iter().filter(|&&v| v != 0.0).count() > 100);
+    assert!(values("scale").iter().all(|&v| v != 1.0 && v > 0.0));
+}
+
+/// Fine-tunes `cfg` (2 steps, in `dir`), exports the checkpoint with its head and checks that
+/// the library's class probabilities for `image` are tch's; returns the loaded export and the
+/// trainer's network read back from it.
+fn train_export_and_classify(cfg: Config, dir: &Path, image: &Rgb) -> (Model, MaskDcptNet) {
     Trainer::new(cfg, Phase::Finetune, None).unwrap().run(None, false).unwrap();
-    let ckpt = dir.path().join(checkpoint::file_name(2));
-    let out = dir.path().join("model-head.safetensors");
+    let ckpt = dir.join(checkpoint::file_name(2));
+    let out = dir.join("model-head.safetensors");
     let options = ExportOptions { format: Format::Safetensors, with_classifier: true, dtype: ExportDtype::F32 };
     export(&ckpt, &out, &options).unwrap();
     let model = Model::load(&out, &LoadOptions::default()).unwrap();
-    assert_eq!(model.head().unwrap().features, FeatureSource::Encoder);
-
-    let image = odd_crop();
-    let (_, logits) = eval::restore(&eval::load_model(&ckpt, Device::Cpu).unwrap(), &image, Device::Cpu);
+    let (_, logits) = eval::restore(&eval::load_model(&ckpt, Device::Cpu).unwrap(), image, Device::Cpu);
     let want = Vec::<f32>::try_from(logits.unwrap().softmax(1, tch::Kind::Float).flatten(0, -1)).unwrap();
     let engine = build_engine(&model, &EngineOptions { threads: Some(1), ..Default::default() }).unwrap();
     let got = engine.classify(&Image::new(image.width, image.height, image.data.clone()).unwrap()).unwrap();
     assert!(max_diff(&got, &want) < 1e-5, "library vs tch probabilities: {}", max_diff(&got, &want));
-    let back = eval::load_model(&out, Device::Cpu).unwrap();
-    assert_eq!(back.classifier.as_ref().unwrap().module.source(), FeatureSource::Encoder);
+    (model, eval::load_model(&out, Device::Cpu).unwrap())
 }
 
 #[test]

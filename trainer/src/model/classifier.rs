@@ -5,18 +5,33 @@
 //! For each scale i: s = Stage_i(s + softmax(mixing_weights)_i · feature_i), then
 //! 1×1 conv to the next scale's width (the last keeps its width) → 2×2 max-pool → ReLU; then
 //! `last_stage`, global mean, `fc`. Stages are inverted bottlenecks (1×1 → 3×3 → 1×1 at twice
-//! the width, no bias, each followed by a channel LayerNorm with eps 1e-6).
+//! the width, no bias, each followed by a channel LayerNorm with eps 1e-6). With
+//! [`ClassifierShape::spectrum`] a spectral branch adds its logits: the image's
+//! [`spectral_signature`], standardised per value (`spectrum.centre`, `spectrum.scale`: set
+//! from the training data by [`Classifier::calibrate_spectrum`], not trained), through
+//! `spectrum.0` (linear, ReLU) and `spectrum.2` (linear).
 
 use anyhow::{Result, ensure};
 pub use maskdcpt_core::graph::FeatureSource;
+use maskdcpt_core::spectrum::{SPECTRUM_FEATURES, spectral_signature};
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use super::layers::{ChannelNorm, Conv, ConvInit, ConvShape, Linear};
 use crate::params::{Init, ParamBuilder, ParamId, ParamSet};
 
 /// LayerNorm epsilon of the head (`LayerNorm(channels_first)` in the reference, eps 1e-6).
 const LAYER_NORM_EPS: f64 = 1e-6;
+
+/// Hidden width of the spectral branch.
+const SPECTRUM_HIDDEN: i64 = 64;
+
+/// Added to the standard deviation of each signature value when calibrating (a value that
+/// never varies in the sample then stays near its centre instead of dividing by zero).
+const SPECTRUM_MIN_SCALE: f64 = 1e-3;
+
+/// Prefix of the spectral branch's parameter names.
+pub const SPECTRUM_PREFIX: &str = "spectrum.";
 
 /// Sizes of the classification head.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +51,10 @@ pub struct ClassifierShape {
     /// default) or `encoder`.
     #[serde(default, with = "feature_source")]
     pub features: FeatureSource,
+    /// Add a spectral branch: the image's power-spectrum signature (maskdcpt-core's
+    /// `spectrum` module) through a two-layer perceptron, its logits added to the head's.
+    #[serde(default)]
+    pub spectrum: bool,
 }
 
 fn default_blocks() -> usize {
@@ -116,6 +135,7 @@ pub struct Classifier {
     downsamples: Vec<Conv>,
     last_stage: Vec<Bottleneck>,
     fc: Linear,
+    spectrum: Option<SpectralBranch>,
     feature_dims: Vec<i64>,
     source: FeatureSource,
 }
@@ -149,6 +169,7 @@ impl Classifier {
         let last = *feature_dims.last().expect("checked non-empty");
         let last_stage = stage(params, "last_stage", last, shape.blocks_per_scale);
         let fc = Linear::new(params, "fc", last, shape.classes);
+        let spectrum = shape.spectrum.then(|| SpectralBranch::new(params, shape.classes));
         Ok(Self {
             embed,
             mixing_weights,
@@ -156,6 +177,7 @@ impl Classifier {
             downsamples,
             last_stage,
             fc,
+            spectrum,
             feature_dims: feature_dims.to_vec(),
             source: shape.features,
         })
@@ -173,7 +195,8 @@ impl Classifier {
 
     /// Class logits `[N, classes]` from the backbone's features of [`Self::source`] (every
     /// level, highest resolution first; a head that embeds the image reads them from level 1
-    /// down) and, for such a head, the image the backbone read.
+    /// down) and the image the backbone read (which a head that embeds the image or has a
+    /// spectral branch reads).
     pub fn forward(&self, p: &ParamSet, image: &Tensor, level_features: &[Tensor]) -> Tensor {
         let features = &level_features[usize::from(self.embeds_image())..];
         debug_assert_eq!(features.len(), self.feature_dims.len());
@@ -190,6 +213,74 @@ impl Classifier {
             state = Some(down.forward(p, &s).max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false).relu());
         }
         let s = run_stage(&self.last_stage, p, state.expect("at least one scale"));
-        self.fc.forward(p, &s.mean_dim([2i64, 3].as_slice(), false, None))
+        let logits = self.fc.forward(p, &s.mean_dim([2i64, 3].as_slice(), false, None));
+        match &self.spectrum {
+            Some(branch) => {
+                let kind = logits.kind();
+                logits + branch.forward(p, image).to_kind(kind)
+            }
+            None => logits,
+        }
     }
+
+    /// Sets the spectral branch's standardisation to the mean and standard deviation of the
+    /// signatures of `images` (`[N, 3, H, W]`, a sample of the training inputs); nothing
+    /// without a branch.
+    pub fn calibrate_spectrum(&self, p: &ParamSet, images: &Tensor) {
+        if let Some(branch) = &self.spectrum {
+            let signatures = spectral_signatures(images).to_device(p.get(branch.centre).device());
+            tch::no_grad(|| {
+                p.get(branch.centre).detach().copy_(&signatures.mean_dim(0, false, Kind::Float));
+                let std = signatures.std_dim(0, false, false) + SPECTRUM_MIN_SCALE;
+                p.get(branch.scale).detach().copy_(&std);
+            });
+        }
+    }
+
+    /// Whether the head has a spectral branch.
+    pub fn has_spectrum(&self) -> bool {
+        self.spectrum.is_some()
+    }
+}
+
+/// The spectral branch: standardised signature → linear → ReLU → linear.
+struct SpectralBranch {
+    centre: ParamId,
+    scale: ParamId,
+    hidden: Linear,
+    out: Linear,
+}
+
+impl SpectralBranch {
+    fn new(params: &mut ParamBuilder, classes: i64) -> Self {
+        let name = |suffix: &str| format!("{SPECTRUM_PREFIX}{suffix}");
+        let features = SPECTRUM_FEATURES as i64;
+        Self {
+            centre: params.add(name("centre"), &[features], Init::Zeros),
+            scale: params.add(name("scale"), &[features], Init::Ones),
+            hidden: Linear::new(params, &name("0"), features, SPECTRUM_HIDDEN),
+            out: Linear::new(params, &name("2"), SPECTRUM_HIDDEN, classes),
+        }
+    }
+
+    /// Logits `[N, classes]` of `images`; the standardisation gets no gradient.
+    fn forward(&self, p: &ParamSet, images: &Tensor) -> Tensor {
+        let signatures = spectral_signatures(images);
+        let x = (signatures - p.get(self.centre).detach()) / p.get(self.scale).detach();
+        self.out.forward(p, &self.hidden.forward(p, &x).relu())
+    }
+}
+
+/// The [`spectral_signature`] of each image of `images` (`[N, C, H, W]`), computed on the CPU
+/// by maskdcpt-core (what the library reads), as `[N, SPECTRUM_FEATURES]` float on their device.
+fn spectral_signatures(images: &Tensor) -> Tensor {
+    let (n, c, h, w) = images.size4().expect("a batch of images is 4-D");
+    let host = images.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous().flatten(0, -1);
+    let values = Vec::<f32>::try_from(&host).expect("a float tensor converts to Vec<f32>");
+    let per_image = (c * h * w) as usize;
+    let signatures: Vec<f32> = values
+        .chunks_exact(per_image)
+        .flat_map(|image| spectral_signature(image, c as usize, h as usize, w as usize))
+        .collect();
+    Tensor::from_slice(&signatures).view([n, SPECTRUM_FEATURES as i64]).to_device(images.device())
 }

@@ -1,7 +1,7 @@
 //! The degradation-classification head on the CPU ([`HeadSpec`]): weights converted once
 //! (1×1 convs packed for the engine's matrix product, f32 whatever the engine's precision),
 //! then a forward pass over the decoder features a run captured (and the input image, for a
-//! head that embeds it).
+//! head that embeds it or has a spectral branch).
 
 use super::kernels::conv::conv3x3;
 use super::kernels::layernorm::layer_norm_stats;
@@ -12,6 +12,7 @@ use crate::graph::FeatureSource;
 use crate::head::{EMBED_KERNEL, Feature, HEAD_LAYER_NORM_EPS, HeadSpec};
 use crate::image::{Image, pad_planar_into};
 use crate::spec::{CLASSIFIER_PREFIX, IMAGE_CHANNELS, PadMode};
+use crate::spectrum::spectral_signature;
 use crate::weights::WeightStore;
 
 /// Scale and shift of a channel LayerNorm.
@@ -23,6 +24,9 @@ struct NormedConv {
     norm: Norm,
 }
 
+/// Weight (`[out][in]`) and bias of a linear layer.
+type Linear = (Vec<f32>, Vec<f32>);
+
 /// The image embedding (`conv_embed`): a 7×7 stride-2 conv with bias, then a channel
 /// LayerNorm, over the input padded as the backbone pads it.
 struct Embed {
@@ -30,7 +34,15 @@ struct Embed {
     bias: Vec<f32>,
     channels: usize,
     norm: Norm,
-    pad_mode: PadMode,
+}
+
+/// The spectral branch: the padded input's signature, standardised (`(s − centre) / scale`)
+/// → linear → ReLU → linear (logits).
+struct Spectrum {
+    centre: Vec<f32>,
+    scale: Vec<f32>,
+    hidden: Linear,
+    out: Linear,
 }
 
 enum Conv {
@@ -51,6 +63,10 @@ struct Bottleneck {
 pub struct HeadWeights {
     /// The image embedding, for a head that reads the image.
     embed: Option<Embed>,
+    /// The spectral branch, for a head that has one.
+    spectrum: Option<Spectrum>,
+    /// How the backbone pads its input (what the embedding and the spectral branch read).
+    pad_mode: PadMode,
     /// The network features the head reads.
     source: FeatureSource,
     /// The first level of them it reads.
@@ -60,7 +76,7 @@ pub struct HeadWeights {
     scales: Vec<Vec<Bottleneck>>,
     downsamples: Vec<PackedLhs>,
     last_stage: Vec<Bottleneck>,
-    fc: (Vec<f32>, Vec<f32>),
+    fc: Linear,
 }
 
 impl HeadWeights {
@@ -108,19 +124,33 @@ impl HeadWeights {
         let embed = if spec.embeds_image {
             let (weight, shape) = get("conv_embed.0.weight")?;
             let bias = get("conv_embed.0.bias")?.0;
-            Some(Embed { weight, bias, channels: shape[0], norm: norm("conv_embed.1")?, pad_mode })
+            Some(Embed { weight, bias, channels: shape[0], norm: norm("conv_embed.1")? })
         } else {
             None
         };
+        let linear = |prefix: &str| -> Result<Linear> {
+            Ok((get(&format!("{prefix}.weight"))?.0, get(&format!("{prefix}.bias"))?.0))
+        };
+        let spectrum = match spec.spectrum_hidden {
+            Some(_) => Some(Spectrum {
+                centre: get("spectrum.centre")?.0,
+                scale: get("spectrum.scale")?.0,
+                hidden: linear("spectrum.0")?,
+                out: linear("spectrum.2")?,
+            }),
+            None => None,
+        };
         Ok(HeadWeights {
             embed,
+            spectrum,
+            pad_mode,
             source: spec.features,
             first_level: spec.first_level(),
             mixing: softmax(&get("mixing_weights")?.0),
             scales,
             downsamples,
             last_stage: stage("last_stage")?,
-            fc: (get("fc.weight")?.0, get("fc.bias")?.0),
+            fc: linear("fc")?,
         })
     }
 
@@ -133,8 +163,15 @@ impl HeadWeights {
     /// that [`Self::source`] names (every level, highest resolution first), using `threads`
     /// workers of the current rayon pool.
     pub fn probabilities(&self, input: &Image, features: &[Feature], threads: usize) -> Vec<f32> {
+        // The input padded as the backbone padded it: the size of the level-0 features.
+        let (h, w) = (features[0].h, features[0].w);
+        let padded = (self.embed.is_some() || self.spectrum.is_some()).then(|| {
+            let mut padded = vec![0.0f32; IMAGE_CHANNELS * h * w];
+            pad_planar_into(input, h, w, self.pad_mode, &mut padded);
+            padded
+        });
         let features = &features[self.first_level..];
-        let mut state = self.embed.as_ref().map(|embed| embed.forward(input, &features[0]));
+        let mut state = self.embed.as_ref().zip(padded.as_deref()).map(|(embed, image)| embed.forward(image, h, w));
         for ((feature, blocks), (factor, down)) in
             features.iter().zip(&self.scales).zip(self.mixing.iter().zip(&self.downsamples))
         {
@@ -151,8 +188,10 @@ impl HeadWeights {
         let x = self.last_stage.iter().fold(state, |x, block| block.forward(x, threads));
         let n = x.h * x.w;
         let mean: Vec<f32> = x.data.chunks_exact(n).map(|plane| plane.iter().sum::<f32>() / n as f32).collect();
-        let (weight, bias) = &self.fc;
-        let logits: Vec<f32> = bias.iter().zip(weight.chunks_exact(x.c)).map(|(b, row)| b + dot(row, &mean)).collect();
+        let mut logits = linear(&self.fc, &mean);
+        if let Some((spectrum, image)) = self.spectrum.as_ref().zip(padded.as_deref()) {
+            logits.iter_mut().zip(spectrum.logits(image, h, w)).for_each(|(l, s)| *l += s);
+        }
         softmax(&logits)
     }
 }
@@ -173,21 +212,35 @@ impl NormedConv {
 }
 
 impl Embed {
-    /// The embedding of `input`, padded to twice the size of `first`, the first feature the
-    /// head reads (the backbone's padded size).
-    fn forward(&self, input: &Image, first: &Feature) -> Feature {
-        let (h, w) = (2 * first.h, 2 * first.w);
-        let mut padded = vec![0.0f32; IMAGE_CHANNELS * h * w];
-        pad_planar_into(input, h, w, self.pad_mode, &mut padded);
+    /// The embedding of the padded planar input `padded` (`h × w`).
+    fn forward(&self, padded: &[f32], h: usize, w: usize) -> Feature {
         let (oh, ow) = (strided_len(h, EMBED_KERNEL, 2), strided_len(w, EMBED_KERNEL, 2));
-        debug_assert_eq!((oh, ow), (first.h, first.w));
         let mut data = vec![0.0f32; self.channels * oh * ow];
         let shape = ((IMAGE_CHANNELS, self.channels), (h, w), (EMBED_KERNEL, 2));
-        conv_strided(&mut data, &padded, (&self.weight, &self.bias), shape.0, shape.1, shape.2);
+        conv_strided(&mut data, padded, (&self.weight, &self.bias), shape.0, shape.1, shape.2);
         let mut y = Feature { data, c: self.channels, h: oh, w: ow };
         channel_norm(&mut y, &self.norm);
         y
     }
+}
+
+impl Spectrum {
+    /// The branch's logits for the padded planar input `padded` (`h × w`).
+    fn logits(&self, padded: &[f32], h: usize, w: usize) -> Vec<f32> {
+        let signature: Vec<f32> = spectral_signature(padded, IMAGE_CHANNELS, h, w)
+            .iter()
+            .zip(self.centre.iter().zip(&self.scale))
+            .map(|(s, (centre, scale))| (s - centre) / scale)
+            .collect();
+        let mut hidden = linear(&self.hidden, &signature);
+        relu(&mut hidden);
+        linear(&self.out, &hidden)
+    }
+}
+
+/// `W · x + b` for the linear layer `(W, b)`.
+fn linear((weight, bias): &Linear, x: &[f32]) -> Vec<f32> {
+    bias.iter().zip(weight.chunks_exact(x.len())).map(|(b, row)| b + dot(row, x)).collect()
 }
 
 /// Normalises every pixel's channel vector of `y` in place, then scales and shifts.
