@@ -189,6 +189,7 @@ fn info_prints_the_architecture_as_text_and_json() {
     assert_eq!(v["size_multiple"], 16);
     assert_eq!(v["padding"], "reflect");
     assert_eq!((&v["classes"], &v["head_features"]), (&serde_json::Value::Null, &serde_json::Value::Null));
+    assert_eq!(v["head_spectrum"], serde_json::Value::Null);
     assert!(text.contains("classifier:     none\n"), "{text}");
 
     // The embedded default model has a 19-class head over the decoder's features.
@@ -199,6 +200,7 @@ fn info_prints_the_architecture_as_text_and_json() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&maskdcpt(&["info", "--json"]))).unwrap();
     assert_eq!(v["classes"].as_array().map(Vec::len), Some(19));
     assert_eq!(v["head_features"], "decoder");
+    assert_eq!(v["head_spectrum"], false);
 }
 
 #[test]

@@ -50,7 +50,8 @@ pub struct DataConfig {
     /// a `manifest.json` written by `trainer degrade`, or from `class`.
     #[serde(default)]
     pub paired: Vec<PairedSource>,
-    /// Degradation classes (ids) synthesised from `clean`; empty = all 19.
+    /// Degradation classes (ids) synthesised from `clean`, each sample's drawn uniformly from
+    /// this list (a class listed twice is drawn twice as often); empty = all 19.
     #[serde(default)]
     pub classes: Vec<String>,
     /// Square crop size in pixels.

@@ -41,13 +41,7 @@ fn library_classification_matches_tch() {
 #[test]
 fn library_image_embedding_head_matches_tch() {
     let dir = tempfile::tempdir().unwrap();
-    let head = ClassifierShape {
-        classes: 19,
-        blocks_per_scale: 1,
-        embed_image: true,
-        features: FeatureSource::Decoder,
-        spectrum: false,
-    };
+    let head = ClassifierShape { embed_image: true, ..small_head() };
     let (net, model) = fresh_head(dir.path(), &head);
     assert!(model.head().unwrap().embeds_image);
     assert_same_probabilities(&net, &model);
@@ -59,13 +53,7 @@ fn library_image_embedding_head_matches_tch() {
 #[test]
 fn library_encoder_head_matches_tch() {
     let dir = tempfile::tempdir().unwrap();
-    let head = ClassifierShape {
-        classes: 19,
-        blocks_per_scale: 1,
-        embed_image: false,
-        features: FeatureSource::Encoder,
-        spectrum: false,
-    };
+    let head = ClassifierShape { features: FeatureSource::Encoder, ..small_head() };
     let (net, model) = fresh_head(dir.path(), &head);
     assert_eq!(model.head().unwrap().features, FeatureSource::Encoder);
     assert_same_probabilities(&net, &model);
@@ -82,16 +70,21 @@ fn library_encoder_head_matches_tch() {
 #[test]
 fn library_spectral_head_matches_tch() {
     let dir = tempfile::tempdir().unwrap();
-    let head = ClassifierShape {
+    let head = ClassifierShape { spectrum: true, ..small_head() };
+    let (net, model) = fresh_head(dir.path(), &head);
+    assert_eq!(model.head().unwrap().spectrum_hidden, Some(64));
+    assert_same_probabilities(&net, &model);
+}
+
+/// A 19-class head with one block per scale over the decoder's features, nothing else.
+fn small_head() -> ClassifierShape {
+    ClassifierShape {
         classes: 19,
         blocks_per_scale: 1,
         embed_image: false,
         features: FeatureSource::Decoder,
-        spectrum: true,
-    };
-    let (net, model) = fresh_head(dir.path(), &head);
-    assert_eq!(model.head().unwrap().spectrum_hidden, Some(64));
-    assert_same_probabilities(&net, &model);
+        spectrum: false,
+    }
 }
 
 /// The default backbone with a freshly initialised `head` (seeded; `fc` scaled by 0.2, a
