@@ -200,6 +200,15 @@ impl HeadSpec {
                 return Err(Error::ShapeMismatch { key, expected: shape.clone(), found: tensor.shape().to_vec() });
             }
         }
+        let scale = weights.get(&format!("{CLASSIFIER_PREFIX}spectrum.scale")).map(|t| t.to_f32()).unwrap_or_default();
+        if let Some(bad) = scale.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+            return Err(Error::corrupt(
+                "classifier",
+                format!(
+                    "`{CLASSIFIER_PREFIX}spectrum.scale` holds {bad}; the spectral branch divides by it, so every value must be positive and finite"
+                ),
+            ));
+        }
         for (key, tensor) in weights.iter().filter(|(k, _)| k.starts_with(CLASSIFIER_PREFIX)) {
             let name = &key[CLASSIFIER_PREFIX.len()..];
             if !expected.iter().any(|(n, _)| n == name) {
@@ -308,6 +317,20 @@ mod tests {
                     None,
                 ),
                 "`classifier.spectrum.0.weight`",
+            ),
+            (
+                WeightStore::new(
+                    tensors(&|t| {
+                        let shapes = [("centre", vec![128]), ("scale", vec![128]), ("0.weight", vec![64, 128])];
+                        let shapes = shapes.into_iter().chain([("0.bias", vec![64]), ("2.weight", vec![19, 64])]);
+                        for (key, shape) in shapes.chain([("2.bias", vec![19])]) {
+                            t.insert(format!("classifier.spectrum.{key}"), zeros(shape));
+                        }
+                    }),
+                    Format::Safetensors,
+                    None,
+                ),
+                "`classifier.spectrum.scale` holds 0",
             ),
             (
                 WeightStore::new(tensors(&|_| {}), Format::Safetensors, None)
