@@ -172,6 +172,7 @@ impl HeadWeights {
         });
         let features = &features[self.first_level..];
         let mut state = self.embed.as_ref().zip(padded.as_deref()).map(|(embed, image)| embed.forward(image, h, w));
+        debug_assert!(state.as_ref().is_none_or(|s| (s.h, s.w) == (features[0].h, features[0].w)));
         for ((feature, blocks), (factor, down)) in
             features.iter().zip(&self.scales).zip(self.mixing.iter().zip(&self.downsamples))
         {
