@@ -17,6 +17,11 @@
 # in one fine-tuning run of FINE steps on 128-pixel crops (the shipped stages' settings at
 # batch 32), evaluates and exports it: the way to a better default on the GPU, where the
 # experiment above only replicates the CPU's pre-training comparison at a larger batch.
+# RECIPE=FILE (INIT mode) trains with that recipe instead of the shipped stages' settings, its
+# learning rates, classification weight and crop as written (e.g. trainer/configs/
+# gpu-head-spectrum.toml: the head alone over the frozen network); BUDGET_S=N (INIT mode) sets
+# FINE from a probe of the throughput (PROBE steps, 75) so that training takes about N seconds. Held-out
+# sets absent from the data folder (they need not travel) skip the evaluation: run it here.
 # WIDTH=N (experiment mode) trains a network N channels wide instead of the shipped 16: every
 # head over the 16-channel backbone stopped at the same blur-kind confusions on the CPU
 # (docs/results.md), so a wider backbone is the next thing to try where steps are cheap.
@@ -50,18 +55,21 @@ fi
 
 # A path as a sed replacement (its #, & and \ escaped).
 escaped() { printf '%s' "$1" | sed -e 's/[#&\\]/\\&/g'; }
-# config RUN STEPS LR CLASSIFY: the recipe with this run's values.
+template=${RECIPE:-trainer/configs/gpu-default.toml}
+# config RUN STEPS LR CLASSIFY: the recipe with this run's values (LR or CLASSIFY "keep": as written).
 config() {
-    sed -e "s#^clean = .*#clean = [\"$(escaped "$(realpath "$data/train")")\", \"$(escaped "$(realpath "$data/packages")")\"]#" -e "s#^steps = .*#steps = $2#" \
-        -e "s#^device = .*#device = \"$device\"#" -e "s#^amp = .*#amp = \"$amp\"#" \
-        -e "0,/^lr = /s#^lr = .*#lr = $3#" -e "s#^classify_weight = .*#classify_weight = $4#" \
-        -e "s#^dir = .*#dir = \"$(escaped "$out")/$1\"#" -e "s#^width = .*#width = $width#" \
-        trainer/configs/gpu-default.toml > "$out/$1.toml"
+    local edits=(-e "s#^clean = .*#clean = [\"$(escaped "$(realpath "$data/train")")\", \"$(escaped "$(realpath "$data/packages")")\"]#"
+        -e "s#^steps = .*#steps = $2#" -e "s#^device = .*#device = \"$device\"#" -e "s#^amp = .*#amp = \"$amp\"#"
+        -e "s#^dir = .*#dir = \"$(escaped "$out")/$1\"#" -e "s#^width = .*#width = $width#")
+    [ "$3" = keep ] || edits+=(-e "0,/^lr = /s#^lr = .*#lr = $3#")
+    [ "$4" = keep ] || edits+=(-e "s#^classify_weight = .*#classify_weight = $4#")
+    sed "${edits[@]}" "$template" > "$out/$1.toml"
     echo "$out/$1.toml"
 }
 last() { printf '%s/%s/ckpt-%08d.safetensors' "$out" "$1" "$2"; }
 # evaluate RUN: the held-out evaluation of RUN's last checkpoint into OUT/RUN-eval.{json,txt}.
 evaluate() {
+    [ -d "$eval_root/eval-all" ] || { echo "no held-out sets under $eval_root: evaluate OUT/default.safetensors where they are"; return 0; }
     "$trainer" eval --model "$(last "$1" "$fine")" --data "$eval_root/eval-six" "$eval_root/eval-all" \
         --device "$device" --json "$out/$1-eval.json" | tee "$out/$1-eval.txt"
 }
@@ -74,8 +82,17 @@ export_default() {
 
 start=$(date +%s)
 if [ -n "${INIT:-}" ]; then
-    recipe=$(config continue "$fine" 3e-4 0.5)
-    sed -i -e 's#^crop = .*#crop = 128#' "$recipe"
+    if [ -n "${RECIPE:-}" ]; then lr=keep classify=keep; else lr=3e-4 classify=0.5; fi
+    if [ -n "${BUDGET_S:-}" ]; then
+        "$trainer" finetune --config "$(config probe "${PROBE:-75}" "$lr" "$classify")" --init "$INIT" --quiet
+        images_per_s=$(tail -n 1 "$out/probe/metrics.csv" | cut -d, -f8)
+        batch=$(sed -n 's/^batch = //p' "$out/probe.toml")
+        fine=$(python3 -c "print(max(100, int($BUDGET_S * $images_per_s / $batch) // 100 * 100))")
+        echo "probe: $images_per_s images/s, so $fine steps for about $BUDGET_S s"
+        rm -rf "$out/probe"
+    fi
+    recipe=$(config continue "$fine" "$lr" "$classify")
+    [ -n "${RECIPE:-}" ] || sed -i -e 's#^crop = .*#crop = 128#' "$recipe"
     "$trainer" finetune --config "$recipe" --init "$INIT" --quiet
     echo "training: $(( $(date +%s) - start )) s"
     evaluate continue

@@ -179,9 +179,10 @@ def timing(binary: str, released: Path, modes: list[str], iters: int, budget_s: 
             row[mode] = ms
             row[f"{mode}_mb"] = mb
             row[f"{mode}_setup_s"] = time.time() - t0
-        best = min(row[m] for m in modes if row.get(m) is not None)
-        row["best_torch_ms"] = best
-        row["ratio"] = row["ours_ms"] / best
+        timed = [row[m] for m in modes if row.get(m) is not None]
+        # The budget may have left this shape without a PyTorch time: ours is still reported.
+        row["best_torch_ms"] = min(timed) if timed else None
+        row["ratio"] = row["ours_ms"] / min(timed) if timed else None
         emit(dict(kind="timing", **row))
         rows.append(row)
     return rows
@@ -252,8 +253,9 @@ def main() -> None:
     for r in timing_rows:
         cells = " | ".join("-" if r.get(m) is None else f"{r[m]:.2f}" for m in modes)
         mbs = "/".join("-" if r.get(f"{m}_mb") is None else f"{r[f'{m}_mb']:.0f}" for m in modes)
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
         print(f"| {r['shape']} | {r['ours_ms']:.2f} ({r['ours_host_ms']:.1f}) | {r['ours_launches_ms']:.2f} | {cells} "
-              f"| {r['ratio']:.2f} | {r['ours_mb']:.0f} | {mbs} |")
+              f"| {ratio} | {r['ours_mb']:.0f} | {mbs} |")
     print("\n| shape | device ms per op kind (one run launched op by op) |\n|---|---|")
     for r in timing_rows:
         kinds: dict[str, float] = {}
