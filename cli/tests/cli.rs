@@ -192,15 +192,16 @@ fn info_prints_the_architecture_as_text_and_json() {
     assert_eq!(v["head_spectrum"], serde_json::Value::Null);
     assert!(text.contains("classifier:     none\n"), "{text}");
 
-    // The embedded default model has a 19-class head over the decoder's features.
+    // The embedded default model has a 19-class head over the decoder's features and the
+    // image's power spectrum.
     let out = maskdcpt(&["info"]);
     assert_ok(&out);
     assert!(stdout(&out).contains("classifier:     19 classes (noise, real_noise,"), "{}", stdout(&out));
-    assert!(stdout(&out).contains("downsample_noise_blur_jpeg), over the decoder features\n"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("downsample_noise_blur_jpeg), over the decoder features and the image's power spectrum\n"), "{}", stdout(&out));
     let v: serde_json::Value = serde_json::from_str(&stdout(&maskdcpt(&["info", "--json"]))).unwrap();
     assert_eq!(v["classes"].as_array().map(Vec::len), Some(19));
     assert_eq!(v["head_features"], "decoder");
-    assert_eq!(v["head_spectrum"], false);
+    assert_eq!(v["head_spectrum"], true);
 }
 
 #[test]

@@ -245,6 +245,7 @@ mod tests {
         assert_eq!(head.blocks_per_scale, 1);
         assert_eq!(head.classes(), 19);
         assert_eq!(head.class_names[12], "low_light");
+        assert_eq!(head.spectrum_hidden, Some(64));
         let engine = build_engine(&model, &EngineOptions { threads: Some(2), ..Default::default() }).unwrap();
         let image = Image::new(21, 18, (0..21 * 18 * 3).map(|i| (i % 7) as f32 / 7.0).collect()).unwrap();
         let p = engine.classify(&image).unwrap();
@@ -268,14 +269,12 @@ mod tests {
         };
         let names = BTreeMap::from([(CLASSES_METADATA.to_owned(), "a,b,c".to_owned())]);
         let fc = "classifier.fc.weight".to_owned();
-        // A spectral branch's first layer of 64 units over `inputs` signature values.
+        // The default head's spectral branch: 64 units over 128 signature values.
         let spectrum = "classifier.spectrum.0.weight".to_owned();
         let zeros = |shape: Vec<usize>| {
             let n = shape.iter().product();
             crate::weights::Tensor::from_f32(shape, &vec![0.0; n]).unwrap()
         };
-        let branch = |inputs: usize| zeros(vec![64, inputs]);
-        let vector = |n: usize| zeros(vec![n]);
         let cases: Vec<(WeightStore, &str)> = vec![
             (
                 WeightStore::new(
@@ -299,7 +298,7 @@ mod tests {
             (WeightStore::new(tensors(&|_| {}), Format::Safetensors, None).with_metadata(names), "names 3 classes"),
             (
                 WeightStore::new(
-                    tensors(&|t| drop(t.insert(spectrum.clone(), branch(128)))),
+                    tensors(&|t| drop(t.remove("classifier.spectrum.centre"))),
                     Format::Safetensors,
                     None,
                 ),
@@ -307,12 +306,7 @@ mod tests {
             ),
             (
                 WeightStore::new(
-                    tensors(&|t| {
-                        t.insert(spectrum.clone(), branch(100));
-                        for key in ["centre", "scale"] {
-                            t.insert(format!("classifier.spectrum.{key}"), vector(128));
-                        }
-                    }),
+                    tensors(&|t| drop(t.insert(spectrum.clone(), zeros(vec![64, 100])))),
                     Format::Safetensors,
                     None,
                 ),
@@ -320,13 +314,7 @@ mod tests {
             ),
             (
                 WeightStore::new(
-                    tensors(&|t| {
-                        let shapes = [("centre", vec![128]), ("scale", vec![128]), ("0.weight", vec![64, 128])];
-                        let shapes = shapes.into_iter().chain([("0.bias", vec![64]), ("2.weight", vec![19, 64])]);
-                        for (key, shape) in shapes.chain([("2.bias", vec![19])]) {
-                            t.insert(format!("classifier.spectrum.{key}"), zeros(shape));
-                        }
-                    }),
+                    tensors(&|t| drop(t.insert("classifier.spectrum.scale".into(), zeros(vec![128])))),
                     Format::Safetensors,
                     None,
                 ),
