@@ -197,7 +197,8 @@ fn info_prints_the_architecture_as_text_and_json() {
     let out = maskdcpt(&["info"]);
     assert_ok(&out);
     assert!(stdout(&out).contains("classifier:     19 classes (noise, real_noise,"), "{}", stdout(&out));
-    assert!(stdout(&out).contains("downsample_noise_blur_jpeg), over the decoder features and the image's power spectrum\n"), "{}", stdout(&out));
+    let over = "downsample_noise_blur_jpeg), over the decoder features and the image's power spectrum\n";
+    assert!(stdout(&out).contains(over), "{}", stdout(&out));
     let v: serde_json::Value = serde_json::from_str(&stdout(&maskdcpt(&["info", "--json"]))).unwrap();
     assert_eq!(v["classes"].as_array().map(Vec::len), Some(19));
     assert_eq!(v["head_features"], "decoder");

@@ -297,11 +297,7 @@ mod tests {
             ),
             (WeightStore::new(tensors(&|_| {}), Format::Safetensors, None).with_metadata(names), "names 3 classes"),
             (
-                WeightStore::new(
-                    tensors(&|t| drop(t.remove("classifier.spectrum.centre"))),
-                    Format::Safetensors,
-                    None,
-                ),
+                WeightStore::new(tensors(&|t| drop(t.remove("classifier.spectrum.centre"))), Format::Safetensors, None),
                 "missing key `classifier.spectrum.centre`",
             ),
             (
