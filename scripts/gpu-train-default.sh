@@ -20,8 +20,9 @@
 # RECIPE=FILE (INIT mode) trains with that recipe instead of the shipped stages' settings, its
 # learning rates, classification weight and crop as written (e.g. trainer/configs/
 # gpu-head-spectrum.toml: the head alone over the frozen network); BUDGET_S=N (INIT mode) sets
-# FINE from a probe of the throughput (PROBE steps, 75) so that training takes about N seconds. Held-out
-# sets absent from the data folder (they need not travel) skip the evaluation: run it here.
+# FINE from a probe of the throughput (PROBE steps, default 75) so that training takes about
+# N seconds. Held-out sets absent from the data folder (they need not travel) skip the
+# evaluation: run it here on OUT/default.safetensors.
 # WIDTH=N (experiment mode) trains a network N channels wide instead of the shipped 16: every
 # head over the 16-channel backbone stopped at the same blur-kind confusions on the CPU
 # (docs/results.md), so a wider backbone is the next thing to try where steps are cheap.
@@ -97,7 +98,7 @@ if [ -n "${INIT:-}" ]; then
     echo "training: $(( $(date +%s) - start )) s"
     evaluate continue
     export_default continue
-    python3 scripts/results_table.py "$out/continue-eval.json"
+    [ ! -f "$out/continue-eval.json" ] || python3 scripts/results_table.py "$out/continue-eval.json"
     exit 0
 fi
 "$trainer" pretrain --config "$(config pretrain "$pre" 2e-3 0.1)" --quiet
@@ -107,4 +108,4 @@ echo "training: $(( $(date +%s) - start )) s"
 evaluate finetune
 evaluate scratch
 export_default finetune
-python3 scripts/results_table.py "$out/finetune-eval.json" "$out/scratch-eval.json"
+[ ! -f "$out/finetune-eval.json" ] || python3 scripts/results_table.py "$out/finetune-eval.json" "$out/scratch-eval.json"
