@@ -181,8 +181,9 @@ def timing(binary: str, released: Path, modes: list[str], iters: int, budget_s: 
             row[f"{mode}_setup_s"] = time.time() - t0
         timed = [row[m] for m in modes if row.get(m) is not None]
         # The budget may have left this shape without a PyTorch time: ours is still reported.
-        row["best_torch_ms"] = min(timed) if timed else None
-        row["ratio"] = row["ours_ms"] / min(timed) if timed else None
+        best = min(timed) if timed else None
+        row["best_torch_ms"] = best
+        row["ratio"] = None if best is None else row["ours_ms"] / best
         emit(dict(kind="timing", **row))
         rows.append(row)
     return rows

@@ -41,6 +41,11 @@ const EMBED_WEIGHT: &str = "conv_embed.0.weight";
 /// Key of the spectral branch's first layer, whose presence marks a head that has one.
 const SPECTRUM_WEIGHT: &str = "spectrum.0.weight";
 
+/// Keys of the spectral branch's standardisation: the signature's centre and scale per value.
+pub(crate) const SPECTRUM_CENTRE: &str = "spectrum.centre";
+/// See [`SPECTRUM_CENTRE`]; the branch divides by this one, so its values must be positive.
+pub(crate) const SPECTRUM_SCALE: &str = "spectrum.scale";
+
 /// The features a head stored in `weights` reads: the metadata [`FEATURES_METADATA`], decoder
 /// when absent; another value is an error.
 pub fn feature_source(weights: &WeightStore) -> Result<FeatureSource> {
@@ -161,8 +166,8 @@ impl HeadSpec {
         out.push(("fc.weight".to_owned(), vec![self.classes(), last]));
         out.push(("fc.bias".to_owned(), vec![self.classes()]));
         if let Some(hidden) = self.spectrum_hidden {
-            out.push(("spectrum.centre".to_owned(), vec![SPECTRUM_FEATURES]));
-            out.push(("spectrum.scale".to_owned(), vec![SPECTRUM_FEATURES]));
+            out.push((SPECTRUM_CENTRE.to_owned(), vec![SPECTRUM_FEATURES]));
+            out.push((SPECTRUM_SCALE.to_owned(), vec![SPECTRUM_FEATURES]));
             out.push((SPECTRUM_WEIGHT.to_owned(), vec![hidden, SPECTRUM_FEATURES]));
             out.push(("spectrum.0.bias".to_owned(), vec![hidden]));
             out.push(("spectrum.2.weight".to_owned(), vec![self.classes(), hidden]));
@@ -200,12 +205,13 @@ impl HeadSpec {
                 return Err(Error::ShapeMismatch { key, expected: shape.clone(), found: tensor.shape().to_vec() });
             }
         }
-        let scale = weights.get(&format!("{CLASSIFIER_PREFIX}spectrum.scale")).map(|t| t.to_f32()).unwrap_or_default();
+        let scale_key = format!("{CLASSIFIER_PREFIX}{SPECTRUM_SCALE}");
+        let scale = weights.get(&scale_key).map(|t| t.to_f32()).unwrap_or_default();
         if let Some(bad) = scale.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
             return Err(Error::corrupt(
                 "classifier",
                 format!(
-                    "`{CLASSIFIER_PREFIX}spectrum.scale` holds {bad}; the spectral branch divides by it, so every value must be positive and finite"
+                    "`{scale_key}` holds {bad}; the spectral branch divides by it, so every value must be positive and finite"
                 ),
             ));
         }

@@ -9,7 +9,7 @@ use super::kernels::matmul::{Epilogue, MatMut, MatRef, MatmulPrecision, PackedLh
 use super::kernels::strided_conv::{conv_strided, strided_len};
 use crate::error::{Error, Result};
 use crate::graph::FeatureSource;
-use crate::head::{EMBED_KERNEL, Feature, HEAD_LAYER_NORM_EPS, HeadSpec};
+use crate::head::{EMBED_KERNEL, Feature, HEAD_LAYER_NORM_EPS, HeadSpec, SPECTRUM_CENTRE, SPECTRUM_SCALE};
 use crate::image::{Image, pad_planar_into};
 use crate::spec::{CLASSIFIER_PREFIX, IMAGE_CHANNELS, PadMode};
 use crate::spectrum::spectral_signature;
@@ -133,8 +133,8 @@ impl HeadWeights {
         };
         let spectrum = match spec.spectrum_hidden {
             Some(_) => Some(Spectrum {
-                centre: get("spectrum.centre")?.0,
-                scale: get("spectrum.scale")?.0,
+                centre: get(SPECTRUM_CENTRE)?.0,
+                scale: get(SPECTRUM_SCALE)?.0,
                 hidden: linear("spectrum.0")?,
                 out: linear("spectrum.2")?,
             }),
