@@ -123,34 +123,45 @@ pub fn export(checkpoint_path: &Path, out: &Path, options: &ExportOptions) -> Re
 
 fn exported_safetensors(data: &CheckpointData, path: &Path, options: &ExportOptions) -> Result<Vec<u8>> {
     let ema = data.with_prefix("ema.");
-    let has_head = ema.iter().any(|(n, _)| n.starts_with(CLASSIFIER_PREFIX));
-    if options.with_classifier && !has_head {
+    if !options.with_classifier {
+        return model_safetensors(&backbone_only(ema), None, options.dtype);
+    }
+    if !ema.iter().any(|(n, _)| n.starts_with(CLASSIFIER_PREFIX)) {
         bail!("--with-classifier: this checkpoint has no classification head (its config has no [classifier])");
     }
-    if options.with_classifier {
-        let classes = ema
+    let features = checkpoint_config(data, path)?.head_features();
+    model_safetensors(&ema, Some(features), options.dtype).context("--with-classifier")
+}
+
+/// A model file's bytes: `named` tensors (head keys under [`CLASSIFIER_PREFIX`]) as `dtype`.
+/// With `head_features` (the file keeps the head, which reads those features) the metadata
+/// also names the classes and the features, for `maskdcpt-core`; the head must then have
+/// one output per built-in class.
+pub fn model_safetensors(
+    named: &[(String, Tensor)],
+    head_features: Option<FeatureSource>,
+    dtype: ExportDtype,
+) -> Result<Vec<u8>> {
+    let mut metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    if let Some(features) = head_features {
+        let classes = named
             .iter()
             .find(|(n, _)| n == &format!("{CLASSIFIER_PREFIX}fc.weight"))
             .map(|(_, t)| t.size()[0])
             .unwrap_or_default();
         if classes != maskdcpt_degrade::Class::COUNT as i64 {
             bail!(
-                "--with-classifier: the head has {classes} outputs but the exported class names are the {} built-in \
-                 classes",
+                "the head has {classes} outputs but the exported class names are the {} built-in classes",
                 maskdcpt_degrade::Class::COUNT
             );
         }
+        let ids: Vec<&str> = maskdcpt_degrade::Class::ALL.iter().map(|c| c.id()).collect();
+        metadata.insert(CLASSES_METADATA.into(), ids.join(","));
+        metadata.insert(FEATURES_METADATA.into(), features.name().into());
     }
-    let named = if options.with_classifier { ema } else { backbone_only(ema) };
-    let dtype = match options.dtype {
+    let dtype = match dtype {
         ExportDtype::F32 => Dtype::F32,
         ExportDtype::F16 => Dtype::F16,
     };
-    let mut metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    if options.with_classifier {
-        let ids: Vec<&str> = maskdcpt_degrade::Class::ALL.iter().map(|c| c.id()).collect();
-        metadata.insert(CLASSES_METADATA.into(), ids.join(","));
-        metadata.insert(FEATURES_METADATA.into(), checkpoint_config(data, path)?.head_features().name().into());
-    }
-    safetensors_bytes(&named, dtype, metadata)
+    safetensors_bytes(named, dtype, metadata)
 }

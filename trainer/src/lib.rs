@@ -4,7 +4,8 @@
 //! networks whose parameter names are the fork's state-dict keys ([`model`], stored flat in
 //! [`params`]) → losses ([`loss`]) and optimisation ([`optim`]) in [`train`] → checkpoints
 //! ([`checkpoint`]) → [`export`] to files `maskdcpt-core` and the official PyTorch code load;
-//! [`eval`] measures PSNR/SSIM ([`metrics`]) and classifier accuracy.
+//! [`eval`] measures PSNR/SSIM ([`metrics`]) and classifier accuracy; [`spectrum_fit`] refits
+//! a head's spectral branch alone.
 
 pub mod checkpoint;
 pub mod config;
@@ -20,4 +21,5 @@ pub mod net;
 pub mod optim;
 pub mod params;
 pub mod pickle_writer;
+pub mod spectrum_fit;
 pub mod train;

@@ -73,14 +73,26 @@ impl MaskDcptNet {
     /// Adds the head's logits over `out`'s features (those the head reads) and `seen`, the
     /// image the backbone read (what a head that embeds the image reads).
     fn with_logits(&self, seen: &Tensor, out: NafnetOutput) -> NetOutput {
-        let logits = self.classifier.as_ref().map(|c| {
-            let features = match c.module.source() {
-                FeatureSource::Decoder => &out.decoder_features,
-                FeatureSource::Encoder => &out.encoder_features,
-            };
-            c.module.forward(&c.params, seen, features)
-        });
+        let logits = self.classifier.as_ref().map(|c| c.module.forward(&c.params, seen, head_input(c, &out)));
         NetOutput { image: out.image, logits }
+    }
+
+    /// The head's logits without its spectral branch on a restoration forward of `input`, when
+    /// the head exists.
+    pub fn feature_logits(&self, input: &Tensor) -> Option<Tensor> {
+        let c = self.classifier.as_ref()?;
+        let out = self.backbone.module.forward(&self.backbone.params, input);
+        Some(c.module.feature_logits(&c.params, input, head_input(c, &out)))
+    }
+
+    /// Every tensor by the name files give it (head keys under [`CLASSIFIER_PREFIX`]).
+    pub fn named_values(&self) -> Vec<(String, Tensor)> {
+        self.param_sets()
+            .into_iter()
+            .flat_map(|(prefix, params)| {
+                params.named_values().into_iter().map(move |(name, t)| (format!("{prefix}{name}"), t))
+            })
+            .collect()
     }
 
     /// Every parameter set with the prefix its names carry in files.
@@ -138,5 +150,13 @@ impl MaskDcptNet {
             }
             _ => Ok(false),
         }
+    }
+}
+
+/// The backbone features of `out` that the head `c` reads.
+fn head_input<'a>(c: &Network<Classifier>, out: &'a NafnetOutput) -> &'a [Tensor] {
+    match c.module.source() {
+        FeatureSource::Decoder => &out.decoder_features,
+        FeatureSource::Encoder => &out.encoder_features,
     }
 }

@@ -29,7 +29,7 @@ use crate::optim::{self, AdamW, LossScaler};
 use crate::params::ParamSet;
 
 /// Serialises use of torch's global random generator (seeding plus weight initialisation).
-static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+pub(crate) static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Which objective a run optimises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

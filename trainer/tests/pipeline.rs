@@ -2,6 +2,7 @@
 //! falls, an interrupted run resumes bit-for-bit, exports load in `maskdcpt-core` and give
 //! tch's output, fine-tuning from pre-training and evaluation run.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -13,11 +14,12 @@ use maskdcpt_degrade::{Class, Crop, DatasetOptions, Rgb, write_dataset};
 use maskdcpt_trainer::checkpoint;
 use maskdcpt_trainer::config::Config;
 use maskdcpt_trainer::eval;
-use maskdcpt_trainer::export::{ExportDtype, ExportOptions, Format, export};
+use maskdcpt_trainer::export::{ExportDtype, ExportOptions, Format, export, read_model_tensors};
 use maskdcpt_trainer::model::classifier::FeatureSource;
 use maskdcpt_trainer::net::MaskDcptNet;
+use maskdcpt_trainer::spectrum_fit::{FitOptions, fit_spectrum};
 use maskdcpt_trainer::train::{Phase, Trainer};
-use tch::Device;
+use tch::{Device, Tensor};
 
 /// Held by every test for its whole run: libtorch's CPU kernels split reductions over the
 /// threads of a pool the tests of this binary share, so a test running beside another can
@@ -253,6 +255,48 @@ fn spectral_branches_calibrate_and_export() {
     let values = |key: &str| model.weights().require(&format!("classifier.spectrum.{key}")).unwrap().to_f32();
     assert!(values("centre").iter().filter(|&&v| v != 0.0).count() > 100);
     assert!(values("scale").iter().all(|&v| v != 1.0 && v > 0.0));
+}
+
+/// `trainer fit-spectrum` on a head trained for 2 steps, with two classes whose spectra differ
+/// (noise, defocus blur): the refitted branch tells them apart on held-out samples where the
+/// model as loaded guesses, and every tensor but the branch's is written back unchanged.
+#[test]
+fn a_fitted_spectral_branch_learns_and_leaves_the_rest_alone() {
+    let _torch = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 2, 2, "focal_gamma = 0.0");
+    cfg.classifier.as_mut().unwrap().spectrum = true;
+    cfg.data.crop = 64;
+    cfg.data.batch = 8;
+    cfg.data.classes = vec!["noise".into(), "defocus_blur".into()];
+    let photo = Rgb::load(&clean_dir().join("chelsea.png")).unwrap();
+    train_export_and_classify(cfg.clone(), dir.path(), &photo);
+    let trained = dir.path().join("model-head.safetensors");
+
+    let options = FitOptions { batches: 16, epochs: 40, minibatch: 16, validation: 0.25, fresh: false };
+    let (net, report) = fit_spectrum(&cfg, &trained, &options, false).unwrap();
+    let fitted = report.epochs.last().unwrap().validation_top1;
+    eprintln!("validation top-1: as loaded {:.3}, fitted {fitted:.3}", report.loaded_top1);
+    assert_eq!((report.train_samples, report.validation_samples), (96, 32));
+    assert!(fitted >= 0.9 && fitted > report.loaded_top1 + 0.2, "{report:?}");
+
+    let before = read_model_tensors(&trained, Device::Cpu).unwrap().named;
+    let after: HashMap<String, Tensor> = net.named_values().into_iter().collect();
+    assert_eq!(before.len(), after.len());
+    let mut branch_moved = false;
+    for (name, value) in &before {
+        let same = after[name].equal(value);
+        match name.starts_with("classifier.spectrum.") {
+            true => branch_moved |= !same,
+            false => assert!(same, "{name} changed"),
+        }
+    }
+    assert!(branch_moved, "the branch kept its weights");
+
+    let mut plain = cfg;
+    plain.classifier.as_mut().unwrap().spectrum = false;
+    let err = format!("{:#}", fit_spectrum(&plain, &trained, &options, false).err().unwrap());
+    assert!(err.contains("spectrum = true"), "{err}");
 }
 
 /// Fine-tunes `cfg` (2 steps, in `dir`), exports the checkpoint with its head and checks that

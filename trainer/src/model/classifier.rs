@@ -196,8 +196,20 @@ impl Classifier {
     /// Class logits `[N, classes]` from the backbone's features of [`Self::source`] (every
     /// level, highest resolution first; a head that embeds the image reads them from level 1
     /// down) and the image the backbone read (which a head that embeds the image or has a
-    /// spectral branch reads).
+    /// spectral branch reads): [`Self::feature_logits`] plus the spectral branch's.
     pub fn forward(&self, p: &ParamSet, image: &Tensor, level_features: &[Tensor]) -> Tensor {
+        let logits = self.feature_logits(p, image, level_features);
+        match &self.spectrum {
+            Some(branch) => {
+                let kind = logits.kind();
+                logits + branch.forward(p, &spectral_signatures(image)).to_kind(kind)
+            }
+            None => logits,
+        }
+    }
+
+    /// The head's logits without its spectral branch (arguments as [`Self::forward`]).
+    pub fn feature_logits(&self, p: &ParamSet, image: &Tensor, level_features: &[Tensor]) -> Tensor {
         let features = &level_features[usize::from(self.embeds_image())..];
         debug_assert_eq!(features.len(), self.feature_dims.len());
         let weights = p.get(self.mixing_weights).softmax(0, Kind::Float);
@@ -213,27 +225,14 @@ impl Classifier {
             state = Some(down.forward(p, &s).max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false).relu());
         }
         let s = run_stage(&self.last_stage, p, state.expect("at least one scale"));
-        let logits = self.fc.forward(p, &s.mean_dim([2i64, 3].as_slice(), false, None));
-        match &self.spectrum {
-            Some(branch) => {
-                let kind = logits.kind();
-                logits + branch.forward(p, image).to_kind(kind)
-            }
-            None => logits,
-        }
+        self.fc.forward(p, &s.mean_dim([2i64, 3].as_slice(), false, None))
     }
 
-    /// Sets the spectral branch's standardisation to the mean and standard deviation of the
-    /// signatures of `images` (`[N, 3, H, W]`, a sample of the training inputs); nothing
-    /// without a branch.
+    /// Sets the spectral branch's standardisation from the signatures of `images` (`[N, 3,
+    /// H, W]`, a sample of the training inputs); nothing without a branch.
     pub fn calibrate_spectrum(&self, p: &ParamSet, images: &Tensor) {
         if let Some(branch) = &self.spectrum {
-            let signatures = spectral_signatures(images).to_device(p.get(branch.centre).device());
-            tch::no_grad(|| {
-                p.get(branch.centre).detach().copy_(&signatures.mean_dim(0, false, Kind::Float));
-                let std = signatures.std_dim(0, false, false) + SPECTRUM_MIN_SCALE;
-                p.get(branch.scale).detach().copy_(&std);
-            });
+            branch.calibrate(p, &spectral_signatures(images));
         }
     }
 
@@ -243,8 +242,9 @@ impl Classifier {
     }
 }
 
-/// The spectral branch: standardised signature → linear → ReLU → linear.
-struct SpectralBranch {
+/// The spectral branch: standardised signature → linear → ReLU → linear. Its parameters are
+/// named `spectrum.*` in the builder it is declared in.
+pub struct SpectralBranch {
     centre: ParamId,
     scale: ParamId,
     hidden: Linear,
@@ -252,7 +252,8 @@ struct SpectralBranch {
 }
 
 impl SpectralBranch {
-    fn new(params: &mut ParamBuilder, classes: i64) -> Self {
+    /// Declares the branch's parameters for `classes` outputs.
+    pub fn new(params: &mut ParamBuilder, classes: i64) -> Self {
         let name = |suffix: &str| format!("{SPECTRUM_PREFIX}{suffix}");
         let features = SPECTRUM_FEATURES as i64;
         Self {
@@ -263,17 +264,29 @@ impl SpectralBranch {
         }
     }
 
-    /// Logits `[N, classes]` of `images`; the standardisation gets no gradient.
-    fn forward(&self, p: &ParamSet, images: &Tensor) -> Tensor {
-        let signatures = spectral_signatures(images);
+    /// Logits `[N, classes]` of signatures `[N, SPECTRUM_FEATURES]` (from
+    /// [`spectral_signatures`]); the standardisation gets no gradient.
+    pub fn forward(&self, p: &ParamSet, signatures: &Tensor) -> Tensor {
         let x = (signatures - p.get(self.centre).detach()) / p.get(self.scale).detach();
         self.out.forward(p, &self.hidden.forward(p, &x).relu())
+    }
+
+    /// Sets the standardisation to the mean and standard deviation (plus
+    /// [`SPECTRUM_MIN_SCALE`]) of `signatures` (`[N, SPECTRUM_FEATURES]`, a sample of the
+    /// training inputs').
+    pub fn calibrate(&self, p: &ParamSet, signatures: &Tensor) {
+        let signatures = signatures.to_device(p.get(self.centre).device());
+        tch::no_grad(|| {
+            p.get(self.centre).detach().copy_(&signatures.mean_dim(0, false, Kind::Float));
+            let std = signatures.std_dim(0, false, false) + SPECTRUM_MIN_SCALE;
+            p.get(self.scale).detach().copy_(&std);
+        });
     }
 }
 
 /// The [`spectral_signature`] of each image of `images` (`[N, C, H, W]`), computed on the CPU
 /// by maskdcpt-core (what the library reads), as `[N, SPECTRUM_FEATURES]` float on their device.
-fn spectral_signatures(images: &Tensor) -> Tensor {
+pub fn spectral_signatures(images: &Tensor) -> Tensor {
     let (n, c, h, w) = images.size4().expect("a batch of images is 4-D");
     let host = images.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous().flatten(0, -1);
     let values = Vec::<f32>::try_from(&host).expect("a float tensor converts to Vec<f32>");

@@ -1,0 +1,285 @@
+//! `trainer fit-spectrum`: fits a classification head's spectral branch alone, over a frozen
+//! network and head. One forward per crop in all: the head's own logits (without a branch)
+//! and the spectral signature of every crop of a fixed sample of training batches are
+//! computed once; the branch (the model's own, or with [`FitOptions::fresh`] or when it has
+//! none a fresh one: standardisation from the sample, perceptron from the seed) then trains
+//! for several epochs on that cache, its logits added to the cached ones as in the head.
+//! Everything but the branch stays bit for bit as loaded.
+//!
+//! Training the branch jointly with the head (`[classifier] spectrum = true` in a run) gives
+//! it a few blur crops a batch against a head already confident in its answer; here it sees
+//! the whole sample every epoch for the cost of one pass through the network.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail, ensure};
+use serde::Serialize;
+use tch::{Device, Kind, Tensor};
+
+use crate::config::Config;
+use crate::data::{Loader, TrainData};
+use crate::export::read_model_tensors;
+use crate::loss;
+use crate::model::classifier::{ClassifierShape, SPECTRUM_PREFIX, SpectralBranch, spectral_signatures};
+use crate::net::{CLASSIFIER_PREFIX, MaskDcptNet};
+use crate::optim::AdamW;
+use crate::params::{ParamBuilder, ParamSet};
+use crate::train::{TORCH_RNG, parse_device};
+
+/// How much data the fit caches and how long it trains on it.
+#[derive(Debug, Clone)]
+pub struct FitOptions {
+    /// Batches of the config's `[data]` to cache (each `[data] batch` crops).
+    pub batches: u64,
+    /// Passes over the cached training part.
+    pub epochs: usize,
+    /// Samples per optimiser step.
+    pub minibatch: i64,
+    /// Fraction of the cached samples held out to report accuracy on (the last ones).
+    pub validation: f64,
+    /// Start from a fresh branch even when the model has one.
+    pub fresh: bool,
+}
+
+/// Accuracy of one epoch.
+#[derive(Debug, Clone, Serialize)]
+pub struct EpochRow {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Mean training loss (the config's focal loss).
+    pub loss: f64,
+    /// Top-1 on the validation part after the epoch.
+    pub validation_top1: f64,
+}
+
+/// What a fit saw and reached.
+#[derive(Debug, Clone, Serialize)]
+pub struct FitReport {
+    /// Cached samples trained on.
+    pub train_samples: i64,
+    /// Cached samples held out.
+    pub validation_samples: i64,
+    /// Top-1 on the validation part of the head without a branch.
+    pub head_alone_top1: f64,
+    /// Top-1 on the validation part of the model as loaded (its own branch, if any).
+    pub loaded_top1: f64,
+    /// Per epoch.
+    pub epochs: Vec<EpochRow>,
+}
+
+/// Head logits without the branch, signatures and labels of the cached samples (on the
+/// config's device).
+struct Cache {
+    logits: Tensor,
+    signatures: Tensor,
+    labels: Tensor,
+}
+
+impl Cache {
+    fn rows(&self, index: &Tensor) -> Self {
+        let pick = |t: &Tensor| t.index_select(0, index);
+        Self { logits: pick(&self.logits), signatures: pick(&self.signatures), labels: pick(&self.labels) }
+    }
+
+    fn split(&self, at: i64) -> (Self, Self) {
+        let n = self.labels.size()[0];
+        let part = |start: i64, len: i64| Self {
+            logits: self.logits.narrow(0, start, len),
+            signatures: self.signatures.narrow(0, start, len),
+            labels: self.labels.narrow(0, start, len),
+        };
+        (part(0, at), part(at, n - at))
+    }
+
+    /// Top-1 of the cached logits plus `extra` (`[N, classes]`).
+    fn top1(&self, extra: Option<&Tensor>) -> f64 {
+        let logits = match extra {
+            Some(extra) => &self.logits + extra,
+            None => self.logits.shallow_clone(),
+        };
+        logits.argmax(1, false).eq_tensor(&self.labels).to_kind(Kind::Float).mean(Kind::Float).double_value(&[])
+    }
+}
+
+/// Fits the spectral branch of the head of `model` (a model file with a classification
+/// head of the config's shape) on batches of the config's `[data]`; returns the model with the
+/// fitted branch (its other weights as loaded) and the report.
+pub fn fit_spectrum(
+    config: &Config,
+    model: &Path,
+    options: &FitOptions,
+    show_progress: bool,
+) -> Result<(MaskDcptNet, FitReport)> {
+    let shape = check(config, options)?;
+    let device = parse_device(&config.train.device)?;
+    if config.train.threads > 0 {
+        tch::set_num_threads(config.train.threads);
+    }
+    let (net, loaded, fresh) = load(config, shape, model, device)?;
+
+    let cache = cache_samples(config, &net, options, show_progress)?;
+    let samples = cache.labels.size()[0];
+    let held_out = ((samples as f64 * options.validation).round() as i64).clamp(1, samples - 1);
+    let (train, validation) = cache.split(samples - held_out);
+    let head_alone_top1 = validation.top1(None);
+    let loaded_top1 = match &loaded {
+        Some(branch) => validation.top1(Some(&tch::no_grad(|| branch.logits(&validation.signatures)))),
+        None => head_alone_top1,
+    };
+
+    let mut fitted = match loaded {
+        Some(branch) if !options.fresh => branch,
+        _ => {
+            fresh.module.calibrate(&fresh.params, &train.signatures);
+            fresh
+        }
+    };
+    let epochs = fitted.train(config, &train, &validation, options);
+    let head = net.classifier.as_ref().expect("loaded with a head");
+    let mut named: Vec<_> =
+        head.params.named_values().into_iter().filter(|(n, _)| !n.starts_with(SPECTRUM_PREFIX)).collect();
+    named.extend(fitted.params.named_values());
+    head.params.load_flat(head.params.values(), &named, "the fitted branch")?;
+    let report = FitReport {
+        train_samples: train.labels.size()[0],
+        validation_samples: held_out,
+        head_alone_top1,
+        loaded_top1,
+        epochs,
+    };
+    Ok((net, report))
+}
+
+/// The config's head, once the options and the config suit a fit.
+fn check<'a>(config: &'a Config, options: &FitOptions) -> Result<&'a ClassifierShape> {
+    ensure!(options.batches >= 2, "--batches {}: the fit needs at least 2 batches", options.batches);
+    ensure!(options.epochs >= 1 && options.minibatch >= 1, "--epochs and --minibatch must be at least 1");
+    ensure!(
+        options.validation > 0.0 && options.validation < 1.0,
+        "--validation {} must be between 0 and 1 (a fraction of the cached samples)",
+        options.validation
+    );
+    let Some(shape) = config.classifier.as_ref().filter(|c| c.spectrum) else {
+        bail!("fit-spectrum fits a spectral branch: the config needs [classifier] with spectrum = true");
+    };
+    let decay = config.optim_classifier.as_ref().unwrap_or(&config.optim).weight_decay;
+    ensure!(
+        decay == 0.0,
+        "the classifier optimiser's weight_decay is {decay}: fit-spectrum needs 0 (decay would shrink the \
+         standardisation, which is fixed from the sample)"
+    );
+    Ok(shape)
+}
+
+/// The network of the config's shape with `model`'s weights but for its spectral branch,
+/// that branch (if the file has one) and a fresh branch, from the config's seed.
+fn load(
+    config: &Config,
+    shape: &ClassifierShape,
+    model: &Path,
+    device: Device,
+) -> Result<(MaskDcptNet, Option<BranchParams>, BranchParams)> {
+    let what = model.display().to_string();
+    let mut tensors = read_model_tensors(model, device)?;
+    let branch_prefix = format!("{CLASSIFIER_PREFIX}{SPECTRUM_PREFIX}");
+    let (branch, rest): (Vec<_>, Vec<_>) =
+        tensors.named.into_iter().partition(|(name, _)| name.starts_with(&branch_prefix));
+    tensors.named = rest;
+    let (net, fresh) = {
+        let _rng = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+        tch::manual_seed(config.train.seed as i64);
+        let net = MaskDcptNet::new(&config.model, Some(shape), device)?;
+        (net, BranchParams::new(shape.classes, device))
+    };
+    if !net.load_model_tensors(&tensors, &what)? {
+        bail!("{what} has no classification head: fit-spectrum fits the branch of a trained head");
+    }
+    if branch.is_empty() {
+        return Ok((net, None, fresh));
+    }
+    let loaded = BranchParams::new(shape.classes, device);
+    let named: Vec<_> = branch.into_iter().map(|(n, t)| (n[CLASSIFIER_PREFIX.len()..].into(), t)).collect();
+    loaded.params.load_flat(loaded.params.values(), &named, &what)?;
+    Ok((net, Some(loaded), fresh))
+}
+/// Head logits (no branch), signatures and labels of batches `1..=options.batches`.
+fn cache_samples(config: &Config, net: &MaskDcptNet, options: &FitOptions, show_progress: bool) -> Result<Cache> {
+    let data = Arc::new(TrainData::load(&config.data, config.train.seed)?);
+    if !data.labelled() {
+        bail!("fit-spectrum needs a class for every sample: add manifest.json or `class` to [data] paired");
+    }
+    let mut loader = Loader::spawn(data, 1, options.batches, config.data.workers, config.data.prefetch);
+    let progress = crate::log::progress_bar(show_progress, 0, options.batches);
+    let device = net.backbone.params.values().device();
+    let (mut logits, mut signatures, mut labels) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..options.batches {
+        let batch = loader.next_batch()?;
+        let lq = batch.lq.to_device(device);
+        logits.push(tch::no_grad(|| net.feature_logits(&lq)).context("the model has a head")?);
+        signatures.push(spectral_signatures(&lq));
+        labels.push(batch.labels.to_device(device));
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    Ok(Cache {
+        logits: Tensor::cat(&logits, 0),
+        signatures: Tensor::cat(&signatures, 0),
+        labels: Tensor::cat(&labels, 0),
+    })
+}
+
+/// A spectral branch with its own parameters (`spectrum.*`).
+struct BranchParams {
+    module: SpectralBranch,
+    params: ParamSet,
+}
+
+impl BranchParams {
+    /// A branch from torch's generator (seed it first).
+    fn new(classes: i64, device: Device) -> Self {
+        let mut builder = ParamBuilder::default();
+        let module = SpectralBranch::new(&mut builder, classes);
+        Self { module, params: builder.build(device) }
+    }
+
+    fn logits(&self, signatures: &Tensor) -> Tensor {
+        self.module.forward(&self.params, signatures)
+    }
+
+    /// AdamW (the config's classifier optimiser, its schedule over all steps) on shuffled
+    /// minibatches of `train` for `options.epochs` epochs.
+    fn train(&mut self, config: &Config, train: &Cache, validation: &Cache, options: &FitOptions) -> Vec<EpochRow> {
+        let optim = config.optim_classifier.as_ref().unwrap_or(&config.optim).clone();
+        let peak = optim.lr;
+        let mut adamw = AdamW::new(optim, self.params.values());
+        let samples = train.labels.size()[0];
+        let per_epoch = (samples + options.minibatch - 1) / options.minibatch;
+        let total = per_epoch as u64 * options.epochs as u64;
+        let device = self.params.values().device();
+        let mut step = 0u64;
+        let mut rows = Vec::new();
+        for epoch in 1..=options.epochs {
+            let order = Tensor::randperm(samples, (Kind::Int64, device));
+            let mut loss_sum = 0.0;
+            for k in 0..per_epoch {
+                let start = k * options.minibatch;
+                let part = train.rows(&order.narrow(0, start, options.minibatch.min(samples - start)));
+                let loss = loss::focal(
+                    &(&part.logits + self.logits(&part.signatures)),
+                    &part.labels,
+                    config.train.focal_gamma,
+                );
+                self.params.zero_grads();
+                loss.backward();
+                self.params.bind_grads();
+                step += 1;
+                adamw.step(self.params.values(), self.params.grads(), step, config.schedule.lr_at(peak, step, total));
+                loss_sum += loss.double_value(&[]);
+            }
+            let validation_top1 = validation.top1(Some(&tch::no_grad(|| self.logits(&validation.signatures))));
+            rows.push(EpochRow { epoch, loss: loss_sum / per_epoch as f64, validation_top1 });
+        }
+        rows
+    }
+}
