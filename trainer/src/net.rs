@@ -14,6 +14,24 @@ use crate::params::{ParamBuilder, ParamSet};
 /// Prefix of the classification head's tensors in checkpoints and exported files.
 pub const CLASSIFIER_PREFIX: &str = "classifier.";
 
+/// What a load took from the file for the classification head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadLoad {
+    /// Nothing: the network has no head, or the file none (the head keeps its initialisation).
+    None,
+    /// The head, without a spectral branch (a branch of the network keeps its initialisation).
+    WithoutBranch,
+    /// The head and its spectral branch.
+    WithBranch,
+}
+
+impl HeadLoad {
+    /// Whether the head came from the file.
+    pub fn head(self) -> bool {
+        self != HeadLoad::None
+    }
+}
+
 /// A network with its parameters.
 pub struct Network<M> {
     /// The module (parameter ids).
@@ -106,8 +124,8 @@ impl MaskDcptNet {
 
     /// Loads weights by name (backbone keys, head keys under [`CLASSIFIER_PREFIX`]; a head
     /// reading decoder features); the head is loaded only when `named` has it, otherwise it
-    /// keeps its initialisation. Returns whether the head was loaded.
-    pub fn load_named(&self, named: &[(String, Tensor)], what: &str) -> Result<bool> {
+    /// keeps its initialisation. Returns what the head took.
+    pub fn load_named(&self, named: &[(String, Tensor)], what: &str) -> Result<HeadLoad> {
         self.load_with_head_source(named, FeatureSource::Decoder, what)
     }
 
@@ -115,7 +133,7 @@ impl MaskDcptNet {
     /// network's head reads (a head trained on decoder features is no head for encoder ones).
     /// A head without a spectral branch loads into one with a branch, which keeps its
     /// initialisation.
-    pub fn load_model_tensors(&self, model: &ModelTensors, what: &str) -> Result<bool> {
+    pub fn load_model_tensors(&self, model: &ModelTensors, what: &str) -> Result<HeadLoad> {
         self.load_with_head_source(&model.named, model.head_features, what)
     }
 
@@ -124,7 +142,7 @@ impl MaskDcptNet {
         named: &[(String, Tensor)],
         head_features: FeatureSource,
         what: &str,
-    ) -> Result<bool> {
+    ) -> Result<HeadLoad> {
         let (head, body): (Vec<_>, Vec<_>) = named
             .iter()
             .map(|(n, t)| (n.clone(), t.shallow_clone()))
@@ -141,14 +159,19 @@ impl MaskDcptNet {
                 );
                 let mut head: Vec<_> =
                     head.into_iter().map(|(n, t)| (n[CLASSIFIER_PREFIX.len()..].to_string(), t)).collect();
-                if !head.iter().any(|(n, _)| n.starts_with(SPECTRUM_PREFIX)) {
+                let loaded = if head.iter().any(|(n, _)| n.starts_with(SPECTRUM_PREFIX)) {
+                    HeadLoad::WithBranch
+                } else {
+                    HeadLoad::WithoutBranch
+                };
+                if loaded == HeadLoad::WithoutBranch {
                     // A head trained without a spectral branch: the branch keeps its initialisation.
                     head.extend(c.params.named_values().into_iter().filter(|(n, _)| n.starts_with(SPECTRUM_PREFIX)));
                 }
                 c.params.load_flat(c.params.values(), &head, what)?;
-                Ok(true)
+                Ok(loaded)
             }
-            _ => Ok(false),
+            _ => Ok(HeadLoad::None),
         }
     }
 }

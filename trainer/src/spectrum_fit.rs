@@ -192,7 +192,7 @@ fn load(
         let net = MaskDcptNet::new(&config.model, Some(shape), device)?;
         (net, BranchParams::new(shape.classes, device))
     };
-    if !net.load_model_tensors(&tensors, &what)? {
+    if !net.load_model_tensors(&tensors, &what)?.head() {
         bail!("{what} has no classification head: fit-spectrum fits the branch of a trained head");
     }
     if branch.is_empty() {

@@ -22,9 +22,8 @@ use crate::config::{Amp, Config};
 use crate::data::{Batch, Loader, TrainData};
 use crate::log::MetricsLog;
 use crate::loss;
-use crate::model::classifier::SPECTRUM_PREFIX;
 use crate::model::mask::PatchMask;
-use crate::net::{CLASSIFIER_PREFIX, MaskDcptNet};
+use crate::net::{CLASSIFIER_PREFIX, HeadLoad, MaskDcptNet};
 use crate::optim::{self, AdamW, LossScaler};
 use crate::params::ParamSet;
 
@@ -145,13 +144,12 @@ impl Trainer {
             tch::manual_seed(config.train.seed as i64);
             MaskDcptNet::new(&config.model, config.classifier.as_ref(), device)?
         };
-        let spectrum_prefix = format!("{CLASSIFIER_PREFIX}{SPECTRUM_PREFIX}");
         let mut calibrate_spectrum = net.classifier.as_ref().is_some_and(|c| c.module.has_spectrum());
         if let Some(init) = init {
             let model = crate::export::read_model_tensors(init, device)?;
-            calibrate_spectrum &= !model.named.iter().any(|(name, _)| name.starts_with(&spectrum_prefix));
             let head = net.load_model_tensors(&model, &init.display().to_string())?;
-            if net.classifier.is_some() && !head && phase == Phase::Finetune {
+            calibrate_spectrum &= head != HeadLoad::WithBranch;
+            if net.classifier.is_some() && !head.head() && phase == Phase::Finetune {
                 eprintln!(
                     "note: {} has no classification head: the head starts from its initialisation",
                     init.display()
