@@ -200,6 +200,11 @@ impl Config {
         self.classifier.as_ref().map(|c| c.features).unwrap_or_default()
     }
 
+    /// The classification head's optimiser: `[optim_classifier]`, else `[optim]`.
+    pub fn classifier_optim(&self) -> &AdamWConfig {
+        self.optim_classifier.as_ref().unwrap_or(&self.optim)
+    }
+
     /// Reads and validates a TOML file; relative data/output paths are taken from the file's folder.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;

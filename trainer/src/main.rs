@@ -1,7 +1,7 @@
 //! `trainer`: MaskDCPT pre-training, all-in-one fine-tuning, evaluation, export and
 //! degradation synthesis. Argument parsing and printing only; the work is in the library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -250,11 +250,13 @@ fn fit_spectrum(args: &FitArgs) -> Result<()> {
     );
     let bytes = export::model_safetensors(&net.named_values(), Some(config.head_features()), args.dtype)?;
     checkpoint::write_atomically(&args.output, &bytes)?;
-    if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    Ok(())
+    args.json.as_deref().map_or(Ok(()), |path| write_json(path, &report))
+}
+
+/// Writes `value` as pretty JSON to `path`.
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn main_result() -> Result<()> {
@@ -266,11 +268,7 @@ fn main_result() -> Result<()> {
             let net = eval::load_model(&model, device)?;
             let report = eval::evaluate(&net, &data, device)?;
             print!("{}", report.table());
-            if let Some(path) = json {
-                let text = serde_json::to_string_pretty(&report)?;
-                std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
-            }
-            Ok(())
+            json.as_deref().map_or(Ok(()), |path| write_json(path, &report))
         }
         Command::Export { checkpoint, format, output, with_classifier, dtype } => {
             export::export(&checkpoint, &output, &ExportOptions { format, with_classifier, dtype })

@@ -22,7 +22,7 @@ use crate::data::{Loader, TrainData};
 use crate::export::read_model_tensors;
 use crate::loss;
 use crate::model::classifier::{ClassifierShape, SPECTRUM_PREFIX, SpectralBranch, spectral_signatures};
-use crate::net::{CLASSIFIER_PREFIX, MaskDcptNet};
+use crate::net::{HeadLoad, MaskDcptNet};
 use crate::optim::AdamW;
 use crate::params::{ParamBuilder, ParamSet};
 use crate::train::{TORCH_RNG, parse_device};
@@ -124,7 +124,7 @@ pub fn fit_spectrum(
     let (train, validation) = cache.split(samples - held_out);
     let head_alone_top1 = validation.top1(None);
     let loaded_top1 = match &loaded {
-        Some(branch) => validation.top1(Some(&tch::no_grad(|| branch.logits(&validation.signatures)))),
+        Some(branch) => branch.top1(&validation),
         None => head_alone_top1,
     };
 
@@ -163,7 +163,7 @@ fn check<'a>(config: &'a Config, options: &FitOptions) -> Result<&'a ClassifierS
     let Some(shape) = config.classifier.as_ref().filter(|c| c.spectrum) else {
         bail!("fit-spectrum fits a spectral branch: the config needs [classifier] with spectrum = true");
     };
-    let decay = config.optim_classifier.as_ref().unwrap_or(&config.optim).weight_decay;
+    let decay = config.classifier_optim().weight_decay;
     ensure!(
         decay == 0.0,
         "the classifier optimiser's weight_decay is {decay}: fit-spectrum needs 0 (decay would shrink the \
@@ -172,8 +172,8 @@ fn check<'a>(config: &'a Config, options: &FitOptions) -> Result<&'a ClassifierS
     Ok(shape)
 }
 
-/// The network of the config's shape with `model`'s weights but for its spectral branch,
-/// that branch (if the file has one) and a fresh branch, from the config's seed.
+/// The network of the config's shape with `model`'s weights, a copy of the file's spectral
+/// branch (if it has one) and a fresh branch, from the config's seed.
 fn load(
     config: &Config,
     shape: &ClassifierShape,
@@ -181,28 +181,28 @@ fn load(
     device: Device,
 ) -> Result<(MaskDcptNet, Option<BranchParams>, BranchParams)> {
     let what = model.display().to_string();
-    let mut tensors = read_model_tensors(model, device)?;
-    let branch_prefix = format!("{CLASSIFIER_PREFIX}{SPECTRUM_PREFIX}");
-    let (branch, rest): (Vec<_>, Vec<_>) =
-        tensors.named.into_iter().partition(|(name, _)| name.starts_with(&branch_prefix));
-    tensors.named = rest;
+    let tensors = read_model_tensors(model, device)?;
     let (net, fresh) = {
         let _rng = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
         tch::manual_seed(config.train.seed as i64);
         let net = MaskDcptNet::new(&config.model, Some(shape), device)?;
         (net, BranchParams::new(shape.classes, device))
     };
-    if !net.load_model_tensors(&tensors, &what)?.head() {
-        bail!("{what} has no classification head: fit-spectrum fits the branch of a trained head");
-    }
-    if branch.is_empty() {
-        return Ok((net, None, fresh));
-    }
-    let loaded = BranchParams::new(shape.classes, device);
-    let named: Vec<_> = branch.into_iter().map(|(n, t)| (n[CLASSIFIER_PREFIX.len()..].into(), t)).collect();
-    loaded.params.load_flat(loaded.params.values(), &named, &what)?;
-    Ok((net, Some(loaded), fresh))
+    let loaded = match net.load_model_tensors(&tensors, &what)? {
+        HeadLoad::None => bail!("{what} has no classification head: fit-spectrum fits the branch of a trained head"),
+        HeadLoad::WithoutBranch => None,
+        HeadLoad::WithBranch => {
+            let head = &net.classifier.as_ref().expect("the head loaded").params;
+            let named: Vec<_> =
+                head.named_values().into_iter().filter(|(n, _)| n.starts_with(SPECTRUM_PREFIX)).collect();
+            let branch = BranchParams::new(shape.classes, device);
+            branch.params.load_flat(branch.params.values(), &named, &what)?;
+            Some(branch)
+        }
+    };
+    Ok((net, loaded, fresh))
 }
+
 /// Head logits (no branch), signatures and labels of batches `1..=options.batches`.
 fn cache_samples(config: &Config, net: &MaskDcptNet, options: &FitOptions, show_progress: bool) -> Result<Cache> {
     let data = Arc::new(TrainData::load(&config.data, config.train.seed)?);
@@ -247,10 +247,15 @@ impl BranchParams {
         self.module.forward(&self.params, signatures)
     }
 
+    /// Top-1 of the cached head logits plus this branch's.
+    fn top1(&self, cache: &Cache) -> f64 {
+        cache.top1(Some(&tch::no_grad(|| self.logits(&cache.signatures))))
+    }
+
     /// AdamW (the config's classifier optimiser, its schedule over all steps) on shuffled
     /// minibatches of `train` for `options.epochs` epochs.
     fn train(&mut self, config: &Config, train: &Cache, validation: &Cache, options: &FitOptions) -> Vec<EpochRow> {
-        let optim = config.optim_classifier.as_ref().unwrap_or(&config.optim).clone();
+        let optim = config.classifier_optim().clone();
         let peak = optim.lr;
         let mut adamw = AdamW::new(optim, self.params.values());
         let samples = train.labels.size()[0];
@@ -277,7 +282,7 @@ impl BranchParams {
                 adamw.step(self.params.values(), self.params.grads(), step, config.schedule.lr_at(peak, step, total));
                 loss_sum += loss.double_value(&[]);
             }
-            let validation_top1 = validation.top1(Some(&tch::no_grad(|| self.logits(&validation.signatures))));
+            let validation_top1 = self.top1(validation);
             rows.push(EpochRow { epoch, loss: loss_sum / per_epoch as f64, validation_top1 });
         }
         rows

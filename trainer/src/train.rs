@@ -164,8 +164,7 @@ impl Trainer {
             .iter()
             .enumerate()
             .map(|(i, (_, params))| {
-                let optim =
-                    if i == 0 { &config.optim } else { config.optim_classifier.as_ref().unwrap_or(&config.optim) };
+                let optim = if i == 0 { &config.optim } else { config.classifier_optim() };
                 Optimised { ema: params.values().copy(), adamw: AdamW::new(optim.clone(), params.values()) }
             })
             .collect();

@@ -167,7 +167,7 @@ fn core_restore(model_path: &Path, image: &Rgb) -> Vec<f32> {
 /// A 37×29 corner of a committed photo: an odd size exercises the reflect padding to the size
 /// multiple and the crop.
 fn odd_crop() -> Rgb {
-    let photo = Rgb::load(&clean_dir().join("chelsea.png")).unwrap();
+    let photo = chelsea();
     Rgb {
         width: 37,
         height: 29,
@@ -238,6 +238,19 @@ fn encoder_heads_export_with_their_features() {
     assert_eq!(back.classifier.as_ref().unwrap().module.source(), FeatureSource::Encoder);
 }
 
+/// [`config`] (2 steps) with a spectral branch and 64-pixel crops, one whole tile.
+fn spectral_config(out: &Path, extra_train: &str) -> Config {
+    let mut cfg = config(out, 2, 2, extra_train);
+    cfg.classifier.as_mut().unwrap().spectrum = true;
+    cfg.data.crop = 64;
+    cfg
+}
+
+/// The 96×96 `chelsea` test photo.
+fn chelsea() -> Rgb {
+    Rgb::load(&clean_dir().join("chelsea.png")).unwrap()
+}
+
 /// A fresh spectral branch is standardised from the training inputs before the first step
 /// (its centre and scale leave 0 and 1), and the library applies that as tch does on an image
 /// with a whole tile after padding.
@@ -245,11 +258,7 @@ fn encoder_heads_export_with_their_features() {
 fn spectral_branches_calibrate_and_export() {
     let _torch = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path(), 2, 2, "");
-    cfg.classifier.as_mut().unwrap().spectrum = true;
-    cfg.data.crop = 64;
-    let photo = Rgb::load(&clean_dir().join("chelsea.png")).unwrap();
-    let (model, back) = train_export_and_classify(cfg, dir.path(), &photo);
+    let (model, back) = train_export_and_classify(spectral_config(dir.path(), ""), dir.path(), &chelsea());
     assert_eq!(model.head().unwrap().spectrum_hidden, Some(64));
     assert!(back.classifier.as_ref().unwrap().module.has_spectrum());
     let values = |key: &str| model.weights().require(&format!("classifier.spectrum.{key}")).unwrap().to_f32();
@@ -264,13 +273,10 @@ fn spectral_branches_calibrate_and_export() {
 fn a_fitted_spectral_branch_learns_and_leaves_the_rest_alone() {
     let _torch = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path(), 2, 2, "focal_gamma = 0.0");
-    cfg.classifier.as_mut().unwrap().spectrum = true;
-    cfg.data.crop = 64;
+    let mut cfg = spectral_config(dir.path(), "focal_gamma = 0.0");
     cfg.data.batch = 8;
     cfg.data.classes = vec!["noise".into(), "defocus_blur".into()];
-    let photo = Rgb::load(&clean_dir().join("chelsea.png")).unwrap();
-    train_export_and_classify(cfg.clone(), dir.path(), &photo);
+    train_export_and_classify(cfg.clone(), dir.path(), &chelsea());
     let trained = dir.path().join("model-head.safetensors");
 
     let options = FitOptions { batches: 16, epochs: 40, minibatch: 16, validation: 0.25, fresh: false };
