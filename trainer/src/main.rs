@@ -108,6 +108,13 @@ struct FitArgs {
     /// Start from a fresh branch (standardised on the sample) even when the model has one.
     #[arg(long)]
     fresh: bool,
+    /// Comma-separated class ids whose logits the branch moves (e.g.
+    /// motion_blur,defocus_blur,gaussian_blur); the other rows of its output are zero.
+    #[arg(long, value_delimiter = ',')]
+    classes: Vec<String>,
+    /// Keep the cached sample in this file: read when it exists, written otherwise.
+    #[arg(long)]
+    cache: Option<PathBuf>,
     /// Precision of the output.
     #[arg(long, value_enum, default_value = "f32")]
     dtype: ExportDtype,
@@ -234,6 +241,12 @@ fn fit_spectrum(args: &FitArgs) -> Result<()> {
         minibatch: args.minibatch,
         validation: args.validation,
         fresh: args.fresh,
+        classes: args
+            .classes
+            .iter()
+            .map(|id| Ok(maskdcpt_degrade::Class::from_id(id)?.index() as i64))
+            .collect::<Result<_>>()?,
+        cache: args.cache.clone(),
     };
     let (net, report) = spectrum_fit::fit_spectrum(&config, &args.model, &options, !args.quiet)?;
     for row in &report.epochs {

@@ -6,11 +6,17 @@
 //! for several epochs on that cache, its logits added to the cached ones as in the head.
 //! Everything but the branch stays bit for bit as loaded.
 //!
+//! With [`FitOptions::classes`] the branch moves only those classes' logits (the rows of its
+//! output layer for the others are zero, and stay zero in the written file): a specialist
+//! that tells apart classes the head confuses, e.g. the three blur kinds, without touching
+//! its answers elsewhere. [`FitOptions::cache`] keeps the cached sample in a file, so fits
+//! with other options skip the pass through the network.
+//!
 //! Training the branch jointly with the head (`[classifier] spectrum = true` in a run) gives
 //! it a few blur crops a batch against a head already confident in its answer; here it sees
 //! the whole sample every epoch for the cost of one pass through the network.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -21,6 +27,8 @@ use crate::config::Config;
 use crate::data::{Loader, TrainData};
 use crate::export::read_model_tensors;
 use crate::loss;
+use maskdcpt_core::spectrum::SPECTRUM_FEATURES;
+
 use crate::model::classifier::{ClassifierShape, SPECTRUM_PREFIX, SpectralBranch, spectral_signatures};
 use crate::net::{HeadLoad, MaskDcptNet};
 use crate::optim::AdamW;
@@ -40,6 +48,11 @@ pub struct FitOptions {
     pub validation: f64,
     /// Start from a fresh branch even when the model has one.
     pub fresh: bool,
+    /// Class indices whose logits the branch moves (empty: all).
+    pub classes: Vec<i64>,
+    /// File holding the cached sample: read when it exists (it must hold `batches` batches),
+    /// written after caching otherwise.
+    pub cache: Option<PathBuf>,
 }
 
 /// Accuracy of one epoch.
@@ -77,6 +90,32 @@ struct Cache {
 }
 
 impl Cache {
+    /// The cache in `path`, on `device`, if it holds `samples` samples of `classes` classes.
+    fn read(path: &Path, samples: i64, classes: i64, device: Device) -> Result<Self> {
+        let what = path.display();
+        let mut tensors = Tensor::read_safetensors(path)
+            .with_context(|| format!("cannot read the fit cache {what} (delete it to cache anew)"))?;
+        let mut take = |name: &str| -> Result<Tensor> {
+            let at = tensors.iter().position(|(n, _)| n == name);
+            let (_, t) = tensors.swap_remove(at.with_context(|| format!("fit cache {what} has no `{name}`"))?);
+            Ok(t.to_device(device))
+        };
+        let cache = Self { logits: take("logits")?, signatures: take("signatures")?, labels: take("labels")? };
+        let shapes = [cache.logits.size(), cache.signatures.size(), cache.labels.size()];
+        ensure!(
+            shapes == [vec![samples, classes], vec![samples, SPECTRUM_FEATURES as i64], vec![samples]],
+            "fit cache {what} holds tensors of shapes {shapes:?}, but --batches and [data] batch make {samples} \
+             samples of {classes} classes: delete it or match the options it was made with"
+        );
+        Ok(cache)
+    }
+
+    fn write(&self, path: &Path) -> Result<()> {
+        let named = [("logits", &self.logits), ("signatures", &self.signatures), ("labels", &self.labels)];
+        Tensor::write_safetensors(&named, path)
+            .with_context(|| format!("cannot write the fit cache {}", path.display()))
+    }
+
     fn rows(&self, index: &Tensor) -> Self {
         let pick = |t: &Tensor| t.index_select(0, index);
         Self { logits: pick(&self.logits), signatures: pick(&self.signatures), labels: pick(&self.labels) }
@@ -118,7 +157,16 @@ pub fn fit_spectrum(
     }
     let (net, loaded, fresh) = load(config, shape, model, device)?;
 
-    let cache = cache_samples(config, &net, options, show_progress)?;
+    let cache = match &options.cache {
+        Some(path) if path.exists() => {
+            Cache::read(path, options.batches as i64 * config.data.batch as i64, shape.classes, device)?
+        }
+        path => {
+            let cache = cache_samples(config, &net, options, show_progress)?;
+            path.as_deref().map_or(Ok(()), |path| cache.write(path))?;
+            cache
+        }
+    };
     let samples = cache.labels.size()[0];
     let held_out = ((samples as f64 * options.validation).round() as i64).clamp(1, samples - 1);
     let (train, validation) = cache.split(samples - held_out);
@@ -135,6 +183,9 @@ pub fn fit_spectrum(
             fresh
         }
     };
+    if !options.classes.is_empty() {
+        fitted.restrict(&options.classes, shape.classes)?;
+    }
     let epochs = fitted.train(config, &train, &validation, options);
     let head = net.classifier.as_ref().expect("loaded with a head");
     let mut named: Vec<_> =
@@ -163,6 +214,9 @@ fn check<'a>(config: &'a Config, options: &FitOptions) -> Result<&'a ClassifierS
     let Some(shape) = config.classifier.as_ref().filter(|c| c.spectrum) else {
         bail!("fit-spectrum fits a spectral branch: the config needs [classifier] with spectrum = true");
     };
+    if let Some(&class) = options.classes.iter().find(|&&c| !(0..shape.classes).contains(&c)) {
+        bail!("class index {class} is out of range: the head has {} classes", shape.classes);
+    }
     let decay = config.classifier_optim().weight_decay;
     ensure!(
         decay == 0.0,
@@ -229,10 +283,12 @@ fn cache_samples(config: &Config, net: &MaskDcptNet, options: &FitOptions, show_
     })
 }
 
-/// A spectral branch with its own parameters (`spectrum.*`).
+/// A spectral branch with its own parameters (`spectrum.*`) and, once restricted, the mask
+/// (`[1, classes]`, 1 for the classes it moves) its logits are multiplied by.
 struct BranchParams {
     module: SpectralBranch,
     params: ParamSet,
+    mask: Option<Tensor>,
 }
 
 impl BranchParams {
@@ -240,11 +296,38 @@ impl BranchParams {
     fn new(classes: i64, device: Device) -> Self {
         let mut builder = ParamBuilder::default();
         let module = SpectralBranch::new(&mut builder, classes);
-        Self { module, params: builder.build(device) }
+        Self { module, params: builder.build(device), mask: None }
+    }
+
+    /// Zeroes the output rows of every class but `classes` and masks the logits, so those rows
+    /// get no gradient and stay zero (what the library, which adds every row, then reads).
+    fn restrict(&mut self, classes: &[i64], count: i64) -> Result<()> {
+        let device = self.params.values().device();
+        let mask = Tensor::zeros([count], (Kind::Float, device)).index_fill(
+            0,
+            &Tensor::from_slice(classes).to_device(device),
+            1.0,
+        );
+        let others = mask.eq(0.0).nonzero().squeeze_dim(1);
+        let out = SpectralBranch::output_layer();
+        let mut zeroed = 0;
+        for (name, value) in self.params.named_values() {
+            if out.contains(&name) {
+                let _ = tch::no_grad(|| value.detach().index_fill_(0, &others, 0.0));
+                zeroed += 1;
+            }
+        }
+        ensure!(zeroed == out.len(), "the branch's output layer {out:?} was not found among its parameters");
+        self.mask = Some(mask.unsqueeze(0));
+        Ok(())
     }
 
     fn logits(&self, signatures: &Tensor) -> Tensor {
-        self.module.forward(&self.params, signatures)
+        let logits = self.module.forward(&self.params, signatures);
+        match &self.mask {
+            Some(mask) => logits * mask,
+            None => logits,
+        }
     }
 
     /// Top-1 of the cached head logits plus this branch's.

@@ -268,7 +268,8 @@ fn spectral_branches_calibrate_and_export() {
 
 /// `trainer fit-spectrum` on a head trained for 2 steps, with two classes whose spectra differ
 /// (noise, defocus blur): the refitted branch tells them apart on held-out samples where the
-/// model as loaded guesses, and every tensor but the branch's is written back unchanged.
+/// model as loaded guesses, and every tensor but the branch's is written back unchanged; so
+/// does a branch restricted to one class, fitted twice from one cache file.
 #[test]
 fn a_fitted_spectral_branch_learns_and_leaves_the_rest_alone() {
     let _torch = one_at_a_time();
@@ -279,7 +280,15 @@ fn a_fitted_spectral_branch_learns_and_leaves_the_rest_alone() {
     train_export_and_classify(cfg.clone(), dir.path(), &chelsea());
     let trained = dir.path().join("model-head.safetensors");
 
-    let options = FitOptions { batches: 16, epochs: 40, minibatch: 16, validation: 0.25, fresh: false };
+    let options = FitOptions {
+        batches: 16,
+        epochs: 40,
+        minibatch: 16,
+        validation: 0.25,
+        fresh: false,
+        classes: vec![],
+        cache: None,
+    };
     let (net, report) = fit_spectrum(&cfg, &trained, &options, false).unwrap();
     let fitted = report.epochs.last().unwrap().validation_top1;
     eprintln!("validation top-1: as loaded {:.3}, fitted {fitted:.3}", report.loaded_top1);
@@ -299,10 +308,41 @@ fn a_fitted_spectral_branch_learns_and_leaves_the_rest_alone() {
     }
     assert!(branch_moved, "the branch kept its weights");
 
-    let mut plain = cfg;
+    let mut plain = cfg.clone();
     plain.classifier.as_mut().unwrap().spectrum = false;
     let err = format!("{:#}", fit_spectrum(&plain, &trained, &options, false).err().unwrap());
     assert!(err.contains("spectrum = true"), "{err}");
+
+    // A specialist moving the two classes' logits alone (the head as loaded names neither)
+    // tells them apart too; its other output rows are zero in the file, and a second fit from
+    // the cache file repeats the first.
+    let cache = dir.path().join("cache.safetensors");
+    let moved = [Class::Noise.index(), Class::DefocusBlur.index()];
+    let specialist =
+        FitOptions { classes: moved.map(|c| c as i64).to_vec(), cache: Some(cache.clone()), ..options.clone() };
+    let (net, report) = fit_spectrum(&cfg, &trained, &specialist, false).unwrap();
+    assert!(cache.exists());
+    assert!(report.epochs.last().unwrap().validation_top1 >= 0.9, "{report:?}");
+    let rows = |net: &MaskDcptNet, key: &str| {
+        let named: HashMap<String, Tensor> = net.named_values().into_iter().collect();
+        let value = &named[&format!("classifier.spectrum.2.{key}")];
+        (0..value.size()[0]).map(|row| value.get(row).abs().sum(tch::Kind::Float).double_value(&[])).collect::<Vec<_>>()
+    };
+    for key in ["weight", "bias"] {
+        let sums = rows(&net, key);
+        assert!(moved.iter().all(|&row| sums[row] > 0.0), "{key}: {sums:?}");
+        assert!(sums.iter().enumerate().all(|(row, &sum)| moved.contains(&row) || sum == 0.0), "{key}: {sums:?}");
+    }
+    let (again, repeat) = fit_spectrum(&cfg, &trained, &specialist, false).unwrap();
+    assert_eq!(format!("{:?}", repeat.epochs), format!("{:?}", report.epochs));
+    assert_eq!((rows(&again, "weight"), rows(&again, "bias")), (rows(&net, "weight"), rows(&net, "bias")));
+
+    let fewer = FitOptions { batches: 8, ..specialist.clone() };
+    let err = format!("{:#}", fit_spectrum(&cfg, &trained, &fewer, false).err().unwrap());
+    assert!(err.contains("delete it or match"), "{err}");
+    let unknown = FitOptions { classes: vec![19], cache: None, ..specialist };
+    let err = format!("{:#}", fit_spectrum(&cfg, &trained, &unknown, false).err().unwrap());
+    assert!(err.contains("class index 19 is out of range"), "{err}");
 }
 
 /// Fine-tunes `cfg` (2 steps, in `dir`), exports the checkpoint with its head and checks that

@@ -30,6 +30,9 @@ const SPECTRUM_HIDDEN: i64 = 64;
 /// never varies in the sample then stays near its centre instead of dividing by zero).
 const SPECTRUM_MIN_SCALE: f64 = 1e-3;
 
+/// The spectral branch's output layer (`spectrum.2`, after the hidden layer and its ReLU).
+const SPECTRUM_OUTPUT: &str = "2";
+
 /// Prefix of the spectral branch's parameter names.
 pub const SPECTRUM_PREFIX: &str = "spectrum.";
 
@@ -260,8 +263,14 @@ impl SpectralBranch {
             centre: params.add(name("centre"), &[features], Init::Zeros),
             scale: params.add(name("scale"), &[features], Init::Ones),
             hidden: Linear::new(params, &name("0"), features, SPECTRUM_HIDDEN),
-            out: Linear::new(params, &name("2"), SPECTRUM_HIDDEN, classes),
+            out: Linear::new(params, &name(SPECTRUM_OUTPUT), SPECTRUM_HIDDEN, classes),
         }
+    }
+
+    /// Names of the output layer's weight (`[classes, hidden]`) and bias (`[classes]`): one
+    /// row per class.
+    pub fn output_layer() -> [String; 2] {
+        [format!("{SPECTRUM_PREFIX}{SPECTRUM_OUTPUT}.weight"), format!("{SPECTRUM_PREFIX}{SPECTRUM_OUTPUT}.bias")]
     }
 
     /// Logits `[N, classes]` of signatures `[N, SPECTRUM_FEATURES]` (from
