@@ -38,13 +38,19 @@ pub const EMBED_KERNEL: usize = 7;
 /// Key of the image embedding's conv weight, whose presence marks a head that reads the image.
 const EMBED_WEIGHT: &str = "conv_embed.0.weight";
 
-/// Key of the spectral branch's first layer, whose presence marks a head that has one.
-const SPECTRUM_WEIGHT: &str = "spectrum.0.weight";
-
-/// Keys of the spectral branch's standardisation: the signature's centre and scale per value.
-pub(crate) const SPECTRUM_CENTRE: &str = "spectrum.centre";
-/// See [`SPECTRUM_CENTRE`]; the branch divides by this one, so its values must be positive.
-pub(crate) const SPECTRUM_SCALE: &str = "spectrum.scale";
+/// Prefix of the spectral branch's tensor names within the head (the file's keys add
+/// [`CLASSIFIER_PREFIX`]); the trainer names its parameters with these constants too.
+pub const SPECTRUM_PREFIX: &str = "spectrum.";
+/// The branch's standardisation centre, `[SPECTRUM_FEATURES]`.
+pub const SPECTRUM_CENTRE: &str = "spectrum.centre";
+/// The branch's standardisation scale, `[SPECTRUM_FEATURES]`: it divides by it, so its values
+/// must be positive.
+pub const SPECTRUM_SCALE: &str = "spectrum.scale";
+/// The branch's hidden linear layer (`.weight` `[hidden, SPECTRUM_FEATURES]`, `.bias`), whose
+/// weight's presence marks a head that has a branch.
+pub const SPECTRUM_HIDDEN_LAYER: &str = "spectrum.0";
+/// The branch's output linear layer (`.weight` `[classes, hidden]`, `.bias`: one row per class).
+pub const SPECTRUM_OUTPUT_LAYER: &str = "spectrum.2";
 
 /// The features a head stored in `weights` reads: the metadata [`FEATURES_METADATA`], decoder
 /// when absent; another value is an error.
@@ -111,7 +117,9 @@ impl HeadSpec {
             Some(names) => names.split(',').map(str::to_owned).collect(),
             None => (0..classes).map(|i| format!("class {i}")).collect(),
         };
-        let spectrum_hidden = weights.get(&key(SPECTRUM_WEIGHT)).map(|w| w.shape().first().copied().unwrap_or(0));
+        let spectrum_hidden = weights
+            .get(&key(&format!("{SPECTRUM_HIDDEN_LAYER}.weight")))
+            .map(|w| w.shape().first().copied().unwrap_or(0));
         let head = HeadSpec {
             feature_dims,
             blocks_per_scale,
@@ -168,10 +176,10 @@ impl HeadSpec {
         if let Some(hidden) = self.spectrum_hidden {
             out.push((SPECTRUM_CENTRE.to_owned(), vec![SPECTRUM_FEATURES]));
             out.push((SPECTRUM_SCALE.to_owned(), vec![SPECTRUM_FEATURES]));
-            out.push((SPECTRUM_WEIGHT.to_owned(), vec![hidden, SPECTRUM_FEATURES]));
-            out.push(("spectrum.0.bias".to_owned(), vec![hidden]));
-            out.push(("spectrum.2.weight".to_owned(), vec![self.classes(), hidden]));
-            out.push(("spectrum.2.bias".to_owned(), vec![self.classes()]));
+            out.push((format!("{SPECTRUM_HIDDEN_LAYER}.weight"), vec![hidden, SPECTRUM_FEATURES]));
+            out.push((format!("{SPECTRUM_HIDDEN_LAYER}.bias"), vec![hidden]));
+            out.push((format!("{SPECTRUM_OUTPUT_LAYER}.weight"), vec![self.classes(), hidden]));
+            out.push((format!("{SPECTRUM_OUTPUT_LAYER}.bias"), vec![self.classes()]));
         }
         out
     }

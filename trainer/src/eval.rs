@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use maskdcpt_core::head::SPECTRUM_HIDDEN_LAYER;
 use maskdcpt_degrade::{Class, Rgb, image_files};
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
@@ -72,7 +73,7 @@ fn infer_head(names: &[&str], model: &ModelTensors) -> Option<ClassifierShape> {
         blocks_per_scale: blocks,
         embed_image: has("conv_embed.0.weight"),
         features: model.head_features,
-        spectrum: has("spectrum.0.weight"),
+        spectrum: has(&format!("{SPECTRUM_HIDDEN_LAYER}.weight")),
     })
 }
 

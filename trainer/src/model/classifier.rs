@@ -13,6 +13,8 @@
 
 use anyhow::{Result, ensure};
 pub use maskdcpt_core::graph::FeatureSource;
+pub use maskdcpt_core::head::SPECTRUM_PREFIX;
+use maskdcpt_core::head::{SPECTRUM_CENTRE, SPECTRUM_HIDDEN_LAYER, SPECTRUM_OUTPUT_LAYER, SPECTRUM_SCALE};
 use maskdcpt_core::spectrum::{SPECTRUM_FEATURES, spectral_signature};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
@@ -29,12 +31,6 @@ const SPECTRUM_HIDDEN: i64 = 64;
 /// Added to the standard deviation of each signature value when calibrating (a value that
 /// never varies in the sample then stays near its centre instead of dividing by zero).
 const SPECTRUM_MIN_SCALE: f64 = 1e-3;
-
-/// The spectral branch's output layer (`spectrum.2`, after the hidden layer and its ReLU).
-const SPECTRUM_OUTPUT: &str = "2";
-
-/// Prefix of the spectral branch's parameter names.
-pub const SPECTRUM_PREFIX: &str = "spectrum.";
 
 /// Sizes of the classification head.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -257,20 +253,19 @@ pub struct SpectralBranch {
 impl SpectralBranch {
     /// Declares the branch's parameters for `classes` outputs.
     pub fn new(params: &mut ParamBuilder, classes: i64) -> Self {
-        let name = |suffix: &str| format!("{SPECTRUM_PREFIX}{suffix}");
         let features = SPECTRUM_FEATURES as i64;
         Self {
-            centre: params.add(name("centre"), &[features], Init::Zeros),
-            scale: params.add(name("scale"), &[features], Init::Ones),
-            hidden: Linear::new(params, &name("0"), features, SPECTRUM_HIDDEN),
-            out: Linear::new(params, &name(SPECTRUM_OUTPUT), SPECTRUM_HIDDEN, classes),
+            centre: params.add(SPECTRUM_CENTRE.into(), &[features], Init::Zeros),
+            scale: params.add(SPECTRUM_SCALE.into(), &[features], Init::Ones),
+            hidden: Linear::new(params, SPECTRUM_HIDDEN_LAYER, features, SPECTRUM_HIDDEN),
+            out: Linear::new(params, SPECTRUM_OUTPUT_LAYER, SPECTRUM_HIDDEN, classes),
         }
     }
 
     /// Names of the output layer's weight (`[classes, hidden]`) and bias (`[classes]`): one
     /// row per class.
     pub fn output_layer() -> [String; 2] {
-        [format!("{SPECTRUM_PREFIX}{SPECTRUM_OUTPUT}.weight"), format!("{SPECTRUM_PREFIX}{SPECTRUM_OUTPUT}.bias")]
+        [format!("{SPECTRUM_OUTPUT_LAYER}.weight"), format!("{SPECTRUM_OUTPUT_LAYER}.bias")]
     }
 
     /// Logits `[N, classes]` of signatures `[N, SPECTRUM_FEATURES]` (from

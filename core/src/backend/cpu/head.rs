@@ -9,7 +9,10 @@ use super::kernels::matmul::{Epilogue, MatMut, MatRef, MatmulPrecision, PackedLh
 use super::kernels::strided_conv::{conv_strided, strided_len};
 use crate::error::{Error, Result};
 use crate::graph::FeatureSource;
-use crate::head::{EMBED_KERNEL, Feature, HEAD_LAYER_NORM_EPS, HeadSpec, SPECTRUM_CENTRE, SPECTRUM_SCALE};
+use crate::head::{
+    EMBED_KERNEL, Feature, HEAD_LAYER_NORM_EPS, HeadSpec, SPECTRUM_CENTRE, SPECTRUM_HIDDEN_LAYER,
+    SPECTRUM_OUTPUT_LAYER, SPECTRUM_SCALE,
+};
 use crate::image::{Image, pad_planar_into};
 use crate::spec::{CLASSIFIER_PREFIX, IMAGE_CHANNELS, PadMode};
 use crate::spectrum::spectral_signature;
@@ -135,8 +138,8 @@ impl HeadWeights {
             Some(_) => Some(Spectrum {
                 centre: get(SPECTRUM_CENTRE)?.0,
                 scale: get(SPECTRUM_SCALE)?.0,
-                hidden: linear("spectrum.0")?,
-                out: linear("spectrum.2")?,
+                hidden: linear(SPECTRUM_HIDDEN_LAYER)?,
+                out: linear(SPECTRUM_OUTPUT_LAYER)?,
             }),
             None => None,
         };
