@@ -17,7 +17,7 @@ use tch::{Device, Kind, Tensor};
 use crate::data::manifest_labels;
 use crate::export::{ModelTensors, read_model_tensors};
 use crate::metrics::{ImageRef, psnr, ssim};
-use crate::model::classifier::ClassifierShape;
+use crate::model::classifier::{ClassifierShape, DEFAULT_SPECTRUM_HIDDEN};
 use crate::model::nafnet::NafnetShape;
 use crate::net::{CLASSIFIER_PREFIX, MaskDcptNet};
 
@@ -68,12 +68,15 @@ fn infer_head(names: &[&str], model: &ModelTensors) -> Option<ClassifierShape> {
     let fc = model.named.iter().find(|(n, _)| n == &format!("{CLASSIFIER_PREFIX}fc.bias"))?;
     let blocks = count_blocks(names, &format!("{CLASSIFIER_PREFIX}bottleneck_layers.0."));
     let has = |key: &str| names.contains(&format!("{CLASSIFIER_PREFIX}{key}").as_str());
+    let spectrum = format!("{CLASSIFIER_PREFIX}{SPECTRUM_HIDDEN_LAYER}.weight");
+    let spectrum_hidden = model.named.iter().find(|(n, _)| n == &spectrum).map(|(_, t)| t.size()[0]);
     Some(ClassifierShape {
         classes: fc.1.size()[0],
         blocks_per_scale: blocks,
         embed_image: has("conv_embed.0.weight"),
         features: model.head_features,
-        spectrum: has(&format!("{SPECTRUM_HIDDEN_LAYER}.weight")),
+        spectrum: spectrum_hidden.is_some(),
+        spectrum_hidden: spectrum_hidden.unwrap_or(DEFAULT_SPECTRUM_HIDDEN),
     })
 }
 

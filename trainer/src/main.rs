@@ -112,6 +112,10 @@ struct FitArgs {
     /// motion_blur,defocus_blur,gaussian_blur); the other rows of its output are zero.
     #[arg(long, value_delimiter = ',')]
     classes: Vec<String>,
+    /// Keep the model's branch and train a specialist of 64 units beside it, written with it as
+    /// one wider branch (use with --classes).
+    #[arg(long)]
+    add: bool,
     /// Keep the cached sample in this file: read when it exists, written otherwise.
     #[arg(long)]
     cache: Option<PathBuf>,
@@ -246,9 +250,10 @@ fn fit_spectrum(args: &FitArgs) -> Result<()> {
             .iter()
             .map(|id| Ok(maskdcpt_degrade::Class::from_id(id)?.index() as i64))
             .collect::<Result<_>>()?,
+        add: args.add,
         cache: args.cache.clone(),
     };
-    let (net, report) = spectrum_fit::fit_spectrum(&config, &args.model, &options, !args.quiet)?;
+    let (named, report) = spectrum_fit::fit_spectrum(&config, &args.model, &options, !args.quiet)?;
     for row in &report.epochs {
         println!("epoch {:>3}  loss {:.4}  validation top-1 {:.1}%", row.epoch, row.loss, 100.0 * row.validation_top1);
     }
@@ -261,7 +266,7 @@ fn fit_spectrum(args: &FitArgs) -> Result<()> {
         100.0 * report.loaded_top1,
         100.0 * fitted
     );
-    let bytes = export::model_safetensors(&net.named_values(), Some(config.head_features()), args.dtype)?;
+    let bytes = export::model_safetensors(&named, Some(config.head_features()), args.dtype)?;
     checkpoint::write_atomically(&args.output, &bytes)?;
     args.json.as_deref().map_or(Ok(()), |path| write_json(path, &report))
 }

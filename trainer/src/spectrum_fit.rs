@@ -6,7 +6,11 @@
 //! for several epochs on that cache, its logits added to the cached ones as in the head.
 //! Everything but the branch stays bit for bit as loaded.
 //!
-//! With [`FitOptions::classes`] the branch moves only those classes' logits (the rows of its
+//! With [`FitOptions::add`] the loaded branch stays as it is and a specialist of
+//! [`DEFAULT_SPECTRUM_HIDDEN`] units trains beside it on the head's and the branch's logits;
+//! the two are written as one branch of their summed widths (the hidden layers stacked, the
+//! output layers side by side, the biases added: the same logits), which the library reads
+//! like any other. With [`FitOptions::classes`] the branch (or specialist) moves only those classes' logits (the rows of its
 //! output layer for the others are zero, and stay zero in the written file): a specialist
 //! that tells apart classes the head confuses, e.g. the three blur kinds, without touching
 //! its answers elsewhere. [`FitOptions::cache`] keeps the cached sample in a file, so fits
@@ -16,6 +20,7 @@
 //! it a few blur crops a batch against a head already confident in its answer; here it sees
 //! the whole sample every epoch for the cost of one pass through the network.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -27,10 +32,13 @@ use crate::config::Config;
 use crate::data::{Loader, TrainData};
 use crate::export::read_model_tensors;
 use crate::loss;
+use maskdcpt_core::head::{SPECTRUM_CENTRE, SPECTRUM_HIDDEN_LAYER, SPECTRUM_SCALE};
 use maskdcpt_core::spectrum::SPECTRUM_FEATURES;
 
-use crate::model::classifier::{ClassifierShape, SPECTRUM_PREFIX, SpectralBranch, spectral_signatures};
-use crate::net::{HeadLoad, MaskDcptNet};
+use crate::model::classifier::{
+    ClassifierShape, DEFAULT_SPECTRUM_HIDDEN, SPECTRUM_PREFIX, SpectralBranch, spectral_signatures,
+};
+use crate::net::{CLASSIFIER_PREFIX, HeadLoad, MaskDcptNet};
 use crate::optim::AdamW;
 use crate::params::{ParamBuilder, ParamSet};
 use crate::train::{TORCH_RNG, parse_device};
@@ -50,6 +58,8 @@ pub struct FitOptions {
     pub fresh: bool,
     /// Class indices whose logits the branch moves (empty: all).
     pub classes: Vec<i64>,
+    /// Keep the model's branch and train a specialist beside it (see the module docs).
+    pub add: bool,
     /// File holding the cached sample: read when it exists (it must hold `batches` batches),
     /// written after caching otherwise.
     pub cache: Option<PathBuf>,
@@ -143,19 +153,25 @@ impl Cache {
 
 /// Fits the spectral branch of the head of `model` (a model file with a classification
 /// head of the config's shape) on batches of the config's `[data]`; returns the model with the
-/// fitted branch (its other weights as loaded) and the report.
+/// fitted branch (every other tensor as loaded, named as in model files) and the report.
 pub fn fit_spectrum(
     config: &Config,
     model: &Path,
     options: &FitOptions,
     show_progress: bool,
-) -> Result<(MaskDcptNet, FitReport)> {
+) -> Result<(Vec<(String, Tensor)>, FitReport)> {
     let shape = check(config, options)?;
     let device = parse_device(&config.train.device)?;
     if config.train.threads > 0 {
         tch::set_num_threads(config.train.threads);
     }
-    let (net, loaded, fresh) = load(config, shape, model, device)?;
+    let fresh_hidden = if options.add { DEFAULT_SPECTRUM_HIDDEN } else { shape.spectrum_hidden };
+    let (net, loaded, fresh) = load(config, shape, model, fresh_hidden, device)?;
+    ensure!(
+        !options.add || loaded.is_some(),
+        "--add trains a specialist beside the model's spectral branch, but {} has none",
+        model.display()
+    );
 
     let cache = match &options.cache {
         Some(path) if path.exists() => {
@@ -169,29 +185,38 @@ pub fn fit_spectrum(
     };
     let samples = cache.labels.size()[0];
     let held_out = ((samples as f64 * options.validation).round() as i64).clamp(1, samples - 1);
-    let (train, validation) = cache.split(samples - held_out);
+    let (mut train, mut validation) = cache.split(samples - held_out);
     let head_alone_top1 = validation.top1(None);
     let loaded_top1 = match &loaded {
         Some(branch) => branch.top1(&validation),
         None => head_alone_top1,
     };
 
-    let mut fitted = match loaded {
-        Some(branch) if !options.fresh => branch,
+    let (base, mut fitted) = match loaded {
+        Some(branch) if options.add => {
+            for part in [&mut train, &mut validation] {
+                part.logits = &part.logits + tch::no_grad(|| branch.logits(&part.signatures));
+            }
+            fresh.copy_standardisation(&branch);
+            (Some(branch), fresh)
+        }
+        Some(branch) if !options.fresh => (None, branch),
         _ => {
             fresh.module.calibrate(&fresh.params, &train.signatures);
-            fresh
+            (None, fresh)
         }
     };
     if !options.classes.is_empty() {
         fitted.restrict(&options.classes, shape.classes)?;
     }
     let epochs = fitted.train(config, &train, &validation, options);
-    let head = net.classifier.as_ref().expect("loaded with a head");
-    let mut named: Vec<_> =
-        head.params.named_values().into_iter().filter(|(n, _)| !n.starts_with(SPECTRUM_PREFIX)).collect();
-    named.extend(fitted.params.named_values());
-    head.params.load_flat(head.params.values(), &named, "the fitted branch")?;
+    let branch = match &base {
+        Some(base) => base.stacked_with(&fitted),
+        None => fitted.params.named_values(),
+    };
+    let branch_prefix = format!("{CLASSIFIER_PREFIX}{SPECTRUM_PREFIX}");
+    let mut named: Vec<_> = net.named_values().into_iter().filter(|(n, _)| !n.starts_with(&branch_prefix)).collect();
+    named.extend(branch.into_iter().map(|(name, value)| (format!("{CLASSIFIER_PREFIX}{name}"), value)));
     let report = FitReport {
         train_samples: train.labels.size()[0],
         validation_samples: held_out,
@@ -199,13 +224,14 @@ pub fn fit_spectrum(
         loaded_top1,
         epochs,
     };
-    Ok((net, report))
+    Ok((named, report))
 }
 
 /// The config's head, once the options and the config suit a fit.
 fn check<'a>(config: &'a Config, options: &FitOptions) -> Result<&'a ClassifierShape> {
     ensure!(options.batches >= 2, "--batches {}: the fit needs at least 2 batches", options.batches);
     ensure!(options.epochs >= 1 && options.minibatch >= 1, "--epochs and --minibatch must be at least 1");
+    ensure!(!(options.add && options.fresh), "--add keeps the model's branch and --fresh replaces it: choose one");
     ensure!(
         options.validation > 0.0 && options.validation < 1.0,
         "--validation {} must be between 0 and 1 (a fraction of the cached samples)",
@@ -227,11 +253,12 @@ fn check<'a>(config: &'a Config, options: &FitOptions) -> Result<&'a ClassifierS
 }
 
 /// The network of the config's shape with `model`'s weights, a copy of the file's spectral
-/// branch (if it has one) and a fresh branch, from the config's seed.
+/// branch (if it has one) and a fresh branch of `fresh_hidden` units, from the config's seed.
 fn load(
     config: &Config,
     shape: &ClassifierShape,
     model: &Path,
+    fresh_hidden: i64,
     device: Device,
 ) -> Result<(MaskDcptNet, Option<BranchParams>, BranchParams)> {
     let what = model.display().to_string();
@@ -240,7 +267,7 @@ fn load(
         let _rng = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
         tch::manual_seed(config.train.seed as i64);
         let net = MaskDcptNet::new(&config.model, Some(shape), device)?;
-        (net, BranchParams::new(shape.classes, device))
+        (net, BranchParams::new(shape.classes, fresh_hidden, device))
     };
     let loaded = match net.load_model_tensors(&tensors, &what)? {
         HeadLoad::None => bail!("{what} has no classification head: fit-spectrum fits the branch of a trained head"),
@@ -249,7 +276,7 @@ fn load(
             let head = &net.classifier.as_ref().expect("the head loaded").params;
             let named: Vec<_> =
                 head.named_values().into_iter().filter(|(n, _)| n.starts_with(SPECTRUM_PREFIX)).collect();
-            let branch = BranchParams::new(shape.classes, device);
+            let branch = BranchParams::new(shape.classes, shape.spectrum_hidden, device);
             branch.params.load_flat(branch.params.values(), &named, &what)?;
             Some(branch)
         }
@@ -293,10 +320,45 @@ struct BranchParams {
 
 impl BranchParams {
     /// A branch from torch's generator (seed it first).
-    fn new(classes: i64, device: Device) -> Self {
+    fn new(classes: i64, hidden: i64, device: Device) -> Self {
         let mut builder = ParamBuilder::default();
-        let module = SpectralBranch::new(&mut builder, classes);
+        let module = SpectralBranch::new(&mut builder, classes, hidden);
         Self { module, params: builder.build(device), mask: None }
+    }
+
+    /// Takes `other`'s standardisation (centre and scale).
+    fn copy_standardisation(&self, other: &Self) {
+        let theirs: HashMap<String, Tensor> = other.params.named_values().into_iter().collect();
+        for (name, value) in self.params.named_values() {
+            if name == SPECTRUM_CENTRE || name == SPECTRUM_SCALE {
+                tch::no_grad(|| value.detach().copy_(&theirs[&name]));
+            }
+        }
+    }
+
+    /// One branch whose logits are this one's plus `added`'s (which has this one's
+    /// standardisation): hidden layers stacked, output weights side by side, biases summed.
+    fn stacked_with(&self, added: &Self) -> Vec<(String, Tensor)> {
+        let theirs: HashMap<String, Tensor> = added.params.named_values().into_iter().collect();
+        let hidden = format!("{SPECTRUM_HIDDEN_LAYER}.");
+        let [out_weight, out_bias] = SpectralBranch::output_layer();
+        self.params
+            .named_values()
+            .into_iter()
+            .map(|(name, value)| {
+                let other = &theirs[&name];
+                let stacked = if name.starts_with(&hidden) {
+                    Tensor::cat(&[&value, other], 0)
+                } else if name == out_weight {
+                    Tensor::cat(&[&value, other], 1)
+                } else if name == out_bias {
+                    &value + other
+                } else {
+                    value.copy()
+                };
+                (name, stacked)
+            })
+            .collect()
     }
 
     /// Zeroes the output rows of every class but `classes` and masks the logits, so those rows
@@ -369,5 +431,29 @@ impl BranchParams {
             rows.push(EpochRow { epoch, loss: loss_sum / per_epoch as f64, validation_top1 });
         }
         rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stacked branch gives the sum of the two branches' logits.
+    #[test]
+    fn stacking_branches_adds_their_logits() {
+        let _rng = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+        tch::manual_seed(3);
+        let (classes, device) = (5, Device::Cpu);
+        let base = BranchParams::new(classes, 64, device);
+        let signatures = Tensor::randn([7, SPECTRUM_FEATURES as i64], (Kind::Float, device));
+        base.module.calibrate(&base.params, &signatures);
+        let added = BranchParams::new(classes, 32, device);
+        added.copy_standardisation(&base);
+        let stacked = BranchParams::new(classes, 96, device);
+        stacked.params.load_flat(stacked.params.values(), &base.stacked_with(&added), "stacked").unwrap();
+        let want = base.logits(&signatures) + added.logits(&signatures);
+        let diff = (stacked.logits(&signatures) - &want).abs().max().double_value(&[]);
+        assert!(diff < 1e-5, "stacked vs summed logits: {diff}");
+        assert!(want.abs().max().double_value(&[]) > 0.1, "logits too small to tell");
     }
 }

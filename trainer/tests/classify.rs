@@ -15,7 +15,7 @@ use maskdcpt_core::model::{DEFAULT_MODEL, Model};
 use maskdcpt_core::weights::LoadOptions;
 use maskdcpt_degrade::{Rgb, image_files};
 use maskdcpt_trainer::host::safetensors_bytes;
-use maskdcpt_trainer::model::classifier::{ClassifierShape, FeatureSource};
+use maskdcpt_trainer::model::classifier::{ClassifierShape, DEFAULT_SPECTRUM_HIDDEN, FeatureSource};
 use maskdcpt_trainer::net::{CLASSIFIER_PREFIX, MaskDcptNet};
 use maskdcpt_trainer::{eval, export};
 use safetensors::tensor::Dtype;
@@ -84,6 +84,7 @@ fn small_head() -> ClassifierShape {
         embed_image: false,
         features: FeatureSource::Decoder,
         spectrum: false,
+        spectrum_hidden: DEFAULT_SPECTRUM_HIDDEN,
     }
 }
 

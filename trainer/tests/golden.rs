@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use maskdcpt_trainer::model::classifier::{ClassifierShape, FeatureSource};
+use maskdcpt_trainer::model::classifier::{ClassifierShape, DEFAULT_SPECTRUM_HIDDEN, FeatureSource};
 use maskdcpt_trainer::model::mask::PatchMask;
 use maskdcpt_trainer::model::nafnet::NafnetShape;
 use maskdcpt_trainer::net::MaskDcptNet;
@@ -40,6 +40,7 @@ fn golden_net(embed_image: bool) -> MaskDcptNet {
         embed_image,
         features: FeatureSource::Decoder,
         spectrum: false,
+        spectrum_hidden: DEFAULT_SPECTRUM_HIDDEN,
     };
     MaskDcptNet::new(&shape, Some(&head), Device::Cpu).unwrap()
 }

@@ -14,7 +14,7 @@ use maskdcpt_degrade::{Class, Crop, DatasetOptions, Rgb, write_dataset};
 use maskdcpt_trainer::checkpoint;
 use maskdcpt_trainer::config::Config;
 use maskdcpt_trainer::eval;
-use maskdcpt_trainer::export::{ExportDtype, ExportOptions, Format, export, read_model_tensors};
+use maskdcpt_trainer::export::{ExportDtype, ExportOptions, Format, export, model_safetensors, read_model_tensors};
 use maskdcpt_trainer::model::classifier::FeatureSource;
 use maskdcpt_trainer::net::MaskDcptNet;
 use maskdcpt_trainer::spectrum_fit::{FitOptions, fit_spectrum};
@@ -287,16 +287,17 @@ fn a_fitted_spectral_branch_learns_and_leaves_the_rest_alone() {
         validation: 0.25,
         fresh: false,
         classes: vec![],
+        add: false,
         cache: None,
     };
-    let (net, report) = fit_spectrum(&cfg, &trained, &options, false).unwrap();
+    let (named, report) = fit_spectrum(&cfg, &trained, &options, false).unwrap();
     let fitted = report.epochs.last().unwrap().validation_top1;
     eprintln!("validation top-1: as loaded {:.3}, fitted {fitted:.3}", report.loaded_top1);
     assert_eq!((report.train_samples, report.validation_samples), (96, 32));
     assert!(fitted >= 0.9 && fitted > report.loaded_top1 + 0.2, "{report:?}");
 
     let before = read_model_tensors(&trained, Device::Cpu).unwrap().named;
-    let after: HashMap<String, Tensor> = net.named_values().into_iter().collect();
+    let after: HashMap<String, Tensor> = named.into_iter().collect();
     assert_eq!(before.len(), after.len());
     let mut branch_moved = false;
     for (name, value) in &before {
@@ -320,26 +321,40 @@ fn a_fitted_spectral_branch_learns_and_leaves_the_rest_alone() {
     let moved = [Class::Noise.index(), Class::DefocusBlur.index()];
     let specialist =
         FitOptions { classes: moved.map(|c| c as i64).to_vec(), cache: Some(cache.clone()), ..options.clone() };
-    let (net, report) = fit_spectrum(&cfg, &trained, &specialist, false).unwrap();
+    let (named, report) = fit_spectrum(&cfg, &trained, &specialist, false).unwrap();
     assert!(cache.exists());
     assert!(report.epochs.last().unwrap().validation_top1 >= 0.9, "{report:?}");
-    let rows = |net: &MaskDcptNet, key: &str| {
-        let named: HashMap<String, Tensor> = net.named_values().into_iter().collect();
-        let value = &named[&format!("classifier.spectrum.2.{key}")];
+    let rows = |named: &[(String, Tensor)], key: &str| {
+        let value = &named.iter().find(|(n, _)| n == &format!("classifier.spectrum.2.{key}")).unwrap().1;
         (0..value.size()[0]).map(|row| value.get(row).abs().sum(tch::Kind::Float).double_value(&[])).collect::<Vec<_>>()
     };
     for key in ["weight", "bias"] {
-        let sums = rows(&net, key);
+        let sums = rows(&named, key);
         assert!(moved.iter().all(|&row| sums[row] > 0.0), "{key}: {sums:?}");
         assert!(sums.iter().enumerate().all(|(row, &sum)| moved.contains(&row) || sum == 0.0), "{key}: {sums:?}");
     }
     let (again, repeat) = fit_spectrum(&cfg, &trained, &specialist, false).unwrap();
     assert_eq!(format!("{:?}", repeat.epochs), format!("{:?}", report.epochs));
-    assert_eq!((rows(&again, "weight"), rows(&again, "bias")), (rows(&net, "weight"), rows(&net, "bias")));
+    assert_eq!((rows(&again, "weight"), rows(&again, "bias")), (rows(&named, "weight"), rows(&named, "bias")));
+
+    // Grown: the branch as loaded plus a specialist, one branch of 128 units in the file,
+    // which the library reads as tch does.
+    let grown = FitOptions { add: true, ..specialist.clone() };
+    let (named, report) = fit_spectrum(&cfg, &trained, &grown, false).unwrap();
+    assert!(report.epochs.last().unwrap().validation_top1 >= 0.9, "{report:?}");
+    let hidden = named.iter().find(|(n, _)| n == "classifier.spectrum.0.weight").unwrap().1.size();
+    assert_eq!(hidden, [128, 128]);
+    let file = dir.path().join("grown.safetensors");
+    let bytes = model_safetensors(&named, Some(FeatureSource::Decoder), ExportDtype::F32).unwrap();
+    std::fs::write(&file, bytes).unwrap();
+    assert_library_classifies_as_tch(&file, &file, &chelsea());
 
     let fewer = FitOptions { batches: 8, ..specialist.clone() };
     let err = format!("{:#}", fit_spectrum(&cfg, &trained, &fewer, false).err().unwrap());
     assert!(err.contains("delete it or match"), "{err}");
+    let both = FitOptions { fresh: true, ..grown };
+    let err = format!("{:#}", fit_spectrum(&cfg, &trained, &both, false).err().unwrap());
+    assert!(err.contains("choose one"), "{err}");
     let unknown = FitOptions { classes: vec![19], cache: None, ..specialist };
     let err = format!("{:#}", fit_spectrum(&cfg, &trained, &unknown, false).err().unwrap());
     assert!(err.contains("class index 19 is out of range"), "{err}");
@@ -354,13 +369,19 @@ fn train_export_and_classify(cfg: Config, dir: &Path, image: &Rgb) -> (Model, Ma
     let out = dir.join("model-head.safetensors");
     let options = ExportOptions { format: Format::Safetensors, with_classifier: true, dtype: ExportDtype::F32 };
     export(&ckpt, &out, &options).unwrap();
-    let model = Model::load(&out, &LoadOptions::default()).unwrap();
-    let (_, logits) = eval::restore(&eval::load_model(&ckpt, Device::Cpu).unwrap(), image, Device::Cpu);
+    (assert_library_classifies_as_tch(&ckpt, &out, image), eval::load_model(&out, Device::Cpu).unwrap())
+}
+
+/// Checks that the library's class probabilities for `image` from the model file `path` are
+/// tch's from `reference` (a checkpoint or model file); returns the library's model.
+fn assert_library_classifies_as_tch(reference: &Path, path: &Path, image: &Rgb) -> Model {
+    let model = Model::load(path, &LoadOptions::default()).unwrap();
+    let (_, logits) = eval::restore(&eval::load_model(reference, Device::Cpu).unwrap(), image, Device::Cpu);
     let want = Vec::<f32>::try_from(logits.unwrap().softmax(1, tch::Kind::Float).flatten(0, -1)).unwrap();
     let engine = build_engine(&model, &EngineOptions { threads: Some(1), ..Default::default() }).unwrap();
     let got = engine.classify(&Image::new(image.width, image.height, image.data.clone()).unwrap()).unwrap();
     assert!(max_diff(&got, &want) < 1e-5, "library vs tch probabilities: {}", max_diff(&got, &want));
-    (model, eval::load_model(&out, Device::Cpu).unwrap())
+    model
 }
 
 #[test]

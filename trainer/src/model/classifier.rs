@@ -25,8 +25,8 @@ use crate::params::{Init, ParamBuilder, ParamId, ParamSet};
 /// LayerNorm epsilon of the head (`LayerNorm(channels_first)` in the reference, eps 1e-6).
 const LAYER_NORM_EPS: f64 = 1e-6;
 
-/// Hidden width of the spectral branch.
-const SPECTRUM_HIDDEN: i64 = 64;
+/// Hidden width of a spectral branch unless a config or file says otherwise.
+pub const DEFAULT_SPECTRUM_HIDDEN: i64 = 64;
 
 /// Added to the standard deviation of each signature value when calibrating (a value that
 /// never varies in the sample then stays near its centre instead of dividing by zero).
@@ -54,10 +54,18 @@ pub struct ClassifierShape {
     /// `spectrum` module) through a two-layer perceptron, its logits added to the head's.
     #[serde(default)]
     pub spectrum: bool,
+    /// Hidden units of the spectral branch ([`DEFAULT_SPECTRUM_HIDDEN`]; a branch grown by
+    /// `trainer fit-spectrum --add` has its own and its specialist's).
+    #[serde(default = "default_spectrum_hidden")]
+    pub spectrum_hidden: i64,
 }
 
 fn default_blocks() -> usize {
     2
+}
+
+fn default_spectrum_hidden() -> i64 {
+    DEFAULT_SPECTRUM_HIDDEN
 }
 
 /// (De)serialises a [`FeatureSource`] by its name.
@@ -168,7 +176,7 @@ impl Classifier {
         let last = *feature_dims.last().expect("checked non-empty");
         let last_stage = stage(params, "last_stage", last, shape.blocks_per_scale);
         let fc = Linear::new(params, "fc", last, shape.classes);
-        let spectrum = shape.spectrum.then(|| SpectralBranch::new(params, shape.classes));
+        let spectrum = shape.spectrum.then(|| SpectralBranch::new(params, shape.classes, shape.spectrum_hidden));
         Ok(Self {
             embed,
             mixing_weights,
@@ -251,14 +259,14 @@ pub struct SpectralBranch {
 }
 
 impl SpectralBranch {
-    /// Declares the branch's parameters for `classes` outputs.
-    pub fn new(params: &mut ParamBuilder, classes: i64) -> Self {
+    /// Declares the branch's parameters for `classes` outputs and `hidden` units.
+    pub fn new(params: &mut ParamBuilder, classes: i64, hidden: i64) -> Self {
         let features = SPECTRUM_FEATURES as i64;
         Self {
             centre: params.add(SPECTRUM_CENTRE.into(), &[features], Init::Zeros),
             scale: params.add(SPECTRUM_SCALE.into(), &[features], Init::Ones),
-            hidden: Linear::new(params, SPECTRUM_HIDDEN_LAYER, features, SPECTRUM_HIDDEN),
-            out: Linear::new(params, SPECTRUM_OUTPUT_LAYER, SPECTRUM_HIDDEN, classes),
+            hidden: Linear::new(params, SPECTRUM_HIDDEN_LAYER, features, hidden),
+            out: Linear::new(params, SPECTRUM_OUTPUT_LAYER, hidden, classes),
         }
     }
 
