@@ -175,7 +175,7 @@ pub fn fit_spectrum(
 
     let cache = match &options.cache {
         Some(path) if path.exists() => {
-            Cache::read(path, options.batches as i64 * config.data.batch as i64, shape.classes, device)?
+            Cache::read(path, options.batches as i64 * config.data.batch, shape.classes, device)?
         }
         path => {
             let cache = cache_samples(config, &net, options, show_progress)?;
