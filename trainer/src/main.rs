@@ -116,10 +116,6 @@ struct FitArgs {
     /// one wider branch (use with --classes).
     #[arg(long)]
     add: bool,
-    /// With --classes: the moved logits sum to zero (the branch shifts the odds among those
-    /// classes only; for a [data] sample drawn from them alone).
-    #[arg(long)]
-    zero_sum: bool,
     /// Keep the cached sample in this file: read when it exists, written otherwise.
     #[arg(long)]
     cache: Option<PathBuf>,
@@ -255,7 +251,6 @@ fn fit_spectrum(args: &FitArgs) -> Result<()> {
             .map(|id| Ok(maskdcpt_degrade::Class::from_id(id)?.index() as i64))
             .collect::<Result<_>>()?,
         add: args.add,
-        zero_sum: args.zero_sum,
         cache: args.cache.clone(),
     };
     let (named, report) = spectrum_fit::fit_spectrum(&config, &args.model, &options, !args.quiet)?;

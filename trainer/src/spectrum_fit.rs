@@ -60,9 +60,6 @@ pub struct FitOptions {
     pub classes: Vec<i64>,
     /// Keep the model's branch and train a specialist beside it (see the module docs).
     pub add: bool,
-    /// With `classes`: the moved logits sum to zero, so the branch shifts the odds among those
-    /// classes rather than their odds against the others (for a sample drawn from them alone).
-    pub zero_sum: bool,
     /// File holding the cached sample: read when it exists (it must hold `batches` batches),
     /// written after caching otherwise.
     pub cache: Option<PathBuf>,
@@ -210,10 +207,9 @@ pub fn fit_spectrum(
         }
     };
     if !options.classes.is_empty() {
-        fitted.restrict(&options.classes, shape.classes, options.zero_sum)?;
+        fitted.restrict(&options.classes, shape.classes)?;
     }
     let epochs = fitted.train(config, &train, &validation, options);
-    fitted.centre_output();
     let branch = match &base {
         Some(base) => base.stacked_with(&fitted),
         None => fitted.params.named_values(),
@@ -236,10 +232,6 @@ fn check<'a>(config: &'a Config, options: &FitOptions) -> Result<&'a ClassifierS
     ensure!(options.batches >= 2, "--batches {}: the fit needs at least 2 batches", options.batches);
     ensure!(options.epochs >= 1 && options.minibatch >= 1, "--epochs and --minibatch must be at least 1");
     ensure!(!(options.add && options.fresh), "--add keeps the model's branch and --fresh replaces it: choose one");
-    ensure!(
-        !options.zero_sum || options.classes.len() >= 2,
-        "--zero-sum shifts the odds among --classes: name at least two"
-    );
     ensure!(
         options.validation > 0.0 && options.validation < 1.0,
         "--validation {} must be between 0 and 1 (a fraction of the cached samples)",
@@ -319,13 +311,11 @@ fn cache_samples(config: &Config, net: &MaskDcptNet, options: &FitOptions, show_
 }
 
 /// A spectral branch with its own parameters (`spectrum.*`) and, once restricted, the mask
-/// (`[1, classes]`, 1 for the classes it moves) its logits are multiplied by, and whether
-/// their mean over those classes is taken off.
+/// (`[1, classes]`, 1 for the classes it moves) its logits are multiplied by.
 struct BranchParams {
     module: SpectralBranch,
     params: ParamSet,
     mask: Option<Tensor>,
-    zero_sum: bool,
 }
 
 impl BranchParams {
@@ -333,7 +323,7 @@ impl BranchParams {
     fn new(classes: i64, hidden: i64, device: Device) -> Self {
         let mut builder = ParamBuilder::default();
         let module = SpectralBranch::new(&mut builder, classes, hidden);
-        Self { module, params: builder.build(device), mask: None, zero_sum: false }
+        Self { module, params: builder.build(device), mask: None }
     }
 
     /// Takes `other`'s standardisation (centre and scale).
@@ -372,10 +362,8 @@ impl BranchParams {
     }
 
     /// Zeroes the output rows of every class but `classes` and masks the logits, so those rows
-    /// get no gradient and stay zero (what the library, which adds every row, then reads);
-    /// with `zero_sum` the masked logits' mean is taken off as well ([`Self::centre_output`]
-    /// then writes that into the rows).
-    fn restrict(&mut self, classes: &[i64], count: i64, zero_sum: bool) -> Result<()> {
+    /// get no gradient and stay zero (what the library, which adds every row, then reads).
+    fn restrict(&mut self, classes: &[i64], count: i64) -> Result<()> {
         let device = self.params.values().device();
         let mask = Tensor::zeros([count], (Kind::Float, device)).index_fill(
             0,
@@ -393,39 +381,15 @@ impl BranchParams {
         }
         ensure!(zeroed == out.len(), "the branch's output layer {out:?} was not found among its parameters");
         self.mask = Some(mask.unsqueeze(0));
-        self.zero_sum = zero_sum;
         Ok(())
     }
 
     fn logits(&self, signatures: &Tensor) -> Tensor {
         let logits = self.module.forward(&self.params, signatures);
         match &self.mask {
-            Some(mask) if self.zero_sum => {
-                let moved = logits * mask;
-                let mean = moved.sum_dim_intlist(1, true, Kind::Float) / mask.sum(Kind::Float);
-                moved - mean * mask
-            }
             Some(mask) => logits * mask,
             None => logits,
         }
-    }
-
-    /// For a zero-sum branch: subtracts from each moved row of the output layer the rows'
-    /// mean, so the branch's plain logits (what the library computes) are the centred ones it
-    /// was trained with; it is then an ordinary restricted branch.
-    fn centre_output(&mut self) {
-        let Some(mask) = self.mask.as_ref().filter(|_| self.zero_sum) else { return };
-        let moved = mask.squeeze_dim(0).nonzero().squeeze_dim(1);
-        for (name, value) in self.params.named_values() {
-            if SpectralBranch::output_layer().contains(&name) {
-                tch::no_grad(|| {
-                    let rows = value.index_select(0, &moved);
-                    let centred = &rows - rows.mean_dim(0, true, Kind::Float);
-                    let _ = value.detach().index_copy_(0, &moved, &centred);
-                });
-            }
-        }
-        self.zero_sum = false;
     }
 
     /// Top-1 of the cached head logits plus this branch's.
@@ -491,26 +455,5 @@ mod tests {
         let diff = (stacked.logits(&signatures) - &want).abs().max().double_value(&[]);
         assert!(diff < 1e-5, "stacked vs summed logits: {diff}");
         assert!(want.abs().max().double_value(&[]) > 0.1, "logits too small to tell");
-    }
-
-    /// A zero-sum branch writes rows whose plain logits (the library's) are the centred ones
-    /// it trained with: zero outside its classes, summing to zero over them.
-    #[test]
-    fn a_zero_sum_branch_writes_the_logits_it_trained_with() {
-        let _rng = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
-        tch::manual_seed(5);
-        let mut branch = BranchParams::new(5, 16, Device::Cpu);
-        branch.restrict(&[1, 3, 4], 5, true).unwrap();
-        let signatures = Tensor::randn([6, SPECTRUM_FEATURES as i64], (Kind::Float, Device::Cpu));
-        let trained = branch.logits(&signatures);
-        branch.centre_output();
-        let plain = branch.module.forward(&branch.params, &signatures);
-        let diff = (&plain - &trained).abs().max().double_value(&[]);
-        assert!(diff < 1e-5, "written vs trained logits: {diff}");
-        let column = |c: i64| plain.select(1, c);
-        assert_eq!(column(0).abs().max().double_value(&[]), 0.0);
-        assert_eq!(column(2).abs().max().double_value(&[]), 0.0);
-        let sums = (column(1) + column(3) + column(4)).abs().max().double_value(&[]);
-        assert!(sums < 1e-5 && column(1).abs().max().double_value(&[]) > 1e-3, "moved logits sum to {sums}");
     }
 }

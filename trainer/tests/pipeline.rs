@@ -288,7 +288,6 @@ fn a_fitted_spectral_branch_learns_and_leaves_the_rest_alone() {
         fresh: false,
         classes: vec![],
         add: false,
-        zero_sum: false,
         cache: None,
     };
     let (named, report) = fit_spectrum(&cfg, &trained, &options, false).unwrap();
