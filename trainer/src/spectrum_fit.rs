@@ -10,11 +10,12 @@
 //! [`DEFAULT_SPECTRUM_HIDDEN`] units trains beside it on the head's and the branch's logits;
 //! the two are written as one branch of their summed widths (the hidden layers stacked, the
 //! output layers side by side, the biases added: the same logits), which the library reads
-//! like any other. With [`FitOptions::classes`] the branch (or specialist) moves only those classes' logits (the rows of its
-//! output layer for the others are zero, and stay zero in the written file): a specialist
-//! that tells apart classes the head confuses, e.g. the three blur kinds, without touching
-//! its answers elsewhere. [`FitOptions::cache`] keeps the cached sample in a file, so fits
-//! with other options skip the pass through the network.
+//! like any other. With [`FitOptions::classes`] the branch (or specialist) moves only those
+//! classes' logits (the rows of its output layer for the others are zero, and stay zero in the
+//! written file): a specialist that tells apart classes the head confuses, e.g. the three blur
+//! kinds, without touching its answers elsewhere. [`FitOptions::cache`] keeps the cached
+//! sample in a file, keyed by what it depends on, so fits with other options skip the pass
+//! through the network.
 //!
 //! Training the branch jointly with the head (`[classifier] spectrum = true` in a run) gives
 //! it a few blur crops a batch against a head already confident in its answer; here it sees
@@ -25,16 +26,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail, ensure};
+use maskdcpt_core::head::{SPECTRUM_CENTRE, SPECTRUM_HIDDEN_LAYER, SPECTRUM_SCALE};
+use maskdcpt_core::spectrum::SPECTRUM_FEATURES;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
 use crate::config::Config;
 use crate::data::{Loader, TrainData};
 use crate::export::read_model_tensors;
 use crate::loss;
-use maskdcpt_core::head::{SPECTRUM_CENTRE, SPECTRUM_HIDDEN_LAYER, SPECTRUM_SCALE};
-use maskdcpt_core::spectrum::SPECTRUM_FEATURES;
-
 use crate::model::classifier::{
     ClassifierShape, DEFAULT_SPECTRUM_HIDDEN, SPECTRUM_PREFIX, SpectralBranch, spectral_signatures,
 };
@@ -99,9 +100,24 @@ struct Cache {
     labels: Tensor,
 }
 
+/// SHA-256 of what a cached sample depends on: the config's `[data]` and seed, the batch
+/// count, and every tensor of the network and head but the branch (names and f32 values).
+fn cache_key(config: &Config, net: &MaskDcptNet, batches: u64) -> Result<Tensor> {
+    let mut hash = Sha256::new();
+    hash.update(serde_json::to_vec(&(&config.data, config.train.seed, batches))?);
+    let branch = format!("{CLASSIFIER_PREFIX}{SPECTRUM_PREFIX}");
+    for (name, value) in net.named_values().into_iter().filter(|(n, _)| !n.starts_with(&branch)) {
+        hash.update(name.as_bytes());
+        let values = Vec::<f32>::try_from(value.to_kind(Kind::Float).flatten(0, -1))?;
+        values.iter().for_each(|v| hash.update(v.to_le_bytes()));
+    }
+    Ok(Tensor::from_slice(hash.finalize().as_slice()))
+}
+
 impl Cache {
-    /// The cache in `path`, on `device`, if it holds `samples` samples of `classes` classes.
-    fn read(path: &Path, samples: i64, classes: i64, device: Device) -> Result<Self> {
+    /// The cache in `path`, on `device`, if it was made with `key` ([`cache_key`]) and holds
+    /// `samples` samples of `classes` classes.
+    fn read(path: &Path, key: &Tensor, samples: i64, classes: i64, device: Device) -> Result<Self> {
         let what = path.display();
         let mut tensors = Tensor::read_safetensors(path)
             .with_context(|| format!("cannot read the fit cache {what} (delete it to cache anew)"))?;
@@ -110,6 +126,11 @@ impl Cache {
             let (_, t) = tensors.swap_remove(at.with_context(|| format!("fit cache {what} has no `{name}`"))?);
             Ok(t.to_device(device))
         };
+        ensure!(
+            take("key")?.equal(key),
+            "fit cache {what} was made from another model (network or head), [data], seed or --batches: delete \
+             it to cache anew, or name another --cache"
+        );
         let cache = Self { logits: take("logits")?, signatures: take("signatures")?, labels: take("labels")? };
         let shapes = [cache.logits.size(), cache.signatures.size(), cache.labels.size()];
         ensure!(
@@ -120,8 +141,9 @@ impl Cache {
         Ok(cache)
     }
 
-    fn write(&self, path: &Path) -> Result<()> {
-        let named = [("logits", &self.logits), ("signatures", &self.signatures), ("labels", &self.labels)];
+    fn write(&self, path: &Path, key: &Tensor) -> Result<()> {
+        let named =
+            [("key", key), ("logits", &self.logits), ("signatures", &self.signatures), ("labels", &self.labels)];
         Tensor::write_safetensors(&named, path)
             .with_context(|| format!("cannot write the fit cache {}", path.display()))
     }
@@ -174,14 +196,17 @@ pub fn fit_spectrum(
     );
 
     let cache = match &options.cache {
-        Some(path) if path.exists() => {
-            Cache::read(path, options.batches as i64 * config.data.batch, shape.classes, device)?
+        Some(path) => {
+            let key = cache_key(config, &net, options.batches)?;
+            if path.exists() {
+                Cache::read(path, &key, options.batches as i64 * config.data.batch, shape.classes, device)?
+            } else {
+                let cache = cache_samples(config, &net, options, show_progress)?;
+                cache.write(path, &key)?;
+                cache
+            }
         }
-        path => {
-            let cache = cache_samples(config, &net, options, show_progress)?;
-            path.as_deref().map_or(Ok(()), |path| cache.write(path))?;
-            cache
-        }
+        None => cache_samples(config, &net, options, show_progress)?,
     };
     let samples = cache.labels.size()[0];
     let held_out = ((samples as f64 * options.validation).round() as i64).clamp(1, samples - 1);

@@ -349,9 +349,22 @@ fn a_fitted_spectral_branch_learns_and_leaves_the_rest_alone() {
     std::fs::write(&file, bytes).unwrap();
     assert_library_classifies_as_tch(&file, &file, &chelsea());
 
+    // The cache answers only for what it was made from: batches, seed, the network and head.
     let fewer = FitOptions { batches: 8, ..specialist.clone() };
-    let err = format!("{:#}", fit_spectrum(&cfg, &trained, &fewer, false).err().unwrap());
-    assert!(err.contains("delete it or match"), "{err}");
+    let mut reseeded = cfg.clone();
+    reseeded.train.seed += 1;
+    let mut changed: Vec<_> = before.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
+    let fc = changed.iter_mut().find(|(n, _)| n == "classifier.fc.bias").unwrap();
+    fc.1 = &fc.1 + 1e-3;
+    let other = dir.path().join("other.safetensors");
+    std::fs::write(&other, model_safetensors(&changed, Some(FeatureSource::Decoder), ExportDtype::F32).unwrap())
+        .unwrap();
+    for (cfg, model, options) in
+        [(&cfg, &trained, &fewer), (&reseeded, &trained, &specialist), (&cfg, &other, &specialist)]
+    {
+        let err = format!("{:#}", fit_spectrum(cfg, model, options, false).err().unwrap());
+        assert!(err.contains("was made from another model"), "{err}");
+    }
     let both = FitOptions { fresh: true, ..grown };
     let err = format!("{:#}", fit_spectrum(&cfg, &trained, &both, false).err().unwrap());
     assert!(err.contains("choose one"), "{err}");
