@@ -100,13 +100,18 @@ struct Cache {
     labels: Tensor,
 }
 
+/// Every tensor of the network and its head but the spectral branch's, named as in model files.
+fn without_branch(net: &MaskDcptNet) -> Vec<(String, Tensor)> {
+    let branch = format!("{CLASSIFIER_PREFIX}{SPECTRUM_PREFIX}");
+    net.named_values().into_iter().filter(|(n, _)| !n.starts_with(&branch)).collect()
+}
+
 /// SHA-256 of what a cached sample depends on: the config's `[data]` and seed, the batch
 /// count, and every tensor of the network and head but the branch (names and f32 values).
 fn cache_key(config: &Config, net: &MaskDcptNet, batches: u64) -> Result<Tensor> {
     let mut hash = Sha256::new();
     hash.update(serde_json::to_vec(&(&config.data, config.train.seed, batches))?);
-    let branch = format!("{CLASSIFIER_PREFIX}{SPECTRUM_PREFIX}");
-    for (name, value) in net.named_values().into_iter().filter(|(n, _)| !n.starts_with(&branch)) {
+    for (name, value) in without_branch(net) {
         hash.update(name.as_bytes());
         let values = Vec::<f32>::try_from(value.to_kind(Kind::Float).flatten(0, -1))?;
         values.iter().for_each(|v| hash.update(v.to_le_bytes()));
@@ -135,8 +140,8 @@ impl Cache {
         let shapes = [cache.logits.size(), cache.signatures.size(), cache.labels.size()];
         ensure!(
             shapes == [vec![samples, classes], vec![samples, SPECTRUM_FEATURES as i64], vec![samples]],
-            "fit cache {what} holds tensors of shapes {shapes:?}, but --batches and [data] batch make {samples} \
-             samples of {classes} classes: delete it or match the options it was made with"
+            "fit cache {what} is damaged: its key matches, but it holds tensors of shapes {shapes:?} where --batches \
+             and [data] batch make {samples} samples of {classes} classes; delete it to cache anew"
         );
         Ok(cache)
     }
@@ -239,8 +244,7 @@ pub fn fit_spectrum(
         Some(base) => base.stacked_with(&fitted),
         None => fitted.params.named_values(),
     };
-    let branch_prefix = format!("{CLASSIFIER_PREFIX}{SPECTRUM_PREFIX}");
-    let mut named: Vec<_> = net.named_values().into_iter().filter(|(n, _)| !n.starts_with(&branch_prefix)).collect();
+    let mut named = without_branch(&net);
     named.extend(branch.into_iter().map(|(name, value)| (format!("{CLASSIFIER_PREFIX}{name}"), value)));
     let report = FitReport {
         train_samples: train.labels.size()[0],

@@ -269,7 +269,8 @@ fn spectral_branches_calibrate_and_export() {
 /// `trainer fit-spectrum` on a head trained for 2 steps, with two classes whose spectra differ
 /// (noise, defocus blur): the refitted branch tells them apart on held-out samples where the
 /// model as loaded guesses, and every tensor but the branch's is written back unchanged; so
-/// does a branch restricted to one class, fitted twice from one cache file.
+/// does a branch restricted to the two classes, fitted twice from one cache file, and one grown
+/// by a specialist beside the loaded branch; a cache made from anything else is refused.
 #[test]
 fn a_fitted_spectral_branch_learns_and_leaves_the_rest_alone() {
     let _torch = one_at_a_time();
