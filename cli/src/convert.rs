@@ -1,6 +1,6 @@
 //! `maskdcpt convert`: load and validate a checkpoint, write its tensors as `.safetensors`.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io::Write;
 
 use maskdcpt_core::weights::Tensor;
@@ -37,11 +37,12 @@ pub fn run(args: &ConvertArgs) -> Result<()> {
                 .map_err(|e| CliError::Invalid(format!("tensor `{key}`: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    let metadata = HashMap::from([("format".to_owned(), "pt".to_owned())]);
+    let metadata = BTreeMap::from([("format".to_owned(), "pt".to_owned())]);
     // Serialised in memory and written through `write_atomically` rather than with
     // `serialize_to_file`, whose own temporary file would leave the output readable by its
     // owner only (mode 0600).
-    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| CliError::file(&args.output, e))?;
+    let bytes =
+        maskdcpt_core::weights::serialize_sorted(views, &metadata).map_err(|e| CliError::file(&args.output, e))?;
     write_atomically(&args.output, |file| file.write_all(&bytes))?;
     eprintln!("wrote {} tensors to {}", model.weights().len(), args.output.display());
     Ok(())

@@ -233,6 +233,10 @@ fn convert_to_f16_keeps_the_model_close() {
     let out_again = dir.path().join("again.npy");
     assert_ok(&maskdcpt(&["restore", "-m", s(&again), "-i", s(&input), "-o", s(&out_again)]));
     assert_eq!(read_npy(&out32).1, read_npy(&out_again).1);
+    // The same input converts to the same bytes.
+    let twice = dir.path().join("twice.safetensors");
+    assert_ok(&maskdcpt(&["convert", s(&model), "-o", s(&twice)]));
+    assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(&twice).unwrap());
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! Written atomically (temporary file in the same folder, then rename); the oldest beyond
 //! `keep_last` are deleted. Readable by any safetensors tool.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -25,7 +25,7 @@ pub struct CheckpointData {
     /// Tensors by full name (`params.intro.weight`, ...).
     pub tensors: Vec<(String, Tensor)>,
     /// Header metadata.
-    pub metadata: HashMap<String, String>,
+    pub metadata: BTreeMap<String, String>,
 }
 
 impl CheckpointData {
@@ -53,7 +53,7 @@ pub fn file_name(step: u64) -> String {
 /// Writes `data` to `dir/ckpt-STEP.safetensors` atomically and prunes to `keep_last` files.
 pub fn save(dir: &Path, step: u64, data: &CheckpointData, keep_last: usize) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let bytes = safetensors_bytes(&data.tensors, Dtype::F32, data.metadata.clone())?;
+    let bytes = safetensors_bytes(&data.tensors, Dtype::F32, &data.metadata)?;
     let path = dir.join(file_name(step));
     write_atomically(&path, &bytes)?;
     prune(dir, keep_last)?;
@@ -111,7 +111,7 @@ pub fn load(path: &Path, device: Device) -> Result<CheckpointData> {
 pub fn from_bytes(bytes: &[u8], path: &Path, device: Device) -> Result<CheckpointData> {
     let (_, header) = SafeTensors::read_metadata(bytes)
         .with_context(|| format!("{} is not a safetensors file (truncated or corrupt?)", path.display()))?;
-    let metadata = header.metadata().clone().unwrap_or_default();
+    let metadata: BTreeMap<String, String> = header.metadata().clone().unwrap_or_default().into_iter().collect();
     if metadata.get("format").map(String::as_str) != Some(FORMAT) {
         bail!("{} is not a trainer checkpoint (no `format = {FORMAT}` metadata)", path.display());
     }
@@ -126,6 +126,8 @@ pub fn from_bytes(bytes: &[u8], path: &Path, device: Device) -> Result<Checkpoin
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         tensors.push((name, Tensor::from_slice(&values).view(shape.as_slice()).to_device(device)));
     }
+    // The safetensors reader lists tensors in hash order; sorted, exports are reproducible.
+    tensors.sort_by(|(a, _), (b, _)| a.cmp(b));
     Ok(CheckpointData { tensors, metadata })
 }
 
@@ -138,7 +140,7 @@ mod tests {
     #[test]
     fn round_trip_prune_and_reject_foreign_files() {
         let dir = tempfile::tempdir().unwrap();
-        let metadata = HashMap::from([("format".to_string(), FORMAT.to_string()), ("step".into(), "3".into())]);
+        let metadata = BTreeMap::from([("format".to_string(), FORMAT.to_string()), ("step".into(), "3".into())]);
         let tensor = Tensor::from_slice(&[1.5f32, -2.0, 3.25, 0.0, 7.0, 8.0]).view([2, 3]);
         let data = CheckpointData { tensors: vec![("params.a".into(), tensor.shallow_clone())], metadata };
         for step in [1, 2, 3] {

@@ -4,7 +4,7 @@
 //! the backbone, so the official test script's strict load accepts it). Also reads any model
 //! file back as named tensors (for `--init` and `eval`).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -142,7 +142,7 @@ pub fn model_safetensors(
     head_features: Option<FeatureSource>,
     dtype: ExportDtype,
 ) -> Result<Vec<u8>> {
-    let mut metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let mut metadata = BTreeMap::from([("format".to_string(), "pt".to_string())]);
     if let Some(features) = head_features {
         let classes = named
             .iter()
@@ -163,5 +163,5 @@ pub fn model_safetensors(
         ExportDtype::F32 => Dtype::F32,
         ExportDtype::F16 => Dtype::F16,
     };
-    safetensors_bytes(named, dtype, metadata)
+    safetensors_bytes(named, dtype, &metadata)
 }

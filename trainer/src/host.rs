@@ -1,7 +1,7 @@
 //! Named float tensors copied to the host, and the safetensors bytes checkpoints and exports
 //! write from them.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use anyhow::{Result, bail};
 use safetensors::tensor::{Dtype, TensorView};
@@ -35,11 +35,12 @@ impl HostTensor {
     }
 }
 
-/// A safetensors file holding `tensors` as `dtype` (F32 or F16) with `metadata`.
+/// A safetensors file holding `tensors` as `dtype` (F32 or F16) with `metadata`, the same
+/// bytes for the same input.
 pub fn safetensors_bytes(
     tensors: &[(String, Tensor)],
     dtype: Dtype,
-    metadata: HashMap<String, String>,
+    metadata: &BTreeMap<String, String>,
 ) -> Result<Vec<u8>> {
     let encoded = tensors
         .iter()
@@ -52,5 +53,5 @@ pub fn safetensors_bytes(
         .iter()
         .map(|(name, bytes, shape)| Ok((*name, TensorView::new(dtype, shape.clone(), bytes)?)))
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
-    Ok(safetensors::serialize(views, Some(metadata))?)
+    Ok(maskdcpt_core::weights::serialize_sorted(views, metadata)?)
 }

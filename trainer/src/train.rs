@@ -7,7 +7,7 @@
 //! gradient clip and EMA. Everything random derives from (seed, step), and checkpoints hold
 //! every tensor and counter, so `--resume` continues bit-for-bit.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -409,7 +409,7 @@ impl Trainer {
         for (prefix, params, flat) in self.saved_buffers() {
             tensors.extend(params.named_views(flat).into_iter().map(|(name, view)| (format!("{prefix}{name}"), view)));
         }
-        let metadata = HashMap::from([
+        let metadata = BTreeMap::from([
             ("format".to_string(), checkpoint::FORMAT.to_string()),
             ("phase".into(), self.phase.name().into()),
             ("step".into(), self.step.to_string()),

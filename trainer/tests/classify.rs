@@ -5,7 +5,7 @@
 //! head, a head that also embeds the image, a head on the encoder's outputs and a head with a
 //! spectral branch.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use maskdcpt_core::backend::{EngineOptions, build_engine};
@@ -109,9 +109,9 @@ fn fresh_head(dir: &Path, head: &ClassifierShape) -> (MaskDcptNet, Model) {
     }
     let file = export::ModelTensors { named, head_features: head.features, config: None };
     net.load_model_tensors(&file, "default backbone").unwrap();
-    let metadata = HashMap::from([(FEATURES_METADATA.to_owned(), head.features.name().to_owned())]);
+    let metadata = BTreeMap::from([(FEATURES_METADATA.to_owned(), head.features.name().to_owned())]);
     let path = dir.join("fresh-head.safetensors");
-    std::fs::write(&path, safetensors_bytes(&file.named, Dtype::F32, metadata).unwrap()).unwrap();
+    std::fs::write(&path, safetensors_bytes(&file.named, Dtype::F32, &metadata).unwrap()).unwrap();
     (net, Model::load(&path, &LoadOptions::default()).unwrap())
 }
 

@@ -206,6 +206,10 @@ fn exports_load_in_core_and_match_tch() {
         let back = eval::load_model(&out, Device::Cpu).unwrap();
         assert_eq!(back.classifier.is_some(), with_classifier, "{name}");
         assert!(max_diff(&eval::restore(&back, &image, Device::Cpu).0, &reference) < 1e-6, "{name}");
+        // Exporting again writes the same bytes (metadata included).
+        let again = dir.path().join(format!("again-{name}"));
+        export(&ckpt, &again, &ExportOptions { format, with_classifier, dtype }).unwrap();
+        assert!(std::fs::read(&out).unwrap() == std::fs::read(&again).unwrap(), "{name}: two exports differ");
     }
     let half = dir.path().join("model-f16.safetensors");
     export(

@@ -14,6 +14,8 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
+pub use safetensors_file::serialize_sorted;
+
 /// Element type of a stored tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DType {
