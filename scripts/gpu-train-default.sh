@@ -54,18 +54,24 @@ if [ "$device" != cpu ]; then
     nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 fi
 
-# A path as a sed replacement (its #, & and \ escaped).
-escaped() { printf '%s' "$1" | sed -e 's/[#&\\]/\\&/g'; }
+# A string as a TOML basic string's contents (its \ and " escaped).
+toml_string() { printf '%s' "$1" | sed -e 's/[\\"]/\\&/g'; }
 template=${RECIPE:-trainer/configs/gpu-default.toml}
-# config RUN STEPS LR CLASSIFY: the recipe with this run's values (LR or CLASSIFY "keep": as written).
+# config RUN STEPS LR CLASSIFY CROP: OUT/RUN.toml, which extends the recipe with this run's
+# data, steps, device, precision, width and output folder (LR, CLASSIFY or CROP "keep": the
+# recipe's).
 config() {
-    local edits=(-e "s#^clean = .*#clean = [\"$(escaped "$(realpath "$data/train")")\", \"$(escaped "$(realpath "$data/packages")")\"]#"
-        -e "s#^steps = .*#steps = $2#" -e "s#^device = .*#device = \"$device\"#" -e "s#^amp = .*#amp = \"$amp\"#"
-        -e "s#^dir = .*#dir = \"$(escaped "$out")/$1\"#" -e "s#^width = .*#width = $width#")
-    [ "$3" = keep ] || edits+=(-e "0,/^lr = /s#^lr = .*#lr = $3#")
-    [ "$4" = keep ] || edits+=(-e "s#^classify_weight = .*#classify_weight = $4#")
-    sed "${edits[@]}" "$template" > "$out/$1.toml"
-    echo "$out/$1.toml"
+    local file="$out/$1.toml"
+    {
+        printf 'extends = "%s"\n\n[model]\nwidth = %s\n\n[data]\n' "$(toml_string "$(realpath "$template")")" "$width"
+        printf 'clean = ["%s", "%s"]\n' "$(toml_string "$(realpath "$data/train")")" "$(toml_string "$(realpath "$data/packages")")"
+        [ "$5" = keep ] || printf 'crop = %s\n' "$5"
+        printf '\n[train]\nsteps = %s\ndevice = "%s"\namp = "%s"\n' "$2" "$device" "$amp"
+        [ "$4" = keep ] || printf 'classify_weight = %s\n' "$4"
+        [ "$3" = keep ] || printf '\n[optim]\nlr = %s\n' "$3"
+        printf '\n[output]\ndir = "%s"\n' "$(toml_string "$out/$1")"
+    } > "$file"
+    echo "$file"
 }
 last() { printf '%s/%s/ckpt-%08d.safetensors' "$out" "$1" "$2"; }
 # evaluate RUN: the held-out evaluation of RUN's last checkpoint into OUT/RUN-eval.{json,txt}.
@@ -83,27 +89,26 @@ export_default() {
 
 start=$(date +%s)
 if [ -n "${INIT:-}" ]; then
-    if [ -n "${RECIPE:-}" ]; then lr=keep classify=keep; else lr=3e-4 classify=0.5; fi
+    if [ -n "${RECIPE:-}" ]; then lr=keep classify=keep crop=keep; else lr=3e-4 classify=0.5 crop=128; fi
     if [ -n "${BUDGET_S:-}" ]; then
-        "$trainer" finetune --config "$(config probe "${PROBE:-75}" "$lr" "$classify")" --init "$INIT" --quiet
+        probe=$(config probe "${PROBE:-75}" "$lr" "$classify" "$crop")
+        "$trainer" finetune --config "$probe" --init "$INIT" --quiet
         images_per_s=$(tail -n 1 "$out/probe/metrics.csv" | cut -d, -f8)
-        batch=$(sed -n 's/^batch = //p' "$out/probe.toml")
+        batch=$("$trainer" show-config "$probe" | sed -n 's/^batch = //p')
         fine=$(python3 -c "print(max(100, int($BUDGET_S * $images_per_s / $batch) // 100 * 100))")
         echo "probe: $images_per_s images/s, so $fine steps for about $BUDGET_S s"
         rm -rf "$out/probe"
     fi
-    recipe=$(config continue "$fine" "$lr" "$classify")
-    [ -n "${RECIPE:-}" ] || sed -i -e 's#^crop = .*#crop = 128#' "$recipe"
-    "$trainer" finetune --config "$recipe" --init "$INIT" --quiet
+    "$trainer" finetune --config "$(config continue "$fine" "$lr" "$classify" "$crop")" --init "$INIT" --quiet
     echo "training: $(( $(date +%s) - start )) s"
     evaluate continue
     export_default continue
     [ ! -f "$out/continue-eval.json" ] || python3 scripts/results_table.py "$out/continue-eval.json"
     exit 0
 fi
-"$trainer" pretrain --config "$(config pretrain "$pre" 2e-3 0.1)" --quiet
-"$trainer" finetune --config "$(config finetune "$fine" 5e-4 0.5)" --init "$(last pretrain "$pre")" --quiet
-"$trainer" finetune --config "$(config scratch "$fine" 5e-4 0.5)" --quiet
+"$trainer" pretrain --config "$(config pretrain "$pre" 2e-3 0.1 keep)" --quiet
+"$trainer" finetune --config "$(config finetune "$fine" 5e-4 0.5 keep)" --init "$(last pretrain "$pre")" --quiet
+"$trainer" finetune --config "$(config scratch "$fine" 5e-4 0.5 keep)" --quiet
 echo "training: $(( $(date +%s) - start )) s"
 evaluate finetune
 evaluate scratch

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The trainer's checks (called by scripts/test.sh, which exports LIBTORCH first): the tiny
 # end-to-end run through the command line — degrade, pretrain (interrupted and resumed),
-# finetune from it, export, eval, and `maskdcpt restore` on the export.
+# finetune from it, export, eval, and `maskdcpt restore` on the export; `show-config`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${LIBTORCH:?run through scripts/test.sh or export LIBTORCH=\$(scripts/setup-libtorch.sh)}"
@@ -23,6 +23,10 @@ sed -e "s#../../tests/trainer-data/clean#$PWD/tests/trainer-data/clean#" -e "s#.
 "$trainer" export --checkpoint "$work/tiny-finetune/ckpt-00000060.safetensors" --format pth -o "$work/model.pth"
 "$maskdcpt" restore -m "$work/model.pth" -i tests/trainer-data/clean/coffee.png -o "$work/coffee.png"
 test -s "$work/coffee.png"
+# A config read through its `extends` chain: the child's values over the base's.
+"$trainer" show-config trainer/configs/default-model-photos-128.toml > "$work/shown.toml"
+grep -qx "crop = 128" "$work/shown.toml" && grep -qx "seed = 11" "$work/shown.toml"
+grep -q "^clean = .*runs/photos/packages" "$work/shown.toml"
 # A bad input is a one-line error and a failure status, never a panic.
 if "$trainer" pretrain --config "$work/missing.toml" 2> "$work/err.txt"; then
     echo "a missing config must fail" >&2; exit 1

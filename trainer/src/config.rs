@@ -1,5 +1,10 @@
 //! Training configuration, read from TOML (see `trainer/configs/*.toml` for commented examples).
 //! Unknown keys are errors, so a typo never silently falls back to a default.
+//!
+//! A file may start from another: a top-level `extends = "other.toml"` (before any table)
+//! takes that file's values, then this file's on top (tables merge key by key; a value or an
+//! array replaces the other's). Relative paths are taken from the folder of the file that
+//! names them, and relative `extends` names from the folder of the file that holds them.
 
 use std::path::{Path, PathBuf};
 
@@ -205,26 +210,13 @@ impl Config {
         self.optim_classifier.as_ref().unwrap_or(&self.optim)
     }
 
-    /// Reads and validates a TOML file; relative data/output paths are taken from the file's folder.
+    /// Reads and validates a TOML file (following its `extends` chain).
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
-        let mut config: Config =
-            toml::from_str(&text).with_context(|| format!("config {} is invalid", path.display()))?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        config.rebase(base);
+        let table = resolved_table(path, 0)?;
+        let config: Config =
+            toml::Value::Table(table).try_into().with_context(|| format!("config {} is invalid", path.display()))?;
         config.validate().with_context(|| format!("config {}", path.display()))?;
         Ok(config)
-    }
-
-    fn rebase(&mut self, base: &Path) {
-        let join = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        };
-        self.data.clean.iter_mut().for_each(join);
-        self.data.paired.iter_mut().for_each(|s| join(&mut s.dir));
-        join(&mut self.output.dir);
     }
 
     /// Checks values that serde cannot.
@@ -280,6 +272,77 @@ impl Config {
     }
 }
 
+/// Top-level key naming the config file a config starts from.
+const EXTENDS: &str = "extends";
+/// How many `extends` links a chain may have (a longer one is taken for a cycle).
+const MAX_EXTENDS: usize = 8;
+
+/// The table of the config at `path` with its `extends` chain merged in, its relative paths
+/// made relative to the current folder; `depth` links have been followed to reach it.
+fn resolved_table(path: &Path, depth: usize) -> Result<toml::Table> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+    let mut table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("config {} is invalid", path.display()))?;
+    let folder = path.parent().unwrap_or(Path::new("."));
+    rebase(&mut table, folder).with_context(|| format!("config {}", path.display()))?;
+    let Some(base) = table.remove(EXTENDS) else {
+        return Ok(table);
+    };
+    let toml::Value::String(base) = base else {
+        bail!("config {}: `{EXTENDS}` must name a config file (a string), not {base}", path.display());
+    };
+    if depth == MAX_EXTENDS {
+        bail!("config {}: more than {MAX_EXTENDS} `{EXTENDS}` links in a row (a cycle?)", path.display());
+    }
+    let mut merged = resolved_table(&folder.join(&base), depth + 1)
+        .with_context(|| format!("config {} extends `{base}`", path.display()))?;
+    merge(&mut merged, table);
+    Ok(merged)
+}
+
+/// `over`'s values on top of `base`'s: tables merge key by key, anything else replaces.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(inner)), toml::Value::Table(value)) => merge(inner, value),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// Joins the relative paths `table` holds (data `clean` folders, `paired` dirs, output `dir`)
+/// to `folder`, the folder of their file.
+fn rebase(table: &mut toml::Table, folder: &Path) -> Result<()> {
+    let Some(folder) = folder.to_str() else {
+        bail!("the folder {} is not UTF-8: configs with relative paths must sit in a UTF-8 folder", folder.display());
+    };
+    let join = |value: &mut toml::Value| {
+        if let toml::Value::String(path) = value
+            && Path::new(path.as_str()).is_relative()
+        {
+            *path = Path::new(folder).join(&*path).to_string_lossy().into_owned();
+        }
+    };
+    if let Some(toml::Value::Table(data)) = table.get_mut("data") {
+        if let Some(toml::Value::Array(clean)) = data.get_mut("clean") {
+            clean.iter_mut().for_each(join);
+        }
+        if let Some(toml::Value::Array(paired)) = data.get_mut("paired") {
+            for source in paired {
+                if let Some(dir) = source.as_table_mut().and_then(|t| t.get_mut("dir")) {
+                    join(dir);
+                }
+            }
+        }
+    }
+    if let Some(dir) = table.get_mut("output").and_then(toml::Value::as_table_mut).and_then(|t| t.get_mut("dir")) {
+        join(dir);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,6 +380,67 @@ mod tests {
             std::fs::write(&path, text).unwrap();
             let err = format!("{:#}", Config::load(&path).unwrap_err());
             assert!(err.contains(expected), "{err}");
+        }
+    }
+
+    /// tiny-cpu.toml in `dir`, its clean images in `dir/photos`.
+    fn tiny_cpu_in(dir: &Path) -> PathBuf {
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/tiny-cpu.toml"))
+            .unwrap()
+            .replace("../../tests/trainer-data/clean", "photos");
+        let path = dir.join("tiny-cpu.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_config_extends_another_with_its_own_values_on_top() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = Config::load(&tiny_cpu_in(dir.path())).unwrap();
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        let child = sub.join("child.toml");
+        std::fs::write(
+            &child,
+            "extends = \"../tiny-cpu.toml\"\n[train]\nsteps = 123\n[optim]\nbetas = [0.5, 0.6]\n\
+             [output]\ndir = \"runs/child\"\n",
+        )
+        .unwrap();
+        let config = Config::load(&child).unwrap();
+        assert_eq!(config.train.steps, 123);
+        assert_eq!(config.optim.betas, (0.5, 0.6));
+        // The rest of [train] and [optim] is the base's.
+        assert_eq!(config.train.seed, base.train.seed);
+        assert_eq!(config.optim.lr, base.optim.lr);
+        assert_eq!(config.data.crop, base.data.crop);
+        // Relative paths from the folder of the file that names them (here `dir/sub/..`).
+        std::fs::create_dir_all(dir.path().join("photos")).unwrap();
+        let clean = |c: &Config| c.data.clean.iter().map(|p| p.canonicalize().unwrap()).collect::<Vec<_>>();
+        assert_eq!(clean(&config), clean(&base));
+        assert_eq!(config.output.dir, sub.join("runs/child"));
+        // The chain goes on through a second link; an identical override changes nothing.
+        let grandchild = sub.join("grandchild.toml");
+        std::fs::write(&grandchild, "extends = \"child.toml\"\n[train]\nsteps = 123\n").unwrap();
+        assert_eq!(Config::load(&grandchild).unwrap().to_toml(), config.to_toml());
+    }
+
+    #[test]
+    fn bad_extends_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        tiny_cpu_in(dir.path());
+        let cases = [
+            ("extends = \"missing.toml\"\n", "cannot read config"),
+            ("extends = 3\n", "must name a config file"),
+            ("extends = \"c.toml\"\n", "`extends` links in a row (a cycle?)"),
+            ("extends = \"tiny-cpu.toml\"\n[train]\nstepz = 4\n", "unknown field `stepz`"),
+            ("[train]\nextends = \"tiny-cpu.toml\"\n", "unknown field `extends`"),
+            ("extends = \"tiny-cpu.toml\"\n[data]\ncrop = 40\n", "multiple of 16"),
+        ];
+        for (text, expected) in cases {
+            let path = dir.path().join("c.toml");
+            std::fs::write(&path, text).unwrap();
+            let err = format!("{:#}", Config::load(&path).unwrap_err());
+            assert!(err.contains(expected), "{text}: {err}");
         }
     }
 }

@@ -76,6 +76,12 @@ enum Command {
     },
     /// Writes a paired data set (lq/, gt/, manifest.json) from a folder of clean images.
     Degrade(DegradeArgs),
+    /// Prints a config as runs read it: its `extends` chain merged, relative paths resolved,
+    /// defaults filled in.
+    ShowConfig {
+        /// TOML config.
+        config: PathBuf,
+    },
     /// Fits the spectral branch of a model's classification head alone (network and head
     /// frozen, their outputs cached once) and writes the model with it as safetensors.
     FitSpectrum(FitArgs),
@@ -301,6 +307,10 @@ fn main_result() -> Result<()> {
             Ok(())
         }
         Command::Degrade(args) => degrade(&args),
+        Command::ShowConfig { config } => {
+            print!("{}", Config::load(&config)?.to_toml());
+            Ok(())
+        }
         Command::FitSpectrum(args) => fit_spectrum(&args),
     }
 }
