@@ -188,7 +188,8 @@ impl ParamSet {
                     .with_context(|| format!("{what}: missing tensor {}", entry.name))?;
                 if source.size() != entry.shape {
                     bail!(
-                        "{what}: tensor {} has shape {:?}, the model needs {:?}",
+                        "{what}: tensor {} has shape {:?}, the model needs {:?} (does the config's \
+                         [model] / [classifier] shape, e.g. width or spectrum_hidden, match the file?)",
                         entry.name,
                         source.size(),
                         entry.shape

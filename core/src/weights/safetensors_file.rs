@@ -38,7 +38,10 @@ pub fn serialize_sorted<'a, V: safetensors::View>(
     let header = std::str::from_utf8(&bytes[LEN_PREFIX..LEN_PREFIX + header_len])
         .map_err(safetensors::SafeTensorError::InvalidHeader)?
         .trim_end_matches(' ');
-    let entries = header.strip_prefix('{').and_then(|h| h.strip_suffix('}')).unwrap_or_default();
+    let entries = header
+        .strip_prefix('{')
+        .and_then(|h| h.strip_suffix('}'))
+        .expect("the safetensors crate writes its header as one JSON object");
     let separator = if entries.is_empty() { "" } else { "," };
     let metadata = serde_json::to_string(metadata)?;
     let mut header = format!("{{\"__metadata__\":{metadata}{separator}{entries}}}").into_bytes();
