@@ -109,8 +109,17 @@ fn without_branch(net: &MaskDcptNet) -> Vec<(String, Tensor)> {
 /// SHA-256 of what a cached sample depends on: the config's `[data]` and seed, the batch
 /// count, and every tensor of the network and head but the branch (names and f32 values).
 fn cache_key(config: &Config, net: &MaskDcptNet, batches: u64) -> Result<Tensor> {
+    // The folders as the file system resolves them: the same data however a config spells it.
+    let mut data = config.data.clone();
+    let resolved = |path: &mut std::path::PathBuf| {
+        if let Ok(canonical) = path.canonicalize() {
+            *path = canonical;
+        }
+    };
+    data.clean.iter_mut().for_each(resolved);
+    data.paired.iter_mut().for_each(|source| resolved(&mut source.dir));
     let mut hash = Sha256::new();
-    hash.update(serde_json::to_vec(&(&config.data, config.train.seed, batches))?);
+    hash.update(serde_json::to_vec(&(&data, config.train.seed, batches))?);
     for (name, value) in without_branch(net) {
         hash.update(name.as_bytes());
         let values = Vec::<f32>::try_from(value.to_kind(Kind::Float).flatten(0, -1))?;

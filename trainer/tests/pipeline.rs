@@ -341,6 +341,14 @@ fn a_fitted_spectral_branch_learns_and_leaves_the_rest_alone() {
     let (again, repeat) = fit_spectrum(&cfg, &trained, &specialist, false).unwrap();
     assert_eq!(format!("{:?}", repeat.epochs), format!("{:?}", report.epochs));
     assert_eq!((rows(&again, "weight"), rows(&again, "bias")), (rows(&named, "weight"), rows(&named, "bias")));
+    // The same folders spelled another way (as a config named by another path resolves them)
+    // are the same data: the cache answers.
+    let mut respelled = cfg.clone();
+    for folder in &mut respelled.data.clean {
+        *folder = folder.join("..").join(folder.file_name().unwrap());
+    }
+    let (_, reread) = fit_spectrum(&respelled, &trained, &specialist, false).unwrap();
+    assert_eq!(format!("{:?}", reread.epochs), format!("{:?}", report.epochs));
 
     // Grown: the branch as loaded plus a specialist, one branch of 128 units in the file,
     // which the library reads as tch does.
