@@ -34,14 +34,19 @@ pub fn serialize_sorted<'a, V: safetensors::View>(
     if metadata.is_empty() {
         return Ok(bytes);
     }
-    let header_len = SafeTensors::read_metadata(&bytes)?.0;
+    // The crate's own output: its length prefix, then its header as one JSON object.
+    let header_len = bytes
+        .first_chunk::<LEN_PREFIX>()
+        .map(|prefix| u64::from_le_bytes(*prefix) as usize)
+        .filter(|&len| LEN_PREFIX + len <= bytes.len())
+        .ok_or(safetensors::SafeTensorError::InvalidHeaderLength)?;
     let header = std::str::from_utf8(&bytes[LEN_PREFIX..LEN_PREFIX + header_len])
         .map_err(safetensors::SafeTensorError::InvalidHeader)?
         .trim_end_matches(' ');
     let entries = header
         .strip_prefix('{')
         .and_then(|h| h.strip_suffix('}'))
-        .expect("the safetensors crate writes its header as one JSON object");
+        .ok_or(safetensors::SafeTensorError::InvalidHeaderLength)?;
     let separator = if entries.is_empty() { "" } else { "," };
     let metadata = serde_json::to_string(metadata)?;
     let mut header = format!("{{\"__metadata__\":{metadata}{separator}{entries}}}").into_bytes();
