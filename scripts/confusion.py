@@ -15,6 +15,12 @@ import subprocess
 from pathlib import Path
 
 
+def classify(binary: str, model: str | None, image: Path) -> dict:
+    """`maskdcpt classify --json` of `image` (one thread): its `top` class and `probabilities`."""
+    cmd = [binary, "classify", "--json", "--threads", "1", "-i", str(image)] + (["-m", model] if model else [])
+    return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("folder", type=Path)
@@ -24,10 +30,7 @@ def main() -> None:
     right: collections.Counter[str] = collections.Counter()
     wrong: dict[str, list[str]] = collections.defaultdict(list)
     for entry in json.loads((args.folder / "manifest.json").read_text()):
-        cmd = [args.bin, "classify", "--json", "--threads", "1", "-i", str(args.folder / entry["lq"])]
-        if args.model:
-            cmd += ["-m", args.model]
-        top = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)["top"]
+        top = classify(args.bin, args.model, args.folder / entry["lq"])["top"]
         if top == entry["class"]:
             right[entry["class"]] += 1
         else:

@@ -46,9 +46,7 @@ arm small-finetune small-scratch
 
 # Held-out sets: the six acceptance degradations at their evaluation levels (whole images),
 # and all 19 classes at random levels (128×128 centre crops, 4 per image and class).
-[ -d runs/eval-six ] || "$trainer" degrade --in runs/photos/heldout --out runs/eval-six --seed 11 \
-    --classes noise,motion_blur,jpeg,haze,rain_streak,low_light --level medium --at "jpeg=jpeg quality=20"
-[ -d runs/eval-all ] || "$trainer" degrade --in runs/photos/heldout --out runs/eval-all --seed 12 --per-image 4 --crop 128
+scripts/eval-sets.sh "$trainer" runs/photos/heldout runs eval-six eval-all
 for run in small-finetune small-scratch; do
     "$trainer" eval --model "runs/$run$suffix/ckpt-$fine_steps.safetensors" --data runs/eval-six runs/eval-all \
         --json "runs/$run$suffix-eval.json" | tee "runs/$run$suffix-eval.txt"

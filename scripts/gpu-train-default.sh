@@ -9,7 +9,7 @@
 # core/models/, regenerate tests/default-model/eval.json (tests/default-model/README.md) and
 # the tables of docs/model-card.md and docs/results.md (scripts/results_table.py).
 #   CPU host:  scripts/gpu-train-default.sh --build    (target/gpu/: trainer with CUDA, the
-#              training and held-out photographs; about 55 MB to carry)
+#              training and held-out photographs; about 27 MB to carry)
 #   GPU host:  scripts/gpu-train-default.sh OUT        (carry target/gpu)
 #   Smoke test on a CPU: DEVICE=cpu AMP=off PRE=20 FINE=20 TRAINER=target/release/trainer \
 #              scripts/gpu-train-default.sh /tmp/smoke
@@ -34,8 +34,7 @@
 # the from-scratch arm; SPECIALIST=FILE then fits the blur-kind specialist of that recipe
 # (trainer fit-spectrum --add, as for the shipped model) on the GPU into
 # OUT/default-specialist.safetensors and evaluates it. Held-out sets are made from the
-# held-out photographs where only those travelled (DATA/heldout: eval-six, eval-all,
-# eval-all-whole, eval-medium, with the commands of docs/model-card.md).
+# held-out photographs where only those travelled (DATA/heldout; scripts/eval-sets.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--build" ]; then
@@ -97,13 +96,7 @@ last() { printf '%s/%s/ckpt-%08d.safetensors' "$out" "$1" "$2"; }
 # Held-out sets from the held-out photographs, where only the photographs travelled.
 if [ -d "$data/heldout" ] && [ ! -d "$eval_root/eval-all" ]; then
     eval_root="$out/eval"
-    heldout="$data/heldout"
-    degrade() { [ -d "$eval_root/$1" ] || "$trainer" degrade --in "$heldout" --out "$eval_root/$1" "${@:2}" >/dev/null; }
-    degrade eval-six --seed 11 --classes noise,motion_blur,jpeg,haze,rain_streak,low_light --level medium \
-        --at "jpeg=jpeg quality=20"
-    degrade eval-all --seed 12 --per-image 4 --crop 128
-    degrade eval-all-whole --seed 12 --per-image 4
-    degrade eval-medium --seed 11 --crop 128 --level medium --per-image 4
+    scripts/eval-sets.sh "$trainer" "$data/heldout" "$eval_root" >/dev/null
 fi
 # evaluate NAME MODEL: the held-out evaluation of MODEL into OUT/NAME-eval.{json,txt}.
 evaluate() {

@@ -12,18 +12,20 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
+import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).parent))
+from confusion import classify  # noqa: E402  (the scripts folder holds it)
 
-def classify(binary: str, model: str | None, image: Path) -> dict[str, float]:
+
+def probabilities(binary: str, model: str | None, image: Path) -> dict[str, float]:
     """The head's probability per class for `image`."""
-    cmd = [binary, "classify", "--json", "--threads", "1", "-i", str(image)] + (["-m", model] if model else [])
-    return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)["probabilities"]
+    return classify(binary, model, image)["probabilities"]
 
 
 def top(scores: dict[str, float]) -> str:
@@ -47,11 +49,11 @@ def main() -> None:
             for x in range(0, image.width - args.tile + 1, args.tile):
                 path = scratch / f"{Path(entry['lq']).stem}-{y}-{x}.png"
                 image.crop((x, y, x + args.tile, y + args.tile)).save(path)
-                tiles.append(classify(args.bin, args.model, path))
-        whole = classify(args.bin, args.model, args.folder / entry["lq"])
+                tiles.append(probabilities(args.bin, args.model, path))
+        whole = probabilities(args.bin, args.model, args.folder / entry["lq"])
         tiles = tiles or [whole]
         mean = {k: sum(t[k] for t in tiles) / len(tiles) for k in whole}
-        log_mean = {k: sum(math.log(max(t[k], 1e-30)) for t in tiles) for k in whole}
+        log_mean = {k: sum(math.log(max(t[k], 1e-30)) for t in tiles) / len(tiles) for k in whole}
         return entry["class"], whole, mean, log_mean
 
     with tempfile.TemporaryDirectory() as scratch, ThreadPoolExecutor(args.jobs) as pool:
