@@ -1,7 +1,9 @@
-//! The embedded default model on its held-out subset (`tests/default-model/`, written by
-//! `trainer degrade` from images no training step saw): the library's PSNR per class must
-//! equal what `trainer eval` measured on the same file and pairs (`eval.json`), so a
-//! regression in the library or a change of the weights fails here. See docs/model-card.md.
+//! The embedded default model on its held-out subsets (written by `trainer degrade` from
+//! images no training step saw): `tests/default-model/`, the six degradations of issue 7 at
+//! their evaluation levels, and `tests/default-model-19/`, all 19 classes at random levels. The
+//! library's PSNR and top-1 per class must equal what `trainer eval` measured on the same file
+//! and pairs (`eval.json`), so a regression in the library or a change of the weights fails
+//! here. See docs/model-card.md.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,8 +12,19 @@ use maskdcpt_core::backend::{EngineOptions, build_engine};
 use maskdcpt_core::image::Image;
 use maskdcpt_core::model::Model;
 
+/// The held-out subsets, each with its `manifest.json` and `eval.json`.
+const SUBSETS: [&str; 2] = ["default-model", "default-model-19"];
+
+fn subset_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests").join(name)
+}
+
 fn subset() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/default-model")
+    subset_dir(SUBSETS[0])
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
 }
 
 fn load(path: &Path) -> Image {
@@ -33,29 +46,34 @@ fn psnr(a: &Image, b: &Image) -> f64 {
 
 #[test]
 fn the_default_model_reproduces_its_measured_psnr() {
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(subset().join("eval.json")).unwrap()).unwrap();
-    let classes = report["folders"][0]["by_class"].as_object().unwrap();
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(subset().join("manifest.json")).unwrap()).unwrap();
     let engine = build_engine(&Model::load_default().unwrap(), &EngineOptions::default()).unwrap();
-
-    let mut sums: BTreeMap<String, (f64, f64, usize)> = BTreeMap::new();
-    for entry in manifest.as_array().unwrap() {
-        let lq = load(&subset().join(entry["lq"].as_str().unwrap()));
-        let gt = load(&subset().join(entry["gt"].as_str().unwrap()));
-        let restored = engine.restore(&lq).unwrap();
-        let sum = sums.entry(entry["class"].as_str().unwrap().to_string()).or_default();
-        *sum = (sum.0 + psnr(&lq, &gt), sum.1 + psnr(&restored, &gt), sum.2 + 1);
-    }
-    assert_eq!(sums.len(), classes.len());
-    for (class, (input, output, n)) in sums {
-        let (input, output) = (input / n as f64, output / n as f64);
-        let measured = &classes[&class];
-        let (want_in, want_out) = (measured["input_psnr"].as_f64().unwrap(), measured["psnr"].as_f64().unwrap());
-        eprintln!("{class:<12} input {input:6.2} dB  restored {output:6.2} dB  gain {:+.2} dB", output - input);
-        assert!((input - want_in).abs() < 1e-3, "{class}: input PSNR {input} vs trainer eval {want_in}");
-        assert!((output - want_out).abs() < 1e-2, "{class}: restored PSNR {output} vs trainer eval {want_out}");
+    for name in SUBSETS {
+        let dir = subset_dir(name);
+        let report = read_json(&dir.join("eval.json"));
+        let classes = report["folders"][0]["by_class"].as_object().unwrap();
+        let mut sums: BTreeMap<String, (f64, f64, usize)> = BTreeMap::new();
+        for entry in read_json(&dir.join("manifest.json")).as_array().unwrap() {
+            let lq = load(&dir.join(entry["lq"].as_str().unwrap()));
+            let gt = load(&dir.join(entry["gt"].as_str().unwrap()));
+            let restored = engine.restore(&lq).unwrap();
+            let sum = sums.entry(entry["class"].as_str().unwrap().to_string()).or_default();
+            *sum = (sum.0 + psnr(&lq, &gt), sum.1 + psnr(&restored, &gt), sum.2 + 1);
+        }
+        assert_eq!(sums.len(), classes.len(), "{name}");
+        for (class, (input, output, n)) in sums {
+            let (input, output) = (input / n as f64, output / n as f64);
+            let measured = &classes[&class];
+            let (want_in, want_out) = (measured["input_psnr"].as_f64().unwrap(), measured["psnr"].as_f64().unwrap());
+            eprintln!(
+                "{name}: {class:<26} input {input:6.2} dB  restored {output:6.2} dB  gain {:+.2} dB",
+                output - input
+            );
+            assert!((input - want_in).abs() < 1e-3, "{name}, {class}: input PSNR {input} vs trainer eval {want_in}");
+            assert!(
+                (output - want_out).abs() < 1e-2,
+                "{name}, {class}: restored PSNR {output} vs trainer eval {want_out}"
+            );
+        }
     }
 }
 
@@ -84,25 +102,27 @@ fn restore_without_a_model_uses_the_default() {
 /// on the subset (labels from the manifest), and `maskdcpt classify` prints it.
 #[test]
 fn the_default_model_reproduces_its_measured_accuracy() {
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(subset().join("manifest.json")).unwrap()).unwrap();
-    let eval: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(subset().join("eval.json")).unwrap()).unwrap();
     let model = Model::load_default().unwrap();
     let names = model.head().expect("the default model has a head").class_names.clone();
     let engine = build_engine(&model, &EngineOptions::default()).unwrap();
-    let mut hits: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-    for entry in manifest.as_array().unwrap() {
-        let class = entry["class"].as_str().unwrap().to_owned();
-        let p = engine.classify(&load(&subset().join(entry["lq"].as_str().unwrap()))).unwrap();
-        let top = p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
-        let counts = hits.entry(class.clone()).or_default();
-        counts.0 += usize::from(names[top] == class);
-        counts.1 += 1;
-    }
-    for (class, (right, total)) in &hits {
-        let measured = eval["folders"][0]["by_class"][class]["accuracy"].as_f64().unwrap();
-        assert_eq!(*right as f64 / *total as f64, measured, "{class}");
+    for name in SUBSETS {
+        let dir = subset_dir(name);
+        let eval = read_json(&dir.join("eval.json"));
+        let mut hits: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        for entry in read_json(&dir.join("manifest.json")).as_array().unwrap() {
+            let class = entry["class"].as_str().unwrap().to_owned();
+            let p = engine.classify(&load(&dir.join(entry["lq"].as_str().unwrap()))).unwrap();
+            let top = p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+            let counts = hits.entry(class.clone()).or_default();
+            counts.0 += usize::from(names[top] == class);
+            counts.1 += 1;
+        }
+        let (right, total) = hits.values().fold((0, 0), |(r, t), (right, total)| (r + right, t + total));
+        eprintln!("{name}: top-1 {right} of {total}");
+        for (class, (right, total)) in &hits {
+            let measured = eval["folders"][0]["by_class"][class]["accuracy"].as_f64().unwrap();
+            assert_eq!(*right as f64 / *total as f64, measured, "{name}, {class}");
+        }
     }
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_maskdcpt"))
         .args(["classify", "--json", "-i"])

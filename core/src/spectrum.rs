@@ -2,6 +2,11 @@
 //! spectrum of the image's luminance, averaged over its 64×64 tiles (Welch's method without
 //! overlap, Hann window, each tile's mean removed) and over 16 radial × 8 orientation bins.
 //!
+//! Every sample is first rounded to 8 bits, as the images the library reads mostly are: where a
+//! strong blur leaves no detail, an 8-bit image still holds its rounding's noise floor, and a
+//! 16-bit or float input would otherwise read far below it (docs/results.md, "Eight-bit
+//! inputs"). So every input depth gives the signature of its 8-bit copy.
+//!
 //! Blur kinds differ here where a small network's features do not: a disk (defocus) has zero
 //! rings, a Gaussian falls smoothly, camera shake is anisotropic; JPEG blocks, moiré and
 //! mosaics add peaks. One implementation serves the library and the trainer (which computes
@@ -42,9 +47,9 @@ static BINS: LazyLock<Vec<Option<usize>>> = LazyLock::new(|| {
         .collect()
 });
 
-/// The signature of a planar image (`channels × height × width`, values in [0, 1]):
-/// [`SPECTRUM_FEATURES`] log mean powers with their mean subtracted (so the overall contrast
-/// drops out). An image with no whole tile (under 64 pixels on a side) has the all-zero
+/// The signature of a planar image (`channels × height × width`, values in [0, 1], each
+/// rounded to 8 bits first): [`SPECTRUM_FEATURES`] log mean powers with their mean subtracted
+/// (so the overall contrast drops out). An image with no whole tile (under 64 pixels on a side) has the all-zero
 /// signature, as (up to rounding) has one of flat tiles.
 pub fn spectral_signature(planar: &[f32], channels: usize, height: usize, width: usize) -> Vec<f32> {
     assert_eq!(planar.len(), channels * height * width, "planar image mis-sized");
@@ -53,7 +58,7 @@ pub fn spectral_signature(planar: &[f32], channels: usize, height: usize, width:
     }
     let plane = height * width;
     let luminance: Vec<f64> = (0..plane)
-        .map(|p| (0..channels).map(|c| f64::from(planar[c * plane + p])).sum::<f64>() / channels as f64)
+        .map(|p| (0..channels).map(|c| eight_bit(planar[c * plane + p])).sum::<f64>() / channels as f64)
         .collect();
     let power = mean_tile_power(&luminance, height, width);
     let mut sums = [0.0f64; SPECTRUM_FEATURES];
@@ -67,6 +72,11 @@ pub fn spectral_signature(planar: &[f32], channels: usize, height: usize, width:
     let logs: Vec<f64> = sums.iter().zip(counts).map(|(s, n)| (s / n as f64 + POWER_FLOOR).ln()).collect();
     let mean = logs.iter().sum::<f64>() / SPECTRUM_FEATURES as f64;
     logs.iter().map(|l| (l - mean) as f32).collect()
+}
+
+/// `value` as an 8-bit sample reads back: clamped to [0, 1], rounded to a multiple of 1/255.
+fn eight_bit(value: f32) -> f64 {
+    (f64::from(value).clamp(0.0, 1.0) * 255.0).round() / 255.0
 }
 
 /// |DFT|² of each whole tile of `luminance` (mean removed, Hann-windowed), averaged (at
@@ -137,12 +147,33 @@ mod tests {
     fn contrast_and_brightness_drop_out() {
         // Pseudo-random pixels: power in every bin, far above the floor.
         let texture = |y: usize, x: usize| {
-            ((y * 64 + x) as u32).wrapping_mul(2_654_435_761).rotate_right(7) as f32 / u32::MAX as f32
+            // splitmix64's finaliser: white, unlike a multiplicative hash of the index (a lattice).
+            let mut z = ((y * 64 + x) as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            (z ^ (z >> 31)) as f32 / u64::MAX as f32
         };
         let a = signature_of(64, 64, |y, x| 0.1 + 0.5 * texture(y, x));
         let b = signature_of(64, 64, |y, x| 0.3 + 0.25 * texture(y, x));
-        a.iter().zip(&b).for_each(|(p, q)| assert!((p - q).abs() < 1e-3, "{p} {q}"));
+        // Up to the 8-bit rounding: its error is a few percent of the weaker texture's amplitude.
+        a.iter().zip(&b).for_each(|(p, q)| assert!((p - q).abs() < 0.05, "{p} {q}"));
         assert!(a.iter().any(|v| v.abs() > 0.1));
+    }
+
+    #[test]
+    fn finer_inputs_read_as_their_8_bit_copy() {
+        // A strong blur's smooth ramp: unrounded it holds almost no power at high frequencies.
+        let smooth = |y: usize, x: usize| 0.3 + 0.2 * ((x as f32 / 40.0).sin() * (y as f32 / 55.0).cos());
+        let eight = |v: f32| (v * 255.0).round() / 255.0;
+        let fine = signature_of(128, 128, smooth);
+        assert_eq!(fine, signature_of(128, 128, |y, x| eight(smooth(y, x))));
+        // 16-bit steps round to the same 8-bit values; out-of-range values clamp.
+        let sixteen = |v: f32| (v * 65535.0).round() / 65535.0;
+        assert_eq!(fine, signature_of(128, 128, |y, x| sixteen(smooth(y, x))));
+        assert_eq!(
+            signature_of(64, 64, |y, x| 2.0 * smooth(y, x) - 0.6),
+            signature_of(64, 64, |y, x| { eight((2.0 * smooth(y, x) - 0.6).clamp(0.0, 1.0)) })
+        );
     }
 
     #[test]

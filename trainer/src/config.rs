@@ -63,12 +63,21 @@ pub struct DataConfig {
     pub crop: i64,
     /// Images per batch.
     pub batch: i64,
+    /// Bits per sample the synthesised inputs are rounded to, as the 8-bit images the
+    /// library reads are (default 8); 0 leaves them unrounded, as every stage before
+    /// 2026-11-28 trained (docs/results.md, "Eight-bit inputs").
+    #[serde(default = "default_lq_bits")]
+    pub lq_bits: u32,
     /// Threads preparing batches.
     #[serde(default = "default_workers")]
     pub workers: usize,
     /// Batches prepared ahead per worker.
     #[serde(default = "default_prefetch")]
     pub prefetch: usize,
+}
+
+fn default_lq_bits() -> u32 {
+    8
 }
 
 fn default_workers() -> usize {
@@ -236,6 +245,9 @@ impl Config {
         if d.workers == 0 {
             bail!("[data] workers must be at least 1");
         }
+        if d.lq_bits > 16 {
+            bail!("[data] lq_bits {} must be 0 (unrounded) or 1 to 16", d.lq_bits);
+        }
         let t = &self.train;
         if t.steps == 0 {
             bail!("[train] steps must be at least 1");
@@ -369,6 +381,7 @@ mod tests {
         let cases = [
             (base.replace("batch = 4", "batchsize = 4"), "unknown field `batchsize`"),
             (base.replace("crop = 32", "crop = 40"), "multiple of 16"),
+            (base.replace("batch = 4", "batch = 4\nlq_bits = 17"), "lq_bits 17"),
             (base.replace("ema_decay = 0.9", "ema_decay = 1.5"), "ema_decay"),
             (base.replace("[classifier]", "[unused]").replace("classes = 19\n", ""), "unknown field `unused`"),
             (base.replace("classes = 19", "classes = 5"), "set classes = 19"),

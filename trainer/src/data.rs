@@ -1,5 +1,5 @@
 //! Training samples: clean folders degraded on the fly (a random class from the configured
-//! set, a random level) and paired `lq/`+`gt/` folders; random crops and the eight flips and
+//! set, a random level, rounded to `[data] lq_bits` as a stored image is) and paired `lq/`+`gt/` folders; random crops and the eight flips and
 //! rotations; batches built in worker threads ahead of the loop. Batch `k` depends only on
 //! (seed, k), so a resumed run sees exactly the batches an uninterrupted one would.
 
@@ -42,6 +42,7 @@ pub struct TrainData {
     crop: usize,
     batch: usize,
     seed: u64,
+    lq_bits: u32,
 }
 
 fn load_image(path: &Path) -> Result<Rgb> {
@@ -136,7 +137,7 @@ impl TrainData {
                 pairs.push(Pair { lq: Arc::new(lq), gt: Arc::new(gt), label });
             }
         }
-        Ok(Self { clean, classes, pairs, crop, batch: config.batch as usize, seed })
+        Ok(Self { clean, classes, pairs, crop, batch: config.batch as usize, seed, lq_bits: config.lq_bits })
     }
 
     /// Whether every sample has a class label (needed for the classification loss).
@@ -170,8 +171,11 @@ impl TrainData {
             let (lq, gt, label) = if index < self.clean.len() {
                 let gt = augment(&crop_at(&self.clean[index], self.crop, &mut rng), transform);
                 let class = self.classes[rng.random_range(0..self.classes.len())];
-                let (lq, _) = maskdcpt_degrade::degrade_random(&gt, class, &mut rng)
+                let (mut lq, _) = maskdcpt_degrade::degrade_random(&gt, class, &mut rng)
                     .with_context(|| format!("degradation {}", class.id()))?;
+                if self.lq_bits > 0 {
+                    lq.quantize(self.lq_bits)?;
+                }
                 (lq, gt, class.index() as i64)
             } else {
                 let pair = &self.pairs[index - self.clean.len()];
@@ -314,6 +318,30 @@ mod tests {
             seen.push(out.data);
         }
         assert_eq!(augment(&image, 0).data, image.data);
+    }
+
+    #[test]
+    fn synthesised_inputs_are_rounded_to_lq_bits() {
+        let grey = Rgb::filled(32, 32, [0.5; 3]);
+        let data = |lq_bits| TrainData {
+            clean: vec![Arc::new(grey.clone())],
+            classes: vec![Class::Noise],
+            pairs: Vec::new(),
+            crop: 16,
+            batch: 4,
+            seed: 3,
+            lq_bits,
+        };
+        let off_grid = |lq_bits, steps: f32| {
+            let lq = data(lq_bits).batch(0).unwrap().lq;
+            lq.iter().filter(|v| ((*v * steps).round() - *v * steps).abs() > 1e-3).count()
+        };
+        assert_eq!(off_grid(8, 255.0), 0);
+        assert_eq!(off_grid(4, 15.0), 0);
+        assert!(off_grid(0, 255.0) > 100, "noise left unrounded lies between the 8-bit steps");
+        let (rounded, raw) = (data(8).batch(0).unwrap(), data(0).batch(0).unwrap());
+        assert_eq!(rounded.gt, raw.gt, "the clean targets are not touched");
+        assert!(rounded.lq.iter().zip(&raw.lq).all(|(r, v)| (r - v.clamp(0.0, 1.0)).abs() <= 0.5 / 255.0 + 1e-6));
     }
 
     #[test]

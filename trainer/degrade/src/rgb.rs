@@ -75,6 +75,18 @@ impl Rgb {
         self.data.iter().map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect()
     }
 
+    /// Rounds every value as storing the image at `bits` bits per sample and reading it back
+    /// does: clamped to [0, 1], then to the nearest of `2^bits − 1` equal steps (at 8 bits the
+    /// values of [`Rgb::save_png`] and [`Rgb::load`] after it, bit for bit).
+    pub fn quantize(&mut self, bits: u32) -> Result<(), Error> {
+        if !(1..=16).contains(&bits) {
+            return Err(Error::InvalidImage(format!("cannot round to {bits} bits per sample: use 1 to 16")));
+        }
+        let steps = ((1u32 << bits) - 1) as f32;
+        self.data.iter_mut().for_each(|v| *v = (v.clamp(0.0, 1.0) * steps).round() / steps);
+        Ok(())
+    }
+
     /// Encodes the image as an 8-bit RGB PNG.
     pub fn encode_png(&self) -> Result<Vec<u8>, Error> {
         let mut out = Vec::new();

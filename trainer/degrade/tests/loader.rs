@@ -52,8 +52,32 @@ fn unreadable_files_name_the_file() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+#[test]
+fn quantize_refuses_depths_outside_1_to_16_bits() {
+    let mut img = Rgb::filled(2, 2, [0.3; 3]);
+    for bits in [0, 17, 32] {
+        let err = img.quantize(bits).unwrap_err();
+        assert!(err.to_string().contains(&format!("{bits} bits")), "{err}");
+    }
+    img.quantize(16).unwrap();
+    assert_eq!(img.data[0], (0.3f32 * 65535.0).round() / 65535.0);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn quantizing_to_8_bits_equals_a_png_round_trip(
+        values in proptest::collection::vec(-0.5f32..1.5, 12),
+    ) {
+        let img = Rgb::new(2, 2, values).unwrap();
+        let mut rounded = img.clone();
+        rounded.quantize(8).unwrap();
+        prop_assert_eq!(&Rgb::decode(&img.encode_png().unwrap()).unwrap(), &rounded);
+        let mut again = rounded.clone();
+        again.quantize(8).unwrap();
+        prop_assert_eq!(again, rounded);
+    }
 
     #[test]
     fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
