@@ -49,8 +49,8 @@ static BINS: LazyLock<Vec<Option<usize>>> = LazyLock::new(|| {
 
 /// The signature of a planar image (`channels × height × width`, values in [0, 1], each
 /// rounded to 8 bits first): [`SPECTRUM_FEATURES`] log mean powers with their mean subtracted
-/// (so the overall contrast drops out). An image with no whole tile (under 64 pixels on a side) has the all-zero
-/// signature, as (up to rounding) has one of flat tiles.
+/// (so the overall contrast drops out). An image with no whole tile (under 64 pixels on a
+/// side) has the all-zero signature, as (up to rounding) has one of flat tiles.
 pub fn spectral_signature(planar: &[f32], channels: usize, height: usize, width: usize) -> Vec<f32> {
     assert_eq!(planar.len(), channels * height * width, "planar image mis-sized");
     if height < SPECTRUM_TILE || width < SPECTRUM_TILE {
@@ -172,7 +172,7 @@ mod tests {
         assert_eq!(fine, signature_of(128, 128, |y, x| sixteen(smooth(y, x))));
         assert_eq!(
             signature_of(64, 64, |y, x| 2.0 * smooth(y, x) - 0.6),
-            signature_of(64, 64, |y, x| { eight((2.0 * smooth(y, x) - 0.6).clamp(0.0, 1.0)) })
+            signature_of(64, 64, |y, x| eight((2.0 * smooth(y, x) - 0.6).clamp(0.0, 1.0)))
         );
     }
 

@@ -1,6 +1,7 @@
 //! Training samples: clean folders degraded on the fly (a random class from the configured
-//! set, a random level, rounded to `[data] lq_bits` as a stored image is) and paired `lq/`+`gt/` folders; random crops and the eight flips and
-//! rotations; batches built in worker threads ahead of the loop. Batch `k` depends only on
+//! set, a random level, rounded to `[data] lq_bits` as a stored image is) and paired
+//! `lq/`+`gt/` folders; random crops and the eight flips and rotations; batches built in
+//! worker threads ahead of the loop. Batch `k` depends only on
 //! (seed, k), so a resumed run sees exactly the batches an uninterrupted one would.
 
 use std::collections::HashMap;
