@@ -17,6 +17,8 @@ use std::sync::LazyLock;
 use rustfft::FftPlanner;
 use rustfft::num_complex::Complex;
 
+use crate::pixels::{f32_to_unorm8, unorm8_to_f32};
+
 /// Side of the square tiles whose power spectra are averaged.
 pub const SPECTRUM_TILE: usize = 64;
 /// Radial bins: bin k holds the frequencies of radius 2(k + 1) to 2(k + 2) steps of
@@ -74,9 +76,9 @@ pub fn spectral_signature(planar: &[f32], channels: usize, height: usize, width:
     logs.iter().map(|l| (l - mean) as f32).collect()
 }
 
-/// `value` as an 8-bit sample reads back: clamped to [0, 1], rounded to a multiple of 1/255.
+/// `value` as the library reads back its 8-bit sample (so an 8-bit input keeps its values).
 fn eight_bit(value: f32) -> f64 {
-    (f64::from(value).clamp(0.0, 1.0) * 255.0).round() / 255.0
+    f64::from(unorm8_to_f32(f32_to_unorm8(value)))
 }
 
 /// |DFT|² of each whole tile of `luminance` (mean removed, Hann-windowed), averaged (at

@@ -1,8 +1,8 @@
 //! Training samples: clean folders degraded on the fly (a random class from the configured
 //! set, a random level, rounded to `[data] lq_bits` as a stored image is) and paired
 //! `lq/`+`gt/` folders; random crops and the eight flips and rotations; batches built in
-//! worker threads ahead of the loop. Batch `k` depends only on
-//! (seed, k), so a resumed run sees exactly the batches an uninterrupted one would.
+//! worker threads ahead of the loop. Batch `k` depends only on (seed, k), so a resumed run
+//! sees exactly the batches an uninterrupted one would.
 
 use std::collections::HashMap;
 use std::path::Path;
