@@ -23,13 +23,14 @@ pub enum Depthwise {
     /// `dw_gate_pool`: `DW_PIXELS` consecutive pixels (raster order) per thread, 256 threads
     /// per block.
     Strips,
-    /// `dw_gate_pool_rows2`: a run of 2 pixels of one row per thread, 256 threads per block.
+    /// `dw_gate_pool_rows2`: a run of 2 pixels of one row per thread, 256 threads per block
+    /// (at most 128 registers: 2 blocks per SM).
     Runs2,
     /// `dw_gate_pool_rows3`: a run of 3 pixels of one row per thread, 128 threads per block
-    /// (about 126 registers: a third more warps per SM than runs of 4).
+    /// (at most 128 registers: 4 blocks per SM, a third more warps than runs of 4).
     Runs3,
     /// `dw_gate_pool_rows4`: a run of 4 pixels of one row per thread, 128 threads per block
-    /// (its threads hold about 150 registers).
+    /// (at most 168 registers: 3 blocks per SM).
     Runs4,
 }
 

@@ -59,16 +59,18 @@ __device__ __forceinline__ i64 global_index() { return (i64)blockIdx.x * blockDi
 
 // intro: 3×3 conv, zero padding, planar float image (n × 3 × h × w) → NHWC `cout` channels.
 // w: [tap = ci*9 + ky*3 + kx][cout] (rearranged once), b: [cout]. A thread per pixel and 8
-// output channels; neighbouring threads take neighbouring pixels of one channel group, so
-// their weight loads coincide and their image loads are contiguous.
+// output channels; neighbouring threads take the channel groups of a pixel, then the next
+// pixels, so a warp stores whole pixels (contiguous NHWC rows, no partly written sectors left
+// for a later pass over the map to complete) and its image loads stay within a few words.
 extern "C" __global__ void conv_in(const float* __restrict__ img, const float* __restrict__ w,
                                    const float* __restrict__ b, T* __restrict__ out, int n, int h,
                                    int wd, int cout) {
     i64 pixels = (i64)n * h * wd;
+    int groups = cout / 8;
     i64 idx = global_index();
-    if (idx >= pixels * (cout / 8)) return;
-    int co = (int)(idx / pixels) * 8;
-    i64 p = idx % pixels;
+    if (idx >= pixels * groups) return;
+    int co = (int)(idx % groups) * 8;
+    i64 p = idx / groups;
     int x = (int)(p % wd);
     i64 t = p / wd;
     int y = (int)(t % h);
@@ -114,13 +116,17 @@ extern "C" __global__ void conv_out(const T* __restrict__ x, const float* __rest
             const T* px = x + (((i64)im * h + yy) * wd + xx) * cin;
             const float* wt = w + (dy * 3 + dx) * cin * 3;
             for (int ci = 0; ci < cin; ci += 8) {
-                float v[8];
+                // The 24 weights of channels ci..ci+8 (96 bytes from a 32-byte boundary: cin
+                // is a multiple of 8), loaded as vectors: the same for every thread of a warp.
+                float v[8], wv[24];
                 load8(px + ci, v);
 #pragma unroll
+                for (int part = 0; part < 3; part++) load8f(wt + ci * 3 + part * 8, wv + part * 8);
+#pragma unroll
                 for (int j = 0; j < 8; j++) {
-                    a0 += wt[(ci + j) * 3] * v[j];
-                    a1 += wt[(ci + j) * 3 + 1] * v[j];
-                    a2 += wt[(ci + j) * 3 + 2] * v[j];
+                    a0 += wv[j * 3] * v[j];
+                    a1 += wv[j * 3 + 1] * v[j];
+                    a2 += wv[j * 3 + 2] * v[j];
                 }
             }
         }
@@ -260,17 +266,68 @@ extern "C" __global__ void dw_gate_pool(const T* __restrict__ t, const float* __
     pool_channel_sums(sum, partials, im, k, c);
 }
 
+// One window row of a run of RUN pixels (see dw_rows): the row's three taps of weights (wrow:
+// tap dx at wrow + dx · 2c) times input columns x0 - 1 .. x0 + RUN (col0: column x0 - 1 of
+// the row at channel k; a column every `stride` values), added to the run's accumulators.
+// CHECK skips columns outside 0 .. w - 1 (zero padding); without it every column is read.
+template <int RUN, bool CHECK>
+__device__ __forceinline__ void dw_window_row(const T* __restrict__ t, i64 col0, i64 stride,
+                                              const float* __restrict__ wrow, int c, int x0, int w,
+                                              float (&a)[RUN][8], float (&bb)[RUN][8]) {
+    float wa[3][8], wb[3][8];
+#pragma unroll
+    for (int dx = 0; dx < 3; dx++) {
+        load8f(wrow + dx * 2 * c, wa[dx]);
+        load8f(wrow + dx * 2 * c + c, wb[dx]);
+    }
+#pragma unroll
+    for (int col = 0; col < RUN + 2; col++) {
+        if (CHECK) {
+            int xx = x0 + col - 1;
+            if (xx < 0 || xx >= w) continue;
+        }
+        const T* q = t + col0 + col * stride;
+        float va[8], vb[8];
+        load8(q, va);
+        load8(q + c, vb);
+        // Column col is tap dx of pixel col - dx; dx ascends, as in dw_gate_pool.
+#pragma unroll
+        for (int dx = 0; dx < 3; dx++) {
+            int j = col - dx;
+            if (j < 0 || j >= RUN) continue;
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                a[j][i] += wa[dx][i] * va[i];
+                bb[j][i] += wb[dx][i] * vb[i];
+            }
+        }
+    }
+}
+
+// The three window rows of a run whose top-left input is `col0` (row y - 1, column x0 - 1);
+// CHECK skips rows and columns outside the image.
+template <int RUN, bool CHECK>
+__device__ __forceinline__ void dw_window(const T* __restrict__ t, i64 col0, i64 stride,
+                                          const float* __restrict__ wk, int c, int x0, int y, int h, int w,
+                                          float (&a)[RUN][8], float (&bb)[RUN][8]) {
+#pragma unroll
+    for (int dy = 0; dy < 3; dy++) {
+        if (CHECK && (y + dy - 1 < 0 || y + dy - 1 >= h)) continue;
+        dw_window_row<RUN, CHECK>(t, col0 + dy * w * stride, stride, wk + dy * 3 * 2 * c, c, x0, w, a, bb);
+    }
+}
+
 // What dw_gate_pool computes (`g` bit for bit: the taps of every pixel are added in the same
-// order; the partial sums over other blocks of pixels), with a thread taking a run of RUN consecutive pixels of one row: the weights of
-// each window row are loaded once per run and each input column once per window row, so a
-// pixel costs 6 (RUN + 2) / RUN input and 18 / RUN weight loads of 8 values instead of 18 and
-// 18, and a thread one division instead of one per pixel. Block (channel groups × runs),
-// grid (run blocks, channel-group blocks, images); a row has ceil(w / RUN) runs. More pixels
-// per run load less but hold more registers (fewer threads in flight): the engine times
-// dw_gate_pool and dw_gate_pool_rows2/3/4 per shape and keeps the fastest. (sm_90, FP16:
-// 113 / 126 / 147 registers and 639 / 545 / 483 instructions per pixel for runs of 2 / 3 / 4;
-// the kernel is latency-bound, so runs of 3 trade 13 % more instructions than runs of 4 for
-// a third more warps per SM; docs/perf.md.)
+// order; the partial sums over other blocks of pixels), with a thread taking a run of RUN
+// consecutive pixels of one row: the weights of each window row are loaded once per run and
+// each input column once per window row, so a pixel costs 6 (RUN + 2) / RUN input and 18 / RUN
+// weight loads of 8 values instead of 18 and 18, and a thread one division instead of one per
+// pixel. Runs with their whole window inside the image (all but the border's) take a path
+// without bounds checks whose loads are a fixed stride apart, so a column's address is one
+// addition. Block (channel groups × runs), grid (run blocks, channel-group blocks, images); a
+// row has ceil(w / RUN) runs. More pixels per run load less but hold more registers (fewer
+// threads in flight): the engine times dw_gate_pool and dw_gate_pool_rows2/3/4 per shape and
+// keeps the fastest (docs/perf.md).
 template <int RUN>
 __device__ __forceinline__ void dw_rows(const T* __restrict__ t, const float* __restrict__ wd,
                                         const float* __restrict__ bd, T* __restrict__ g,
@@ -282,7 +339,6 @@ __device__ __forceinline__ void dw_rows(const T* __restrict__ t, const float* __
     float sum[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
     if (k < c && run < (i64)h * runs_per_row) {
         int y = (int)(run / runs_per_row), x0 = (int)(run % runs_per_row) * RUN;
-        const T* src = t + (i64)im * h * w * 2 * c;
         float a[RUN][8], bb[RUN][8], bias_a[8], bias_b[8];
         load8f(bd + k, bias_a);
         load8f(bd + c + k, bias_b);
@@ -291,36 +347,14 @@ __device__ __forceinline__ void dw_rows(const T* __restrict__ t, const float* __
 #pragma unroll
             for (int i = 0; i < 8; i++) a[j][i] = bias_a[i], bb[j][i] = bias_b[i];
         }
-#pragma unroll
-        for (int dy = 0; dy < 3; dy++) {
-            int yy = y + dy - 1;
-            if (yy < 0 || yy >= h) continue;
-            float wa[3][8], wb[3][8];
-#pragma unroll
-            for (int dx = 0; dx < 3; dx++) {
-                load8f(wd + (dy * 3 + dx) * 2 * c + k, wa[dx]);
-                load8f(wd + (dy * 3 + dx) * 2 * c + c + k, wb[dx]);
-            }
-            const T* row = src + (i64)yy * w * 2 * c;
-#pragma unroll
-            for (int col = 0; col < RUN + 2; col++) {
-                int xx = x0 + col - 1;
-                if (xx < 0 || xx >= w) continue;
-                float va[8], vb[8];
-                load8(row + (i64)xx * 2 * c + k, va);
-                load8(row + (i64)xx * 2 * c + c + k, vb);
-                // Column col is tap dx of pixel col - dx; dx ascends, as in dw_gate_pool.
-#pragma unroll
-                for (int dx = 0; dx < 3; dx++) {
-                    int j = col - dx;
-                    if (j < 0 || j >= RUN) continue;
-#pragma unroll
-                    for (int i = 0; i < 8; i++) {
-                        a[j][i] += wa[dx][i] * va[i];
-                        bb[j][i] += wb[dx][i] * vb[i];
-                    }
-                }
-            }
+        i64 stride = 2 * (i64)c;
+        // Input row y - 1, column x0 - 1, channel k (before the image at its top-left corner;
+        // the checked path reads no such column).
+        i64 col0 = (((i64)im * h + y - 1) * w + x0 - 1) * stride + k;
+        if (y >= 1 && y + 1 < h && x0 >= 1 && x0 + RUN < w) {
+            dw_window<RUN, false>(t, col0, stride, wd + k, c, x0, y, h, w, a, bb);
+        } else {
+            dw_window<RUN, true>(t, col0, stride, wd + k, c, x0, y, h, w, a, bb);
         }
         T* dst = g + ((i64)im * h + y) * w * c;
 #pragma unroll
@@ -337,23 +371,19 @@ __device__ __forceinline__ void dw_rows(const T* __restrict__ t, const float* __
     pool_channel_sums(sum, partials, im, k, c);
 }
 
-extern "C" __global__ void dw_gate_pool_rows2(const T* __restrict__ t, const float* __restrict__ wd,
-                                              const float* __restrict__ bd, T* __restrict__ g,
-                                              float* __restrict__ partials, int h, int w, int c) {
-    dw_rows<2>(t, wd, bd, g, partials, h, w, c);
-}
-
-extern "C" __global__ void dw_gate_pool_rows3(const T* __restrict__ t, const float* __restrict__ wd,
-                                              const float* __restrict__ bd, T* __restrict__ g,
-                                              float* __restrict__ partials, int h, int w, int c) {
-    dw_rows<3>(t, wd, bd, g, partials, h, w, c);
-}
-
-extern "C" __global__ void dw_gate_pool_rows4(const T* __restrict__ t, const float* __restrict__ wd,
-                                              const float* __restrict__ bd, T* __restrict__ g,
-                                              float* __restrict__ partials, int h, int w, int c) {
-    dw_rows<4>(t, wd, bd, g, partials, h, w, c);
-}
+// Launch bounds: the block sizes depthwise.rs launches (256, 128, 128 threads) and the blocks
+// per SM the kernels had before their unchecked paths (which hold more loads in flight and,
+// unbounded, more registers: 152 / 142 / 184 on sm_90, a block per SM fewer each).
+#define DW_ROWS_KERNEL(RUN, THREADS, BLOCKS_PER_SM)                                                  \
+    extern "C" __global__ void __launch_bounds__(THREADS, BLOCKS_PER_SM)                               \
+        dw_gate_pool_rows##RUN(const T* __restrict__ t, const float* __restrict__ wd,                  \
+                               const float* __restrict__ bd, T* __restrict__ g,                        \
+                               float* __restrict__ partials, int h, int w, int c) {                    \
+        dw_rows<RUN>(t, wd, bd, g, partials, h, w, c);                                                 \
+    }
+DW_ROWS_KERNEL(2, 256, 2)
+DW_ROWS_KERNEL(3, 128, 4)
+DW_ROWS_KERNEL(4, 128, 3)
 
 __device__ __forceinline__ float warp_sum(float v) {
     for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
