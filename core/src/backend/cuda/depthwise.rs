@@ -1,5 +1,5 @@
-//! The depthwise kernels' launch shapes: the four variants the engine times against each
-//! other (kernels.cu: `dw_gate_pool`, `dw_gate_pool_rows2`, `_rows3`, `_rows4`), how each
+//! The depthwise kernels' launch shapes: the five variants the engine times against each
+//! other (kernels.cu: `dw_gate_pool`, `dw_gate_pool_rows1` to `_rows4`), how each
 //! splits an image among its threads, and the per-block channel sums they leave for
 //! `pool_sum`.
 
@@ -14,6 +14,11 @@ const DW_PIXELS: usize = 8;
 /// The most blocks a CUDA grid has along y or z.
 const MAX_GRID_Z: u32 = 65535;
 
+/// The largest map (pixels of an image) on which runs of 1 are timed: beyond it the other
+/// variants fill the GPU and runs of 1 only add per-block channel sums (4 pixels per block
+/// at 256 channels and more).
+const RUNS1_MAX_PIXELS: usize = 128 * 128;
+
 /// Threads per block of `pool_sum` (its shared array holds one sum per warp: 8).
 const POOL_SUM_THREADS: u32 = 256;
 
@@ -23,6 +28,10 @@ pub enum Depthwise {
     /// `dw_gate_pool`: `DW_PIXELS` consecutive pixels (raster order) per thread, 256 threads
     /// per block.
     Strips,
+    /// `dw_gate_pool_rows1`: one pixel per thread, 128 threads per block (at most 64
+    /// registers: 8 blocks per SM): the most threads, for small maps whose other launches
+    /// leave SMs idle.
+    Runs1,
     /// `dw_gate_pool_rows2`: a run of 2 pixels of one row per thread, 256 threads per block
     /// (at most 128 registers: 2 blocks per SM).
     Runs2,
@@ -36,12 +45,20 @@ pub enum Depthwise {
 
 impl Depthwise {
     /// Every variant, in the order the engine times them.
-    pub const ALL: [Depthwise; 4] = [Depthwise::Strips, Depthwise::Runs2, Depthwise::Runs3, Depthwise::Runs4];
+    pub const ALL: [Depthwise; 5] =
+        [Depthwise::Strips, Depthwise::Runs1, Depthwise::Runs2, Depthwise::Runs3, Depthwise::Runs4];
+
+    /// The variants worth timing on an `h × w` map: all of them up to
+    /// `RUNS1_MAX_PIXELS` pixels, all but runs of 1 beyond.
+    pub fn candidates((h, w): (usize, usize)) -> impl Iterator<Item = Depthwise> {
+        Depthwise::ALL.into_iter().filter(move |&d| d != Depthwise::Runs1 || h * w <= RUNS1_MAX_PIXELS)
+    }
 
     /// The kernel's name in kernels.cu.
     pub fn name(self) -> &'static str {
         match self {
             Depthwise::Strips => "dw_gate_pool",
+            Depthwise::Runs1 => "dw_gate_pool_rows1",
             Depthwise::Runs2 => "dw_gate_pool_rows2",
             Depthwise::Runs3 => "dw_gate_pool_rows3",
             Depthwise::Runs4 => "dw_gate_pool_rows4",
@@ -58,6 +75,7 @@ impl Depthwise {
     fn work(self, (h, w): (usize, usize)) -> (usize, usize, usize) {
         match self {
             Depthwise::Strips => (h * w, DW_PIXELS, 256),
+            Depthwise::Runs1 => (h * w, 1, 128),
             Depthwise::Runs2 => (h * w.div_ceil(2), 1, 256),
             Depthwise::Runs3 => (h * w.div_ceil(3), 1, 128),
             Depthwise::Runs4 => (h * w.div_ceil(4), 1, 128),
@@ -99,10 +117,10 @@ pub fn images_dim(n: usize) -> Result<u32> {
     })
 }
 
-/// The most per-block channel sums any variant leaves for `c` gated channels of an image of
+/// The most per-block channel sums any candidate leaves for `c` gated channels of an image of
 /// `size`: the partial-sum scratch per image and channel.
 pub fn most_partials(c: usize, size: (usize, usize)) -> usize {
-    Depthwise::ALL.iter().map(|d| d.partials(c, size)).max().unwrap_or(0)
+    Depthwise::candidates(size).map(|d| d.partials(c, size)).max().unwrap_or(0)
 }
 
 /// `pool_sum`'s grid for `channels` sums (images × channels): a block per sum.
@@ -133,9 +151,16 @@ mod tests {
                 assert!(g.grid_dim.1 as usize * across >= groups && (g.grid_dim.1 as usize - 1) * across < groups);
                 assert_eq!(g.grid_dim.2 as usize, n);
                 assert!(g.grid_dim.1 <= 65535 && g.grid_dim.2 <= 65535);
-                assert!(d.partials(c, size) <= most_partials(c, size));
+                if Depthwise::candidates(size).any(|candidate| candidate == d) {
+                    assert!(d.partials(c, size) <= most_partials(c, size));
+                }
             }
         }
+        // Runs of 1 are timed on small maps only, so they never set the scratch of a large one.
+        let candidates = |size| Depthwise::candidates(size).collect::<Vec<_>>();
+        assert_eq!(candidates((128, 128)), Depthwise::ALL);
+        assert!(!candidates((128, 129)).contains(&Depthwise::Runs1) && candidates((128, 129)).len() == 4);
+        assert_eq!(most_partials(64, (1088, 1920)), Depthwise::Runs3.partials(64, (1088, 1920)));
         assert!(Depthwise::Strips.grid(8, (1, 1), 65536).unwrap_err().to_string().contains("at most 65535"));
     }
 }

@@ -747,9 +747,8 @@ impl Lowering<'_> {
             i32_of(w)?,
             i32_of(c)?,
         ];
-        let candidates = Depthwise::ALL
-            .iter()
-            .map(|&d| {
+        let candidates = Depthwise::candidates((h, w))
+            .map(|d| {
                 let kernel = kernel_op(d.function(self.kernels), d.grid(c, (h, w), n)?, args.clone());
                 let sums =
                     vec![Arg::Ptr(partials), Arg::Ptr(pool), i32_of(d.partials(c, (h, w)))?, Arg::I64((n * c) as i64)];

@@ -371,9 +371,10 @@ __device__ __forceinline__ void dw_rows(const T* __restrict__ t, const float* __
     pool_channel_sums(sum, partials, im, k, c);
 }
 
-// Launch bounds: the block sizes depthwise.rs launches (256, 128, 128 threads) and the blocks
-// per SM the kernels had before their unchecked paths (which hold more loads in flight and,
-// unbounded, more registers: 152 / 142 / 184 on sm_90, a block per SM fewer each).
+// Launch bounds: the block sizes depthwise.rs launches and, for runs of 2 to 4, the blocks per
+// SM the kernels had before their unchecked paths (which hold more loads in flight and,
+// unbounded, more registers: 152 / 142 / 184 on sm_90, a block per SM fewer each); runs of 1
+// (for small maps: four times the threads of runs of 4) take 64 registers, 8 blocks per SM.
 #define DW_ROWS_KERNEL(RUN, THREADS, BLOCKS_PER_SM)                                                  \
     extern "C" __global__ void __launch_bounds__(THREADS, BLOCKS_PER_SM)                               \
         dw_gate_pool_rows##RUN(const T* __restrict__ t, const float* __restrict__ wd,                  \
@@ -381,6 +382,7 @@ __device__ __forceinline__ void dw_rows(const T* __restrict__ t, const float* __
                                float* __restrict__ partials, int h, int w, int c) {                    \
         dw_rows<RUN>(t, wd, bd, g, partials, h, w, c);                                                 \
     }
+DW_ROWS_KERNEL(1, 128, 8)
 DW_ROWS_KERNEL(2, 256, 2)
 DW_ROWS_KERNEL(3, 128, 4)
 DW_ROWS_KERNEL(4, 128, 3)

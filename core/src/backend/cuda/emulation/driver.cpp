@@ -18,6 +18,10 @@ extern "C" int emulate_dw_gate_pool(const unsigned* dims, const T* t, const floa
                                     float* partials, int h, int w, int c) {
     return launch(dims, [&] { dw_gate_pool(t, wd, bd, g, partials, h, w, c); });
 }
+extern "C" int emulate_dw_gate_pool_rows1(const unsigned* dims, const T* t, const float* wd, const float* bd,
+                                          T* g, float* partials, int h, int w, int c) {
+    return launch(dims, [&] { dw_gate_pool_rows1(t, wd, bd, g, partials, h, w, c); });
+}
 extern "C" int emulate_dw_gate_pool_rows2(const unsigned* dims, const T* t, const float* wd, const float* bd,
                                           T* g, float* partials, int h, int w, int c) {
     return launch(dims, [&] { dw_gate_pool_rows2(t, wd, bd, g, partials, h, w, c); });
