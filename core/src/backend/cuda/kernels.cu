@@ -567,14 +567,35 @@ __device__ __forceinline__ void tile_normalize(const T* x, const float* __restri
     __syncthreads();
 }
 
+// The B fragments of chunk k0 (columns k0..k0+15) for the output tiles at rows wrow[t] of the
+// weight matrix `w` ([rows][k] row-major; k a multiple of 8, so a chunk's second 8 columns
+// may be missing and read as zero); tiles with a negative wrow get zeros, never multiplied.
+__device__ __forceinline__ void tile_b_fragments(const T* __restrict__ w, int k, int k0, const int* wrow,
+                                                 unsigned fb[TILE_OUTPUTS][2]) {
+    int lane = threadIdx.x % 32, group = lane / 4, pair = lane % 4 * 2;
+    bool upper = k0 + 8 < k;
+#pragma unroll
+    for (int t = 0; t < TILE_OUTPUTS; t++) {
+        const T* col = w + (i64)(wrow[t] + group) * k + k0 + pair;
+        bool live = wrow[t] >= 0;
+        fb[t][0] = live ? *reinterpret_cast<const unsigned*>(col) : 0u;
+        fb[t][1] = live && upper ? *reinterpret_cast<const unsigned*>(col + 8) : 0u;
+    }
+}
+
 // acc[m][t] += rows 16m..16m+15 of the shared tile `a` (row stride `stride` halves) times the
 // rows wrow[t]..wrow[t]+7 of the weight matrix `w` ([rows][k] row-major, the mma's column-major
 // B; k a multiple of 8): TILE_ROWS × 8·TILE_OUTPUTS outputs per warp. A tile whose wrow is
-// negative is skipped (the same for every lane of a warp).
+// negative is skipped (the same for every lane of a warp). The next chunk's B fragments (from
+// global memory) are loaded while the current chunk's products run.
 __device__ __forceinline__ void tile_product(const T* a, int stride, const T* __restrict__ w, int k,
                                              const int* wrow, float acc[4][TILE_OUTPUTS][4]) {
     int lane = threadIdx.x % 32, group = lane / 4, pair = lane % 4 * 2;
+    unsigned fb[TILE_OUTPUTS][2];
+    tile_b_fragments(w, k, 0, wrow, fb);
     for (int k0 = 0; k0 < k; k0 += 16) {
+        unsigned next[TILE_OUTPUTS][2];
+        if (k0 + 16 < k) tile_b_fragments(w, k, k0 + 16, wrow, next);
         unsigned fa[4][4];
 #pragma unroll
         for (int m = 0; m < 4; m++) {
@@ -585,15 +606,15 @@ __device__ __forceinline__ void tile_product(const T* a, int stride, const T* __
             fa[m][2] = *reinterpret_cast<const unsigned*>(r0 + 8);
             fa[m][3] = *reinterpret_cast<const unsigned*>(r1 + 8);
         }
-        bool upper = k0 + 8 < k;  // the chunk's second 8 columns exist (k is a multiple of 8)
 #pragma unroll
         for (int t = 0; t < TILE_OUTPUTS; t++) {
             if (wrow[t] < 0) continue;
-            const T* col = w + (i64)(wrow[t] + group) * k + k0 + pair;
-            unsigned fb[2] = {*reinterpret_cast<const unsigned*>(col),
-                              upper ? *reinterpret_cast<const unsigned*>(col + 8) : 0u};
 #pragma unroll
-            for (int m = 0; m < 4; m++) mma16816(acc[m][t], fa[m], fb);
+            for (int m = 0; m < 4; m++) mma16816(acc[m][t], fa[m], fb[t]);
+        }
+        if (k0 + 16 < k) {
+#pragma unroll
+            for (int t = 0; t < TILE_OUTPUTS; t++) fb[t][0] = next[t][0], fb[t][1] = next[t][1];
         }
     }
 }
