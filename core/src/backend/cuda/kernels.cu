@@ -530,6 +530,16 @@ __device__ __forceinline__ void mma16816(float* d, const unsigned* a, const unsi
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
+// Four 8×8 FP16 matrices from shared memory into one register each (ldmatrix.x4): lane l
+// gives the address of row l % 8 of matrix l / 8 (16-byte aligned); register q of lane 4g + i
+// receives row g, columns 2i and 2i + 1 of matrix q, as the PTX ISA lays it out.
+__device__ __forceinline__ void ldmatrix_x4(unsigned* r, const T* row) {
+    unsigned address;
+    asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(address) : "l"(row));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(address));
+}
 #define DYNAMIC_SHARED(name) extern __shared__ __align__(16) unsigned char name[]
 #endif
 
@@ -590,22 +600,17 @@ __device__ __forceinline__ void tile_b_fragments(const T* __restrict__ w, int k,
 // global memory) are loaded while the current chunk's products run.
 __device__ __forceinline__ void tile_product(const T* a, int stride, const T* __restrict__ w, int k,
                                              const int* wrow, float acc[4][TILE_OUTPUTS][4]) {
-    int lane = threadIdx.x % 32, group = lane / 4, pair = lane % 4 * 2;
+    int lane = threadIdx.x % 32;
     unsigned fb[TILE_OUTPUTS][2];
     tile_b_fragments(w, k, 0, wrow, fb);
     for (int k0 = 0; k0 < k; k0 += 16) {
         unsigned next[TILE_OUTPUTS][2];
         if (k0 + 16 < k) tile_b_fragments(w, k, k0 + 16, wrow, next);
+        // A fragment m: rows 16m..16m+15, columns k0..k0+15 as four 8×8 matrices (rows 0-7 and
+        // 8-15 of columns k0.., then of k0 + 8..), each lane giving one matrix row's address.
         unsigned fa[4][4];
 #pragma unroll
-        for (int m = 0; m < 4; m++) {
-            const T* r0 = a + (m * 16 + group) * stride + k0 + pair;
-            const T* r1 = r0 + 8 * stride;
-            fa[m][0] = *reinterpret_cast<const unsigned*>(r0);
-            fa[m][1] = *reinterpret_cast<const unsigned*>(r1);
-            fa[m][2] = *reinterpret_cast<const unsigned*>(r0 + 8);
-            fa[m][3] = *reinterpret_cast<const unsigned*>(r1 + 8);
-        }
+        for (int m = 0; m < 4; m++) ldmatrix_x4(fa[m], a + (m * 16 + lane % 16) * stride + k0 + lane / 16 * 8);
 #pragma unroll
         for (int t = 0; t < TILE_OUTPUTS; t++) {
             if (wrow[t] < 0) continue;

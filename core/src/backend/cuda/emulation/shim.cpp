@@ -84,6 +84,7 @@ static bool progress;
 static float lanes[1024];
 static unsigned frag_a[1024][4], frag_b[1024][2];
 static long posted[1024], consumed[1024];
+static const unsigned short* matrix_rows[1024];
 // Dynamic shared memory: the launch's bytes end where a guard band starts; both are filled
 // with 0xff (NaN halves and floats) before every block, so a kernel that reads memory it did
 // not write, or past its size, computes NaN, and one that writes past it is reported.
@@ -172,6 +173,23 @@ static void mma16816(float* d, const unsigned* a, const unsigned* b) {
     }
     warp_meet(consumed);
     memcpy(d, out, sizeof out);
+}
+
+// ldmatrix.x4 (four 8×8 matrices of halves from shared memory): lane l posts the address of
+// row l % 8 of matrix l / 8; register q of lane 4g + i receives row g, columns 2i and 2i + 1
+// of matrix q.
+static void ldmatrix_x4(unsigned* r, const unsigned short* row) {
+    unsigned t = linear_thread(), warp = t & ~31u, lane = t & 31u;
+    fibers[current].warp_ops++;
+    matrix_rows[t] = row;
+    warp_meet(posted);
+    unsigned out[4];
+    for (int q = 0; q < 4; q++) {
+        const unsigned short* source = matrix_rows[warp + q * 8 + lane / 4];
+        out[q] = source[lane % 4 * 2] | (unsigned)source[lane % 4 * 2 + 1] << 16;
+    }
+    warp_meet(consumed);
+    memcpy(r, out, sizeof out);
 }
 
 // Runs `body` as every thread of the grid with `dims` = grid x, y, z, block x, y, z and
