@@ -108,13 +108,24 @@ pub(super) fn tile_shared_bytes(c: usize, tiles: usize) -> usize {
     tiles * TILE_ROWS * (c.div_ceil(16) * 16 + 8) * 2
 }
 
+/// Output channels a tensor-core block produces at once (`TILE_CHUNK` in kernels.cu).
+const TILE_CHUNK: usize = 128;
+
 /// A tensor-core kernel's grid for `pixels` pixels with `tiles` shared tiles of `c` channels:
-/// 128-thread blocks of `TILE_ROWS` pixels.
-pub(super) fn tile_grid(c: usize, tiles: usize, pixels: usize) -> Result<LaunchConfig> {
+/// 128-thread blocks of `TILE_ROWS` pixels, `splits` blocks per tile of pixels (along y:
+/// `norm_conv1`'s output splits; 1 for the others).
+pub(super) fn tile_grid(c: usize, tiles: usize, pixels: usize, splits: usize) -> Result<LaunchConfig> {
     let blocks =
         u32::try_from(pixels.div_ceil(TILE_ROWS)).map_err(|_| Error::InvalidImage("image too large".into()))?;
     let shared_mem_bytes = u32::try_from(tile_shared_bytes(c, tiles)).expect("channel counts are small");
-    Ok(LaunchConfig { grid_dim: (blocks.max(1), 1, 1), block_dim: (128, 1, 1), shared_mem_bytes })
+    let splits = u32::try_from(splits).map_err(|_| Error::InvalidArgument(format!("{splits} output splits")))?;
+    Ok(LaunchConfig { grid_dim: (blocks.max(1), splits.max(1), 1), block_dim: (128, 1, 1), shared_mem_bytes })
+}
+
+/// `norm_conv1`'s output splits for `c` input channels: one per `TILE_CHUNK` of its 2c
+/// outputs, so each block stores one chunk.
+pub(super) fn norm_conv1_splits(c: usize) -> usize {
+    (2 * c).div_ceil(TILE_CHUNK)
 }
 
 /// Input channels per block of `attention_weights` (`ATTENTION_CHANNELS` in kernels.cu).
@@ -638,17 +649,18 @@ impl Lowering<'_> {
         Ok(())
     }
 
-    /// The tensor-core kernel `pick` over `p` pixels with `tiles` shared tiles of `c` channels,
-    /// where the build has it and its shared memory fits the device.
+    /// The tensor-core kernel `pick` over `p` pixels with `tiles` shared tiles of `c` channels
+    /// and `splits` blocks per tile of pixels, where the build has it and its shared memory
+    /// fits the device.
     fn tensor_core_op(
         &self,
         pick: impl Fn(&TensorCoreKernels) -> &CudaFunction,
-        (c, tiles, p): (usize, usize, usize),
+        (c, tiles, p, splits): (usize, usize, usize, usize),
         args: Vec<Arg>,
     ) -> Result<Option<Op>> {
         match &self.kernels.tensor_cores {
             Some(fused) if tile_shared_bytes(c, tiles) <= fused.shared_limit => {
-                Ok(Some(kernel_op(pick(fused), tile_grid(c, tiles, p)?, args)))
+                Ok(Some(kernel_op(pick(fused), tile_grid(c, tiles, p, splits)?, args)))
             }
             _ => Ok(None),
         }
@@ -696,11 +708,28 @@ impl Lowering<'_> {
         Ok(kernel_op(&self.kernels.layer_norm, grid_for(p * 8)?, args))
     }
 
-    /// LN → conv1 of the `p` pixels at `x` into the expanded scratch: two launches or
-    /// `norm_conv1`.
+    /// LN → conv1 of the `p` pixels at `x` into the expanded scratch: two launches, or
+    /// `norm_conv1` with its outputs split over more blocks (where it has more than one chunk)
+    /// or not.
     fn first_half<T: Element>(&mut self, b: &BlockWeights<T>, x: u64, p: usize) -> Result<()> {
         let (stream, c) = (self.stream, b.c);
         let [normed, expanded, ..] = self.scratch;
+        let fused = move |this: &mut Self, splits: usize| -> Result<Option<Vec<Labelled>>> {
+            let Some(b1) = &b.conv1.bias else { return Ok(None) };
+            let args = vec![
+                Arg::Ptr(x),
+                Arg::Ptr(ptr(&b.norm1.0, stream)),
+                Arg::Ptr(ptr(&b.norm1.1, stream)),
+                Arg::Ptr(ptr(&b.conv1.weight, stream)),
+                Arg::Ptr(ptr(b1, stream)),
+                Arg::Ptr(expanded),
+                Arg::I64(p as i64),
+                i32_of(c)?,
+                Arg::F32(b.eps),
+            ];
+            let op = this.tensor_core_op(|k| &k.norm_conv1, (c, 1, p, splits), args)?;
+            Ok(op.map(|op| vec![("norm_conv1", op)]))
+        };
         let candidates: Vec<Candidate<'_, Self>> = vec![
             Box::new(|this: &mut Self| {
                 let expand = GemmShape::conv1x1(c, 2 * c, p);
@@ -709,22 +738,11 @@ impl Lowering<'_> {
                     ("gemm conv1", this.gemm_op(&b.conv1, None, expand, normed, expanded, false)?),
                 ]))
             }),
-            Box::new(|this: &mut Self| {
-                let Some(b1) = &b.conv1.bias else { return Ok(None) };
-                let args = vec![
-                    Arg::Ptr(x),
-                    Arg::Ptr(ptr(&b.norm1.0, stream)),
-                    Arg::Ptr(ptr(&b.norm1.1, stream)),
-                    Arg::Ptr(ptr(&b.conv1.weight, stream)),
-                    Arg::Ptr(ptr(b1, stream)),
-                    Arg::Ptr(expanded),
-                    Arg::I64(p as i64),
-                    i32_of(c)?,
-                    Arg::F32(b.eps),
-                ];
-                let fused = this.tensor_core_op(|k| &k.norm_conv1, (c, 1, p), args)?;
-                Ok(fused.map(|op| vec![("norm_conv1", op)]))
+            Box::new(move |this: &mut Self| match norm_conv1_splits(c) {
+                1 => Ok(None),
+                splits => fused(this, splits),
             }),
+            Box::new(move |this: &mut Self| fused(this, 1)),
         ];
         self.choose_fusion(("norm_conv1", c, p, 0), candidates)
     }
@@ -815,7 +833,7 @@ impl Lowering<'_> {
             Box::new(|this: &mut Self| {
                 let Some((_, feed_forward)) = fused_args()? else { return Ok(None) };
                 let args = [vec![Arg::Ptr(x)], feed_forward].concat();
-                let Some(ffn) = this.tensor_core_op(|k| &k.ffn, (c, 2, p), args)? else { return Ok(None) };
+                let Some(ffn) = this.tensor_core_op(|k| &k.ffn, (c, 2, p, 1), args)? else { return Ok(None) };
                 let mut conv3_then_ffn = conv3(this)?;
                 conv3_then_ffn.push(("ffn", ffn));
                 Ok(Some(conv3_then_ffn))
@@ -833,7 +851,7 @@ impl Lowering<'_> {
                     Arg::I64(hw as i64),
                 ];
                 let args = [head, feed_forward].concat();
-                let fused = this.tensor_core_op(|k| &k.attend_ffn, (c, 2, p), args)?;
+                let fused = this.tensor_core_op(|k| &k.attend_ffn, (c, 2, p, 1), args)?;
                 Ok(fused.map(|op| vec![("sca_vector", sca), ("attend_ffn", op)]))
             }),
         ];

@@ -624,15 +624,19 @@ __device__ __forceinline__ void tile_product(const T* a, int stride, const T* __
     }
 }
 
+// Output channels a block's warps produce at once: TILE_WARPS · TILE_OUTPUTS tiles of 8.
+#define TILE_CHUNK (TILE_WARPS * TILE_OUTPUTS * 8)
+
 // out[p][n] = a[p] · w[n] + bias[n] (+ out[p][n] when `accumulate`) for the block's pixels
-// p0.. (those before `pixels`) and all `n_out` rows of `w` ([n_out][k]): products over the
-// shared tile `a`, sums in float, one rounding to T. `out` has `n_out` channels per pixel.
+// p0.. (those before `pixels`) and the rows of `w` ([n_out][k]) in chunks split, split +
+// splits, ... of TILE_CHUNK (all of them when splits is 1): products over the shared tile `a`,
+// sums in float, one rounding to T. `out` has `n_out` channels per pixel.
 __device__ __forceinline__ void tile_product_store(const T* a, int stride, const T* __restrict__ w, int k,
                                                    int n_out, const T* __restrict__ bias, T* out, i64 p0,
-                                                   i64 pixels, bool accumulate) {
+                                                   i64 pixels, bool accumulate, int split, int splits) {
     int warp = threadIdx.x / 32, group = threadIdx.x % 32 / 4, pair = threadIdx.x % 4 * 2;
     int tiles = n_out / 8;
-    for (int base = 0; base < tiles; base += TILE_OUTPUTS * TILE_WARPS) {
+    for (int base = split * TILE_CHUNK / 8; base < tiles; base += splits * TILE_CHUNK / 8) {
         int wrow[TILE_OUTPUTS];
 #pragma unroll
         for (int t = 0; t < TILE_OUTPUTS; t++) {
@@ -671,6 +675,9 @@ __device__ __forceinline__ void tile_product_store(const T* a, int stride, const
 // (2c channels per pixel), for TILE_ROWS pixels per block of TILE_WARPS warps, the
 // normalised pixels kept in shared memory (one tile, TILE_ROWS · tile_stride(c) halves):
 // layer_norm followed by the product, in one launch that does not store the normalised map.
+// Grid (pixel tiles, output splits): block y stores the TILE_CHUNK-channel chunks y,
+// y + gridDim.y, ... of the 2c outputs, so small maps with many channels fill the GPU, each
+// split normalising its pixels again.
 extern "C" __global__ void __launch_bounds__(TILE_WARPS * 32)
     norm_conv1(const T* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
                const T* __restrict__ w1, const T* __restrict__ b1, T* __restrict__ expanded, i64 pixels,
@@ -680,7 +687,8 @@ extern "C" __global__ void __launch_bounds__(TILE_WARPS * 32)
     i64 p0 = (i64)blockIdx.x * TILE_ROWS;
     tile_zero_padding(normed, c);
     tile_normalize(x, gamma, beta, normed, p0, pixels, c, eps);
-    tile_product_store(normed, tile_stride(c), w1, c, 2 * c, b1, expanded, p0, pixels, false);
+    tile_product_store(normed, tile_stride(c), w1, c, 2 * c, b1, expanded, p0, pixels, false, blockIdx.y,
+                       gridDim.y);
 }
 
 // Steps 2 and 3 of the feed-forward half over a normalised tile (see ffn): conv4 on the
@@ -721,7 +729,7 @@ __device__ __forceinline__ void tile_feed_forward(const T* normed, T* gated, con
         }
     }
     __syncthreads();
-    tile_product_store(gated, stride, w5, c, c, b5, x, p0, pixels, true);
+    tile_product_store(gated, stride, w5, c, c, b5, x, p0, pixels, true, 0, 1);
 }
 
 // x += conv5(SimpleGate(conv4(LayerNorm(x)))) in place on `pixels` pixels of `c` channels
@@ -774,7 +782,7 @@ extern "C" __global__ void __launch_bounds__(TILE_WARPS * 32)
         store8(gated + r * stride + k, v);
     }
     __syncthreads();
-    tile_product_store(gated, stride, w3, c, c, b3, x, p0, pixels, true);
+    tile_product_store(gated, stride, w3, c, c, b3, x, p0, pixels, true, 0, 1);
     __syncthreads();
     tile_normalize(x, gamma, beta, normed, p0, pixels, c, eps);
     tile_feed_forward(normed, gated, w4, b4, w5, b5, x, p0, pixels, c);

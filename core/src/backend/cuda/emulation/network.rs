@@ -10,7 +10,7 @@ use half::f16;
 
 use super::{Emulated, dims, random_bytes};
 use crate::backend::cuda::depthwise::{Depthwise, pool_sum_grid};
-use crate::backend::cuda::instance::{attention_grid, grid_for, tile_grid};
+use crate::backend::cuda::instance::{attention_grid, grid_for, norm_conv1_splits, tile_grid};
 use crate::backend::cuda::weights::Element;
 
 /// Images, height, width and (gated) channels of one case.
@@ -473,7 +473,7 @@ fn second_half(k: &Emulated, Case { n, h, w, c }: Case, attention: bool, byte: &
     let mut x = x0.clone();
     x.extend(std::iter::repeat_n(guard, 8 * c));
     let eps = 1.0e-6;
-    let grid = dims(&tile_grid(c, 2, p).unwrap());
+    let grid = dims(&tile_grid(c, 2, p, 1).unwrap());
     let name = if attention { "attend_ffn" } else { "ffn" };
     // SAFETY: as in conv_in.
     let diverged = unsafe {
@@ -547,37 +547,45 @@ fn norm_conv1(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut impl FnMut() -
     let w1 = stored::<f16>(&values(2 * c * c, 2.0 / (c as f32).sqrt(), byte));
     let b1 = stored::<f16>(&values(2 * c, 0.5, byte));
     let guard = f16::from_f32(-7.0);
-    let mut expanded = vec![guard; p * 2 * c + 16 * c];
     let eps = 1.0e-6;
-    let grid = dims(&tile_grid(c, 1, p).unwrap());
-    // SAFETY: as in conv_in.
-    let f = unsafe { k.entry::<NormConv1>("norm_conv1") };
-    let diverged = unsafe {
-        f(
-            grid.as_ptr(),
-            x.as_ptr(),
-            gamma.as_ptr(),
-            beta.as_ptr(),
-            w1.as_ptr(),
-            b1.as_ptr(),
-            expanded.as_mut_ptr(),
-            p as i64,
-            i32_of(c),
-            eps,
-        )
-    };
-    assert_eq!(diverged, 0, "norm_conv1 diverged or overran its shared memory");
-    let past = expanded.split_off(p * 2 * c);
-    assert!(past.iter().all(|&v| v == guard), "norm_conv1 wrote past its output");
-    let (w1, b1) = (loaded(&w1), loaded(&b1));
+    let (w1_loaded, b1_loaded) = (loaded(&w1), loaded(&b1));
     let want: Vec<f64> = loaded(&x)
         .chunks(c)
         .flat_map(|row| {
             let normed: Vec<f64> = normalized(row, &gamma, &beta, eps).into_iter().map(half_rounded).collect();
-            product(&w1, &b1, &normed)
+            product(&w1_loaded, &b1_loaded, &normed)
         })
         .collect();
-    assert_close("norm_conv1", &loaded(&expanded), &want, 2.0e-3);
+    // Unsplit, and with the outputs split over blocks as the engine may launch it: the same
+    // bits either way.
+    let mut outputs = Vec::new();
+    for splits in [1, norm_conv1_splits(c)] {
+        let mut expanded = vec![guard; p * 2 * c + 16 * c];
+        let grid = dims(&tile_grid(c, 1, p, splits).unwrap());
+        // SAFETY: as in conv_in.
+        let f = unsafe { k.entry::<NormConv1>("norm_conv1") };
+        let diverged = unsafe {
+            f(
+                grid.as_ptr(),
+                x.as_ptr(),
+                gamma.as_ptr(),
+                beta.as_ptr(),
+                w1.as_ptr(),
+                b1.as_ptr(),
+                expanded.as_mut_ptr(),
+                p as i64,
+                i32_of(c),
+                eps,
+            )
+        };
+        assert_eq!(diverged, 0, "norm_conv1 diverged or overran its shared memory");
+        let past = expanded.split_off(p * 2 * c);
+        assert!(past.iter().all(|&v| v == guard), "norm_conv1 in {splits} splits wrote past its output");
+        let expanded = loaded(&expanded);
+        assert_close(&format!("norm_conv1 in {splits} splits"), &expanded, &want, 2.0e-3);
+        outputs.push(expanded);
+    }
+    assert!(outputs[0].iter().zip(&outputs[1]).all(|(a, b)| a.to_bits() == b.to_bits()), "splits change norm_conv1");
 }
 
 fn shuffle_add<T: Element>(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut impl FnMut() -> u8) {
