@@ -456,8 +456,9 @@ struct Lowering<'a> {
     fusion: Fusion,
 }
 
-/// What a timed choice is between (`"depthwise"`, `"norm_conv1"`, `"second half"`) and the
-/// shape it is timed at (channels, height, width; or channels, pixels, 0).
+/// What a timed choice is between (`"depthwise"`, `"layer_norm"`, `"norm_conv1"`,
+/// `"second half"`) and the shape it is timed at (channels, height, width; or channels,
+/// pixels, 0).
 type ChoiceKey = (&'static str, usize, usize, usize);
 
 /// A labelled operation, before it joins the launch list.
@@ -504,10 +505,19 @@ impl Lowering<'_> {
         self.push(label, kernel_op(function, config, args));
     }
 
-    /// Pushes the fastest of `candidates` (launch sequences computing the same values), timed
-    /// once per `key` on the instance's buffers (3 runs after a warm-up); the profile names
-    /// the launches chosen. A single candidate is pushed untimed.
-    fn choose(&mut self, key: ChoiceKey, mut candidates: Vec<Vec<Labelled>>) -> Result<()> {
+    /// Pushes the fastest of `candidates` ([`Self::fastest`]); the profile names the launches
+    /// chosen.
+    fn choose(&mut self, key: ChoiceKey, candidates: Vec<Vec<Labelled>>) -> Result<()> {
+        for (label, op) in self.fastest(key, candidates)? {
+            self.push(label, op);
+        }
+        Ok(())
+    }
+
+    /// The fastest of `candidates` (launch sequences computing the same values), timed once
+    /// per `key` on the instance's buffers (3 runs after a warm-up). A single candidate is
+    /// returned untimed.
+    fn fastest(&mut self, key: ChoiceKey, mut candidates: Vec<Vec<Labelled>>) -> Result<Vec<Labelled>> {
         const RUNS: usize = 3;
         let best = match self.chosen.get(&key) {
             Some(&known) => known,
@@ -534,10 +544,7 @@ impl Lowering<'_> {
                 best
             }
         };
-        for (label, op) in candidates.swap_remove(best) {
-            self.push(label, op);
-        }
-        Ok(())
+        Ok(candidates.swap_remove(best))
     }
 
     /// A product with `dense`'s bias (`a` replaces its weight: per-image weights), its
@@ -687,14 +694,16 @@ impl Lowering<'_> {
         self.second_half(b, x, h * w)
     }
 
-    /// LayerNorm of the `p` pixels at `x` with `pair` (γ, β) into the normalised scratch.
+    /// LayerNorm of the `p` pixels at `x` with `pair` (γ, β) into the normalised scratch: the
+    /// faster of 8 lanes (`layer_norm`) and a warp (`layer_norm_wide`) per pixel, timed once
+    /// per channels and pixels.
     fn layer_norm_op<T: Element>(
-        &self,
+        &mut self,
         b: &BlockWeights<T>,
         pair: &(CudaSlice<f32>, CudaSlice<f32>),
         x: u64,
         p: usize,
-    ) -> Result<Op> {
+    ) -> Result<Labelled> {
         let stream = self.stream;
         let args = vec![
             Arg::Ptr(x),
@@ -705,7 +714,14 @@ impl Lowering<'_> {
             i32_of(b.c)?,
             Arg::F32(b.eps),
         ];
-        Ok(kernel_op(&self.kernels.layer_norm, grid_for(p * 8)?, args))
+        let lanes =
+            [("layer_norm", &self.kernels.layer_norm, 8), ("layer_norm_wide", &self.kernels.layer_norm_wide, 32)];
+        let candidates = lanes
+            .into_iter()
+            .map(|(label, kernel, lanes)| Ok(vec![(label, kernel_op(kernel, grid_for(p * lanes)?, args.clone()))]))
+            .collect::<Result<Vec<_>>>()?;
+        let mut chosen = self.fastest(("layer_norm", b.c, p, 0), candidates)?;
+        Ok(chosen.swap_remove(0))
     }
 
     /// LN → conv1 of the `p` pixels at `x` into the expanded scratch: two launches, or
@@ -734,7 +750,7 @@ impl Lowering<'_> {
             Box::new(|this: &mut Self| {
                 let expand = GemmShape::conv1x1(c, 2 * c, p);
                 Ok(Some(vec![
-                    ("layer_norm", this.layer_norm_op(b, &b.norm1, x, p)?),
+                    this.layer_norm_op(b, &b.norm1, x, p)?,
                     ("gemm conv1", this.gemm_op(&b.conv1, None, expand, normed, expanded, false)?),
                 ]))
             }),
@@ -823,7 +839,7 @@ impl Lowering<'_> {
                 let gate_args = vec![Arg::Ptr(expanded), Arg::Ptr(gated), Arg::I64(p as i64), i32_of(c)?];
                 let (expand, reduce) = (GemmShape::conv1x1(c, 2 * c, p), GemmShape::conv1x1(c, c, p));
                 launches.extend([
-                    ("layer_norm", this.layer_norm_op(b, &b.norm2, x, p)?),
+                    this.layer_norm_op(b, &b.norm2, x, p)?,
                     ("gemm conv4", this.gemm_op(&b.conv4, None, expand, normed, expanded, false)?),
                     ("gate", kernel_op(&this.kernels.gate, grid_for(p * c / 8)?, gate_args)),
                     ("gemm conv5", this.gemm_op(&b.conv5, None, reduce, gated, x, true)?),

@@ -140,34 +140,37 @@ extern "C" __global__ void conv_out(const T* __restrict__ x, const float* __rest
 
 #define LN_LANES 8
 
+// The sum of v over aligned groups of LANES lanes of a warp.
+template <int LANES>
 __device__ __forceinline__ float group_sum(float v) {
 #pragma unroll
-    for (int offset = LN_LANES / 2; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    for (int offset = LANES / 2; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
     return v;
 }
 
 // LayerNorm of one pixel's `c` channels at `row` into `out` (biased variance, two passes,
-// float statistics), affine. Eight lanes per pixel (`lane` 0..7 of an aligned group of a
+// float statistics), affine. LANES lanes per pixel (`lane` 0..LANES-1 of an aligned group of a
 // warp), each taking 8 channels in turn; every lane of the warp calls it, those of a pixel
 // past the last with `live` false (they only help the shuffles and write nothing).
+template <int LANES = LN_LANES>
 __device__ __forceinline__ void normalize_pixel(const T* row, const float* __restrict__ gamma,
                                                 const float* __restrict__ beta, T* out, int c, float eps,
                                                 int lane, bool live) {
     float v[8], s = 0.f;
-    for (int i = lane * 8; live && i < c; i += LN_LANES * 8) {
+    for (int i = lane * 8; live && i < c; i += LANES * 8) {
         load8(row + i, v);
 #pragma unroll
         for (int j = 0; j < 8; j++) s += v[j];
     }
-    float mean = group_sum(s) / c, q = 0.f;
-    for (int i = lane * 8; live && i < c; i += LN_LANES * 8) {
+    float mean = group_sum<LANES>(s) / c, q = 0.f;
+    for (int i = lane * 8; live && i < c; i += LANES * 8) {
         load8(row + i, v);
 #pragma unroll
         for (int j = 0; j < 8; j++) q += (v[j] - mean) * (v[j] - mean);
     }
-    float rstd = rsqrtf(group_sum(q) / c + eps);
+    float rstd = rsqrtf(group_sum<LANES>(q) / c + eps);
     if (!live) return;
-    for (int i = lane * 8; i < c; i += LN_LANES * 8) {
+    for (int i = lane * 8; i < c; i += LANES * 8) {
         float g[8], bb[8];
         load8(row + i, v);
         load8f(gamma + i, g);
@@ -178,14 +181,30 @@ __device__ __forceinline__ void normalize_pixel(const T* row, const float* __res
     }
 }
 
-// LayerNorm over the `c` channels of each pixel (normalize_pixel); blockDim.x is a multiple
-// of 32 and the grid covers whole warps.
+// LayerNorm over the `c` channels of each pixel (normalize_pixel), LANES lanes per pixel;
+// blockDim.x is a multiple of 32 and the grid covers whole warps.
+template <int LANES>
+__device__ __forceinline__ void layer_norm_lanes(const T* __restrict__ x, const float* __restrict__ gamma,
+                                                 const float* __restrict__ beta, T* __restrict__ y, i64 pixels,
+                                                 int c, float eps) {
+    i64 p = global_index() / LANES;
+    bool live = p < pixels;
+    normalize_pixel<LANES>(x + (live ? p : 0) * c, gamma, beta, y + p * c, c, eps, threadIdx.x % LANES, live);
+}
+
+// 8 lanes per pixel (the LayerNorm of the fused kernels, bit for bit).
 extern "C" __global__ void layer_norm(const T* __restrict__ x, const float* __restrict__ gamma,
                                       const float* __restrict__ beta, T* __restrict__ y, i64 pixels,
                                       int c, float eps) {
-    i64 p = global_index() / LN_LANES;
-    bool live = p < pixels;
-    normalize_pixel(x + (live ? p : 0) * c, gamma, beta, y + p * c, c, eps, threadIdx.x % LN_LANES, live);
+    layer_norm_lanes<LN_LANES>(x, gamma, beta, y, pixels, c, eps);
+}
+
+// A warp per pixel: four times the threads and a quarter of each lane's serial loads, for
+// small maps of many channels (level 3 of 256 × 256 fills 32 blocks with 8 lanes, 128 with 32).
+extern "C" __global__ void layer_norm_wide(const T* __restrict__ x, const float* __restrict__ gamma,
+                                           const float* __restrict__ beta, T* __restrict__ y, i64 pixels,
+                                           int c, float eps) {
+    layer_norm_lanes<32>(x, gamma, beta, y, pixels, c, eps);
 }
 
 // Stores the block's sums of channels k..k+8 (each thread's `sum` over its pixels) in

@@ -25,10 +25,11 @@ pub fn source_hash() -> [u8; 32] {
 
 /// Entry points of [`SOURCE`], in [`Kernels`] field order, but for the depthwise kernels
 /// (named by [`Depthwise::name`]).
-pub const ENTRY_POINTS: [&str; 10] = [
+pub const ENTRY_POINTS: [&str; 11] = [
     "conv_in",
     "conv_out",
     "layer_norm",
+    "layer_norm_wide",
     "pool_sum",
     "sca_vector",
     "attention_weights",
@@ -120,8 +121,10 @@ pub struct Kernels {
     pub conv_in: CudaFunction,
     /// Ending 3×3 conv plus the input residual: NHWC features → planar f32 image.
     pub conv_out: CudaFunction,
-    /// Per-pixel LayerNorm with f32 statistics.
+    /// Per-pixel LayerNorm with f32 statistics, 8 lanes per pixel.
     pub layer_norm: CudaFunction,
+    /// The same with a warp per pixel (for small maps of many channels).
+    pub layer_norm_wide: CudaFunction,
     /// Depthwise 3×3 + SimpleGate + per-block channel sums for the attention, one kernel per
     /// [`Depthwise`] variant in [`Depthwise::ALL`] order (the gated map bit for bit the same):
     /// [`Depthwise::function`] picks one.
@@ -208,15 +211,16 @@ impl Kernels {
             conv_in: f(ENTRY_POINTS[0])?,
             conv_out: f(ENTRY_POINTS[1])?,
             layer_norm: f(ENTRY_POINTS[2])?,
+            layer_norm_wide: f(ENTRY_POINTS[3])?,
             depthwise: Depthwise::ALL.iter().map(|d| f(d.name())).collect::<Result<_>>()?,
-            pool_sum: f(ENTRY_POINTS[3])?,
-            sca_vector: f(ENTRY_POINTS[4])?,
-            attention_weights: f(ENTRY_POINTS[5])?,
-            gate: f(ENTRY_POINTS[6])?,
-            shuffle_add: f(ENTRY_POINTS[7])?,
+            pool_sum: f(ENTRY_POINTS[4])?,
+            sca_vector: f(ENTRY_POINTS[5])?,
+            attention_weights: f(ENTRY_POINTS[6])?,
+            gate: f(ENTRY_POINTS[7])?,
+            shuffle_add: f(ENTRY_POINTS[8])?,
             tensor_cores,
-            frame_in: f(ENTRY_POINTS[8])?,
-            frame_out: f(ENTRY_POINTS[9])?,
+            frame_in: f(ENTRY_POINTS[9])?,
+            frame_out: f(ENTRY_POINTS[10])?,
         })
     }
 }

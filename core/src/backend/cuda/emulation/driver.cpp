@@ -14,6 +14,10 @@ extern "C" int emulate_layer_norm(const unsigned* dims, const T* x, const float*
                                   i64 pixels, int c, float eps) {
     return launch(dims, [&] { layer_norm(x, gamma, beta, y, pixels, c, eps); });
 }
+extern "C" int emulate_layer_norm_wide(const unsigned* dims, const T* x, const float* gamma, const float* beta,
+                                       T* y, i64 pixels, int c, float eps) {
+    return launch(dims, [&] { layer_norm_wide(x, gamma, beta, y, pixels, c, eps); });
+}
 extern "C" int emulate_dw_gate_pool(const unsigned* dims, const T* t, const float* wd, const float* bd, T* g,
                                     float* partials, int h, int w, int c) {
     return launch(dims, [&] { dw_gate_pool(t, wd, bd, g, partials, h, w, c); });

@@ -253,18 +253,24 @@ fn layer_norm<T: Element>(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut im
     let x = stored::<T>(&x);
     let gamma = values(c, 2.0, byte);
     let beta = values(c, 1.0, byte);
-    let mut y = vec![T::default(); p * c];
     let eps = 1.0e-6;
-    let grid = dims(&grid_for(p * 8).unwrap());
-    // SAFETY: as in conv_in.
-    let f = unsafe { k.entry::<LayerNorm<T>>("layer_norm") };
-    let diverged = unsafe {
-        f(grid.as_ptr(), x.as_ptr(), gamma.as_ptr(), beta.as_ptr(), y.as_mut_ptr(), p as i64, i32_of(c), eps)
-    };
-    assert_eq!(diverged, 0, "a shuffle of the LayerNorm diverged");
     let want: Vec<f64> = loaded(&x).chunks(c).flat_map(|row| normalized(row, &gamma, &beta, eps)).collect();
-    // Normalised values are O(1) over an offset of 1000: f32 statistics lose ~1e-4 of them.
-    assert_close("layer_norm", &loaded(&y), &want, tolerance::<T>().max(2.0e-4));
+    for (name, lanes) in [("layer_norm", 8), ("layer_norm_wide", 32)] {
+        // A guard pixel past the output, which no lane may write.
+        let guard = T::from_f32(-7.0);
+        let mut y = vec![guard; (p + 1) * c];
+        let grid = dims(&grid_for(p * lanes).unwrap());
+        // SAFETY: as in conv_in.
+        let f = unsafe { k.entry::<LayerNorm<T>>(name) };
+        let diverged = unsafe {
+            f(grid.as_ptr(), x.as_ptr(), gamma.as_ptr(), beta.as_ptr(), y.as_mut_ptr(), p as i64, i32_of(c), eps)
+        };
+        assert_eq!(diverged, 0, "a shuffle of {name} diverged");
+        let past = y.split_off(p * c);
+        assert!(past.iter().all(|v| v.to_f32() == -7.0), "{name} wrote past its output");
+        // Normalised values are O(1) over an offset of 1000: f32 statistics lose ~1e-4 of them.
+        assert_close(name, &loaded(&y), &want, tolerance::<T>().max(2.0e-4));
+    }
 }
 
 /// Every depthwise kernel (the engine times them and keeps the fastest): each against the
