@@ -128,6 +128,16 @@ pub(super) fn norm_conv1_splits(c: usize) -> usize {
     (2 * c).div_ceil(TILE_CHUNK)
 }
 
+/// Gated channels per pass of a tensor-core block's gate (2 · `TILE_WARPS` groups of 8 in
+/// kernels.cu).
+const GATE_CHUNK: usize = 64;
+
+/// `norm_gate`'s splits for `c` gated channels: one per `GATE_CHUNK`, so each block takes
+/// one pass.
+pub(super) fn norm_gate_splits(c: usize) -> usize {
+    c.div_ceil(GATE_CHUNK)
+}
+
 /// Input channels per block of `attention_weights` (`ATTENTION_CHANNELS` in kernels.cu).
 const ATTENTION_CHANNELS: usize = 16;
 
@@ -795,9 +805,10 @@ impl Lowering<'_> {
 
     /// Everything after the channel sums on the images of `hw` pixels at `x`, from the
     /// separate launches to one kernel: conv3 with the attention folded into its per-image
-    /// weights (`attention_weights`), then the feed-forward half as launches or `ffn`; or the
-    /// attention vector (`sca_vector`) and all the rest in `attend_ffn` (the attention
-    /// scaling the features instead).
+    /// weights (`attention_weights`), then the feed-forward half as launches, as `norm_gate`
+    /// (split over the gated channels) and conv5's product, or as `ffn`; or the attention
+    /// vector (`sca_vector`) and all the rest in `attend_ffn` (the attention scaling the
+    /// features instead).
     fn second_half<T: Element>(&mut self, b: &BlockWeights<T>, x: u64, hw: usize) -> Result<()> {
         let (n, stream, c) = (self.n, self.stream, b.c);
         let p = n * hw;
@@ -843,6 +854,30 @@ impl Lowering<'_> {
                     ("gemm conv4", this.gemm_op(&b.conv4, None, expand, normed, expanded, false)?),
                     ("gate", kernel_op(&this.kernels.gate, grid_for(p * c / 8)?, gate_args)),
                     ("gemm conv5", this.gemm_op(&b.conv5, None, reduce, gated, x, true)?),
+                ]);
+                Ok(Some(launches))
+            }),
+            Box::new(|this: &mut Self| {
+                let Some(b4) = &b.conv4.bias else { return Ok(None) };
+                let args = vec![
+                    Arg::Ptr(x),
+                    Arg::Ptr(ptr(&b.norm2.0, stream)),
+                    Arg::Ptr(ptr(&b.norm2.1, stream)),
+                    Arg::Ptr(ptr(&b.conv4.weight, stream)),
+                    Arg::Ptr(ptr(b4, stream)),
+                    Arg::Ptr(gated),
+                    Arg::I64(p as i64),
+                    i32_of(c)?,
+                    Arg::F32(b.eps),
+                ];
+                let Some(norm_gate) = this.tensor_core_op(|k| &k.norm_gate, (c, 1, p, norm_gate_splits(c)), args)?
+                else {
+                    return Ok(None);
+                };
+                let mut launches = conv3(this)?;
+                launches.extend([
+                    ("norm_gate", norm_gate),
+                    ("gemm conv5", this.gemm_op(&b.conv5, None, GemmShape::conv1x1(c, c, p), gated, x, true)?),
                 ]);
                 Ok(Some(launches))
             }),

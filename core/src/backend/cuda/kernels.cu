@@ -710,17 +710,17 @@ extern "C" __global__ void __launch_bounds__(TILE_WARPS * 32)
                        gridDim.y);
 }
 
-// Steps 2 and 3 of the feed-forward half over a normalised tile (see ffn): conv4 on the
-// tensor cores, a warp taking 8-channel groups j with their gate partners j + c, each output
-// rounded to half as the product would store it, then gated (as `gate`) into the tile
-// `gated`; conv5 over that, its bias and the residual added in float into x, stored once.
-__device__ __forceinline__ void tile_feed_forward(const T* normed, T* gated, const T* __restrict__ w4,
-                                                  const T* __restrict__ b4, const T* __restrict__ w5,
-                                                  const T* __restrict__ b5, T* x, i64 p0, i64 pixels, int c) {
+// Step 2 of the feed-forward half over a normalised tile (see ffn): conv4 on the tensor cores,
+// a warp taking 8-channel groups j with their gate partners j + c, each output rounded to half
+// as the product would store it, then gated (as `gate`) into `gated` (rows `gated_stride`
+// halves apart; rows from `rows` on are not written): the gate groups in the passes split,
+// split + splits, ... of 2 · TILE_WARPS groups (all of them when splits is 1).
+__device__ __forceinline__ void tile_gate(const T* normed, const T* __restrict__ w4, const T* __restrict__ b4,
+                                          int c, T* gated, i64 gated_stride, i64 rows, int split, int splits) {
     int stride = tile_stride(c);
     int warp = threadIdx.x / 32, group = threadIdx.x % 32 / 4, pair = threadIdx.x % 4 * 2;
     int units = c / 8;  // 8-channel gate groups; a warp takes two per pass
-    for (int base = 0; base < units; base += 2 * TILE_WARPS) {
+    for (int base = split * 2 * TILE_WARPS; base < units; base += splits * 2 * TILE_WARPS) {
         int u0 = base + warp, u1 = u0 + TILE_WARPS;
         int wrow[TILE_OUTPUTS] = {u0 < units ? u0 * 8 : -1, u0 < units ? u0 * 8 + c : -1,
                                   u1 < units ? u1 * 8 : -1, u1 < units ? u1 * 8 + c : -1};
@@ -735,6 +735,8 @@ __device__ __forceinline__ void tile_feed_forward(const T* normed, T* gated, con
             for (int m = 0; m < 4; m++) {
 #pragma unroll
                 for (int half = 0; half < 2; half++) {
+                    int row = m * 16 + group + half * 8;
+                    if (row >= rows) continue;
                     unsigned g2 = 0;
 #pragma unroll
                     for (int e = 0; e < 2; e++) {
@@ -742,11 +744,21 @@ __device__ __forceinline__ void tile_feed_forward(const T* normed, T* gated, con
                         float b = to_f(to_t(acc[m][t + 1][half * 2 + e] + bb[e]));
                         g2 |= (unsigned)to_t(a * b) << (16 * e);
                     }
-                    *reinterpret_cast<unsigned*>(gated + (m * 16 + group + half * 8) * stride + j) = g2;
+                    *reinterpret_cast<unsigned*>(gated + row * gated_stride + j) = g2;
                 }
             }
         }
     }
+}
+
+// Steps 2 and 3 of the feed-forward half over a normalised tile (see ffn): tile_gate into the
+// shared tile `gated`, then conv5 over that, its bias and the residual added in float into x,
+// stored once.
+__device__ __forceinline__ void tile_feed_forward(const T* normed, T* gated, const T* __restrict__ w4,
+                                                  const T* __restrict__ b4, const T* __restrict__ w5,
+                                                  const T* __restrict__ b5, T* x, i64 p0, i64 pixels, int c) {
+    int stride = tile_stride(c);
+    tile_gate(normed, w4, b4, c, gated, stride, TILE_ROWS, 0, 1);
     __syncthreads();
     tile_product_store(gated, stride, w5, c, c, b5, x, p0, pixels, true, 0, 1);
 }
@@ -756,6 +768,21 @@ __device__ __forceinline__ void tile_feed_forward(const T* normed, T* gated, con
 // per block of TILE_WARPS warps, with nothing between the steps leaving shared memory: the
 // block's pixels normalised (tile_normalize) into the tile `normed`, then tile_feed_forward.
 // Dynamic shared memory: two tiles, 2 · TILE_ROWS · tile_stride(c) halves.
+// LayerNorm, conv4 and SimpleGate (ffn's first steps, the same bits) into the gated map `gated`
+// (c channels per pixel), for conv5 to follow as a product: TILE_ROWS pixels per block, grid
+// (pixel tiles, splits), block y taking the gate passes y, y + gridDim.y, ... of 64 gated
+// channels each, so small maps with many channels fill the GPU.
+extern "C" __global__ void __launch_bounds__(TILE_WARPS * 32)
+    norm_gate(const T* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
+              const T* __restrict__ w4, const T* __restrict__ b4, T* __restrict__ gated, i64 pixels, int c,
+              float eps) {
+    DYNAMIC_SHARED(shared);
+    T* normed = reinterpret_cast<T*>(shared);
+    i64 p0 = (i64)blockIdx.x * TILE_ROWS;
+    tile_zero_padding(normed, c);
+    tile_normalize(x, gamma, beta, normed, p0, pixels, c, eps);
+    tile_gate(normed, w4, b4, c, gated + p0 * c, c, pixels - p0, blockIdx.y, gridDim.y);
+}
 extern "C" __global__ void __launch_bounds__(TILE_WARPS * 32)
     ffn(T* x, const float* __restrict__ gamma, const float* __restrict__ beta, const T* __restrict__ w4,
         const T* __restrict__ b4, const T* __restrict__ w5, const T* __restrict__ b5, i64 pixels, int c,

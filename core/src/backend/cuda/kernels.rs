@@ -41,7 +41,7 @@ pub const ENTRY_POINTS: [&str; 11] = [
 
 /// The fused tensor-core kernels, in [`TensorCoreKernels`] field order: compiled only in FP16
 /// for compute capability 8.0 and newer (they multiply with `mma.m16n8k16`).
-pub const TENSOR_CORE_ENTRY_POINTS: [&str; 3] = ["norm_conv1", "ffn", "attend_ffn"];
+pub const TENSOR_CORE_ENTRY_POINTS: [&str; 4] = ["norm_conv1", "norm_gate", "ffn", "attend_ffn"];
 
 /// Whether a build for `arch` in FP16 or f32 holds [`TENSOR_CORE_ENTRY_POINTS`].
 pub fn has_tensor_core_kernels(arch: (i32, i32), fp16: bool) -> bool {
@@ -151,6 +151,8 @@ pub struct Kernels {
 pub struct TensorCoreKernels {
     /// LayerNorm and conv1 in one launch.
     pub norm_conv1: CudaFunction,
+    /// LayerNorm, conv4 and SimpleGate in one launch (conv5 follows as a product).
+    pub norm_gate: CudaFunction,
     /// The feed-forward half of a NAFBlock (LayerNorm → conv4 → gate → conv5 + residual).
     pub ffn: CudaFunction,
     /// conv3 with the channel attention (+ residual), then the feed-forward half.
@@ -191,7 +193,7 @@ impl Kernels {
             let limit = ctx
                 .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
                 .map_err(cuda_error("querying the shared memory per block"))?;
-            let [norm_conv1, ffn, attend_ffn] = TENSOR_CORE_ENTRY_POINTS.map(|name| {
+            let [norm_conv1, norm_gate, ffn, attend_ffn] = TENSOR_CORE_ENTRY_POINTS.map(|name| {
                 let function = f(name)?;
                 function
                     .set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, limit)
@@ -200,6 +202,7 @@ impl Kernels {
             });
             Some(TensorCoreKernels {
                 norm_conv1: norm_conv1?,
+                norm_gate: norm_gate?,
                 ffn: ffn?,
                 attend_ffn: attend_ffn?,
                 shared_limit: usize::try_from(limit).unwrap_or(0),

@@ -76,4 +76,8 @@ extern "C" int emulate_norm_conv1(const unsigned* dims, const T* x, const float*
                                   const T* w1, const T* b1, T* expanded, i64 pixels, int c, float eps) {
     return launch(dims, [&] { norm_conv1(x, gamma, beta, w1, b1, expanded, pixels, c, eps); });
 }
+extern "C" int emulate_norm_gate(const unsigned* dims, const T* x, const float* gamma, const float* beta,
+                                 const T* w4, const T* b4, T* gated, i64 pixels, int c, float eps) {
+    return launch(dims, [&] { norm_gate(x, gamma, beta, w4, b4, gated, pixels, c, eps); });
+}
 #endif

@@ -10,7 +10,7 @@ use half::f16;
 
 use super::{Emulated, dims, random_bytes};
 use crate::backend::cuda::depthwise::{Depthwise, pool_sum_grid};
-use crate::backend::cuda::instance::{attention_grid, grid_for, norm_conv1_splits, tile_grid};
+use crate::backend::cuda::instance::{attention_grid, grid_for, norm_conv1_splits, norm_gate_splits, tile_grid};
 use crate::backend::cuda::weights::Element;
 
 /// Images, height, width and (gated) channels of one case.
@@ -73,7 +73,8 @@ type AttendFfn = unsafe extern "C" fn(
     i32,
     f32,
 ) -> i32;
-type NormConv1 = unsafe extern "C" fn(
+/// `norm_conv1` and `norm_gate`: x, γ, β, weight, bias, output, pixels, channels, eps.
+type NormProduct = unsafe extern "C" fn(
     Dims,
     *const f16,
     *const f32,
@@ -543,55 +544,64 @@ fn second_half(k: &Emulated, Case { n, h, w, c }: Case, attention: bool, byte: &
     assert_close(name, &loaded(&x), &want, 2.0e-3);
 }
 
-/// LayerNorm + conv1 in one kernel (FP16 only) against a reference that rounds the
-/// normalised input to FP16 as the launches store it, with a guard band past the output.
-fn norm_conv1(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut impl FnMut() -> u8) {
+/// LayerNorm then a product of c → 2c channels in one kernel (FP16 only): `norm_conv1` (the
+/// product itself) or, with `gate`, `norm_gate` (SimpleGate of the product's halves, each
+/// rounded to FP16 first as a stored product would be), against a reference that rounds the
+/// normalised input to FP16 as the launches store it, with a guard band past the output;
+/// unsplit and split over blocks as the engine may launch it, the same bits either way.
+fn norm_product(k: &Emulated, Case { n, h, w, c }: Case, gate: bool, byte: &mut impl FnMut() -> u8) {
+    let (name, splits, out_c) =
+        if gate { ("norm_gate", norm_gate_splits(c), c) } else { ("norm_conv1", norm_conv1_splits(c), 2 * c) };
     let p = n * h * w;
     let x: Vec<f32> = values(p * c, 4.0, byte).iter().map(|v| v - 30.0).collect();
     let x = stored::<f16>(&x);
     let (gamma, beta) = (values(c, 2.0, byte), values(c, 1.0, byte));
-    let w1 = stored::<f16>(&values(2 * c * c, 2.0 / (c as f32).sqrt(), byte));
-    let b1 = stored::<f16>(&values(2 * c, 0.5, byte));
+    let weight = stored::<f16>(&values(2 * c * c, 2.0 / (c as f32).sqrt(), byte));
+    let bias = stored::<f16>(&values(2 * c, 0.5, byte));
     let guard = f16::from_f32(-7.0);
     let eps = 1.0e-6;
-    let (w1_loaded, b1_loaded) = (loaded(&w1), loaded(&b1));
+    let (weight_loaded, bias_loaded) = (loaded(&weight), loaded(&bias));
     let want: Vec<f64> = loaded(&x)
         .chunks(c)
         .flat_map(|row| {
             let normed: Vec<f64> = normalized(row, &gamma, &beta, eps).into_iter().map(half_rounded).collect();
-            product(&w1_loaded, &b1_loaded, &normed)
+            let y = product(&weight_loaded, &bias_loaded, &normed);
+            if gate {
+                let y: Vec<f64> = y.into_iter().map(half_rounded).collect();
+                (0..c).map(|j| y[j] * y[j + c]).collect()
+            } else {
+                y
+            }
         })
         .collect();
-    // Unsplit, and with the outputs split over blocks as the engine may launch it: the same
-    // bits either way.
     let mut outputs = Vec::new();
-    for splits in [1, norm_conv1_splits(c)] {
-        let mut expanded = vec![guard; p * 2 * c + 16 * c];
+    for splits in [1, splits] {
+        let mut out = vec![guard; p * out_c + 16 * c];
         let grid = dims(&tile_grid(c, 1, p, splits).unwrap());
         // SAFETY: as in conv_in.
-        let f = unsafe { k.entry::<NormConv1>("norm_conv1") };
+        let f = unsafe { k.entry::<NormProduct>(name) };
         let diverged = unsafe {
             f(
                 grid.as_ptr(),
                 x.as_ptr(),
                 gamma.as_ptr(),
                 beta.as_ptr(),
-                w1.as_ptr(),
-                b1.as_ptr(),
-                expanded.as_mut_ptr(),
+                weight.as_ptr(),
+                bias.as_ptr(),
+                out.as_mut_ptr(),
                 p as i64,
                 i32_of(c),
                 eps,
             )
         };
-        assert_eq!(diverged, 0, "norm_conv1 diverged or overran its shared memory");
-        let past = expanded.split_off(p * 2 * c);
-        assert!(past.iter().all(|&v| v == guard), "norm_conv1 in {splits} splits wrote past its output");
-        let expanded = loaded(&expanded);
-        assert_close(&format!("norm_conv1 in {splits} splits"), &expanded, &want, 2.0e-3);
-        outputs.push(expanded);
+        assert_eq!(diverged, 0, "{name} diverged or overran its shared memory");
+        let past = out.split_off(p * out_c);
+        assert!(past.iter().all(|&v| v == guard), "{name} in {splits} splits wrote past its output");
+        let out = loaded(&out);
+        assert_close(&format!("{name} in {splits} splits"), &out, &want, 2.0e-3);
+        outputs.push(out);
     }
-    assert!(outputs[0].iter().zip(&outputs[1]).all(|(a, b)| a.to_bits() == b.to_bits()), "splits change norm_conv1");
+    assert!(outputs[0].iter().zip(&outputs[1]).all(|(a, b)| a.to_bits() == b.to_bits()), "splits change {name}");
 }
 
 fn shuffle_add<T: Element>(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut impl FnMut() -> u8) {
@@ -636,7 +646,8 @@ fn every_kernel<T: Element>(fp16: bool) {
         gate::<T>(&kernels, case, &mut byte);
         shuffle_add::<T>(&kernels, case, &mut byte);
         if fp16 {
-            norm_conv1(&kernels, case, &mut byte);
+            norm_product(&kernels, case, false, &mut byte);
+            norm_product(&kernels, case, true, &mut byte);
             second_half(&kernels, case, false, &mut byte);
             second_half(&kernels, case, true, &mut byte);
         }
