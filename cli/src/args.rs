@@ -104,7 +104,9 @@ pub enum FusionArg {
     Fastest,
     /// Separate launches (cuBLASLt products).
     Launches,
-    /// The fused tensor-core kernels.
+    /// The tensor-core kernels split over their outputs (norm_conv1, norm_gate).
+    Split,
+    /// The most fused tensor-core kernels.
     Fused,
 }
 
@@ -165,6 +167,7 @@ impl EngineArgs {
                     fusion: match self.fusion {
                         FusionArg::Fastest => Fusion::Fastest,
                         FusionArg::Launches => Fusion::Launches,
+                        FusionArg::Split => Fusion::Split,
                         FusionArg::Fused => Fusion::Fused,
                     },
                 }),

@@ -103,18 +103,22 @@ pub struct CudaOptions {
 }
 
 /// How the CUDA backend runs the stretches of a NAFBlock that it can fuse into tensor-core
-/// kernels: LayerNorm → conv1 (`norm_conv1`), the feed-forward half LayerNorm → conv4 →
-/// SimpleGate → conv5 + residual (`ffn`), or everything after the attention vector, conv3
-/// included (`attend_ffn`).
+/// kernels: LayerNorm → conv1 (`norm_conv1`, whole or split over its outputs), the
+/// feed-forward half LayerNorm → conv4 → SimpleGate → conv5 + residual (`ffn`, or `norm_gate`
+/// split over the gated channels then conv5's product), or everything after the attention
+/// vector, conv3 included (`attend_ffn`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Fusion {
-    /// The faster of the two below for each stretch, timed per shape when an engine meets it.
+    /// The fastest of the ways below for each stretch, timed per shape when an engine meets it.
     #[default]
     Fastest,
     /// Separate launches: LayerNorm, cuBLASLt products, SimpleGate.
     Launches,
-    /// The fused kernels where they run (FP16 on compute capability 8.0 and newer, channels
-    /// that fit their shared memory), else the launches.
+    /// The split kernels (`norm_conv1` split, `norm_gate` then conv5's product) where they
+    /// run, else the less fused ways.
+    Split,
+    /// The most fused kernels where they run (FP16 on compute capability 8.0 and newer,
+    /// channels that fit their shared memory), else the less fused ways.
     Fused,
 }
 

@@ -749,7 +749,7 @@ mod tests {
                 let cpu = build_engine(&model, &EngineOptions::default()).unwrap();
                 let cuda = |fusion| CudaOptions { fp16: true, fusion, ..Default::default() };
                 let Some(launches) = engine_with(&model, cuda(Fusion::Launches)) else { return };
-                for fusion in [Fusion::Fused, Fusion::Fastest] {
+                for fusion in [Fusion::Fused, Fusion::Split, Fusion::Fastest] {
                     let fused = engine_with(&model, cuda(fusion)).unwrap();
                     for (w, h) in [(72, 40), (35, 19)] {
                         let input = image(w, h, (3 * w + h) as u32);

@@ -474,24 +474,48 @@ type ChoiceKey = (&'static str, usize, usize, usize);
 /// A labelled operation, before it joins the launch list.
 type Labelled = (&'static str, Op);
 
-/// One way to lower a stretch of a block, built on demand (building tunes its products):
-/// `None` where its kernels do not run here.
-type Candidate<'a, L> = Box<dyn FnOnce(&mut L) -> Result<Option<Vec<Labelled>>> + 'a>;
+/// Lowers a stretch of a block on demand (building tunes its products): `None` where its
+/// kernels do not run here.
+type Build<'a, L> = Box<dyn FnOnce(&mut L) -> Result<Option<Vec<Labelled>>> + 'a>;
+
+/// One way to lower a stretch of a block; `split` where it is a kernel split over its
+/// outputs (what [`Fusion::Split`] asks for).
+struct Candidate<'a, L> {
+    split: bool,
+    build: Build<'a, L>,
+}
+
+impl<'a, L> Candidate<'a, L> {
+    /// A candidate that is not split over its outputs.
+    fn whole(build: impl FnOnce(&mut L) -> Result<Option<Vec<Labelled>>> + 'a) -> Self {
+        Candidate { split: false, build: Box::new(build) }
+    }
+
+    /// A kernel split over its outputs.
+    fn split(build: impl FnOnce(&mut L) -> Result<Option<Vec<Labelled>>> + 'a) -> Self {
+        Candidate { split: true, build: Box::new(build) }
+    }
+}
 
 /// The candidates (separate launches first, the most fused last) that `fusion` asks to time,
-/// built on `lowering`: the first; the last that runs here; or every one that runs here. The
-/// others are never built, so their products are not tuned.
+/// built on `lowering`: the first; the last that runs here (for `Split`, counting down from
+/// the last split one); or every one that runs here. The others are never built, so their
+/// products are not tuned.
 fn wanted<L>(fusion: Fusion, lowering: &mut L, candidates: Vec<Candidate<'_, L>>) -> Result<Vec<Vec<Labelled>>> {
     let mut built = Vec::with_capacity(candidates.len());
     match fusion {
         Fusion::Launches => {
             if let Some(first) = candidates.into_iter().next() {
-                built.extend(first(lowering)?);
+                built.extend((first.build)(lowering)?);
             }
         }
-        Fusion::Fused => {
-            for candidate in candidates.into_iter().rev() {
-                if let Some(sequence) = candidate(lowering)? {
+        Fusion::Split | Fusion::Fused => {
+            let last = match fusion {
+                Fusion::Split => candidates.iter().rposition(|c| c.split).unwrap_or(candidates.len()),
+                _ => candidates.len(),
+            };
+            for candidate in candidates.into_iter().take(last + 1).rev() {
+                if let Some(sequence) = (candidate.build)(lowering)? {
                     built.push(sequence);
                     break;
                 }
@@ -499,7 +523,7 @@ fn wanted<L>(fusion: Fusion, lowering: &mut L, candidates: Vec<Candidate<'_, L>>
         }
         Fusion::Fastest => {
             for candidate in candidates {
-                built.extend(candidate(lowering)?);
+                built.extend((candidate.build)(lowering)?);
             }
         }
     }
@@ -756,19 +780,19 @@ impl Lowering<'_> {
             let op = this.tensor_core_op(|k| &k.norm_conv1, (c, 1, p, splits), args)?;
             Ok(op.map(|op| vec![("norm_conv1", op)]))
         };
-        let candidates: Vec<Candidate<'_, Self>> = vec![
-            Box::new(|this: &mut Self| {
+        let candidates = vec![
+            Candidate::whole(|this: &mut Self| {
                 let expand = GemmShape::conv1x1(c, 2 * c, p);
                 Ok(Some(vec![
                     this.layer_norm_op(b, &b.norm1, x, p)?,
                     ("gemm conv1", this.gemm_op(&b.conv1, None, expand, normed, expanded, false)?),
                 ]))
             }),
-            Box::new(move |this: &mut Self| match norm_conv1_splits(c) {
+            Candidate::whole(move |this: &mut Self| fused(this, 1)),
+            Candidate::split(move |this: &mut Self| match norm_conv1_splits(c) {
                 1 => Ok(None),
                 splits => fused(this, splits),
             }),
-            Box::new(move |this: &mut Self| fused(this, 1)),
         ];
         self.choose_fusion(("norm_conv1", c, p, 0), candidates)
     }
@@ -844,8 +868,8 @@ impl Lowering<'_> {
             ];
             Ok(Some((ptr(b3, stream), feed_forward)))
         };
-        let candidates: Vec<Candidate<'_, Self>> = vec![
-            Box::new(|this: &mut Self| {
+        let candidates = vec![
+            Candidate::whole(|this: &mut Self| {
                 let mut launches = conv3(this)?;
                 let gate_args = vec![Arg::Ptr(expanded), Arg::Ptr(gated), Arg::I64(p as i64), i32_of(c)?];
                 let (expand, reduce) = (GemmShape::conv1x1(c, 2 * c, p), GemmShape::conv1x1(c, c, p));
@@ -857,7 +881,7 @@ impl Lowering<'_> {
                 ]);
                 Ok(Some(launches))
             }),
-            Box::new(|this: &mut Self| {
+            Candidate::split(|this: &mut Self| {
                 let Some(b4) = &b.conv4.bias else { return Ok(None) };
                 let args = vec![
                     Arg::Ptr(x),
@@ -881,7 +905,7 @@ impl Lowering<'_> {
                 ]);
                 Ok(Some(launches))
             }),
-            Box::new(|this: &mut Self| {
+            Candidate::whole(|this: &mut Self| {
                 let Some((_, feed_forward)) = fused_args()? else { return Ok(None) };
                 let args = [vec![Arg::Ptr(x)], feed_forward].concat();
                 let Some(ffn) = this.tensor_core_op(|k| &k.ffn, (c, 2, p, 1), args)? else { return Ok(None) };
@@ -889,7 +913,7 @@ impl Lowering<'_> {
                 conv3_then_ffn.push(("ffn", ffn));
                 Ok(Some(conv3_then_ffn))
             }),
-            Box::new(|this: &mut Self| {
+            Candidate::whole(|this: &mut Self| {
                 let Some((b3, feed_forward)) = fused_args()? else { return Ok(None) };
                 let sca_args = [&sca_inputs[..], &[Arg::Ptr(attention), i32_of(n)?, i32_of(c)?, inv_hw]].concat();
                 let sca = kernel_op(&this.kernels.sca_vector, grid_for(n * c * 32)?, sca_args);
@@ -923,23 +947,26 @@ mod tests {
 
     /// Candidates that record their index in the lowering when built; `runs[i]` says whether
     /// candidate i's kernels run here.
-    fn recording(runs: &[bool]) -> Vec<Candidate<'static, Vec<usize>>> {
+    /// Candidates that record being built and run (or not) as `runs` says, the ones at the
+    /// indices in `split` split over their outputs.
+    fn recording(runs: &[bool], split: &[usize]) -> Vec<Candidate<'static, Vec<usize>>> {
         runs.iter()
             .enumerate()
-            .map(|(i, &runs)| -> Candidate<'static, Vec<usize>> {
-                Box::new(move |built: &mut Vec<usize>| {
+            .map(|(i, &runs)| {
+                let build = move |built: &mut Vec<usize>| {
                     built.push(i);
                     Ok(runs.then(|| vec![("candidate", super::Op::Copy { dst: i as u64, src: 0, bytes: 0 })]))
-                })
+                };
+                if split.contains(&i) { Candidate::split(build) } else { Candidate::whole(build) }
             })
             .collect()
     }
 
     #[test]
     fn fusion_builds_only_the_candidates_it_times() {
-        let timed = |fusion, runs: &[bool]| {
+        let timed = |fusion, runs: &[bool], split: &[usize]| {
             let mut built = Vec::new();
-            let sequences = wanted(fusion, &mut built, recording(runs)).unwrap();
+            let sequences = wanted(fusion, &mut built, recording(runs, split)).unwrap();
             let picked: Vec<u64> = sequences
                 .iter()
                 .map(|s| match s[..] {
@@ -950,15 +977,22 @@ mod tests {
             (built, picked)
         };
         let all = [true, true, true];
-        assert_eq!(timed(Fusion::Launches, &all), (vec![0], vec![0]));
-        assert_eq!(timed(Fusion::Fused, &all), (vec![2], vec![2]));
-        assert_eq!(timed(Fusion::Fastest, &all), (vec![0, 1, 2], vec![0, 1, 2]));
+        assert_eq!(timed(Fusion::Launches, &all, &[]), (vec![0], vec![0]));
+        assert_eq!(timed(Fusion::Fused, &all, &[]), (vec![2], vec![2]));
+        assert_eq!(timed(Fusion::Fastest, &all, &[]), (vec![0, 1, 2], vec![0, 1, 2]));
         // The most fused does not run here: forcing fusion takes the next one down, and the
         // fastest is timed among those that run.
         let no_last = [true, true, false];
-        assert_eq!(timed(Fusion::Fused, &no_last), (vec![2, 1], vec![1]));
-        assert_eq!(timed(Fusion::Fastest, &no_last), (vec![0, 1, 2], vec![0, 1]));
-        assert_eq!(timed(Fusion::Fused, &[true, false, false]), (vec![2, 1, 0], vec![0]));
+        assert_eq!(timed(Fusion::Fused, &no_last, &[]), (vec![2, 1], vec![1]));
+        assert_eq!(timed(Fusion::Fastest, &no_last, &[]), (vec![0, 1, 2], vec![0, 1]));
+        assert_eq!(timed(Fusion::Fused, &[true, false, false], &[]), (vec![2, 1, 0], vec![0]));
+        // Forcing the split kernels counts down from the last split one; without any, it is
+        // forcing fusion.
+        let four = [true, true, true, true];
+        assert_eq!(timed(Fusion::Split, &four, &[1]), (vec![1], vec![1]));
+        assert_eq!(timed(Fusion::Split, &[true, false, true, true], &[1]), (vec![1, 0], vec![0]));
+        assert_eq!(timed(Fusion::Split, &four, &[]), (vec![3], vec![3]));
+        assert_eq!(timed(Fusion::Fused, &four, &[1]), (vec![3], vec![3]));
     }
 
     proptest! {
