@@ -345,7 +345,7 @@ __device__ __forceinline__ void dw_window(const T* __restrict__ t, i64 col0, i64
 // without bounds checks whose loads are a fixed stride apart, so a column's address is one
 // addition. Block (channel groups × runs), grid (run blocks, channel-group blocks, images); a
 // row has ceil(w / RUN) runs. More pixels per run load less but hold more registers (fewer
-// threads in flight): the engine times dw_gate_pool and dw_gate_pool_rows2/3/4 per shape and
+// threads in flight): the engine times dw_gate_pool and dw_gate_pool_rows1/2/3/4 per shape and
 // keeps the fastest (docs/perf.md).
 template <int RUN>
 __device__ __forceinline__ void dw_rows(const T* __restrict__ t, const float* __restrict__ wd,
