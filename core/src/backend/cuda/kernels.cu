@@ -433,20 +433,27 @@ extern "C" __global__ void pool_sum(const float* __restrict__ partials, float* _
     }
 }
 
-// Channel attention value s[im][o] = b[o] + Σ_i W[o][i] · pool[im][i] / hw by one warp, its
-// lanes striding over W's row (W: [o][i], PyTorch layout; `mean` is pool[im]): sca_vector and
+// Channel attention values s[im][o[k]] = b[o] + Σ_i W[o][i] · pool[im][i] / hw for N outputs
+// by one warp, its lanes striding over W's rows together (W: [o][i], PyTorch layout; `mean`
+// is pool[im]), each output's terms added in the same order whatever N: sca_vector and
 // attention_weights both call it, so their attention values are the same bits.
-__device__ __forceinline__ float attention_value(const float* __restrict__ mean, const float* __restrict__ w,
-                                                 const float* __restrict__ b, int o, int c, float inv_hw,
-                                                 int lane) {
-    const float* row = w + (i64)o * c;
-    float acc = 0.f;
-    for (int i = lane; i < c; i += 32) acc += row[i] * mean[i];
-    acc = warp_sum(acc);
-    return b[o] + acc * inv_hw;
+template <int N>
+__device__ __forceinline__ void attention_values(const float* __restrict__ mean, const float* __restrict__ w,
+                                                 const float* __restrict__ b, const int* o, int c, float inv_hw,
+                                                 int lane, float* out) {
+    float acc[N];
+#pragma unroll
+    for (int k = 0; k < N; k++) acc[k] = 0.f;
+    for (int i = lane; i < c; i += 32) {
+        float m = mean[i];
+#pragma unroll
+        for (int k = 0; k < N; k++) acc[k] += w[(i64)o[k] * c + i] * m;
+    }
+#pragma unroll
+    for (int k = 0; k < N; k++) out[k] = b[o[k]] + warp_sum(acc[k]) * inv_hw;
 }
 
-// Channel attention vector s[im][o] (attention_value), a warp per output: what attend_ffn
+// Channel attention vector s[im][o] (attention_values), a warp per output: what attend_ffn
 // scales the gated features with.
 extern "C" __global__ void sca_vector(const float* __restrict__ pool, const float* __restrict__ w,
                                       const float* __restrict__ b, float* __restrict__ s, int n, int c,
@@ -454,7 +461,9 @@ extern "C" __global__ void sca_vector(const float* __restrict__ pool, const floa
     i64 out = global_index() / 32;
     int lane = threadIdx.x % 32;
     if (out >= (i64)n * c) return;
-    float v = attention_value(pool + (out / c) * c, w, b, (int)(out % c), c, inv_hw, lane);
+    int o = (int)(out % c);
+    float v;
+    attention_values<1>(pool + (out / c) * c, w, b, &o, c, inv_hw, lane, &v);
     if (lane == 0) s[out] = v;
 }
 
@@ -463,7 +472,7 @@ extern "C" __global__ void sca_vector(const float* __restrict__ pool, const floa
 // Per-image conv3 weights with the channel attention folded in, from the channel sums in one
 // launch: out[im][o][i] = w3[o][i] · s[im][i] (so conv3(g · s) is one product per image, with
 // no pass over g). Block (ATTENTION_CHANNELS input channels, image) of 256 threads: its warps
-// compute the group's attention values (attention_value, as sca_vector), then two threads a
+// compute the group's attention values (attention_values, as sca_vector), then two threads a
 // row write the group's 16 weights of every row o (32 bytes in FP16).
 extern "C" __global__ void attention_weights(const float* __restrict__ pool, const float* __restrict__ w,
                                              const float* __restrict__ b, const T* __restrict__ w3,
@@ -471,11 +480,20 @@ extern "C" __global__ void attention_weights(const float* __restrict__ pool, con
     __shared__ float s[ATTENTION_CHANNELS];
     int i0 = blockIdx.x * ATTENTION_CHANNELS;
     i64 im = blockIdx.y;
-    int lane = threadIdx.x % 32;
-    for (int j = threadIdx.x / 32; j < ATTENTION_CHANNELS; j += blockDim.x / 32) {
+    int lane = threadIdx.x % 32, warps = blockDim.x / 32;
+    // Each warp takes two of the group's values in one pass over W's rows (j and j + warps),
+    // the second a repeat of the first where it is past the group or the channels.
+    for (int j = threadIdx.x / 32; j < ATTENTION_CHANNELS; j += 2 * warps) {
         if (i0 + j >= c) break;  // uniform over the warp
-        float v = attention_value(pool + im * c, w, b, i0 + j, c, inv_hw, lane);
-        if (lane == 0) s[j] = v;
+        int j1 = j + warps;
+        bool second = j1 < ATTENTION_CHANNELS && i0 + j1 < c;
+        int o[2] = {i0 + j, second ? i0 + j1 : i0 + j};
+        float v[2];
+        attention_values<2>(pool + im * c, w, b, o, c, inv_hw, lane, v);
+        if (lane == 0) {
+            s[j] = v[0];
+            if (second) s[j1] = v[1];
+        }
     }
     __syncthreads();
     int half = threadIdx.x % 2;
