@@ -15,7 +15,7 @@ use super::device::cuda_error;
 use super::gemm::{GemmPlan, GemmPointers, GemmShape, Lt};
 use super::kernels::{Kernels, TensorCoreKernels};
 use super::saved::{Algo, ProductKey};
-use super::weights::{BlockWeights, Dense, Element, StepWeights};
+use super::weights::{BlockWeights, Dense, Element, Pair, StepWeights};
 use crate::backend::{Fusion, TILING_HINT};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, ValueId};
@@ -707,6 +707,34 @@ impl Lowering<'_> {
         }
     }
 
+    /// `norm_conv1` or `norm_gate` (`pick`) over the `p` pixels at `x` into `out`: the
+    /// LayerNorm `norm`, then the product `dense` (with its bias), `splits` blocks per tile of
+    /// pixels; `None` where `dense` has no bias or the kernel does not run here.
+    fn norm_product_op<T: Element>(
+        &self,
+        pick: impl Fn(&TensorCoreKernels) -> &CudaFunction,
+        b: &BlockWeights<T>,
+        (norm, dense): (&Pair, &Dense<T>),
+        (x, out): (u64, u64),
+        p: usize,
+        splits: usize,
+    ) -> Result<Option<Op>> {
+        let stream = self.stream;
+        let Some(bias) = &dense.bias else { return Ok(None) };
+        let args = vec![
+            Arg::Ptr(x),
+            Arg::Ptr(ptr(&norm.0, stream)),
+            Arg::Ptr(ptr(&norm.1, stream)),
+            Arg::Ptr(ptr(&dense.weight, stream)),
+            Arg::Ptr(ptr(bias, stream)),
+            Arg::Ptr(out),
+            Arg::I64(p as i64),
+            i32_of(b.c)?,
+            Arg::F32(b.eps),
+        ];
+        self.tensor_core_op(pick, (b.c, 1, p, splits), args)
+    }
+
     /// Pushes one of `candidates`, launch sequences computing the same values from the
     /// separate launches (first) to the most fused (last), as `fusion` says ([`wanted`]).
     fn choose_fusion(&mut self, key: ChoiceKey, candidates: Vec<Candidate<'_, Self>>) -> Result<()> {
@@ -731,13 +759,7 @@ impl Lowering<'_> {
     /// LayerNorm of the `p` pixels at `x` with `pair` (γ, β) into the normalised scratch: the
     /// faster of 8 lanes (`layer_norm`) and a warp (`layer_norm_wide`) per pixel, timed once
     /// per channels and pixels.
-    fn layer_norm_op<T: Element>(
-        &mut self,
-        b: &BlockWeights<T>,
-        pair: &(CudaSlice<f32>, CudaSlice<f32>),
-        x: u64,
-        p: usize,
-    ) -> Result<Labelled> {
+    fn layer_norm_op<T: Element>(&mut self, b: &BlockWeights<T>, pair: &Pair, x: u64, p: usize) -> Result<Labelled> {
         let stream = self.stream;
         let args = vec![
             Arg::Ptr(x),
@@ -762,22 +784,10 @@ impl Lowering<'_> {
     /// `norm_conv1` with its outputs split over more blocks (where it has more than one chunk)
     /// or not.
     fn first_half<T: Element>(&mut self, b: &BlockWeights<T>, x: u64, p: usize) -> Result<()> {
-        let (stream, c) = (self.stream, b.c);
+        let c = b.c;
         let [normed, expanded, ..] = self.scratch;
         let fused = move |this: &mut Self, splits: usize| -> Result<Option<Vec<Labelled>>> {
-            let Some(b1) = &b.conv1.bias else { return Ok(None) };
-            let args = vec![
-                Arg::Ptr(x),
-                Arg::Ptr(ptr(&b.norm1.0, stream)),
-                Arg::Ptr(ptr(&b.norm1.1, stream)),
-                Arg::Ptr(ptr(&b.conv1.weight, stream)),
-                Arg::Ptr(ptr(b1, stream)),
-                Arg::Ptr(expanded),
-                Arg::I64(p as i64),
-                i32_of(c)?,
-                Arg::F32(b.eps),
-            ];
-            let op = this.tensor_core_op(|k| &k.norm_conv1, (c, 1, p, splits), args)?;
+            let op = this.norm_product_op(|k| &k.norm_conv1, b, (&b.norm1, &b.conv1), (x, expanded), p, splits)?;
             Ok(op.map(|op| vec![("norm_conv1", op)]))
         };
         let candidates = vec![
@@ -882,20 +892,9 @@ impl Lowering<'_> {
                 Ok(Some(launches))
             }),
             Candidate::split(|this: &mut Self| {
-                let Some(b4) = &b.conv4.bias else { return Ok(None) };
-                let args = vec![
-                    Arg::Ptr(x),
-                    Arg::Ptr(ptr(&b.norm2.0, stream)),
-                    Arg::Ptr(ptr(&b.norm2.1, stream)),
-                    Arg::Ptr(ptr(&b.conv4.weight, stream)),
-                    Arg::Ptr(ptr(b4, stream)),
-                    Arg::Ptr(gated),
-                    Arg::I64(p as i64),
-                    i32_of(c)?,
-                    Arg::F32(b.eps),
-                ];
-                let Some(norm_gate) = this.tensor_core_op(|k| &k.norm_gate, (c, 1, p, norm_gate_splits(c)), args)?
-                else {
+                let layers = (&b.norm2, &b.conv4);
+                let splits = norm_gate_splits(c);
+                let Some(norm_gate) = this.norm_product_op(|k| &k.norm_gate, b, layers, (x, gated), p, splits)? else {
                     return Ok(None);
                 };
                 let mut launches = conv3(this)?;
