@@ -113,7 +113,7 @@ const TILE_CHUNK: usize = 128;
 
 /// A tensor-core kernel's grid for `pixels` pixels with `tiles` shared tiles of `c` channels:
 /// 128-thread blocks of `TILE_ROWS` pixels, `splits` blocks per tile of pixels (along y:
-/// `norm_conv1`'s output splits; 1 for the others).
+/// the output splits of `norm_conv1` and `norm_gate`; 1 for the others).
 pub(super) fn tile_grid(c: usize, tiles: usize, pixels: usize, splits: usize) -> Result<LaunchConfig> {
     let blocks =
         u32::try_from(pixels.div_ceil(TILE_ROWS)).map_err(|_| Error::InvalidImage("image too large".into()))?;
@@ -859,6 +859,10 @@ impl Lowering<'_> {
             let product = this.gemm_op(&b.conv3, Some(weights3), GemmShape::per_image(c, hw, n)?, gated, x, true)?;
             Ok(vec![("attention_weights", scale), ("gemm conv3", product)])
         };
+        // conv5 over the gated scratch plus the residual, after the launches or `norm_gate`.
+        let conv5 = |this: &mut Self| -> Result<Labelled> {
+            Ok(("gemm conv5", this.gemm_op(&b.conv5, None, GemmShape::conv1x1(c, c, p), gated, x, true)?))
+        };
         // conv3's bias and the feed-forward arguments that close `ffn`'s and `attend_ffn`'s
         // lists, where every bias exists.
         let fused_args = || -> Result<Option<(u64, Vec<Arg>)>> {
@@ -882,12 +886,12 @@ impl Lowering<'_> {
             Candidate::whole(|this: &mut Self| {
                 let mut launches = conv3(this)?;
                 let gate_args = vec![Arg::Ptr(expanded), Arg::Ptr(gated), Arg::I64(p as i64), i32_of(c)?];
-                let (expand, reduce) = (GemmShape::conv1x1(c, 2 * c, p), GemmShape::conv1x1(c, c, p));
+                let expand = GemmShape::conv1x1(c, 2 * c, p);
                 launches.extend([
                     this.layer_norm_op(b, &b.norm2, x, p)?,
                     ("gemm conv4", this.gemm_op(&b.conv4, None, expand, normed, expanded, false)?),
                     ("gate", kernel_op(&this.kernels.gate, grid_for(p * c / 8)?, gate_args)),
-                    ("gemm conv5", this.gemm_op(&b.conv5, None, reduce, gated, x, true)?),
+                    conv5(this)?,
                 ]);
                 Ok(Some(launches))
             }),
@@ -898,10 +902,7 @@ impl Lowering<'_> {
                     return Ok(None);
                 };
                 let mut launches = conv3(this)?;
-                launches.extend([
-                    ("norm_gate", norm_gate),
-                    ("gemm conv5", this.gemm_op(&b.conv5, None, GemmShape::conv1x1(c, c, p), gated, x, true)?),
-                ]);
+                launches.extend([("norm_gate", norm_gate), conv5(this)?]);
                 Ok(Some(launches))
             }),
             Candidate::whole(|this: &mut Self| {
@@ -945,9 +946,8 @@ mod tests {
     use crate::spec::{Family, ModelSpec};
 
     /// Candidates that record their index in the lowering when built; `runs[i]` says whether
-    /// candidate i's kernels run here.
-    /// Candidates that record being built and run (or not) as `runs` says, the ones at the
-    /// indices in `split` split over their outputs.
+    /// candidate i's kernels run here, and those at the indices in `split` are split over
+    /// their outputs.
     fn recording(runs: &[bool], split: &[usize]) -> Vec<Candidate<'static, Vec<usize>>> {
         runs.iter()
             .enumerate()

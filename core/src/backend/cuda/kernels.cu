@@ -781,11 +781,6 @@ __device__ __forceinline__ void tile_feed_forward(const T* normed, T* gated, con
     tile_product_store(gated, stride, w5, c, c, b5, x, p0, pixels, true, 0, 1);
 }
 
-// x += conv5(SimpleGate(conv4(LayerNorm(x)))) in place on `pixels` pixels of `c` channels
-// (γ folded into conv5; w4 [2c][c], w5 [c][c] row-major, biases in half), TILE_ROWS pixels
-// per block of TILE_WARPS warps, with nothing between the steps leaving shared memory: the
-// block's pixels normalised (tile_normalize) into the tile `normed`, then tile_feed_forward.
-// Dynamic shared memory: two tiles, 2 · TILE_ROWS · tile_stride(c) halves.
 // LayerNorm, conv4 and SimpleGate (ffn's first steps, the same bits) into the gated map `gated`
 // (c channels per pixel), for conv5 to follow as a product: TILE_ROWS pixels per block, grid
 // (pixel tiles, splits), block y taking the gate passes y, y + gridDim.y, ... of 64 gated
@@ -801,6 +796,12 @@ extern "C" __global__ void __launch_bounds__(TILE_WARPS * 32)
     tile_normalize(x, gamma, beta, normed, p0, pixels, c, eps);
     tile_gate(normed, w4, b4, c, gated + p0 * c, c, pixels - p0, blockIdx.y, gridDim.y);
 }
+
+// x += conv5(SimpleGate(conv4(LayerNorm(x)))) in place on `pixels` pixels of `c` channels
+// (γ folded into conv5; w4 [2c][c], w5 [c][c] row-major, biases in half), TILE_ROWS pixels
+// per block of TILE_WARPS warps, with nothing between the steps leaving shared memory: the
+// block's pixels normalised (tile_normalize) into the tile `normed`, then tile_feed_forward.
+// Dynamic shared memory: two tiles, 2 · TILE_ROWS · tile_stride(c) halves.
 extern "C" __global__ void __launch_bounds__(TILE_WARPS * 32)
     ffn(T* x, const float* __restrict__ gamma, const float* __restrict__ beta, const T* __restrict__ w4,
         const T* __restrict__ b4, const T* __restrict__ w5, const T* __restrict__ b5, i64 pixels, int c,
