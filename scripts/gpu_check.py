@@ -19,7 +19,8 @@ twice, timing the first build (NVRTC + tuning) and the second (file reused), the
 with `--engine` against one without.
 
 Timing (released shape, FP16): `maskdcpt bench --backend cuda` (device-resident median), also
-with `--fusion launches` (the blocks without the fused tensor-core kernels)
+with `--fusion launches` (the blocks without the fused tensor-core kernels) and with
+`--serial-launches` (no programmatic dependent launch: each kernel starts after the last ends)
 next to PyTorch eager FP16, torch.compile and torch.compile(mode="reduce-overhead"), with
 peak GPU memory, at 1x256x256, 8x256x256 and 1x1088x1920.
 
@@ -159,8 +160,9 @@ def timing(binary: str, released: Path, modes: list[str], iters: int, budget_s: 
             return json.loads(out.strip().splitlines()[-1])
         ours = bench()
         launches = bench("--fusion", "launches")
+        serial = bench("--serial-launches")
         row = dict(shape=f"{n}x{h}x{w}", ours_ms=ours["device_median_ms"], ours_host_ms=ours["median_ms"],
-                   ours_launches_ms=launches["device_median_ms"],
+                   ours_launches_ms=launches["device_median_ms"], ours_serial_ms=serial["device_median_ms"],
                    ours_mb=ours["device_memory_mb"], device=ours["device"], profile=ours["device_profile"])
         x = torch.rand(n, 3, h, w, device="cuda", dtype=torch.half)
         for mode in modes:
@@ -248,14 +250,15 @@ def main() -> None:
         print(f"\nPyTorch eager FP16 on '{reference['case']}', against our CPU f32 output: max abs diff "
               f"{reference['max_abs']:.3e}, PSNR {reference['psnr_db']:.1f} dB (the reference's own FP16 cost)")
     modes = args.modes.split(",")
-    print(f"\n| shape | ours ms (host e2e) | ours, unfused launches | {' | '.join(modes)} | ours / best "
-          "| ours MB | torch MB (per mode) |")
-    print("|---|---|---|" + "---|" * len(modes) + "---|---|---|")
+    print(f"\n| shape | ours ms (host e2e) | ours, unfused launches | ours, serial launches | {' | '.join(modes)} "
+          "| ours / best | ours MB | torch MB (per mode) |")
+    print("|---|---|---|---|" + "---|" * len(modes) + "---|---|---|")
     for r in timing_rows:
         cells = " | ".join("-" if r.get(m) is None else f"{r[m]:.2f}" for m in modes)
         mbs = "/".join("-" if r.get(f"{m}_mb") is None else f"{r[f'{m}_mb']:.0f}" for m in modes)
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
-        print(f"| {r['shape']} | {r['ours_ms']:.2f} ({r['ours_host_ms']:.1f}) | {r['ours_launches_ms']:.2f} | {cells} "
+        print(f"| {r['shape']} | {r['ours_ms']:.2f} ({r['ours_host_ms']:.1f}) | {r['ours_launches_ms']:.2f} "
+              f"| {r['ours_serial_ms']:.2f} | {cells} "
               f"| {ratio} | {r['ours_mb']:.0f} | {mbs} |")
     print("\n| shape | device ms per op kind (one run launched op by op) |\n|---|---|")
     for r in timing_rows:

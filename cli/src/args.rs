@@ -95,6 +95,11 @@ pub struct EngineArgs {
     /// the variants per shape.
     #[arg(long, value_enum, default_value_t = FusionArg::Fastest)]
     pub fusion: FusionArg,
+    /// On `--backend cuda`, start each kernel only once the one before it has finished
+    /// (default on compute capability 9.0+: kernels start early and wait on the device for
+    /// their inputs, hiding launch latency). For timing the difference.
+    #[arg(long)]
+    pub serial_launches: bool,
 }
 
 /// `--fusion` values.
@@ -170,6 +175,7 @@ impl EngineArgs {
                         FusionArg::Split => Fusion::Split,
                         FusionArg::Fused => Fusion::Fused,
                     },
+                    serial_launches: self.serial_launches,
                 }),
             ),
             (BackendArg::Cpu, PrecisionArg::Fp16) => {
@@ -188,6 +194,9 @@ impl EngineArgs {
         }
         if self.fusion != FusionArg::Fastest && self.backend != BackendArg::Cuda {
             return Err(CliError::Invalid("--fusion chooses CUDA kernels: add --backend cuda".into()));
+        }
+        if self.serial_launches && self.backend != BackendArg::Cuda {
+            return Err(CliError::Invalid("--serial-launches orders CUDA kernels: add --backend cuda".into()));
         }
         Ok(EngineOptions {
             threads: self.threads.map(|t| t as usize),

@@ -578,8 +578,8 @@ fn build_engine_reports_what_is_missing() {
 }
 
 /// `build-engine --backend cuda` writes an engine file where a GPU is present and otherwise
-/// says what is missing and writes nothing; `--engine` and `--fusion` belong to the cuda
-/// backend.
+/// says what is missing and writes nothing; `--engine`, `--fusion` and `--serial-launches`
+/// belong to the cuda backend.
 #[test]
 fn cuda_engine_files_need_a_gpu_and_the_cuda_backend() {
     let dir = TempDir::new().unwrap();
@@ -602,5 +602,7 @@ fn cuda_engine_files_need_a_gpu_and_the_cuda_backend() {
     assert_error(&out, &["--engine", "--backend cuda"]);
     let out = maskdcpt(&["restore", "-m", s(&model), "-i", s(&image), "-o", s(&output), "--fusion", "fused"]);
     assert_error(&out, &["--fusion", "--backend cuda"]);
+    let out = maskdcpt(&["restore", "-m", s(&model), "-i", s(&image), "-o", s(&output), "--serial-launches"]);
+    assert_error(&out, &["--serial-launches", "--backend cuda"]);
     assert!(!output.exists());
 }

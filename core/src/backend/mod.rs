@@ -100,6 +100,12 @@ pub struct CudaOptions {
     pub engine_file: Option<std::path::PathBuf>,
     /// Whether NAFBlocks run on the fused tensor-core kernels or as separate launches.
     pub fusion: Fusion,
+    /// Start every kernel only once the operation before it has finished. By default, on
+    /// compute capability 9.0 and newer, a kernel that follows another kernel or a product is
+    /// scheduled while that one finishes (programmatic dependent launch) and waits on the
+    /// device for its inputs, which hides most of the launch latency between the network's
+    /// short kernels; this setting is there to time or rule out that overlap.
+    pub serial_launches: bool,
 }
 
 /// How the CUDA backend runs the stretches of a NAFBlock that it can fuse into tensor-core

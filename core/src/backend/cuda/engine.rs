@@ -56,6 +56,9 @@ pub struct CudaEngine<T> {
     tiles: Option<(usize, usize)>,
     /// Fused tensor-core kernels or launches.
     fusion: Fusion,
+    /// Whether kernels start early (programmatic dependent launch: compute capability 9.0+,
+    /// unless `CudaOptions::serial_launches`).
+    overlap: bool,
     /// Most device bytes the weights, the workspace and the kept instances may hold
     /// (`EngineOptions::memory_limit`).
     memory_limit: Option<u64>,
@@ -189,6 +192,7 @@ impl<T: Element> CudaEngine<T> {
             .collect::<Result<_>>()?;
         let weight_bytes = weights.iter().map(StepWeights::bytes).sum();
         device.stream.synchronize().map_err(cuda_error("uploading weights"))?;
+        let overlap = device.arch.0 >= 9 && !cuda.serial_launches;
         Ok(CudaEngine {
             device,
             lt,
@@ -203,6 +207,7 @@ impl<T: Element> CudaEngine<T> {
             file,
             tiles,
             fusion: cuda.fusion,
+            overlap,
             memory_limit: options.memory_limit,
         })
     }
@@ -279,6 +284,7 @@ impl<T: Element> CudaEngine<T> {
                     free,
                     tuned,
                     self.fusion,
+                    self.overlap,
                 )?;
                 // The file holds what the engine started from (nothing when it was missing or
                 // rejected): it is out of date exactly when building this instance tuned
@@ -813,6 +819,36 @@ mod tests {
                 let again = gpu.restore(&input).unwrap();
                 let same = first.data().iter().zip(again.data()).all(|(a, b)| a.to_bits() == b.to_bits());
                 assert!(same, "fp16={fp16}: a repeated run differs by up to {}", max_abs(&first, &again));
+            }
+        }
+    }
+
+    /// Kernels that start early (programmatic dependent launch, compute capability 9.0+) give
+    /// what serial launches give: every kernel waits for its predecessor before touching
+    /// memory, so a missing wait would show here as a race (three levels, a width that runs the
+    /// fused kernels in FP16, direct runs and graph replays). The two engines time their
+    /// kernel choices separately, so FP16 is compared within rounding, f32 near exactly.
+    #[test]
+    fn overlapped_launches_equal_serial_ones() {
+        let spec = ModelSpec {
+            family: Family::MaskDcpt,
+            width: 16,
+            enc_blocks: vec![1, 2],
+            middle_blocks: 2,
+            dec_blocks: vec![1, 1],
+        };
+        let model = random_model(&spec, 21);
+        for (fp16, bound) in [(false, 1e-5), (true, 2e-2)] {
+            let cuda = |serial_launches| CudaOptions { fp16, serial_launches, ..Default::default() };
+            let Some(overlapped) = engine_with(&model, cuda(false)) else { return };
+            let serial = engine_with(&model, cuda(true)).unwrap();
+            for (w, h) in [(96, 64), (37, 29)] {
+                let input = image(w, h, (w + 7 * h) as u32);
+                let want = serial.restore(&input).unwrap();
+                for run in 0..3 {
+                    let diff = max_abs(&want, &overlapped.restore(&input).unwrap());
+                    assert!(diff <= bound, "fp16={fp16} {w}×{h} run {run}: max |Δ| {diff}");
+                }
             }
         }
     }

@@ -4,11 +4,15 @@
 //! a CUDA graph that later runs replay with a single launch.
 
 use std::collections::BTreeMap;
+use std::ffi::c_void;
+use std::ptr::null_mut;
 use std::sync::Arc;
 
 use cudarc::cublaslt::sys::cublasLtMatmulAlgo_t;
-use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
-use cudarc::driver::{CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
+use cudarc::driver::sys::{
+    CUgraphInstantiate_flags, CUlaunchAttribute, CUlaunchAttributeID, CUlaunchConfig, CUstreamCaptureMode,
+};
+use cudarc::driver::{CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, LaunchConfig};
 
 use super::depthwise::{Depthwise, images_dim, most_partials, pool_sum_grid};
 use super::device::cuda_error;
@@ -72,6 +76,8 @@ pub struct Instance<T> {
     /// once the step is enqueued.
     steps: Vec<StepOutput>,
     graph: Option<CudaGraph>,
+    /// Whether a kernel may start while the operation before it finishes ([`enqueue_all`]).
+    overlap: bool,
     /// Device bytes the instance allocated (counted from its buffers).
     pub bytes: usize,
 }
@@ -250,6 +256,7 @@ impl<T: Element> Instance<T> {
         free_bytes: usize,
         tuned: &mut BTreeMap<ProductKey, Algo>,
         fusion: Fusion,
+        overlap: bool,
     ) -> Result<Self> {
         let Shape { batch: n, height: h, width: w } = shape;
         let BufferPlan { memory, slot_used, scratch: need, image_len, bytes } =
@@ -306,6 +313,7 @@ impl<T: Element> Instance<T> {
             stats: [ptr(&partials, stream), ptr(&pool, stream), ptr(&attention, stream)],
             chosen: BTreeMap::new(),
             fusion,
+            overlap,
             n,
             stream,
             tuned,
@@ -336,6 +344,7 @@ impl<T: Element> Instance<T> {
             launches: lower.launches,
             steps,
             graph: None,
+            overlap,
             bytes: allocated,
         })
     }
@@ -359,13 +368,14 @@ impl<T: Element> Instance<T> {
     }
 
     /// Device time per operation kind and network level over one direct run (events around
-    /// every launch): ("label Ln", milliseconds, launches), in order of first appearance.
+    /// every launch, which run one after another): ("label Ln", milliseconds, launches), in
+    /// order of first appearance.
     pub fn profile(&self, lt: &Lt, stream: &Arc<CudaStream>) -> Result<Vec<(String, f64, usize)>> {
         let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
         let event = || stream.record_event(flags).map_err(cuda_error("recording a timing event"));
         let mut marks = vec![event()?];
         for launch in &self.launches {
-            enqueue_one(&launch.op, lt, stream)?;
+            enqueue_one(&launch.op, lt, stream, false)?;
             marks.push(event()?);
         }
         stream.synchronize().map_err(cuda_error("profiling the network"))?;
@@ -393,9 +403,8 @@ impl<T: Element> Instance<T> {
         let mut captured: Vec<Option<Vec<T>>> = wanted.iter().map(|_| None).collect();
         let mut start = 0;
         for step in &self.steps {
-            for launch in &self.launches[start..step.launches_end] {
-                enqueue_one(&launch.op, lt, stream)?;
-            }
+            let ops = self.launches[start..step.launches_end].iter().map(|launch| &launch.op);
+            enqueue_all(ops, lt, stream, self.overlap)?;
             start = step.launches_end;
             if let Some(i) = wanted.iter().position(|&v| v == step.value) {
                 let mut host = vec![T::default(); step.len];
@@ -411,24 +420,64 @@ impl<T: Element> Instance<T> {
     }
 
     fn enqueue(&self, lt: &Lt, stream: &CudaStream) -> Result<()> {
-        self.launches.iter().try_for_each(|launch| enqueue_one(&launch.op, lt, stream))
+        enqueue_all(self.launches.iter().map(|launch| &launch.op), lt, stream, self.overlap)
     }
 }
 
-/// Enqueues one operation on `stream`.
-fn enqueue_one(op: &Op, lt: &Lt, stream: &CudaStream) -> Result<()> {
+/// Enqueues `ops` in order on `stream`. With `overlap` (programmatic dependent launch, compute
+/// capability 9.0+), a kernel that follows a kernel or a product may be scheduled before that
+/// one has finished: every kernel of `kernels.cu` waits for its predecessor's completion
+/// before it touches device memory, so what overlaps is the launch and the blocks' start, not
+/// the work. A kernel after a copy (or first in `ops`) waits the ordinary way.
+fn enqueue_all<'a>(ops: impl IntoIterator<Item = &'a Op>, lt: &Lt, stream: &CudaStream, overlap: bool) -> Result<()> {
+    let mut after_kernel = false;
+    for op in ops {
+        enqueue_one(op, lt, stream, overlap && after_kernel)?;
+        after_kernel = !matches!(op, Op::Copy { .. });
+    }
+    Ok(())
+}
+
+/// Enqueues one operation on `stream`; a kernel with `early_start` may be scheduled before the
+/// kernel ahead of it in the stream has finished ([`enqueue_all`]).
+fn enqueue_one(op: &Op, lt: &Lt, stream: &CudaStream, early_start: bool) -> Result<()> {
     match op {
         Op::Kernel { function, config, args } => {
-            let mut builder = stream.launch_builder(function);
-            for arg in args {
-                match arg {
-                    Arg::Ptr(p) => builder.arg(p),
-                    Arg::I32(v) => builder.arg(v),
-                    Arg::I64(v) => builder.arg(v),
-                    Arg::F32(v) => builder.arg(v),
-                };
+            let mut params: Vec<*mut c_void> = args
+                .iter()
+                .map(|arg| match arg {
+                    Arg::Ptr(p) => p as *const u64 as *mut c_void,
+                    Arg::I32(v) => v as *const i32 as *mut c_void,
+                    Arg::I64(v) => v as *const i64 as *mut c_void,
+                    Arg::F32(v) => v as *const f32 as *mut c_void,
+                })
+                .collect();
+            // SAFETY: an all-zero attribute is a valid C struct; its id and value are set next.
+            let mut attribute: CUlaunchAttribute = unsafe { std::mem::zeroed() };
+            attribute.id = CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+            attribute.value.programmaticStreamSerializationAllowed = 1;
+            let LaunchConfig { grid_dim, block_dim, shared_mem_bytes } = *config;
+            let launch = CUlaunchConfig {
+                gridDimX: grid_dim.0,
+                gridDimY: grid_dim.1,
+                gridDimZ: grid_dim.2,
+                blockDimX: block_dim.0,
+                blockDimY: block_dim.1,
+                blockDimZ: block_dim.2,
+                sharedMemBytes: shared_mem_bytes,
+                hStream: stream.cu_stream(),
+                attrs: &mut attribute,
+                numAttrs: u32::from(early_start),
+            };
+            stream.context().bind_to_thread().map_err(cuda_error("launching a kernel"))?;
+            // SAFETY: `params` points at one value per kernel parameter, of the parameter's
+            // type (the lowering builds `args` for the kernel's signature), alive during the
+            // call, which copies them; the pointers in them address the instance's buffers.
+            unsafe {
+                cudarc::driver::sys::cuLaunchKernelEx(&launch, function.cu_function(), params.as_mut_ptr(), null_mut())
             }
-            unsafe { builder.launch(*config) }.map_err(cuda_error("launching a kernel"))?;
+            .result()
+            .map_err(cuda_error("launching a kernel"))?;
         }
         Op::Gemm(plan) => unsafe { plan.run(lt, stream)? },
         Op::Copy { dst, src, bytes } => {
@@ -464,6 +513,8 @@ struct Lowering<'a> {
     chosen: BTreeMap<ChoiceKey, usize>,
     /// Fused tensor-core kernels or launches.
     fusion: Fusion,
+    /// Whether kernels may start early ([`enqueue_all`]; candidates are timed so).
+    overlap: bool,
 }
 
 /// What a timed choice is between (`"depthwise"`, `"layer_norm"`, `"norm_conv1"`,
@@ -560,7 +611,7 @@ impl Lowering<'_> {
                 let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
                 let event = || self.stream.record_event(flags).map_err(cuda_error("timing a kernel"));
                 let run = |sequence: &[Labelled]| {
-                    sequence.iter().try_for_each(|(_, op)| enqueue_one(op, self.lt, self.stream))
+                    enqueue_all(sequence.iter().map(|(_, op)| op), self.lt, self.stream, self.overlap)
                 };
                 let mut times = Vec::with_capacity(candidates.len());
                 for sequence in &candidates {

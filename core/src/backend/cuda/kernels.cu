@@ -57,6 +57,20 @@ __device__ __forceinline__ void load8f(const float* p, float* v) {
 
 __device__ __forceinline__ i64 global_index() { return (i64)blockIdx.x * blockDim.x + threadIdx.x; }
 
+// Programmatic dependent launch (compute capability 9.0 and newer): the engine lets a kernel
+// that follows another kernel in its stream start before that one has finished (see
+// `instance.rs`), so that the launch and the first blocks' start overlap the predecessor's last
+// blocks. Every kernel therefore begins here, before it touches device memory: it waits until
+// its predecessor grid has completed and its writes are visible (a no-op when the kernel was
+// launched the ordinary way), then lets its own successor be scheduled. The successor's blocks
+// wait in turn, so the network's order of reads and writes is that of serial launches.
+__device__ __forceinline__ void await_inputs() {
+#if !defined(MASKDCPT_EMULATED) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 // intro: 3×3 conv, zero padding, planar float image (n × 3 × h × w) → NHWC `cout` channels.
 // w: [tap = ci*9 + ky*3 + kx][cout] (rearranged once), b: [cout]. A thread per pixel and 8
 // output channels; neighbouring threads take the channel groups of a pixel, then the next
@@ -65,6 +79,7 @@ __device__ __forceinline__ i64 global_index() { return (i64)blockIdx.x * blockDi
 extern "C" __global__ void conv_in(const float* __restrict__ img, const float* __restrict__ w,
                                    const float* __restrict__ b, T* __restrict__ out, int n, int h,
                                    int wd, int cout) {
+    await_inputs();
     i64 pixels = (i64)n * h * wd;
     int groups = cout / 8;
     i64 idx = global_index();
@@ -100,6 +115,7 @@ extern "C" __global__ void conv_in(const float* __restrict__ img, const float* _
 extern "C" __global__ void conv_out(const T* __restrict__ x, const float* __restrict__ w,
                                     const float* __restrict__ b, const float* __restrict__ residual,
                                     float* __restrict__ out, int n, int h, int wd, int cin) {
+    await_inputs();
     i64 p = global_index();
     if (p >= (i64)n * h * wd) return;
     int xq = (int)(p % wd);
@@ -196,6 +212,7 @@ __device__ __forceinline__ void layer_norm_lanes(const T* __restrict__ x, const 
 extern "C" __global__ void layer_norm(const T* __restrict__ x, const float* __restrict__ gamma,
                                       const float* __restrict__ beta, T* __restrict__ y, i64 pixels,
                                       int c, float eps) {
+    await_inputs();
     layer_norm_lanes<LN_LANES>(x, gamma, beta, y, pixels, c, eps);
 }
 
@@ -204,6 +221,7 @@ extern "C" __global__ void layer_norm(const T* __restrict__ x, const float* __re
 extern "C" __global__ void layer_norm_wide(const T* __restrict__ x, const float* __restrict__ gamma,
                                            const float* __restrict__ beta, T* __restrict__ y, i64 pixels,
                                            int c, float eps) {
+    await_inputs();
     layer_norm_lanes<32>(x, gamma, beta, y, pixels, c, eps);
 }
 
@@ -239,6 +257,7 @@ __device__ __forceinline__ void pool_channel_sums(const float* sum, float* __res
 extern "C" __global__ void dw_gate_pool(const T* __restrict__ t, const float* __restrict__ wd,
                                         const float* __restrict__ bd, T* __restrict__ g,
                                         float* __restrict__ partials, int h, int w, int c) {
+    await_inputs();
     int k = (blockIdx.y * blockDim.x + threadIdx.x) * 8;
     int im = blockIdx.z;
     i64 hw = (i64)h * w;
@@ -399,6 +418,7 @@ __device__ __forceinline__ void dw_rows(const T* __restrict__ t, const float* __
         dw_gate_pool_rows##RUN(const T* __restrict__ t, const float* __restrict__ wd,                  \
                                const float* __restrict__ bd, T* __restrict__ g,                        \
                                float* __restrict__ partials, int h, int w, int c) {                    \
+        await_inputs();                                                                                \
         dw_rows<RUN>(t, wd, bd, g, partials, h, w, c);                                                 \
     }
 DW_ROWS_KERNEL(1, 128, 8)
@@ -417,6 +437,7 @@ __device__ __forceinline__ float warp_sum(float v) {
 // per channel, so a run's sums do not depend on scheduling.
 extern "C" __global__ void pool_sum(const float* __restrict__ partials, float* __restrict__ pool, int blocks,
                                     i64 channels) {
+    await_inputs();
     __shared__ float warps[8];
     i64 j = blockIdx.x;
     if (j >= channels) return;  // uniform over the block
@@ -458,6 +479,7 @@ __device__ __forceinline__ void attention_values(const float* __restrict__ mean,
 extern "C" __global__ void sca_vector(const float* __restrict__ pool, const float* __restrict__ w,
                                       const float* __restrict__ b, float* __restrict__ s, int n, int c,
                                       float inv_hw) {
+    await_inputs();
     i64 out = global_index() / 32;
     int lane = threadIdx.x % 32;
     if (out >= (i64)n * c) return;
@@ -477,6 +499,7 @@ extern "C" __global__ void sca_vector(const float* __restrict__ pool, const floa
 extern "C" __global__ void attention_weights(const float* __restrict__ pool, const float* __restrict__ w,
                                              const float* __restrict__ b, const T* __restrict__ w3,
                                              T* __restrict__ out, int c, float inv_hw) {
+    await_inputs();
     __shared__ float s[ATTENTION_CHANNELS];
     int i0 = blockIdx.x * ATTENTION_CHANNELS;
     i64 im = blockIdx.y;
@@ -510,6 +533,7 @@ extern "C" __global__ void attention_weights(const float* __restrict__ pool, con
 
 // SimpleGate: g[p][k] = t[p][k] · t[p][k + c] (t has 2c channels), 8 channels per thread.
 extern "C" __global__ void gate(const T* __restrict__ t, T* __restrict__ g, i64 pixels, int c) {
+    await_inputs();
     i64 idx = global_index() * 8;
     if (idx >= pixels * c) return;
     i64 p = idx / c;
@@ -527,6 +551,7 @@ extern "C" __global__ void gate(const T* __restrict__ t, T* __restrict__ g, i64 
 // A thread per low-resolution pixel and 8 output channels (32 source channels).
 extern "C" __global__ void shuffle_add(const T* __restrict__ t, T* __restrict__ out, int n, int h,
                                        int w, int c) {
+    await_inputs();
     int groups = c / 8;
     i64 idx = global_index();
     if (idx >= (i64)n * h * w * groups) return;
@@ -719,6 +744,7 @@ extern "C" __global__ void __launch_bounds__(TILE_WARPS * 32)
     norm_conv1(const T* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
                const T* __restrict__ w1, const T* __restrict__ b1, T* __restrict__ expanded, i64 pixels,
                int c, float eps) {
+    await_inputs();
     DYNAMIC_SHARED(shared);
     T* normed = reinterpret_cast<T*>(shared);
     i64 p0 = (i64)blockIdx.x * TILE_ROWS;
@@ -789,6 +815,7 @@ extern "C" __global__ void __launch_bounds__(TILE_WARPS * 32)
     norm_gate(const T* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
               const T* __restrict__ w4, const T* __restrict__ b4, T* __restrict__ gated, i64 pixels, int c,
               float eps) {
+    await_inputs();
     DYNAMIC_SHARED(shared);
     T* normed = reinterpret_cast<T*>(shared);
     i64 p0 = (i64)blockIdx.x * TILE_ROWS;
@@ -806,6 +833,7 @@ extern "C" __global__ void __launch_bounds__(TILE_WARPS * 32)
     ffn(T* x, const float* __restrict__ gamma, const float* __restrict__ beta, const T* __restrict__ w4,
         const T* __restrict__ b4, const T* __restrict__ w5, const T* __restrict__ b5, i64 pixels, int c,
         float eps) {
+    await_inputs();
     DYNAMIC_SHARED(shared);
     T* normed = reinterpret_cast<T*>(shared);
     T* gated = normed + TILE_ROWS * tile_stride(c);
@@ -826,6 +854,7 @@ extern "C" __global__ void __launch_bounds__(TILE_WARPS * 32)
                const T* __restrict__ b3, i64 hw, const float* __restrict__ gamma, const float* __restrict__ beta,
                const T* __restrict__ w4, const T* __restrict__ b4, const T* __restrict__ w5,
                const T* __restrict__ b5, i64 pixels, int c, float eps) {
+    await_inputs();
     DYNAMIC_SHARED(shared);
     int stride = tile_stride(c);
     T* normed = reinterpret_cast<T*>(shared);

@@ -264,6 +264,55 @@ mod tests {
         }
     }
 
+    /// The instructions of entry point `name` in the PTX text `ptx` (up to the next entry).
+    fn entry_body<'a>(ptx: &'a str, name: &str) -> &'a str {
+        let start = ptx.find(&format!(".entry {name}(")).unwrap_or_else(|| panic!("{name} missing"));
+        let body = &ptx[start + 1..];
+        &body[..body.find(".entry ").unwrap_or(body.len())]
+    }
+
+    /// Programmatic dependent launch is safe only if every kernel the instance launches waits
+    /// for its predecessor grid before it reads or writes device memory or calls anything:
+    /// `griddepcontrol.wait` (from `await_inputs`) comes first in each network kernel for
+    /// compute capability 9.0, and is absent below it (no such instruction there).
+    #[test]
+    fn every_network_kernel_waits_for_its_predecessor_first() {
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            assert!(
+                std::env::var_os("MASKDCPT_REQUIRE_NVRTC").is_none(),
+                "MASKDCPT_REQUIRE_NVRTC is set but NVRTC is missing"
+            );
+            eprintln!("skipped: NVRTC not found");
+            return;
+        }
+        let touches_memory = |line: &str| {
+            let op = line.split_whitespace().find(|token| !token.starts_with('@')).unwrap_or("");
+            let access = ["ld.", "st.", "atom.", "red.", "ldmatrix.", "cp."].iter().any(|p| op.starts_with(p));
+            (access && !op.contains(".param") && !op.contains(".shared") && !op.contains(".local"))
+                || op.starts_with("call")
+        };
+        for arch in [(8, 7), (9, 0)] {
+            for fp16 in [false, true] {
+                let ptx = compile(arch, fp16).unwrap();
+                let network = entry_points(arch, fp16).filter(|name| !name.starts_with("frame_"));
+                for name in network {
+                    let body = entry_body(&ptx, name);
+                    let wait = body.lines().position(|line| line.contains("griddepcontrol.wait"));
+                    let first_access = body.lines().position(touches_memory);
+                    if arch < (9, 0) {
+                        assert_eq!(wait, None, "{name} sm_{}{}", arch.0, arch.1);
+                        continue;
+                    }
+                    let wait = wait.unwrap_or_else(|| panic!("{name} (fp16={fp16}) never waits for its predecessor"));
+                    assert!(
+                        first_access.is_some_and(|access| access > wait),
+                        "{name} (fp16={fp16}) touches memory before it waits for its predecessor"
+                    );
+                }
+            }
+        }
+    }
+
     /// The disk cache returns what the compiler produced and keys on the options.
     #[test]
     fn cached_ptx_is_reused_per_options() {
