@@ -163,6 +163,7 @@ def timing(binary: str, released: Path, modes: list[str], iters: int, budget_s: 
         serial = bench("--serial-launches")
         row = dict(shape=f"{n}x{h}x{w}", ours_ms=ours["device_median_ms"], ours_host_ms=ours["median_ms"],
                    ours_launches_ms=launches["device_median_ms"], ours_serial_ms=serial["device_median_ms"],
+                   ours_overlap=ours["device_launch_overlap"],
                    ours_mb=ours["device_memory_mb"], device=ours["device"], profile=ours["device_profile"])
         x = torch.rand(n, 3, h, w, device="cuda", dtype=torch.half)
         for mode in modes:

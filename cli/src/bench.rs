@@ -72,6 +72,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "device_median_ms": device.as_ref().map(|d| d.median_ms),
         "device_min_ms": device.as_ref().map(|d| d.min_ms),
         "device_memory_mb": device.as_ref().map(|d| d.memory_bytes as f64 / (1 << 20) as f64),
+        "device_launch_overlap": device.as_ref().map(|d| d.launch_overlap),
         "device_profile": device.as_ref().map(|d| {
             d.profile.iter().map(|(what, ms, count)| json!({"op": what, "ms": ms, "launches": count})).collect::<Vec<_>>()
         }),

@@ -139,6 +139,9 @@ pub struct DeviceTiming {
     pub device: String,
     /// Device memory held by the engine for this shape (weights and activations), bytes.
     pub memory_bytes: u64,
+    /// Whether kernels started early (programmatic dependent launch; see
+    /// [`CudaOptions::serial_launches`]).
+    pub launch_overlap: bool,
     /// Device time per operation kind and network level in one run launched op by op:
     /// ("kind Ln", milliseconds, launches). Its sum exceeds a graph replay by the launch gaps.
     pub profile: Vec<(String, f64, usize)>,

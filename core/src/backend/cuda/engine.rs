@@ -650,6 +650,7 @@ impl<T: Element> Engine for CudaEngine<T> {
                 min_ms: times[0],
                 device: engine.device_name(),
                 memory_bytes: (engine.fixed_bytes() + instance.bytes) as u64,
+                launch_overlap: engine.overlap,
                 profile: instance.profile(&engine.lt, stream)?,
             }))
         })
