@@ -232,13 +232,11 @@ impl Kernels {
 mod tests {
     use super::*;
 
-    /// Every kernel compiles to PTX for Turing, Jetson Orin and Hopper in both precisions (the
-    /// fused tensor-core kernels in FP16 from Ampere on, and only there). Needs
-    /// NVRTC only (CI installs the PyPI wheel and sets MASKDCPT_REQUIRE_NVRTC=1 so that a
-    /// missing library fails instead of skipping).
-    #[test]
-    fn every_kernel_compiles_with_nvrtc() {
-        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+    /// Whether NVRTC is here; without it a test skips with a message, or fails where
+    /// MASKDCPT_REQUIRE_NVRTC is set (CI).
+    fn nvrtc_present() -> bool {
+        let present = unsafe { cudarc::nvrtc::sys::is_culib_present() };
+        if !present {
             assert!(
                 std::env::var_os("MASKDCPT_REQUIRE_NVRTC").is_none(),
                 "MASKDCPT_REQUIRE_NVRTC is set but NVRTC is missing"
@@ -246,6 +244,17 @@ mod tests {
             eprintln!(
                 "skipped: NVRTC (libnvrtc.so.13) not found; run scripts/setup-nvrtc.sh and add its output to LD_LIBRARY_PATH"
             );
+        }
+        present
+    }
+
+    /// Every kernel compiles to PTX for Turing, Jetson Orin and Hopper in both precisions (the
+    /// fused tensor-core kernels in FP16 from Ampere on, and only there). Needs
+    /// NVRTC only (CI installs the PyPI wheel and sets MASKDCPT_REQUIRE_NVRTC=1 so that a
+    /// missing library fails instead of skipping).
+    #[test]
+    fn every_kernel_compiles_with_nvrtc() {
+        if !nvrtc_present() {
             return;
         }
         for arch in [(7, 5), (8, 7), (9, 0)] {
@@ -277,12 +286,7 @@ mod tests {
     /// compute capability 9.0, and is absent below it (no such instruction there).
     #[test]
     fn every_network_kernel_waits_for_its_predecessor_first() {
-        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-            assert!(
-                std::env::var_os("MASKDCPT_REQUIRE_NVRTC").is_none(),
-                "MASKDCPT_REQUIRE_NVRTC is set but NVRTC is missing"
-            );
-            eprintln!("skipped: NVRTC not found");
+        if !nvrtc_present() {
             return;
         }
         let touches_memory = |line: &str| {
@@ -316,8 +320,7 @@ mod tests {
     /// The disk cache returns what the compiler produced and keys on the options.
     #[test]
     fn cached_ptx_is_reused_per_options() {
-        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-            eprintln!("skipped: NVRTC not found");
+        if !nvrtc_present() {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
