@@ -733,6 +733,19 @@ __device__ __forceinline__ void tile_product_store(const T* a, int stride, const
     }
 }
 
+// The pixels p0.. of the block (those before `pixels`) normalised into the dynamic shared
+// tile, its padding columns zeroed: the start of norm_conv1 and norm_gate, which then multiply
+// the returned tile.
+__device__ __forceinline__ const T* normalized_tile(const T* x, const float* __restrict__ gamma,
+                                                    const float* __restrict__ beta, i64 p0, i64 pixels, int c,
+                                                    float eps) {
+    DYNAMIC_SHARED(shared);
+    T* normed = reinterpret_cast<T*>(shared);
+    tile_zero_padding(normed, c);
+    tile_normalize(x, gamma, beta, normed, p0, pixels, c, eps);
+    return normed;
+}
+
 // The first half's entry: LayerNorm then conv1 (w1 [2c][c], bias in half) into `expanded`
 // (2c channels per pixel), for TILE_ROWS pixels per block of TILE_WARPS warps, the
 // normalised pixels kept in shared memory (one tile, TILE_ROWS · tile_stride(c) halves):
@@ -745,11 +758,8 @@ extern "C" __global__ void __launch_bounds__(TILE_WARPS * 32)
                const T* __restrict__ w1, const T* __restrict__ b1, T* __restrict__ expanded, i64 pixels,
                int c, float eps) {
     await_inputs();
-    DYNAMIC_SHARED(shared);
-    T* normed = reinterpret_cast<T*>(shared);
     i64 p0 = (i64)blockIdx.x * TILE_ROWS;
-    tile_zero_padding(normed, c);
-    tile_normalize(x, gamma, beta, normed, p0, pixels, c, eps);
+    const T* normed = normalized_tile(x, gamma, beta, p0, pixels, c, eps);
     tile_product_store(normed, tile_stride(c), w1, c, 2 * c, b1, expanded, p0, pixels, false, blockIdx.y,
                        gridDim.y);
 }
@@ -816,11 +826,8 @@ extern "C" __global__ void __launch_bounds__(TILE_WARPS * 32)
               const T* __restrict__ w4, const T* __restrict__ b4, T* __restrict__ gated, i64 pixels, int c,
               float eps) {
     await_inputs();
-    DYNAMIC_SHARED(shared);
-    T* normed = reinterpret_cast<T*>(shared);
     i64 p0 = (i64)blockIdx.x * TILE_ROWS;
-    tile_zero_padding(normed, c);
-    tile_normalize(x, gamma, beta, normed, p0, pixels, c, eps);
+    const T* normed = normalized_tile(x, gamma, beta, p0, pixels, c, eps);
     tile_gate(normed, w4, b4, c, gated + p0 * c, c, pixels - p0, blockIdx.y, gridDim.y);
 }
 

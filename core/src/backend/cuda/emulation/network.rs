@@ -267,8 +267,7 @@ fn layer_norm<T: Element>(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut im
             f(grid.as_ptr(), x.as_ptr(), gamma.as_ptr(), beta.as_ptr(), y.as_mut_ptr(), p as i64, i32_of(c), eps)
         };
         assert_eq!(diverged, 0, "a shuffle of {name} diverged");
-        let past = y.split_off(p * c);
-        assert!(past.iter().all(|v| v.to_f32() == -7.0), "{name} wrote past its output");
+        assert!(guard_intact(&mut y, p * c, -7.0), "{name} wrote past its output");
         // Normalised values are O(1) over an offset of 1000: f32 statistics lose ~1e-4 of them.
         assert_close(name, &loaded(&y), &want, tolerance::<T>().max(2.0e-4));
     }
@@ -326,8 +325,7 @@ fn dw_gate_pool<T: Element>(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut 
             )
         };
         assert_eq!(diverged, 0);
-        let past = g.split_off(n * hw * c);
-        assert!(past.iter().all(|v| v.to_f32() == -7.0), "{name} wrote past its output");
+        assert!(guard_intact(&mut g, n * hw * c, -7.0), "{name} wrote past its output");
         let g = loaded(&g);
         assert_close(&format!("{name} output"), &g, &want, tolerance::<T>());
         let pool = pool_sum(k, &partials, blocks, n * c);
@@ -452,9 +450,30 @@ fn gate<T: Element>(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut impl FnM
     assert_close("gate", &loaded(&g), &want, tolerance::<T>());
 }
 
+/// Cuts the guard band past the first `len` values off `out`; whether every guard value is
+/// still `guard` (no thread wrote past the output).
+fn guard_intact<T: Element>(out: &mut Vec<T>, len: usize, guard: f32) -> bool {
+    out.split_off(len).iter().all(|v| v.to_f32() == guard)
+}
+
 /// Rounds to FP16 and back.
 fn half_rounded(v: f64) -> f64 {
     f64::from(f16::from_f64(v).to_f32())
+}
+
+/// LayerNorm of one pixel's channels then the product `w · normed + bias`, the normalised
+/// values rounded to FP16 as the launches store them (the fused kernels' first steps).
+fn normed_product(row: &[f32], (gamma, beta): (&[f32], &[f32]), eps: f32, w: &[f32], bias: &[f32]) -> Vec<f64> {
+    let normed: Vec<f64> = normalized(row, gamma, beta, eps).into_iter().map(half_rounded).collect();
+    product(w, bias, &normed)
+}
+
+/// SimpleGate of a 2c-channel product, each of its values rounded to FP16 first as a stored
+/// product would be (the gate's own products unrounded).
+fn gated_halves(y: &[f64]) -> Vec<f64> {
+    let y: Vec<f64> = y.iter().map(|&v| half_rounded(v)).collect();
+    let (a, b) = y.split_at(y.len() / 2);
+    a.iter().zip(b).map(|(a, b)| a * b).collect()
 }
 
 /// The fused second half of a block (FP16 only): `ffn` (the feed-forward half) and, with
@@ -520,8 +539,7 @@ fn second_half(k: &Emulated, Case { n, h, w, c }: Case, attention: bool, byte: &
         }
     };
     assert_eq!(diverged, 0, "{name} diverged or overran its shared memory");
-    let past = x.split_off(p * c);
-    assert!(past.iter().all(|&v| v == guard), "{name} wrote past the feature map");
+    assert!(guard_intact(&mut x, p * c, guard.to_f32()), "{name} wrote past the feature map");
     let (x0, g, w3, b3) = (loaded(&x0), loaded(&g), loaded(&w3), loaded(&b3));
     let (w4, b4, w5, b5) = (loaded(&w4), loaded(&b4), loaded(&w5), loaded(&b5));
     let mut want = Vec::with_capacity(p * c);
@@ -534,9 +552,8 @@ fn second_half(k: &Emulated, Case { n, h, w, c }: Case, attention: bool, byte: &
         } else {
             row.to_vec()
         };
-        let normed: Vec<f64> = normalized(&row, &gamma, &beta, eps).into_iter().map(half_rounded).collect();
-        let conv4: Vec<f64> = product(&w4, &b4, &normed).into_iter().map(half_rounded).collect();
-        let gated: Vec<f64> = (0..c).map(|j| half_rounded(conv4[j] * conv4[j + c])).collect();
+        let conv4 = normed_product(&row, (&gamma, &beta), eps, &w4, &b4);
+        let gated: Vec<f64> = gated_halves(&conv4).into_iter().map(half_rounded).collect();
         want.extend(product(&w5, &b5, &gated).iter().zip(&row).map(|(y, &x)| y + f64::from(x)));
     }
     // One FP16 rounding of the output, and f32 sums whose rounding can tip an intermediate
@@ -564,14 +581,8 @@ fn norm_product(k: &Emulated, Case { n, h, w, c }: Case, gate: bool, byte: &mut 
     let want: Vec<f64> = loaded(&x)
         .chunks(c)
         .flat_map(|row| {
-            let normed: Vec<f64> = normalized(row, &gamma, &beta, eps).into_iter().map(half_rounded).collect();
-            let y = product(&weight_loaded, &bias_loaded, &normed);
-            if gate {
-                let y: Vec<f64> = y.into_iter().map(half_rounded).collect();
-                (0..c).map(|j| y[j] * y[j + c]).collect()
-            } else {
-                y
-            }
+            let y = normed_product(row, (&gamma, &beta), eps, &weight_loaded, &bias_loaded);
+            if gate { gated_halves(&y) } else { y }
         })
         .collect();
     let mut outputs = Vec::new();
@@ -595,8 +606,7 @@ fn norm_product(k: &Emulated, Case { n, h, w, c }: Case, gate: bool, byte: &mut 
             )
         };
         assert_eq!(diverged, 0, "{name} diverged or overran its shared memory");
-        let past = out.split_off(p * out_c);
-        assert!(past.iter().all(|&v| v == guard), "{name} in {splits} splits wrote past its output");
+        assert!(guard_intact(&mut out, p * out_c, guard.to_f32()), "{name} in {splits} splits wrote past its output");
         let out = loaded(&out);
         assert_close(&format!("{name} in {splits} splits"), &out, &want, 2.0e-3);
         outputs.push(out);
