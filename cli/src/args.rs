@@ -91,8 +91,9 @@ pub struct EngineArgs {
     pub engine: Option<PathBuf>,
     /// NAFBlock kernels on `--backend cuda`: `fused` runs LayerNorm + conv1 and everything
     /// after the channel attention as one tensor-core kernel each where they run (FP16, compute
-    /// capability 8.0+), `launches` as separate kernels and cuBLASLt products, `fastest` times
-    /// the variants per shape.
+    /// capability 8.0+), `split` runs LayerNorm + conv1 and LayerNorm + conv4 + gate as kernels
+    /// split over their outputs (then conv5 as a product), `launches` as separate kernels and
+    /// cuBLASLt products, `fastest` times the variants per shape.
     #[arg(long, value_enum, default_value_t = FusionArg::Fastest)]
     pub fusion: FusionArg,
     /// On `--backend cuda`, start each kernel only once the one before it has finished

@@ -132,6 +132,7 @@ pub fn pool_sum_grid(channels: usize) -> Result<LaunchConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::cuda::kernels::SOURCE;
 
     /// Each grid covers every work item and channel group of every image, with blocks of
     /// 256 or 128 threads within the hardware's grid limits.
@@ -162,5 +163,19 @@ mod tests {
         assert!(!candidates((128, 129)).contains(&Depthwise::Runs1) && candidates((128, 129)).len() == 4);
         assert_eq!(most_partials(64, (1088, 1920)), Depthwise::Runs3.partials(64, (1088, 1920)));
         assert!(Depthwise::Strips.grid(8, (1, 1), 65536).unwrap_err().to_string().contains("at most 65535"));
+    }
+
+    /// The launch bounds kernels.cu gives each row-run kernel (`DW_ROWS_KERNEL(RUN, THREADS,
+    /// BLOCKS_PER_SM)`) name the block size launched here: a block over its kernel's bound
+    /// does not launch.
+    #[test]
+    fn row_run_launch_bounds_are_the_launched_blocks() {
+        let runs = [(1, Depthwise::Runs1), (2, Depthwise::Runs2), (3, Depthwise::Runs3), (4, Depthwise::Runs4)];
+        for (run, d) in runs {
+            let prefix = format!("DW_ROWS_KERNEL({run}, ");
+            let line = SOURCE.lines().find(|line| line.starts_with(&prefix)).expect("a DW_ROWS_KERNEL line");
+            let threads: usize = line[prefix.len()..].split(',').next().unwrap().trim().parse().unwrap();
+            assert_eq!(threads, d.work((8, 8)).2, "{}", d.name());
+        }
     }
 }
