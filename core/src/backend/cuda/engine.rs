@@ -15,7 +15,7 @@ use cudarc::driver::{CudaContext, CudaStream, PinnedHostSlice, PushKernelArg};
 use super::device::{Device, cuda_error, open};
 use super::frames::{self, FrameArgs};
 use super::gemm::{Lt, WORKSPACE_BYTES};
-use super::instance::{Instance, Shape, device_bytes, grid_for};
+use super::instance::{Instance, Shape, device_bytes, early_start_works, grid_for};
 use super::kernels::{self, Kernels};
 use super::saved::{Algo, EngineKey, FileUse, ProductKey, SavedEngine};
 use super::weights::{Element, StepWeights, Uploader};
@@ -192,7 +192,10 @@ impl<T: Element> CudaEngine<T> {
             .collect::<Result<_>>()?;
         let weight_bytes = weights.iter().map(StepWeights::bytes).sum();
         device.stream.synchronize().map_err(cuda_error("uploading weights"))?;
-        let overlap = device.arch.0 >= 9 && !cuda.serial_launches;
+        // Kernels start early on compute capability 9.0+ where the driver runs that directly
+        // and in graphs; otherwise (or when asked) every kernel waits for the one before.
+        let overlap =
+            device.arch.0 >= 9 && !cuda.serial_launches && early_start_works::<T>(&kernels, &lt, &device.stream)?;
         Ok(CudaEngine {
             device,
             lt,
@@ -827,7 +830,8 @@ mod tests {
     /// Kernels that start early (programmatic dependent launch, compute capability 9.0+) give
     /// what serial launches give: every kernel waits for its predecessor before touching
     /// memory, so a missing wait would show here as a race (three levels, a width that runs the
-    /// fused kernels in FP16, direct runs and graph replays). The two engines time their
+    /// fused kernels in FP16, direct runs and graph replays), and a device of compute
+    /// capability 9.0+ starts them early (its driver passed the launch probe). The two engines time their
     /// kernel choices separately, so FP16 is compared within rounding, f32 near exactly.
     #[test]
     fn overlapped_launches_equal_serial_ones() {
@@ -843,6 +847,13 @@ mod tests {
             let cuda = |serial_launches| CudaOptions { fp16, serial_launches, ..Default::default() };
             let Some(overlapped) = engine_with(&model, cuda(false)) else { return };
             let serial = engine_with(&model, cuda(true)).unwrap();
+            // Early starts where the device has them (the launch probe passed), never when
+            // serial launches are asked for.
+            let timing = overlapped.device_timing(1, 96, 64, 1).unwrap().unwrap();
+            let sm = timing.device.rsplit("(sm_").next().unwrap().trim_end_matches(')');
+            let major: u32 = sm[..sm.len() - 1].parse().unwrap();
+            assert_eq!(timing.launch_overlap, major >= 9, "{}", timing.device);
+            assert!(!serial.device_timing(1, 96, 64, 1).unwrap().unwrap().launch_overlap);
             for (w, h) in [(96, 64), (37, 29)] {
                 let input = image(w, h, (w + 7 * h) as u32);
                 let want = serial.restore(&input).unwrap();

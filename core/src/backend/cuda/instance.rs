@@ -438,6 +438,33 @@ fn enqueue_all<'a>(ops: impl IntoIterator<Item = &'a Op>, lt: &Lt, stream: &Cuda
     Ok(())
 }
 
+/// Whether this driver runs kernels that start early ([`enqueue_all`]) directly and in a
+/// captured CUDA graph: two `gate` launches on a 1-pixel map, the second with programmatic
+/// stream serialization, enqueued, then captured and replayed. An engine whose driver
+/// refuses either (an error from the launch, the capture or the replay) runs serial
+/// launches instead. Errors that are not the probe's answer (allocation) are returned.
+pub(super) fn early_start_works<T: Element>(kernels: &Kernels, lt: &Lt, stream: &Arc<CudaStream>) -> Result<bool> {
+    // SAFETY: device memory the probe's kernels alone read and write; its values do not matter.
+    let map = unsafe { stream.alloc::<T>(16) }.map_err(cuda_error("allocating the launch probe"))?;
+    let gated = unsafe { stream.alloc::<T>(8) }.map_err(cuda_error("allocating the launch probe"))?;
+    let args = vec![Arg::Ptr(ptr(&map, stream)), Arg::Ptr(ptr(&gated, stream)), Arg::I64(1), Arg::I32(8)];
+    let config = grid_for(8)?;
+    let ops = [(); 2].map(|()| kernel_op(&kernels.gate, config, args.clone()));
+    if enqueue_all(&ops, lt, stream, true).and_then(|()| stream.synchronize().map_err(cuda_error("probing"))).is_err() {
+        return Ok(false);
+    }
+    if stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).is_err() {
+        return Ok(false);
+    }
+    let enqueued = enqueue_all(&ops, lt, stream, true);
+    let captured = stream.end_capture(CUgraphInstantiate_flags(0));
+    let replayed = match (enqueued, captured) {
+        (Ok(()), Ok(Some(graph))) => graph.launch().and_then(|()| stream.synchronize()).is_ok(),
+        _ => false,
+    };
+    Ok(replayed)
+}
+
 /// Enqueues one operation on `stream`; a kernel with `early_start` may be scheduled before the
 /// kernel ahead of it in the stream has finished ([`enqueue_all`]).
 fn enqueue_one(op: &Op, lt: &Lt, stream: &CudaStream, early_start: bool) -> Result<()> {
