@@ -296,13 +296,11 @@ fn push_block(out: &mut Vec<(String, Vec<usize>)>, site: &BlockSite) {
     }
 }
 
-/// Tells the two layouts apart by their block key pattern.
+/// Tells the two layouts apart by their NAFBlock keys (every block group counts: encoders,
+/// bottleneck and decoders).
 fn detect_family(weights: &WeightStore) -> Result<Family> {
-    let has = |pred: &dyn Fn(&str) -> bool| weights.iter().any(|(k, _)| pred(k));
-    let maskdcpt =
-        has(&|k| k.starts_with("middle_blks.blocks.") || (k.starts_with("decoder") && k.contains(".blocks.")));
-    let upstream = has(&|k| k.starts_with("decoders.") || is_upstream_middle(k));
-    match (maskdcpt, upstream) {
+    let seen = |family: Family| weights.iter().any(|(k, _)| block_layout(k) == Some(family));
+    match (seen(Family::MaskDcpt), seen(Family::Nafnet)) {
         (true, false) => Ok(Family::MaskDcpt),
         (false, true) => Ok(Family::Nafnet),
         (true, true) => {
@@ -311,17 +309,35 @@ fn detect_family(weights: &WeightStore) -> Result<Family> {
         (false, false) => {
             let sample: Vec<&str> = weights.iter().map(|(k, _)| k).take(5).collect();
             Err(Error::UnknownArchitecture(format!(
-                "keys match neither the MaskDCPT NAFNet layout (`middle_blks.blocks.0.*`, `decoder0.blocks.0.*`) \
-                 nor upstream NAFNet (`middle_blks.0.*`, `decoders.0.0.*`); first keys: {sample:?}"
+                "no NAFBlock keys of the MaskDCPT layout (`encoders.0.blocks.0.*`, `middle_blks.blocks.0.*`, \
+                 `decoder0.blocks.0.*`) or of upstream NAFNet (`encoders.0.0.*`, `middle_blks.0.*`, \
+                 `decoders.0.0.*`); a network without blocks is either and runs differently in each; \
+                 first keys: {sample:?}"
             )))
         }
     }
 }
 
-fn is_upstream_middle(key: &str) -> bool {
-    key.strip_prefix("middle_blks.")
-        .and_then(|rest| rest.split('.').next())
-        .is_some_and(|idx| idx.parse::<usize>().is_ok())
+/// The layout of a NAFBlock key: MaskDCPT for `encoders.N.blocks.M.…`, `middle_blks.blocks.M.…`
+/// and `decoderN.blocks.M.…`; upstream NAFNet for `encoders.N.M.…`, `middle_blks.M.…` and
+/// `decoders.N.M.…`; `None` for the other keys.
+fn block_layout(key: &str) -> Option<Family> {
+    let is_index = |part: &str| part.parse::<usize>().is_ok();
+    let mut parts = key.split('.');
+    let group = parts.next()?;
+    let indexed_group = group == "encoders" || group == "decoders";
+    let named_stage = group.strip_prefix("decoder").is_some_and(is_index);
+    if !(indexed_group || named_stage || group == "middle_blks") {
+        return None;
+    }
+    if indexed_group && !is_index(parts.next()?) {
+        return None;
+    }
+    match parts.next()? {
+        "blocks" if !indexed_group || group == "encoders" => Some(Family::MaskDcpt),
+        block if is_index(block) && !named_stage => Some(Family::Nafnet),
+        _ => None,
+    }
 }
 
 /// Number of distinct indices `N` in keys `{prefix}N.…` (max index + 1; gaps are
@@ -379,5 +395,22 @@ mod tests {
         assert_eq!(spec.size_multiple(), 8);
         assert!(spec.expected_tensors().iter().any(|(k, _)| k == "decoders.2.0.conv5.bias"));
         assert!(spec.expected_tensors().iter().any(|(k, _)| k == "middle_blks.1.beta"));
+    }
+
+    /// Every block key of either layout names its layout, whichever group it is in; the
+    /// other keys (and the other layout's look-alikes) name none.
+    #[test]
+    fn block_keys_name_their_layout() {
+        for family in [Family::MaskDcpt, Family::Nafnet] {
+            let spec = ModelSpec { family, width: 8, enc_blocks: vec![1, 2], middle_blocks: 1, dec_blocks: vec![2, 1] };
+            for (key, _) in spec.expected_tensors() {
+                let outside = ["intro.", "ending.", "downs.", "ups."].iter().any(|p| key.starts_with(p));
+                let want = (!outside).then_some(family);
+                assert_eq!(block_layout(&key), want, "{key}");
+            }
+        }
+        for other in ["decoders.0.blocks.0.beta", "decoder0.0.beta", "encoders.x.0.beta", "ups.0.0.weight", "decoder"] {
+            assert_eq!(block_layout(other), None, "{other}");
+        }
     }
 }
