@@ -257,6 +257,9 @@ pub struct InfoArgs {
     /// Checkpoint (`.pth` or `.safetensors`); default: the embedded default model.
     #[arg(value_name = "MODEL")]
     pub model: Option<PathBuf>,
+    /// The checkpoint as the other commands take it (`-m MODEL`), instead of the positional one.
+    #[arg(short = 'm', long = "model", value_name = "MODEL", conflicts_with = "model")]
+    pub model_option: Option<PathBuf>,
     /// Checkpoint entry to use (default: `params_ema`, then `params`).
     #[arg(long, value_name = "K")]
     pub param_key: Option<String>,

@@ -10,11 +10,12 @@ use crate::error::Result;
 
 /// Loads the model and prints its description to stdout.
 pub fn run(args: &InfoArgs) -> Result<()> {
-    let model = crate::model::load_or_default(args.model.as_deref(), args.param_key.as_deref())?;
+    let path = args.model.as_deref().or(args.model_option.as_deref());
+    let model = crate::model::load_or_default(path, args.param_key.as_deref())?;
     let info = describe(&model);
     if args.json {
         let value = json!({
-            "model": crate::model::describe(args.model.as_deref()),
+            "model": crate::model::describe(path),
             "format": info.format,
             "param_key": info.param_key,
             "family": info.family,
@@ -34,7 +35,7 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         println!("{value}");
     } else {
         let list = |v: &[usize]| v.iter().map(usize::to_string).collect::<Vec<_>>().join(", ");
-        println!("model:          {}", crate::model::describe(args.model.as_deref()));
+        println!("model:          {}", crate::model::describe(path));
         println!("format:         {}", info.format);
         println!("checkpoint key: {}", info.param_key.unwrap_or("none"));
         println!("family:         {}", info.family);

@@ -172,6 +172,13 @@ fn info_prints_the_architecture_as_text_and_json() {
     assert!(text.contains(&format!("parameters:     {grouped}\n")), "{text}");
     assert!(text.contains(&format!("tensors:        {}\n", spec.expected_tensors().len())), "{text}");
 
+    // `-m MODEL`, as the other commands take it, is the same; both at once are refused.
+    let out = maskdcpt(&["info", "-m", s(&model)]);
+    assert_ok(&out);
+    assert_eq!(stdout(&out), text);
+    let out = maskdcpt(&["info", s(&model), "--model", s(&model)]);
+    assert!(!out.status.success() && stderr(&out).contains("cannot be used with"), "{}", stderr(&out));
+
     let out = maskdcpt(&["info", s(&model), "--json"]);
     assert_ok(&out);
     assert_eq!(stdout(&out).lines().count(), 1);
