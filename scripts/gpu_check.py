@@ -22,7 +22,8 @@ Timing (released shape, FP16): `maskdcpt bench --backend cuda` (device-resident 
 with `--fusion launches` (the blocks without the fused tensor-core kernels) and with
 `--serial-launches` (no programmatic dependent launch: each kernel starts after the last ends)
 next to PyTorch eager FP16, torch.compile and torch.compile(mode="reduce-overhead"), with
-peak GPU memory, at 1x256x256, 8x256x256 and 1x1088x1920.
+peak GPU memory, at 1x256x256, 8x256x256 and 1x1088x1920; every timed choice of the engine
+(fused kernels or launches, depthwise variants) with each candidate's time.
 
 Hardware counters (scripts/gpu_counters.py), where Nsight Compute is installed: the engine's
 kernels at 1x1088x1920 under ncu (memory and issue throughput, occupancy, top stalls).
@@ -164,7 +165,8 @@ def timing(binary: str, released: Path, modes: list[str], iters: int, budget_s: 
         row = dict(shape=f"{n}x{h}x{w}", ours_ms=ours["device_median_ms"], ours_host_ms=ours["median_ms"],
                    ours_launches_ms=launches["device_median_ms"], ours_serial_ms=serial["device_median_ms"],
                    ours_overlap=ours["device_launch_overlap"],
-                   ours_mb=ours["device_memory_mb"], device=ours["device"], profile=ours["device_profile"])
+                   ours_mb=ours["device_memory_mb"], device=ours["device"], profile=ours["device_profile"],
+                   choices=ours["device_choices"])
         x = torch.rand(n, 3, h, w, device="cuda", dtype=torch.half)
         for mode in modes:
             if time.time() - start > budget_s:
@@ -272,6 +274,12 @@ def main() -> None:
     for r in timing_rows:
         ops = ", ".join(f"{o['op']} {o['ms']:.2f} ({o['launches']})" for o in r["profile"])
         print(f"| {r['shape']} | {ops} |")
+    print("\n| shape | timed choices: level, shape, each candidate's ms per run (* taken) |\n|---|---|")
+    for r in timing_rows:
+        for c in r["choices"]:
+            cands = ", ".join(f"{'*' if i == c['chosen'] else ''}{k['ops']} {k['ms']:.3f}"
+                              for i, k in enumerate(c["candidates"]))
+            print(f"| {r['shape']} | {c['choice']} L{c['level']} {'x'.join(map(str, c['shape']))}: {cands} |")
     e = engine_row
     print(f"\nengine file (1x1088x1920 FP16, {e['bytes']} bytes): first build {e['first_s']:.2f} s, "
           f"second {e['second_s']:.2f} s ({'reused' if e['reused'] else 'NOT reused'}), "

@@ -76,6 +76,20 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "device_profile": device.as_ref().map(|d| {
             d.profile.iter().map(|(what, ms, count)| json!({"op": what, "ms": ms, "launches": count})).collect::<Vec<_>>()
         }),
+        "device_choices": device.as_ref().map(|d| {
+            d.choices
+                .iter()
+                .map(|c| {
+                    json!({
+                        "choice": c.what,
+                        "level": c.level,
+                        "shape": [c.shape.0, c.shape.1, c.shape.2],
+                        "candidates": c.candidates.iter().map(|(ops, ms)| json!({"ops": ops, "ms": ms})).collect::<Vec<_>>(),
+                        "chosen": c.chosen,
+                    })
+                })
+                .collect::<Vec<_>>()
+        }),
     });
     println!("{line}");
     Ok(())

@@ -145,6 +145,25 @@ pub struct DeviceTiming {
     /// Device time per operation kind and network level in one run launched op by op:
     /// ("kind Ln", milliseconds, launches). Its sum exceeds a graph replay by the launch gaps.
     pub profile: Vec<(String, f64, usize)>,
+    /// The timed choices made when this shape's instance was built, in the order made.
+    pub choices: Vec<TimedChoice>,
+}
+
+/// One timed choice of the CUDA engine between launch sequences that compute the same values
+/// for a stretch of a block (separate launches or fused kernels, depthwise variants).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimedChoice {
+    /// What the choice is between: `"depthwise"`, `"layer_norm"`, `"norm_conv1"` or
+    /// `"second half"`.
+    pub what: &'static str,
+    /// Network level it was first made at (0 at full resolution).
+    pub level: usize,
+    /// The shape it was timed at: channels, height, width (or channels, pixels, 0).
+    pub shape: (usize, usize, usize),
+    /// Each candidate: its launches' labels joined by `+`, and milliseconds per run.
+    pub candidates: Vec<(String, f64)>,
+    /// Index of the candidate taken (the fastest).
+    pub chosen: usize,
 }
 
 /// Settings of the TensorRT backend.

@@ -655,6 +655,7 @@ impl<T: Element> Engine for CudaEngine<T> {
                 memory_bytes: (engine.fixed_bytes() + instance.bytes) as u64,
                 launch_overlap: engine.overlap,
                 profile: instance.profile(&engine.lt, stream)?,
+                choices: instance.choices.clone(),
             }))
         })
     }
@@ -863,6 +864,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The timing report names every choice the FP16 engine timed (each stretch of a block
+    /// at each level has at least two candidates there: launches and a fused kernel, or the
+    /// depthwise variants), with the fastest taken; an engine told to run launches only
+    /// times no fusion.
+    #[test]
+    fn timed_choices_are_reported_and_take_the_fastest() {
+        let model = random_model(&ModelSpec { width: 16, ..two_levels() }, 22);
+        let Some(gpu) = engine(&model, true) else { return };
+        let choices = gpu.device_timing(1, 64, 48, 1).unwrap().unwrap().choices;
+        for what in ["depthwise", "layer_norm", "norm_conv1", "second half"] {
+            assert!(choices.iter().any(|c| c.what == what), "{what} not timed: {choices:?}");
+        }
+        for choice in &choices {
+            let fastest = choice.candidates.iter().map(|(_, ms)| *ms).fold(f64::INFINITY, f64::min);
+            assert!(choice.candidates.len() >= 2, "{choice:?}");
+            assert_eq!(choice.candidates[choice.chosen].1, fastest, "{choice:?}");
+        }
+        let launches = engine_with(&model, CudaOptions { fp16: true, fusion: Fusion::Launches, ..Default::default() });
+        let choices = launches.unwrap().device_timing(1, 64, 48, 1).unwrap().unwrap().choices;
+        assert!(choices.iter().all(|c| c.what == "depthwise" || c.what == "layer_norm"), "{choices:?}");
     }
 
     /// `prepare` builds and records the instance of a size: a restore of that size then gives

@@ -20,7 +20,7 @@ use super::gemm::{GemmPlan, GemmPointers, GemmShape, Lt};
 use super::kernels::{Kernels, TensorCoreKernels};
 use super::saved::{Algo, ProductKey};
 use super::weights::{BlockWeights, Dense, Element, Pair, StepWeights};
-use crate::backend::{Fusion, TILING_HINT};
+use crate::backend::{Fusion, TILING_HINT, TimedChoice};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, ValueId};
 use crate::passes::{Program, Step, plan};
@@ -78,6 +78,8 @@ pub struct Instance<T> {
     graph: Option<CudaGraph>,
     /// Whether a kernel may start while the operation before it finishes ([`enqueue_all`]).
     overlap: bool,
+    /// The timed choices made when the launch list was built.
+    pub choices: Vec<TimedChoice>,
     /// Device bytes the instance allocated (counted from its buffers).
     pub bytes: usize,
 }
@@ -312,6 +314,7 @@ impl<T: Element> Instance<T> {
             ],
             stats: [ptr(&partials, stream), ptr(&pool, stream), ptr(&attention, stream)],
             chosen: BTreeMap::new(),
+            timed: Vec::new(),
             fusion,
             overlap,
             n,
@@ -342,6 +345,7 @@ impl<T: Element> Instance<T> {
             _buffers: buffers,
             _stats: stats,
             launches: lower.launches,
+            choices: lower.timed,
             steps,
             graph: None,
             overlap,
@@ -538,6 +542,8 @@ struct Lowering<'a> {
     tuned: &'a mut BTreeMap<ProductKey, Algo>,
     /// Candidate chosen per [`ChoiceKey`] in this instance.
     chosen: BTreeMap<ChoiceKey, usize>,
+    /// The choices timed, in order.
+    timed: Vec<TimedChoice>,
     /// Fused tensor-core kernels or launches.
     fusion: Fusion,
     /// Whether kernels may start early ([`enqueue_all`]; candidates are timed so).
@@ -551,6 +557,11 @@ type ChoiceKey = (&'static str, usize, usize, usize);
 
 /// A labelled operation, before it joins the launch list.
 type Labelled = (&'static str, Op);
+
+/// A launch sequence's labels joined by `+`, e.g. `layer_norm+conv4+gate+conv5`.
+fn labels(sequence: &[Labelled]) -> String {
+    sequence.iter().map(|(label, _)| *label).collect::<Vec<_>>().join("+")
+}
 
 /// Lowers a stretch of a block on demand (building tunes its products): `None` where its
 /// kernels do not run here.
@@ -653,6 +664,18 @@ impl Lowering<'_> {
                 }
                 let best = (0..times.len()).min_by(|&a, &b| times[a].total_cmp(&times[b])).unwrap_or(0);
                 self.chosen.insert(key, best);
+                let (what, c, a, b) = key;
+                self.timed.push(TimedChoice {
+                    what,
+                    level: self.level,
+                    shape: (c, a, b),
+                    candidates: candidates
+                        .iter()
+                        .zip(&times)
+                        .map(|(seq, ms)| (labels(seq), f64::from(*ms) / RUNS as f64))
+                        .collect(),
+                    chosen: best,
+                });
                 best
             }
         };
