@@ -6,6 +6,8 @@
 //! the graph also lowers to other formats ([`export`]).
 //! [`pixels`] converts caller buffers (RGB8, BGRA8, RGB16, f32, NV12, ...) to and from images.
 
+#![warn(missing_docs)]
+
 pub mod atomic_file;
 pub mod backend;
 pub mod engine_file;

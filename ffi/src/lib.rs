@@ -7,6 +7,7 @@
 //! opaque, created by `*_new` / `*_load_*` and freed by pointer-nulling `*_free(T **)`
 //! functions. This crate holds no engine logic: it checks, converts and forwards to the core.
 #![allow(non_camel_case_types)]
+#![warn(missing_docs)]
 
 mod args;
 pub mod engine;

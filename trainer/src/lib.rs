@@ -7,6 +7,8 @@
 //! [`eval`] measures PSNR/SSIM ([`metrics`]) and classifier accuracy; [`spectrum_fit`] refits
 //! a head's spectral branch alone.
 
+#![warn(missing_docs)]
+
 pub mod checkpoint;
 pub mod config;
 pub mod data;
