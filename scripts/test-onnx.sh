@@ -19,13 +19,14 @@ trap 'rm -rf "$work"' EXIT
 passed=0
 failed=0
 
-# check NAME MODEL INPUT TOLERANCE EXPORT-FLAGS...
+# check NAME MODEL INPUT TOLERANCE EXPORT-FLAGS... (INPUT in tests/golden, or a path)
 check() {
     local name=$1 model=$2 input=$3 tol=$4
     shift 4
+    [ -f "$input" ] || input="$golden/$input"
     "$bin" export-onnx -m "$golden/$model" -o "$work/$name.onnx" "$@" 2>/dev/null
-    "$bin" restore -m "$golden/$model" -i "$golden/$input" -o "$work/$name.npy"
-    if "$venv/bin/python" scripts/check_onnx.py "$work/$name.onnx" "$golden/$input" "$work/$name.npy" --tol "$tol"; then
+    "$bin" restore -m "$golden/$model" -i "$input" -o "$work/$name.npy"
+    if "$venv/bin/python" scripts/check_onnx.py "$work/$name.onnx" "$input" "$work/$name.npy" --tol "$tol"; then
         passed=$((passed + 1))
     else
         failed=$((failed + 1))
@@ -38,6 +39,14 @@ check maskdcpt-fixed-96x136 maskdcpt_w8.pth input_96x136.npy 1e-4 --height 96 --
 check maskdcpt-f16-weights-37x53 maskdcpt_w8_f16.safetensors input_37x53.npy 1e-4 --dynamic
 check nafnet-dynamic-29x41 nafnet_w8.pth input_29x41.npy 1e-4 --dynamic
 check nafnet-fixed-16x24 nafnet_w8.pth input_16x24.npy 1e-4 --height 16 --width 24
+# Images smaller than the reflect pad (MaskDCPT pads to 16: 11 past a 5-pixel side, 15 past a
+# 1-pixel one) mirror on, and a 1-pixel side repeats, as in `maskdcpt restore`.
+for size in 5x3 1x7 1x1; do
+    "$venv/bin/python" -c "import numpy as n, sys; h, w = map(int, sys.argv[1].split('x')); \
+n.save(sys.argv[3], n.load(sys.argv[2])[:h, :w])" "$size" "$golden/input_37x53.npy" "$work/input_$size.npy"
+    check "maskdcpt-dynamic-$size" maskdcpt_w8.pth "$work/input_$size.npy" 1e-4 --dynamic
+done
+check maskdcpt-fixed-5x3 maskdcpt_w8.pth "$work/input_5x3.npy" 1e-4 --height 5 --width 3
 # float16 activations: rounding, not parity; the bound catches a broken graph.
 check maskdcpt-fp16-96x136 maskdcpt_w8.pth input_96x136.npy 5e-2 --dynamic --fp16
 

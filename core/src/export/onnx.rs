@@ -3,8 +3,8 @@
 //! The exported model is self-contained and follows the family's image rule: input
 //! `input` float32 `[N, 3, H, W]` RGB in [0, 1] of any size, padded inside the model to the
 //! family's size multiple (reflect for MaskDCPT, zeros for upstream NAFNet), run, and cropped
-//! back, so its output `output` equals `maskdcpt restore`'s raw output. Reflect padding needs
-//! every pad to be smaller than the image side (ONNX Runtime and TensorRT refuse larger ones).
+//! back, so its output `output` equals `maskdcpt restore`'s raw output for images of any size
+//! (reflect padding gathers mirrored rows and columns, so pads longer than a side mirror on).
 //!
 //! LayerNorm is exported as `Transpose → LayerNormalization (axis −1) → Transpose`, which
 //! TensorRT ≥ 8.6 runs in FP32 even in FP16 engines. With `fp16`, weights and activations are
@@ -150,6 +150,12 @@ impl<'a> Builder<'a> {
         name.to_owned()
     }
 
+    /// A 0-d int64 initializer.
+    fn int64_scalar(&mut self, value: i64) -> String {
+        let name = self.fresh();
+        self.initializer(&name, &[], INT64, value.to_le_bytes().to_vec())
+    }
+
     fn int64s(&mut self, values: &[i64]) -> String {
         let name = self.fresh();
         self.initializer(&name, &[values.len()], INT64, values.iter().flat_map(|v| v.to_le_bytes()).collect())
@@ -188,14 +194,18 @@ impl<'a> Builder<'a> {
 
     /// Pads `input` bottom/right to the size multiple; returns the input dims, the padded
     /// network input (float16 in fp16 exports) and the `[H, W]` int64 tensor to crop back to.
+    /// Zeros are a `Pad`; reflect gathers the rows, then the columns, at their mirrored indices
+    /// ([`Self::mirrored_indices`]), so pads of any length mirror as `maskdcpt restore` does
+    /// (a `Pad(mode=reflect)` is refused by ONNX Runtime and TensorRT where a pad reaches the
+    /// image side).
     fn pad_input(&mut self, model: &Model, shape: OnnxShape) -> (Dims, String, String) {
         let m = model.spec().size_multiple() as i64;
         let channels = IMAGE_CHANNELS as i64;
-        let (dims, pads, size): (Dims, String, String) = match shape {
+        let (dims, size, tail): (Dims, String, String) = match shape {
             OnnxShape::Fixed { height, width } => {
                 let (h, w) = (height as i64, width as i64);
-                let pads = self.int64s(&[0, 0, 0, 0, 0, 0, (m - h % m) % m, (m - w % m) % m]);
-                (vec![Ok(1), Ok(channels), Ok(h), Ok(w)], pads, self.int64s(&[h, w]))
+                let tail = self.int64s(&[(m - h % m) % m, (m - w % m) % m]);
+                (vec![Ok(1), Ok(channels), Ok(h), Ok(w)], self.int64s(&[h, w]), tail)
             }
             OnnxShape::Dynamic => {
                 let shape = self.node("Shape", &["input"], &[]);
@@ -205,18 +215,47 @@ impl<'a> Builder<'a> {
                 let rem = self.node("Mod", &[&hw, &multiple], &[]);
                 let short = self.node("Sub", &[&multiple, &rem], &[]);
                 let tail = self.node("Mod", &[&short, &multiple], &[]);
-                let zeros = self.int64s(&[0; 6]);
-                let pads = self.node("Concat", &[&zeros, &tail], &[attr_int("axis", 0)]);
-                (vec![Err("batch"), Ok(channels), Err("height"), Err("width")], pads, hw)
+                (vec![Err("batch"), Ok(channels), Err("height"), Err("width")], hw, tail)
             }
         };
-        let mode = match model.spec().family.pad_mode() {
-            PadMode::Reflect => "reflect",
-            PadMode::Zero => "constant",
+        let padded = match model.spec().family.pad_mode() {
+            PadMode::Zero => {
+                let zeros = self.int64s(&[0; 6]);
+                let pads = self.node("Concat", &[&zeros, &tail], &[attr_int("axis", 0)]);
+                self.node("Pad", &["input", &pads], &[attr_string("mode", "constant")])
+            }
+            PadMode::Reflect => {
+                let rows = self.mirrored_indices(&size, &tail, 0);
+                let x = self.node("Gather", &["input", &rows], &[attr_int("axis", 2)]);
+                let columns = self.mirrored_indices(&size, &tail, 1);
+                self.node("Gather", &[&x, &columns], &[attr_int("axis", 3)])
+            }
         };
-        let padded = self.node("Pad", &["input", &pads], &[attr_string("mode", mode)]);
         let padded = if self.fp16 { self.cast(&padded, FLOAT16) } else { padded };
         (dims, padded, size)
+    }
+
+    /// The source index of every row (`axis` 0) or column (1) of the reflect-padded input: the
+    /// side `n` (from `size`) plus its pad (from `tail`) indices `i`, mirrored without
+    /// repeating the edge and again past each end, with period `p = max(2 (n − 1), 1)`:
+    /// `r = i mod p`, then `r` where `r < n`, else `p − r` (`image::pad_index`; a 1-pixel side
+    /// repeats its pixel).
+    fn mirrored_indices(&mut self, size: &str, tail: &str, axis: i64) -> String {
+        let (at, next, first) = (self.int64s(&[axis]), self.int64s(&[axis + 1]), self.int64s(&[0]));
+        let n = self.node("Slice", &[size, &at, &next, &first], &[]);
+        let pad = self.node("Slice", &[tail, &at, &next, &first], &[]);
+        let total = self.node("Add", &[&n, &pad], &[]);
+        let end = self.node("Squeeze", &[&total, &first], &[]);
+        let (start, step) = (self.int64_scalar(0), self.int64_scalar(1));
+        let i = self.node("Range", &[&start, &end, &step], &[]);
+        let (one, two) = (self.int64s(&[1]), self.int64s(&[2]));
+        let edge = self.node("Sub", &[&n, &one], &[]);
+        let twice = self.node("Mul", &[&edge, &two], &[]);
+        let period = self.node("Max", &[&twice, &one], &[]);
+        let r = self.node("Mod", &[&i, &period], &[]);
+        let inside = self.node("Less", &[&r, &n], &[]);
+        let mirrored = self.node("Sub", &[&period, &r], &[]);
+        self.node("Where", &[&inside, &r, &mirrored], &[])
     }
 
     /// `Slice(x)[..., :H, :W]` named `out`.
@@ -349,7 +388,8 @@ mod tests {
             let bytes = export(&model, &OnnxOptions { fp16, shape: OnnxShape::Dynamic }).unwrap();
             assert_eq!(count(&bytes, b"\x12LayerNormalization"), 2 * blocks, "fp16 {fp16}");
             assert_eq!(count(&bytes, b"DepthToSpace"), 2 * 2, "op type and node name per up step");
-            assert!(count(&bytes, b"reflect") == 1);
+            assert_eq!(count(&bytes, b"reflect"), 0, "reflect is gathered, not a Pad mode");
+            assert_eq!(count(&bytes, b"\x06Gather"), 2, "rows, then columns");
         }
     }
 
