@@ -1,7 +1,7 @@
 """Random-architecture parity sweep: `maskdcpt restore --backend cpu` against the PyTorch
 reference (scripts/reference_nafnet.py) on networks and images no fixture has.
 
-    python scripts/parity_sweep.py [--seed S] [--cases N] [--large] [--bin target/release/maskdcpt]
+    python scripts/parity_sweep.py [--seed S] [--cases N] [--large] [--onnx] [--bin target/release/maskdcpt]
 
 Each case draws a family (MaskDCPT or upstream NAFNet), a width, 1-4 levels with 0-2 blocks
 per encoder, decoder and bottleneck group (at least one block in all), seeded random weights
@@ -9,7 +9,9 @@ at a realistic scale (reference_nafnet.randomize_), an image of random size (3-9
 side, or 100-400 with --large; a third of them scaled beyond [0, 1]) and, for a quarter, tiling
 with whole-image channel attention (`--tile N --sca global`, which is exact). It prints a line
 per case and exits 1 when any output is more than 1e-4 (relative to its peak, where that
-exceeds 1) from the reference or any restore fails. Needs torch and numpy (CPU).
+exceeds 1) from the reference or any restore fails. With --onnx each model is also exported
+(`maskdcpt export-onnx`, dynamic and at the image's fixed size) and run in ONNX Runtime against
+the same reference. Needs torch and numpy (CPU), and onnxruntime for --onnx.
 """
 
 from __future__ import annotations
@@ -43,15 +45,40 @@ def draw_spec(rng: random.Random, large: bool) -> dict:
             return spec
 
 
+def cli(cmd: list[str]) -> None:
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr.strip())
+
+
+def restore(binary: str, work: Path, tiling: list[str]) -> np.ndarray:
+    cli([binary, "restore", "-m", str(work / "model.pth"), "-i", str(work / "in.npy"), "-o", str(work / "out.npy"),
+         "--backend", "cpu", *tiling])
+    return np.load(work / "out.npy")
+
+
+def run_onnx(binary: str, work: Path, img: np.ndarray, shape: list[str]) -> np.ndarray:
+    import onnxruntime as ort
+
+    cli([binary, "export-onnx", "-m", str(work / "model.pth"), "-o", str(work / "model.onnx"), *shape])
+    session = ort.InferenceSession(str(work / "model.onnx"), providers=["CPUExecutionProvider"])
+    try:
+        out = session.run(None, {"input": img.transpose(2, 0, 1)[None]})[0]
+    except Exception as e:  # ONNX Runtime's own error types
+        raise RuntimeError(str(e)) from e
+    return out[0].transpose(1, 2, 0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--cases", type=int, default=30)
     ap.add_argument("--large", action="store_true", help="widths 32-64, images of 100-400 pixels a side")
+    ap.add_argument("--onnx", action="store_true", help="also export each model and run it in ONNX Runtime")
     ap.add_argument("--bin", default=str(HERE.parent / "target/release/maskdcpt"))
     args = ap.parse_args()
     rng = random.Random(args.seed)
-    failures, worst = 0, 0.0
+    failures, checked, worst = 0, 0, 0.0
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for case in range(args.cases):
@@ -70,22 +97,26 @@ def main() -> None:
             if rng.random() < 0.25:
                 tiles = [64, 100, 128] if args.large else [16, 32, 48]
                 tiling = ["--tile", str(rng.choice(tiles)), "--sca", "global"]
-            cmd = [args.bin, "restore", "-m", str(work / "model.pth"), "-i", str(work / "in.npy"),
-                   "-o", str(work / "out.npy"), "--backend", "cpu", *tiling]
-            label = f"{family} {spec} {h}x{w} {' '.join(tiling)}"
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            if done.returncode != 0:
-                failures += 1
-                print(f"FAIL {label}: {done.stderr.strip()}", flush=True)
-                continue
-            out = np.load(work / "out.npy")
-            diff = float(np.abs(out - ref).max()) if out.shape == ref.shape else float("inf")
-            rel = diff / max(1.0, float(np.abs(ref).max()))
-            worst = max(worst, rel)
-            bad = rel > 1e-4
-            failures += bad
-            print(f"{'BAD ' if bad else 'ok  '}{label}: max |d| {diff:.2e}, relative {rel:.2e}", flush=True)
-    print(f"{args.cases - failures}/{args.cases} within 1e-4; worst relative difference {worst:.2e}")
+            runs = [(f"restore {' '.join(tiling)}", lambda: restore(args.bin, work, tiling))]
+            if args.onnx:
+                for shape in (["--dynamic"], ["--height", str(h), "--width", str(w)]):
+                    runs.append((f"onnx {shape[0]}", lambda shape=shape: run_onnx(args.bin, work, img, shape)))
+            for what, run in runs:
+                label = f"{family} {spec} {h}x{w} {what}"
+                checked += 1
+                try:
+                    out = run()
+                except RuntimeError as e:
+                    failures += 1
+                    print(f"FAIL {label}: {e}", flush=True)
+                    continue
+                diff = float(np.abs(out - ref).max()) if out.shape == ref.shape else float("inf")
+                rel = diff / max(1.0, float(np.abs(ref).max()))
+                worst = max(worst, rel)
+                bad = rel > 1e-4
+                failures += bad
+                print(f"{'BAD ' if bad else 'ok  '}{label}: max |d| {diff:.2e}, relative {rel:.2e}", flush=True)
+    print(f"{checked - failures}/{checked} within 1e-4; worst relative difference {worst:.2e}")
     sys.exit(1 if failures else 0)
 
 
