@@ -313,7 +313,6 @@ impl<T: Element> Instance<T> {
                 ptr(&attention_weights, stream),
             ],
             stats: [ptr(&partials, stream), ptr(&pool, stream), ptr(&attention, stream)],
-            chosen: BTreeMap::new(),
             timed: Vec::new(),
             fusion,
             overlap,
@@ -540,9 +539,7 @@ struct Lowering<'a> {
     stream: &'a CudaStream,
     /// Algorithm chosen per distinct product (the engine's, shared by its instances).
     tuned: &'a mut BTreeMap<ProductKey, Algo>,
-    /// Candidate chosen per [`ChoiceKey`] in this instance.
-    chosen: BTreeMap<ChoiceKey, usize>,
-    /// The choices timed, in order.
+    /// The choices timed in this instance, in order: the candidate taken per [`ChoiceKey`].
     timed: Vec<TimedChoice>,
     /// Fused tensor-core kernels or launches.
     fusion: Fusion,
@@ -642,8 +639,10 @@ impl Lowering<'_> {
     /// returned untimed.
     fn fastest(&mut self, key: ChoiceKey, mut candidates: Vec<Vec<Labelled>>) -> Result<Vec<Labelled>> {
         const RUNS: usize = 3;
-        let best = match self.chosen.get(&key) {
-            Some(&known) => known,
+        let (what, c, a, b) = key;
+        let known = self.timed.iter().find(|t| t.what == what && t.shape == (c, a, b)).map(|t| t.chosen);
+        let best = match known {
+            Some(known) => known,
             None if candidates.len() == 1 => 0,
             None => {
                 let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
@@ -663,8 +662,6 @@ impl Lowering<'_> {
                     times.push(start.elapsed_ms(&end).map_err(cuda_error("timing a kernel"))?);
                 }
                 let best = (0..times.len()).min_by(|&a, &b| times[a].total_cmp(&times[b])).unwrap_or(0);
-                self.chosen.insert(key, best);
-                let (what, c, a, b) = key;
                 self.timed.push(TimedChoice {
                     what,
                     level: self.level,
