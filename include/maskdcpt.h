@@ -297,8 +297,10 @@ typedef struct maskdcpt_model maskdcpt_model;
 
 /**
  * Engine settings. Start from `maskdcpt_options_default()`, which sets `struct_size`, then
- * change fields; a `struct_size` other than this library's `sizeof(maskdcpt_options)` is
- * refused with `MASKDCPT_STATUS_ABI_MISMATCH`.
+ * change fields. `struct_size` is this header's `sizeof(maskdcpt_options)` or that of an
+ * earlier header whose fields are a prefix of these (the first ABI 1 header ended with
+ * `engine_cache_dir`; the fields it lacks take their defaults); any other size is refused with
+ * `MASKDCPT_STATUS_ABI_MISMATCH`.
  */
 typedef struct maskdcpt_options {
   /**
@@ -347,6 +349,13 @@ typedef struct maskdcpt_options {
    * algorithms it timed), so later processes skip compiling and tuning.
    */
   const char *engine_cache_dir;
+  /**
+   * Channel attention over a window around each pixel, as upstream NAFNet's test-time local
+   * converter (`NAFNetLocal`, with which its GoPro and REDS checkpoints are evaluated), for a
+   * network trained on crops of this many pixels a side (upstream: 256); 0 averages the whole
+   * map (`NAFNet`, MaskDCPT). CPU backend only.
+   */
+  uint32_t tlc_train_size;
 } maskdcpt_options;
 
 /**
@@ -457,7 +466,8 @@ uint32_t maskdcpt_abi_version(void);
  * an engine to free with `maskdcpt_engine_free`.
  *
  * # Safety
- * `model` is a live model, `options` NULL or valid, `out` a writable pointer.
+ * `model` is a live model, `options` NULL or valid (of this header or an earlier one, see
+ * `maskdcpt_options`), `out` a writable pointer.
  */
 maskdcpt_status maskdcpt_engine_new(const struct maskdcpt_model *model,
                                     const struct maskdcpt_options *options,

@@ -99,9 +99,13 @@ static void bad_options(const maskdcpt_model *model) {
 
     expect("engine_new(NULL model)", maskdcpt_engine_new(NULL, &options, &engine), MASKDCPT_STATUS_NULL_POINTER);
     expect("engine_new(NULL out)", maskdcpt_engine_new(model, &options, NULL), MASKDCPT_STATUS_NULL_POINTER);
-    options.struct_size = sizeof options - 8;
+    options.struct_size = sizeof options + 8;
     expect("engine_new(wrong struct_size)", maskdcpt_engine_new(model, &options, &engine),
            MASKDCPT_STATUS_ABI_MISMATCH);
+    options = maskdcpt_options_default();
+    options.tlc_train_size = 8;
+    expect("engine_new(TLC crop under the size multiple)", maskdcpt_engine_new(model, &options, &engine),
+           MASKDCPT_STATUS_INVALID_ARGUMENT);
     options = maskdcpt_options_default();
     options.backend = MASKDCPT_BACKEND_CUDA;
     expect("engine_new(CUDA backend, no GPU on this host)", maskdcpt_engine_new(model, &options, &engine), MASKDCPT_STATUS_UNSUPPORTED);

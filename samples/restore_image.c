@@ -2,7 +2,7 @@
  * Restores a binary PPM (P6, 8-bit) image with libmaskdcpt and writes a binary PPM.
  *
  *   restore_image MODEL INPUT.ppm OUTPUT.ppm [--threads N] [--tile N] [--tile-overlap N]
- *                 [--sca global|local] [--param-key K]
+ *                 [--sca global|local] [--tlc TRAIN] [--param-key K]
  *
  * The output is byte-identical to `maskdcpt restore -m MODEL -i INPUT.ppm -o OUTPUT.ppm` with
  * the same options.
@@ -147,6 +147,8 @@ static int parse_options(int argc, char **argv, maskdcpt_options *options, const
             options->sca_mode = MASKDCPT_SCA_MODE_GLOBAL;
         } else if (strcmp(name, "--sca") == 0 && strcmp(value, "local") == 0) {
             options->sca_mode = MASKDCPT_SCA_MODE_LOCAL;
+        } else if (strcmp(name, "--tlc") == 0) {
+            if (parse_count(name, value, &options->tlc_train_size)) return 1;
         } else if (strcmp(name, "--param-key") == 0) {
             *param_key = value;
         } else {
@@ -170,7 +172,7 @@ int main(int argc, char **argv) {
     if (argc < 4 || parse_options(argc, argv, &options, &param_key)) {
         fprintf(stderr,
                 "usage: %s MODEL INPUT.ppm OUTPUT.ppm [--threads N] [--tile N] [--tile-overlap N] "
-                "[--sca global|local] [--param-key K]\n",
+                "[--sca global|local] [--tlc TRAIN] [--param-key K]\n",
                 argv[0]);
         return 2;
     }

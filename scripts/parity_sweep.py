@@ -1,7 +1,7 @@
 """Random-architecture parity sweep: `maskdcpt restore --backend cpu` against the PyTorch
 reference (scripts/reference_nafnet.py) on networks and images no fixture has.
 
-    python scripts/parity_sweep.py [--seed S] [--cases N] [--large] [--onnx] [--bin target/release/maskdcpt]
+    python scripts/parity_sweep.py [--seed S] [--cases N] [--large] [--onnx] [--tlc] [--bin target/release/maskdcpt]
 
 Each case draws a family (MaskDCPT or upstream NAFNet), a width, 1-4 levels with 0-2 blocks
 per encoder, decoder and bottleneck group (at least one block in all), seeded random weights
@@ -11,12 +11,16 @@ with whole-image channel attention (`--tile N --sca global`, which is exact). It
 per case and exits 1 when any output is more than 1e-4 (relative to its peak, where that
 exceeds 1) from the reference or any restore fails. With --onnx each model is also exported
 (`maskdcpt export-onnx`, dynamic and at the image's fixed size) and run in ONNX Runtime against
-the same reference. Needs torch and numpy (CPU), and onnxruntime for --onnx.
+the same reference. With --tlc each case is also restored with `--tlc T` (a random training crop
+of 16-64 pixels, so that windows are smaller than the maps) against the reference with
+upstream NAFNet's TLC windows (reference_nafnet.use_tlc_). Needs torch and numpy (CPU), and
+onnxruntime for --onnx.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import random
 import subprocess
 import sys
@@ -51,9 +55,9 @@ def cli(cmd: list[str]) -> None:
         raise RuntimeError(done.stderr.strip())
 
 
-def restore(binary: str, work: Path, tiling: list[str]) -> np.ndarray:
+def restore(binary: str, work: Path, flags: list[str]) -> np.ndarray:
     cli([binary, "restore", "-m", str(work / "model.pth"), "-i", str(work / "in.npy"), "-o", str(work / "out.npy"),
-         "--backend", "cpu", *tiling])
+         "--backend", "cpu", *flags])
     return np.load(work / "out.npy")
 
 
@@ -75,6 +79,7 @@ def main() -> None:
     ap.add_argument("--cases", type=int, default=30)
     ap.add_argument("--large", action="store_true", help="widths 32-64, images of 100-400 pixels a side")
     ap.add_argument("--onnx", action="store_true", help="also export each model and run it in ONNX Runtime")
+    ap.add_argument("--tlc", action="store_true", help="also restore each case with TLC channel attention")
     ap.add_argument("--bin", default=str(HERE.parent / "target/release/maskdcpt"))
     args = ap.parse_args()
     rng = random.Random(args.seed)
@@ -92,16 +97,24 @@ def main() -> None:
             if rng.random() < 1 / 3:
                 img = img * rng.choice([5.0, 50.0]) - 1
             np.save(work / "in.npy", img)
-            ref = R.run_maskdcpt(net, img) if family == "maskdcpt" else R.run_nafnet(net, img)
+            run_ref = R.run_maskdcpt if family == "maskdcpt" else R.run_nafnet
+            ref = run_ref(net, img)
             tiling = []
             if rng.random() < 0.25:
                 tiles = [64, 100, 128] if args.large else [16, 32, 48]
                 tiling = ["--tile", str(rng.choice(tiles)), "--sca", "global"]
-            runs = [(f"restore {' '.join(tiling)}", lambda: restore(args.bin, work, tiling))]
+            runs = [(f"restore {' '.join(tiling)}", lambda: restore(args.bin, work, tiling), ref)]
             if args.onnx:
                 for shape in (["--dynamic"], ["--height", str(h), "--width", str(w)]):
-                    runs.append((f"onnx {shape[0]}", lambda shape=shape: run_onnx(args.bin, work, img, shape)))
-            for what, run in runs:
+                    runs.append((f"onnx {shape[0]}", lambda shape=shape: run_onnx(args.bin, work, img, shape), ref))
+            if args.tlc:
+                train = rng.choice([16, 24, 32, 48, 64])
+                flags = ["--tlc", str(train), *tiling]
+                ref_tlc = run_ref(R.use_tlc_(copy.deepcopy(net), train), img)
+                moved = float(np.abs(ref_tlc - ref).max())  # how far TLC moves the reference
+                what = f"restore {' '.join(flags)} (TLC moves it {moved:.1e})"
+                runs.append((what, lambda flags=flags: restore(args.bin, work, flags), ref_tlc))
+            for what, run, ref in runs:
                 label = f"{family} {spec} {h}x{w} {what}"
                 checked += 1
                 try:

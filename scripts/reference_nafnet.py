@@ -238,6 +238,44 @@ def build_model(
     return NAFNetRef(family, 3, width, list(enc_blocks), middle_blocks, list(dec_blocks))
 
 
+class WindowMean(nn.Module):
+    """Test-time local converter (TLC) pooling of upstream ``NAFNetLocal`` (fast_imp=False),
+    written from its definition: a map no larger than the ``rows x cols`` window takes the
+    global mean; otherwise every window (each side clipped to the map) is averaged at stride 1
+    and the valid means are extended to the map's size by replicating their edges, centred
+    ((k - 1) // 2 before, k // 2 after)."""
+
+    def __init__(self, rows: int, cols: int):
+        super().__init__()
+        self.rows, self.cols = rows, cols
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[2:]
+        if self.rows >= h and self.cols >= w:
+            return x.mean(dim=(2, 3), keepdim=True)
+        k1, k2 = min(self.rows, h), min(self.cols, w)
+        means = F.avg_pool2d(x, (k1, k2), stride=1)
+        return F.pad(means, ((k2 - 1) // 2, k2 // 2, (k1 - 1) // 2, k1 // 2), mode="replicate")
+
+
+def use_tlc_(net: NAFNetRef, train_size: int = 256) -> NAFNetRef:
+    """Replaces every block's global SCA pooling by TLC windows for a network trained on
+    ``train_size`` square crops: 1.5x the crop (rounded down), times the level's map size at
+    the (padded) crop over the crop size. Upstream NAFNet pads to 2**levels inside forward,
+    the MaskDCPT harness to 16."""
+    multiple = 2 ** net.levels if net.family == "nafnet" else 16
+    padded = -(-train_size // multiple) * multiple
+    side = lambda level: (padded >> level) * (train_size * 3 // 2) // train_size  # noqa: E731
+    groups = [(g, level) for level, g in enumerate(net.encoders)]
+    groups.append((net.middle_blks, net.levels))
+    groups += [(g, net.levels - 1 - i) for i, g in enumerate(net._decoder_list())]
+    for group, level in groups:
+        for block in group.modules():
+            if isinstance(block, NAFBlock):
+                block.sca[0] = WindowMean(side(level), side(level))
+    return net
+
+
 # --------------------------------------------------------------------------
 # Harness helpers (numpy H x W x 3 float32 in, H x W x 3 float32 out)
 # --------------------------------------------------------------------------

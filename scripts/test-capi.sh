@@ -54,7 +54,7 @@ pixels = bytes((x * 5 + y * 7 + c * 80 + (x * y) % 13) % 256 for y in range(h) f
 open(sys.argv[1], "wb").write(b"P6\n%d %d\n255\n" % (w, h) + pixels)
 PY
 run=0
-for options in "" "--tile 16 --sca global" "--tile 16 --tile-overlap 8 --sca local"; do
+for options in "" "--tile 16 --sca global" "--tile 16 --tile-overlap 8 --sca local" "--tlc 16"; do
     run=$((run + 1))
     # shellcheck disable=SC2086 # word splitting of the options is intended
     target/release/maskdcpt restore -m "$MODEL" -i "$tmp/in.ppm" -o "$tmp/cli$run.ppm" --threads 2 $options
@@ -65,6 +65,10 @@ for options in "" "--tile 16 --sca global" "--tile 16 --tile-overlap 8 --sca loc
     done
     echo "identical: ${options:-whole image} (shared and static library)"
 done
+if cmp -s "$tmp/cli1.ppm" "$tmp/cli4.ppm"; then
+    echo "--tlc 16 changed nothing: the sample's windows must be smaller than its maps" >&2
+    exit 1
+fi
 "$tmp/restore_image_pkgconfig" "$MODEL" "$tmp/in.ppm" "$tmp/pkgconfig.ppm" --threads 2
 cmp "$tmp/cli1.ppm" "$tmp/pkgconfig.ppm"
 "$build/frame_loop" "$MODEL" --frames 10 --threads 2
@@ -75,6 +79,8 @@ echo "== valgrind memcheck"
 vg=(valgrind --quiet --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect
     --show-possibly-lost=no)
 "${vg[@]}" "$build/restore_image" "$MODEL" "$tmp/in.ppm" "$tmp/valgrind.ppm" --threads 2
+"${vg[@]}" "$build/restore_image" "$MODEL" "$tmp/in.ppm" "$tmp/valgrind-tlc.ppm" --threads 2 --tlc 16
+cmp "$tmp/cli4.ppm" "$tmp/valgrind-tlc.ppm"
 "${vg[@]}" "$build/frame_loop" "$MODEL" --frames 3 --width 64 --height 48 --threads 2
 # The embedded default model, with its classification head (C++ Engine::classify).
 "${vg[@]}" "$build/frame_loop" default --frames 2 --width 64 --height 48 --threads 2 | tee "$tmp/classify.log"

@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::error::CliError;
 use maskdcpt_core::backend::tensorrt::profile::Size;
-use maskdcpt_core::backend::{Backend, CudaOptions, EngineOptions, Fusion, Precision, ScaMode, Tiling};
+use maskdcpt_core::backend::{AttentionPool, Backend, CudaOptions, EngineOptions, Fusion, Precision, ScaMode, Tiling};
 
 /// Restore images with MaskDCPT / NAFNet checkpoints, and inspect, convert or benchmark them.
 #[derive(Debug, Parser)]
@@ -72,6 +72,12 @@ pub struct EngineArgs {
     /// bounds memory by the tile but differs slightly.
     #[arg(long, value_enum, default_value_t = Sca::Global, requires = "tile")]
     pub sca: Sca,
+    /// Channel attention over a window around each pixel, as upstream NAFNet's test-time local
+    /// converter (`NAFNetLocal`, with which its GoPro and REDS checkpoints are evaluated), for a
+    /// network trained on TRAIN×TRAIN crops (default 256). CPU engine only.
+    #[arg(long, value_name = "TRAIN", num_args = 0..=1, default_missing_value = "256",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub tlc: Option<u32>,
     /// Arithmetic precision: `bf16` runs the CPU engine's matrix products on bf16 inputs with
     /// f32 accumulation (CPUs with AVX512-BF16), about 1.5× faster; `fp16` stores the CUDA
     /// engine's feature maps and weights as FP16 (f32 arithmetic and statistics).
@@ -196,6 +202,9 @@ impl EngineArgs {
         if self.fusion != FusionArg::Fastest && self.backend != BackendArg::Cuda {
             return Err(CliError::Invalid("--fusion chooses CUDA kernels: add --backend cuda".into()));
         }
+        if self.tlc.is_some() && self.backend != BackendArg::Cpu {
+            return Err(CliError::Invalid("--tlc runs on the CPU engine: drop --backend cuda".into()));
+        }
         if self.serial_launches && self.backend != BackendArg::Cuda {
             return Err(CliError::Invalid("--serial-launches orders CUDA kernels: add --backend cuda".into()));
         }
@@ -212,6 +221,10 @@ impl EngineArgs {
             precision,
             memory_limit: None,
             backend,
+            attention_pool: self.tlc.map_or(AttentionPool::Global, |train| AttentionPool::Tlc {
+                train_height: train as usize,
+                train_width: train as usize,
+            }),
         })
     }
 }

@@ -13,7 +13,7 @@ use maskdcpt_core::pixels;
 use crate::args::{Out, arg, free_and_null};
 use crate::image::{Frame, maskdcpt_image};
 use crate::model::{NO_CLASSIFIER, maskdcpt_model};
-use crate::options::{maskdcpt_options, maskdcpt_options_default};
+use crate::options::maskdcpt_options;
 use crate::status::{Failure, FfiResult, entry, guarded, maskdcpt_status};
 
 /// A compiled network (opaque). Internally synchronised: may be used from several threads at
@@ -36,7 +36,8 @@ const _: () = {
 /// an engine to free with `maskdcpt_engine_free`.
 ///
 /// # Safety
-/// `model` is a live model, `options` NULL or valid, `out` a writable pointer.
+/// `model` is a live model, `options` NULL or valid (of this header or an earlier one, see
+/// `maskdcpt_options`), `out` a writable pointer.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn maskdcpt_engine_new(
     model: *const maskdcpt_model,
@@ -48,7 +49,7 @@ pub unsafe extern "C" fn maskdcpt_engine_new(
         let model = unsafe { arg(model, "model") }?;
         let out = Out::new(out, "out")?;
         // SAFETY: NULL or valid (cache folder included) per the contract.
-        let options = unsafe { options.as_ref().copied().unwrap_or_else(|| maskdcpt_options_default()).to_core() }?;
+        let options = unsafe { maskdcpt_options::read(options)?.to_core() }?;
         let engine = build_engine(&model.model, &options)?;
         let classes = model.model.head().map_or(0, |h| h.classes());
         unsafe { out.write(Box::into_raw(Box::new(maskdcpt_engine { engine, classes }))) };

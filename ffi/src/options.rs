@@ -2,9 +2,11 @@
 //! `struct_size`, and its translation into core engine options.
 
 use std::ffi::c_char;
-use std::mem::size_of;
+use std::mem::{align_of, offset_of, size_of};
 
-use maskdcpt_core::backend::{Backend, CudaOptions, EngineOptions, Precision, ScaMode, TensorRtOptions, Tiling};
+use maskdcpt_core::backend::{
+    AttentionPool, Backend, CudaOptions, EngineOptions, Precision, ScaMode, TensorRtOptions, Tiling,
+};
 
 use crate::args::{c_enum, c_str, enum_arg, to_path};
 use crate::status::{Failure, FfiResult, maskdcpt_status};
@@ -54,8 +56,10 @@ pub enum maskdcpt_sca_mode {
 c_enum!(maskdcpt_sca_mode: Global, Local);
 
 /// Engine settings. Start from `maskdcpt_options_default()`, which sets `struct_size`, then
-/// change fields; a `struct_size` other than this library's `sizeof(maskdcpt_options)` is
-/// refused with `MASKDCPT_STATUS_ABI_MISMATCH`.
+/// change fields. `struct_size` is this header's `sizeof(maskdcpt_options)` or that of an
+/// earlier header whose fields are a prefix of these (the first ABI 1 header ended with
+/// `engine_cache_dir`; the fields it lacks take their defaults); any other size is refused with
+/// `MASKDCPT_STATUS_ABI_MISMATCH`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct maskdcpt_options {
@@ -85,7 +89,18 @@ pub struct maskdcpt_options {
     /// backend keeps its kernels and one engine file per model, GPU and precision there (the
     /// algorithms it timed), so later processes skip compiling and tuning.
     pub engine_cache_dir: *const c_char,
+    /// Channel attention over a window around each pixel, as upstream NAFNet's test-time local
+    /// converter (`NAFNetLocal`, with which its GoPro and REDS checkpoints are evaluated), for a
+    /// network trained on crops of this many pixels a side (upstream: 256); 0 averages the whole
+    /// map (`NAFNet`, MaskDCPT). CPU backend only.
+    pub tlc_train_size: u32,
 }
+
+/// Bytes of the fields an earlier header's `maskdcpt_options` has (all before `tlc_train_size`).
+const FIRST_FIELDS: usize = offset_of!(maskdcpt_options, tlc_train_size);
+
+/// `sizeof(maskdcpt_options)` in the first ABI 1 header (its fields, padded to the alignment).
+const FIRST_SIZE: usize = FIRST_FIELDS.div_ceil(align_of::<maskdcpt_options>()) * align_of::<maskdcpt_options>();
 
 /// The default engine settings: automatic backend, f32, device 0, all cores, whole image,
 /// overlap 32, global channel attention, available memory, no engine cache.
@@ -102,10 +117,45 @@ pub extern "C" fn maskdcpt_options_default() -> maskdcpt_options {
         sca_mode: maskdcpt_sca_mode::Global as u32,
         memory_limit: 0,
         engine_cache_dir: std::ptr::null(),
+        tlc_train_size: 0,
     }
 }
 
 impl maskdcpt_options {
+    /// Reads the caller's options (NULL: the defaults), of this header or an earlier one: only
+    /// the `struct_size` bytes the caller's header has are read.
+    ///
+    /// # Safety
+    /// `options` is NULL or points to at least `struct_size` readable bytes that start with it.
+    pub(crate) unsafe fn read(options: *const maskdcpt_options) -> FfiResult<maskdcpt_options> {
+        let mut read = maskdcpt_options_default();
+        if options.is_null() {
+            return Ok(read);
+        }
+        // SAFETY: every header's struct starts with `struct_size`.
+        let size = unsafe { options.cast::<usize>().read_unaligned() };
+        let fields = match size {
+            _ if size == size_of::<maskdcpt_options>() => size,
+            FIRST_SIZE => FIRST_FIELDS,
+            _ => {
+                return Err(Failure::new(
+                    maskdcpt_status::AbiMismatch,
+                    format!(
+                        "options.struct_size is {size} but this library's maskdcpt_options is {} bytes (or {FIRST_SIZE} \
+                         from the first header): the header and the library are from different versions \
+                         (initialise options with maskdcpt_options_default())",
+                        size_of::<maskdcpt_options>()
+                    ),
+                ));
+            }
+        };
+        // SAFETY: the caller's struct has `size ≥ fields` bytes; `read` has `fields` bytes of
+        // the same fields at the same offsets.
+        unsafe { std::ptr::copy_nonoverlapping(options.cast::<u8>(), (&raw mut read).cast::<u8>(), fields) };
+        read.struct_size = size_of::<maskdcpt_options>();
+        Ok(read)
+    }
+
     /// Checks every field and translates them into core engine options.
     ///
     /// # Safety
@@ -188,6 +238,10 @@ impl maskdcpt_options {
             precision,
             memory_limit: (self.memory_limit > 0).then_some(self.memory_limit),
             backend,
+            attention_pool: match self.tlc_train_size as usize {
+                0 => AttentionPool::Global,
+                train => AttentionPool::Tlc { train_height: train, train_width: train },
+            },
         })
     }
 }
@@ -201,6 +255,41 @@ mod tests {
         // SAFETY: the default has no cache folder.
         let core = unsafe { maskdcpt_options_default().to_core() }.unwrap();
         assert_eq!((core.threads, core.tiling, core.precision, core.memory_limit), (None, None, Precision::F32, None));
+    }
+
+    #[test]
+    fn options_of_the_first_header_are_read_with_later_fields_defaulted() {
+        let mut first = maskdcpt_options { tile_size: 7, tlc_train_size: 256, ..maskdcpt_options_default() };
+        first.struct_size = FIRST_SIZE;
+        // Only the first header's bytes (a read past them would be out of bounds under Miri,
+        // ASan or valgrind), in a buffer aligned for the struct.
+        let mut aligned = vec![0u64; FIRST_SIZE.div_ceil(8)];
+        // SAFETY: both hold at least FIRST_SIZE bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping((&raw const first).cast::<u8>(), aligned.as_mut_ptr().cast(), FIRST_SIZE)
+        };
+        // SAFETY: points to FIRST_SIZE readable bytes starting with struct_size.
+        let read = unsafe { maskdcpt_options::read(aligned.as_ptr().cast()) }.unwrap();
+        assert_eq!((read.tile_size, read.tlc_train_size), (7, 0));
+        assert_eq!(read.struct_size, size_of::<maskdcpt_options>());
+        // This header's size reads every field; other sizes and NULL.
+        let current = maskdcpt_options { tlc_train_size: 256, ..maskdcpt_options_default() };
+        // SAFETY: a live struct of this header.
+        assert_eq!(unsafe { maskdcpt_options::read(&current) }.unwrap().tlc_train_size, 256);
+        let odd = maskdcpt_options { struct_size: FIRST_SIZE + 4, ..current };
+        // SAFETY: as above.
+        let refused = unsafe { maskdcpt_options::read(&odd) }.map(|_| ()).unwrap_err();
+        assert!(format!("{refused:?}").contains("AbiMismatch"));
+        // SAFETY: NULL reads the defaults.
+        assert_eq!(unsafe { maskdcpt_options::read(std::ptr::null()) }.unwrap().tile_overlap, 32);
+    }
+
+    #[test]
+    fn a_training_crop_asks_for_tlc_attention() {
+        let options = maskdcpt_options { tlc_train_size: 256, ..maskdcpt_options_default() };
+        // SAFETY: no cache folder.
+        let core = unsafe { options.to_core() }.unwrap();
+        assert_eq!(core.attention_pool, AttentionPool::Tlc { train_height: 256, train_width: 256 });
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::graph::FeatureSource;
 use crate::head::Feature;
 use crate::image::Image;
 use crate::model::Model;
+pub use crate::tlc::AttentionPool;
 use cpu::head::HeadWeights;
 
 /// What to do when a run does not fit in memory (CLI flags and C options alike).
@@ -69,6 +70,8 @@ pub struct EngineOptions {
     pub memory_limit: Option<u64>,
     /// Which engine to build.
     pub backend: Backend,
+    /// How channel attention averages its map (TLC runs on the CPU engine only).
+    pub attention_pool: AttentionPool,
 }
 
 /// The engine family [`build_engine`] builds.
@@ -369,6 +372,13 @@ impl Engine for Classifying {
 fn build_backend(model: &Model, options: &EngineOptions) -> Result<Box<dyn Engine>> {
     if options.tiling.is_some_and(|t| t.tile == 0) {
         return Err(crate::error::Error::InvalidArgument("tile size must be at least 1 pixel".into()));
+    }
+    options.attention_pool.validate(model.spec().size_multiple())?;
+    if options.attention_pool != AttentionPool::Global && !matches!(options.backend, Backend::Cpu) {
+        return Err(crate::error::Error::Unsupported(
+            "TLC channel attention runs on the CPU engine only: use the CPU backend, or global attention on the GPU"
+                .into(),
+        ));
     }
     match &options.backend {
         Backend::Cpu => Ok(Box::new(cpu::CpuEngine::new(model, options)?)),

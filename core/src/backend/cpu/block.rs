@@ -7,12 +7,15 @@
 //! its input (only their per-pixel statistics are computed here), the gate is fused into
 //! conv4's store and s, β, γ into conv3/conv5. Only `g` is full size; the rest is band-sized,
 //! and the result does not depend on the band height except for the order of the SCA sums.
+//! With windowed attention (TLC) `g` is scaled per pixel between the phases instead.
 
 use super::kernels::conv::{Band, depthwise_gate};
 use super::kernels::layernorm::layer_norm_stats;
 use super::kernels::matmul::{Epilogue, MatMut, MatRef, RhsNorm, matmul};
+use super::kernels::window::{scale_by_window, window_means};
 use super::prepared::BlockWeights;
 use super::row_bands;
+use crate::tlc::MapPool;
 
 /// Scratch a block needs on an `h × w` map with bands of `band_rows` rows.
 pub struct BlockScratch<'a> {
@@ -20,12 +23,20 @@ pub struct BlockScratch<'a> {
     pub g: &'a mut [f32],
     /// Band matrix, `2c × (band_rows + 2) × w`.
     pub u: &'a mut [f32],
+    /// Window means and their attention, `2c × (h − rows + 1) × (w − cols + 1)` (windowed
+    /// attention only).
+    pub window: &'a mut [f32],
 }
 
-/// Element counts of (`g`, `u`) for channels `c`, map `h × w` and `band_rows`.
-pub fn scratch_len(c: usize, h: usize, w: usize, band_rows: usize) -> (usize, usize) {
+/// Element counts of (`g`, `u`, `window`) for channels `c`, map `h × w`, `band_rows` and the
+/// block's attention `pool`.
+pub fn scratch_len(c: usize, (h, w): (usize, usize), band_rows: usize, pool: MapPool) -> (usize, usize, usize) {
     let rows = (band_rows + 2).min(h);
-    (c * h * w, 2 * c * rows * w)
+    let window = match pool {
+        MapPool::Global => 0,
+        MapPool::Window { rows, cols } => 2 * c * (h - rows + 1) * (w - cols + 1),
+    };
+    (c * h * w, 2 * c * rows * w, window)
 }
 
 /// Runs the block in place on the planar `c × h × w` map `x`.
@@ -34,6 +45,7 @@ pub fn run_block(
     x: &mut [f32],
     (h, w): (usize, usize),
     band_rows: usize,
+    pool: MapPool,
     s: BlockScratch<'_>,
     threads: usize,
 ) {
@@ -53,13 +65,23 @@ pub fn run_block(
         let part = depthwise_gate(s.g, &band, &bw.dw.0, &bw.dw.1, c, (h, w), (r0, r1));
         sums.iter_mut().zip(part).for_each(|(a, b)| *a += b);
     }
-    let attention = channel_attention(bw, &sums, hw);
+    let attention = match pool {
+        MapPool::Global => Some(channel_attention(bw, &sums, hw)),
+        MapPool::Window { rows, cols } => {
+            windowed_attention(bw, s.g, (h, w), (rows, cols), s.window, threads);
+            None
+        }
+    };
     for (r0, r1) in row_bands(h, band_rows) {
         let (off, n) = (r0 * w, (r1 - r0) * w);
         let rows = (c - 1) * hw + n;
         let xb = &mut x[off..off + rows];
-        let e3 =
-            Epilogue { accumulate: true, bias: Some(&bw.conv3_beta.1), rhs_scale: Some(&attention), rhs_norm: None };
+        let e3 = Epilogue {
+            accumulate: true,
+            bias: Some(&bw.conv3_beta.1),
+            rhs_scale: attention.as_deref(),
+            rhs_norm: None,
+        };
         let g = MatRef { data: &s.g[off..], row_stride: hw };
         matmul(MatMut { data: xb, row_stride: hw }, &bw.conv3_beta.0, g, n, e3, threads);
         let stats = layer_norm_stats(xb, hw, c, n, bw.eps);
@@ -88,4 +110,22 @@ fn channel_attention(bw: &BlockWeights, sums: &[f64], hw: usize) -> Vec<f32> {
     (0..c)
         .map(|i| bw.sca.1[i] + bw.sca.0[i * c..(i + 1) * c].iter().zip(&mean).map(|(w, m)| w * m).sum::<f32>())
         .collect()
+}
+
+/// Scales each pixel of the planar `g` by its window's attention `W_sca · mean + b_sca`.
+fn windowed_attention(
+    bw: &BlockWeights,
+    g: &mut [f32],
+    (h, w): (usize, usize),
+    window: (usize, usize),
+    scratch: &mut [f32],
+    threads: usize,
+) {
+    let (c, n) = (bw.c, (h - window.0 + 1) * (w - window.1 + 1));
+    let (means, attention) = scratch[..2 * c * n].split_at_mut(c * n);
+    window_means(means, g, c, (h, w), window);
+    let sca = bw.sca_windowed.as_ref().expect("windowed attention weights are prepared with a TLC pool");
+    let e = Epilogue { bias: Some(&bw.sca.1), ..Default::default() };
+    matmul(MatMut { data: attention, row_stride: n }, sca, MatRef { data: means, row_stride: n }, n, e, threads);
+    scale_by_window(g, attention, c, (h, w), window);
 }

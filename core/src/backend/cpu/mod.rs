@@ -19,6 +19,7 @@ use crate::model::Model;
 use crate::passes::{Program, Step, fuse};
 use crate::spec::{IMAGE_CHANNELS, PadMode};
 use crate::tiling::{largest_tile_run, restore_local_tiles};
+use crate::tlc::{AttentionPool, MapPool};
 use block::{BlockScratch, run_block};
 use kernels::conv::conv3x3;
 use kernels::elementwise::{add_pixel_shuffle, space_to_depth};
@@ -37,6 +38,7 @@ pub struct CpuEngine {
     size_multiple: usize,
     pad_mode: PadMode,
     tiling: Option<Tiling>,
+    attention_pool: AttentionPool,
     memory_limit: Option<u64>,
     pool: rayon::ThreadPool,
     threads: usize,
@@ -63,8 +65,12 @@ impl CpuEngine {
             .map_err(|e| Error::Unsupported(format!("cannot start {threads} worker threads: {e}")))?;
         let graph = model.graph();
         let program = fuse(&graph)?;
-        let weights =
-            program.steps.iter().map(|s| prepare(s, model.weights(), precision)).collect::<Result<Vec<_>>>()?;
+        let windowed = options.attention_pool != AttentionPool::Global;
+        let weights = program
+            .steps
+            .iter()
+            .map(|s| prepare(s, model.weights(), precision, windowed))
+            .collect::<Result<Vec<_>>>()?;
         Ok(CpuEngine {
             graph,
             program,
@@ -72,6 +78,7 @@ impl CpuEngine {
             size_multiple: model.spec().size_multiple(),
             pad_mode: model.spec().family.pad_mode(),
             tiling: options.tiling,
+            attention_pool: options.attention_pool,
             memory_limit: options.memory_limit,
             pool,
             threads,
@@ -88,10 +95,16 @@ impl CpuEngine {
         }
     }
 
+    /// The channel attention's averaging of a block at `level` on an `h × w` map.
+    fn map_pool(&self, level: usize, map: (usize, usize)) -> MapPool {
+        self.attention_pool.map_pool(level, self.size_multiple, map)
+    }
+
     /// Buffer layout for a padded `h × w` input.
     fn layout(&self, h: usize, w: usize) -> Layout {
-        Layout::new(&self.program, &self.graph, &self.weights, h, w, |level, row_elements| {
-            self.band_rows(level, row_elements)
+        let band_rows = |level, row_elements| self.band_rows(level, row_elements);
+        Layout::new(&self.program, &self.graph, &self.weights, (h, w), band_rows, |level, map| {
+            self.map_pool(level, map)
         })
     }
 
@@ -216,8 +229,9 @@ impl CpuEngine {
                         out[..len].copy_from_slice(&ws.slots[slot(*input)][..len]);
                     }
                     let band = self.band_rows(level, 2 * bw.c * wl);
-                    let scratch = BlockScratch { g: &mut ws.g, u: &mut ws.u };
-                    run_block(bw, &mut out, (hl, wl), band, scratch, self.threads);
+                    let scratch = BlockScratch { g: &mut ws.g, u: &mut ws.u, window: &mut ws.window };
+                    let pool = self.map_pool(level, (hl, wl));
+                    run_block(bw, &mut out, (hl, wl), band, pool, scratch, self.threads);
                 }
                 _ => unreachable!("weights are prepared from the same steps"),
             }

@@ -23,6 +23,8 @@ pub struct BlockWeights {
     pub dw: (Vec<f32>, Vec<f32>),
     /// SCA `[c][c]`, bias `[c]`.
     pub sca: (Vec<f32>, Vec<f32>),
+    /// SCA `[c][c]` packed for the per-pixel product of windowed attention (TLC only).
+    pub sca_windowed: Option<PackedLhs>,
     /// β·conv3 `[c][c]`, β·bias `[c]`.
     pub conv3_beta: Dense,
     /// LayerNorm 2 scale / shift.
@@ -58,7 +60,7 @@ impl StepWeights {
                     .iter()
                     .map(|(w, b)| w.stored_len() + b.len())
                     .sum();
-                plain + packed
+                plain + packed + b.sca_windowed.as_ref().map_or(0, PackedLhs::stored_len)
             }
         }
     }
@@ -69,8 +71,9 @@ fn pack(w: &[f32], rows: usize, precision: MatmulPrecision) -> Result<PackedLhs>
     PackedLhs::new(w, rows, w.len() / rows, precision).map_err(Error::Unsupported)
 }
 
-/// Converts the weights `step` references.
-pub fn prepare(step: &Step, store: &WeightStore, precision: MatmulPrecision) -> Result<StepWeights> {
+/// Converts the weights `step` references (`windowed`: blocks also pack their attention's
+/// weights for windowed attention).
+pub fn prepare(step: &Step, store: &WeightStore, precision: MatmulPrecision, windowed: bool) -> Result<StepWeights> {
     let get = |key: &str| -> Result<(Vec<f32>, Vec<usize>)> {
         let t = store.require(key)?;
         Ok((t.to_f32(), t.shape().to_vec()))
@@ -88,7 +91,13 @@ pub fn prepare(step: &Step, store: &WeightStore, precision: MatmulPrecision) -> 
             let (w, shape) = get(weight)?;
             StepWeights::Up { weight: pack(&w, shape[0], precision)? }
         }
-        Step::NafBlock { keys, eps, .. } => StepWeights::Block(Box::new(prepare_block(keys, *eps, &get, precision)?)),
+        Step::NafBlock { keys, eps, .. } => {
+            let mut block = prepare_block(keys, *eps, &get, precision)?;
+            if windowed {
+                block.sca_windowed = Some(pack(&block.sca.0, block.c, precision)?);
+            }
+            StepWeights::Block(Box::new(block))
+        }
     })
 }
 
@@ -119,6 +128,7 @@ fn prepare_block(keys: &BlockKeys, eps: f32, get: &Getter<'_>, precision: Matmul
         conv1: dense(&keys.conv1)?,
         dw: pair(&keys.conv2)?,
         sca: pair(&keys.sca)?,
+        sca_windowed: None,
         conv3_beta: scaled(&keys.conv3, &keys.beta)?,
         norm2: pair(&keys.norm2)?,
         conv4: gated(&keys.conv4)?,

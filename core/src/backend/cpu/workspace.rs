@@ -6,6 +6,7 @@ use super::prepared::StepWeights;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::passes::{MemoryPlan, Program, Step, plan};
+use crate::tlc::MapPool;
 
 /// Sizes (in f32 elements) of everything a run on one padded size needs.
 pub struct Layout {
@@ -17,28 +18,33 @@ pub struct Layout {
     pub u_len: usize,
     /// Space-to-depth / up-conv product buffer.
     pub tmp_len: usize,
+    /// Windowed attention's means and products (TLC only).
+    pub window_len: usize,
 }
 
 impl Layout {
     /// Plans a padded `h × w` run; `band_rows(level, row_elements)` gives the rows per band
-    /// at a resolution level when one band row needs `row_elements` of scratch.
+    /// at a resolution level when one band row needs `row_elements` of scratch, and
+    /// `pool(level, (h, w))` the attention pool of a block.
     pub fn new(
         program: &Program,
         graph: &Graph,
         weights: &[StepWeights],
-        h: usize,
-        w: usize,
+        (h, w): (usize, usize),
         band_rows: impl Fn(usize, usize) -> usize,
+        pool: impl Fn(usize, (usize, usize)) -> MapPool,
     ) -> Self {
-        let mut layout = Layout { plan: plan(program, graph, h, w), g_len: 0, u_len: 0, tmp_len: 0 };
+        let mut layout = Layout { plan: plan(program, graph, h, w), g_len: 0, u_len: 0, tmp_len: 0, window_len: 0 };
         for (step, sw) in program.steps.iter().zip(weights) {
             let level = graph.node(step.output()).level;
             let (hl, wl) = (h >> level, w >> level);
             match (step, sw) {
                 (Step::NafBlock { .. }, StepWeights::Block(b)) => {
-                    let (g, u) = scratch_len(b.c, hl, wl, band_rows(level, 2 * b.c * wl));
+                    let map = (hl, wl);
+                    let (g, u, window) = scratch_len(b.c, map, band_rows(level, 2 * b.c * wl), pool(level, map));
                     layout.g_len = layout.g_len.max(g);
                     layout.u_len = layout.u_len.max(u);
+                    layout.window_len = layout.window_len.max(window);
                 }
                 (Step::Down { .. }, StepWeights::Down { cin, .. }) => {
                     layout.tmp_len = layout.tmp_len.max(4 * cin * hl * wl)
@@ -54,7 +60,7 @@ impl Layout {
 
     /// Total elements.
     pub fn total_len(&self) -> usize {
-        self.plan.total_len() + self.g_len + self.u_len + self.tmp_len
+        self.plan.total_len() + self.g_len + self.u_len + self.tmp_len + self.window_len
     }
 }
 
@@ -68,6 +74,8 @@ pub struct Workspace {
     pub u: Vec<f32>,
     /// See [`Layout::tmp_len`].
     pub tmp: Vec<f32>,
+    /// See [`Layout::window_len`].
+    pub window: Vec<f32>,
 }
 
 fn zeroed(len: usize) -> Result<Vec<f32>> {
@@ -89,6 +97,7 @@ impl Workspace {
             g: zeroed(layout.g_len)?,
             u: zeroed(layout.u_len)?,
             tmp: zeroed(layout.tmp_len)?,
+            window: zeroed(layout.window_len)?,
         })
     }
 
@@ -99,5 +108,6 @@ impl Workspace {
             && self.g.len() >= layout.g_len
             && self.u.len() >= layout.u_len
             && self.tmp.len() >= layout.tmp_len
+            && self.window.len() >= layout.window_len
     }
 }

@@ -10,3 +10,4 @@ pub mod elementwise;
 pub mod layernorm;
 pub mod matmul;
 pub mod strided_conv;
+pub mod window;

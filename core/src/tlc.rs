@@ -1,0 +1,127 @@
+//! How each NAFBlock's channel attention (SCA) averages its feature map: over the whole map
+//! (`NAFNet`, MaskDCPT's `NAFNetBaseline`), or over a window around each pixel, as upstream
+//! NAFNet's test-time local converter (TLC, `NAFNetLocal`, with which its GoPro and REDS
+//! deblurring checkpoints are evaluated) does.
+//!
+//! TLC fixes each block's window when it converts the network, from a forward pass at the
+//! training crop size: 1.5× the crop, scaled to the block's level. At inference a block whose
+//! (padded) map is no larger than its window in both directions takes the global mean; any
+//! other block averages every `rows × cols` window (each side clipped to the map), giving a map
+//! of `(h − rows + 1) × (w − cols + 1)` means that is extended to `h × w` by repeating its edges,
+//! centred: pixel `i` takes the window starting at `clamp(i − (rows − 1) / 2, 0, h − rows)`.
+//! The attention's 1×1 convolution then runs on each pixel's mean.
+
+use crate::error::{Error, Result};
+use crate::image::round_up;
+
+/// How each block's channel attention averages its feature map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AttentionPool {
+    /// The mean of the whole (padded) map: `NAFNet`, MaskDCPT's `NAFNetBaseline` (default).
+    #[default]
+    Global,
+    /// Upstream NAFNet's test-time local converter (`NAFNetLocal`, its `fast_imp=False`
+    /// default) for a network trained on crops of `train_height × train_width` pixels
+    /// (`NAFNetLocal`'s default and its released GoPro/REDS models: 256 × 256).
+    Tlc {
+        /// Training crop height in pixels.
+        train_height: usize,
+        /// Training crop width in pixels.
+        train_width: usize,
+    },
+}
+
+/// The averaging of one block on one map size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapPool {
+    /// The mean of the whole map.
+    Global,
+    /// Means of every `rows × cols` window (both at most the map's sides, one smaller).
+    Window {
+        /// Window rows.
+        rows: usize,
+        /// Window columns.
+        cols: usize,
+    },
+}
+
+impl AttentionPool {
+    /// Checks the training crop against a network whose inputs are padded to `size_multiple`
+    /// (every level's window must cover at least one pixel).
+    pub fn validate(&self, size_multiple: usize) -> Result<()> {
+        match *self {
+            AttentionPool::Global => Ok(()),
+            AttentionPool::Tlc { train_height, train_width } => {
+                if train_height.min(train_width) < size_multiple {
+                    return Err(Error::InvalidArgument(format!(
+                        "TLC training crop {train_height}x{train_width} is smaller than the network's size multiple \
+                         {size_multiple}: give the crop the network was trained on (upstream NAFNet: 256)"
+                    )));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The averaging of a block at `level` (0 at full resolution) on an `h × w` map, in a
+    /// network whose inputs are padded to `size_multiple`.
+    pub fn map_pool(&self, level: usize, size_multiple: usize, (h, w): (usize, usize)) -> MapPool {
+        let AttentionPool::Tlc { train_height, train_width } = *self else { return MapPool::Global };
+        // The window TLC fixes from its conversion pass: the level's map size at the training
+        // crop (padded as the network pads it) times 1.5 (rounded down), over the crop size.
+        let side = |train: usize| (round_up(train, size_multiple) >> level) * (train * 3 / 2) / train;
+        let (rows, cols) = (side(train_height), side(train_width));
+        if rows >= h && cols >= w { MapPool::Global } else { MapPool::Window { rows: rows.min(h), cols: cols.min(w) } }
+    }
+}
+
+/// First row (or column) of the window that pixel `i` of a side of `n` takes, for windows of
+/// `k ≤ n`: the valid means, centred, extended by repeating their edges.
+pub fn window_start(i: usize, k: usize, n: usize) -> usize {
+    i.saturating_sub((k - 1) / 2).min(n - k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TLC_256: AttentionPool = AttentionPool::Tlc { train_height: 256, train_width: 256 };
+
+    #[test]
+    fn windows_are_one_and_a_half_training_crops_per_level() {
+        // NAFNetLocal's defaults: 384 at full resolution, halved per level.
+        let big = (4096, 4096);
+        for (level, side) in [(0, 384), (1, 192), (2, 96), (3, 48), (4, 24)] {
+            assert_eq!(TLC_256.map_pool(level, 16, big), MapPool::Window { rows: side, cols: side });
+        }
+        // A crop that is not a multiple is padded first: 250 → 256 at level 0, 375 / 250.
+        let odd = AttentionPool::Tlc { train_height: 250, train_width: 100 };
+        assert_eq!(odd.map_pool(0, 16, big), MapPool::Window { rows: 256 * 375 / 250, cols: 112 * 150 / 100 });
+    }
+
+    #[test]
+    fn maps_within_the_window_take_the_global_mean() {
+        assert_eq!(TLC_256.map_pool(0, 16, (384, 384)), MapPool::Global);
+        assert_eq!(TLC_256.map_pool(0, 16, (720, 384)), MapPool::Window { rows: 384, cols: 384 });
+        assert_eq!(TLC_256.map_pool(0, 16, (100, 1280)), MapPool::Window { rows: 100, cols: 384 });
+        assert_eq!(AttentionPool::Global.map_pool(0, 16, (4096, 4096)), MapPool::Global);
+    }
+
+    #[test]
+    fn windows_are_centred_and_clamped() {
+        // 10 pixels, windows of 4: 7 valid means; pixel i takes start i − 1, clamped to 0..=6.
+        let starts: Vec<usize> = (0..10).map(|i| window_start(i, 4, 10)).collect();
+        assert_eq!(starts, [0, 0, 1, 2, 3, 4, 5, 6, 6, 6]);
+        // Odd windows: (k − 1) / 2 = 2 before the pixel.
+        let starts: Vec<usize> = (0..6).map(|i| window_start(i, 5, 6)).collect();
+        assert_eq!(starts, [0, 0, 0, 1, 1, 1]);
+        assert_eq!(window_start(3, 6, 6), 0);
+    }
+
+    #[test]
+    fn training_crops_below_the_size_multiple_are_refused() {
+        assert!(TLC_256.validate(16).is_ok());
+        let tiny = AttentionPool::Tlc { train_height: 8, train_width: 256 };
+        assert!(tiny.validate(16).unwrap_err().to_string().contains("256"));
+    }
+}
