@@ -12,6 +12,7 @@ in [0, 1], outputs are the raw network outputs cropped to H x W (not clamped).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import struct
@@ -35,6 +36,7 @@ NAFNET_CFG = dict(width=8, enc_blocks=[1, 1, 2], middle_blocks=2, dec_blocks=[1,
 SEED_PARAMS = 1001  # maskdcpt "params"
 SEED_EMA = 1002  # maskdcpt "params_ema"
 SEED_NAFNET = 2001
+TLC_TRAIN = 32  # training crop of the TLC case: windows of 48, 24, 12, 6 pixels per level
 
 
 # --------------------------------------------------------------------------
@@ -131,8 +133,7 @@ def basicsr_load(path: Path, param_key: str | None) -> "OrderedDict[str, torch.T
 def f64_diff(net: R.NAFNetRef, img: np.ndarray, out32: np.ndarray, family: str) -> float:
     """max |f32 reference - f64 reference|: an indication of the float32
     rounding noise in each golden output (useful to pick test tolerances)."""
-    net64 = R.build_model(family, **(MASKDCPT_CFG if family == "maskdcpt" else NAFNET_CFG)).double().eval()
-    net64.load_state_dict({k: v.double() for k, v in net.state_dict().items()}, strict=True)
+    net64 = copy.deepcopy(net).double().eval()  # keeps TLC pooling where the net has it
     x = torch.from_numpy(img.transpose(2, 0, 1).copy())[None].double()
     h, w = img.shape[:2]
     with torch.no_grad():
@@ -259,6 +260,15 @@ def main() -> None:
     add(
         "nafnet_w8_16x24", "nafnet_w8.pth", None, in_16x24, nf, "nafnet", nf_common,
         "Upstream NAFNet layout, input already a multiple of 8 (no padding).",
+        R.run_nafnet,
+    )
+    add(
+        "nafnet_w8_tlc32_96x136", "nafnet_w8.pth", None, in_96x136, R.use_tlc_(copy.deepcopy(nf), TLC_TRAIN),
+        "nafnet", dict(nf_common, tlc_train_size=TLC_TRAIN),
+        f"Upstream NAFNet with TLC channel attention (NAFNetLocal, fast_imp=False) for a {TLC_TRAIN}x{TLC_TRAIN} "
+        "training crop: each block averages windows of 1.5x the crop scaled to its level (48, 24, 12, 6 pixels "
+        "at levels 0-3), smaller than every map of this 96x136 input, instead of the whole map "
+        "(reference_nafnet.use_tlc_, checked against megvii's local_arch converter).",
         R.run_nafnet,
     )
     add(

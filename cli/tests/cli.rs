@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use image::{DynamicImage, ImageBuffer, Luma, Rgb, Rgba};
-use maskdcpt_core::backend::{EngineOptions, build_engine};
+use maskdcpt_core::backend::{AttentionPool, EngineOptions, build_engine};
 use maskdcpt_core::image::Image;
 use maskdcpt_core::model::Model;
 use maskdcpt_core::spec::{Family, ModelSpec};
@@ -121,8 +121,13 @@ fn read_npy(path: &Path) -> (Vec<u64>, Vec<f32>) {
 
 /// The engine's raw output for `data`, computed with the core API directly.
 fn core_restore(model: &Path, width: usize, height: usize, data: Vec<f32>) -> Vec<f32> {
+    core_restore_with(model, &EngineOptions::default(), width, height, data)
+}
+
+/// [`core_restore`] with engine `options`.
+fn core_restore_with(model: &Path, options: &EngineOptions, width: usize, height: usize, data: Vec<f32>) -> Vec<f32> {
     let model = Model::load(model, &LoadOptions::default()).unwrap();
-    let engine = build_engine(&model, &EngineOptions::default()).unwrap();
+    let engine = build_engine(&model, options).unwrap();
     engine.restore(&Image::new(width, height, data).unwrap()).unwrap().into_data()
 }
 
@@ -271,6 +276,41 @@ fn npy_round_trip_equals_the_core_engine_exactly() {
     let (shape, got) = read_npy(&output);
     assert_eq!(shape, [h as u64, w as u64, 3]);
     assert_eq!(got, core_restore(&model, w, h, data));
+}
+
+/// `--tlc [TRAIN]` is the core engine with TLC attention (256 when no crop is given), which
+/// changes the result where the windows are smaller than the maps; it is refused off the CPU
+/// and below the network's size multiple.
+#[test]
+fn tlc_attention_equals_the_core_engine_with_windows() {
+    let dir = TempDir::new().unwrap();
+    let model = write_model(dir.path());
+    let (w, h) = (70, 41);
+    let data = pattern(w, h, 5);
+    let (input, output) = (dir.path().join("in.npy"), dir.path().join("out.npy"));
+    write_npy(&input, &[h as u64, w as u64, 3], &data);
+    let restore = |extra: &[&str]| {
+        assert_ok(&maskdcpt(&[&["restore", "-m", s(&model), "-i", s(&input), "-o", s(&output)][..], extra].concat()));
+        read_npy(&output).1
+    };
+    let tlc = |train| EngineOptions {
+        attention_pool: AttentionPool::Tlc { train_height: train, train_width: train },
+        ..Default::default()
+    };
+    let windowed = restore(&["--tlc", "16"]);
+    assert_eq!(windowed, core_restore_with(&model, &tlc(16), w, h, data.clone()));
+    let moved = max_diff(&windowed, &core_restore(&model, w, h, data.clone()));
+    println!("TLC moved the output by {moved:.2e}");
+    assert!(moved > 1e-6, "windows of 24 on 80x48 maps moved the result by {moved}");
+    // The default crop (256: windows of 384) covers this image: the global result.
+    assert_eq!(restore(&["--tlc"]), core_restore_with(&model, &tlc(256), w, h, data.clone()));
+    assert_eq!(restore(&["--tlc"]), core_restore(&model, w, h, data));
+    std::fs::remove_file(&output).unwrap();
+    let base = ["restore", "-m", s(&model), "-i", s(&input), "-o", s(&output)];
+    assert_error(&maskdcpt(&[&base[..], &["--tlc", "8"]].concat()), &["TLC", "8x8", "size multiple 16"]);
+    assert_error(&maskdcpt(&[&base[..], &["--tlc", "--backend", "cuda"]].concat()), &["--tlc", "CPU"]);
+    assert_eq!(maskdcpt(&[&base[..], &["--tlc", "0"]].concat()).status.code(), Some(2));
+    assert!(!output.exists());
 }
 
 #[test]

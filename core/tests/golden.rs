@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use maskdcpt_core::backend::{EngineOptions, ScaMode, Tiling, build_engine};
+use maskdcpt_core::backend::{AttentionPool, EngineOptions, ScaMode, Tiling, build_engine};
 use maskdcpt_core::image::Image;
 use maskdcpt_core::model::Model;
 use maskdcpt_core::spec::Family;
@@ -74,8 +74,13 @@ fn every_case_matches_pytorch() {
 
         let input = read_image(&golden_dir().join(case["input"].as_str().unwrap()));
         let (_, want) = read_npy(&golden_dir().join(case["output"].as_str().unwrap()));
+        // Cases with a training crop use TLC channel attention (upstream NAFNetLocal).
+        let attention_pool = case["tlc_train_size"].as_u64().map_or(AttentionPool::Global, |train| {
+            AttentionPool::Tlc { train_height: train as usize, train_width: train as usize }
+        });
         for threads in [1, 2] {
-            let got = restore(&model, &EngineOptions { threads: Some(threads), ..Default::default() }, &input);
+            let options = EngineOptions { threads: Some(threads), attention_pool, ..Default::default() };
+            let got = restore(&model, &options, &input);
             let diff = max_abs_diff(got.data(), &want);
             println!("{name} threads {threads}: max |Δ| = {diff:.3e}");
             assert!(diff <= TOLERANCE, "{name}: max |Δ| {diff:e} > {TOLERANCE:e}");
