@@ -13,7 +13,8 @@ exceeds 1) from the reference or any restore fails. With --onnx each model is al
 (`maskdcpt export-onnx`, dynamic and at the image's fixed size) and run in ONNX Runtime against
 the same reference. With --tlc each case is also restored with `--tlc T` (a random training crop
 of 16-64 pixels, so that windows are smaller than the maps) against the reference with
-upstream NAFNet's TLC windows (reference_nafnet.use_tlc_). Needs torch and numpy (CPU), and
+upstream NAFNet's TLC windows (reference_nafnet.use_tlc_), and with --onnx also exported with
+them at the image's fixed size. Needs torch and numpy (CPU), and
 onnxruntime for --onnx.
 """
 
@@ -114,6 +115,9 @@ def main() -> None:
                 moved = float(np.abs(ref_tlc - ref).max())  # how far TLC moves the reference
                 what = f"restore {' '.join(flags)} (TLC moves it {moved:.1e})"
                 runs.append((what, lambda flags=flags: restore(args.bin, work, flags), ref_tlc))
+                if args.onnx:  # TLC exports need a fixed size
+                    fixed = ["--height", str(h), "--width", str(w), "--tlc", str(train)]
+                    runs.append((f"onnx {' '.join(fixed[4:])}", lambda fixed=fixed: run_onnx(args.bin, work, img, fixed), ref_tlc))
             for what, run, ref in runs:
                 label = f"{family} {spec} {h}x{w} {what}"
                 checked += 1

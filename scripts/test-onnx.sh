@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # ONNX export parity (part of scripts/test.sh): exports the golden models with
-# `maskdcpt export-onnx` (dynamic and fixed shapes, both families, fp32 and fp16), checks each
-# file with onnx.checker (full check) and runs it in ONNX Runtime 1.31.1 against the raw output
-# of `maskdcpt restore` on the same input. Needs target/release/maskdcpt.
+# `maskdcpt export-onnx` (dynamic and fixed shapes, both families, fp32 and fp16, TLC
+# attention), checks each file with onnx.checker (full check) and runs it in ONNX Runtime
+# 1.31.1 against the raw output of `maskdcpt restore` on the same input (the TLC exports
+# against the PyTorch fixture). Needs target/release/maskdcpt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,18 +20,24 @@ trap 'rm -rf "$work"' EXIT
 passed=0
 failed=0
 
-# check NAME MODEL INPUT TOLERANCE EXPORT-FLAGS... (INPUT in tests/golden, or a path)
+# compare ONNX INPUT EXPECTED TOLERANCE: runs the model in ONNX Runtime against EXPECTED.
+compare() {
+    if "$venv/bin/python" scripts/check_onnx.py "$1" "$2" "$3" --tol "$4"; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+    fi
+}
+
+# check NAME MODEL INPUT TOLERANCE EXPORT-FLAGS... (INPUT in tests/golden, or a path): the
+# export against `maskdcpt restore`.
 check() {
     local name=$1 model=$2 input=$3 tol=$4
     shift 4
     [ -f "$input" ] || input="$golden/$input"
     "$bin" export-onnx -m "$golden/$model" -o "$work/$name.onnx" "$@" 2>/dev/null
     "$bin" restore -m "$golden/$model" -i "$input" -o "$work/$name.npy"
-    if "$venv/bin/python" scripts/check_onnx.py "$work/$name.onnx" "$input" "$work/$name.npy" --tol "$tol"; then
-        passed=$((passed + 1))
-    else
-        failed=$((failed + 1))
-    fi
+    compare "$work/$name.onnx" "$input" "$work/$name.npy" "$tol"
 }
 
 check maskdcpt-dynamic-37x53 maskdcpt_w8.pth input_37x53.npy 1e-4 --dynamic
@@ -49,6 +56,13 @@ done
 check maskdcpt-fixed-5x3 maskdcpt_w8.pth "$work/input_5x3.npy" 1e-4 --height 5 --width 3
 # float16 activations: rounding, not parity; the bound catches a broken graph.
 check maskdcpt-fp16-96x136 maskdcpt_w8.pth input_96x136.npy 5e-2 --dynamic --fp16
+# TLC channel attention (fixed sizes only), against the PyTorch fixture itself.
+for precision in f32:1e-4 fp16:5e-2; do
+    flags=(--height 96 --width 136 --tlc 32)
+    [ "${precision%%:*}" = fp16 ] && flags+=(--fp16)
+    "$bin" export-onnx -m "$golden/nafnet_w8.pth" -o "$work/tlc.onnx" "${flags[@]}" 2>/dev/null
+    compare "$work/tlc.onnx" "$golden/input_96x136.npy" "$golden/output_nafnet_w8_tlc32_96x136.npy" "${precision#*:}"
+done
 
 echo "onnx export: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

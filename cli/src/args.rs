@@ -72,12 +72,9 @@ pub struct EngineArgs {
     /// bounds memory by the tile but differs slightly.
     #[arg(long, value_enum, default_value_t = Sca::Global, requires = "tile")]
     pub sca: Sca,
-    /// Channel attention over a window around each pixel, as upstream NAFNet's test-time local
-    /// converter (`NAFNetLocal`, with which its GoPro and REDS checkpoints are evaluated), for a
-    /// network trained on TRAIN×TRAIN crops (default 256). CPU engine only.
-    #[arg(long, value_name = "TRAIN", num_args = 0..=1, default_missing_value = "256",
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub tlc: Option<u32>,
+    /// Channel attention (`--tlc`; CPU engine only).
+    #[command(flatten)]
+    pub attention: TlcArg,
     /// Arithmetic precision: `bf16` runs the CPU engine's matrix products on bf16 inputs with
     /// f32 accumulation (CPUs with AVX512-BF16), about 1.5× faster; `fp16` stores the CUDA
     /// engine's feature maps and weights as FP16 (f32 arithmetic and statistics).
@@ -107,6 +104,27 @@ pub struct EngineArgs {
     /// their inputs, hiding launch latency). For timing the difference.
     #[arg(long)]
     pub serial_launches: bool,
+}
+
+/// `--tlc [TRAIN]`, for the commands that run or export a network.
+#[derive(Debug, Args)]
+pub struct TlcArg {
+    /// Channel attention over a window around each pixel, as upstream NAFNet's test-time local
+    /// converter (`NAFNetLocal`, with which its GoPro and REDS checkpoints are evaluated), for a
+    /// network trained on TRAIN×TRAIN crops (default 256).
+    #[arg(long, value_name = "TRAIN", num_args = 0..=1, default_missing_value = "256",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub tlc: Option<u32>,
+}
+
+impl TlcArg {
+    /// The core setting: TLC windows for the training crop, else whole-map means.
+    pub fn attention_pool(&self) -> AttentionPool {
+        self.tlc.map_or(AttentionPool::Global, |train| AttentionPool::Tlc {
+            train_height: train as usize,
+            train_width: train as usize,
+        })
+    }
 }
 
 /// `--fusion` values.
@@ -202,7 +220,7 @@ impl EngineArgs {
         if self.fusion != FusionArg::Fastest && self.backend != BackendArg::Cuda {
             return Err(CliError::Invalid("--fusion chooses CUDA kernels: add --backend cuda".into()));
         }
-        if self.tlc.is_some() && self.backend != BackendArg::Cpu {
+        if self.attention.tlc.is_some() && self.backend != BackendArg::Cpu {
             return Err(CliError::Invalid("--tlc runs on the CPU engine: drop --backend cuda".into()));
         }
         if self.serial_launches && self.backend != BackendArg::Cuda {
@@ -221,10 +239,7 @@ impl EngineArgs {
             precision,
             memory_limit: None,
             backend,
-            attention_pool: self.tlc.map_or(AttentionPool::Global, |train| AttentionPool::Tlc {
-                train_height: train as usize,
-                train_width: train as usize,
-            }),
+            attention_pool: self.attention.attention_pool(),
         })
     }
 }
@@ -326,6 +341,9 @@ pub struct ExportOnnxArgs {
     /// Fixed input width.
     #[arg(long, value_name = "W", requires = "height", value_parser = clap::value_parser!(u32).range(1..))]
     pub width: Option<u32>,
+    /// Channel attention (`--tlc` needs --height and --width).
+    #[command(flatten)]
+    pub attention: TlcArg,
 }
 
 /// Backends `build-engine` can build for.

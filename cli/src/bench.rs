@@ -62,7 +62,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             Sca::Global => "global",
             Sca::Local => "local",
         }),
-        "tlc_train_size": args.engine.tlc,
+        "tlc_train_size": args.engine.attention.tlc,
         "median_ms": stats.median,
         "min_ms": stats.min,
         "mean_ms": stats.mean,

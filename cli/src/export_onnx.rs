@@ -16,7 +16,8 @@ pub fn run(args: &ExportOnnxArgs) -> Result<()> {
         _ => return Err(CliError::Invalid("give --height and --width for a fixed input shape, or --dynamic".into())),
     };
     let model = crate::model::load(&args.model, args.param_key.as_deref())?;
-    let bytes = export(&model, &OnnxOptions { fp16: args.fp16, shape }).map_err(|e| CliError::file(&args.model, e))?;
+    let options = OnnxOptions { fp16: args.fp16, shape, attention_pool: args.attention.attention_pool() };
+    let bytes = export(&model, &options).map_err(|e| CliError::file(&args.model, e))?;
     write_atomically(&args.output, |file| file.write_all(&bytes))?;
     eprintln!("wrote {} ({} bytes)", args.output.display(), bytes.len());
     Ok(())

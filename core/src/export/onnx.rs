@@ -6,6 +6,10 @@
 //! back, so its output `output` equals `maskdcpt restore`'s raw output for images of any size
 //! (reflect padding gathers mirrored rows and columns, so pads longer than a side mirror on).
 //!
+//! With TLC channel attention ([`crate::tlc`]) the input size must be fixed: each block's
+//! windows are then known, and its attention is `AveragePool` (the windows, stride 1) → `Pad`
+//! (mode edge, centred) → the 1×1 `Conv` → `Mul`, the pooling in float32.
+//!
 //! LayerNorm is exported as `Transpose → LayerNormalization (axis −1) → Transpose`, which
 //! TensorRT ≥ 8.6 runs in FP32 even in FP16 engines. With `fp16`, weights and activations are
 //! float16 and each LayerNorm is wrapped in explicit casts so it runs in float32.
@@ -13,8 +17,10 @@
 use super::protobuf::Message;
 use crate::error::{Error, Result};
 use crate::graph::{ConvKind, Op};
+use crate::image::round_up;
 use crate::model::Model;
 use crate::spec::{IMAGE_CHANNELS, PadMode};
+use crate::tlc::{AttentionPool, MapPool};
 
 /// ONNX opset the exporter targets.
 pub const OPSET: i64 = 17;
@@ -47,6 +53,8 @@ pub struct OnnxOptions {
     pub fp16: bool,
     /// Input shape.
     pub shape: OnnxShape,
+    /// How channel attention averages its map (TLC needs a fixed shape).
+    pub attention_pool: AttentionPool,
 }
 
 /// Serialises `model` as an ONNX model.
@@ -54,14 +62,31 @@ pub fn export(model: &Model, options: &OnnxOptions) -> Result<Vec<u8>> {
     if let OnnxShape::Fixed { height: 0, .. } | OnnxShape::Fixed { width: 0, .. } = options.shape {
         return Err(Error::InvalidArgument("a fixed ONNX input shape needs a height and width of at least 1".into()));
     }
+    let multiple = model.spec().size_multiple();
+    options.attention_pool.validate(multiple)?;
+    // The padded input size, where the attention's windows need it.
+    let padded_size = match (options.attention_pool, options.shape) {
+        (AttentionPool::Global, _) => None,
+        (_, OnnxShape::Fixed { height, width }) => Some((round_up(height, multiple), round_up(width, multiple))),
+        (_, OnnxShape::Dynamic) => {
+            return Err(Error::InvalidArgument(
+                "TLC channel attention is exported for a fixed input size only (its windows depend on the feature \
+                 maps' sizes): give the height and width instead of a dynamic shape"
+                    .into(),
+            ));
+        }
+    };
     let mut b = Builder::new(model, options.fp16);
     let (input_dims, padded, size) = b.pad_input(model, options.shape);
     let graph = model.graph();
     let mut names: Vec<String> = Vec::with_capacity(graph.nodes.len());
     for node in &graph.nodes {
+        let pool = padded_size.map_or(MapPool::Global, |(h, w)| {
+            options.attention_pool.map_pool(node.level, multiple, (h >> node.level, w >> node.level))
+        });
         let name = match &node.op {
             Op::Input => padded.clone(),
-            op => b.lower(op, &names, node.channels)?,
+            op => b.lower(op, &names, node.channels, pool)?,
         };
         names.push(name);
     }
@@ -258,14 +283,27 @@ impl<'a> Builder<'a> {
         self.node("Where", &[&inside, &r, &mirrored], &[])
     }
 
+    /// The mean of the `rows × cols` window each pixel of `x` takes (see [`crate::tlc`]): the
+    /// valid windows' means, extended by repeating their edges, centred; summed in float32.
+    fn window_means(&mut self, x: &str, rows: usize, cols: usize) -> String {
+        let x = self.cast_to_f32(x);
+        let attrs = [attr_ints("kernel_shape", &[rows as i64, cols as i64]), attr_ints("strides", &[1, 1])];
+        let means = self.node("AveragePool", &[&x], &attrs);
+        let (top, left, bottom, right) = ((rows - 1) / 2, (cols - 1) / 2, rows / 2, cols / 2);
+        let pads = self.int64s(&[0, 0, top as i64, left as i64, 0, 0, bottom as i64, right as i64]);
+        let extended = self.node("Pad", &[&means, &pads], &[attr_string("mode", "edge")]);
+        if self.fp16 { self.cast(&extended, FLOAT16) } else { extended }
+    }
+
     /// `Slice(x)[..., :H, :W]` named `out`.
     fn crop(&mut self, x: &str, size: &str, out: &str) {
         let (zeros, axes) = (self.int64s(&[0, 0]), self.int64s(&[2, 3]));
         self.node_to("Slice", &[x, &zeros, size, &axes], &[out], &[]);
     }
 
-    /// Lowers one graph op whose inputs are named in `names`; returns its output's name.
-    fn lower(&mut self, op: &Op, names: &[String], channels: usize) -> Result<String> {
+    /// Lowers one graph op whose inputs are named in `names` (`pool`: how a channel attention
+    /// averages its map); returns its output's name.
+    fn lower(&mut self, op: &Op, names: &[String], channels: usize, pool: MapPool) -> Result<String> {
         let name = |v: &crate::graph::ValueId| names[v.0].clone();
         Ok(match op {
             Op::Input => unreachable!("the input is lowered by `pad_input`"),
@@ -314,7 +352,10 @@ impl<'a> Builder<'a> {
             }
             Op::ChannelAttention { input, weight, bias } => {
                 let x = name(input);
-                let pooled = self.node("GlobalAveragePool", &[&x], &[]);
+                let pooled = match pool {
+                    MapPool::Global => self.node("GlobalAveragePool", &[&x], &[]),
+                    MapPool::Window { rows, cols } => self.window_means(&x, rows, cols),
+                };
                 let (w, b) = (self.weight(weight, false)?, self.weight(bias, false)?);
                 let attention = self.node("Conv", &[&pooled, &w, &b], &[attr_ints("kernel_shape", &[1, 1])]);
                 self.node("Mul", &[&x, &attention], &[])
@@ -385,12 +426,34 @@ mod tests {
         let model = random_model(&spec(), 7);
         let blocks = 1 + 2 + 1 + 1 + 1;
         for fp16 in [false, true] {
-            let bytes = export(&model, &OnnxOptions { fp16, shape: OnnxShape::Dynamic }).unwrap();
+            let bytes =
+                export(&model, &OnnxOptions { fp16, shape: OnnxShape::Dynamic, attention_pool: AttentionPool::Global })
+                    .unwrap();
             assert_eq!(count(&bytes, b"\x12LayerNormalization"), 2 * blocks, "fp16 {fp16}");
             assert_eq!(count(&bytes, b"DepthToSpace"), 2 * 2, "op type and node name per up step");
             assert_eq!(count(&bytes, b"reflect"), 0, "reflect is gathered, not a Pad mode");
             assert_eq!(count(&bytes, b"\x06Gather"), 2, "rows, then columns");
         }
+    }
+
+    #[test]
+    fn tlc_attention_pools_windows_where_they_are_smaller_than_the_maps() {
+        let model = random_model(&spec(), 7);
+        let tlc = AttentionPool::Tlc { train_height: 16, train_width: 16 };
+        let fixed =
+            |height, width| OnnxOptions { fp16: false, shape: OnnxShape::Fixed { height, width }, attention_pool: tlc };
+        // Windows of 24, 12 and 6 pixels at levels 0-2: smaller than every map of 40x60 (padded
+        // 48x64), none of 8x8 (padded 16x16).
+        let windowed = export(&model, &fixed(40, 60)).unwrap();
+        assert_eq!((count(&windowed, b"\x0bAveragePool"), count(&windowed, b"\x04edge")), (6, 6));
+        assert_eq!(count(&windowed, b"\x11GlobalAveragePool"), 0);
+        let small = export(&model, &fixed(8, 8)).unwrap();
+        assert_eq!((count(&small, b"\x0bAveragePool"), count(&small, b"\x11GlobalAveragePool")), (0, 6));
+        let dynamic = OnnxOptions { shape: OnnxShape::Dynamic, ..fixed(8, 8) };
+        assert!(export(&model, &dynamic).unwrap_err().to_string().contains("fixed input size"));
+        let tiny =
+            OnnxOptions { attention_pool: AttentionPool::Tlc { train_height: 8, train_width: 8 }, ..fixed(8, 8) };
+        assert!(export(&model, &tiny).unwrap_err().to_string().contains("size multiple 16"));
     }
 
     #[test]
@@ -401,10 +464,16 @@ mod tests {
         tensors.insert("intro.bias".into(), Tensor::from_f32(vec![4], &[0.0, 1e6, 0.0, 0.0]).unwrap());
         let model = Model::from_weights(WeightStore::new(tensors, Format::Safetensors, None)).unwrap();
         let fixed = OnnxShape::Fixed { height: 8, width: 8 };
-        assert!(export(&model, &OnnxOptions { fp16: false, shape: fixed }).is_ok());
-        let err = export(&model, &OnnxOptions { fp16: true, shape: fixed }).unwrap_err().to_string();
+        assert!(
+            export(&model, &OnnxOptions { fp16: false, shape: fixed, attention_pool: AttentionPool::Global }).is_ok()
+        );
+        let err = export(&model, &OnnxOptions { fp16: true, shape: fixed, attention_pool: AttentionPool::Global })
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("intro.bias") && err.contains("flat index 1"), "{err}");
         let zero = OnnxShape::Fixed { height: 0, width: 8 };
-        assert!(export(&model, &OnnxOptions { fp16: false, shape: zero }).is_err());
+        assert!(
+            export(&model, &OnnxOptions { fp16: false, shape: zero, attention_pool: AttentionPool::Global }).is_err()
+        );
     }
 }

@@ -399,7 +399,11 @@ mod tests {
             let model = random_model(&spec(family), 3);
             for (precision, fp16) in [(TrtPrecision::F32, false), (TrtPrecision::F16, true)] {
                 let net = Network::lower(&model.graph(), precision);
-                let onnx = export(&model, &OnnxOptions { fp16, shape: OnnxShape::Dynamic }).unwrap();
+                let onnx = export(
+                    &model,
+                    &OnnxOptions { fp16, shape: OnnxShape::Dynamic, attention_pool: Default::default() },
+                )
+                .unwrap();
                 // The ONNX padding prologue (index arithmetic, then a Pad or the two Gathers of
                 // reflect padding) is the host's work here: compare what follows it.
                 let mut nodes = onnx_nodes(&onnx);
