@@ -289,8 +289,9 @@ fn tlc_attention_equals_the_core_engine_with_windows() {
     let data = pattern(w, h, 5);
     let (input, output) = (dir.path().join("in.npy"), dir.path().join("out.npy"));
     write_npy(&input, &[h as u64, w as u64, 3], &data);
+    let base = ["restore", "-m", s(&model), "-i", s(&input), "-o", s(&output)];
     let restore = |extra: &[&str]| {
-        assert_ok(&maskdcpt(&[&["restore", "-m", s(&model), "-i", s(&input), "-o", s(&output)][..], extra].concat()));
+        assert_ok(&maskdcpt(&[&base[..], extra].concat()));
         read_npy(&output).1
     };
     let tlc = |train| EngineOptions {
@@ -300,13 +301,11 @@ fn tlc_attention_equals_the_core_engine_with_windows() {
     let windowed = restore(&["--tlc", "16"]);
     assert_eq!(windowed, core_restore_with(&model, &tlc(16), w, h, data.clone()));
     let moved = max_diff(&windowed, &core_restore(&model, w, h, data.clone()));
-    println!("TLC moved the output by {moved:.2e}");
     assert!(moved > 1e-6, "windows of 24 on 80x48 maps moved the result by {moved}");
     // The default crop (256: windows of 384) covers this image: the global result.
     assert_eq!(restore(&["--tlc"]), core_restore_with(&model, &tlc(256), w, h, data.clone()));
     assert_eq!(restore(&["--tlc"]), core_restore(&model, w, h, data));
     std::fs::remove_file(&output).unwrap();
-    let base = ["restore", "-m", s(&model), "-i", s(&input), "-o", s(&output)];
     assert_error(&maskdcpt(&[&base[..], &["--tlc", "8"]].concat()), &["TLC", "8x8", "size multiple 16"]);
     assert_error(&maskdcpt(&[&base[..], &["--tlc", "--backend", "cuda"]].concat()), &["--tlc", "CPU"]);
     assert_eq!(maskdcpt(&[&base[..], &["--tlc", "0"]].concat()).status.code(), Some(2));
