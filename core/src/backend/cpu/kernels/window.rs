@@ -7,7 +7,8 @@ use crate::tlc::window_start;
 
 /// `means[ch][y][x]` = mean of `src[ch]` over rows `y..y + rows` and columns `x..x + cols`, for
 /// every valid window of a planar `c × h × w` map: `means` is `c × (h − rows + 1) × (w − cols + 1)`.
-/// Sums are running sums in f64, so the means do not depend on the map's size or position.
+/// The sums run in f64 (adding the entering row or column, subtracting the leaving one), so
+/// their rounding stays far below f32's on maps of any size.
 pub fn window_means(means: &mut [f32], src: &[f32], c: usize, (h, w): (usize, usize), (rows, cols): (usize, usize)) {
     let (mh, mw) = (h - rows + 1, w - cols + 1);
     let area = (rows * cols) as f64;
