@@ -417,6 +417,11 @@ mod tests {
         }
     }
 
+    /// Options with whole-map channel attention.
+    fn global(fp16: bool, shape: OnnxShape) -> OnnxOptions {
+        OnnxOptions { fp16, shape, attention_pool: AttentionPool::Global }
+    }
+
     fn count(haystack: &[u8], needle: &[u8]) -> usize {
         haystack.windows(needle.len()).filter(|w| *w == needle).count()
     }
@@ -426,9 +431,7 @@ mod tests {
         let model = random_model(&spec(), 7);
         let blocks = 1 + 2 + 1 + 1 + 1;
         for fp16 in [false, true] {
-            let bytes =
-                export(&model, &OnnxOptions { fp16, shape: OnnxShape::Dynamic, attention_pool: AttentionPool::Global })
-                    .unwrap();
+            let bytes = export(&model, &global(fp16, OnnxShape::Dynamic)).unwrap();
             assert_eq!(count(&bytes, b"\x12LayerNormalization"), 2 * blocks, "fp16 {fp16}");
             assert_eq!(count(&bytes, b"DepthToSpace"), 2 * 2, "op type and node name per up step");
             assert_eq!(count(&bytes, b"reflect"), 0, "reflect is gathered, not a Pad mode");
@@ -441,7 +444,7 @@ mod tests {
         let model = random_model(&spec(), 7);
         let tlc = AttentionPool::Tlc { train_height: 16, train_width: 16 };
         let fixed =
-            |height, width| OnnxOptions { fp16: false, shape: OnnxShape::Fixed { height, width }, attention_pool: tlc };
+            |height, width| OnnxOptions { attention_pool: tlc, ..global(false, OnnxShape::Fixed { height, width }) };
         // Windows of 24, 12 and 6 pixels at levels 0-2: smaller than every map of 40x60 (padded
         // 48x64), none of 8x8 (padded 16x16).
         let windowed = export(&model, &fixed(40, 60)).unwrap();
@@ -464,16 +467,10 @@ mod tests {
         tensors.insert("intro.bias".into(), Tensor::from_f32(vec![4], &[0.0, 1e6, 0.0, 0.0]).unwrap());
         let model = Model::from_weights(WeightStore::new(tensors, Format::Safetensors, None)).unwrap();
         let fixed = OnnxShape::Fixed { height: 8, width: 8 };
-        assert!(
-            export(&model, &OnnxOptions { fp16: false, shape: fixed, attention_pool: AttentionPool::Global }).is_ok()
-        );
-        let err = export(&model, &OnnxOptions { fp16: true, shape: fixed, attention_pool: AttentionPool::Global })
-            .unwrap_err()
-            .to_string();
+        assert!(export(&model, &global(false, fixed)).is_ok());
+        let err = export(&model, &global(true, fixed)).unwrap_err().to_string();
         assert!(err.contains("intro.bias") && err.contains("flat index 1"), "{err}");
         let zero = OnnxShape::Fixed { height: 0, width: 8 };
-        assert!(
-            export(&model, &OnnxOptions { fp16: false, shape: zero, attention_pool: AttentionPool::Global }).is_err()
-        );
+        assert!(export(&model, &global(false, zero)).is_err());
     }
 }
