@@ -353,7 +353,7 @@ typedef struct maskdcpt_options {
    * Channel attention over a window around each pixel, as upstream NAFNet's test-time local
    * converter (`NAFNetLocal`, with which its GoPro and REDS checkpoints are evaluated), for a
    * network trained on crops of this many pixels a side (upstream: 256); 0 averages the whole
-   * map (`NAFNet`, MaskDCPT). CPU backend only.
+   * map (`NAFNet`, MaskDCPT). CPU and CUDA backends (TensorRT refuses it).
    */
   uint32_t tlc_train_size;
 } maskdcpt_options;

@@ -5,9 +5,11 @@ goes and a Markdown table last.
 
 Parity (`maskdcpt restore ... -o x.npy`, the raw network output):
 * the embedded default model (trained) on natural held-out images (tests/default-model/lq),
-* the golden width-8 models (both families) on the golden inputs,
+* the golden width-8 models (both families) on the golden inputs, upstream NAFNet's also with
+  TLC channel attention (`--tlc 32`: windows smaller than every map),
 * the released NAFNet shape with seeded random weights (reference_nafnet.randomize_) on a
-  natural image and on an adversarial input (pixels scaled to ±1000, which drives the
+  natural image (global attention, and TLC with windows of 96 pixels at full resolution) and
+  on an adversarial input (pixels scaled to ±1000, which drives the
   bottleneck activations far beyond what an FP16 sum of squares holds).
 Bounds (issue 5): FP16 PSNR >= 45 dB against CPU f32 on natural images and no NaN/Inf
 anywhere; f32 max |d| <= 1e-3 (times the output's peak where that exceeds 1). Beside the
@@ -82,26 +84,31 @@ def compare(label: str, ref: np.ndarray, got: np.ndarray, peak: float) -> dict:
 
 def parity(binary: str, work: Path, released: Path, quick: bool) -> tuple[list[dict], dict | None]:
     lq = sorted((ROOT / "tests/default-model/lq").glob("*_0.png"))
-    cases: list[tuple[str, str | None, Path, bool]] = []  # label, model, input, natural
+    # label, model, input, natural image, engine options of both runs
+    cases: list[tuple[str, str | None, Path, bool, list[str]]] = []
     for path in lq[: 4 if quick else len(lq)]:
-        cases.append((f"default/{path.stem}", None, path, True))
+        cases.append((f"default/{path.stem}", None, path, True, []))
     golden = ROOT / "tests/golden"
-    cases.append(("golden maskdcpt_w8 96x136", str(golden / "maskdcpt_w8.pth"), golden / "input_96x136.npy", False))
-    cases.append(("golden nafnet_w8 29x41", str(golden / "nafnet_w8.pth"), golden / "input_29x41.npy", False))
+    naf, naf_input = str(golden / "nafnet_w8.pth"), golden / "input_96x136.npy"
+    cases.append(("golden maskdcpt_w8 96x136", str(golden / "maskdcpt_w8.pth"), naf_input, False, []))
+    cases.append(("golden nafnet_w8 29x41", naf, golden / "input_29x41.npy", False, []))
+    cases.append(("golden nafnet_w8 96x136 TLC 32", naf, naf_input, False, ["--tlc", "32"]))
     natural = ROOT / "tests/default-model/gt/chelsea_noise_0.png"
-    cases.append(("released random, chelsea", str(released), natural, True))
+    cases.append(("released random, chelsea", str(released), natural, True, []))
+    cases.append(("released random, chelsea, TLC 64", str(released), natural, True, ["--tlc", "64"]))
     rng = np.random.default_rng(5)
     loud = work / "adversarial.npy"
     np.save(loud, (rng.uniform(-1, 1, (256, 256, 3)) * 1000).astype(np.float32))
-    cases.append(("released random, adversarial ±1000", str(released), loud, False))
+    cases.append(("released random, adversarial ±1000", str(released), loud, False, []))
     rows, reference = [], None
-    for label, model, src, natural_image in cases:
-        ref = restore(binary, model, src, work / "cpu.npy", "--backend", "cpu")
+    for label, model, src, natural_image, options in cases:
+        ref = restore(binary, model, src, work / "cpu.npy", "--backend", "cpu", *options)
         peak = 1.0 if natural_image else float(np.abs(ref).max())
-        if src == natural:
+        if src == natural and not options:
             reference = torch_fp16(label, released, src, ref)
         for precision in ["f32", "fp16"]:
-            got = restore(binary, model, src, work / "gpu.npy", "--backend", "cuda", "--precision", precision)
+            engine = ["--backend", "cuda", "--precision", precision, *options]
+            got = restore(binary, model, src, work / "gpu.npy", *engine)
             row = compare(label, ref, got, peak)
             row["precision"] = precision
             row["peak"] = peak

@@ -72,7 +72,7 @@ pub struct EngineArgs {
     /// bounds memory by the tile but differs slightly.
     #[arg(long, value_enum, default_value_t = Sca::Global, requires = "tile")]
     pub sca: Sca,
-    /// Channel attention (`--tlc`; CPU engine only).
+    /// Channel attention (`--tlc`).
     #[command(flatten)]
     pub attention: TlcArg,
     /// Arithmetic precision: `bf16` runs the CPU engine's matrix products on bf16 inputs with
@@ -219,9 +219,6 @@ impl EngineArgs {
         }
         if self.fusion != FusionArg::Fastest && self.backend != BackendArg::Cuda {
             return Err(CliError::Invalid("--fusion chooses CUDA kernels: add --backend cuda".into()));
-        }
-        if self.attention.tlc.is_some() && self.backend != BackendArg::Cpu {
-            return Err(CliError::Invalid("--tlc runs on the CPU engine: drop --backend cuda".into()));
         }
         if self.serial_launches && self.backend != BackendArg::Cuda {
             return Err(CliError::Invalid("--serial-launches orders CUDA kernels: add --backend cuda".into()));

@@ -143,9 +143,9 @@ fn options_from_another_header_or_for_missing_backends_are_refused() {
         (maskdcpt_options { tile_size: 8, sca_mode: 3, ..options(1) }, maskdcpt_status::InvalidArgument, "sca_mode"),
         (maskdcpt_options { tlc_train_size: 8, ..options(1) }, maskdcpt_status::InvalidArgument, "TLC training crop"),
         (
-            maskdcpt_options { tlc_train_size: 256, backend: maskdcpt_backend::Cuda as u32, ..options(1) },
+            maskdcpt_options { tlc_train_size: 256, backend: maskdcpt_backend::Tensorrt as u32, ..options(1) },
             maskdcpt_status::Unsupported,
-            "CPU engine only",
+            "not TensorRT",
         ),
     ];
     for (options, status, needle) in cases {

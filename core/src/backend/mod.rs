@@ -70,7 +70,7 @@ pub struct EngineOptions {
     pub memory_limit: Option<u64>,
     /// Which engine to build.
     pub backend: Backend,
-    /// How channel attention averages its map (TLC runs on the CPU engine only).
+    /// How channel attention averages its map (TLC runs on the CPU and CUDA engines).
     pub attention_pool: AttentionPool,
 }
 
@@ -374,9 +374,10 @@ fn build_backend(model: &Model, options: &EngineOptions) -> Result<Box<dyn Engin
         return Err(crate::error::Error::InvalidArgument("tile size must be at least 1 pixel".into()));
     }
     options.attention_pool.validate(model.spec().size_multiple())?;
-    if options.attention_pool != AttentionPool::Global && !matches!(options.backend, Backend::Cpu) {
+    if options.attention_pool != AttentionPool::Global && matches!(options.backend, Backend::TensorRt(_)) {
         return Err(crate::error::Error::Unsupported(
-            "TLC channel attention runs on the CPU engine only: use the CPU backend, or global attention on the GPU"
+            "TLC channel attention runs on the CPU and CUDA engines, not TensorRT: use one of those, or global \
+             attention with TensorRT"
                 .into(),
         ));
     }

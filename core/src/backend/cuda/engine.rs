@@ -15,12 +15,13 @@ use cudarc::driver::{CudaContext, CudaStream, PinnedHostSlice, PushKernelArg};
 use super::device::{Device, cuda_error, open};
 use super::frames::{self, FrameArgs};
 use super::gemm::{Lt, WORKSPACE_BYTES};
-use super::instance::{Instance, Shape, device_bytes, early_start_works, grid_for};
+use super::instance::{BlockAttention, Instance, Shape, device_bytes, early_start_works, grid_for};
 use super::kernels::{self, Kernels};
 use super::saved::{Algo, EngineKey, FileUse, ProductKey, SavedEngine};
 use super::weights::{Element, StepWeights, Uploader};
 use crate::backend::{
-    CudaOptions, DeviceTiming, Engine, EngineOptions, Fusion, MemoryEstimate, ScaMode, TILING_HINT, Tiling,
+    AttentionPool, CudaOptions, DeviceTiming, Engine, EngineOptions, Fusion, MemoryEstimate, ScaMode, TILING_HINT,
+    Tiling,
 };
 use crate::error::{Error, Result};
 use crate::graph::{FeatureSource, Graph};
@@ -59,6 +60,8 @@ pub struct CudaEngine<T> {
     /// Whether kernels start early (programmatic dependent launch: compute capability 9.0+,
     /// unless `CudaOptions::serial_launches`).
     overlap: bool,
+    /// Global or TLC channel attention.
+    pooling: BlockAttention,
     /// Most device bytes the weights, the workspace and the kept instances may hold
     /// (`EngineOptions::memory_limit`).
     memory_limit: Option<u64>,
@@ -181,7 +184,7 @@ impl<T: Element> CudaEngine<T> {
         let lt = Lt::new(&device.stream)?;
         let graph = model.graph();
         let program = fuse(&graph)?;
-        let uploader = Uploader::new(model.weights(), &device.stream);
+        let uploader = Uploader::new(model.weights(), &device.stream, options.attention_pool != AttentionPool::Global);
         let weights: Vec<StepWeights<T>> = program
             .steps
             .iter()
@@ -211,6 +214,7 @@ impl<T: Element> CudaEngine<T> {
             tiles,
             fusion: cuda.fusion,
             overlap,
+            pooling: BlockAttention { pool: options.attention_pool, size_multiple: model.spec().size_multiple() },
             memory_limit: options.memory_limit,
         })
     }
@@ -288,6 +292,7 @@ impl<T: Element> CudaEngine<T> {
                     tuned,
                     self.fusion,
                     self.overlap,
+                    self.pooling,
                 )?;
                 // The file holds what the engine started from (nothing when it was missing or
                 // rejected): it is out of date exactly when building this instance tuned
@@ -1056,6 +1061,44 @@ mod tests {
             let diff = max_abs(&cpu.restore(&input).unwrap(), &gpu.restore(&input).unwrap());
             eprintln!("{sca:?} tiles: max |Δ| {diff:.3e}");
             assert!(diff <= 1e-4, "{sca:?} tiles: max |Δ| {diff}");
+        }
+    }
+
+    /// TLC channel attention gives what the CPU engine gives: both families, three levels,
+    /// windows smaller than the maps both ways (crop 16: 24/12/6/3 pixels on 64×48), as tall
+    /// as the map (crop 32 on 64×48: 48 rows of 48), and clipped to a thin map (crop 16 on
+    /// 8×104), for a batch of two, in f32 and FP16; and TLC moved the result (the test is not
+    /// of global attention twice).
+    #[test]
+    fn tlc_attention_matches_the_cpu_engine() {
+        use crate::tlc::AttentionPool;
+        for family in [Family::MaskDcpt, Family::Nafnet] {
+            let spec =
+                ModelSpec { family, width: 16, enc_blocks: vec![1, 1, 1], middle_blocks: 2, dec_blocks: vec![1, 1, 1] };
+            let model = random_model(&spec, 5);
+            let Some(global) = engine(&model, false) else { return };
+            for (train, (w, h)) in [(16, (61, 45)), (32, (64, 48)), (16, (8, 100))] {
+                let options = |backend| EngineOptions {
+                    backend,
+                    attention_pool: AttentionPool::Tlc { train_height: train, train_width: train },
+                    ..Default::default()
+                };
+                let cpu = build_engine(&model, &options(Backend::Cpu)).unwrap();
+                let inputs = [image(w, h, 3), image(w, h, 4)];
+                let want: Vec<Image> = inputs.iter().map(|i| cpu.restore(i).unwrap()).collect();
+                let moved = max_abs(&want[0], &global.restore(&inputs[0]).unwrap());
+                assert!(moved > 1e-3, "{family:?} TLC {train} on {w}×{h} moved the result by only {moved}");
+                for (fp16, bound) in [(false, 1e-4), (true, 2e-2)] {
+                    let cuda = CudaOptions { fp16, ..Default::default() };
+                    let gpu = build_engine(&model, &options(Backend::Cuda(cuda))).unwrap();
+                    let got = gpu.restore_batch(&inputs).unwrap();
+                    for (got, want) in got.iter().zip(&want) {
+                        let diff = max_abs(want, got);
+                        eprintln!("{family:?} TLC {train} fp16={fp16} {w}×{h}: max |Δ| {diff:.3e}");
+                        assert!(diff <= bound, "{family:?} TLC {train} fp16={fp16} {w}×{h}: max |Δ| {diff}");
+                    }
+                }
+            }
         }
     }
 

@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::graph::{Graph, ValueId};
 use crate::passes::{Program, Step, plan};
 use crate::spec::IMAGE_CHANNELS;
+use crate::tlc::{AttentionPool, MapPool};
 
 /// A kernel argument.
 #[derive(Debug, Clone, Copy)]
@@ -161,6 +162,33 @@ pub(super) fn attention_grid(c: usize, n: usize) -> Result<LaunchConfig> {
     })
 }
 
+/// Pixels one thread of TLC's window passes slides over along a side with windows of `k`: at
+/// least `k`, so that the `k` reads of a thread's first window are spread over as many outputs.
+pub(super) fn window_stretch(k: usize) -> usize {
+    k.max(32)
+}
+
+/// The grid of a TLC window pass over an `n × h × w × c` map sliding along a side of `side`
+/// pixels (`w` for `window_row_sums`, `h` for `window_means`) in stretches of `seg`: a thread
+/// per stretch and 8 channels.
+pub(super) fn windows_grid(
+    (n, h, w, c): (usize, usize, usize, usize),
+    side: usize,
+    seg: usize,
+) -> Result<LaunchConfig> {
+    grid_for(n * h * w / side * side.div_ceil(seg) * (c / 8))
+}
+
+/// How an instance's blocks average their channel attention: the engine's pool, and the
+/// network's size multiple from which TLC sizes its windows.
+#[derive(Debug, Clone, Copy)]
+pub struct BlockAttention {
+    /// Global or TLC.
+    pub pool: AttentionPool,
+    /// The network's size multiple.
+    pub size_multiple: usize,
+}
+
 fn ptr<T>(slice: &CudaSlice<T>, stream: &CudaStream) -> u64 {
     slice.device_ptr(stream).0
 }
@@ -259,6 +287,7 @@ impl<T: Element> Instance<T> {
         tuned: &mut BTreeMap<ProductKey, Algo>,
         fusion: Fusion,
         overlap: bool,
+        pooling: BlockAttention,
     ) -> Result<Self> {
         let Shape { batch: n, height: h, width: w } = shape;
         let BufferPlan { memory, slot_used, scratch: need, image_len, bytes } =
@@ -316,6 +345,7 @@ impl<T: Element> Instance<T> {
             timed: Vec::new(),
             fusion,
             overlap,
+            pooling,
             n,
             stream,
             tuned,
@@ -545,6 +575,8 @@ struct Lowering<'a> {
     fusion: Fusion,
     /// Whether kernels may start early ([`enqueue_all`]; candidates are timed so).
     overlap: bool,
+    /// Global or TLC channel attention.
+    pooling: BlockAttention,
 }
 
 /// What a timed choice is between (`"depthwise"`, `"layer_norm"`, `"norm_conv1"`,
@@ -851,7 +883,56 @@ impl Lowering<'_> {
         self.copy_in_place(x, input, p * b.c * size_of::<T>());
         self.first_half(b, x, p)?;
         self.depthwise(b, (h, w))?;
-        self.second_half(b, x, h * w)
+        let BlockAttention { pool, size_multiple } = self.pooling;
+        let window = match pool.map_pool(self.level, size_multiple, (h, w)) {
+            MapPool::Global => None,
+            MapPool::Window { rows, cols } => Some((rows, cols)),
+        };
+        self.second_half(b, x, (h, w), window)
+    }
+
+    /// TLC's channel attention and conv3 on the gated scratch, with windows of `rows × cols`
+    /// on maps of `h × w`: the window means of the gated map (row sums as f32 into the
+    /// expanded scratch, whose 2c channels hold them, then the means into the normalised
+    /// scratch), the attention's 1×1 conv on every pixel's mean (into the expanded scratch),
+    /// the gated map scaled by it, then conv3 (+x).
+    fn windowed_conv3<T: Element>(
+        &mut self,
+        b: &BlockWeights<T>,
+        x: u64,
+        (h, w): (usize, usize),
+        (rows, cols): (usize, usize),
+    ) -> Result<Vec<Labelled>> {
+        let (n, c) = (self.n, b.c);
+        let p = n * h * w;
+        let [normed, expanded, gated, _] = self.scratch;
+        let Some(sca) = &b.sca_product else {
+            return Err(Error::Unsupported(
+                "this engine's weights were uploaded for global channel attention, not TLC".into(),
+            ));
+        };
+        let map = (n, h, w, c);
+        let dims = [n, h, w, c].map(i32_of).into_iter().collect::<Result<Vec<_>>>()?;
+        let (row_seg, col_seg) = (window_stretch(cols), window_stretch(rows));
+        let row_args = [vec![Arg::Ptr(gated), Arg::Ptr(expanded)], dims.clone(), vec![i32_of(cols)?, i32_of(row_seg)?]];
+        let mean_args = [
+            vec![Arg::Ptr(expanded), Arg::Ptr(normed)],
+            dims,
+            vec![i32_of(rows)?, i32_of(col_seg)?, i32_of(rows * cols)?],
+        ];
+        let row_sums = kernel_op(&self.kernels.window_row_sums, windows_grid(map, w, row_seg)?, row_args.concat());
+        let means = kernel_op(&self.kernels.window_means, windows_grid(map, h, col_seg)?, mean_args.concat());
+        let attention = self.gemm_op(sca, None, GemmShape::conv1x1(c, c, p), normed, expanded, false)?;
+        let scale_args = vec![Arg::Ptr(gated), Arg::Ptr(expanded), Arg::I64((p * c) as i64)];
+        let scale = kernel_op(&self.kernels.multiply, grid_for(p * c / 8)?, scale_args);
+        let conv3 = self.gemm_op(&b.conv3, None, GemmShape::conv1x1(c, c, p), gated, x, true)?;
+        Ok(vec![
+            ("window_row_sums", row_sums),
+            ("window_means", means),
+            ("gemm window attention", attention),
+            ("multiply", scale),
+            ("gemm conv3", conv3),
+        ])
     }
 
     /// LayerNorm of the `p` pixels at `x` with `pair` (γ, β) into the normalised scratch: the
@@ -935,14 +1016,21 @@ impl Lowering<'_> {
         self.choose(("depthwise", c, h, w), candidates)
     }
 
-    /// Everything after the channel sums on the images of `hw` pixels at `x`, from the
+    /// Everything after the channel sums on the images of `h × w` pixels at `x`, from the
     /// separate launches to one kernel: conv3 with the attention folded into its per-image
-    /// weights (`attention_weights`), then the feed-forward half as launches, as `norm_gate`
-    /// (split over the gated channels) and conv5's product, or as `ffn`; or the attention
-    /// vector (`sca_vector`) and all the rest in `attend_ffn` (the attention scaling the
-    /// features instead).
-    fn second_half<T: Element>(&mut self, b: &BlockWeights<T>, x: u64, hw: usize) -> Result<()> {
-        let (n, stream, c) = (self.n, self.stream, b.c);
+    /// weights (`attention_weights`), or, with TLC windows of `window` (rows, columns), after
+    /// the per-pixel attention ([`Self::windowed_conv3`]); then the feed-forward half as
+    /// launches, as `norm_gate` (split over the gated channels) and conv5's product, or as
+    /// `ffn`; or, with global attention, the attention vector (`sca_vector`) and all the rest
+    /// in `attend_ffn` (the attention scaling the features instead).
+    fn second_half<T: Element>(
+        &mut self,
+        b: &BlockWeights<T>,
+        x: u64,
+        (h, w): (usize, usize),
+        window: Option<(usize, usize)>,
+    ) -> Result<()> {
+        let (n, stream, c, hw) = (self.n, self.stream, b.c, h * w);
         let p = n * hw;
         let [normed, expanded, gated, weights3] = self.scratch;
         let [_, pool, attention] = self.stats;
@@ -951,6 +1039,9 @@ impl Lowering<'_> {
         // the attention's 1×1 conv.
         let sca_inputs = [Arg::Ptr(pool), Arg::Ptr(ptr(&b.sca.0, stream)), Arg::Ptr(ptr(&b.sca.1, stream))];
         let conv3 = |this: &mut Self| -> Result<Vec<Labelled>> {
+            if let Some(window) = window {
+                return this.windowed_conv3(b, x, (h, w), window);
+            }
             let tail = [Arg::Ptr(ptr(&b.conv3.weight, stream)), Arg::Ptr(weights3), i32_of(c)?, inv_hw];
             let args = [&sca_inputs[..], &tail].concat();
             let scale = kernel_op(&this.kernels.attention_weights, attention_grid(c, n)?, args);
@@ -1012,7 +1103,7 @@ impl Lowering<'_> {
                 Ok(Some(conv3_then_ffn))
             }),
             Candidate::whole(|this: &mut Self| {
-                let Some((b3, feed_forward)) = fused_args()? else { return Ok(None) };
+                let Some((b3, feed_forward)) = fused_args()?.filter(|_| window.is_none()) else { return Ok(None) };
                 let sca_args = [&sca_inputs[..], &[Arg::Ptr(attention), i32_of(n)?, i32_of(c)?, inv_hw]].concat();
                 let sca = kernel_op(&this.kernels.sca_vector, grid_for(n * c * 32)?, sca_args);
                 let head = vec![

@@ -55,6 +55,12 @@ __device__ __forceinline__ void load8f(const float* p, float* v) {
     v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
 }
 
+// 8 consecutive f32 values stored (32-byte aligned).
+__device__ __forceinline__ void store8f(float* p, const float* v) {
+    reinterpret_cast<float4*>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
+    reinterpret_cast<float4*>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
+}
+
 __device__ __forceinline__ i64 global_index() { return (i64)blockIdx.x * blockDim.x + threadIdx.x; }
 
 // Programmatic dependent launch (compute capability 9.0 and newer): the engine lets a kernel
@@ -544,6 +550,109 @@ extern "C" __global__ void gate(const T* __restrict__ t, T* __restrict__ g, i64 
 #pragma unroll
     for (int j = 0; j < 8; j++) a[j] *= b[j];
     store8(g + idx, a);
+}
+
+// TLC channel attention (upstream NAFNet's `NAFNetLocal`, core/src/tlc.rs): the mean of every
+// pixel's window of the gated map, as sliding sums along rows (`window_row_sums`), then along
+// columns (`window_means`). Along a side of `len` pixels with windows of `k` (at most `len`),
+// pixel i takes the window starting at clamp(i − (k − 1) / 2, 0, len − k): the valid means,
+// centred, their edges repeated. A thread slides one group of 8 channels over `seg`
+// consecutive pixels of a side, the sums in double, so no drift builds up over a long side.
+__device__ __forceinline__ int window_start(int i, int k, int len) {
+    int start = i - (k - 1) / 2;
+    start = start < 0 ? 0 : start;
+    return start < len - k ? start : len - k;
+}
+// Sums of the windows of pixels first .. first + count − 1: `read(i, v)` gives pixel i's 8
+// values, `write(i, sums)` takes its window's sums.
+template <typename Read, typename Write>
+__device__ __forceinline__ void slide_window(Read read, Write write, int len, int k, int first, int count) {
+    double sum[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    float v[8];
+    int start = window_start(first, k, len);
+    for (int j = start; j < start + k; j++) {
+        read(j, v);
+#pragma unroll
+        for (int m = 0; m < 8; m++) sum[m] += v[m];
+    }
+    for (int i = first; i < first + count; i++) {
+        // Consecutive pixels' windows start at most one apart.
+        for (int s = window_start(i, k, len); start < s; start++) {
+            float out[8];
+            read(start + k, v);
+            read(start, out);
+#pragma unroll
+            for (int m = 0; m < 8; m++) sum[m] += (double)v[m] - (double)out[m];
+        }
+        write(i, sum);
+    }
+}
+
+// Window sums along each row of the gated map g (n × h × w × c) into `sums` (f32, same
+// layout), windows of `k` columns. A thread per (row, stretch of `seg` columns, 8 channels).
+extern "C" __global__ void window_row_sums(const T* __restrict__ g, float* __restrict__ sums, int n, int h,
+                                           int w, int c, int k, int seg) {
+    await_inputs();
+    int groups = c / 8, stretches = (w + seg - 1) / seg;
+    i64 idx = global_index();
+    if (idx >= (i64)n * h * stretches * groups) return;
+    int ch = (int)(idx % groups) * 8;
+    i64 q = idx / groups;
+    int first = (int)(q % stretches) * seg;
+    i64 row = q / stretches;
+    const T* src = g + row * w * c + ch;
+    float* dst = sums + row * w * c + ch;
+    slide_window([&](int x, float* v) { load8(src + (i64)x * c, v); },
+                 [&](int x, const double* s) {
+                     float o[8];
+#pragma unroll
+                     for (int m = 0; m < 8; m++) o[m] = (float)s[m];
+                     store8f(dst + (i64)x * c, o);
+                 },
+                 w, k, first, seg < w - first ? seg : w - first);
+}
+
+// Window means from the row sums (n × h × w × c, f32): sums along each column over windows of
+// `k` rows, divided by `area` (the window's pixels), into `means` (n × h × w × c). A thread per
+// (image, stretch of `seg` rows, column, 8 channels): neighbouring threads read neighbouring
+// pixels of a row.
+extern "C" __global__ void window_means(const float* __restrict__ sums, T* __restrict__ means, int n, int h,
+                                        int w, int c, int k, int seg, int area) {
+    await_inputs();
+    int groups = c / 8, stretches = (h + seg - 1) / seg;
+    i64 idx = global_index();
+    if (idx >= (i64)n * stretches * w * groups) return;
+    int ch = (int)(idx % groups) * 8;
+    i64 q = idx / groups;
+    int x = (int)(q % w);
+    q /= w;
+    int first = (int)(q % stretches) * seg;
+    i64 im = q / stretches;
+    i64 row_stride = (i64)w * c;
+    const float* src = sums + im * h * row_stride + (i64)x * c + ch;
+    T* dst = means + im * h * row_stride + (i64)x * c + ch;
+    slide_window([&](int y, float* v) { load8f(src + y * row_stride, v); },
+                 [&](int y, const double* s) {
+                     float o[8];
+#pragma unroll
+                     for (int m = 0; m < 8; m++) o[m] = (float)(s[m] / area);
+                     store8(dst + y * row_stride, o);
+                 },
+                 h, k, first, seg < h - first ? seg : h - first);
+}
+
+// x[i] *= s[i] over `count` values (a multiple of 8), 8 per thread: the gated map scaled by
+// TLC's per-pixel attention.
+extern "C" __global__ void multiply(T* __restrict__ x, const T* __restrict__ s, i64 count) {
+    await_inputs();
+    i64 idx = global_index() * 8;
+    if (idx >= count) return;
+    float a[8], b[8];
+    load8(x + idx, a);
+    load8(s + idx, b);
+#pragma unroll
+    for (int j = 0; j < 8; j++) a[j] *= b[j];
+    store8(x + idx, a);
 }
 
 // PixelShuffle(2) of t (n × h × w × 4c) added into out (n × 2h × 2w × c, the skip, in place):

@@ -25,7 +25,7 @@ pub fn source_hash() -> [u8; 32] {
 
 /// Entry points of [`SOURCE`], in [`Kernels`] field order, but for the depthwise kernels
 /// (named by [`Depthwise::name`]).
-pub const ENTRY_POINTS: [&str; 11] = [
+pub const ENTRY_POINTS: [&str; 14] = [
     "conv_in",
     "conv_out",
     "layer_norm",
@@ -37,6 +37,9 @@ pub const ENTRY_POINTS: [&str; 11] = [
     "shuffle_add",
     "frame_in",
     "frame_out",
+    "window_row_sums",
+    "window_means",
+    "multiply",
 ];
 
 /// The fused tensor-core kernels, in [`TensorCoreKernels`] field order: compiled only in FP16
@@ -145,6 +148,12 @@ pub struct Kernels {
     pub frame_in: CudaFunction,
     /// The planar f32 output → a caller's device frame.
     pub frame_out: CudaFunction,
+    /// TLC attention: window sums along the rows of the gated map (f32).
+    pub window_row_sums: CudaFunction,
+    /// TLC attention: window means from the row sums, along the columns.
+    pub window_means: CudaFunction,
+    /// Element-wise product in place (the gated map times TLC's per-pixel attention).
+    pub multiply: CudaFunction,
 }
 
 /// The fused kernels that multiply on the tensor cores (FP16, compute capability 8.0+).
@@ -224,6 +233,9 @@ impl Kernels {
             tensor_cores,
             frame_in: f(ENTRY_POINTS[9])?,
             frame_out: f(ENTRY_POINTS[10])?,
+            window_row_sums: f(ENTRY_POINTS[11])?,
+            window_means: f(ENTRY_POINTS[12])?,
+            multiply: f(ENTRY_POINTS[13])?,
         })
     }
 }

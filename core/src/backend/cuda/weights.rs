@@ -71,6 +71,9 @@ pub struct BlockWeights<T> {
     pub dw: Pair,
     /// Channel attention `[c_out][c_in]`, bias `[c]`.
     pub sca: Pair,
+    /// The same in the storage type, for TLC's per-pixel attention product (uploaded only
+    /// for engines with TLC attention).
+    pub sca_product: Option<Dense<T>>,
     /// β·conv3 with β·bias (scaled per image by the attention vector at run time).
     pub conv3: Dense<T>,
     /// LayerNorm 2 scale / shift.
@@ -119,7 +122,11 @@ impl<T> StepWeights<T> {
             StepWeights::Up(d) => dense(d),
             StepWeights::Block(b) => {
                 [&b.norm1, &b.dw, &b.sca, &b.norm2].into_iter().map(pair).sum::<usize>()
-                    + [&b.conv1, &b.conv3, &b.conv4, &b.conv5].into_iter().map(dense).sum::<usize>()
+                    + [&b.conv1, &b.conv3, &b.conv4, &b.conv5]
+                        .into_iter()
+                        .chain(&b.sca_product)
+                        .map(dense)
+                        .sum::<usize>()
             }
         }
     }
@@ -129,12 +136,14 @@ impl<T> StepWeights<T> {
 pub struct Uploader<'a> {
     store: &'a WeightStore,
     stream: &'a Arc<CudaStream>,
+    /// Whether blocks also get their attention as a product ([`BlockWeights::sca_product`]).
+    windowed_attention: bool,
 }
 
 impl<'a> Uploader<'a> {
-    /// Uploads from `store` on `stream`.
-    pub fn new(store: &'a WeightStore, stream: &'a Arc<CudaStream>) -> Self {
-        Uploader { store, stream }
+    /// Uploads from `store` on `stream`; with `windowed_attention`, for TLC attention too.
+    pub fn new(store: &'a WeightStore, stream: &'a Arc<CudaStream>, windowed_attention: bool) -> Self {
+        Uploader { store, stream, windowed_attention }
     }
 
     fn get(&self, key: &str) -> Result<(Vec<f32>, Vec<usize>)> {
@@ -229,6 +238,7 @@ impl<'a> Uploader<'a> {
             conv1: self.conv1x1(&keys.conv1, None)?,
             dw: (self.upload(&transpose(&dw_w, 2 * c))?, self.upload(&dw_b)?),
             sca: self.pair(&keys.sca)?,
+            sca_product: self.windowed_attention.then(|| self.conv1x1(&keys.sca, None)).transpose()?,
             conv3: self.conv1x1(&keys.conv3, Some(&keys.beta))?,
             norm2: self.pair(&keys.norm2)?,
             conv4: self.conv1x1(&keys.conv4, None)?,

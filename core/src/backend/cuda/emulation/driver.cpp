@@ -52,6 +52,17 @@ extern "C" int emulate_attention_weights(const unsigned* dims, const float* pool
 extern "C" int emulate_gate(const unsigned* dims, const T* t, T* g, i64 pixels, int c) {
     return launch(dims, [&] { gate(t, g, pixels, c); });
 }
+extern "C" int emulate_window_row_sums(const unsigned* dims, const T* g, float* sums, int n, int h, int w, int c,
+                                       int k, int seg) {
+    return launch(dims, [&] { window_row_sums(g, sums, n, h, w, c, k, seg); });
+}
+extern "C" int emulate_window_means(const unsigned* dims, const float* sums, T* means, int n, int h, int w, int c,
+                                    int k, int seg, int area) {
+    return launch(dims, [&] { window_means(sums, means, n, h, w, c, k, seg, area); });
+}
+extern "C" int emulate_multiply(const unsigned* dims, T* x, const T* s, i64 count) {
+    return launch(dims, [&] { multiply(x, s, count); });
+}
 extern "C" int emulate_shuffle_add(const unsigned* dims, const T* t, T* out, int n, int h, int w, int c) {
     return launch(dims, [&] { shuffle_add(t, out, n, h, w, c); });
 }

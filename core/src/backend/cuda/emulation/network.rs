@@ -10,8 +10,11 @@ use half::f16;
 
 use super::{Emulated, dims, random_bytes};
 use crate::backend::cuda::depthwise::{Depthwise, pool_sum_grid};
-use crate::backend::cuda::instance::{attention_grid, grid_for, norm_conv1_splits, norm_gate_splits, tile_grid};
+use crate::backend::cuda::instance::{
+    attention_grid, grid_for, norm_conv1_splits, norm_gate_splits, tile_grid, window_stretch, windows_grid,
+};
 use crate::backend::cuda::weights::Element;
+use crate::tlc::window_start;
 
 /// Images, height, width and (gated) channels of one case.
 #[derive(Debug, Clone, Copy)]
@@ -87,6 +90,9 @@ type NormProduct = unsafe extern "C" fn(
     f32,
 ) -> i32;
 type ShuffleAdd<T> = unsafe extern "C" fn(Dims, *const T, *mut T, i32, i32, i32, i32) -> i32;
+type WindowRowSums<T> = unsafe extern "C" fn(Dims, *const T, *mut f32, i32, i32, i32, i32, i32, i32) -> i32;
+type WindowMeans<T> = unsafe extern "C" fn(Dims, *const f32, *mut T, i32, i32, i32, i32, i32, i32, i32) -> i32;
+type Multiply<T> = unsafe extern "C" fn(Dims, *mut T, *const T, i64) -> i32;
 
 /// Values in [-scale, scale) from two random bytes each.
 fn values(len: usize, scale: f32, byte: &mut impl FnMut() -> u8) -> Vec<f32> {
@@ -641,6 +647,62 @@ fn shuffle_add<T: Element>(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut i
     assert_close("shuffle_add", &loaded(&out), &want, tolerance::<T>());
 }
 
+/// `window_row_sums` then `window_means` (TLC's window means) against the means of every
+/// pixel's window, for windows from one pixel to the whole side and for stretches that cover a
+/// side at once (the engine's, on these small maps) or in several pieces; then `multiply`.
+fn window_means<T: Element>(k: &Emulated, Case { n, h, w, c }: Case, byte: &mut impl FnMut() -> u8) {
+    let p = n * h * w;
+    let g = stored::<T>(&values(p * c, 4.0, byte));
+    let loaded_g = loaded(&g);
+    // SAFETY: as in conv_in.
+    let (rows_pass, cols_pass) =
+        unsafe { (k.entry::<WindowRowSums<T>>("window_row_sums"), k.entry::<WindowMeans<T>>("window_means")) };
+    for (rows, cols) in [(1, 1), (h, w), (h.div_ceil(2), 2.min(w)), (2.min(h), w - w / 3)] {
+        let want: Vec<f64> = (0..p * c)
+            .map(|idx| {
+                let (ch, pixel) = (idx % c, idx / c);
+                let (x, y, im) = (pixel % w, pixel / w % h, pixel / (w * h));
+                let (y0, x0) = (window_start(y, rows, h), window_start(x, cols, w));
+                let sum: f64 = (y0..y0 + rows)
+                    .flat_map(|yy| (x0..x0 + cols).map(move |xx| ((im * h + yy) * w + xx) * c + ch))
+                    .map(|i| f64::from(loaded_g[i]))
+                    .sum();
+                sum / (rows * cols) as f64
+            })
+            .collect();
+        let [ni, hi, wi, ci] = [n, h, w, c].map(i32_of);
+        for (row_seg, col_seg) in [(window_stretch(cols), window_stretch(rows)), (2, 3), (1, 1)] {
+            let guard = 7.0;
+            let mut sums = vec![guard; p * c + 8];
+            let mut means = vec![T::from_f32(guard); p * c + 8];
+            let grid = dims(&windows_grid((n, h, w, c), w, row_seg).unwrap());
+            let (k, seg) = (i32_of(cols), i32_of(row_seg));
+            // SAFETY: as in conv_in.
+            let diverged = unsafe { rows_pass(grid.as_ptr(), g.as_ptr(), sums.as_mut_ptr(), ni, hi, wi, ci, k, seg) };
+            assert_eq!(diverged, 0);
+            assert!(sums.split_off(p * c).iter().all(|&v| v == guard), "window_row_sums wrote past its output");
+            let grid = dims(&windows_grid((n, h, w, c), h, col_seg).unwrap());
+            let (k, seg, area) = (i32_of(rows), i32_of(col_seg), i32_of(rows * cols));
+            // SAFETY: as in conv_in.
+            let diverged =
+                unsafe { cols_pass(grid.as_ptr(), sums.as_ptr(), means.as_mut_ptr(), ni, hi, wi, ci, k, seg, area) };
+            assert_eq!(diverged, 0);
+            assert!(guard_intact(&mut means, p * c, guard), "window_means wrote past its output");
+            let what = format!("window_means {rows}×{cols} in stretches of {row_seg} and {col_seg}");
+            assert_close(&what, &loaded(&means), &want, tolerance::<T>());
+        }
+    }
+    let s = stored::<T>(&values(p * c, 2.0, byte));
+    let mut x = g.clone();
+    // SAFETY: as in conv_in.
+    let f = unsafe { k.entry::<Multiply<T>>("multiply") };
+    let diverged =
+        unsafe { f(dims(&grid_for(p * c / 8).unwrap()).as_ptr(), x.as_mut_ptr(), s.as_ptr(), (p * c) as i64) };
+    assert_eq!(diverged, 0);
+    let want: Vec<f64> = loaded_g.iter().zip(loaded(&s)).map(|(&a, b)| f64::from(a) * f64::from(b)).collect();
+    assert_close("multiply", &loaded(&x), &want, tolerance::<T>());
+}
+
 fn every_kernel<T: Element>(fp16: bool) {
     let Some(kernels) = Emulated::get(fp16) else { return };
     let mut byte = random_bytes(11);
@@ -655,6 +717,7 @@ fn every_kernel<T: Element>(fp16: bool) {
         attention_weights::<T>(&kernels, case, &mut byte);
         gate::<T>(&kernels, case, &mut byte);
         shuffle_add::<T>(&kernels, case, &mut byte);
+        window_means::<T>(&kernels, case, &mut byte);
         if fp16 {
             norm_product(&kernels, case, false, &mut byte);
             norm_product(&kernels, case, true, &mut byte);
