@@ -415,6 +415,9 @@ pub struct BuildEngineArgs {
     /// CUDA device ordinal.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub device: u32,
+    /// Channel attention the CUDA engine is built for (`--tlc`).
+    #[command(flatten)]
+    pub attention: TlcArg,
 }
 
 impl BuildEngineArgs {

@@ -9,6 +9,9 @@ use crate::error::Result;
 /// Builds the engine and writes it atomically to the output file.
 pub fn run(args: &BuildEngineArgs) -> Result<()> {
     match args.backend {
+        EngineBackend::Tensorrt if args.attention.tlc.is_some() => Err(crate::error::CliError::Invalid(
+            "--tlc runs on the CPU and CUDA engines, not TensorRT: build with --backend cuda".into(),
+        )),
         EngineBackend::Tensorrt => tensorrt(args),
         EngineBackend::Cuda => cuda(args),
     }
@@ -35,7 +38,7 @@ fn cuda(args: &BuildEngineArgs) -> Result<()> {
     if opt != max {
         shapes.push((batch, opt.height, opt.width));
     }
-    let report = build_engine_file(&model, &cuda, &shapes)?;
+    let report = build_engine_file(&model, &cuda, args.attention.attention_pool(), &shapes)?;
     let what = match &report.found {
         FileUse::Reused => "up to date, reused".to_owned(),
         FileUse::Missing => "written".to_owned(),

@@ -609,6 +609,8 @@ fn build_engine_reports_what_is_missing() {
         if cfg!(feature = "tensorrt") { "TensorRT library not found" } else { "built without the TensorRT backend" };
     assert_error(&out, &[missing]);
     assert_eq!(listing(dir.path()), ["tiny.safetensors"]);
+    let out = maskdcpt(&[&base[..], &["--max", "64x64", "--tlc"]].concat());
+    assert_error(&out, &["--tlc", "not TensorRT", "--backend cuda"]);
     for bad in ["128", "0x64", "64x", "axb"] {
         let out = maskdcpt(&[&base[..], &["--max", bad]].concat());
         assert_eq!(out.status.code(), Some(2), "--max {bad}: {}", stderr(&out));

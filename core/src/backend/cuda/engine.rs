@@ -422,23 +422,28 @@ pub struct EngineFileReport {
     pub device: String,
 }
 
-/// Builds the CUDA engine of `model` for every `(batch, height, width)` in `shapes` (image
-/// sizes before padding) and brings its engine file up to date: `cuda.engine_file`, else the
-/// key's file in `cuda.cache_dir`.
+/// Builds the CUDA engine of `model` with channel attention `attention_pool` for every
+/// `(batch, height, width)` in `shapes` (image sizes before padding) and brings its engine
+/// file up to date: `cuda.engine_file`, else the key's file in `cuda.cache_dir`. (One file
+/// serves both attention pools: it holds the products' algorithms, and TLC only adds products.)
 pub fn build_engine_file(
     model: &Model,
     cuda: &CudaOptions,
+    attention_pool: AttentionPool,
     shapes: &[(usize, usize, usize)],
 ) -> Result<EngineFileReport> {
     if cuda.engine_file.is_none() && cuda.cache_dir.is_none() {
         return Err(Error::InvalidArgument("an engine file needs a path or a cache folder".into()));
     }
+    attention_pool.validate(model.spec().size_multiple())?;
+    let options = EngineOptions { attention_pool, ..Default::default() };
     fn build<T: Element>(
         model: &Model,
+        options: &EngineOptions,
         cuda: &CudaOptions,
         shapes: &[(usize, usize, usize)],
     ) -> Result<EngineFileReport> {
-        let engine = CudaEngine::<T>::new(model, &EngineOptions::default(), cuda)?;
+        let engine = CudaEngine::<T>::new(model, options, cuda)?;
         let mut products = 0;
         for &(batch, height, width) in shapes {
             check_size(width, height)?;
@@ -450,7 +455,11 @@ pub fn build_engine_file(
         let (path, found) = engine.engine_file().expect("a path or cache folder was given");
         Ok(EngineFileReport { path: path.to_owned(), found: found.clone(), products, device: engine.device_name() })
     }
-    if cuda.fp16 { build::<half::f16>(model, cuda, shapes) } else { build::<f32>(model, cuda, shapes) }
+    if cuda.fp16 {
+        build::<half::f16>(model, &options, cuda, shapes)
+    } else {
+        build::<f32>(model, &options, cuda, shapes)
+    }
 }
 
 /// The engine file `cuda` asks for, with its key: `engine_file`, else a file named by the key
@@ -944,18 +953,19 @@ mod tests {
     }
 
     /// An engine file is written on first build, reused when intact for the same model, GPU
-    /// and precision (computing what a fresh engine computes), and rebuilt when damaged or
-    /// written for other weights.
+    /// and precision (computing what a fresh engine computes), extended by an engine with TLC
+    /// attention, and rebuilt when damaged or written for other weights.
     #[test]
     fn engine_files_are_reused_and_stale_ones_rebuilt() {
         use super::build_engine_file;
         use crate::backend::cuda::saved::FileUse;
+        use crate::tlc::AttentionPool::{self, Global};
         let model = random_model(&two_levels(), 12);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("model.cuda-engine");
         let cuda = CudaOptions { fp16: true, engine_file: Some(path.clone()), ..Default::default() };
         let shapes = [(1, 48, 40), (2, 17, 9)];
-        let first = match build_engine_file(&model, &cuda, &shapes) {
+        let first = match build_engine_file(&model, &cuda, Global, &shapes) {
             Ok(report) => report,
             Err(Error::Unsupported(why)) if std::env::var_os("MASKDCPT_REQUIRE_GPU").is_none() => {
                 eprintln!("skipped: no usable CUDA GPU here ({why})");
@@ -965,8 +975,13 @@ mod tests {
         };
         assert_eq!((first.found, first.path.as_path()), (FileUse::Missing, path.as_path()));
         assert!(first.products > 0);
-        let again = build_engine_file(&model, &cuda, &shapes).unwrap();
+        let again = build_engine_file(&model, &cuda, Global, &shapes).unwrap();
         assert_eq!((again.found, again.products), (FileUse::Reused, first.products));
+        // TLC attention adds the products of its per-pixel attention to the same file.
+        let tlc = AttentionPool::Tlc { train_height: 16, train_width: 16 };
+        let windowed = build_engine_file(&model, &cuda, tlc, &shapes).unwrap();
+        assert_eq!(windowed.found, FileUse::Reused);
+        assert!(windowed.products > first.products, "{} products with TLC", windowed.products);
 
         let options = EngineOptions { backend: Backend::Cuda(cuda.clone()), ..Default::default() };
         let reused = build_engine(&model, &options).unwrap();
@@ -978,12 +993,12 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0x20;
         std::fs::write(&path, &bytes).unwrap();
-        let damaged = build_engine_file(&model, &cuda, &shapes).unwrap();
+        let damaged = build_engine_file(&model, &cuda, Global, &shapes).unwrap();
         assert!(matches!(&damaged.found, FileUse::Rejected(why) if why.contains("checksum")), "{damaged:?}");
-        assert_eq!(build_engine_file(&model, &cuda, &shapes).unwrap().found, FileUse::Reused);
+        assert_eq!(build_engine_file(&model, &cuda, Global, &shapes).unwrap().found, FileUse::Reused);
 
         let other = random_model(&two_levels(), 13);
-        let stale = build_engine_file(&other, &cuda, &shapes).unwrap();
+        let stale = build_engine_file(&other, &cuda, Global, &shapes).unwrap();
         assert!(matches!(&stale.found, FileUse::Rejected(why) if why.contains("another")), "{stale:?}");
     }
 

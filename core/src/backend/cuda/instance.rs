@@ -204,7 +204,8 @@ fn i32_of(v: usize) -> Result<Arg> {
 struct Scratch {
     /// A block's `c`-channel maps (the normalised input and the gated features).
     features: usize,
-    /// The 2c-channel products and the up conv's 4c output.
+    /// The 2c-channel products and the up conv's 4c output (and TLC's f32 window row sums of
+    /// c channels, which take no more bytes in either storage type).
     expanded: usize,
     channels: usize,
     attention_weights: usize,
