@@ -588,57 +588,65 @@ __device__ __forceinline__ void slide_window(Read read, Write write, int len, in
     }
 }
 
+// The pixels a thread of a window pass slides over: `outer` groups of `across` lines of `len`
+// pixels (rows, or the columns of an image side by side), a group `outer_stride` values after
+// the one before and line `a` of a group `a · c` values after its first. Neighbouring threads
+// take the channel groups of a line, then neighbouring lines, then the next stretch of `seg`
+// pixels. A thread's 8 channels of its line start at `base`, its pixels at `first` (`count`).
+struct WindowStretch {
+    i64 base;
+    int first, count;
+};
+__device__ __forceinline__ bool window_stretch(int outer, int across, int len, int c, int seg, i64 outer_stride,
+                                               WindowStretch* s) {
+    int groups = c / 8, stretches = (len + seg - 1) / seg;
+    i64 idx = global_index();
+    if (idx >= (i64)outer * stretches * across * groups) return false;
+    int ch = (int)(idx % groups) * 8;
+    i64 q = idx / groups;
+    int line = (int)(q % across);
+    q /= across;
+    s->first = (int)(q % stretches) * seg;
+    s->count = seg < len - s->first ? seg : len - s->first;
+    s->base = q / stretches * outer_stride + (i64)line * c + ch;
+    return true;
+}
+
 // Window sums along each row of the gated map g (n × h × w × c) into `sums` (f32, same
-// layout), windows of `k` columns. A thread per (row, stretch of `seg` columns, 8 channels).
+// layout), windows of `k` columns: a thread per row, stretch of `seg` columns and 8 channels.
 extern "C" __global__ void window_row_sums(const T* __restrict__ g, float* __restrict__ sums, int n, int h,
                                            int w, int c, int k, int seg) {
     await_inputs();
-    int groups = c / 8, stretches = (w + seg - 1) / seg;
-    i64 idx = global_index();
-    if (idx >= (i64)n * h * stretches * groups) return;
-    int ch = (int)(idx % groups) * 8;
-    i64 q = idx / groups;
-    int first = (int)(q % stretches) * seg;
-    i64 row = q / stretches;
-    const T* src = g + row * w * c + ch;
-    float* dst = sums + row * w * c + ch;
-    slide_window([&](int x, float* v) { load8(src + (i64)x * c, v); },
-                 [&](int x, const double* s) {
+    WindowStretch s;
+    if (!window_stretch(n * h, 1, w, c, seg, (i64)w * c, &s)) return;
+    slide_window([&](int x, float* v) { load8(g + s.base + (i64)x * c, v); },
+                 [&](int x, const double* sum) {
                      float o[8];
 #pragma unroll
-                     for (int m = 0; m < 8; m++) o[m] = (float)s[m];
-                     store8f(dst + (i64)x * c, o);
+                     for (int m = 0; m < 8; m++) o[m] = (float)sum[m];
+                     store8f(sums + s.base + (i64)x * c, o);
                  },
-                 w, k, first, seg < w - first ? seg : w - first);
+                 w, k, s.first, s.count);
 }
 
 // Window means from the row sums (n × h × w × c, f32): sums along each column over windows of
-// `k` rows, divided by `area` (the window's pixels), into `means` (n × h × w × c). A thread per
-// (image, stretch of `seg` rows, column, 8 channels): neighbouring threads read neighbouring
-// pixels of a row.
+// `k` rows, divided by `area` (the window's pixels), into `means` (n × h × w × c). A thread
+// per image, stretch of `seg` rows, column and 8 channels; neighbouring threads read
+// neighbouring pixels of a row.
 extern "C" __global__ void window_means(const float* __restrict__ sums, T* __restrict__ means, int n, int h,
                                         int w, int c, int k, int seg, int area) {
     await_inputs();
-    int groups = c / 8, stretches = (h + seg - 1) / seg;
-    i64 idx = global_index();
-    if (idx >= (i64)n * stretches * w * groups) return;
-    int ch = (int)(idx % groups) * 8;
-    i64 q = idx / groups;
-    int x = (int)(q % w);
-    q /= w;
-    int first = (int)(q % stretches) * seg;
-    i64 im = q / stretches;
-    i64 row_stride = (i64)w * c;
-    const float* src = sums + im * h * row_stride + (i64)x * c + ch;
-    T* dst = means + im * h * row_stride + (i64)x * c + ch;
-    slide_window([&](int y, float* v) { load8f(src + y * row_stride, v); },
-                 [&](int y, const double* s) {
+    i64 row = (i64)w * c;
+    WindowStretch s;
+    if (!window_stretch(n, w, h, c, seg, h * row, &s)) return;
+    slide_window([&](int y, float* v) { load8f(sums + s.base + y * row, v); },
+                 [&](int y, const double* sum) {
                      float o[8];
 #pragma unroll
-                     for (int m = 0; m < 8; m++) o[m] = (float)(s[m] / area);
-                     store8(dst + y * row_stride, o);
+                     for (int m = 0; m < 8; m++) o[m] = (float)(sum[m] / area);
+                     store8(means + s.base + y * row, o);
                  },
-                 h, k, first, seg < h - first ? seg : h - first);
+                 h, k, s.first, s.count);
 }
 
 // x[i] *= s[i] over `count` values (a multiple of 8), 8 per thread: the gated map scaled by
