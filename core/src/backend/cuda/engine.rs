@@ -1058,24 +1058,30 @@ mod tests {
     }
 
     /// Tiled engines give what the CPU engine gives with the same tiling: local tiles (the
-    /// same crops, each padded and restored on its own) and global means (the untiled result).
+    /// same crops, each padded and restored on its own) and global means (the untiled result),
+    /// with global and with TLC attention (crop 8: windows of 12 and 6, within a tile's maps).
     #[test]
     fn tiles_match_the_cpu_engine_in_both_channel_attention_modes() {
         use crate::backend::{ScaMode, Tiling};
+        use crate::tlc::AttentionPool;
         let model = random_model(&two_levels(), 15);
         let Some(_) = engine(&model, false) else { return };
         let input = image(45, 37, 3);
-        for sca in [ScaMode::Local, ScaMode::Global] {
+        let tlc = AttentionPool::Tlc { train_height: 8, train_width: 8 };
+        for (sca, attention_pool) in
+            [ScaMode::Local, ScaMode::Global].into_iter().flat_map(|sca| [(sca, AttentionPool::Global), (sca, tlc)])
+        {
             let options = |backend| EngineOptions {
                 backend,
                 tiling: Some(Tiling { tile: 16, overlap: 4, sca }),
+                attention_pool,
                 ..Default::default()
             };
             let gpu = build_engine(&model, &options(Backend::Cuda(CudaOptions::default()))).unwrap();
             let cpu = build_engine(&model, &options(Backend::Cpu)).unwrap();
             let diff = max_abs(&cpu.restore(&input).unwrap(), &gpu.restore(&input).unwrap());
-            eprintln!("{sca:?} tiles: max |Δ| {diff:.3e}");
-            assert!(diff <= 1e-4, "{sca:?} tiles: max |Δ| {diff}");
+            eprintln!("{sca:?} tiles, {attention_pool:?}: max |Δ| {diff:.3e}");
+            assert!(diff <= 1e-4, "{sca:?} tiles, {attention_pool:?}: max |Δ| {diff}");
         }
     }
 
