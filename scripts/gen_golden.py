@@ -272,6 +272,16 @@ def main() -> None:
         R.run_nafnet,
     )
     add(
+        f"maskdcpt_w8_tlc_sampled{TLC_TRAIN}_96x136", "maskdcpt_w8.pth", None, in_96x136,
+        R.use_tlc_(copy.deepcopy(md_ema), TLC_TRAIN, sampled=True), "maskdcpt",
+        dict(md_common, tlc_sampled_train_size=TLC_TRAIN),
+        f"MaskDCPT's own NAFNet class (TLC with fast_imp=True) for a {TLC_TRAIN}x{TLC_TRAIN} training crop "
+        "(params_ema): windows of 48, 24, 12, 6, 3 pixels at levels 0-4, averaged over every 4th, 2nd, 1st, "
+        "1st, 1st row and column of the 96x144 padded maps from one step in "
+        "(reference_nafnet.use_tlc_(sampled=True), checked against the MaskDCPT fork's AvgPool2d). " + harness_md,
+        R.run_maskdcpt,
+    )
+    add(
         "maskdcpt_w8_ema_96x136", "maskdcpt_w8.pth", None, in_96x136, md_ema, "maskdcpt", md_common,
         "Larger input for tiling tests (params_ema). Reference is the WHOLE image in one pass (96 = 6x16, "
         "136 -> padded 144). A tiled run differs from this because SCA pools over the whole (padded) image. "

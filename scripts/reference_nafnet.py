@@ -258,21 +258,52 @@ class WindowMean(nn.Module):
         return F.pad(means, ((k2 - 1) // 2, k2 // 2, (k1 - 1) // 2, k1 // 2), mode="replicate")
 
 
-def use_tlc_(net: NAFNetRef, train_size: int = 256) -> NAFNetRef:
+class SampledWindowMean(nn.Module):
+    """The pooling of MaskDCPT's own ``NAFNet`` class (its TLC with ``fast_imp=True``), written
+    from its definition: the global mean where the map fits the ``rows x cols`` window, as
+    ``WindowMean``; otherwise per side a step r (the largest of 5, 4, 3, 2, 1 dividing the side,
+    at most ``most``), the samples every r pixels from pixel r on, windows of ``min(samples,
+    k // r)`` consecutive samples averaged at stride 1, each mean repeated r times, and the
+    result extended to the map by replicating its edges, centred (floor before, ceil after).
+    Windows of no sample fail, as in the official code."""
+
+    def __init__(self, rows: int, cols: int, most: tuple[int, int]):
+        super().__init__()
+        self.rows, self.cols, self.most = rows, cols, most
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[2:]
+        if self.rows >= h and self.cols >= w:
+            return x.mean(dim=(2, 3), keepdim=True)
+        step = lambda n, most: min(next(r for r in (5, 4, 3, 2, 1) if n % r == 0), most)  # noqa: E731
+        r1, r2 = step(h, self.most[0]), step(w, self.most[1])
+        samples = x[:, :, r1::r1, r2::r2]
+        k1, k2 = min(samples.shape[2], self.rows // r1), min(samples.shape[3], self.cols // r2)
+        means = F.avg_pool2d(samples, (k1, k2), stride=1)
+        means = means.repeat_interleave(r1, dim=2).repeat_interleave(r2, dim=3)
+        ph, pw = h - means.shape[2], w - means.shape[3]
+        return F.pad(means, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="replicate")
+
+
+def use_tlc_(net: NAFNetRef, train_size: int = 256, sampled: bool = False) -> NAFNetRef:
     """Replaces every block's global SCA pooling by TLC windows for a network trained on
     ``train_size`` square crops: 1.5x the crop (rounded down), times the level's map size at
     the (padded) crop over the crop size. Upstream NAFNet pads to 2**levels inside forward,
-    the MaskDCPT harness to 16."""
+    the MaskDCPT harness to 16. ``sampled``: MaskDCPT's ``NAFNet`` class instead
+    (``SampledWindowMean``; its steps at most 5x the level's map at the crop over the crop)."""
     multiple = 2 ** net.levels if net.family == "nafnet" else 16
     padded = -(-train_size // multiple) * multiple
     side = lambda level: (padded >> level) * (train_size * 3 // 2) // train_size  # noqa: E731
+    most = lambda level: max(1, 5 * (padded >> level) // train_size)  # noqa: E731
     groups = [(g, level) for level, g in enumerate(net.encoders)]
     groups.append((net.middle_blks, net.levels))
     groups += [(g, net.levels - 1 - i) for i, g in enumerate(net._decoder_list())]
     for group, level in groups:
         for block in group.modules():
             if isinstance(block, NAFBlock):
-                block.sca[0] = WindowMean(side(level), side(level))
+                k = side(level)
+                pool = SampledWindowMean(k, k, (most(level),) * 2) if sampled else WindowMean(k, k)
+                block.sca[0] = pool
     return net
 
 

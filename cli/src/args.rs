@@ -106,7 +106,7 @@ pub struct EngineArgs {
     pub serial_launches: bool,
 }
 
-/// `--tlc [TRAIN]`, for the commands that run or export a network.
+/// `--tlc [TRAIN]` and `--tlc-sampled [TRAIN]`, for the commands that run or export a network.
 #[derive(Debug, Args)]
 pub struct TlcArg {
     /// Channel attention over a window around each pixel, as upstream NAFNet's test-time local
@@ -115,15 +115,25 @@ pub struct TlcArg {
     #[arg(long, value_name = "TRAIN", num_args = 0..=1, default_missing_value = "256",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub tlc: Option<u32>,
+    /// Channel attention as MaskDCPT's own `NAFNet` class computes it (TLC with its
+    /// `fast_imp=True` default: the windows of --tlc, averaged over every r-th row and column)
+    /// for TRAIN×TRAIN crops (default 384, that class's). CPU engine only.
+    #[arg(long, value_name = "TRAIN", num_args = 0..=1, default_missing_value = "384", conflicts_with = "tlc",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub tlc_sampled: Option<u32>,
 }
 
 impl TlcArg {
-    /// The core setting: TLC windows for the training crop, else whole-map means.
+    /// The core setting: TLC windows (exact or sampled) for the training crop, else whole-map
+    /// means.
     pub fn attention_pool(&self) -> AttentionPool {
-        self.tlc.map_or(AttentionPool::Global, |train| AttentionPool::Tlc {
-            train_height: train as usize,
-            train_width: train as usize,
-        })
+        match (self.tlc, self.tlc_sampled) {
+            (Some(train), _) => AttentionPool::Tlc { train_height: train as usize, train_width: train as usize },
+            (None, Some(train)) => {
+                AttentionPool::TlcSampled { train_height: train as usize, train_width: train as usize }
+            }
+            (None, None) => AttentionPool::Global,
+        }
     }
 }
 

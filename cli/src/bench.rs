@@ -63,6 +63,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             Sca::Local => "local",
         }),
         "tlc_train_size": args.engine.attention.tlc,
+        "tlc_sampled_train_size": args.engine.attention.tlc_sampled,
         "median_ms": stats.median,
         "min_ms": stats.min,
         "mean_ms": stats.mean,

@@ -3,15 +3,19 @@
 //! run time, the TensorRT library; CUDA needs an NVIDIA GPU. Without them it fails with a
 //! message saying what is missing.
 
+use maskdcpt_core::backend::AttentionPool;
+
 use crate::args::{BuildEngineArgs, EngineBackend};
 use crate::error::Result;
 
 /// Builds the engine and writes it atomically to the output file.
 pub fn run(args: &BuildEngineArgs) -> Result<()> {
     match args.backend {
-        EngineBackend::Tensorrt if args.attention.tlc.is_some() => Err(crate::error::CliError::Invalid(
-            "--tlc runs on the CPU and CUDA engines, not TensorRT: build with --backend cuda".into(),
-        )),
+        EngineBackend::Tensorrt if args.attention.attention_pool() != AttentionPool::Global => {
+            Err(crate::error::CliError::Invalid(
+                "--tlc runs on the CPU and CUDA engines, not TensorRT: build with --backend cuda".into(),
+            ))
+        }
         EngineBackend::Tensorrt => tensorrt(args),
         EngineBackend::Cuda => cuda(args),
     }

@@ -10,6 +10,13 @@
 //! of `(h − rows + 1) × (w − cols + 1)` means that is extended to `h × w` by repeating its edges,
 //! centred: pixel `i` takes the window starting at `clamp(i − (rows − 1) / 2, 0, h − rows)`.
 //! The attention's 1×1 convolution then runs on each pixel's mean.
+//!
+//! MaskDCPT's own `NAFNet` class (its fork's TLC, `fast_imp=True` by default, crop 384) keeps
+//! those windows and the global rule but averages a sample of each window: every `r`-th row
+//! and column (`r` the largest of 5, 4, 3, 2, 1 dividing the side, at most `5 × level map /
+//! crop`), starting one sample in, `⌊k / r⌋` samples a side (at most all but one); its means
+//! are repeated `r` times each and the result extended to the map by repeating its edges,
+//! centred ([`Samples`]).
 
 use crate::error::{Error, Result};
 use crate::image::round_up;
@@ -29,6 +36,14 @@ pub enum AttentionPool {
         /// Training crop width in pixels.
         train_width: usize,
     },
+    /// MaskDCPT's `NAFNet` class: TLC with its `fast_imp=True` default, averaging a sample of
+    /// each window (its default crop: 384 × 384).
+    TlcSampled {
+        /// Training crop height in pixels.
+        train_height: usize,
+        /// Training crop width in pixels.
+        train_width: usize,
+    },
 }
 
 /// The averaging of one block on one map size.
@@ -43,6 +58,59 @@ pub enum MapPool {
         /// Window columns.
         cols: usize,
     },
+    /// Means of samples of windows (MaskDCPT's `NAFNet`, [`AttentionPool::TlcSampled`]).
+    Sampled {
+        /// Along the columns (over rows).
+        rows: Samples,
+        /// Along the rows (over columns).
+        cols: Samples,
+    },
+}
+
+/// The windows along one side of `n` pixels: `count` samples `step` apart from pixel
+/// `first`, each window `taps` consecutive samples (`count − taps + 1` windows); pixel `i`
+/// takes window `clamp(i − pad, 0, span − 1) / step`, where the windows' means, each repeated
+/// `step` times, span `span = (count − taps + 1) · step` pixels, centred (`pad = (n − span) / 2`).
+/// With `first` 0 and `step` 1 these are TLC's windows ([`window_start`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Samples {
+    /// Pixel of the first sample.
+    pub first: usize,
+    /// Pixels between samples.
+    pub step: usize,
+    /// Samples along the side.
+    pub count: usize,
+    /// Samples per window (at least 1, at most `count`).
+    pub taps: usize,
+}
+
+impl Samples {
+    /// TLC's windows of `k` pixels along a side of `n ≥ k`.
+    pub fn dense(k: usize, n: usize) -> Self {
+        Samples { first: 0, step: 1, count: n, taps: k }
+    }
+
+    /// Windows (means) along the side.
+    pub fn means(&self) -> usize {
+        self.count - self.taps + 1
+    }
+
+    /// The window pixel `i` of a side of `n` takes.
+    pub fn mean_of(&self, i: usize, n: usize) -> usize {
+        let span = self.means() * self.step;
+        i.saturating_sub((n - span) / 2).min(span - 1) / self.step
+    }
+}
+
+impl MapPool {
+    /// The windows along the columns and the rows, for any pool but the global mean.
+    pub fn sides(&self, (h, w): (usize, usize)) -> Option<(Samples, Samples)> {
+        match *self {
+            MapPool::Global => None,
+            MapPool::Window { rows, cols } => Some((Samples::dense(rows, h), Samples::dense(cols, w))),
+            MapPool::Sampled { rows, cols } => Some((rows, cols)),
+        }
+    }
 }
 
 impl AttentionPool {
@@ -51,7 +119,8 @@ impl AttentionPool {
     pub fn validate(&self, size_multiple: usize) -> Result<()> {
         match *self {
             AttentionPool::Global => Ok(()),
-            AttentionPool::Tlc { train_height, train_width } => {
+            AttentionPool::Tlc { train_height, train_width }
+            | AttentionPool::TlcSampled { train_height, train_width } => {
                 if train_height.min(train_width) < size_multiple {
                     return Err(Error::InvalidArgument(format!(
                         "TLC training crop {train_height}x{train_width} is smaller than the network's size multiple \
@@ -66,12 +135,49 @@ impl AttentionPool {
     /// The averaging of a block at `level` (0 at full resolution) on an `h × w` map, in a
     /// network whose inputs are padded to `size_multiple`.
     pub fn map_pool(&self, level: usize, size_multiple: usize, (h, w): (usize, usize)) -> MapPool {
-        let AttentionPool::Tlc { train_height, train_width } = *self else { return MapPool::Global };
-        // The window TLC fixes from its conversion pass: the level's map size at the training
-        // crop (padded as the network pads it) times 1.5 (rounded down), over the crop size.
-        let side = |train: usize| (round_up(train, size_multiple) >> level) * (train * 3 / 2) / train;
+        let (train_height, train_width, sampled) = match *self {
+            AttentionPool::Global => return MapPool::Global,
+            AttentionPool::Tlc { train_height, train_width } => (train_height, train_width, false),
+            AttentionPool::TlcSampled { train_height, train_width } => (train_height, train_width, true),
+        };
+        // The level's map size at the training crop (padded as the network pads it), as TLC
+        // sees it in its conversion pass; the window is that times 1.5 (rounded down), over
+        // the crop size.
+        let at_crop = |train: usize| round_up(train, size_multiple) >> level;
+        let side = |train: usize| at_crop(train) * (train * 3 / 2) / train;
         let (rows, cols) = (side(train_height), side(train_width));
-        if rows >= h && cols >= w { MapPool::Global } else { MapPool::Window { rows: rows.min(h), cols: cols.min(w) } }
+        if rows >= h && cols >= w {
+            return MapPool::Global;
+        }
+        if !sampled {
+            return MapPool::Window { rows: rows.min(h), cols: cols.min(w) };
+        }
+        let samples = |k: usize, n: usize, train: usize| {
+            let most = (5 * at_crop(train) / train).max(1);
+            let step = [5, 4, 3, 2, 1].into_iter().find(|&r| n.is_multiple_of(r)).unwrap_or(1).min(most);
+            let count = n.div_ceil(step) - 1;
+            Samples { first: step, step, count, taps: (k / step).min(count) }
+        };
+        MapPool::Sampled { rows: samples(rows, h, train_height), cols: samples(cols, w, train_width) }
+    }
+
+    /// Checks that every level up to `levels` of a padded `h × w` input has windows: sampled
+    /// windows of no sample (a side of one step, or a window shorter than a step) are
+    /// undefined, and MaskDCPT's `NAFNet` fails on them too.
+    pub fn check_maps(&self, levels: usize, size_multiple: usize, (h, w): (usize, usize)) -> Result<()> {
+        for level in 0..=levels {
+            let map = (h >> level, w >> level);
+            if let MapPool::Sampled { rows, cols } = self.map_pool(level, size_multiple, map)
+                && rows.taps.min(cols.taps) == 0
+            {
+                return Err(Error::InvalidImage(format!(
+                    "sampled TLC attention has no samples in a window at level {level} ({}x{} map): MaskDCPT's \
+                     NAFNet fails on this size too; use --tlc (exact windows) or a larger image",
+                    map.0, map.1
+                )));
+            }
+        }
+        Ok(())
     }
 }
 

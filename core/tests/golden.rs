@@ -74,10 +74,14 @@ fn every_case_matches_pytorch() {
 
         let input = read_image(&golden_dir().join(case["input"].as_str().unwrap()));
         let (_, want) = read_npy(&golden_dir().join(case["output"].as_str().unwrap()));
-        // Cases with a training crop use TLC channel attention (upstream NAFNetLocal).
-        let attention_pool = case["tlc_train_size"].as_u64().map_or(AttentionPool::Global, |train| {
-            AttentionPool::Tlc { train_height: train as usize, train_width: train as usize }
-        });
+        // Cases with a training crop use TLC channel attention: upstream NAFNetLocal's, or the
+        // sampled windows of MaskDCPT's NAFNet class.
+        let crop = |key: &str| case[key].as_u64().map(|train| (train as usize, train as usize));
+        let attention_pool = match (crop("tlc_train_size"), crop("tlc_sampled_train_size")) {
+            (Some((train_height, train_width)), _) => AttentionPool::Tlc { train_height, train_width },
+            (None, Some((train_height, train_width))) => AttentionPool::TlcSampled { train_height, train_width },
+            (None, None) => AttentionPool::Global,
+        };
         for threads in [1, 2] {
             let options = EngineOptions { threads: Some(threads), attention_pool, ..Default::default() };
             let got = restore(&model, &options, &input);

@@ -64,6 +64,13 @@ pub fn export(model: &Model, options: &OnnxOptions) -> Result<Vec<u8>> {
     }
     let multiple = model.spec().size_multiple();
     options.attention_pool.validate(multiple)?;
+    if let AttentionPool::TlcSampled { .. } = options.attention_pool {
+        return Err(Error::Unsupported(
+            "sampled TLC attention (MaskDCPT's NAFNet class) is not exported to ONNX: export exact TLC (--tlc) or \
+             global attention"
+                .into(),
+        ));
+    }
     // The padded input size, where the attention's windows need it.
     let padded_size = match (options.attention_pool, options.shape) {
         (AttentionPool::Global, _) => None,
@@ -355,6 +362,9 @@ impl<'a> Builder<'a> {
                 let pooled = match pool {
                     MapPool::Global => self.node("GlobalAveragePool", &[&x], &[]),
                     MapPool::Window { rows, cols } => self.window_means(&x, rows, cols),
+                    MapPool::Sampled { .. } => {
+                        return Err(Error::Unsupported("sampled TLC attention has no ONNX export".into()));
+                    }
                 };
                 let (w, b) = (self.weight(weight, false)?, self.weight(bias, false)?);
                 let attention = self.node("Conv", &[&pooled, &w, &b], &[attr_ints("kernel_shape", &[1, 1])]);

@@ -15,7 +15,7 @@ use super::kernels::matmul::{Epilogue, MatMut, MatRef, RhsNorm, matmul};
 use super::kernels::window::{scale_by_window, window_means};
 use super::prepared::BlockWeights;
 use super::row_bands;
-use crate::tlc::MapPool;
+use crate::tlc::{MapPool, Samples};
 
 /// Scratch a block needs on an `h × w` map with bands of `band_rows` rows.
 pub struct BlockScratch<'a> {
@@ -32,10 +32,7 @@ pub struct BlockScratch<'a> {
 /// block's attention `pool`.
 pub fn scratch_len(c: usize, (h, w): (usize, usize), band_rows: usize, pool: MapPool) -> (usize, usize, usize) {
     let rows = (band_rows + 2).min(h);
-    let window = match pool {
-        MapPool::Global => 0,
-        MapPool::Window { rows, cols } => 2 * c * (h - rows + 1) * (w - cols + 1),
-    };
+    let window = pool.sides((h, w)).map_or(0, |(rows, cols)| 2 * c * rows.means() * cols.means());
     (c * h * w, 2 * c * rows * w, window)
 }
 
@@ -65,10 +62,10 @@ pub fn run_block(
         let part = depthwise_gate(s.g, &band, &bw.dw.0, &bw.dw.1, c, (h, w), (r0, r1));
         sums.iter_mut().zip(part).for_each(|(a, b)| *a += b);
     }
-    let attention = match pool {
-        MapPool::Global => Some(channel_attention(bw, &sums, hw)),
-        MapPool::Window { rows, cols } => {
-            windowed_attention(bw, s.g, (h, w), (rows, cols), s.window, threads);
+    let attention = match pool.sides((h, w)) {
+        None => Some(channel_attention(bw, &sums, hw)),
+        Some(sides) => {
+            windowed_attention(bw, s.g, (h, w), sides, s.window, threads);
             None
         }
     };
@@ -117,11 +114,11 @@ fn windowed_attention(
     bw: &BlockWeights,
     g: &mut [f32],
     (h, w): (usize, usize),
-    window: (usize, usize),
+    window: (Samples, Samples),
     scratch: &mut [f32],
     threads: usize,
 ) {
-    let (c, n) = (bw.c, (h - window.0 + 1) * (w - window.1 + 1));
+    let (c, n) = (bw.c, window.0.means() * window.1.means());
     let (means, attention) = scratch[..2 * c * n].split_at_mut(c * n);
     window_means(means, g, c, (h, w), window);
     let sca = bw.sca_windowed.as_ref().expect("windowed attention weights are prepared with a TLC pool");

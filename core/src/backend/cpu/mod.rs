@@ -153,6 +153,8 @@ impl CpuEngine {
     /// step's output value as it is produced.
     fn restore_whole(&self, img: &Image, on_output: &mut (dyn FnMut(ValueId, &[f32]) + Send)) -> Result<Image> {
         let (h, w) = self.padded(img.width(), img.height());
+        let levels = self.graph.nodes.iter().map(|node| node.level).max().unwrap_or(0);
+        self.attention_pool.check_maps(levels, self.size_multiple, (h, w))?;
         let layout = self.layout(h, w);
         let mut ws = self.take_workspace(&layout)?;
         let in_slot = layout.plan.slot_of[self.program.input.0].expect("input is planned");

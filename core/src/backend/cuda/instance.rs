@@ -888,6 +888,9 @@ impl Lowering<'_> {
         let window = match pool.map_pool(self.level, size_multiple, (h, w)) {
             MapPool::Global => None,
             MapPool::Window { rows, cols } => Some((rows, cols)),
+            MapPool::Sampled { .. } => {
+                return Err(Error::Unsupported("the cuda backend has no sampled TLC attention".into()));
+            }
         };
         self.second_half(b, x, (h, w), window)
     }

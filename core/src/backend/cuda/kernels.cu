@@ -597,7 +597,7 @@ struct WindowStretch {
     i64 base;
     int first, count;
 };
-__device__ __forceinline__ bool window_stretch(int outer, int across, int len, int c, int seg, i64 outer_stride,
+__device__ __forceinline__ bool thread_stretch(int outer, int across, int len, int c, int seg, i64 outer_stride,
                                                WindowStretch* s) {
     int groups = c / 8, stretches = (len + seg - 1) / seg;
     i64 idx = global_index();
@@ -618,7 +618,7 @@ extern "C" __global__ void window_row_sums(const T* __restrict__ g, float* __res
                                            int w, int c, int k, int seg) {
     await_inputs();
     WindowStretch s;
-    if (!window_stretch(n * h, 1, w, c, seg, (i64)w * c, &s)) return;
+    if (!thread_stretch(n * h, 1, w, c, seg, (i64)w * c, &s)) return;
     slide_window([&](int x, float* v) { load8(g + s.base + (i64)x * c, v); },
                  [&](int x, const double* sum) {
                      float o[8];
@@ -638,7 +638,7 @@ extern "C" __global__ void window_means(const float* __restrict__ sums, T* __res
     await_inputs();
     i64 row = (i64)w * c;
     WindowStretch s;
-    if (!window_stretch(n, w, h, c, seg, h * row, &s)) return;
+    if (!thread_stretch(n, w, h, c, seg, h * row, &s)) return;
     slide_window([&](int y, float* v) { load8f(sums + s.base + y * row, v); },
                  [&](int y, const double* sum) {
                      float o[8];

@@ -3,51 +3,64 @@
 
 use rayon::prelude::*;
 
-use crate::tlc::window_start;
+use crate::tlc::Samples;
 
-/// `means[ch][y][x]` = mean of `src[ch]` over rows `y..y + rows` and columns `x..x + cols`, for
-/// every valid window of a planar `c × h × w` map: `means` is `c × (h − rows + 1) × (w − cols + 1)`.
-/// The sums run in f64 (adding the entering row or column, subtracting the leaving one), so
-/// their rounding stays far below f32's on maps of any size.
-pub fn window_means(means: &mut [f32], src: &[f32], c: usize, (h, w): (usize, usize), (rows, cols): (usize, usize)) {
-    let (mh, mw) = (h - rows + 1, w - cols + 1);
-    let area = (rows * cols) as f64;
+/// `means[ch][y][x]` = mean of `src[ch]` over the window `y` of `rows` (along the columns) and
+/// `x` of `cols` (along the rows), for every window of a planar `c × h × w` map: `means` is
+/// `c × rows.means() × cols.means()`. The sums run in f64 (adding the entering sample row or
+/// column, subtracting the leaving one), so their rounding stays far below f32's on maps of
+/// any size.
+pub fn window_means(
+    means: &mut [f32],
+    src: &[f32],
+    c: usize,
+    (h, w): (usize, usize),
+    (rows, cols): (Samples, Samples),
+) {
+    let (mh, mw) = (rows.means(), cols.means());
+    let area = (rows.taps * cols.taps) as f64;
+    /// The samples of sample row `j` of `plane`.
+    fn sample_row(plane: &[f32], w: usize, (rows, cols): (Samples, Samples), j: usize) -> impl Iterator<Item = f64> {
+        let row = &plane[(rows.first + j * rows.step) * w..][..w];
+        (0..cols.count).map(move |i| f64::from(row[cols.first + i * cols.step]))
+    }
+    let sample_row = |plane, j| sample_row(plane, w, (rows, cols), j);
     means[..c * mh * mw].par_chunks_mut(mh * mw).zip(src.par_chunks(h * w)).for_each(|(out, plane)| {
-        // Column sums over the current `rows` rows, slid down one row per output row.
-        let mut column = vec![0.0f64; w];
-        for row in plane.chunks_exact(w).take(rows) {
-            column.iter_mut().zip(row).for_each(|(s, &v)| *s += f64::from(v));
+        // Column sums over the current `rows.taps` sample rows, slid down one per output row.
+        let mut column = vec![0.0f64; cols.count];
+        for j in 0..rows.taps {
+            column.iter_mut().zip(sample_row(plane, j)).for_each(|(s, v)| *s += v);
         }
         for (y, out_row) in out.chunks_exact_mut(mw).enumerate() {
             if y > 0 {
-                let (gone, new) = (&plane[(y - 1) * w..][..w], &plane[(y + rows - 1) * w..][..w]);
-                column.iter_mut().zip(gone.iter().zip(new)).for_each(|(s, (&g, &n))| *s += f64::from(n) - f64::from(g));
+                let (gone, new) = (sample_row(plane, y - 1), sample_row(plane, y + rows.taps - 1));
+                column.iter_mut().zip(gone.zip(new)).for_each(|(s, (g, n))| *s += n - g);
             }
-            let mut sum: f64 = column[..cols].iter().sum();
+            let mut sum: f64 = column[..cols.taps].iter().sum();
             out_row[0] = (sum / area) as f32;
             for x in 1..mw {
-                sum += column[x + cols - 1] - column[x - 1];
+                sum += column[x + cols.taps - 1] - column[x - 1];
                 out_row[x] = (sum / area) as f32;
             }
         }
     });
 }
 
-/// `g[ch][i][j] *= attention[ch][window_start(i)][window_start(j)]` for a planar `c × h × w`
-/// map `g` and the `c × (h − rows + 1) × (w − cols + 1)` attention of its windows.
+/// `g[ch][i][j] *= attention[ch][rows.mean_of(i)][cols.mean_of(j)]` for a planar `c × h × w`
+/// map `g` and the `c × rows.means() × cols.means()` attention of its windows.
 pub fn scale_by_window(
     g: &mut [f32],
     attention: &[f32],
     c: usize,
     (h, w): (usize, usize),
-    (rows, cols): (usize, usize),
+    (rows, cols): (Samples, Samples),
 ) {
-    let (mh, mw) = (h - rows + 1, w - cols + 1);
-    let col_start: Vec<usize> = (0..w).map(|j| window_start(j, cols, w)).collect();
-    g[..c * h * w].par_chunks_mut(h * w).zip(attention.par_chunks(mh * mw)).for_each(|(plane, att)| {
+    let mw = cols.means();
+    let col_mean: Vec<usize> = (0..w).map(|j| cols.mean_of(j, w)).collect();
+    g[..c * h * w].par_chunks_mut(h * w).zip(attention.par_chunks(rows.means() * mw)).for_each(|(plane, att)| {
         for (i, row) in plane.chunks_exact_mut(w).enumerate() {
-            let att_row = &att[window_start(i, rows, h) * mw..][..mw];
-            row.iter_mut().zip(&col_start).for_each(|(v, &x)| *v *= att_row[x]);
+            let att_row = &att[rows.mean_of(i, h) * mw..][..mw];
+            row.iter_mut().zip(&col_mean).for_each(|(v, &x)| *v *= att_row[x]);
         }
     });
 }
@@ -82,7 +95,8 @@ mod tests {
         for window in [(1, 1), (4, 5), (9, 3), (2, 13), (9, 13)] {
             let want = naive_means(&src, c, (h, w), window);
             let mut got = vec![f32::NAN; want.len()];
-            window_means(&mut got, &src, c, (h, w), window);
+            let sides = (Samples::dense(window.0, h), Samples::dense(window.1, w));
+            window_means(&mut got, &src, c, (h, w), sides);
             let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
             assert!(worst <= 2e-6, "window {window:?}: {worst}");
         }
@@ -94,7 +108,7 @@ mod tests {
         let (mh, mw) = (h - rows + 1, w - cols + 1);
         let attention: Vec<f32> = (0..c * mh * mw).map(|v| v as f32 + 1.0).collect();
         let mut g = vec![1.0; c * h * w];
-        scale_by_window(&mut g, &attention, c, (h, w), (rows, cols));
+        scale_by_window(&mut g, &attention, c, (h, w), (Samples::dense(rows, h), Samples::dense(cols, w)));
         // Rows: start clamp(i − 1, 0, 2); columns: clamp(j − 1, 0, 2).
         let expect = |ch: usize, i: usize, j: usize| {
             attention[ch * mh * mw + i.saturating_sub(1).min(2) * mw + j.saturating_sub(1).min(2)]
