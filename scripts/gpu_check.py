@@ -23,9 +23,10 @@ with `--engine` against one without.
 Timing (released shape, FP16): `maskdcpt bench --backend cuda` (device-resident median), also
 with `--fusion launches` (the blocks without the fused tensor-core kernels) and with
 `--serial-launches` (no programmatic dependent launch: each kernel starts after the last ends)
-and with `--tlc` (upstream NAFNet's windowed attention, training crop 256) next to PyTorch eager FP16, torch.compile and torch.compile(mode="reduce-overhead"), with
-peak GPU memory, at 1x256x256, 8x256x256 and 1x1088x1920; every timed choice of the engine
-(fused kernels or launches, depthwise variants) with each candidate's time.
+and with `--tlc` (upstream NAFNet's windowed attention, training crop 256), next to PyTorch
+eager FP16, torch.compile and torch.compile(mode="reduce-overhead"), with peak GPU memory, at
+1x256x256, 8x256x256 and 1x1088x1920; every timed choice of the engine (fused kernels or
+launches, depthwise variants) with each candidate's time.
 
 Hardware counters (scripts/gpu_counters.py), where Nsight Compute is installed: the engine's
 kernels at 1x1088x1920 under ncu (memory and issue throughput, occupancy, top stalls).

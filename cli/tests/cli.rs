@@ -279,8 +279,10 @@ fn npy_round_trip_equals_the_core_engine_exactly() {
 }
 
 /// `--tlc [TRAIN]` is the core engine with TLC attention (256 when no crop is given), which
-/// changes the result where the windows are smaller than the maps; it is refused off the CPU
-/// and below the network's size multiple.
+/// changes the result where the windows are smaller than the maps; it is refused below the
+/// network's size multiple. `--tlc-sampled [TRAIN]` (MaskDCPT's NAFNet class) is the core
+/// engine with sampled windows, differs from `--tlc`, excludes it, and is refused off the CPU
+/// and by the ONNX export.
 #[test]
 fn tlc_attention_equals_the_core_engine_with_windows() {
     let dir = TempDir::new().unwrap();
@@ -304,11 +306,26 @@ fn tlc_attention_equals_the_core_engine_with_windows() {
     assert!(moved > 1e-6, "windows of 24 on 80x48 maps moved the result by {moved}");
     // The default crop (256: windows of 384) covers this image: the global result.
     assert_eq!(restore(&["--tlc"]), core_restore_with(&model, &tlc(256), w, h, data.clone()));
-    assert_eq!(restore(&["--tlc"]), core_restore(&model, w, h, data));
+    assert_eq!(restore(&["--tlc"]), core_restore(&model, w, h, data.clone()));
+    std::fs::remove_file(&output).unwrap();
+    let sampled = restore(&["--tlc-sampled", "16"]);
+    let options = EngineOptions {
+        attention_pool: AttentionPool::TlcSampled { train_height: 16, train_width: 16 },
+        ..Default::default()
+    };
+    assert_eq!(sampled, core_restore_with(&model, &options, w, h, data));
+    assert!(max_diff(&sampled, &windowed) > 1e-6, "sampled windows gave exact TLC's result");
     std::fs::remove_file(&output).unwrap();
     assert_error(&maskdcpt(&[&base[..], &["--tlc", "8"]].concat()), &["TLC", "8x8", "size multiple 16"]);
     assert_eq!(maskdcpt(&[&base[..], &["--tlc", "0"]].concat()).status.code(), Some(2));
+    assert_eq!(maskdcpt(&[&base[..], &["--tlc", "--tlc-sampled"]].concat()).status.code(), Some(2));
+    let on_gpu = maskdcpt(&[&base[..], &["--tlc-sampled", "--backend", "cuda"]].concat());
+    assert_error(&on_gpu, &["sampled TLC", "CPU engine only"]);
     assert!(!output.exists());
+    let onnx = dir.path().join("m.onnx");
+    let export = ["export-onnx", "-m", s(&model), "-o", s(&onnx), "--height", "48", "--width", "80"];
+    assert_error(&maskdcpt(&[&export[..], &["--tlc-sampled"]].concat()), &["sampled TLC", "ONNX"]);
+    assert!(!onnx.exists());
 }
 
 #[test]

@@ -225,6 +225,49 @@ mod tests {
     }
 
     #[test]
+    fn dense_samples_are_the_centred_windows() {
+        for (n, k) in [(10, 4), (6, 5), (6, 6), (7, 1)] {
+            let side = Samples::dense(k, n);
+            assert_eq!(side.means(), n - k + 1);
+            for i in 0..n {
+                assert_eq!(side.mean_of(i, n), window_start(i, k, n), "n {n} k {k} pixel {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn sampled_windows_follow_maskdcpts_nafnet() {
+        // The golden case's network (size multiple 16), crop 32: windows of 48 >> level, steps at
+        // most 5, 2, 1, 1, 1 (5 × map at the crop / crop), on its 96 × 144 padded input.
+        let pool = AttentionPool::TlcSampled { train_height: 32, train_width: 32 };
+        let side = |step: usize, count: usize, taps: usize| Samples { first: step, step, count, taps };
+        // Level 0: 96 and 144 take step 4 (5 divides neither): 23 and 35 samples from pixel 4.
+        let MapPool::Sampled { rows, cols } = pool.map_pool(0, 16, (96, 144)) else { panic!("level 0") };
+        assert_eq!((rows, cols), (side(4, 23, 12), side(4, 35, 12)));
+        // Level 1: step 4 capped at 2; level 3: step 1, windows of 6 samples from pixel 1.
+        assert_eq!(pool.map_pool(1, 16, (48, 72)), MapPool::Sampled { rows: side(2, 23, 12), cols: side(2, 35, 12) });
+        assert_eq!(pool.map_pool(3, 16, (12, 18)), MapPool::Sampled { rows: side(1, 11, 6), cols: side(1, 17, 6) });
+        // 12 windows of 23 samples span 12 × 4 = 48 of 96 rows: 24 rows of edge above; every
+        // 4 rows after that take the next window.
+        let rows = side(4, 23, 12);
+        let taken: Vec<usize> = [0, 24, 27, 28, 71, 72, 95].iter().map(|&i| rows.mean_of(i, 96)).collect();
+        assert_eq!(taken, [0, 0, 0, 1, 11, 11, 11]);
+        // Maps within the window keep the global mean, as exact TLC.
+        assert_eq!(pool.map_pool(0, 16, (48, 48)), MapPool::Global);
+    }
+
+    #[test]
+    fn sampled_windows_without_samples_are_refused() {
+        // Crop 16 on a 16 × 176 input of a 4-level network: at level 4 the map is 1 × 11, one
+        // step tall, so its windows have no sample (MaskDCPT's NAFNet fails there too).
+        let pool = AttentionPool::TlcSampled { train_height: 16, train_width: 16 };
+        let err = pool.check_maps(4, 16, (16, 176)).unwrap_err().to_string();
+        assert!(err.contains("level 4") && err.contains("1x11"), "{err}");
+        assert!(pool.check_maps(4, 16, (64, 176)).is_ok());
+        assert!(TLC_256.check_maps(4, 16, (16, 176)).is_ok());
+    }
+
+    #[test]
     fn training_crops_below_the_size_multiple_are_refused() {
         assert!(TLC_256.validate(16).is_ok());
         let tiny = AttentionPool::Tlc { train_height: 8, train_width: 256 };
