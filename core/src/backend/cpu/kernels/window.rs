@@ -19,11 +19,6 @@ pub fn window_means(
 ) {
     let (mh, mw) = (rows.means(), cols.means());
     let area = (rows.taps * cols.taps) as f64;
-    /// The samples of sample row `j` of `plane`.
-    fn sample_row(plane: &[f32], w: usize, (rows, cols): (Samples, Samples), j: usize) -> impl Iterator<Item = f64> {
-        let row = &plane[(rows.first + j * rows.step) * w..][..w];
-        (0..cols.count).map(move |i| f64::from(row[cols.first + i * cols.step]))
-    }
     let sample_row = |plane, j| sample_row(plane, w, (rows, cols), j);
     means[..c * mh * mw].par_chunks_mut(mh * mw).zip(src.par_chunks(h * w)).for_each(|(out, plane)| {
         // Column sums over the current `rows.taps` sample rows, slid down one per output row.
@@ -44,6 +39,12 @@ pub fn window_means(
             }
         }
     });
+}
+
+/// The samples of sample row `j` of the planar `plane` of width `w`, in f64.
+fn sample_row(plane: &[f32], w: usize, (rows, cols): (Samples, Samples), j: usize) -> impl Iterator<Item = f64> {
+    let row = &plane[(rows.first + j * rows.step) * w..][..w];
+    (0..cols.count).map(move |i| f64::from(row[cols.first + i * cols.step]))
 }
 
 /// `g[ch][i][j] *= attention[ch][rows.mean_of(i)][cols.mean_of(j)]` for a planar `c × h × w`
