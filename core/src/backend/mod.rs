@@ -374,13 +374,6 @@ fn build_backend(model: &Model, options: &EngineOptions) -> Result<Box<dyn Engin
         return Err(crate::error::Error::InvalidArgument("tile size must be at least 1 pixel".into()));
     }
     options.attention_pool.validate(model.spec().size_multiple())?;
-    if matches!(options.attention_pool, AttentionPool::TlcSampled { .. }) && !matches!(options.backend, Backend::Cpu) {
-        return Err(crate::error::Error::Unsupported(
-            "sampled TLC attention (MaskDCPT's NAFNet class) runs on the CPU engine only: use the CPU backend, or \
-             exact TLC (--tlc) on the GPU"
-                .into(),
-        ));
-    }
     if options.attention_pool != AttentionPool::Global && matches!(options.backend, Backend::TensorRt(_)) {
         return Err(crate::error::Error::Unsupported(
             "TLC channel attention runs on the CPU and CUDA engines, not TensorRT: use one of those, or global \

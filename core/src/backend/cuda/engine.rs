@@ -60,8 +60,8 @@ pub struct CudaEngine<T> {
     /// Whether kernels start early (programmatic dependent launch: compute capability 9.0+,
     /// unless `CudaOptions::serial_launches`).
     overlap: bool,
-    /// Global or TLC channel attention.
-    pooling: BlockAttention,
+    /// Global or (exact) TLC channel attention.
+    attention_pool: AttentionPool,
     /// Most device bytes the weights, the workspace and the kept instances may hold
     /// (`EngineOptions::memory_limit`).
     memory_limit: Option<u64>,
@@ -137,6 +137,13 @@ impl Staging {
 impl<T: Element> CudaEngine<T> {
     /// Opens the device, compiles (or loads cached) kernels and uploads the weights.
     pub fn new(model: &Model, options: &EngineOptions, cuda: &CudaOptions) -> Result<Self> {
+        if let AttentionPool::TlcSampled { .. } = options.attention_pool {
+            return Err(Error::Unsupported(
+                "sampled TLC attention (MaskDCPT's NAFNet class) runs on the CPU engine only: use the CPU backend, \
+                 or exact TLC (--tlc) on the GPU"
+                    .into(),
+            ));
+        }
         // Global-mean tiling defines the untiled result, which the GPU computes in one run.
         let tiles = match options.tiling {
             Some(Tiling { tile, overlap, sca: ScaMode::Local }) => Some((tile, overlap)),
@@ -214,7 +221,7 @@ impl<T: Element> CudaEngine<T> {
             tiles,
             fusion: cuda.fusion,
             overlap,
-            pooling: BlockAttention { pool: options.attention_pool, size_multiple: model.spec().size_multiple() },
+            attention_pool: options.attention_pool,
             memory_limit: options.memory_limit,
         })
     }
@@ -292,7 +299,7 @@ impl<T: Element> CudaEngine<T> {
                     tuned,
                     self.fusion,
                     self.overlap,
-                    self.pooling,
+                    BlockAttention { pool: self.attention_pool, size_multiple: self.size_multiple },
                 )?;
                 // The file holds what the engine started from (nothing when it was missing or
                 // rejected): it is out of date exactly when building this instance tuned
