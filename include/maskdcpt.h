@@ -34,6 +34,11 @@
 #define MASKDCPT_MAX_PLANES 3
 
 /**
+ * `maskdcpt_options.tile_size` asking the engine to pick the tile from its memory budget.
+ */
+#define MASKDCPT_TILE_SIZE_AUTO UINT32_MAX
+
+/**
  * Result of every fallible call. On anything but `MASKDCPT_STATUS_OK`,
  * `maskdcpt_last_error_message()` says what went wrong and no output was written.
  */
@@ -324,7 +329,10 @@ typedef struct maskdcpt_options {
    */
   uint32_t threads;
   /**
-   * Tile edge in pixels; 0 processes the whole image at once.
+   * Tile edge in pixels; 0 processes the whole image at once; `MASKDCPT_TILE_SIZE_AUTO`
+   * (with `MASKDCPT_SCA_MODE_LOCAL`) runs each frame whole when it fits `memory_limit` (0:
+   * the memory available when the engine is built) and otherwise in the largest tiles that
+   * fit (`maskdcpt_engine_tile_size` tells which).
    */
   uint32_t tile_size;
   /**
@@ -514,6 +522,22 @@ maskdcpt_status maskdcpt_engine_memory_estimate(const struct maskdcpt_engine *en
                                                 size_t width,
                                                 size_t height,
                                                 struct maskdcpt_memory_estimate *out);
+
+/**
+ * Writes to `*tile_size` the tile edge a restore of a `width × height` frame runs in with
+ * local channel-attention means: the engine's `tile_size`, or with `MASKDCPT_TILE_SIZE_AUTO`
+ * the tile it picks for that size; 0 when the frame runs whole (no tiling, global means, or an
+ * automatic tile size under which the whole frame fits). `MASKDCPT_STATUS_OUT_OF_MEMORY` when
+ * not even the smallest automatic tile fits, `MASKDCPT_STATUS_INVALID_ARGUMENT` for an empty
+ * size.
+ *
+ * # Safety
+ * `engine` is a live engine, `tile_size` a writable pointer.
+ */
+maskdcpt_status maskdcpt_engine_tile_size(const struct maskdcpt_engine *engine,
+                                          size_t width,
+                                          size_t height,
+                                          uint32_t *tile_size);
 
 /**
  * Restores `input` into `output`, both in host memory, each in any pixel format (see

@@ -130,6 +130,7 @@ static void bad_images(const maskdcpt_engine *engine) {
     expect("prepare(zero height)", maskdcpt_engine_prepare(engine, 8, 0), MASKDCPT_STATUS_INVALID_ARGUMENT);
     expect("memory_estimate(NULL out)", maskdcpt_engine_memory_estimate(engine, 8, 8, NULL),
            MASKDCPT_STATUS_NULL_POINTER);
+    expect("tile_size(NULL out)", maskdcpt_engine_tile_size(engine, 8, 8, NULL), MASKDCPT_STATUS_NULL_POINTER);
     expect("restore(NULL engine)", maskdcpt_restore(NULL, &good_in, &good_out), MASKDCPT_STATUS_NULL_POINTER);
     expect("restore(NULL input)", maskdcpt_restore(engine, NULL, &good_out), MASKDCPT_STATUS_NULL_POINTER);
     expect("restore(NULL output)", maskdcpt_restore(engine, &good_in, NULL), MASKDCPT_STATUS_NULL_POINTER);

@@ -1,7 +1,7 @@
 /*
  * Restores a binary PPM (P6, 8-bit) image with libmaskdcpt and writes a binary PPM.
  *
- *   restore_image MODEL INPUT.ppm OUTPUT.ppm [--threads N] [--tile N] [--tile-overlap N]
+ *   restore_image MODEL INPUT.ppm OUTPUT.ppm [--threads N] [--tile N|auto] [--tile-overlap N]
  *                 [--sca global|local] [--tlc TRAIN] [--param-key K]
  *
  * The output is byte-identical to `maskdcpt restore -m MODEL -i INPUT.ppm -o OUTPUT.ppm` with
@@ -139,6 +139,8 @@ static int parse_options(int argc, char **argv, maskdcpt_options *options, const
         }
         if (strcmp(name, "--threads") == 0) {
             if (parse_count(name, value, &options->threads)) return 1;
+        } else if (strcmp(name, "--tile") == 0 && strcmp(value, "auto") == 0) {
+            options->tile_size = MASKDCPT_TILE_SIZE_AUTO;
         } else if (strcmp(name, "--tile") == 0) {
             if (parse_count(name, value, &options->tile_size)) return 1;
         } else if (strcmp(name, "--tile-overlap") == 0) {
@@ -171,7 +173,7 @@ int main(int argc, char **argv) {
 
     if (argc < 4 || parse_options(argc, argv, &options, &param_key)) {
         fprintf(stderr,
-                "usage: %s MODEL INPUT.ppm OUTPUT.ppm [--threads N] [--tile N] [--tile-overlap N] "
+                "usage: %s MODEL INPUT.ppm OUTPUT.ppm [--threads N] [--tile N|auto] [--tile-overlap N] "
                 "[--sca global|local] [--tlc TRAIN] [--param-key K]\n",
                 argv[0]);
         return 2;

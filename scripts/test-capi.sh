@@ -54,7 +54,8 @@ pixels = bytes((x * 5 + y * 7 + c * 80 + (x * y) % 13) % 256 for y in range(h) f
 open(sys.argv[1], "wb").write(b"P6\n%d %d\n255\n" % (w, h) + pixels)
 PY
 run=0
-for options in "" "--tile 16 --sca global" "--tile 16 --tile-overlap 8 --sca local" "--tlc 16"; do
+for options in "" "--tile 16 --sca global" "--tile 16 --tile-overlap 8 --sca local" "--tlc 16" \
+    "--tile auto --tile-overlap 8 --sca local"; do
     run=$((run + 1))
     # shellcheck disable=SC2086 # word splitting of the options is intended
     target/release/maskdcpt restore -m "$MODEL" -i "$tmp/in.ppm" -o "$tmp/cli$run.ppm" --threads 2 $options
@@ -69,6 +70,8 @@ if cmp -s "$tmp/cli1.ppm" "$tmp/cli4.ppm"; then
     echo "--tlc 16 changed nothing: the sample's windows must be smaller than its maps" >&2
     exit 1
 fi
+# Without a memory limit the sample's image fits whole: automatic tiles leave it untiled.
+cmp "$tmp/cli1.ppm" "$tmp/cli5.ppm"
 "$tmp/restore_image_pkgconfig" "$MODEL" "$tmp/in.ppm" "$tmp/pkgconfig.ppm" --threads 2
 cmp "$tmp/cli1.ppm" "$tmp/pkgconfig.ppm"
 "$build/frame_loop" "$MODEL" --frames 10 --threads 2

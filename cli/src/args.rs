@@ -6,7 +6,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::error::CliError;
 use maskdcpt_core::backend::tensorrt::profile::Size;
-use maskdcpt_core::backend::{AttentionPool, Backend, CudaOptions, EngineOptions, Fusion, Precision, ScaMode, Tiling};
+use maskdcpt_core::backend::{
+    AttentionPool, Backend, CudaOptions, EngineOptions, Fusion, Precision, ScaMode, TileSize, Tiling,
+};
 
 /// Restore images with MaskDCPT / NAFNet checkpoints, and inspect, convert or benchmark them.
 #[derive(Debug, Parser)]
@@ -62,9 +64,11 @@ pub struct EngineArgs {
     /// Worker threads (default: all available cores).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub threads: Option<u32>,
-    /// Process the image in tiles of N×N pixels to bound memory.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub tile: Option<u32>,
+    /// Process the image in tiles of N×N pixels to bound memory; `auto` (with `--sca local`)
+    /// runs each image whole when it fits the memory budget (`--memory-limit-mb`, else the
+    /// memory available when the engine is built) and otherwise in the largest tiles that fit.
+    #[arg(long, value_name = "N|auto", value_parser = parse_tile)]
+    pub tile: Option<TileSize>,
     /// Context pixels added around each tile in `--sca local` mode.
     #[arg(long, value_name = "N", default_value_t = 32, requires = "tile")]
     pub tile_overlap: u32,
@@ -72,6 +76,10 @@ pub struct EngineArgs {
     /// bounds memory by the tile but differs slightly.
     #[arg(long, value_enum, default_value_t = Sca::Global, requires = "tile")]
     pub sca: Sca,
+    /// Refuse runs whose estimated memory exceeds this many MiB (default: the memory available;
+    /// on `--backend cuda` the device's free memory), and fit `--tile auto` into it.
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..(1 << 44)))]
+    pub memory_limit_mb: Option<u64>,
     /// Channel attention (`--tlc`).
     #[command(flatten)]
     pub attention: TlcArg,
@@ -236,7 +244,7 @@ impl EngineArgs {
         Ok(EngineOptions {
             threads: self.threads.map(|t| t as usize),
             tiling: self.tile.map(|tile| Tiling {
-                tile: tile as usize,
+                tile,
                 overlap: self.tile_overlap as usize,
                 sca: match self.sca {
                     Sca::Global => ScaMode::Global,
@@ -244,10 +252,22 @@ impl EngineArgs {
                 },
             }),
             precision,
-            memory_limit: None,
+            memory_limit: self.memory_limit_mb.map(|mib| mib << 20),
             backend,
             attention_pool: self.attention.attention_pool(),
         })
+    }
+}
+
+/// `--tile`: a positive number of pixels, or `auto`.
+fn parse_tile(value: &str) -> std::result::Result<TileSize, String> {
+    if value == "auto" {
+        return Ok(TileSize::Auto);
+    }
+    match value.parse::<u32>() {
+        Ok(0) => Err("a tile has at least 1 pixel".into()),
+        Ok(pixels) => Ok(TileSize::Pixels(pixels as usize)),
+        Err(_) => Err(format!("`{value}` is neither a number of pixels nor `auto`")),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use maskdcpt_core::backend::build_engine;
+use maskdcpt_core::backend::{TileSize, build_engine};
 use maskdcpt_core::image::{Image, round_up};
 use serde_json::json;
 
@@ -57,7 +57,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "warmup": args.warmup,
         "threads": threads,
         "precision": args.engine.precision.name(),
-        "tile": args.engine.tile,
+        "tile": args.engine.tile.map(|tile| match tile {
+            TileSize::Pixels(pixels) => json!(pixels),
+            TileSize::Auto => json!("auto"),
+        }),
+        "local_tiles": engine.local_tiles(width, height)?.map(|(tile, overlap)| json!({"tile": tile, "overlap": overlap})),
+        "memory_limit_mb": args.engine.memory_limit_mb,
         "sca": args.engine.tile.map(|_| match args.engine.sca {
             Sca::Global => "global",
             Sca::Local => "local",

@@ -567,6 +567,38 @@ fn tiled_global_equals_untiled_and_local_runs() {
     assert_eq!(read_npy(&local).0, [h, w, 3]);
 }
 
+/// `--tile auto --sca local` runs whole within the budget and in tiles below it; bench
+/// reports the tiles, and `auto` needs local means.
+#[test]
+fn automatic_tiles_follow_the_memory_limit() {
+    let dir = TempDir::new().unwrap();
+    let model = write_model(dir.path());
+    let bench = |size: &str, limit: &str| {
+        let args = ["--tile", "auto", "--sca", "local", "--tile-overlap", "8", "--memory-limit-mb", limit];
+        let common = ["bench", "-m", s(&model), "--height", size, "--width", size, "--iters", "1", "--warmup", "0"];
+        let out = maskdcpt(&[&common[..], &args].concat());
+        assert_ok(&out);
+        serde_json::from_str::<serde_json::Value>(&stdout(&out)).unwrap()
+    };
+    let roomy = bench("64", "4096");
+    assert_eq!((roomy["tile"].as_str(), roomy["memory_limit_mb"].as_u64()), (Some("auto"), Some(4096)));
+    assert!(roomy["local_tiles"].is_null(), "{roomy}");
+    let tight = bench("1024", "24");
+    let tile = tight["local_tiles"]["tile"].as_u64().expect("1024² in 24 MiB needs tiles");
+    assert!(tile > 0 && tile < 1024 && (tile + 16) % 16 == 0, "{tight}");
+    assert_eq!(tight["local_tiles"]["overlap"], 8);
+
+    let input = dir.path().join("in.npy");
+    write_npy(&input, &[20, 24, 3], &pattern(24, 20, 5));
+    let out =
+        maskdcpt(&["restore", "-m", s(&model), "-i", s(&input), "-o", s(&dir.path().join("o.npy")), "--tile", "auto"]);
+    assert_error(&out, &["--sca local"]);
+    for bad in ["0", "big"] {
+        let out = maskdcpt(&["restore", "-m", s(&model), "-i", s(&input), "-o", "o.npy", "--tile", bad]);
+        assert_eq!(out.status.code(), Some(2), "--tile {bad}");
+    }
+}
+
 #[test]
 fn bench_prints_one_json_line_with_the_required_fields() {
     let dir = TempDir::new().unwrap();

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use maskdcpt_core::Error;
-use maskdcpt_core::backend::{Backend, EngineOptions, ScaMode, Tiling, build_engine};
+use maskdcpt_core::backend::{Backend, EngineOptions, ScaMode, TileSize, Tiling, build_engine};
 use maskdcpt_core::image::Image;
 use maskdcpt_core::model::Model;
 use maskdcpt_core::spec::{Family, ModelSpec};
@@ -125,13 +125,60 @@ fn a_run_over_the_memory_limit_is_an_error_with_a_hint() {
     assert!(matches!(err, Error::OutOfMemory { .. }), "{err}");
     assert!(err.to_string().contains("--tile"), "{err}");
     // Local tiles bound the memory: the same image fits in tiles.
-    let tiling = Some(Tiling { tile: 32, overlap: 8, sca: ScaMode::Local });
+    let tiling = Some(Tiling { tile: TileSize::Pixels(32), overlap: 8, sca: ScaMode::Local });
     let tiled =
         build_engine(&tiny_model(), &EngineOptions { tiling, memory_limit: Some(8 << 20), ..Default::default() })
             .unwrap();
     let estimate = tiled.memory_estimate(512, 512).unwrap();
     assert!(estimate.total() < 8 << 20 && estimate.total() > 3 * 512 * 512 * 4, "{estimate:?}");
     assert!(tiled.restore(&Image::new(512, 512, vec![0.5; 512 * 512 * 3]).unwrap()).is_ok());
+}
+
+/// An automatic tile size runs an image whole when its run fits the memory budget, else in the
+/// largest tiles that fit (exactly what that fixed tile size gives), and refuses a budget below
+/// its smallest tile, or global means.
+#[test]
+fn automatic_tiles_fit_the_memory_budget() {
+    let (w, h) = (300, 200);
+    let img = Image::new(w, h, (0..w * h * 3).map(|i| (i % 97) as f32 / 97.0).collect()).unwrap();
+    let local = |tile| Some(Tiling { tile, overlap: 8, sca: ScaMode::Local });
+    let auto = |limit| {
+        let options = EngineOptions { tiling: local(TileSize::Auto), memory_limit: Some(limit), ..Default::default() };
+        build_engine(&tiny_model(), &options).unwrap()
+    };
+    let fixed = |tile| {
+        let options = EngineOptions { tiling: local(TileSize::Pixels(tile)), ..Default::default() };
+        build_engine(&tiny_model(), &options).unwrap()
+    };
+    let whole = build_engine(&tiny_model(), &EngineOptions::default()).unwrap();
+
+    let roomy = auto(1 << 40);
+    assert_eq!(roomy.local_tiles(w, h).unwrap(), None);
+    assert_eq!(roomy.restore(&img).unwrap(), whole.restore(&img).unwrap());
+
+    let budget = whole.memory_estimate(w, h).unwrap().total() / 2;
+    let tight = auto(budget);
+    let (tile, overlap) = tight.local_tiles(w, h).unwrap().expect("half the memory needs tiles");
+    assert_eq!(overlap, 8);
+    assert_eq!((tile + 2 * overlap) % 16, 0, "runs of whole tiles are multiples of the size multiple");
+    let estimate = tight.memory_estimate(w, h).unwrap();
+    assert!(estimate.total() <= budget, "{estimate:?} over {budget}");
+    assert_eq!(estimate, fixed(tile).memory_estimate(w, h).unwrap());
+    assert!(fixed(tile + 16).memory_estimate(w, h).unwrap().total() > budget, "tile {tile} is not the largest");
+    assert_eq!(tight.restore(&img).unwrap(), fixed(tile).restore(&img).unwrap());
+    // The same size gets the same tile on every call, and other sizes their own.
+    assert_eq!(tight.local_tiles(w, h).unwrap(), Some((tile, overlap)));
+    assert_eq!(tight.local_tiles(40, 30).unwrap(), None);
+
+    let starved = auto(64 << 10);
+    for err in [starved.restore(&img).unwrap_err(), starved.memory_estimate(w, h).unwrap_err()] {
+        assert!(matches!(err, Error::OutOfMemory { .. }), "{err}");
+        assert!(err.to_string().contains("smallest automatic tile (16 pixels with 8 pixels of context)"), "{err}");
+    }
+
+    let global = Some(Tiling { tile: TileSize::Auto, overlap: 8, sca: ScaMode::Global });
+    let err = build_engine(&tiny_model(), &EngineOptions { tiling: global, ..Default::default() }).err().unwrap();
+    assert!(matches!(err, Error::InvalidArgument(_)) && err.to_string().contains("--sca local"), "{err}");
 }
 
 /// `prepare` fails where the restore of that size would (an empty size, a run over the
@@ -158,8 +205,10 @@ fn prepare_checks_the_size_and_memory_up_front() {
 fn invalid_options_are_refused() {
     let zero_threads = EngineOptions { threads: Some(0), ..Default::default() };
     assert!(matches!(build_engine(&tiny_model(), &zero_threads), Err(Error::InvalidArgument(_))));
-    let zero_tile =
-        EngineOptions { tiling: Some(Tiling { tile: 0, overlap: 0, sca: ScaMode::Global }), ..Default::default() };
+    let zero_tile = EngineOptions {
+        tiling: Some(Tiling { tile: TileSize::Pixels(0), overlap: 0, sca: ScaMode::Global }),
+        ..Default::default()
+    };
     assert!(matches!(build_engine(&tiny_model(), &zero_tile), Err(Error::InvalidArgument(_))));
     // Checked before any device is opened, whatever the backend.
     for backend in [Backend::Cuda(Default::default()), Backend::TensorRt(Default::default())] {

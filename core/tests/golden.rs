@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use maskdcpt_core::backend::{AttentionPool, EngineOptions, ScaMode, Tiling, build_engine};
+use maskdcpt_core::backend::{AttentionPool, EngineOptions, ScaMode, TileSize, Tiling, build_engine};
 use maskdcpt_core::image::Image;
 use maskdcpt_core::model::Model;
 use maskdcpt_core::spec::Family;
@@ -113,7 +113,7 @@ fn global_tiles_equal_the_untiled_run() {
     let input = read_image(&golden_dir().join(case["input"].as_str().unwrap()));
     let whole = restore(&model, &EngineOptions::default(), &input);
     for tile in [1, 7, 32, 50] {
-        let tiling = Some(Tiling { tile, overlap: 0, sca: ScaMode::Global });
+        let tiling = Some(Tiling { tile: TileSize::Pixels(tile), overlap: 0, sca: ScaMode::Global });
         let tiled = restore(&model, &EngineOptions { tiling, ..Default::default() }, &input);
         let diff = max_abs_diff(whole.data(), tiled.data());
         println!("global tile {tile}: max |Δ| vs untiled = {diff:.3e}");
@@ -127,7 +127,7 @@ fn local_tiles_stay_close_to_the_untiled_run() {
     let model = load(&case);
     let input = read_image(&golden_dir().join(case["input"].as_str().unwrap()));
     let whole = restore(&model, &EngineOptions::default(), &input);
-    let tiling = Some(Tiling { tile: 64, overlap: 16, sca: ScaMode::Local });
+    let tiling = Some(Tiling { tile: TileSize::Pixels(64), overlap: 16, sca: ScaMode::Local });
     let tiled = restore(&model, &EngineOptions { tiling, ..Default::default() }, &input);
     let diff = max_abs_diff(whole.data(), tiled.data());
     println!("local tile 64 overlap 16: max |Δ| vs untiled = {diff:.3e}");

@@ -134,6 +134,33 @@ pub unsafe extern "C" fn maskdcpt_engine_memory_estimate(
     })
 }
 
+/// Writes to `*tile_size` the tile edge a restore of a `width × height` frame runs in with
+/// local channel-attention means: the engine's `tile_size`, or with `MASKDCPT_TILE_SIZE_AUTO`
+/// the tile it picks for that size; 0 when the frame runs whole (no tiling, global means, or an
+/// automatic tile size under which the whole frame fits). `MASKDCPT_STATUS_OUT_OF_MEMORY` when
+/// not even the smallest automatic tile fits, `MASKDCPT_STATUS_INVALID_ARGUMENT` for an empty
+/// size.
+///
+/// # Safety
+/// `engine` is a live engine, `tile_size` a writable pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn maskdcpt_engine_tile_size(
+    engine: *const maskdcpt_engine,
+    width: usize,
+    height: usize,
+    tile_size: *mut u32,
+) -> maskdcpt_status {
+    entry(|| {
+        // SAFETY (both): the pointers are valid per the contract.
+        let engine = unsafe { arg(engine, "engine") }?;
+        let out = Out::new(tile_size, "tile_size")?;
+        let tile = engine.engine.local_tiles(width, height)?.map_or(0, |(tile, _)| tile);
+        // Tiles are at most the options' u32 or a side of an image (at most 2^20 pixels).
+        unsafe { out.write(u32::try_from(tile).unwrap_or(u32::MAX)) };
+        Ok(())
+    })
+}
+
 /// Checks that `input` and `output` have the same size.
 fn same_size(input: &Frame, output: &Frame) -> FfiResult {
     let (i, o) = (input.desc(), output.desc());

@@ -5,7 +5,7 @@ use std::ffi::c_char;
 use std::mem::{align_of, offset_of, size_of};
 
 use maskdcpt_core::backend::{
-    AttentionPool, Backend, CudaOptions, EngineOptions, Precision, ScaMode, TensorRtOptions, Tiling,
+    AttentionPool, Backend, CudaOptions, EngineOptions, Precision, ScaMode, TensorRtOptions, TileSize, Tiling,
 };
 
 use crate::args::{c_enum, c_str, enum_arg, to_path};
@@ -73,7 +73,10 @@ pub struct maskdcpt_options {
     pub device_id: i32,
     /// Worker threads; 0 uses every core.
     pub threads: u32,
-    /// Tile edge in pixels; 0 processes the whole image at once.
+    /// Tile edge in pixels; 0 processes the whole image at once; `MASKDCPT_TILE_SIZE_AUTO`
+    /// (with `MASKDCPT_SCA_MODE_LOCAL`) runs each frame whole when it fits `memory_limit` (0:
+    /// the memory available when the engine is built) and otherwise in the largest tiles that
+    /// fit (`maskdcpt_engine_tile_size` tells which).
     pub tile_size: u32,
     /// Context pixels around each tile in `MASKDCPT_SCA_MODE_LOCAL` mode.
     pub tile_overlap: u32,
@@ -95,6 +98,9 @@ pub struct maskdcpt_options {
     /// map (`NAFNet`, MaskDCPT). CPU and CUDA backends (TensorRT refuses it).
     pub tlc_train_size: u32,
 }
+
+/// `maskdcpt_options.tile_size` asking the engine to pick the tile from its memory budget.
+pub const MASKDCPT_TILE_SIZE_AUTO: u32 = u32::MAX;
 
 /// Bytes of the fields an earlier header's `maskdcpt_options` has (all before `tlc_train_size`).
 const FIRST_FIELDS: usize = offset_of!(maskdcpt_options, tlc_train_size);
@@ -217,11 +223,11 @@ impl maskdcpt_options {
             maskdcpt_sca_mode::Global => ScaMode::Global,
             maskdcpt_sca_mode::Local => ScaMode::Local,
         };
-        let tiling = (self.tile_size > 0).then_some(Tiling {
-            tile: self.tile_size as usize,
-            overlap: self.tile_overlap as usize,
-            sca,
-        });
+        let tile = match self.tile_size {
+            MASKDCPT_TILE_SIZE_AUTO => TileSize::Auto,
+            pixels => TileSize::Pixels(pixels as usize),
+        };
+        let tiling = (self.tile_size > 0).then_some(Tiling { tile, overlap: self.tile_overlap as usize, sca });
         Ok(EngineOptions {
             threads: (self.threads > 0).then_some(self.threads as usize),
             tiling,

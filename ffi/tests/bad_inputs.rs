@@ -40,6 +40,8 @@ fn null_pointers_are_named() {
         let mut estimate = maskdcpt_memory_estimate::default();
         fails(maskdcpt_engine_memory_estimate(ptr::null(), 4, 4, &mut estimate), null, "`engine`");
         fails(maskdcpt_engine_memory_estimate(f.engine, 4, 4, ptr::null_mut()), null, "`out`");
+        fails(maskdcpt_engine_tile_size(ptr::null(), 4, 4, &mut 0), null, "`engine`");
+        fails(maskdcpt_engine_tile_size(f.engine, 4, 4, ptr::null_mut()), null, "`tile_size`");
         fails(maskdcpt_restore(ptr::null(), &image, &image), null, "`engine`");
         fails(maskdcpt_restore(f.engine, ptr::null(), &image), null, "`input`");
         fails(maskdcpt_restore(f.engine, &image, ptr::null()), null, "`output`");
@@ -175,6 +177,7 @@ fn memory_limits_device_memory_and_classification_report_their_status() {
         fails(status, maskdcpt_status::InvalidArgument, "8×0");
         let status = maskdcpt_engine_memory_estimate(f.engine, usize::MAX, 8, &mut estimate);
         fails(status, maskdcpt_status::InvalidArgument, "at most 1048576 pixels");
+        fails(maskdcpt_engine_tile_size(f.engine, 0, 8, &mut 0), maskdcpt_status::InvalidArgument, "0×8");
         fails(maskdcpt_restore_device(f.engine, &image, &out, ptr::null_mut()), maskdcpt_status::Unsupported, "CUDA");
         let status = maskdcpt_classify(f.engine, &image, probabilities.as_mut_ptr(), 4, &mut count);
         fails(status, maskdcpt_status::Unsupported, "classification head");

@@ -141,6 +141,61 @@ fn the_memory_estimate_is_what_the_limit_checks() {
     }
 }
 
+/// `MASKDCPT_TILE_SIZE_AUTO` runs a frame whole when it fits the memory limit, else in the
+/// largest tiles that fit, which `maskdcpt_engine_tile_size` reports and which restore as that
+/// fixed tile size does; global means are refused with it, and no budget fits no tile.
+#[test]
+fn automatic_tiles_fit_the_memory_limit() {
+    let f = Fixture::new(1);
+    let (w, h) = (200, 120);
+    let mut whole = maskdcpt_memory_estimate::default();
+    // SAFETY: a live engine and a writable estimate.
+    assert_eq!(unsafe { maskdcpt_engine_memory_estimate(f.engine, w, h, &mut whole) }, maskdcpt_status::Ok);
+    let local = |tile_size, memory_limit| maskdcpt_options {
+        tile_size,
+        tile_overlap: 8,
+        sca_mode: maskdcpt_sca_mode::Local as u32,
+        memory_limit,
+        ..options(1)
+    };
+    let tile_of = |engine, width, height| {
+        let mut tile = 77;
+        // SAFETY: a live engine and a writable tile size.
+        let status = unsafe { maskdcpt_engine_tile_size(engine, width, height, &mut tile) };
+        (status, tile)
+    };
+    let budget = (whole.weight_bytes + whole.activation_bytes) / 2;
+    let mut roomy = new_engine(f.model, &local(MASKDCPT_TILE_SIZE_AUTO, 1 << 40));
+    let mut auto = new_engine(f.model, &local(MASKDCPT_TILE_SIZE_AUTO, budget));
+    assert_eq!(tile_of(roomy, w, h), (maskdcpt_status::Ok, 0));
+    assert_eq!(tile_of(f.engine, w, h), (maskdcpt_status::Ok, 0));
+    let (status, tile) = tile_of(auto, w, h);
+    assert_eq!(status, maskdcpt_status::Ok, "{}", last_error());
+    assert!(tile > 0 && tile < w as u32, "tile {tile}");
+    let mut fixed = new_engine(f.model, &local(tile, 0));
+    assert_eq!(tile_of(fixed, w, h), (maskdcpt_status::Ok, tile));
+    let mut input = OwnedFrame::from_image(maskdcpt_pixel_format::RgbF32, &pattern(w, h, 9), 0);
+    let mut a = OwnedFrame::new(maskdcpt_pixel_format::RgbF32, w, h, 0, 0);
+    let mut b = a.clone();
+    let mut starved = new_engine(f.model, &local(MASKDCPT_TILE_SIZE_AUTO, 1 << 16));
+    // SAFETY: live engines and valid frames; each engine is freed once.
+    unsafe {
+        assert_eq!(maskdcpt_restore(auto, &input.image(), &a.image()), maskdcpt_status::Ok, "{}", last_error());
+        assert_eq!(maskdcpt_restore(fixed, &input.image(), &b.image()), maskdcpt_status::Ok, "{}", last_error());
+        assert_eq!(tile_of(starved, w, h).0, maskdcpt_status::OutOfMemory);
+        assert!(last_error().contains("smallest automatic tile"), "{}", last_error());
+        let global =
+            maskdcpt_options { sca_mode: maskdcpt_sca_mode::Global as u32, ..local(MASKDCPT_TILE_SIZE_AUTO, 0) };
+        let mut refused = ptr::null_mut();
+        assert_eq!(maskdcpt_engine_new(f.model, &global, &mut refused), maskdcpt_status::InvalidArgument);
+        assert!(last_error().contains("MASKDCPT_SCA_MODE_LOCAL") && refused.is_null(), "{}", last_error());
+        for engine in [&mut roomy, &mut auto, &mut fixed, &mut starved] {
+            maskdcpt_engine_free(engine);
+        }
+    }
+    assert_eq!(a, b);
+}
+
 /// Engine pointers cross threads in this test only.
 #[derive(Clone, Copy)]
 struct Shared(*const maskdcpt_engine);

@@ -11,12 +11,14 @@ use crate::graph::FeatureSource;
 use crate::head::Feature;
 use crate::image::Image;
 use crate::model::Model;
+pub use crate::tiling::LocalTiles;
 pub use crate::tlc::AttentionPool;
 use cpu::head::HeadWeights;
 
 /// What to do when a run does not fit in memory (CLI flags and C options alike).
-pub(crate) const TILING_HINT: &str = "restore in tiles with local channel attention, e.g. 512 pixels or smaller \
-     (CLI: `--tile 512 --sca local`; C: options.tile_size = 512, options.sca_mode = MASKDCPT_SCA_MODE_LOCAL)";
+pub(crate) const TILING_HINT: &str = "restore in tiles with local channel attention, of a size that fits or \
+     picked automatically (CLI: `--tile auto --sca local`; C: options.tile_size = MASKDCPT_TILE_SIZE_AUTO, \
+     options.sca_mode = MASKDCPT_SCA_MODE_LOCAL)";
 
 /// How the channel-attention (SCA) means are taken when an image is processed in tiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -32,11 +34,24 @@ pub enum ScaMode {
     Local,
 }
 
+/// Tile edge of tiled execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TileSize {
+    /// Tiles of this many input pixels a side.
+    Pixels(usize),
+    /// Chosen per image size from the memory budget (`Local` means only): the whole image when
+    /// its run fits, else the largest tile whose run fits. The budget is
+    /// [`EngineOptions::memory_limit`], or else the memory available when the engine was built
+    /// (host memory on the CPU, free device memory on the GPU), so one engine always picks the
+    /// same tile for the same size. [`Engine::local_tiles`] tells which.
+    Auto,
+}
+
 /// Tiled execution settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tiling {
-    /// Tile edge in input pixels.
-    pub tile: usize,
+    /// Tile edge.
+    pub tile: TileSize,
     /// Context added on each side of a tile in `Local` mode (ignored by `Global`, which is exact).
     pub overlap: usize,
     /// How SCA means are taken.
@@ -209,6 +224,14 @@ pub trait Engine: Send + Sync {
     /// Memory a restore of a `width × height` image would need.
     fn memory_estimate(&self, width: usize, height: usize) -> Result<MemoryEstimate>;
 
+    /// The local tiles (edge, context) a restore of a `width × height` image runs in, `None`
+    /// when it runs whole (untiled, or global means). With [`TileSize::Auto`] this is the
+    /// engine's choice for that size; an error when not even the smallest tile fits.
+    fn local_tiles(&self, width: usize, height: usize) -> Result<Option<LocalTiles>> {
+        crate::image::check_size(width, height)?;
+        Ok(None)
+    }
+
     /// Builds now what restoring a `width × height` image needs (the workspace on the CPU; the
     /// buffers, tuned products and recorded CUDA graph on the GPU), so that the first
     /// [`restore`](Engine::restore) of that size does not pay for it, and fails where that
@@ -336,6 +359,10 @@ impl Engine for Classifying {
         self.engine.memory_estimate(width, height)
     }
 
+    fn local_tiles(&self, width: usize, height: usize) -> Result<Option<LocalTiles>> {
+        self.engine.local_tiles(width, height)
+    }
+
     fn prepare(&self, width: usize, height: usize) -> Result<()> {
         self.engine.prepare(width, height)
     }
@@ -370,8 +397,19 @@ impl Engine for Classifying {
 
 /// The engine of `options.backend`, without the classification head.
 fn build_backend(model: &Model, options: &EngineOptions) -> Result<Box<dyn Engine>> {
-    if options.tiling.is_some_and(|t| t.tile == 0) {
-        return Err(crate::error::Error::InvalidArgument("tile size must be at least 1 pixel".into()));
+    match options.tiling {
+        Some(Tiling { tile: TileSize::Pixels(0), .. }) => {
+            return Err(crate::error::Error::InvalidArgument("tile size must be at least 1 pixel".into()));
+        }
+        Some(Tiling { tile: TileSize::Auto, sca: ScaMode::Global, .. }) => {
+            return Err(crate::error::Error::InvalidArgument(
+                "an automatic tile size picks tiles with local channel-attention means (global means keep every \
+                 full-resolution feature map, which no tile bounds): use local means with it (CLI: `--tile auto \
+                 --sca local`; C: options.sca_mode = MASKDCPT_SCA_MODE_LOCAL), or give a tile size"
+                    .into(),
+            ));
+        }
+        _ => {}
     }
     options.attention_pool.validate(model.spec().size_multiple())?;
     if options.attention_pool != AttentionPool::Global && matches!(options.backend, Backend::TensorRt(_)) {

@@ -9,7 +9,9 @@ mod workspace;
 
 use std::sync::Mutex;
 
-use crate::backend::{Engine, EngineOptions, MemoryEstimate, Precision, ScaMode, TILING_HINT, Tiling};
+use crate::backend::{
+    Engine, EngineOptions, LocalTiles, MemoryEstimate, Precision, ScaMode, TILING_HINT, TileSize, Tiling,
+};
 use crate::error::{Error, Result};
 use crate::graph::ValueId;
 use crate::graph::{FeatureSource, Graph};
@@ -18,7 +20,7 @@ use crate::image::{Image, check_size, from_planar_cropped, pad_planar_into, roun
 use crate::model::Model;
 use crate::passes::{Program, Step, fuse};
 use crate::spec::{IMAGE_CHANNELS, PadMode};
-use crate::tiling::{largest_tile_run, restore_local_tiles};
+use crate::tiling::{fit_local_tiles, largest_tile_run, restore_local_tiles};
 use crate::tlc::{AttentionPool, MapPool};
 use block::{BlockScratch, run_block};
 use kernels::conv::conv3x3;
@@ -40,6 +42,9 @@ pub struct CpuEngine {
     tiling: Option<Tiling>,
     attention_pool: AttentionPool,
     memory_limit: Option<u64>,
+    /// Bytes an automatic tile's run may take: the memory limit, else the memory available
+    /// when the engine was built (`None`: unknown, or no automatic tiles).
+    tile_budget: Option<u64>,
     pool: rayon::ThreadPool,
     threads: usize,
     /// Workspaces of finished runs, reused by later runs of the same size.
@@ -80,6 +85,10 @@ impl CpuEngine {
             tiling: options.tiling,
             attention_pool: options.attention_pool,
             memory_limit: options.memory_limit,
+            tile_budget: match options.tiling {
+                Some(Tiling { tile: TileSize::Auto, .. }) => options.memory_limit.or_else(available_memory),
+                _ => None,
+            },
             pool,
             threads,
             spare: Mutex::new(Vec::new()),
@@ -90,7 +99,7 @@ impl CpuEngine {
     /// the tile (scaled to the level) in global tiled mode, else what fits the default budget.
     fn band_rows(&self, level: usize, row_elements: usize) -> usize {
         match self.tiling {
-            Some(Tiling { tile, sca: ScaMode::Global, .. }) => (tile >> level).max(1),
+            Some(Tiling { tile: TileSize::Pixels(tile), sca: ScaMode::Global, .. }) => (tile >> level).max(1),
             _ => (AUTO_BAND_ELEMENTS / row_elements.max(1)).max(1),
         }
     }
@@ -118,11 +127,11 @@ impl CpuEngine {
     }
 
     /// Largest image one untiled run processes for this input (a local tile or the image).
-    fn run_size(&self, width: usize, height: usize) -> (usize, usize) {
-        match self.tiling {
-            Some(Tiling { tile, overlap, sca: ScaMode::Local }) => largest_tile_run(width, height, tile, overlap),
-            _ => (width, height),
-        }
+    fn run_size(&self, width: usize, height: usize) -> Result<(usize, usize)> {
+        Ok(match self.local_tiles(width, height)? {
+            Some((tile, overlap)) => largest_tile_run(width, height, tile, overlap),
+            None => (width, height),
+        })
     }
 
     fn check_memory(&self, estimate: &MemoryEstimate, hint: &str) -> Result<()> {
@@ -248,11 +257,11 @@ impl Engine for CpuEngine {
     fn restore(&self, input: &Image) -> Result<Image> {
         input.check_finite()?;
         self.check_restore_fits(input.width(), input.height())?;
-        match self.tiling {
-            Some(Tiling { tile, overlap, sca: ScaMode::Local }) => {
+        match self.local_tiles(input.width(), input.height())? {
+            Some((tile, overlap)) => {
                 restore_local_tiles(input, tile, overlap, |t| self.restore_whole(t, &mut |_, _| {}))
             }
-            _ => self.restore_whole(input, &mut |_, _| {}),
+            None => self.restore_whole(input, &mut |_, _| {}),
         }
     }
 
@@ -280,15 +289,28 @@ impl Engine for CpuEngine {
     }
 
     fn memory_estimate(&self, width: usize, height: usize) -> Result<MemoryEstimate> {
+        Ok(self.estimate_runs(width, height, self.run_size(width, height)?))
+    }
+
+    fn local_tiles(&self, width: usize, height: usize) -> Result<Option<LocalTiles>> {
         check_size(width, height)?;
-        Ok(self.estimate_runs(width, height, self.run_size(width, height)))
+        match self.tiling {
+            Some(Tiling { tile: TileSize::Pixels(tile), overlap, sca: ScaMode::Local }) => Ok(Some((tile, overlap))),
+            Some(Tiling { tile: TileSize::Auto, overlap, sca: ScaMode::Local }) => match self.tile_budget {
+                Some(budget) => fit_local_tiles((width, height), overlap, self.size_multiple, budget, |run| {
+                    self.estimate_runs(width, height, run).total()
+                }),
+                None => Ok(None),
+            },
+            _ => Ok(None),
+        }
     }
 
     /// Checks the memory as a restore would and allocates the workspace of one run (a tile's
     /// with tiling), kept for the next restore.
     fn prepare(&self, width: usize, height: usize) -> Result<()> {
         self.check_restore_fits(width, height)?;
-        let (rw, rh) = self.run_size(width, height);
+        let (rw, rh) = self.run_size(width, height)?;
         let (h, w) = self.padded(rw, rh);
         let ws = self.take_workspace(&self.layout(h, w))?;
         self.spare.lock().unwrap_or_else(|e| e.into_inner()).push(ws);

@@ -20,8 +20,8 @@ use super::kernels::{self, Kernels};
 use super::saved::{Algo, EngineKey, FileUse, ProductKey, SavedEngine};
 use super::weights::{Element, StepWeights, Uploader};
 use crate::backend::{
-    AttentionPool, CudaOptions, DeviceTiming, Engine, EngineOptions, Fusion, MemoryEstimate, ScaMode, TILING_HINT,
-    Tiling,
+    AttentionPool, CudaOptions, DeviceTiming, Engine, EngineOptions, Fusion, LocalTiles, MemoryEstimate, ScaMode,
+    TILING_HINT, TileSize, Tiling,
 };
 use crate::error::{Error, Result};
 use crate::graph::{FeatureSource, Graph};
@@ -31,7 +31,7 @@ use crate::model::Model;
 use crate::passes::{Program, Step, fuse};
 use crate::pixels::DeviceFrame;
 use crate::spec::{IMAGE_CHANNELS, PadMode};
-use crate::tiling::{largest_tile_run, restore_local_tiles};
+use crate::tiling::{fit_local_tiles, largest_tile_run, restore_local_tiles};
 
 /// Instances kept per engine (each holds the activations of one input shape).
 const KEPT_INSTANCES: usize = 4;
@@ -53,8 +53,8 @@ pub struct CudaEngine<T> {
     state: Mutex<State<T>>,
     /// Where the engine file lives and how it was found (`None`: no file).
     file: Option<EngineFile>,
-    /// Local tiling: (tile, overlap) in pixels.
-    tiles: Option<(usize, usize)>,
+    /// Local tiling: tile edge and overlap in pixels.
+    tiles: Option<(TileSize, usize)>,
     /// Fused tensor-core kernels or launches.
     fusion: Fusion,
     /// Whether kernels start early (programmatic dependent launch: compute capability 9.0+,
@@ -63,7 +63,7 @@ pub struct CudaEngine<T> {
     /// Global or (exact) TLC channel attention.
     attention_pool: AttentionPool,
     /// Most device bytes the weights, the workspace and the kept instances may hold
-    /// (`EngineOptions::memory_limit`).
+    /// (`EngineOptions::memory_limit`; with automatic tiles and no limit, the budget they fit).
     memory_limit: Option<u64>,
 }
 
@@ -206,6 +206,15 @@ impl<T: Element> CudaEngine<T> {
         // and in graphs; otherwise (or when asked) every kernel waits for the one before.
         let overlap =
             device.arch.0 >= 9 && !cuda.serial_launches && early_start_works::<T>(&kernels, &lt, &device.stream)?;
+        // Automatic tiles fit a budget, which also bounds what the engine keeps: the limit,
+        // else the free memory now plus what the engine holds already.
+        let memory_limit = match (options.memory_limit, tiles) {
+            (None, Some((TileSize::Auto, _))) => {
+                let (free, _) = device.ctx.mem_get_info().map_err(cuda_error("reading free GPU memory"))?;
+                Some((free + weight_bytes + WORKSPACE_BYTES) as u64)
+            }
+            (limit, _) => limit,
+        };
         Ok(CudaEngine {
             device,
             lt,
@@ -222,7 +231,7 @@ impl<T: Element> CudaEngine<T> {
             fusion: cuda.fusion,
             overlap,
             attention_pool: options.attention_pool,
-            memory_limit: options.memory_limit,
+            memory_limit,
         })
     }
 
@@ -323,6 +332,11 @@ impl<T: Element> CudaEngine<T> {
             }
             None => Ok(()),
         }
+    }
+
+    /// Device bytes of the instance of one image of `(width, height)` pixels.
+    fn instance_bytes(&self, (width, height): (usize, usize)) -> usize {
+        device_bytes(self.shape(1, width, height), &self.program, &self.graph, size_of::<T>())
     }
 
     /// Device bytes the engine holds whatever the shape: the weights and cuBLASLt's workspace.
@@ -498,7 +512,7 @@ impl<T> Drop for CudaEngine<T> {
 impl<T: Element> Engine for CudaEngine<T> {
     fn restore(&self, input: &Image) -> Result<Image> {
         let whole = |image: &Image| Ok(self.restore_whole(std::slice::from_ref(image))?.remove(0));
-        match self.tiles {
+        match self.local_tiles(input.width(), input.height())? {
             Some((tile, overlap)) => {
                 input.check_finite()?;
                 restore_local_tiles(input, tile, overlap, whole)
@@ -642,12 +656,27 @@ impl<T: Element> Engine for CudaEngine<T> {
     /// recorded graph and page-locked host staging of the planar input and output come on top.
     fn memory_estimate(&self, width: usize, height: usize) -> Result<MemoryEstimate> {
         check_size(width, height)?;
-        let (rw, rh) = match self.tiles {
+        let (rw, rh) = match self.local_tiles(width, height)? {
             Some((tile, overlap)) => largest_tile_run(width, height, tile, overlap),
             None => (width, height),
         };
-        let instance = device_bytes(self.shape(1, rw, rh), &self.program, &self.graph, size_of::<T>());
-        Ok(MemoryEstimate { weights: self.weight_bytes as u64, activations: (instance + WORKSPACE_BYTES) as u64 })
+        Ok(MemoryEstimate {
+            weights: self.weight_bytes as u64,
+            activations: (self.instance_bytes((rw, rh)) + WORKSPACE_BYTES) as u64,
+        })
+    }
+
+    fn local_tiles(&self, width: usize, height: usize) -> Result<Option<LocalTiles>> {
+        check_size(width, height)?;
+        match (self.tiles, self.memory_limit) {
+            (Some((TileSize::Pixels(tile), overlap)), _) => Ok(Some((tile, overlap))),
+            (Some((TileSize::Auto, overlap)), Some(budget)) => {
+                fit_local_tiles((width, height), overlap, self.size_multiple, budget, |run| {
+                    (self.fixed_bytes() + self.instance_bytes(run)) as u64
+                })
+            }
+            _ => Ok(None),
+        }
     }
 
     fn device_timing(&self, batch: usize, width: usize, height: usize, runs: usize) -> Result<Option<DeviceTiming>> {
@@ -1069,7 +1098,7 @@ mod tests {
     /// with global and with TLC attention (crop 8: windows of 12 and 6, within a tile's maps).
     #[test]
     fn tiles_match_the_cpu_engine_in_both_channel_attention_modes() {
-        use crate::backend::{ScaMode, Tiling};
+        use crate::backend::{ScaMode, TileSize, Tiling};
         use crate::tlc::AttentionPool;
         let model = random_model(&two_levels(), 15);
         let Some(_) = engine(&model, false) else { return };
@@ -1080,7 +1109,7 @@ mod tests {
         {
             let options = |backend| EngineOptions {
                 backend,
-                tiling: Some(Tiling { tile: 16, overlap: 4, sca }),
+                tiling: Some(Tiling { tile: TileSize::Pixels(16), overlap: 4, sca }),
                 attention_pool,
                 ..Default::default()
             };
@@ -1090,6 +1119,37 @@ mod tests {
             eprintln!("{sca:?} tiles, {attention_pool:?}: max |Δ| {diff:.3e}");
             assert!(diff <= 1e-4, "{sca:?} tiles, {attention_pool:?}: max |Δ| {diff}");
         }
+    }
+
+    /// An automatic tile size on the GPU fits the instance of its largest tile with the weights
+    /// and workspace into the memory limit, runs whole when that fits, and restores what the
+    /// CPU engine restores with the tile it picked.
+    #[test]
+    fn automatic_tiles_fit_the_device_memory_limit() {
+        use crate::backend::{ScaMode, TileSize, Tiling};
+        let model = random_model(&two_levels(), 16);
+        let Some(_) = engine(&model, false) else { return };
+        let (w, h) = (300, 200);
+        let input = image(w, h, 4);
+        let options = |backend, tile, memory_limit| EngineOptions {
+            backend,
+            tiling: Some(Tiling { tile, overlap: 8, sca: ScaMode::Local }),
+            memory_limit,
+            ..Default::default()
+        };
+        let cuda = || Backend::Cuda(CudaOptions::default());
+        let whole = build_engine(&model, &options(cuda(), TileSize::Pixels(w), None)).unwrap();
+        let needed = whole.memory_estimate(w, h).unwrap().total();
+        let roomy = build_engine(&model, &options(cuda(), TileSize::Auto, None)).unwrap();
+        assert_eq!(roomy.local_tiles(w, h).unwrap(), None, "{needed} bytes fit a free GPU");
+        let limit = needed - (needed - whole.memory_estimate(64, 64).unwrap().total()) / 2;
+        let gpu = build_engine(&model, &options(cuda(), TileSize::Auto, Some(limit))).unwrap();
+        let (tile, _) = gpu.local_tiles(w, h).unwrap().expect("a limit under the whole run needs tiles");
+        assert!(gpu.memory_estimate(w, h).unwrap().total() <= limit);
+        let cpu = build_engine(&model, &options(Backend::Cpu, TileSize::Pixels(tile), None)).unwrap();
+        let diff = max_abs(&cpu.restore(&input).unwrap(), &gpu.restore(&input).unwrap());
+        eprintln!("automatic tile {tile} in {limit} of {needed} bytes: max |Δ| {diff:.3e}");
+        assert!(diff <= 1e-4, "tile {tile}: max |Δ| {diff}");
     }
 
     /// TLC channel attention gives what the CPU engine gives: both families, three levels,
