@@ -364,6 +364,19 @@ typedef struct maskdcpt_options {
    * map (`NAFNet`, MaskDCPT). CPU and CUDA backends (TensorRT refuses it).
    */
   uint32_t tlc_train_size;
+  /**
+   * With `MASKDCPT_SCA_MODE_LOCAL` tiles: 1 feathers neighbouring tiles across their
+   * overlap (weights ramping over 2 × `tile_overlap` pixels, so no seam is a step), 0 pastes
+   * each tile's centre.
+   */
+  uint32_t tile_blend;
+  /**
+   * Channel attention as MaskDCPT's own `NAFNet` class computes it (TLC with its
+   * `fast_imp=True`: the windows of `tlc_train_size`, averaged over every r-th row and
+   * column) for crops of this many pixels a side (that class's default: 384); 0: off. At most
+   * one of this and `tlc_train_size` is set. CPU backend only.
+   */
+  uint32_t tlc_sampled_train_size;
 } maskdcpt_options;
 
 /**

@@ -2,7 +2,8 @@
  * Restores a binary PPM (P6, 8-bit) image with libmaskdcpt and writes a binary PPM.
  *
  *   restore_image MODEL INPUT.ppm OUTPUT.ppm [--threads N] [--tile N|auto] [--tile-overlap N]
- *                 [--sca global|local] [--tlc TRAIN] [--param-key K]
+ *                 [--sca global|local] [--tile-blend] [--tlc TRAIN] [--tlc-sampled TRAIN]
+ *                 [--param-key K]
  *
  * The output is byte-identical to `maskdcpt restore -m MODEL -i INPUT.ppm -o OUTPUT.ppm` with
  * the same options.
@@ -131,12 +132,17 @@ static int parse_count(const char *name, const char *text, uint32_t *value) {
 /* Applies the command-line options after the three positional arguments. */
 static int parse_options(int argc, char **argv, maskdcpt_options *options, const char **param_key) {
     int i;
-    for (i = 4; i < argc; i += 2) {
-        const char *name = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!value) {
+    for (i = 4; i < argc; i++) {
+        const char *name = argv[i], *value;
+        if (strcmp(name, "--tile-blend") == 0) {
+            options->tile_blend = 1;
+            continue;
+        }
+        if (i + 1 >= argc) {
             fprintf(stderr, "%s needs a value\n", name);
             return 1;
         }
+        value = argv[++i];
         if (strcmp(name, "--threads") == 0) {
             if (parse_count(name, value, &options->threads)) return 1;
         } else if (strcmp(name, "--tile") == 0 && strcmp(value, "auto") == 0) {
@@ -151,6 +157,8 @@ static int parse_options(int argc, char **argv, maskdcpt_options *options, const
             options->sca_mode = MASKDCPT_SCA_MODE_LOCAL;
         } else if (strcmp(name, "--tlc") == 0) {
             if (parse_count(name, value, &options->tlc_train_size)) return 1;
+        } else if (strcmp(name, "--tlc-sampled") == 0) {
+            if (parse_count(name, value, &options->tlc_sampled_train_size)) return 1;
         } else if (strcmp(name, "--param-key") == 0) {
             *param_key = value;
         } else {
@@ -174,7 +182,7 @@ int main(int argc, char **argv) {
     if (argc < 4 || parse_options(argc, argv, &options, &param_key)) {
         fprintf(stderr,
                 "usage: %s MODEL INPUT.ppm OUTPUT.ppm [--threads N] [--tile N|auto] [--tile-overlap N] "
-                "[--sca global|local] [--tlc TRAIN] [--param-key K]\n",
+                "[--sca global|local] [--tile-blend] [--tlc TRAIN] [--tlc-sampled TRAIN] [--param-key K]\n",
                 argv[0]);
         return 2;
     }

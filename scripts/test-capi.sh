@@ -55,7 +55,8 @@ open(sys.argv[1], "wb").write(b"P6\n%d %d\n255\n" % (w, h) + pixels)
 PY
 run=0
 for options in "" "--tile 16 --sca global" "--tile 16 --tile-overlap 8 --sca local" "--tlc 16" \
-    "--tile auto --tile-overlap 8 --sca local"; do
+    "--tile auto --tile-overlap 8 --sca local" "--tile 16 --tile-overlap 8 --sca local --tile-blend" \
+    "--tlc-sampled 16"; do
     run=$((run + 1))
     # shellcheck disable=SC2086 # word splitting of the options is intended
     target/release/maskdcpt restore -m "$MODEL" -i "$tmp/in.ppm" -o "$tmp/cli$run.ppm" --threads 2 $options
@@ -65,6 +66,13 @@ for options in "" "--tile 16 --sca global" "--tile 16 --tile-overlap 8 --sca loc
         cmp "$tmp/cli$run.ppm" "$tmp/$sample$run.ppm"
     done
     echo "identical: ${options:-whole image} (shared and static library)"
+done
+for changed in "3 6 --tile-blend" "1 7 --tlc-sampled 16"; do
+    read -r a b what <<< "$changed"
+    if cmp -s "$tmp/cli$a.ppm" "$tmp/cli$b.ppm"; then
+        echo "$what changed nothing" >&2
+        exit 1
+    fi
 done
 if cmp -s "$tmp/cli1.ppm" "$tmp/cli4.ppm"; then
     echo "--tlc 16 changed nothing: the sample's windows must be smaller than its maps" >&2

@@ -76,6 +76,11 @@ pub struct EngineArgs {
     /// bounds memory by the tile but differs slightly.
     #[arg(long, value_enum, default_value_t = Sca::Global, requires = "tile")]
     pub sca: Sca,
+    /// With `--sca local`, feather neighbouring tiles across their overlap (weights ramping
+    /// over 2 × `--tile-overlap` pixels) instead of pasting each tile's centre: no seam is a
+    /// step.
+    #[arg(long, requires = "tile")]
+    pub tile_blend: bool,
     /// Refuse runs whose estimated memory exceeds this many MiB (default: the memory available;
     /// on `--backend cuda` the device's free memory), and fit `--tile auto` into it.
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..(1 << 44)))]
@@ -250,6 +255,7 @@ impl EngineArgs {
                     Sca::Global => ScaMode::Global,
                     Sca::Local => ScaMode::Local,
                 },
+                blend: self.tile_blend,
             }),
             precision,
             memory_limit: self.memory_limit_mb.map(|mib| mib << 20),

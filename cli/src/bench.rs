@@ -61,7 +61,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             TileSize::Pixels(pixels) => json!(pixels),
             TileSize::Auto => json!("auto"),
         }),
-        "local_tiles": engine.local_tiles(width, height)?.map(|(tile, overlap)| json!({"tile": tile, "overlap": overlap})),
+        "local_tiles": engine.local_tiles(width, height)?.map(|t| json!({"tile": t.tile, "overlap": t.overlap, "blend": t.blend})),
         "memory_limit_mb": args.engine.memory_limit_mb,
         "sca": args.engine.tile.map(|_| match args.engine.sca {
             Sca::Global => "global",

@@ -565,6 +565,30 @@ fn tiled_global_equals_untiled_and_local_runs() {
     let out = maskdcpt(&[&["restore", "-m", s(&model), "-i", s(&input), "-o", s(&local)][..], &args].concat());
     assert_ok(&out);
     assert_eq!(read_npy(&local).0, [h, w, 3]);
+    // Blending the local tiles moves the pixels near tile borders (x = 16, 32; y = 16, 32) only.
+    let blended_path = dir.path().join("blended.npy");
+    let restore_blended = [&["restore", "-m", s(&model), "-i", s(&input), "-o", s(&blended_path)][..], &args].concat();
+    assert_ok(&maskdcpt(&[&restore_blended[..], &["--tile-blend"]].concat()));
+    let (pasted, blended) = (read_npy(&local).1, read_npy(&blended_path).1);
+    let near_border = |p: usize| [16, 32].iter().any(|&t| p.abs_diff(t) <= 8);
+    let moved: Vec<_> = (0..pasted.len())
+        .filter(|&i| pasted[i] != blended[i])
+        .map(|i| (i / 3 % w as usize, i / 3 / w as usize))
+        .collect();
+    assert!(!moved.is_empty() && moved.iter().all(|&(x, y)| near_border(x) || near_border(y)), "{moved:?}");
+    let out = maskdcpt(&[
+        "restore",
+        "-m",
+        s(&model),
+        "-i",
+        s(&input),
+        "-o",
+        s(&blended_path),
+        "--tile",
+        "16",
+        "--tile-blend",
+    ]);
+    assert_error(&out, &["blending", "--sca local"]);
 }
 
 /// `--tile auto --sca local` runs whole within the budget and in tiles below it; bench

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use maskdcpt_core::Error;
-use maskdcpt_core::backend::{Backend, EngineOptions, ScaMode, TileSize, Tiling, build_engine};
+use maskdcpt_core::backend::{Backend, EngineOptions, LocalTiles, ScaMode, TileSize, Tiling, build_engine};
 use maskdcpt_core::image::Image;
 use maskdcpt_core::model::Model;
 use maskdcpt_core::spec::{Family, ModelSpec};
@@ -125,7 +125,7 @@ fn a_run_over_the_memory_limit_is_an_error_with_a_hint() {
     assert!(matches!(err, Error::OutOfMemory { .. }), "{err}");
     assert!(err.to_string().contains("--tile"), "{err}");
     // Local tiles bound the memory: the same image fits in tiles.
-    let tiling = Some(Tiling { tile: TileSize::Pixels(32), overlap: 8, sca: ScaMode::Local });
+    let tiling = Some(Tiling { tile: TileSize::Pixels(32), overlap: 8, sca: ScaMode::Local, blend: false });
     let tiled =
         build_engine(&tiny_model(), &EngineOptions { tiling, memory_limit: Some(8 << 20), ..Default::default() })
             .unwrap();
@@ -141,7 +141,7 @@ fn a_run_over_the_memory_limit_is_an_error_with_a_hint() {
 fn automatic_tiles_fit_the_memory_budget() {
     let (w, h) = (300, 200);
     let img = Image::new(w, h, (0..w * h * 3).map(|i| (i % 97) as f32 / 97.0).collect()).unwrap();
-    let local = |tile| Some(Tiling { tile, overlap: 8, sca: ScaMode::Local });
+    let local = |tile| Some(Tiling { tile, overlap: 8, sca: ScaMode::Local, blend: false });
     let auto = |limit| {
         let options = EngineOptions { tiling: local(TileSize::Auto), memory_limit: Some(limit), ..Default::default() };
         build_engine(&tiny_model(), &options).unwrap()
@@ -158,7 +158,8 @@ fn automatic_tiles_fit_the_memory_budget() {
 
     let budget = whole.memory_estimate(w, h).unwrap().total() / 2;
     let tight = auto(budget);
-    let (tile, overlap) = tight.local_tiles(w, h).unwrap().expect("half the memory needs tiles");
+    let tiles = tight.local_tiles(w, h).unwrap().expect("half the memory needs tiles");
+    let LocalTiles { tile, overlap, blend: false } = tiles else { panic!("{tiles:?} blends") };
     assert_eq!(overlap, 8);
     assert_eq!((tile + 2 * overlap) % 16, 0, "runs of whole tiles are multiples of the size multiple");
     let estimate = tight.memory_estimate(w, h).unwrap();
@@ -167,7 +168,7 @@ fn automatic_tiles_fit_the_memory_budget() {
     assert!(fixed(tile + 16).memory_estimate(w, h).unwrap().total() > budget, "tile {tile} is not the largest");
     assert_eq!(tight.restore(&img).unwrap(), fixed(tile).restore(&img).unwrap());
     // The same size gets the same tile on every call, and other sizes their own.
-    assert_eq!(tight.local_tiles(w, h).unwrap(), Some((tile, overlap)));
+    assert_eq!(tight.local_tiles(w, h).unwrap(), Some(tiles));
     assert_eq!(tight.local_tiles(40, 30).unwrap(), None);
 
     let starved = auto(64 << 10);
@@ -176,7 +177,7 @@ fn automatic_tiles_fit_the_memory_budget() {
         assert!(err.to_string().contains("smallest automatic tile (16 pixels with 8 pixels of context)"), "{err}");
     }
 
-    let global = Some(Tiling { tile: TileSize::Auto, overlap: 8, sca: ScaMode::Global });
+    let global = Some(Tiling { tile: TileSize::Auto, overlap: 8, sca: ScaMode::Global, blend: false });
     let err = build_engine(&tiny_model(), &EngineOptions { tiling: global, ..Default::default() }).err().unwrap();
     assert!(matches!(err, Error::InvalidArgument(_)) && err.to_string().contains("--sca local"), "{err}");
 }
@@ -206,7 +207,7 @@ fn invalid_options_are_refused() {
     let zero_threads = EngineOptions { threads: Some(0), ..Default::default() };
     assert!(matches!(build_engine(&tiny_model(), &zero_threads), Err(Error::InvalidArgument(_))));
     let zero_tile = EngineOptions {
-        tiling: Some(Tiling { tile: TileSize::Pixels(0), overlap: 0, sca: ScaMode::Global }),
+        tiling: Some(Tiling { tile: TileSize::Pixels(0), overlap: 0, sca: ScaMode::Global, blend: false }),
         ..Default::default()
     };
     assert!(matches!(build_engine(&tiny_model(), &zero_tile), Err(Error::InvalidArgument(_))));

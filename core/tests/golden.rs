@@ -113,7 +113,7 @@ fn global_tiles_equal_the_untiled_run() {
     let input = read_image(&golden_dir().join(case["input"].as_str().unwrap()));
     let whole = restore(&model, &EngineOptions::default(), &input);
     for tile in [1, 7, 32, 50] {
-        let tiling = Some(Tiling { tile: TileSize::Pixels(tile), overlap: 0, sca: ScaMode::Global });
+        let tiling = Some(Tiling { tile: TileSize::Pixels(tile), overlap: 0, sca: ScaMode::Global, blend: false });
         let tiled = restore(&model, &EngineOptions { tiling, ..Default::default() }, &input);
         let diff = max_abs_diff(whole.data(), tiled.data());
         println!("global tile {tile}: max |Δ| vs untiled = {diff:.3e}");
@@ -127,12 +127,28 @@ fn local_tiles_stay_close_to_the_untiled_run() {
     let model = load(&case);
     let input = read_image(&golden_dir().join(case["input"].as_str().unwrap()));
     let whole = restore(&model, &EngineOptions::default(), &input);
-    let tiling = Some(Tiling { tile: TileSize::Pixels(64), overlap: 16, sca: ScaMode::Local });
-    let tiled = restore(&model, &EngineOptions { tiling, ..Default::default() }, &input);
-    let diff = max_abs_diff(whole.data(), tiled.data());
-    println!("local tile 64 overlap 16: max |Δ| vs untiled = {diff:.3e}");
-    // Per-tile channel-attention means change the result, but not wildly.
-    assert!(diff > 0.0 && diff < 1.0, "{diff}");
+    let (tile, overlap) = (64, 16);
+    let tiled = |blend| {
+        let tiling = Some(Tiling { tile: TileSize::Pixels(tile), overlap, sca: ScaMode::Local, blend });
+        restore(&model, &EngineOptions { tiling, ..Default::default() }, &input)
+    };
+    let (pasted, blended) = (tiled(false), tiled(true));
+    for (name, tiled) in [("pasted", &pasted), ("blended", &blended)] {
+        let diff = max_abs_diff(whole.data(), tiled.data());
+        println!("local tile {tile} overlap {overlap}, {name}: max |Δ| vs untiled = {diff:.3e}");
+        // Per-tile channel-attention means change the result, but not wildly.
+        assert!(diff > 0.0 && diff < 1.0, "{name}: {diff}");
+    }
+    // Blending moves only pixels within `overlap` of a tile border (at x = 64 and 128, y = 64).
+    let w = input.width();
+    let mut moved = 0;
+    for (i, (p, b)) in pasted.data().iter().zip(blended.data()).enumerate() {
+        let (x, y) = (i / 3 % w, i / 3 / w);
+        let near_border = [64, 128].iter().any(|&t| x.abs_diff(t) <= overlap) || y.abs_diff(64) <= overlap;
+        assert!(p == b || near_border, "({x}, {y}) moved by blending");
+        moved += usize::from(p != b);
+    }
+    assert!(moved > 0, "blending changed nothing");
 }
 
 #[test]

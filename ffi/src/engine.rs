@@ -154,7 +154,7 @@ pub unsafe extern "C" fn maskdcpt_engine_tile_size(
         // SAFETY (both): the pointers are valid per the contract.
         let engine = unsafe { arg(engine, "engine") }?;
         let out = Out::new(tile_size, "tile_size")?;
-        let tile = engine.engine.local_tiles(width, height)?.map_or(0, |(tile, _)| tile);
+        let tile = engine.engine.local_tiles(width, height)?.map_or(0, |tiles| tiles.tile);
         // Tiles are at most the options' u32 or a side of an image (at most 2^20 pixels).
         unsafe { out.write(u32::try_from(tile).unwrap_or(u32::MAX)) };
         Ok(())

@@ -97,16 +97,36 @@ pub struct maskdcpt_options {
     /// network trained on crops of this many pixels a side (upstream: 256); 0 averages the whole
     /// map (`NAFNet`, MaskDCPT). CPU and CUDA backends (TensorRT refuses it).
     pub tlc_train_size: u32,
+    /// With `MASKDCPT_SCA_MODE_LOCAL` tiles: 1 feathers neighbouring tiles across their
+    /// overlap (weights ramping over 2 × `tile_overlap` pixels, so no seam is a step), 0 pastes
+    /// each tile's centre.
+    pub tile_blend: u32,
+    /// Channel attention as MaskDCPT's own `NAFNet` class computes it (TLC with its
+    /// `fast_imp=True`: the windows of `tlc_train_size`, averaged over every r-th row and
+    /// column) for crops of this many pixels a side (that class's default: 384); 0: off. At most
+    /// one of this and `tlc_train_size` is set. CPU backend only.
+    pub tlc_sampled_train_size: u32,
 }
 
 /// `maskdcpt_options.tile_size` asking the engine to pick the tile from its memory budget.
 pub const MASKDCPT_TILE_SIZE_AUTO: u32 = u32::MAX;
 
-/// Bytes of the fields an earlier header's `maskdcpt_options` has (all before `tlc_train_size`).
-const FIRST_FIELDS: usize = offset_of!(maskdcpt_options, tlc_train_size);
+/// `sizeof(maskdcpt_options)` and the bytes of its fields in each earlier ABI 1 header: the
+/// first ended before `tlc_train_size`, the second before `tile_blend`.
+const EARLIER_HEADERS: [(usize, usize); 2] = [
+    header_ending_at(offset_of!(maskdcpt_options, tlc_train_size)),
+    header_ending_at(offset_of!(maskdcpt_options, tile_blend)),
+];
 
-/// `sizeof(maskdcpt_options)` in the first ABI 1 header (its fields, padded to the alignment).
-const FIRST_SIZE: usize = FIRST_FIELDS.div_ceil(align_of::<maskdcpt_options>()) * align_of::<maskdcpt_options>();
+/// `sizeof` and field bytes of a header whose struct has the fields before byte `fields`.
+const fn header_ending_at(fields: usize) -> (usize, usize) {
+    let align = align_of::<maskdcpt_options>();
+    (fields.div_ceil(align) * align, fields)
+}
+
+// Every header's struct has its own size, which tells them apart.
+const _: () =
+    assert!(EARLIER_HEADERS[0].0 < EARLIER_HEADERS[1].0 && EARLIER_HEADERS[1].0 < size_of::<maskdcpt_options>());
 
 /// The default engine settings: automatic backend, f32, device 0, all cores, whole image,
 /// overlap 32, global channel attention, available memory, no engine cache.
@@ -124,6 +144,8 @@ pub extern "C" fn maskdcpt_options_default() -> maskdcpt_options {
         memory_limit: 0,
         engine_cache_dir: std::ptr::null(),
         tlc_train_size: 0,
+        tile_blend: 0,
+        tlc_sampled_train_size: 0,
     }
 }
 
@@ -140,17 +162,20 @@ impl maskdcpt_options {
         }
         // SAFETY: every header's struct starts with `struct_size`.
         let size = unsafe { options.cast::<usize>().read_unaligned() };
-        let fields = match size {
+        let earlier = EARLIER_HEADERS.iter().find(|&&(earlier_size, _)| earlier_size == size);
+        let fields = match earlier {
             _ if size == size_of::<maskdcpt_options>() => size,
-            FIRST_SIZE => FIRST_FIELDS,
-            _ => {
+            Some(&(_, fields)) => fields,
+            None => {
                 return Err(Failure::new(
                     maskdcpt_status::AbiMismatch,
                     format!(
-                        "options.struct_size is {size} but this library's maskdcpt_options is {} bytes (or {FIRST_SIZE} \
-                         from the first header): the header and the library are from different versions \
+                        "options.struct_size is {size} but this library's maskdcpt_options is {} bytes (or {} and {} \
+                         from earlier headers): the header and the library are from different versions \
                          (initialise options with maskdcpt_options_default())",
-                        size_of::<maskdcpt_options>()
+                        size_of::<maskdcpt_options>(),
+                        EARLIER_HEADERS[0].0,
+                        EARLIER_HEADERS[1].0,
                     ),
                 ));
             }
@@ -227,17 +252,35 @@ impl maskdcpt_options {
             MASKDCPT_TILE_SIZE_AUTO => TileSize::Auto,
             pixels => TileSize::Pixels(pixels as usize),
         };
-        let tiling = (self.tile_size > 0).then_some(Tiling { tile, overlap: self.tile_overlap as usize, sca });
+        let blend = match self.tile_blend {
+            0 => false,
+            1 => true,
+            other => {
+                return Err(Failure::invalid(format!(
+                    "options.tile_blend is {other}: use 0 (paste tile centres) or 1 (feather tiles across their overlap)"
+                )));
+            }
+        };
+        let tiling = (self.tile_size > 0).then_some(Tiling { tile, overlap: self.tile_overlap as usize, sca, blend });
+        let (tlc, sampled) = (self.tlc_train_size as usize, self.tlc_sampled_train_size as usize);
+        let attention_pool = match (tlc, sampled) {
+            (0, 0) => AttentionPool::Global,
+            (train, 0) => AttentionPool::Tlc { train_height: train, train_width: train },
+            (0, train) => AttentionPool::TlcSampled { train_height: train, train_width: train },
+            _ => {
+                return Err(Failure::invalid(
+                    "options.tlc_train_size and options.tlc_sampled_train_size are both set: set one (exact or \
+                     sampled windows), or neither for global attention",
+                ));
+            }
+        };
         Ok(EngineOptions {
             threads: (self.threads > 0).then_some(self.threads as usize),
             tiling,
             precision,
             memory_limit: (self.memory_limit > 0).then_some(self.memory_limit),
             backend,
-            attention_pool: match self.tlc_train_size as usize {
-                0 => AttentionPool::Global,
-                train => AttentionPool::Tlc { train_height: train, train_width: train },
-            },
+            attention_pool,
         })
     }
 }
@@ -254,30 +297,63 @@ mod tests {
     }
 
     #[test]
-    fn options_of_the_first_header_are_read_with_later_fields_defaulted() {
-        let mut first = maskdcpt_options { tile_size: 7, tlc_train_size: 256, ..maskdcpt_options_default() };
-        first.struct_size = FIRST_SIZE;
-        // Only the first header's bytes (a read past them would be out of bounds under Miri,
-        // ASan or valgrind), in a buffer aligned for the struct.
-        let mut aligned = vec![0u64; FIRST_SIZE.div_ceil(8)];
-        // SAFETY: both hold at least FIRST_SIZE bytes.
-        unsafe {
-            std::ptr::copy_nonoverlapping((&raw const first).cast::<u8>(), aligned.as_mut_ptr().cast(), FIRST_SIZE)
+    fn options_of_earlier_headers_are_read_with_later_fields_defaulted() {
+        let set = maskdcpt_options {
+            tile_size: 7,
+            tlc_train_size: 256,
+            tile_blend: 1,
+            tlc_sampled_train_size: 384,
+            ..maskdcpt_options_default()
         };
-        // SAFETY: points to FIRST_SIZE readable bytes starting with struct_size.
-        let read = unsafe { maskdcpt_options::read(aligned.as_ptr().cast()) }.unwrap();
-        assert_eq!((read.tile_size, read.tlc_train_size), (7, 0));
-        assert_eq!(read.struct_size, size_of::<maskdcpt_options>());
+        let read_as = |(size, _): (usize, usize)| {
+            let caller = maskdcpt_options { struct_size: size, ..set };
+            // Only that header's bytes (a read past them would be out of bounds under Miri,
+            // ASan or valgrind), in a buffer aligned for the struct.
+            let mut aligned = vec![0u64; size.div_ceil(8)];
+            // SAFETY: both hold at least `size` bytes.
+            unsafe {
+                std::ptr::copy_nonoverlapping((&raw const caller).cast::<u8>(), aligned.as_mut_ptr().cast(), size)
+            };
+            // SAFETY: points to `size` readable bytes starting with struct_size.
+            let read = unsafe { maskdcpt_options::read(aligned.as_ptr().cast()) }.unwrap();
+            assert_eq!(read.struct_size, size_of::<maskdcpt_options>());
+            (read.tile_size, read.tlc_train_size, read.tile_blend, read.tlc_sampled_train_size)
+        };
+        assert_eq!(read_as(EARLIER_HEADERS[0]), (7, 0, 0, 0));
+        assert_eq!(read_as(EARLIER_HEADERS[1]), (7, 256, 0, 0));
         // This header's size reads every field; other sizes and NULL.
-        let current = maskdcpt_options { tlc_train_size: 256, ..maskdcpt_options_default() };
         // SAFETY: a live struct of this header.
-        assert_eq!(unsafe { maskdcpt_options::read(&current) }.unwrap().tlc_train_size, 256);
-        let odd = maskdcpt_options { struct_size: FIRST_SIZE + 4, ..current };
-        // SAFETY: as above.
-        let refused = unsafe { maskdcpt_options::read(&odd) }.map(|_| ()).unwrap_err();
-        assert!(format!("{refused:?}").contains("AbiMismatch"));
+        let read = unsafe { maskdcpt_options::read(&set) }.unwrap();
+        assert_eq!((read.tlc_train_size, read.tile_blend, read.tlc_sampled_train_size), (256, 1, 384));
+        for odd in [EARLIER_HEADERS[0].0 + 4, size_of::<maskdcpt_options>() - 4] {
+            let odd = maskdcpt_options { struct_size: odd, ..set };
+            // SAFETY: as above.
+            let refused = unsafe { maskdcpt_options::read(&odd) }.map(|_| ()).unwrap_err();
+            assert!(format!("{refused:?}").contains("AbiMismatch"));
+        }
         // SAFETY: NULL reads the defaults.
         assert_eq!(unsafe { maskdcpt_options::read(std::ptr::null()) }.unwrap().tile_overlap, 32);
+    }
+
+    #[test]
+    fn blending_and_sampled_windows_reach_the_core_options() {
+        let options = maskdcpt_options {
+            tile_size: 64,
+            sca_mode: maskdcpt_sca_mode::Local as u32,
+            tile_blend: 1,
+            tlc_sampled_train_size: 384,
+            ..maskdcpt_options_default()
+        };
+        // SAFETY: no cache folder (all three).
+        let core = unsafe { options.to_core() }.unwrap();
+        assert!(core.tiling.is_some_and(|t| t.blend && t.tile == TileSize::Pixels(64)), "{:?}", core.tiling);
+        assert_eq!(core.attention_pool, AttentionPool::TlcSampled { train_height: 384, train_width: 384 });
+        let both = maskdcpt_options { tlc_train_size: 256, ..options };
+        let refused = format!("{:?}", unsafe { both.to_core() }.map(|_| ()).unwrap_err());
+        assert!(refused.contains("InvalidArgument") && refused.contains("both set"), "{refused}");
+        let odd_blend = maskdcpt_options { tile_blend: 2, ..options };
+        let refused = format!("{:?}", unsafe { odd_blend.to_core() }.map(|_| ()).unwrap_err());
+        assert!(refused.contains("tile_blend is 2"), "{refused}");
     }
 
     #[test]
@@ -296,7 +372,7 @@ mod tests {
             // SAFETY: a live struct of this header; no test sets a cache folder.
             unsafe { maskdcpt_options::read(&o).and_then(|o| o.to_core()) }.map(|_| ()).map_err(|f| format!("{f:?}"))
         };
-        // (On 64-bit hosts 8 bytes fewer is the first header's size, which is accepted.)
+        // (On 64-bit hosts 8 bytes fewer is the second header's size, which is accepted.)
         assert!(status(|o| o.struct_size += 8).unwrap_err().contains("AbiMismatch"));
         assert!(status(|o| o.backend = maskdcpt_backend::Cuda as u32).is_ok());
         assert!(

@@ -56,6 +56,33 @@ pub struct Tiling {
     pub overlap: usize,
     /// How SCA means are taken.
     pub sca: ScaMode,
+    /// `Local` mode: feather neighbouring tiles across their overlap instead of pasting each
+    /// tile's centre ([`LocalTiles::blend`]).
+    pub blend: bool,
+}
+
+impl Tiling {
+    /// The local tiles of a `width × height` restore (`None`: it runs whole), an automatic
+    /// tile size fitting the runs' memory, `needed` bytes for a run of (width, height) pixels,
+    /// into `budget` (`None`: unknown, so the image runs whole) in runs that are multiples of
+    /// `size_multiple`.
+    pub fn local_tiles(
+        &self,
+        (width, height): (usize, usize),
+        size_multiple: usize,
+        budget: Option<u64>,
+        needed: impl Fn((usize, usize)) -> u64,
+    ) -> Result<Option<LocalTiles>> {
+        let Tiling { tile, overlap, sca: ScaMode::Local, blend } = *self else { return Ok(None) };
+        let tile = match (tile, budget) {
+            (TileSize::Pixels(pixels), _) => Some(pixels),
+            (TileSize::Auto, Some(budget)) => {
+                crate::tiling::fit_local_tiles((width, height), overlap, size_multiple, budget, needed)?
+            }
+            (TileSize::Auto, None) => None,
+        };
+        Ok(tile.map(|tile| LocalTiles { tile, overlap, blend }))
+    }
 }
 
 /// Arithmetic precision of an engine.
@@ -224,9 +251,9 @@ pub trait Engine: Send + Sync {
     /// Memory a restore of a `width × height` image would need.
     fn memory_estimate(&self, width: usize, height: usize) -> Result<MemoryEstimate>;
 
-    /// The local tiles (edge, context) a restore of a `width × height` image runs in, `None`
-    /// when it runs whole (untiled, or global means). With [`TileSize::Auto`] this is the
-    /// engine's choice for that size; an error when not even the smallest tile fits.
+    /// The local tiles a restore of a `width × height` image runs in, `None` when it runs whole
+    /// (untiled, or global means). With [`TileSize::Auto`] this is the engine's choice for that
+    /// size; an error when not even the smallest tile fits.
     fn local_tiles(&self, width: usize, height: usize) -> Result<Option<LocalTiles>> {
         crate::image::check_size(width, height)?;
         Ok(None)
@@ -406,6 +433,14 @@ fn build_backend(model: &Model, options: &EngineOptions) -> Result<Box<dyn Engin
                 "an automatic tile size picks tiles with local channel-attention means (global means keep every \
                  full-resolution feature map, which no tile bounds): use local means with it (CLI: `--tile auto \
                  --sca local`; C: options.sca_mode = MASKDCPT_SCA_MODE_LOCAL), or give a tile size"
+                    .into(),
+            ));
+        }
+        Some(Tiling { blend: true, sca: ScaMode::Global, .. }) => {
+            return Err(crate::error::Error::InvalidArgument(
+                "tile blending joins tiles with local channel-attention means; global means give the untiled \
+                 result, with no seams to blend: use local means with it (CLI: `--sca local`; C: options.sca_mode \
+                 = MASKDCPT_SCA_MODE_LOCAL), or no blending"
                     .into(),
             ));
         }

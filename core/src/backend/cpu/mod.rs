@@ -20,7 +20,7 @@ use crate::image::{Image, check_size, from_planar_cropped, pad_planar_into, roun
 use crate::model::Model;
 use crate::passes::{Program, Step, fuse};
 use crate::spec::{IMAGE_CHANNELS, PadMode};
-use crate::tiling::{fit_local_tiles, largest_tile_run, restore_local_tiles};
+use crate::tiling::{largest_tile_run, restore_local_tiles};
 use crate::tlc::{AttentionPool, MapPool};
 use block::{BlockScratch, run_block};
 use kernels::conv::conv3x3;
@@ -129,7 +129,7 @@ impl CpuEngine {
     /// Largest image one untiled run processes for this input (a local tile or the image).
     fn run_size(&self, width: usize, height: usize) -> Result<(usize, usize)> {
         Ok(match self.local_tiles(width, height)? {
-            Some((tile, overlap)) => largest_tile_run(width, height, tile, overlap),
+            Some(tiles) => largest_tile_run(width, height, tiles.tile, tiles.overlap),
             None => (width, height),
         })
     }
@@ -258,9 +258,7 @@ impl Engine for CpuEngine {
         input.check_finite()?;
         self.check_restore_fits(input.width(), input.height())?;
         match self.local_tiles(input.width(), input.height())? {
-            Some((tile, overlap)) => {
-                restore_local_tiles(input, tile, overlap, |t| self.restore_whole(t, &mut |_, _| {}))
-            }
+            Some(tiles) => restore_local_tiles(input, tiles, |t| self.restore_whole(t, &mut |_, _| {})),
             None => self.restore_whole(input, &mut |_, _| {}),
         }
     }
@@ -294,16 +292,10 @@ impl Engine for CpuEngine {
 
     fn local_tiles(&self, width: usize, height: usize) -> Result<Option<LocalTiles>> {
         check_size(width, height)?;
-        match self.tiling {
-            Some(Tiling { tile: TileSize::Pixels(tile), overlap, sca: ScaMode::Local }) => Ok(Some((tile, overlap))),
-            Some(Tiling { tile: TileSize::Auto, overlap, sca: ScaMode::Local }) => match self.tile_budget {
-                Some(budget) => fit_local_tiles((width, height), overlap, self.size_multiple, budget, |run| {
-                    self.estimate_runs(width, height, run).total()
-                }),
-                None => Ok(None),
-            },
-            _ => Ok(None),
-        }
+        let Some(tiling) = self.tiling else { return Ok(None) };
+        tiling.local_tiles((width, height), self.size_multiple, self.tile_budget, |run| {
+            self.estimate_runs(width, height, run).total()
+        })
     }
 
     /// Checks the memory as a restore would and allocates the workspace of one run (a tile's

@@ -31,7 +31,7 @@ use crate::model::Model;
 use crate::passes::{Program, Step, fuse};
 use crate::pixels::DeviceFrame;
 use crate::spec::{IMAGE_CHANNELS, PadMode};
-use crate::tiling::{fit_local_tiles, largest_tile_run, restore_local_tiles};
+use crate::tiling::{largest_tile_run, restore_local_tiles};
 
 /// Instances kept per engine (each holds the activations of one input shape).
 const KEPT_INSTANCES: usize = 4;
@@ -53,8 +53,8 @@ pub struct CudaEngine<T> {
     state: Mutex<State<T>>,
     /// Where the engine file lives and how it was found (`None`: no file).
     file: Option<EngineFile>,
-    /// Local tiling: tile edge and overlap in pixels.
-    tiles: Option<(TileSize, usize)>,
+    /// Local tiling (global means run the image whole).
+    tiles: Option<Tiling>,
     /// Fused tensor-core kernels or launches.
     fusion: Fusion,
     /// Whether kernels start early (programmatic dependent launch: compute capability 9.0+,
@@ -145,10 +145,7 @@ impl<T: Element> CudaEngine<T> {
             ));
         }
         // Global-mean tiling defines the untiled result, which the GPU computes in one run.
-        let tiles = match options.tiling {
-            Some(Tiling { tile, overlap, sca: ScaMode::Local }) => Some((tile, overlap)),
-            Some(Tiling { sca: ScaMode::Global, .. }) | None => None,
-        };
+        let tiles = options.tiling.filter(|t| t.sca == ScaMode::Local);
         let width = model.spec().width;
         if !width.is_multiple_of(8) {
             return Err(Error::Unsupported(format!(
@@ -209,7 +206,7 @@ impl<T: Element> CudaEngine<T> {
         // Automatic tiles fit a budget, which also bounds what the engine keeps: the limit,
         // else the free memory now plus what the engine holds already.
         let memory_limit = match (options.memory_limit, tiles) {
-            (None, Some((TileSize::Auto, _))) => {
+            (None, Some(Tiling { tile: TileSize::Auto, .. })) => {
                 let (free, _) = device.ctx.mem_get_info().map_err(cuda_error("reading free GPU memory"))?;
                 Some((free + weight_bytes + WORKSPACE_BYTES) as u64)
             }
@@ -513,9 +510,9 @@ impl<T: Element> Engine for CudaEngine<T> {
     fn restore(&self, input: &Image) -> Result<Image> {
         let whole = |image: &Image| Ok(self.restore_whole(std::slice::from_ref(image))?.remove(0));
         match self.local_tiles(input.width(), input.height())? {
-            Some((tile, overlap)) => {
+            Some(tiles) => {
                 input.check_finite()?;
-                restore_local_tiles(input, tile, overlap, whole)
+                restore_local_tiles(input, tiles, whole)
             }
             None => whole(input),
         }
@@ -657,7 +654,7 @@ impl<T: Element> Engine for CudaEngine<T> {
     fn memory_estimate(&self, width: usize, height: usize) -> Result<MemoryEstimate> {
         check_size(width, height)?;
         let (rw, rh) = match self.local_tiles(width, height)? {
-            Some((tile, overlap)) => largest_tile_run(width, height, tile, overlap),
+            Some(tiles) => largest_tile_run(width, height, tiles.tile, tiles.overlap),
             None => (width, height),
         };
         Ok(MemoryEstimate {
@@ -668,15 +665,10 @@ impl<T: Element> Engine for CudaEngine<T> {
 
     fn local_tiles(&self, width: usize, height: usize) -> Result<Option<LocalTiles>> {
         check_size(width, height)?;
-        match (self.tiles, self.memory_limit) {
-            (Some((TileSize::Pixels(tile), overlap)), _) => Ok(Some((tile, overlap))),
-            (Some((TileSize::Auto, overlap)), Some(budget)) => {
-                fit_local_tiles((width, height), overlap, self.size_multiple, budget, |run| {
-                    (self.fixed_bytes() + self.instance_bytes(run)) as u64
-                })
-            }
-            _ => Ok(None),
-        }
+        let Some(tiling) = self.tiles else { return Ok(None) };
+        tiling.local_tiles((width, height), self.size_multiple, self.memory_limit, |run| {
+            (self.fixed_bytes() + self.instance_bytes(run)) as u64
+        })
     }
 
     fn device_timing(&self, batch: usize, width: usize, height: usize, runs: usize) -> Result<Option<DeviceTiming>> {
@@ -1109,7 +1101,7 @@ mod tests {
         {
             let options = |backend| EngineOptions {
                 backend,
-                tiling: Some(Tiling { tile: TileSize::Pixels(16), overlap: 4, sca }),
+                tiling: Some(Tiling { tile: TileSize::Pixels(16), overlap: 4, sca, blend: false }),
                 attention_pool,
                 ..Default::default()
             };
@@ -1133,7 +1125,7 @@ mod tests {
         let input = image(w, h, 4);
         let options = |backend, tile, memory_limit| EngineOptions {
             backend,
-            tiling: Some(Tiling { tile, overlap: 8, sca: ScaMode::Local }),
+            tiling: Some(Tiling { tile, overlap: 8, sca: ScaMode::Local, blend: false }),
             memory_limit,
             ..Default::default()
         };
@@ -1144,7 +1136,7 @@ mod tests {
         assert_eq!(roomy.local_tiles(w, h).unwrap(), None, "{needed} bytes fit a free GPU");
         let limit = needed - (needed - whole.memory_estimate(64, 64).unwrap().total()) / 2;
         let gpu = build_engine(&model, &options(cuda(), TileSize::Auto, Some(limit))).unwrap();
-        let (tile, _) = gpu.local_tiles(w, h).unwrap().expect("a limit under the whole run needs tiles");
+        let tile = gpu.local_tiles(w, h).unwrap().expect("a limit under the whole run needs tiles").tile;
         assert!(gpu.memory_estimate(w, h).unwrap().total() <= limit);
         let cpu = build_engine(&model, &options(Backend::Cpu, TileSize::Pixels(tile), None)).unwrap();
         let diff = max_abs(&cpu.restore(&input).unwrap(), &gpu.restore(&input).unwrap());
