@@ -7,6 +7,7 @@
 #define MASKDCPT_HPP
 
 #include <cstddef>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -145,7 +146,15 @@ public:
         return estimate;
     }
 
-    /// Restores `input` into `output` (host memory, same size, any pixel formats).
+    /// The tile edge `width × height` frames run in with local tiling (the options' tile size,
+    /// or the one an automatic tile size picks for that size); 0 when they run whole.
+    std::uint32_t tile_size(std::size_t width, std::size_t height) const {
+        std::uint32_t tile = 0;
+        detail::check(maskdcpt_engine_tile_size(get(), width, height, &tile));
+        return tile;
+    }
+
+        /// Restores `input` into `output` (host memory, same size, any pixel formats).
     void restore(const maskdcpt_image &input, const maskdcpt_image &output) const {
         detail::check(maskdcpt_restore(get(), &input, &output));
     }

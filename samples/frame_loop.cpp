@@ -1,7 +1,10 @@
 // Restores a sequence of synthetic NV12 camera frames with the C++ wrapper and prints frames per
 // second (restore time only), as an ISP loop would: one engine, buffers allocated once and reused.
 //
-//   frame_loop MODEL [--frames N] [--width W] [--height H] [--threads N]
+//   frame_loop MODEL [--frames N] [--width W] [--height H] [--threads N] [--memory-limit-mb N]
+//
+// With a memory limit, frames run in the largest local tiles whose memory fits it (whole when
+// they fit), as a camera pipeline with a fixed memory budget would.
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -19,6 +22,7 @@ struct Settings {
     std::string model;
     std::size_t frames = 30, width = 320, height = 240;
     std::uint32_t threads = 0;
+    std::uint64_t memory_limit_mb = 0;
 };
 
 /// Parses the command line; throws std::invalid_argument on a bad one.
@@ -33,6 +37,7 @@ Settings parse(int argc, char **argv) {
         else if (name == "--width") s.width = value;
         else if (name == "--height") s.height = value;
         else if (name == "--threads") s.threads = static_cast<std::uint32_t>(value);
+        else if (name == "--memory-limit-mb") s.memory_limit_mb = value;
         else throw std::invalid_argument("unknown option " + name);
     }
     if (argc % 2 != 0) throw std::invalid_argument(std::string(argv[argc - 1]) + " needs a value");
@@ -76,11 +81,22 @@ int main(int argc, char **argv) {
             s.model == "default" ? maskdcpt::Model::load_default() : maskdcpt::Model::load(s.model);
         maskdcpt_options options = maskdcpt_options_default();
         options.threads = s.threads;
+        if (s.memory_limit_mb > 0) {
+            options.tile_size = MASKDCPT_TILE_SIZE_AUTO;
+            options.sca_mode = MASKDCPT_SCA_MODE_LOCAL;
+            options.memory_limit = s.memory_limit_mb << 20;
+        }
         const maskdcpt::Engine engine(model, options);
         // What a frame of this size needs, known before anything is allocated.
         const maskdcpt_memory_estimate need = engine.memory_estimate(s.width, s.height);
         std::printf("memory per frame size: weights %.1f MB, activations %.1f MB\n", need.weight_bytes / 1e6,
                     need.activation_bytes / 1e6);
+        if (s.memory_limit_mb > 0) {
+            const std::uint32_t tile = engine.tile_size(s.width, s.height);
+            if (tile == 0) std::printf("frames fit %llu MiB whole\n", static_cast<unsigned long long>(s.memory_limit_mb));
+            else std::printf("frames run in tiles of %u pixels to fit %llu MiB\n", tile,
+                             static_cast<unsigned long long>(s.memory_limit_mb));
+        }
         // Build what this frame size needs before the loop, so the first frame is not slower.
         engine.prepare(s.width, s.height);
 

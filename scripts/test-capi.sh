@@ -83,6 +83,9 @@ cmp "$tmp/cli1.ppm" "$tmp/cli5.ppm"
 "$tmp/restore_image_pkgconfig" "$MODEL" "$tmp/in.ppm" "$tmp/pkgconfig.ppm" --threads 2
 cmp "$tmp/cli1.ppm" "$tmp/pkgconfig.ppm"
 "$build/frame_loop" "$MODEL" --frames 10 --threads 2
+# A memory budget under the whole frame's run: tiles picked by the library.
+"$build/frame_loop" "$MODEL" --frames 2 --threads 2 --width 640 --height 480 --memory-limit-mb 24 | tee "$tmp/budget.log"
+grep -q "frames run in tiles of" "$tmp/budget.log"
 
 echo "== valgrind memcheck"
 # Engine worker threads exit just after maskdcpt_engine_free returns; at process exit their
