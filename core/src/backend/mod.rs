@@ -62,10 +62,9 @@ pub struct Tiling {
 }
 
 impl Tiling {
-    /// The local tiles of a `width × height` restore (`None`: it runs whole), an automatic
-    /// tile size fitting the runs' memory, `needed` bytes for a run of (width, height) pixels,
-    /// into `budget` (`None`: unknown, so the image runs whole) in runs that are multiples of
-    /// `size_multiple`.
+    /// The local tiles a `width × height` restore runs in (`None`: whole). An automatic tile
+    /// size is the largest whose run, of `needed(run)` bytes, fits `budget` (`None`: unknown,
+    /// so the image runs whole), whole tiles' runs being multiples of `size_multiple`.
     pub fn local_tiles(
         &self,
         (width, height): (usize, usize),
