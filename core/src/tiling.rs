@@ -281,4 +281,49 @@ mod tests {
         assert!(matches!(err, Error::OutOfMemory { .. }), "{message}");
         assert!(message.contains("16 pixels with 32 pixels of context"), "{message}");
     }
+
+    proptest::proptest! {
+        /// Over random sizes, contexts, steps and budgets: the whole image when it fits, else
+        /// the largest tile (in steps) whose run fits, else an out-of-memory error.
+        #[test]
+        fn fitted_tiles_are_the_largest_that_fit(
+            w in 1usize..3000, h in 1usize..3000, overlap in 0usize..64,
+            step in proptest::sample::select(vec![1usize, 8, 16, 32]), budget in 1u64..4_000_000,
+        ) {
+            let run_of = |tile: usize| pixels(largest_tile_run(w, h, tile, overlap));
+            match fit_local_tiles((w, h), overlap, step, budget, pixels) {
+                Ok(None) => proptest::prop_assert!(pixels((w, h)) <= budget),
+                Ok(Some(tile)) => {
+                    proptest::prop_assert!(pixels((w, h)) > budget);
+                    proptest::prop_assert_eq!((tile + 2 * overlap) % step, 0);
+                    proptest::prop_assert!(run_of(tile) <= budget);
+                    proptest::prop_assert!(run_of(tile + step) > budget);
+                }
+                Err(e) => {
+                    let out_of_memory = matches!(e, Error::OutOfMemory { .. });
+                    proptest::prop_assert!(out_of_memory, "{}", e);
+                    let smallest = (2 * overlap / step + 1) * step - 2 * overlap;
+                    proptest::prop_assert!(run_of(smallest) > budget);
+                }
+            }
+        }
+
+        /// Identity tiles give the image back, pasted exactly and blended to rounding (f32 sums
+        /// of up to (1 + 2 · overlap / tile)² weighted runs over a pixel).
+        #[test]
+        fn identity_tiles_give_any_image_back(
+            w in 1usize..60, h in 1usize..40, tile in 1usize..30, overlap in 0usize..12,
+        ) {
+            let img = ramp_image(w, h);
+            let runs_per_side = (1 + 2 * overlap / tile) as f32;
+            for blend in [false, true] {
+                let out = restore_local_tiles(&img, LocalTiles { tile, overlap, blend }, |t| Ok(t.clone())).unwrap();
+                let tolerance = if blend { 1e-6 * runs_per_side } else { 0.0 };
+                for (a, b) in out.data().iter().zip(img.data()) {
+                    let close = (a - b).abs() <= tolerance * b.abs().max(1.0);
+                    proptest::prop_assert!(close, "blend {}: {} vs {}", blend, a, b);
+                }
+            }
+        }
+    }
 }
