@@ -58,8 +58,8 @@ c_enum!(maskdcpt_sca_mode: Global, Local);
 /// Engine settings. Start from `maskdcpt_options_default()`, which sets `struct_size`, then
 /// change fields. `struct_size` is this header's `sizeof(maskdcpt_options)` or that of an
 /// earlier header whose fields are a prefix of these (the first ABI 1 header ended with
-/// `engine_cache_dir`; the fields it lacks take their defaults); any other size is refused with
-/// `MASKDCPT_STATUS_ABI_MISMATCH`.
+/// `engine_cache_dir`, the second with `tlc_train_size`; the fields it lacks take their
+/// defaults); any other size is refused with `MASKDCPT_STATUS_ABI_MISMATCH`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct maskdcpt_options {
