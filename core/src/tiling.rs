@@ -20,9 +20,17 @@ pub struct LocalTiles {
 }
 
 /// The largest run local tiling makes over a `width × height` image: a tile with its context.
-pub fn largest_tile_run(width: usize, height: usize, tile: usize, overlap: usize) -> (usize, usize) {
+fn largest_tile_run(width: usize, height: usize, tile: usize, overlap: usize) -> (usize, usize) {
     let side = |n: usize| n.min(tile + 2 * overlap);
     (side(width), side(height))
+}
+
+/// The largest run a `width × height` restore makes in `tiles` (`None`: the whole image).
+pub fn largest_run(tiles: Option<LocalTiles>, width: usize, height: usize) -> (usize, usize) {
+    match tiles {
+        Some(tiles) => largest_tile_run(width, height, tiles.tile, tiles.overlap),
+        None => (width, height),
+    }
 }
 
 /// The tile edge a `width × height` restore with `overlap` pixels of context runs in when its
@@ -75,11 +83,12 @@ pub fn restore_local_tiles(img: &Image, tiles: LocalTiles, run: impl Fn(&Image) 
     let (w, h) = (img.width(), img.height());
     let columns = spans(w, tile, overlap);
     let rows = spans(h, tile, overlap);
+    let run_tile = |row: &Span, column: &Span| run(&img.crop(column.run.0, row.run.0, column.run_len(), row.run_len()));
     if !blend || overlap == 0 {
         let mut out = Image::new(w, h, vec![0.0; w * h * 3])?;
         for row in &rows {
             for column in &columns {
-                let restored = run(&img.crop(column.run.0, row.run.0, column.run_len(), row.run_len()))?;
+                let restored = run_tile(row, column)?;
                 let centre = restored.crop(
                     column.tile.0 - column.run.0,
                     row.tile.0 - row.run.0,
@@ -100,7 +109,7 @@ pub fn restore_local_tiles(img: &Image, tiles: LocalTiles, run: impl Fn(&Image) 
     let mut sums = vec![0.0f32; w * h * 3];
     for (row, wy) in rows.iter().zip(&row_weights) {
         for (column, wx) in columns.iter().zip(&column_weights) {
-            let restored = run(&img.crop(column.run.0, row.run.0, column.run_len(), row.run_len()))?;
+            let restored = run_tile(row, column)?;
             let rw = column.run_len();
             for (dy, &weight_y) in wy.iter().enumerate() {
                 let src = &restored.data()[dy * rw * 3..(dy + 1) * rw * 3];

@@ -20,7 +20,7 @@ use crate::image::{Image, check_size, from_planar_cropped, pad_planar_into, roun
 use crate::model::Model;
 use crate::passes::{Program, Step, fuse};
 use crate::spec::{IMAGE_CHANNELS, PadMode};
-use crate::tiling::{largest_tile_run, restore_local_tiles};
+use crate::tiling::{largest_run, restore_local_tiles};
 use crate::tlc::{AttentionPool, MapPool};
 use block::{BlockScratch, run_block};
 use kernels::conv::conv3x3;
@@ -126,14 +126,6 @@ impl CpuEngine {
         (round_up(height, self.size_multiple), round_up(width, self.size_multiple))
     }
 
-    /// Largest image one untiled run processes for this input (a local tile or the image).
-    fn run_size(&self, width: usize, height: usize) -> Result<(usize, usize)> {
-        Ok(match self.local_tiles(width, height)? {
-            Some(tiles) => largest_tile_run(width, height, tiles.tile, tiles.overlap),
-            None => (width, height),
-        })
-    }
-
     fn check_memory(&self, estimate: &MemoryEstimate, hint: &str) -> Result<()> {
         let Some(available) = self.memory_limit.or_else(available_memory) else { return Ok(()) };
         if estimate.total() <= available {
@@ -142,10 +134,13 @@ impl CpuEngine {
         Err(Error::OutOfMemory { needed_mb: estimate.total() >> 20, available_mb: available >> 20, hint: hint.into() })
     }
 
-    /// Checks the size of a `width × height` restore and that its memory fits.
-    fn check_restore_fits(&self, width: usize, height: usize) -> Result<()> {
-        let estimate = self.memory_estimate(width, height)?;
-        self.check_memory(&estimate, TILING_HINT)
+    /// The local tiles of a `width × height` restore and its largest run (a tile with its
+    /// context, or the image), once its size and memory are checked.
+    fn fitting_run(&self, width: usize, height: usize) -> Result<(Option<LocalTiles>, (usize, usize))> {
+        let tiles = self.local_tiles(width, height)?;
+        let run = largest_run(tiles, width, height);
+        self.check_memory(&self.estimate_runs(width, height, run), TILING_HINT)?;
+        Ok((tiles, run))
     }
 
     /// Memory of restoring a `width × height` image in runs of `run` (width, height) pixels.
@@ -256,8 +251,7 @@ impl CpuEngine {
 impl Engine for CpuEngine {
     fn restore(&self, input: &Image) -> Result<Image> {
         input.check_finite()?;
-        self.check_restore_fits(input.width(), input.height())?;
-        match self.local_tiles(input.width(), input.height())? {
+        match self.fitting_run(input.width(), input.height())?.0 {
             Some(tiles) => restore_local_tiles(input, tiles, |t| self.restore_whole(t, &mut |_, _| {})),
             None => self.restore_whole(input, &mut |_, _| {}),
         }
@@ -287,7 +281,7 @@ impl Engine for CpuEngine {
     }
 
     fn memory_estimate(&self, width: usize, height: usize) -> Result<MemoryEstimate> {
-        Ok(self.estimate_runs(width, height, self.run_size(width, height)?))
+        Ok(self.estimate_runs(width, height, largest_run(self.local_tiles(width, height)?, width, height)))
     }
 
     fn local_tiles(&self, width: usize, height: usize) -> Result<Option<LocalTiles>> {
@@ -301,8 +295,7 @@ impl Engine for CpuEngine {
     /// Checks the memory as a restore would and allocates the workspace of one run (a tile's
     /// with tiling), kept for the next restore.
     fn prepare(&self, width: usize, height: usize) -> Result<()> {
-        self.check_restore_fits(width, height)?;
-        let (rw, rh) = self.run_size(width, height)?;
+        let (_, (rw, rh)) = self.fitting_run(width, height)?;
         let (h, w) = self.padded(rw, rh);
         let ws = self.take_workspace(&self.layout(h, w))?;
         self.spare.lock().unwrap_or_else(|e| e.into_inner()).push(ws);

@@ -31,7 +31,7 @@ use crate::model::Model;
 use crate::passes::{Program, Step, fuse};
 use crate::pixels::DeviceFrame;
 use crate::spec::{IMAGE_CHANNELS, PadMode};
-use crate::tiling::{largest_tile_run, restore_local_tiles};
+use crate::tiling::{largest_run, restore_local_tiles};
 
 /// Instances kept per engine (each holds the activations of one input shape).
 const KEPT_INSTANCES: usize = 4;
@@ -653,13 +653,10 @@ impl<T: Element> Engine for CudaEngine<T> {
     /// recorded graph and page-locked host staging of the planar input and output come on top.
     fn memory_estimate(&self, width: usize, height: usize) -> Result<MemoryEstimate> {
         check_size(width, height)?;
-        let (rw, rh) = match self.local_tiles(width, height)? {
-            Some(tiles) => largest_tile_run(width, height, tiles.tile, tiles.overlap),
-            None => (width, height),
-        };
+        let run = largest_run(self.local_tiles(width, height)?, width, height);
         Ok(MemoryEstimate {
             weights: self.weight_bytes as u64,
-            activations: (self.instance_bytes((rw, rh)) + WORKSPACE_BYTES) as u64,
+            activations: (self.instance_bytes(run) + WORKSPACE_BYTES) as u64,
         })
     }
 
