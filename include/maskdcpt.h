@@ -112,6 +112,10 @@ enum maskdcpt_family
    * Upstream megvii NAFNet (zero padding to a multiple of 2^levels, LayerNorm eps 1e-6).
    */
   MASKDCPT_FAMILY_NAFNET = 1,
+  /**
+   * MaskDCPT `Restormer` (reflect padding to a multiple of 8; the CPU engine runs it).
+   */
+  MASKDCPT_FAMILY_RESTORMER = 2,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -445,7 +449,8 @@ typedef struct maskdcpt_model_info {
    */
   size_t levels;
   /**
-   * NAFBlocks in all encoders, the bottleneck and all decoders.
+   * Blocks (NAFBlocks, or a Restormer's transformer blocks) in all encoders, the
+   * bottleneck, all decoders and the refinement.
    */
   size_t blocks;
   /**

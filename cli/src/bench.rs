@@ -21,7 +21,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     options.threads = Some(threads);
     let engine = build_engine(&model, &options)?;
     // The engine holds its own copy of the weights: release the checkpoint (and its mapping).
-    let spec = model.spec().clone();
+    let architecture = model.architecture().clone();
     drop(model);
 
     let (height, width) = (args.height as usize, args.width as usize);
@@ -42,8 +42,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     // timings of a resident tensor measure).
     let device = engine.device_timing(batch.len(), width, height, args.iters as usize)?;
 
-    let multiple = spec.size_multiple();
-    let gmacs = spec.macs(round_up(height, multiple), round_up(width, multiple)) as f64 / 1e9;
+    let multiple = architecture.size_multiple();
+    let gmacs = architecture.macs(round_up(height, multiple), round_up(width, multiple)) as f64 / 1e9;
     let line = json!({
         "model": crate::model::describe(args.model.as_deref()),
         "height": height,

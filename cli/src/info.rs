@@ -1,7 +1,7 @@
 //! `maskdcpt info`: what a checkpoint holds, as aligned text or one JSON object.
 
 use maskdcpt_core::model::Model;
-use maskdcpt_core::spec::PadMode;
+use maskdcpt_core::spec::{Architecture, PadMode};
 use maskdcpt_core::weights::Format;
 use serde_json::json;
 
@@ -23,6 +23,8 @@ pub fn run(args: &InfoArgs) -> Result<()> {
             "enc_blocks": info.enc_blocks,
             "middle_blocks": info.middle_blocks,
             "dec_blocks": info.dec_blocks,
+            "refinement_blocks": info.refinement_blocks,
+            "heads": info.heads,
             "parameters": info.parameters,
             "tensors": info.tensors,
             "dtype": info.dtype,
@@ -43,6 +45,12 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         println!("encoder blocks: {}", list(&info.enc_blocks));
         println!("middle blocks:  {}", info.middle_blocks);
         println!("decoder blocks: {}", list(&info.dec_blocks));
+        if let Some(refinement) = info.refinement_blocks {
+            println!("refinement:     {refinement}");
+        }
+        if let Some(heads) = &info.heads {
+            println!("heads:          {}", list(heads));
+        }
         println!("parameters:     {}", thousands(info.parameters));
         println!("tensors:        {}", info.tensors);
         println!("dtype:          {}", info.dtype);
@@ -69,6 +77,10 @@ struct Info<'a> {
     enc_blocks: Vec<usize>,
     middle_blocks: usize,
     dec_blocks: Vec<usize>,
+    /// Blocks of a Restormer's refinement stage.
+    refinement_blocks: Option<usize>,
+    /// A Restormer's attention heads per level.
+    heads: Option<Vec<usize>>,
     parameters: usize,
     tensors: usize,
     dtype: &'static str,
@@ -83,24 +95,35 @@ struct Info<'a> {
 }
 
 fn describe(model: &Model) -> Info<'_> {
-    let spec = model.spec();
+    let architecture = model.architecture();
     let weights = model.weights();
+    let (width, enc_blocks, middle_blocks, dec_blocks, refinement_blocks, heads) = match architecture {
+        Architecture::Nafnet(spec) => {
+            (spec.width, spec.enc_blocks.clone(), spec.middle_blocks, spec.dec_blocks.clone(), None, None)
+        }
+        Architecture::Restormer(spec) => {
+            let [b1, b2, b3, latent] = spec.blocks;
+            (spec.dim, vec![b1, b2, b3], latent, vec![b3, b2, b1], Some(spec.refinement), Some(spec.heads.to_vec()))
+        }
+    };
     Info {
         format: match weights.format() {
             Format::Safetensors => "safetensors",
             Format::TorchZip => "pth",
         },
         param_key: weights.param_key(),
-        family: spec.family.name(),
-        width: spec.width,
-        enc_blocks: spec.enc_blocks.clone(),
-        middle_blocks: spec.middle_blocks,
-        dec_blocks: spec.dec_blocks.clone(),
-        parameters: spec.param_count(),
+        family: architecture.name(),
+        width,
+        enc_blocks,
+        middle_blocks,
+        dec_blocks,
+        refinement_blocks,
+        heads,
+        parameters: architecture.param_count(),
         tensors: weights.len(),
         dtype: weights.common_dtype().map_or("mixed", |d| d.name()),
-        size_multiple: spec.size_multiple(),
-        padding: match spec.family.pad_mode() {
+        size_multiple: architecture.size_multiple(),
+        padding: match architecture.pad_mode() {
             PadMode::Reflect => "reflect",
             PadMode::Zero => "zero",
         },

@@ -52,7 +52,15 @@ fn bench_depthwise(c: &mut Criterion) {
         group.throughput(Throughput::Elements((ch * side * side) as u64));
         group.bench_function(format!("{ch}ch_{side}px"), |b| {
             b.iter(|| {
-                depthwise_gate(&mut g, &Band { data: &u, first: 0, rows: side }, &w, &bias, ch, (side, side), (0, side))
+                depthwise_gate(
+                    &mut g,
+                    &Band { data: &u, first: 0, rows: side, stride: side * side },
+                    &w,
+                    &bias,
+                    ch,
+                    (side, side),
+                    (0, side),
+                )
             });
         });
     }

@@ -6,13 +6,13 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::head::HeadSpec;
-use crate::spec::ModelSpec;
+use crate::spec::{Architecture, ModelSpec};
 use crate::weights::{LoadOptions, WeightStore};
 
 /// Weights whose architecture has been recognised and validated.
 #[derive(Debug, Clone)]
 pub struct Model {
-    spec: ModelSpec,
+    architecture: Architecture,
     head: Option<HeadSpec>,
     weights: WeightStore,
 }
@@ -42,14 +42,17 @@ impl Model {
     /// Infers the architecture of `weights` (and of its classification head, if it has one)
     /// and validates every key, shape and value.
     pub fn from_weights(weights: WeightStore) -> Result<Self> {
-        let spec = ModelSpec::infer(&weights)?;
-        let head = HeadSpec::from_weights(&spec, &weights)?;
+        let architecture = Architecture::infer(&weights)?;
+        let head = match &architecture {
+            Architecture::Nafnet(spec) => HeadSpec::from_weights(spec, &weights)?,
+            Architecture::Restormer(_) => None,
+        };
         for (key, tensor) in weights.iter() {
             if let Some((index, value)) = tensor.to_f32().into_iter().enumerate().find(|(_, v)| !v.is_finite()) {
                 return Err(Error::NonFinite { key: key.to_owned(), index, value });
             }
         }
-        Ok(Model { spec, head, weights })
+        Ok(Model { architecture, head, weights })
     }
 
     /// The degradation-classification head, when the file carries one.
@@ -58,8 +61,14 @@ impl Model {
     }
 
     /// The inferred architecture.
-    pub fn spec(&self) -> &ModelSpec {
-        &self.spec
+    pub fn architecture(&self) -> &Architecture {
+        &self.architecture
+    }
+
+    /// The NAFNet spec, or an error saying that `user` (e.g. "the CUDA engine") runs NAFNet
+    /// networks only.
+    pub fn nafnet(&self, user: &str) -> Result<&ModelSpec> {
+        self.architecture.nafnet(user)
     }
 
     /// The validated tensors.
@@ -67,9 +76,9 @@ impl Model {
         &self.weights
     }
 
-    /// The network as an op graph.
-    pub fn graph(&self) -> Graph {
-        Graph::from_spec(&self.spec)
+    /// The network as an op graph, for `user` (NAFNet networks only: see [`Model::nafnet`]).
+    pub fn graph(&self, user: &str) -> Result<Graph> {
+        Ok(Graph::from_spec(self.nafnet(user)?))
     }
 }
 
@@ -77,7 +86,7 @@ impl Model {
 #[cfg(test)]
 pub(crate) mod testing {
     use super::Model;
-    use crate::spec::{Family, ModelSpec};
+    use crate::spec::{Architecture, Family, ModelSpec};
     use crate::weights::{Format, Tensor, WeightStore};
 
     /// The smallest MaskDCPT network: width 4, one level, one block everywhere.
@@ -87,6 +96,11 @@ pub(crate) mod testing {
 
     /// `spec` with LayerNorm scales 1 and every other value uniform in ±0.2 (xorshift, `seed`).
     pub fn random_model(spec: &ModelSpec, seed: u32) -> Model {
+        random_architecture(&Architecture::Nafnet(spec.clone()), seed)
+    }
+
+    /// [`random_model`] for any architecture.
+    pub fn random_architecture(architecture: &Architecture, seed: u32) -> Model {
         let mut state = seed.max(1);
         let mut next = move || {
             state ^= state << 13;
@@ -94,7 +108,7 @@ pub(crate) mod testing {
             state ^= state << 5;
             (state as f32 / u32::MAX as f32 - 0.5) * 0.4
         };
-        let tensors = spec
+        let tensors = architecture
             .expected_tensors()
             .into_iter()
             .map(|(key, shape)| {

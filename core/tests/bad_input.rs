@@ -88,10 +88,27 @@ fn a_non_finite_weight_is_named() {
 
 #[test]
 fn keys_of_another_network_are_an_unknown_architecture() {
-    let t: BTreeMap<String, Tensor> =
-        [("patch_embed.proj.weight".to_owned(), Tensor::from_f32(vec![1], &[0.0]).unwrap())].into_iter().collect();
-    assert!(matches!(model_from(t), Err(Error::UnknownArchitecture(_))));
-    assert!(matches!(model_from(BTreeMap::new()), Err(Error::UnknownArchitecture(_))));
+    let tensors = |keys: &[(&str, Vec<usize>)]| -> BTreeMap<String, Tensor> {
+        keys.iter()
+            .map(|(k, shape)| {
+                let n = shape.iter().product();
+                ((*k).to_owned(), Tensor::from_f32(shape.clone(), &vec![0.0; n]).unwrap())
+            })
+            .collect()
+    };
+    let unknown = |t: BTreeMap<String, Tensor>, named: &str| match model_from(t) {
+        Err(err @ Error::UnknownArchitecture(_)) => assert!(err.to_string().contains(named), "{err}"),
+        other => panic!("{named}: {other:?}"),
+    };
+    let embed = ("patch_embed.proj.weight", vec![8, 3, 3, 3]);
+    unknown(tensors(&[embed.clone(), ("prompt1.prompt_param", vec![1, 5, 4, 4, 4])]), "PromptIR");
+    unknown(tensors(&[("conv_first.weight", vec![8, 3, 3, 3]), ("conv_after_body.weight", vec![8, 8, 3, 3])]), "SwinIR");
+    unknown(tensors(&[embed]), "encoder_level1");
+    unknown(tensors(&[("conv.weight", vec![8, 3, 3, 3])]), "NAFBlock");
+    unknown(BTreeMap::new(), "NAFBlock");
+    // A Restormer's embedding of the wrong shape is named.
+    let err = model_from(tensors(&[("patch_embed.proj.weight", vec![8, 4, 3, 3])])).unwrap_err();
+    assert!(matches!(&err, Error::ShapeMismatch { key, .. } if key == "patch_embed.proj.weight"), "{err}");
 }
 
 #[test]

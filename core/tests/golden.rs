@@ -58,7 +58,7 @@ fn every_case_matches_pytorch() {
     for case in &cases {
         let name = case["name"].as_str().unwrap();
         let model = load(case);
-        let spec = model.spec();
+        let spec = model.nafnet("the NAFNet golden cases").unwrap();
         let family = match case["family"].as_str().unwrap() {
             "maskdcpt" => Family::MaskDcpt,
             _ => Family::Nafnet,
@@ -208,4 +208,45 @@ fn image_embedding_head_matches_pytorch() {
     }
     eprintln!("image-embedding head vs PyTorch: max |Δp| {worst:.2e}");
     assert!(worst <= 1e-5, "max |Δp| {worst}");
+}
+
+/// The fork's Restormer (`tests/golden/restormer/`, `scripts/gen_golden_restormer.py`): its
+/// architecture read from the checkpoint, and every case against PyTorch, untiled and with
+/// global-mean tiles (which run whole).
+#[test]
+fn restormer_cases_match_pytorch() {
+    use maskdcpt_core::spec::Architecture;
+
+    let dir = golden_dir().join("restormer");
+    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let options = LoadOptions { param_key: manifest["param_key"].as_str().map(str::to_owned) };
+    let model = Model::load(&dir.join(manifest["model"].as_str().unwrap()), &options).unwrap();
+    let Architecture::Restormer(spec) = model.architecture() else { panic!("not read as a Restormer") };
+    let config = &manifest["config"];
+    let list = |key: &str| -> Vec<usize> {
+        config[key].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect()
+    };
+    assert_eq!(spec.dim as u64, config["dim"].as_u64().unwrap());
+    assert_eq!(spec.blocks.to_vec(), list("blocks"));
+    assert_eq!(spec.heads.to_vec(), list("heads"));
+    assert_eq!(spec.hidden.to_vec(), list("hidden"));
+    assert_eq!(spec.refinement as u64, config["refinement"].as_u64().unwrap());
+    assert_eq!(model.architecture().param_count() as u64, manifest["parameters"].as_u64().unwrap());
+    assert_eq!(model.weights().len() as u64, manifest["tensors"].as_u64().unwrap());
+
+    let untiled = EngineOptions { threads: Some(2), ..Default::default() };
+    let global_tiles = EngineOptions {
+        tiling: Some(Tiling { tile: TileSize::Pixels(8), overlap: 4, sca: ScaMode::Global, blend: false }),
+        ..untiled.clone()
+    };
+    for case in manifest["cases"].as_array().unwrap() {
+        let input = read_image(&dir.join(case["input"].as_str().unwrap()));
+        let (_, want) = read_npy(&dir.join(case["output"].as_str().unwrap()));
+        for options in [&untiled, &global_tiles] {
+            let got = restore(&model, options, &input);
+            let diff = max_abs_diff(got.data(), &want);
+            eprintln!("restormer {}x{}: max |Δ| {diff:.2e}", input.height(), input.width());
+            assert!(diff <= TOLERANCE, "{case}: max |Δ| {diff}");
+        }
+    }
 }

@@ -4,7 +4,7 @@
 use std::ffi::{CStr, CString, c_char};
 
 use maskdcpt_core::model::Model;
-use maskdcpt_core::spec::Family;
+use maskdcpt_core::spec::{Architecture, Family, restormer};
 use maskdcpt_core::weights::LoadOptions;
 
 use crate::args::{Out, arg, c_str, free_and_null, to_path};
@@ -25,6 +25,8 @@ pub enum maskdcpt_family {
     Maskdcpt = 0,
     /// Upstream megvii NAFNet (zero padding to a multiple of 2^levels, LayerNorm eps 1e-6).
     Nafnet = 1,
+    /// MaskDCPT `Restormer` (reflect padding to a multiple of 8; the CPU engine runs it).
+    Restormer = 2,
 }
 
 /// What a model is, filled by `maskdcpt_model_get_info`.
@@ -37,7 +39,8 @@ pub struct maskdcpt_model_info {
     pub width: usize,
     /// Down-sampling levels.
     pub levels: usize,
-    /// NAFBlocks in all encoders, the bottleneck and all decoders.
+    /// Blocks (NAFBlocks, or a Restormer's transformer blocks) in all encoders, the
+    /// bottleneck, all decoders and the refinement.
     pub blocks: usize,
     /// Number of parameters.
     pub param_count: u64,
@@ -164,18 +167,30 @@ pub unsafe extern "C" fn maskdcpt_model_get_info(
     entry(|| {
         // SAFETY (both blocks): the pointers are valid per the contract.
         let model = unsafe { arg(model, "model") }?;
-        let spec = model.model.spec();
+        let architecture = model.model.architecture();
         let out = Out::new(out, "out")?;
+        let (family, width, levels, blocks) = match architecture {
+            Architecture::Nafnet(spec) => (
+                match spec.family {
+                    Family::MaskDcpt => maskdcpt_family::Maskdcpt,
+                    Family::Nafnet => maskdcpt_family::Nafnet,
+                },
+                spec.width,
+                spec.levels(),
+                spec.enc_blocks.iter().chain(&spec.dec_blocks).sum::<usize>() + spec.middle_blocks,
+            ),
+            Architecture::Restormer(spec) => {
+                let stages = spec.encoder_stages().into_iter().chain(spec.decoder_stages());
+                (maskdcpt_family::Restormer, spec.dim, restormer::LEVELS - 1, stages.map(|s| s.blocks).sum())
+            }
+        };
         let info = maskdcpt_model_info {
-            family: match spec.family {
-                Family::MaskDcpt => maskdcpt_family::Maskdcpt,
-                Family::Nafnet => maskdcpt_family::Nafnet,
-            },
-            width: spec.width,
-            levels: spec.levels(),
-            blocks: spec.enc_blocks.iter().chain(&spec.dec_blocks).sum::<usize>() + spec.middle_blocks,
-            param_count: spec.param_count() as u64,
-            size_multiple: spec.size_multiple(),
+            family,
+            width,
+            levels,
+            blocks,
+            param_count: architecture.param_count() as u64,
+            size_multiple: architecture.size_multiple(),
             has_classifier: model.model.head().is_some(),
             class_count: model.class_names.len(),
         };

@@ -11,6 +11,7 @@ use crate::graph::FeatureSource;
 use crate::head::Feature;
 use crate::image::Image;
 use crate::model::Model;
+use crate::spec::Architecture;
 pub use crate::tiling::LocalTiles;
 pub use crate::tlc::AttentionPool;
 use cpu::head::HeadWeights;
@@ -338,7 +339,7 @@ pub fn build_engine(model: &Model, options: &EngineOptions) -> Result<Box<dyn En
     let engine = build_backend(model, options)?;
     match model.head() {
         Some(spec) => {
-            let head = HeadWeights::new(spec, model.weights(), model.spec().family.pad_mode())?;
+            let head = HeadWeights::new(spec, model.weights(), model.architecture().pad_mode())?;
             Ok(Box::new(Classifying::new(engine, head, options)))
         }
         None => Ok(engine),
@@ -445,7 +446,7 @@ fn build_backend(model: &Model, options: &EngineOptions) -> Result<Box<dyn Engin
         }
         _ => {}
     }
-    options.attention_pool.validate(model.spec().size_multiple())?;
+    options.attention_pool.validate(model.architecture().size_multiple())?;
     if options.attention_pool != AttentionPool::Global && matches!(options.backend, Backend::TensorRt(_)) {
         return Err(crate::error::Error::Unsupported(
             "TLC channel attention runs on the CPU and CUDA engines, not TensorRT: use one of those, or global \
@@ -454,7 +455,10 @@ fn build_backend(model: &Model, options: &EngineOptions) -> Result<Box<dyn Engin
         ));
     }
     match &options.backend {
-        Backend::Cpu => Ok(Box::new(cpu::CpuEngine::new(model, options)?)),
+        Backend::Cpu => match model.architecture() {
+            Architecture::Nafnet(_) => Ok(Box::new(cpu::CpuEngine::new(model, options)?)),
+            Architecture::Restormer(spec) => Ok(Box::new(cpu::RestormerEngine::new(model, spec, options)?)),
+        },
         #[cfg(feature = "tensorrt")]
         Backend::TensorRt(trt) => Ok(Box::new(tensorrt::TensorRtEngine::new(model, options, trt)?)),
         #[cfg(not(feature = "tensorrt"))]

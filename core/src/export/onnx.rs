@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::graph::{ConvKind, Op};
 use crate::image::round_up;
 use crate::model::Model;
-use crate::spec::{IMAGE_CHANNELS, PadMode};
+use crate::spec::{IMAGE_CHANNELS, ModelSpec, PadMode};
 use crate::tlc::{AttentionPool, MapPool};
 
 /// ONNX opset the exporter targets.
@@ -62,7 +62,8 @@ pub fn export(model: &Model, options: &OnnxOptions) -> Result<Vec<u8>> {
     if let OnnxShape::Fixed { height: 0, .. } | OnnxShape::Fixed { width: 0, .. } = options.shape {
         return Err(Error::InvalidArgument("a fixed ONNX input shape needs a height and width of at least 1".into()));
     }
-    let multiple = model.spec().size_multiple();
+    let spec = model.nafnet("the ONNX export")?;
+    let multiple = spec.size_multiple();
     options.attention_pool.validate(multiple)?;
     if let AttentionPool::TlcSampled { .. } = options.attention_pool {
         return Err(Error::Unsupported(
@@ -83,9 +84,9 @@ pub fn export(model: &Model, options: &OnnxOptions) -> Result<Vec<u8>> {
             ));
         }
     };
-    let mut b = Builder::new(model, options.fp16);
-    let (input_dims, padded, size) = b.pad_input(model, options.shape);
-    let graph = model.graph();
+    let mut b = Builder::new(model, spec, options.fp16);
+    let (input_dims, padded, size) = b.pad_input(options.shape);
+    let graph = model.graph("the ONNX export")?;
     let mut names: Vec<String> = Vec::with_capacity(graph.nodes.len());
     for node in &graph.nodes {
         let pool = padded_size.map_or(MapPool::Global, |(h, w)| {
@@ -105,6 +106,7 @@ pub fn export(model: &Model, options: &OnnxOptions) -> Result<Vec<u8>> {
 /// Accumulates nodes and initializers of the ONNX graph.
 struct Builder<'a> {
     model: &'a Model,
+    spec: &'a ModelSpec,
     fp16: bool,
     nodes: Vec<Message>,
     initializers: Vec<Message>,
@@ -144,8 +146,8 @@ fn value_info(name: &str, elem: i64, dims: &[Result<i64, &str>]) -> Message {
 type Dims = Vec<Result<i64, &'static str>>;
 
 impl<'a> Builder<'a> {
-    fn new(model: &'a Model, fp16: bool) -> Self {
-        Builder { model, fp16, nodes: Vec::new(), initializers: Vec::new(), next: 0 }
+    fn new(model: &'a Model, spec: &'a ModelSpec, fp16: bool) -> Self {
+        Builder { model, spec, fp16, nodes: Vec::new(), initializers: Vec::new(), next: 0 }
     }
 
     fn fresh(&mut self) -> String {
@@ -230,8 +232,8 @@ impl<'a> Builder<'a> {
     /// ([`Self::mirrored_indices`]), so pads of any length mirror as `maskdcpt restore` does
     /// (a `Pad(mode=reflect)` is refused by ONNX Runtime and TensorRT where a pad reaches the
     /// image side).
-    fn pad_input(&mut self, model: &Model, shape: OnnxShape) -> (Dims, String, String) {
-        let m = model.spec().size_multiple() as i64;
+    fn pad_input(&mut self, shape: OnnxShape) -> (Dims, String, String) {
+        let m = self.spec.size_multiple() as i64;
         let channels = IMAGE_CHANNELS as i64;
         let (dims, size, tail): (Dims, String, String) = match shape {
             OnnxShape::Fixed { height, width } => {
@@ -250,7 +252,7 @@ impl<'a> Builder<'a> {
                 (vec![Err("batch"), Ok(channels), Err("height"), Err("width")], hw, tail)
             }
         };
-        let padded = match model.spec().family.pad_mode() {
+        let padded = match self.spec.family.pad_mode() {
             PadMode::Zero => {
                 let zeros = self.int64s(&[0; 6]);
                 let pads = self.node("Concat", &[&zeros, &tail], &[attr_int("axis", 0)]);
@@ -395,9 +397,9 @@ impl<'a> Builder<'a> {
         let opset = Message::new().string(1, "").int(2, OPSET);
         let doc = format!(
             "{} NAFNet (width {}): RGB float32 in [0,1], padded inside to a multiple of {} and cropped back",
-            self.model.spec().family.name(),
-            self.model.spec().width,
-            self.model.spec().size_multiple()
+            self.spec.family.name(),
+            self.spec.width,
+            self.spec.size_multiple()
         );
         Message::new()
             .int(1, IR_VERSION)

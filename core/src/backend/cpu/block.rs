@@ -58,7 +58,7 @@ pub fn run_block(
         let conv1 = Epilogue { bias: Some(&bw.conv1.1), rhs_norm: Some(norm), ..Default::default() };
         let u = &mut s.u[..2 * c * ne];
         matmul(MatMut { data: u, row_stride: ne }, &bw.conv1.0, xe, ne, conv1, threads);
-        let band = Band { data: u, first: e0, rows: e1 - e0 };
+        let band = Band { data: u, first: e0, rows: e1 - e0, stride: ne };
         let part = depthwise_gate(s.g, &band, &bw.dw.0, &bw.dw.1, c, (h, w), (r0, r1));
         sums.iter_mut().zip(part).for_each(|(a, b)| *a += b);
     }

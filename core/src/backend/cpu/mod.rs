@@ -5,6 +5,7 @@ mod block;
 pub(crate) mod head;
 pub mod kernels;
 mod prepared;
+mod restormer;
 mod workspace;
 
 use std::sync::Mutex;
@@ -28,6 +29,8 @@ use kernels::elementwise::{add_pixel_shuffle, space_to_depth};
 use kernels::matmul::{Epilogue, MatMut, MatRef, MatmulPrecision, matmul};
 use prepared::{StepWeights, prepare};
 use workspace::{Layout, Workspace};
+
+pub use restormer::RestormerEngine;
 
 /// Elements of the band matrices a block streams through when no tile size is given.
 const AUTO_BAND_ELEMENTS: usize = 1 << 20;
@@ -68,7 +71,7 @@ impl CpuEngine {
             .thread_name(|i| format!("maskdcpt-cpu-{i}"))
             .build()
             .map_err(|e| Error::Unsupported(format!("cannot start {threads} worker threads: {e}")))?;
-        let graph = model.graph();
+        let graph = model.graph("the NAFNet CPU engine")?;
         let program = fuse(&graph)?;
         let windowed = options.attention_pool != AttentionPool::Global;
         let weights = program
@@ -80,8 +83,8 @@ impl CpuEngine {
             graph,
             program,
             weights,
-            size_multiple: model.spec().size_multiple(),
-            pad_mode: model.spec().family.pad_mode(),
+            size_multiple: model.architecture().size_multiple(),
+            pad_mode: model.architecture().pad_mode(),
             tiling: options.tiling,
             attention_pool: options.attention_pool,
             memory_limit: options.memory_limit,

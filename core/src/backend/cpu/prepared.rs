@@ -67,7 +67,7 @@ impl StepWeights {
 }
 
 /// Packs row-major `w` (`rows × len/rows`) for products in `precision`.
-fn pack(w: &[f32], rows: usize, precision: MatmulPrecision) -> Result<PackedLhs> {
+pub(super) fn pack(w: &[f32], rows: usize, precision: MatmulPrecision) -> Result<PackedLhs> {
     PackedLhs::new(w, rows, w.len() / rows, precision).map_err(Error::Unsupported)
 }
 

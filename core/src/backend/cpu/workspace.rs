@@ -78,7 +78,7 @@ pub struct Workspace {
     pub window: Vec<f32>,
 }
 
-fn zeroed(len: usize) -> Result<Vec<f32>> {
+pub(super) fn zeroed(len: usize) -> Result<Vec<f32>> {
     let mut v = Vec::new();
     v.try_reserve_exact(len).map_err(|_| Error::OutOfMemory {
         needed_mb: (len as u64 * 4) >> 20,

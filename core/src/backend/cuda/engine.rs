@@ -146,7 +146,7 @@ impl<T: Element> CudaEngine<T> {
         }
         // Global-mean tiling defines the untiled result, which the GPU computes in one run.
         let tiles = options.tiling.filter(|t| t.sca == ScaMode::Local);
-        let width = model.spec().width;
+        let width = model.nafnet("the CUDA engine")?.width;
         if !width.is_multiple_of(8) {
             return Err(Error::Unsupported(format!(
                 "the cuda backend runs networks whose width is a multiple of 8 (its kernels move 8 channels at \
@@ -186,7 +186,7 @@ impl<T: Element> CudaEngine<T> {
         };
         let file = path.map(|(path, key)| EngineFile { path, key, ptx, found });
         let lt = Lt::new(&device.stream)?;
-        let graph = model.graph();
+        let graph = model.graph("the CUDA engine")?;
         let program = fuse(&graph)?;
         let uploader = Uploader::new(model.weights(), &device.stream, options.attention_pool != AttentionPool::Global);
         let weights: Vec<StepWeights<T>> = program
@@ -220,8 +220,8 @@ impl<T: Element> CudaEngine<T> {
             program,
             weights,
             weight_bytes,
-            size_multiple: model.spec().size_multiple(),
-            pad_mode: model.spec().family.pad_mode(),
+            size_multiple: model.architecture().size_multiple(),
+            pad_mode: model.architecture().pad_mode(),
             state: Mutex::new(State { resident: Vec::new(), tuned, unsaved: None }),
             file,
             tiles,
@@ -453,7 +453,8 @@ pub fn build_engine_file(
     if cuda.engine_file.is_none() && cuda.cache_dir.is_none() {
         return Err(Error::InvalidArgument("an engine file needs a path or a cache folder".into()));
     }
-    attention_pool.validate(model.spec().size_multiple())?;
+    model.nafnet("the CUDA engine")?;
+    attention_pool.validate(model.architecture().size_multiple())?;
     let options = EngineOptions { attention_pool, ..Default::default() };
     fn build<T: Element>(
         model: &Model,

@@ -1201,7 +1201,7 @@ mod tests {
                 dec_blocks: vec![1; levels],
             };
             let model = random_model(&spec, 1);
-            let graph = model.graph();
+            let graph = model.graph("a test").unwrap();
             let program = fuse(&graph).unwrap();
             let m = spec.size_multiple();
             let shape = Shape { batch: n, height: h * m, width: w * m };

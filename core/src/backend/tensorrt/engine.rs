@@ -138,7 +138,7 @@ fn read_optional(path: &std::path::Path) -> Result<Option<Vec<u8>>> {
 /// A serialized TensorRT engine for `model`: from the cache folder when a file there matches
 /// the [`CacheKey`] and is intact, else built (and then cached, with the timing cache).
 pub fn build_serialized(model: &Model, options: &BuildOptions) -> Result<Vec<u8>> {
-    let multiple = model.spec().size_multiple();
+    let multiple = model.nafnet("the TensorRT backend")?.size_multiple();
     let profile = Profile::new(&options.shapes, multiple)?;
     let key = CacheKey {
         tensorrt_version: library_version()?,
@@ -154,7 +154,7 @@ pub fn build_serialized(model: &Model, options: &BuildOptions) -> Result<Vec<u8>
     {
         return Ok(engine.to_vec());
     }
-    let network = Network::lower(&model.graph(), options.precision);
+    let network = Network::lower(&model.graph("the TensorRT backend")?, options.precision);
     let host = network.layer_weights(model)?;
     let records: Vec<ffi::Layer> = network.layers.iter().zip(&host).map(|(l, w)| record(l, w)).collect();
     let desc =

@@ -34,6 +34,7 @@ impl TensorRtEngine {
     /// Checks that TensorRT and a CUDA device are present and the options make sense and, when
     /// a shape range is given, builds (or loads from the cache) its engine now.
     pub fn new(model: &Model, options: &EngineOptions, trt: &TensorRtOptions) -> Result<Self> {
+        model.nafnet("the TensorRT backend")?;
         library_version()?;
         compute_capability()?;
         if options.tiling.is_some() {
@@ -42,8 +43,8 @@ impl TensorRtEngine {
         let engine = TensorRtEngine {
             model: model.clone(),
             build: trt.clone(),
-            size_multiple: model.spec().size_multiple(),
-            pad_mode: model.spec().family.pad_mode(),
+            size_multiple: model.architecture().size_multiple(),
+            pad_mode: model.architecture().pad_mode(),
             runtimes: Mutex::new(Runtimes { entries: Vec::new() }),
         };
         if let Some(shapes) = trt.shapes {

@@ -398,7 +398,7 @@ mod tests {
         for family in [Family::MaskDcpt, Family::Nafnet] {
             let model = random_model(&spec(family), 3);
             for (precision, fp16) in [(TrtPrecision::F32, false), (TrtPrecision::F16, true)] {
-                let net = Network::lower(&model.graph(), precision);
+                let net = Network::lower(&model.graph("a test").unwrap(), precision);
                 let onnx = export(
                     &model,
                     &OnnxOptions { fp16, shape: OnnxShape::Dynamic, attention_pool: Default::default() },
@@ -630,9 +630,9 @@ mod tests {
             let data: Vec<f32> = (0..width * height * 3).map(|i| ((i * 37 % 101) as f32) / 101.0).collect();
             let image = Image::new(width, height, data).unwrap();
             let expected = build_engine(&model, &EngineOptions::default()).unwrap().restore(&image).unwrap();
-            let (planar, ph, pw) = to_padded_planar(&image, model.spec().size_multiple(), family.pad_mode());
+            let (planar, ph, pw) = to_padded_planar(&image, model.architecture().size_multiple(), family.pad_mode());
             for (precision, tolerance) in [(TrtPrecision::F32, 1e-5), (TrtPrecision::F16, 1e-2)] {
-                let net = Network::lower(&model.graph(), precision);
+                let net = Network::lower(&model.graph("a test").unwrap(), precision);
                 let weights = net.layer_weights(&model).unwrap();
                 let out = interpret(&net, &weights, Planar { c: 3, h: ph, w: pw, v: planar.clone() });
                 assert_eq!((out.c, out.h, out.w), (3, ph, pw));
@@ -672,7 +672,7 @@ mod tests {
     fn layer_weights_follow_the_precision_rules() {
         let model = random_model(&spec(Family::Nafnet), 9);
         for precision in [TrtPrecision::F32, TrtPrecision::F16] {
-            let net = Network::lower(&model.graph(), precision);
+            let net = Network::lower(&model.graph("a test").unwrap(), precision);
             let weights = net.layer_weights(&model).unwrap();
             assert_eq!(weights.len(), net.layers.len());
             let wide = if precision == TrtPrecision::F16 { DataType::F16 } else { DataType::F32 };
@@ -723,10 +723,10 @@ mod tests {
             Model::from_weights(WeightStore::new(tensors, Format::Safetensors, None)).unwrap()
         };
         let big = with("intro.bias", 1e6);
-        let f16 = Network::lower(&big.graph(), TrtPrecision::F16);
+        let f16 = Network::lower(&big.graph("a test").unwrap(), TrtPrecision::F16);
         let err = f16.layer_weights(&big).unwrap_err().to_string();
         assert!(err.contains("intro.bias") && err.contains("flat index 3"), "{err}");
-        assert!(Network::lower(&big.graph(), TrtPrecision::F32).layer_weights(&big).is_ok());
+        assert!(Network::lower(&big.graph("a test").unwrap(), TrtPrecision::F32).layer_weights(&big).is_ok());
         let norm = with("encoders.0.blocks.0.norm1.bias", 1e6);
         assert!(f16.layer_weights(&norm).is_ok());
     }
@@ -735,7 +735,7 @@ mod tests {
     fn fp16_networks_reduce_in_fp32_and_compute_the_rest_in_fp16() {
         let model = random_model(&spec(Family::MaskDcpt), 5);
         for precision in [TrtPrecision::F32, TrtPrecision::F16] {
-            let net = Network::lower(&model.graph(), precision);
+            let net = Network::lower(&model.graph("a test").unwrap(), precision);
             let t = types(&net);
             let wide = if precision == TrtPrecision::F16 { DataType::F16 } else { DataType::F32 };
             assert_eq!(t[net.output.0], DataType::F32);

@@ -1,5 +1,6 @@
-//! Direct 3×3 convolutions (zero padding 1): dense (`intro`, `ending`, few channels) and the
-//! depthwise 3×3 fused with SimpleGate and the channel-attention sums.
+//! Direct 3×3 convolutions (zero padding 1): dense (`intro`, `ending`, few channels), the
+//! depthwise 3×3 fused with SimpleGate and the channel-attention sums (NAFNet), and the plain
+//! and GELU-gated depthwise 3×3 of Restormer's blocks.
 
 use multiversion::multiversion;
 use rayon::prelude::*;
@@ -88,7 +89,8 @@ pub fn conv3x3(
     });
 }
 
-/// Rows `[first, first + rows)` of a `2c`-channel map, stored as `2c × rows × w`.
+/// Rows `[first, first + rows)` of a feature map, channel by channel: channel `i`'s rows start
+/// at `data[i · stride]`.
 pub struct Band<'a> {
     /// The band's values.
     pub data: &'a [f32],
@@ -96,6 +98,30 @@ pub struct Band<'a> {
     pub first: usize,
     /// Rows held.
     pub rows: usize,
+    /// Elements from one channel's rows to the next's (at least `rows · w`).
+    pub stride: usize,
+}
+
+impl<'a> Band<'a> {
+    /// Channel `ch` of the band, inside an `h × w` image.
+    fn plane(&self, ch: usize, (h, w): (usize, usize)) -> Plane<'a> {
+        Plane {
+            data: &self.data[ch * self.stride..ch * self.stride + self.rows * w],
+            first: self.first,
+            rows: self.rows,
+            h,
+            w,
+        }
+    }
+
+    /// Panics unless the band holds the rows a 3×3 conv of rows `[r0, r1)` reads, for `c` channels.
+    fn check(&self, c: usize, (h, w): (usize, usize), (r0, r1): (usize, usize)) {
+        assert!(self.stride >= self.rows * w && self.data.len() >= (c - 1) * self.stride + self.rows * w);
+        assert!(
+            self.first <= r0.saturating_sub(1) && self.first + self.rows >= (r1 + 1).min(h),
+            "band misses halo rows"
+        );
+    }
 }
 
 /// Depthwise 3×3 + bias on the `2c` channels of `u`, then SimpleGate (`a[i]·a[i+c]`), written
@@ -112,10 +138,9 @@ pub fn depthwise_gate(
     (r0, r1): (usize, usize),
 ) -> Vec<f64> {
     let plane = h * w;
-    assert!(g.len() >= c * plane && u.data.len() >= 2 * c * u.rows * w);
-    assert!(u.first <= r0.saturating_sub(1) && u.first + u.rows >= (r1 + 1).min(h), "band misses halo rows");
-    let band_plane =
-        |ch: usize| Plane { data: &u.data[ch * u.rows * w..(ch + 1) * u.rows * w], first: u.first, rows: u.rows, h, w };
+    assert!(g.len() >= c * plane);
+    u.check(2 * c, (h, w), (r0, r1));
+    let band_plane = |ch: usize| u.plane(ch, (h, w));
     g[..c * plane]
         .par_chunks_mut(plane)
         .enumerate()
@@ -152,6 +177,60 @@ fn dw_gate_rows(
     accumulate_rows(other, b, r0, kb);
     dst.iter_mut().zip(other.iter()).for_each(|(d, o)| *d *= o);
     dst.chunks(a.w).map(|row| sum_lanes(row) as f64).sum()
+}
+
+/// Depthwise 3×3 without bias of the `c` channels of `u`, rows `[r0, r1)`: channel `i`'s
+/// `(r1 − r0) · w` values go to `out[i · out_stride..]`. Rows of `u` outside the image are zero
+/// padding.
+#[allow(clippy::too_many_arguments)]
+pub fn depthwise(
+    out: &mut [f32],
+    out_stride: usize,
+    u: &Band<'_>,
+    weight: &[f32],
+    c: usize,
+    (h, w): (usize, usize),
+    (r0, r1): (usize, usize),
+) {
+    let n = (r1 - r0) * w;
+    u.check(c, (h, w), (r0, r1));
+    assert!(out_stride >= n && out.len() >= (c - 1) * out_stride + n && weight.len() >= 9 * c);
+    out.par_chunks_mut(out_stride).take(c).enumerate().for_each(|(i, dst)| {
+        dw_rows(&mut dst[..n], u.plane(i, (h, w)), r0, &weight[i * 9..i * 9 + 9]);
+    });
+}
+
+/// Restormer's gated feed-forward core: `out[i] = gelu(dw(u[i])) · dw(u[i + c])` over rows
+/// `[r0, r1)` (`c × (r1 − r0) · w`), depthwise 3×3 without bias, GELU with the exact `erf`.
+pub fn depthwise_gelu_gate(
+    out: &mut [f32],
+    u: &Band<'_>,
+    weight: &[f32],
+    c: usize,
+    (h, w): (usize, usize),
+    (r0, r1): (usize, usize),
+) {
+    let n = (r1 - r0) * w;
+    u.check(2 * c, (h, w), (r0, r1));
+    assert!(out.len() >= c * n && weight.len() >= 18 * c);
+    out[..c * n].par_chunks_mut(n).enumerate().for_each(|(i, dst)| {
+        let mut gate = vec![0.0f32; n];
+        dw_rows(dst, u.plane(i, (h, w)), r0, &weight[i * 9..i * 9 + 9]);
+        dw_rows(&mut gate, u.plane(i + c, (h, w)), r0, &weight[(i + c) * 9..(i + c) * 9 + 9]);
+        dst.iter_mut().zip(&gate).for_each(|(d, g)| *d = gelu(*d) * g);
+    });
+}
+
+/// GELU with the exact error function, as PyTorch's default: `x / 2 · (1 + erf(x / √2))`.
+pub fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// `dst = conv3×3(plane)` over rows `r0..` with kernel `k`.
+#[multiversion(targets("x86_64+avx512f+avx512vl+fma", "x86_64+avx2+fma", "aarch64+neon"))]
+fn dw_rows(dst: &mut [f32], plane: Plane<'_>, r0: usize, k: &[f32]) {
+    dst.fill(0.0);
+    accumulate_rows(dst, plane, r0, k);
 }
 
 /// Sum of `xs` in 16 independent lanes (so it vectorises), then across lanes.
@@ -221,7 +300,7 @@ mod tests {
         let u = values(2 * c * h * w, 3.0);
         let weight = values(2 * c * 9, 4.0);
         let bias = values(2 * c, 5.0);
-        let whole = Band { data: &u, first: 0, rows: h };
+        let whole = Band { data: &u, first: 0, rows: h, stride: h * w };
         let mut g_whole = vec![0.0; c * h * w];
         let sums_whole = depthwise_gate(&mut g_whole, &whole, &weight, &bias, c, (h, w), (0, h));
         let mut g_band = vec![0.0; c * h * w];
@@ -232,7 +311,7 @@ mod tests {
                 (0..2 * c).flat_map(|ch| u[ch * h * w + e0 * w..ch * h * w + e1 * w].to_vec()).collect();
             let part = depthwise_gate(
                 &mut g_band,
-                &Band { data: &band, first: e0, rows: e1 - e0 },
+                &Band { data: &band, first: e0, rows: e1 - e0, stride: (e1 - e0) * w },
                 &weight,
                 &bias,
                 c,

@@ -10,6 +10,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::error::{Error, Result};
 use crate::weights::WeightStore;
 
+pub mod restormer;
+
+pub use restormer::RestormerSpec;
+
 /// Number of image channels every supported network takes and returns (RGB).
 pub const IMAGE_CHANNELS: usize = 3;
 
@@ -254,19 +258,114 @@ impl ModelSpec {
                 });
             }
         }
-        for (key, shape) in &expected {
-            let tensor =
-                weights.get(key).ok_or_else(|| Error::MissingKey { key: key.clone(), expected: shape.clone() })?;
-            if tensor.shape() != shape.as_slice() {
-                return Err(Error::ShapeMismatch {
-                    key: key.clone(),
-                    expected: shape.clone(),
-                    found: tensor.shape().to_vec(),
-                });
-            }
-        }
-        Ok(())
+        check_shapes(weights, &expected)
     }
+}
+
+/// A recognised network: a NAFNet of either layout, or the fork's Restormer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Architecture {
+    /// NAFNet: the fork's `NAFNetBaseline` or upstream NAFNet ([`Family`]).
+    Nafnet(ModelSpec),
+    /// The fork's `Restormer` (runs on the CPU engine).
+    Restormer(RestormerSpec),
+}
+
+impl Architecture {
+    /// Recognises the network of `weights` from its keys, infers its hyper-parameters and
+    /// validates every key. The fork's PromptIR and SwinIR are named and refused.
+    pub fn infer(weights: &WeightStore) -> Result<Self> {
+        let has = |key: &str| weights.get(key).is_some();
+        let unsupported = |name: &str, key: &str| {
+            Err(Error::UnknownArchitecture(format!(
+                "this is a {name} checkpoint (it has `{key}`), which maskdcpt does not run yet; it runs the MaskDCPT \
+                 NAFNet and Restormer checkpoints and upstream NAFNet"
+            )))
+        };
+        if has("prompt1.prompt_param") {
+            return unsupported("PromptIR", "prompt1.prompt_param");
+        }
+        if has("conv_first.weight") && has("conv_after_body.weight") {
+            return unsupported("SwinIR", "conv_after_body.weight");
+        }
+        if has("patch_embed.proj.weight") {
+            return RestormerSpec::infer(weights).map(Architecture::Restormer);
+        }
+        ModelSpec::infer(weights).map(Architecture::Nafnet)
+    }
+
+    /// Short stable name: the NAFNet family's (`maskdcpt`, `nafnet`) or `restormer`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Architecture::Nafnet(spec) => spec.family.name(),
+            Architecture::Restormer(_) => restormer::NAME,
+        }
+    }
+
+    /// Height and width of the network input must be multiples of this.
+    pub fn size_multiple(&self) -> usize {
+        match self {
+            Architecture::Nafnet(spec) => spec.size_multiple(),
+            Architecture::Restormer(_) => restormer::SIZE_MULTIPLE,
+        }
+    }
+
+    /// How inputs are padded up to the size multiple.
+    pub fn pad_mode(&self) -> PadMode {
+        match self {
+            Architecture::Nafnet(spec) => spec.family.pad_mode(),
+            Architecture::Restormer(_) => PadMode::Reflect,
+        }
+    }
+
+    /// Every state-dict key with its shape, in network order.
+    pub fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
+        match self {
+            Architecture::Nafnet(spec) => spec.expected_tensors(),
+            Architecture::Restormer(spec) => spec.expected_tensors(),
+        }
+    }
+
+    /// Total number of parameters.
+    pub fn param_count(&self) -> usize {
+        self.expected_tensors().iter().map(|(_, s)| s.iter().product::<usize>()).sum()
+    }
+
+    /// Multiply-accumulates of one forward pass on a `height × width` (padded) input.
+    pub fn macs(&self, height: usize, width: usize) -> u64 {
+        match self {
+            Architecture::Nafnet(spec) => spec.macs(height, width),
+            Architecture::Restormer(spec) => spec.macs(height, width),
+        }
+    }
+
+    /// The NAFNet spec, or an error saying that `user` (e.g. "the CUDA engine") runs NAFNet
+    /// networks only.
+    pub fn nafnet(&self, user: &str) -> Result<&ModelSpec> {
+        match self {
+            Architecture::Nafnet(spec) => Ok(spec),
+            other => Err(Error::Unsupported(format!(
+                "{user} runs NAFNet networks only, and this model is a `{}` network, which the CPU engine runs \
+                 (CLI: `--backend cpu`; C: options.backend = MASKDCPT_BACKEND_CPU)",
+                other.name()
+            ))),
+        }
+    }
+}
+
+/// Checks that every `expected` key is in `weights` with its shape.
+fn check_shapes(weights: &WeightStore, expected: &[(String, Vec<usize>)]) -> Result<()> {
+    for (key, shape) in expected {
+        let tensor = weights.get(key).ok_or_else(|| Error::MissingKey { key: key.clone(), expected: shape.clone() })?;
+        if tensor.shape() != shape.as_slice() {
+            return Err(Error::ShapeMismatch {
+                key: key.clone(),
+                expected: shape.clone(),
+                found: tensor.shape().to_vec(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn push_block(out: &mut Vec<(String, Vec<usize>)>, site: &BlockSite) {

@@ -1,0 +1,311 @@
+//! The CPU engine of the MaskDCPT fork's Restormer: the U-shape of transformer blocks run
+//! from the spec (`spec::restormer`) over planar f32 maps, with the CPU kernels of the NAFNet
+//! engine (products with LayerNorm fused into their input, direct 3×3 convs, space-to-depth
+//! and PixelShuffle) and Restormer's own (depthwise 3×3, the GELU gate, the attention sums).
+//!
+//! Restormer's attention spans the whole map, so a run is exact only whole: global-mean tiling
+//! runs the image whole (as the CUDA engine does for NAFNet), local tiling runs each tile with
+//! its context through the whole network (`tiling::restore_local_tiles`).
+
+mod block;
+mod weights;
+
+use std::sync::Mutex;
+
+use super::available_memory;
+use super::kernels::conv::conv3x3;
+use super::kernels::elementwise::{add_pixel_shuffle, space_to_depth};
+use super::kernels::matmul::{Epilogue, MatMut, MatRef, MatmulPrecision, matmul};
+use super::workspace::zeroed;
+use crate::backend::{Engine, EngineOptions, LocalTiles, MemoryEstimate, Precision, TILING_HINT, TileSize, Tiling};
+use crate::error::{Error, Result};
+use crate::image::{Image, check_size, from_planar_cropped, pad_planar_into, round_up};
+use crate::model::Model;
+use crate::spec::restormer::{LEVELS, SIZE_MULTIPLE};
+use crate::spec::{IMAGE_CHANNELS, PadMode, RestormerSpec};
+use crate::tiling::{largest_run, restore_local_tiles};
+use crate::tlc::AttentionPool;
+use block::{BlockScratch, band_rows, run_block, scratch_len};
+use weights::{Conv3x3, RestormerWeights, TransformerWeights};
+
+/// The Restormer CPU engine.
+pub struct RestormerEngine {
+    weights: RestormerWeights,
+    dim: usize,
+    precision: MatmulPrecision,
+    tiling: Option<Tiling>,
+    memory_limit: Option<u64>,
+    /// Bytes an automatic tile's run may take (see `CpuEngine`).
+    tile_budget: Option<u64>,
+    pool: rayon::ThreadPool,
+    threads: usize,
+    /// Workspaces of finished runs, reused by later runs of the same size.
+    spare: Mutex<Vec<Workspace>>,
+}
+
+/// Buffer lengths (f32 values) of one run on a padded `h × w` input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Layout {
+    /// Input and output images.
+    image: usize,
+    /// Encoder outputs kept for the skips, full resolution first.
+    skips: [usize; LEVELS - 1],
+    /// The running feature map.
+    x: usize,
+    /// 3×3 conv outputs before (un)shuffling.
+    conv: usize,
+    /// Up-sampled features concatenated with their skip.
+    concat: usize,
+    /// Block scratch: window, q and k, gated features, v.
+    block: [usize; 4],
+}
+
+impl Layout {
+    fn new(weights: &RestormerWeights, dim: usize, (h, w): (usize, usize)) -> Self {
+        let pixels = |level: usize| (h >> level) * (w >> level);
+        let mut block = [0; 4];
+        for (level, b) in weights.blocks() {
+            let map = (h >> level, w >> level);
+            let lens = scratch_len(b, map, band_rows(b.c, b.hidden, map));
+            block.iter_mut().zip(lens).for_each(|(a, n)| *a = (*a).max(n));
+        }
+        Layout {
+            image: IMAGE_CHANNELS * pixels(0),
+            skips: std::array::from_fn(|level| (dim << level) * pixels(level)),
+            // The full-resolution decoder's concatenation is the widest map.
+            x: 2 * dim * pixels(0),
+            // Down convs halve the channels; up convs double them one level below.
+            conv: (0..LEVELS - 1)
+                .map(|l| ((dim << l) / 2 * pixels(l)).max(4 * (dim << l) * pixels(l + 1)))
+                .max()
+                .unwrap_or(0),
+            concat: (1..LEVELS - 1).map(|l| 2 * (dim << l) * pixels(l)).max().unwrap_or(0),
+            block,
+        }
+    }
+
+    fn total_len(&self) -> usize {
+        2 * self.image
+            + self.skips.iter().sum::<usize>()
+            + self.x
+            + self.conv
+            + self.concat
+            + self.block.iter().sum::<usize>()
+    }
+}
+
+/// The buffers of one run.
+struct Workspace {
+    layout: Layout,
+    input: Vec<f32>,
+    output: Vec<f32>,
+    skips: Vec<Vec<f32>>,
+    x: Vec<f32>,
+    conv: Vec<f32>,
+    concat: Vec<f32>,
+    window: Vec<f32>,
+    qk: Vec<f32>,
+    gated: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl Workspace {
+    fn allocate(layout: Layout) -> Result<Self> {
+        let [window, qk, gated, v] = layout.block;
+        Ok(Workspace {
+            layout,
+            input: zeroed(layout.image)?,
+            output: zeroed(layout.image)?,
+            skips: layout.skips.iter().map(|&n| zeroed(n)).collect::<Result<_>>()?,
+            x: zeroed(layout.x)?,
+            conv: zeroed(layout.conv)?,
+            concat: zeroed(layout.concat)?,
+            window: zeroed(window)?,
+            qk: zeroed(qk)?,
+            gated: zeroed(gated)?,
+            v: zeroed(v)?,
+        })
+    }
+}
+
+impl RestormerEngine {
+    /// Builds the engine: converts the weights once.
+    pub fn new(model: &Model, spec: &RestormerSpec, options: &EngineOptions) -> Result<Self> {
+        if options.attention_pool != AttentionPool::Global {
+            return Err(Error::Unsupported(
+                "TLC windows belong to NAFNet's simplified channel attention; a Restormer's attention has none: \
+                 restore it without them (CLI: no `--tlc` or `--tlc-sampled`; C: options.tlc_train_size and \
+                 options.tlc_sampled_train_size = 0)"
+                    .into(),
+            ));
+        }
+        let precision = match options.precision {
+            Precision::F32 => MatmulPrecision::F32,
+            Precision::Bf16 => MatmulPrecision::Bf16,
+        };
+        let threads = match options.threads {
+            Some(0) => return Err(Error::InvalidArgument("threads must be at least 1".into())),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("maskdcpt-cpu-{i}"))
+            .build()
+            .map_err(|e| Error::Unsupported(format!("cannot start {threads} worker threads: {e}")))?;
+        Ok(RestormerEngine {
+            weights: RestormerWeights::new(spec, model.weights(), precision)?,
+            dim: spec.dim,
+            precision,
+            tiling: options.tiling,
+            memory_limit: options.memory_limit,
+            tile_budget: match options.tiling {
+                Some(Tiling { tile: TileSize::Auto, .. }) => options.memory_limit.or_else(available_memory),
+                _ => None,
+            },
+            pool,
+            threads,
+            spare: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn padded(&self, width: usize, height: usize) -> (usize, usize) {
+        (round_up(height, SIZE_MULTIPLE), round_up(width, SIZE_MULTIPLE))
+    }
+
+    /// Memory of restoring a `width × height` image in runs of `run` (width, height) pixels.
+    fn estimate_runs(&self, width: usize, height: usize, (rw, rh): (usize, usize)) -> MemoryEstimate {
+        let (h, w) = self.padded(rw, rh);
+        let io = IMAGE_CHANNELS as u64 * ((rw * rh) as u64 + (width * height) as u64);
+        let activations = (Layout::new(&self.weights, self.dim, (h, w)).total_len() as u64 + io) * 4;
+        MemoryEstimate { weights: self.weights.len() as u64 * 4, activations }
+    }
+
+    /// The local tiles of a restore and its largest run, once its memory is checked.
+    fn fitting_run(&self, width: usize, height: usize) -> Result<(Option<LocalTiles>, (usize, usize))> {
+        let tiles = self.local_tiles(width, height)?;
+        let run = largest_run(tiles, width, height);
+        let estimate = self.estimate_runs(width, height, run);
+        if let Some(available) = self.memory_limit.or_else(available_memory)
+            && estimate.total() > available
+        {
+            return Err(Error::OutOfMemory {
+                needed_mb: estimate.total() >> 20,
+                available_mb: available >> 20,
+                hint: TILING_HINT.into(),
+            });
+        }
+        Ok((tiles, run))
+    }
+
+    fn take_workspace(&self, layout: Layout) -> Result<Workspace> {
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        match spare.iter().position(|ws| ws.layout == layout) {
+            Some(i) => Ok(spare.swap_remove(i)),
+            None => {
+                spare.clear();
+                drop(spare);
+                Workspace::allocate(layout)
+            }
+        }
+    }
+
+    /// One run of the network on the whole of `img`.
+    fn restore_whole(&self, img: &Image) -> Result<Image> {
+        let (h, w) = self.padded(img.width(), img.height());
+        let mut ws = self.take_workspace(Layout::new(&self.weights, self.dim, (h, w)))?;
+        let result = self.pool.install(|| {
+            pad_planar_into(img, h, w, PadMode::Reflect, &mut ws.input[..IMAGE_CHANNELS * h * w]);
+            self.forward(&mut ws, (h, w))?;
+            Ok(from_planar_cropped(&ws.output, h, w, img.width(), img.height()))
+        });
+        self.spare.lock().unwrap_or_else(|e| e.into_inner()).push(ws);
+        result
+    }
+
+    /// The network on `ws.input` (`3 × h × w`, padded) into `ws.output`.
+    fn forward(&self, ws: &mut Workspace, (h, w): (usize, usize)) -> Result<()> {
+        let size = |level: usize| (h >> level, w >> level);
+        let nets = &self.weights;
+        let Workspace { input, output, skips, x, conv, concat, window, qk, gated, v, .. } = ws;
+        let mut stage = |blocks: &[TransformerWeights], map: &mut [f32], level: usize| -> Result<()> {
+            for b in blocks {
+                let scratch =
+                    BlockScratch { window: &mut window[..], qk: &mut qk[..], gated: &mut gated[..], v: &mut v[..] };
+                let rows = band_rows(b.c, b.hidden, size(level));
+                run_block(b, map, size(level), rows, scratch, self.precision, self.threads)?;
+            }
+            Ok(())
+        };
+        // Encoder: embed, then each level's blocks and its down-sampling (3×3 conv, unshuffle).
+        run_conv(&nets.embed, &mut skips[0], input, None, size(0));
+        for level in 0..LEVELS {
+            let last = level == LEVELS - 1;
+            let map: &mut [f32] = if last { &mut x[..] } else { &mut skips[level][..] };
+            stage(&nets.encoders[level], map, level)?;
+            if last {
+                break;
+            }
+            let down = &nets.downs[level];
+            run_conv(down, conv, &skips[level], None, size(level));
+            let next: &mut [f32] = if level + 2 == LEVELS { &mut x[..] } else { &mut skips[level + 1][..] };
+            let (hl, wl) = size(level);
+            space_to_depth(next, conv, down.cout, (hl, wl), (0, hl / 2));
+        }
+        // Decoder: up-sample (3×3 conv, shuffle), concatenate the skip, reduce, blocks.
+        for (i, decoder) in nets.decoders.iter().enumerate() {
+            let level = LEVELS - 2 - i;
+            let (hl, wl) = size(level);
+            let (up, plane) = (&decoder.up, hl * wl);
+            run_conv(up, conv, x, None, size(level + 1));
+            let target: &mut [f32] = if decoder.reduce.is_some() { &mut concat[..] } else { &mut x[..] };
+            let shuffled = up.cout / 4;
+            target[..shuffled * plane].fill(0.0);
+            add_pixel_shuffle(target, conv, shuffled, (hl, wl), (0, hl / 2));
+            let skip = &skips[level][..(self.dim << level) * plane];
+            target[shuffled * plane..shuffled * plane + skip.len()].copy_from_slice(skip);
+            if let Some(reduce) = &decoder.reduce {
+                let (dst, rhs) = (MatMut { data: x, row_stride: plane }, MatRef { data: concat, row_stride: plane });
+                matmul(dst, reduce, rhs, plane, Epilogue::default(), self.threads);
+            }
+            stage(&decoder.blocks, x, level)?;
+        }
+        stage(&nets.refinement, x, 0)?;
+        run_conv(&nets.output, output, x, Some(input), size(0));
+        Ok(())
+    }
+}
+
+/// `out = conv(input) [+ residual]` for a bias-free 3×3 conv on an `h × w` map.
+fn run_conv(conv: &Conv3x3, out: &mut [f32], input: &[f32], residual: Option<&[f32]>, (h, w): (usize, usize)) {
+    conv3x3(out, input, residual, &conv.weight, &conv.bias, (conv.cin, conv.cout), (h, w));
+}
+
+impl Engine for RestormerEngine {
+    fn restore(&self, input: &Image) -> Result<Image> {
+        input.check_finite()?;
+        match self.fitting_run(input.width(), input.height())?.0 {
+            Some(tiles) => restore_local_tiles(input, tiles, |t| self.restore_whole(t)),
+            None => self.restore_whole(input),
+        }
+    }
+
+    fn memory_estimate(&self, width: usize, height: usize) -> Result<MemoryEstimate> {
+        Ok(self.estimate_runs(width, height, largest_run(self.local_tiles(width, height)?, width, height)))
+    }
+
+    fn local_tiles(&self, width: usize, height: usize) -> Result<Option<LocalTiles>> {
+        check_size(width, height)?;
+        let Some(tiling) = self.tiling else { return Ok(None) };
+        tiling.local_tiles((width, height), SIZE_MULTIPLE, self.tile_budget, |run| {
+            self.estimate_runs(width, height, run).total()
+        })
+    }
+
+    fn prepare(&self, width: usize, height: usize) -> Result<()> {
+        let (_, (rw, rh)) = self.fitting_run(width, height)?;
+        let ws = self.take_workspace(Layout::new(&self.weights, self.dim, self.padded(rw, rh)))?;
+        self.spare.lock().unwrap_or_else(|e| e.into_inner()).push(ws);
+        Ok(())
+    }
+}
