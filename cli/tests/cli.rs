@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use image::{DynamicImage, ImageBuffer, Luma, Rgb, Rgba};
-use maskdcpt_core::backend::{AttentionPool, EngineOptions, build_engine};
+use maskdcpt_core::backend::{AttentionPool, EngineOptions, ScaMode, TileSize, Tiling, build_engine};
 use maskdcpt_core::image::Image;
 use maskdcpt_core::model::Model;
 use maskdcpt_core::spec::{Family, ModelSpec};
@@ -725,4 +725,37 @@ fn cuda_engine_files_need_a_gpu_and_the_cuda_backend() {
     let out = maskdcpt(&["restore", "-m", s(&model), "-i", s(&image), "-o", s(&output), "--serial-launches"]);
     assert_error(&out, &["--serial-launches", "--backend cuda"]);
     assert!(!output.exists());
+}
+
+/// A Restormer checkpoint (the golden one): `info` names its architecture, `restore` is the
+/// core engine (whole and in local tiles), and the NAFNet-only paths refuse it by name.
+#[test]
+fn restormer_checkpoints_restore_on_the_cpu() {
+    let dir = TempDir::new().unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/restormer/restormer_w8.pth");
+    let out = maskdcpt(&["info", "--json", s(&model)]);
+    assert_ok(&out);
+    let info: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(info["family"], "restormer");
+    assert_eq!(info["heads"], serde_json::json!([1, 2, 4, 8]));
+    assert_eq!((info["size_multiple"].as_u64(), info["refinement_blocks"].as_u64()), (Some(8), Some(1)));
+
+    let (w, h) = (29, 21);
+    let data = pattern(w, h, 9);
+    let (input, output) = (dir.path().join("in.npy"), dir.path().join("out.npy"));
+    write_npy(&input, &[h as u64, w as u64, 3], &data);
+    assert_ok(&maskdcpt(&["restore", "-m", s(&model), "-i", s(&input), "-o", s(&output)]));
+    assert_eq!(read_npy(&output).1, core_restore(&model, w, h, data.clone()));
+    let tiles = ["--tile", "16", "--tile-overlap", "8", "--sca", "local", "--tile-blend"];
+    assert_ok(&maskdcpt(&[&["restore", "-m", s(&model), "-i", s(&input), "-o", s(&output)][..], &tiles[..]].concat()));
+    let tiling = Tiling { tile: TileSize::Pixels(16), overlap: 8, sca: ScaMode::Local, blend: true };
+    let options = EngineOptions { tiling: Some(tiling), ..Default::default() };
+    assert_eq!(read_npy(&output).1, core_restore_with(&model, &options, w, h, data));
+
+    let refused = |args: &[&str], needles: &[&str]| assert_error(&maskdcpt(args), needles);
+    let restore = ["restore", "-m", s(&model), "-i", s(&input), "-o", s(&output)];
+    refused(&[&restore[..], &["--backend", "cuda"]].concat(), &["CUDA engine runs NAFNet networks only", "restormer"]);
+    refused(&[&restore[..], &["--tlc"]].concat(), &["TLC", "Restormer"]);
+    let onnx = dir.path().join("m.onnx");
+    refused(&["export-onnx", "-m", s(&model), "-o", s(&onnx), "--dynamic"], &["ONNX export runs NAFNet networks only"]);
 }

@@ -102,7 +102,10 @@ fn keys_of_another_network_are_an_unknown_architecture() {
     };
     let embed = ("patch_embed.proj.weight", vec![8, 3, 3, 3]);
     unknown(tensors(&[embed.clone(), ("prompt1.prompt_param", vec![1, 5, 4, 4, 4])]), "PromptIR");
-    unknown(tensors(&[("conv_first.weight", vec![8, 3, 3, 3]), ("conv_after_body.weight", vec![8, 8, 3, 3])]), "SwinIR");
+    unknown(
+        tensors(&[("conv_first.weight", vec![8, 3, 3, 3]), ("conv_after_body.weight", vec![8, 8, 3, 3])]),
+        "SwinIR",
+    );
     unknown(tensors(&[embed]), "encoder_level1");
     unknown(tensors(&[("conv.weight", vec![8, 3, 3, 3])]), "NAFBlock");
     unknown(BTreeMap::new(), "NAFBlock");

@@ -275,6 +275,56 @@ impl RestormerSpec {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::weights::{Format, Tensor};
+    use proptest::prelude::*;
+
+    fn store_of(spec: &RestormerSpec) -> WeightStore {
+        let tensors = spec
+            .expected_tensors()
+            .into_iter()
+            .map(|(key, shape)| {
+                let n = shape.iter().product();
+                (key, Tensor::from_f32(shape, &vec![0.5; n]).unwrap())
+            })
+            .collect();
+        WeightStore::new(tensors, Format::Safetensors, None)
+    }
+
+    proptest! {
+        /// Any configuration is read back from its own keys and shapes; dropping or renaming a
+        /// key is an error that names it.
+        #[test]
+        fn any_configuration_is_read_back_from_its_keys(
+            half_dim in 1usize..6,
+            blocks in proptest::array::uniform4(1usize..3),
+            refinement in 0usize..3,
+            head_powers in proptest::array::uniform4(0u32..3),
+            expansion in 1usize..4,
+            drop in any::<prop::sample::Index>(),
+        ) {
+            let dim = 2 * half_dim;
+            let heads = std::array::from_fn(|level| {
+                // Heads divide the level's channels (and the full-resolution decoder's).
+                let h = 1usize << head_powers[level];
+                if (dim << level) % h == 0 && (level > 0 || (2 * dim) % h == 0) { h } else { 1 }
+            });
+            let hidden = std::array::from_fn(|i| (dim << i) * expansion + 1);
+            let spec = RestormerSpec { dim, blocks, refinement, heads, hidden };
+            let store = store_of(&spec);
+            prop_assert_eq!(RestormerSpec::infer(&store).unwrap(), spec.clone());
+            let expected = spec.expected_tensors();
+            let (key, _) = &expected[drop.index(expected.len())];
+            let mut tensors: std::collections::BTreeMap<String, Tensor> =
+                store.iter().map(|(k, t)| (k.to_owned(), t.clone())).collect();
+            let tensor = tensors.remove(key).unwrap();
+            let missing = WeightStore::new(tensors.clone(), Format::Safetensors, None);
+            let err = RestormerSpec::infer(&missing).unwrap_err().to_string();
+            prop_assert!(err.contains(key.as_str()) || err.contains("no blocks"), "{}", err);
+            tensors.insert(format!("{key}.extra"), tensor);
+            let renamed = WeightStore::new(tensors, Format::Safetensors, None);
+            prop_assert!(RestormerSpec::infer(&renamed).is_err());
+        }
+    }
 
     /// The released configuration (`test_Restormer_5d.yml`: the class defaults).
     pub fn released() -> RestormerSpec {
