@@ -6,6 +6,9 @@
 use multiversion::multiversion;
 use rayon::prelude::*;
 
+/// Pixels whose products one work item sums in f32.
+const CHUNK: usize = 2048;
+
 /// `F.normalize`'s floor on a norm.
 const NORM_EPS: f64 = 1e-12;
 
@@ -40,24 +43,58 @@ impl AttentionSums {
         let (heads, d) = (self.heads, self.head_dim);
         let c = heads * d;
         assert!(stride >= n && q.len() >= (c - 1) * stride + n && k.len() >= (c - 1) * stride + n);
-        fn row(m: &[f32], i: usize, stride: usize, n: usize) -> &[f32] {
-            &m[i * stride..i * stride + n]
-        }
-        // One work item per query channel: its row of the head's Gram matrix and both norms.
-        let rows: Vec<(Vec<f64>, f64, f64)> = (0..c)
+        // Chunks of pixels in parallel, each head's products in f32 within a chunk, the chunks'
+        // partial sums then added in f64.
+        let partials: Vec<Vec<f32>> = (0..n.div_ceil(CHUNK))
             .into_par_iter()
-            .map(|i| {
-                let head = i / d;
-                let (qi, ki) = (row(q, i, stride, n), row(k, i, stride, n));
-                let products = (0..d).map(|j| dot(qi, row(k, head * d + j, stride, n)) as f64).collect();
-                (products, dot(qi, qi) as f64, dot(ki, ki) as f64)
+            .map(|chunk| {
+                let (p0, len) = (chunk * CHUNK, CHUNK.min(n - chunk * CHUNK));
+                let mut sums = vec![0.0f32; heads * d * d + 2 * c];
+                let (gram, squares) = sums.split_at_mut(heads * d * d);
+                for (head, block) in gram.chunks_exact_mut(d * d).enumerate() {
+                    let first = head * d * stride + p0;
+                    // SAFETY: the assert above keeps every row `i < c` of `q` and `k`, pixels
+                    // `p0..p0 + len ≤ n`, inside the slices; `block` is `d × d` and owned here.
+                    unsafe {
+                        gemm::gemm(
+                            d,
+                            d,
+                            len,
+                            block.as_mut_ptr(),
+                            1,
+                            d as isize,
+                            false,
+                            q[first..].as_ptr(),
+                            1,
+                            stride as isize,
+                            k[first..].as_ptr(),
+                            stride as isize,
+                            1,
+                            0.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
+                }
+                for i in 0..c {
+                    let row = |m: &[f32]| -> f32 {
+                        let r = &m[i * stride + p0..i * stride + p0 + len];
+                        dot(r, r)
+                    };
+                    squares[i] = row(q);
+                    squares[c + i] = row(k);
+                }
+                sums
             })
             .collect();
-        for (i, (products, qq, kk)) in rows.into_iter().enumerate() {
-            let gram_row = &mut self.gram[i * d..(i + 1) * d];
-            gram_row.iter_mut().zip(products).for_each(|(g, p)| *g += p);
-            self.q_squares[i] += qq;
-            self.k_squares[i] += kk;
+        for part in partials {
+            let (gram, squares) = part.split_at(heads * d * d);
+            self.gram.iter_mut().zip(gram).for_each(|(a, &b)| *a += b as f64);
+            self.q_squares.iter_mut().zip(&squares[..c]).for_each(|(a, &b)| *a += b as f64);
+            self.k_squares.iter_mut().zip(&squares[c..]).for_each(|(a, &b)| *a += b as f64);
         }
     }
 
@@ -122,7 +159,7 @@ mod tests {
     /// directly in f64, and adding the pixels in two parts equals adding them at once.
     #[test]
     fn folded_attention_matches_a_float64_reference() {
-        let (c, heads, n) = (6, 2, 37);
+        let (c, heads, n) = (6, 2, 2 * CHUNK + 37);
         let d = c / heads;
         let (q, k, v) = (values(c * n, 1.0), values(c * n, 2.0), values(c * n, 3.0));
         let temperature = [0.7f32, 1.9];
@@ -130,7 +167,7 @@ mod tests {
         let mut whole = AttentionSums::new(c, heads);
         whole.add(&q, &k, n, n);
         let mut parts = AttentionSums::new(c, heads);
-        let split = 20;
+        let split = CHUNK + 500;
         parts.add(&q, &k, n, split);
         parts.add(&q[split..], &k[split..], n, n - split);
         let folded = whole.fold_into(&temperature, &project);

@@ -5,6 +5,8 @@
 use multiversion::multiversion;
 use rayon::prelude::*;
 
+use super::activation::gelu_gate;
+
 /// `acc[x] += k[0]·src[x-1] + k[1]·src[x] + k[2]·src[x+1]`, with zeros outside `src`.
 /// Inlined into the per-target clones of its callers.
 #[inline(always)]
@@ -85,6 +87,37 @@ pub fn conv3x3(
         if let Some(res) = residual {
             let r = &res[o * plane + row * w..o * plane + (row + 1) * w];
             acc.iter_mut().zip(r).for_each(|(a, b)| *a += b);
+        }
+    });
+}
+
+/// Rows `[r0, r1)` of the 3×3 patches of the planar `c × h × w` map `input` (zero padding 1),
+/// one row per channel and tap in the `[cout][cin][ky][kx]` order of a conv weight, so that a
+/// dense 3×3 conv is the product of its `cout × 9c` weight with `out`:
+/// `out[(ch·9 + ky·3 + kx)·n + (y − r0)·w + x] = input[ch][y + ky − 1][x + kx − 1]`, `n = (r1 − r0)·w`.
+pub fn im2col3x3(out: &mut [f32], input: &[f32], c: usize, (h, w): (usize, usize), (r0, r1): (usize, usize)) {
+    let n = (r1 - r0) * w;
+    assert!(out.len() >= 9 * c * n && input.len() >= c * h * w && r1 <= h);
+    out[..9 * c * n].par_chunks_mut(n).enumerate().for_each(|(row, dst)| {
+        let (ch, ky, kx) = (row / 9, row % 9 / 3, row % 3);
+        for (y, dst) in (r0..r1).zip(dst.chunks_exact_mut(w)) {
+            let src_y = (y + ky).checked_sub(1).filter(|&sy| sy < h);
+            let Some(sy) = src_y else {
+                dst.fill(0.0);
+                continue;
+            };
+            let src = &input[ch * h * w + sy * w..][..w];
+            match kx {
+                0 => {
+                    dst[0] = 0.0;
+                    dst[1..].copy_from_slice(&src[..w - 1]);
+                }
+                1 => dst.copy_from_slice(src),
+                _ => {
+                    dst[..w - 1].copy_from_slice(&src[1..]);
+                    dst[w - 1] = 0.0;
+                }
+            }
         }
     });
 }
@@ -217,13 +250,8 @@ pub fn depthwise_gelu_gate(
         let mut gate = vec![0.0f32; n];
         dw_rows(dst, u.plane(i, (h, w)), r0, &weight[i * 9..i * 9 + 9]);
         dw_rows(&mut gate, u.plane(i + c, (h, w)), r0, &weight[(i + c) * 9..(i + c) * 9 + 9]);
-        dst.iter_mut().zip(&gate).for_each(|(d, g)| *d = gelu(*d) * g);
+        gelu_gate(dst, &gate);
     });
-}
-
-/// GELU with the exact error function, as PyTorch's default: `x / 2 · (1 + erf(x / √2))`.
-pub fn gelu(x: f32) -> f32 {
-    0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
 /// `dst = conv3×3(plane)` over rows `r0..` with kernel `k`.
@@ -289,6 +317,31 @@ mod tests {
                 }
                 for (g, e) in out[o * h * w..(o + 1) * h * w].iter().zip(&want) {
                     assert!((g - e).abs() < 1e-5, "{h}x{w}");
+                }
+            }
+        }
+    }
+
+    /// A dense conv as weights times patches equals the direct conv, band by band.
+    #[test]
+    fn patches_times_weights_equal_the_direct_conv() {
+        for (h, w) in [(1, 1), (3, 1), (5, 7), (6, 4)] {
+            let (cin, cout) = (3, 2);
+            let input = values(cin * h * w, 6.0);
+            let weight = values(cout * cin * 9, 7.0);
+            let mut direct = vec![0.0; cout * h * w];
+            conv3x3(&mut direct, &input, None, &weight, &[0.0; 2], (cin, cout), (h, w));
+            let bands = [(0, h / 2), (h / 2, h)];
+            for (r0, r1) in bands.into_iter().filter(|(a, b)| a < b) {
+                let n = (r1 - r0) * w;
+                let mut patches = vec![f32::NAN; 9 * cin * n];
+                im2col3x3(&mut patches, &input, cin, (h, w), (r0, r1));
+                for o in 0..cout {
+                    for p in 0..n {
+                        let got: f32 = (0..9 * cin).map(|k| weight[o * 9 * cin + k] * patches[k * n + p]).sum();
+                        let want = direct[o * h * w + r0 * w + p];
+                        assert!((got - want).abs() < 1e-5, "{h}x{w} rows {r0}..{r1}: {got} vs {want}");
+                    }
                 }
             }
         }

@@ -5,6 +5,7 @@
 //! here are written once as plain loops and compiled per target with `multiversion`
 //! (AVX-512, AVX2+FMA, NEON, portable fallback), dispatched at run time.
 
+pub mod activation;
 pub mod attention;
 pub mod conv;
 pub mod elementwise;

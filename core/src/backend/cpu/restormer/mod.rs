@@ -13,7 +13,7 @@ mod weights;
 use std::sync::Mutex;
 
 use super::available_memory;
-use super::kernels::conv::conv3x3;
+use super::kernels::conv::{conv3x3, im2col3x3};
 use super::kernels::elementwise::{add_pixel_shuffle, space_to_depth};
 use super::kernels::matmul::{Epilogue, MatMut, MatRef, MatmulPrecision, matmul};
 use super::workspace::zeroed;
@@ -26,7 +26,15 @@ use crate::spec::{IMAGE_CHANNELS, PadMode, RestormerSpec};
 use crate::tiling::{largest_run, restore_local_tiles};
 use crate::tlc::AttentionPool;
 use block::{BlockScratch, band_rows, run_block, scratch_len};
-use weights::{Conv3x3, RestormerWeights, TransformerWeights};
+use weights::{Conv3x3, PatchConv, RestormerWeights, TransformerWeights};
+
+/// Elements of the patch matrix a 3×3 product streams through.
+const PATCH_ELEMENTS: usize = 1 << 21;
+
+/// Rows per band of a patch conv with `cin` inputs on an `h × w` map.
+fn patch_rows(cin: usize, (h, w): (usize, usize)) -> usize {
+    (PATCH_ELEMENTS / (9 * cin * w).max(1)).clamp(1, h.max(1))
+}
 
 /// The Restormer CPU engine.
 pub struct RestormerEngine {
@@ -56,6 +64,8 @@ struct Layout {
     conv: usize,
     /// Up-sampled features concatenated with their skip.
     concat: usize,
+    /// A band of a 3×3 conv's patches.
+    patches: usize,
     /// Block scratch: window, q and k, gated features, v.
     block: [usize; 4],
 }
@@ -80,6 +90,14 @@ impl Layout {
                 .max()
                 .unwrap_or(0),
             concat: (1..LEVELS - 1).map(|l| 2 * (dim << l) * pixels(l)).max().unwrap_or(0),
+            patches: weights
+                .patch_convs()
+                .map(|(level, conv)| {
+                    let map = (h >> level, w >> level);
+                    9 * conv.cin * patch_rows(conv.cin, map) * map.1
+                })
+                .max()
+                .unwrap_or(0),
             block,
         }
     }
@@ -90,6 +108,7 @@ impl Layout {
             + self.x
             + self.conv
             + self.concat
+            + self.patches
             + self.block.iter().sum::<usize>()
     }
 }
@@ -103,6 +122,7 @@ struct Workspace {
     x: Vec<f32>,
     conv: Vec<f32>,
     concat: Vec<f32>,
+    patches: Vec<f32>,
     window: Vec<f32>,
     qk: Vec<f32>,
     gated: Vec<f32>,
@@ -120,6 +140,7 @@ impl Workspace {
             x: zeroed(layout.x)?,
             conv: zeroed(layout.conv)?,
             concat: zeroed(layout.concat)?,
+            patches: zeroed(layout.patches)?,
             window: zeroed(window)?,
             qk: zeroed(qk)?,
             gated: zeroed(gated)?,
@@ -227,7 +248,11 @@ impl RestormerEngine {
     fn forward(&self, ws: &mut Workspace, (h, w): (usize, usize)) -> Result<()> {
         let size = |level: usize| (h >> level, w >> level);
         let nets = &self.weights;
-        let Workspace { input, output, skips, x, conv, concat, window, qk, gated, v, .. } = ws;
+        let Workspace { input, output, skips, x, conv, concat, patches, window, qk, gated, v, .. } = ws;
+        let threads = self.threads;
+        let mut patch_conv = |c: &PatchConv, out: &mut [f32], input: &[f32], level: usize| {
+            run_patch_conv(c, out, input, size(level), patches, threads)
+        };
         let mut stage = |blocks: &[TransformerWeights], map: &mut [f32], level: usize| -> Result<()> {
             for b in blocks {
                 let scratch =
@@ -247,7 +272,7 @@ impl RestormerEngine {
                 break;
             }
             let down = &nets.downs[level];
-            run_conv(down, conv, &skips[level], None, size(level));
+            patch_conv(down, conv, &skips[level], level);
             let next: &mut [f32] = if level + 2 == LEVELS { &mut x[..] } else { &mut skips[level + 1][..] };
             let (hl, wl) = size(level);
             space_to_depth(next, conv, down.cout, (hl, wl), (0, hl / 2));
@@ -257,7 +282,7 @@ impl RestormerEngine {
             let level = LEVELS - 2 - i;
             let (hl, wl) = size(level);
             let (up, plane) = (&decoder.up, hl * wl);
-            run_conv(up, conv, x, None, size(level + 1));
+            patch_conv(up, conv, x, level + 1);
             let target: &mut [f32] = if decoder.reduce.is_some() { &mut concat[..] } else { &mut x[..] };
             let shuffled = up.cout / 4;
             target[..shuffled * plane].fill(0.0);
@@ -273,6 +298,25 @@ impl RestormerEngine {
         stage(&nets.refinement, x, 0)?;
         run_conv(&nets.output, output, x, Some(input), size(0));
         Ok(())
+    }
+}
+
+/// `out = conv(input)` for a 3×3 patch conv on an `h × w` map, in row bands through `patches`.
+fn run_patch_conv(
+    conv: &PatchConv,
+    out: &mut [f32],
+    input: &[f32],
+    (h, w): (usize, usize),
+    patches: &mut [f32],
+    threads: usize,
+) {
+    let rows = patch_rows(conv.cin, (h, w));
+    for r0 in (0..h).step_by(rows) {
+        let r1 = (r0 + rows).min(h);
+        let n = (r1 - r0) * w;
+        im2col3x3(patches, input, conv.cin, (h, w), (r0, r1));
+        let dst = MatMut { data: &mut out[r0 * w..], row_stride: h * w };
+        matmul(dst, &conv.weight, MatRef { data: patches, row_stride: n }, n, Epilogue::default(), threads);
     }
 }
 

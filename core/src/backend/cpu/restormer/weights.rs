@@ -18,6 +18,16 @@ pub struct Conv3x3 {
     pub cout: usize,
 }
 
+/// A dense 3×3 conv without bias run as a product over its patches: `[cout][cin · 9]` packed.
+pub struct PatchConv {
+    /// Weights `[cout][cin · 9]`.
+    pub weight: PackedLhs,
+    /// Input channels.
+    pub cin: usize,
+    /// Output channels.
+    pub cout: usize,
+}
+
 /// One transformer block.
 pub struct TransformerWeights {
     /// Channels.
@@ -50,7 +60,7 @@ pub struct TransformerWeights {
 /// after the skip is concatenated, and the stage's blocks.
 pub struct DecoderWeights {
     /// Up conv `c → 2c` at the level below.
-    pub up: Conv3x3,
+    pub up: PatchConv,
     /// 1×1 `[c/2][c]` after the concatenation (none at full resolution).
     pub reduce: Option<PackedLhs>,
     /// The stage's blocks.
@@ -64,7 +74,7 @@ pub struct RestormerWeights {
     /// Encoder stages, full resolution first; the last is the latent.
     pub encoders: Vec<Vec<TransformerWeights>>,
     /// Down convs after each encoder stage but the latent (PixelUnshuffle follows).
-    pub downs: Vec<Conv3x3>,
+    pub downs: Vec<PatchConv>,
     /// Decoder levels, lowest resolution first.
     pub decoders: Vec<DecoderWeights>,
     /// Refinement blocks.
@@ -81,6 +91,11 @@ impl RestormerWeights {
             let t = store.require(key)?;
             let (cout, cin) = (t.shape()[0], t.shape()[1]);
             Ok(Conv3x3 { weight: t.to_f32(), bias: vec![0.0; cout], cin, cout })
+        };
+        let patch_conv = |key: &str| -> Result<PatchConv> {
+            let t = store.require(key)?;
+            let (cout, cin) = (t.shape()[0], t.shape()[1]);
+            Ok(PatchConv { weight: pack(&t.to_f32(), cout, precision)?, cin, cout })
         };
         let stage = |stage: &Stage| -> Result<Vec<TransformerWeights>> {
             (0..stage.blocks)
@@ -112,20 +127,20 @@ impl RestormerWeights {
             encoders: spec.encoder_stages().iter().map(stage).collect::<Result<_>>()?,
             downs: ["down1_2", "down2_3", "down3_4"]
                 .iter()
-                .map(|d| conv(&format!("{d}.conv.weight")))
+                .map(|d| patch_conv(&format!("{d}.conv.weight")))
                 .collect::<Result<_>>()?,
             decoders: vec![
                 DecoderWeights {
-                    up: conv("up4_3.conv.weight")?,
+                    up: patch_conv("up4_3.conv.weight")?,
                     reduce: Some(reduce("reduce_chan_level3.weight", spec.width(2))?),
                     blocks: stage(&dec3)?,
                 },
                 DecoderWeights {
-                    up: conv("up3_2.conv.weight")?,
+                    up: patch_conv("up3_2.conv.weight")?,
                     reduce: Some(reduce("reduce_chan_level2.weight", spec.width(1))?),
                     blocks: stage(&dec2)?,
                 },
-                DecoderWeights { up: conv("up2_1.conv.weight")?, reduce: None, blocks: stage(&dec1)? },
+                DecoderWeights { up: patch_conv("up2_1.conv.weight")?, reduce: None, blocks: stage(&dec1)? },
             ],
             refinement: stage(&refinement)?,
             output: conv("output.weight")?,
@@ -157,14 +172,20 @@ impl RestormerWeights {
         let decoders: usize = self
             .decoders
             .iter()
-            .map(|d| conv(&d.up) + d.reduce.as_ref().map_or(0, PackedLhs::stored_len) + blocks(&d.blocks))
+            .map(|d| d.up.weight.stored_len() + d.reduce.as_ref().map_or(0, PackedLhs::stored_len) + blocks(&d.blocks))
             .sum();
         conv(&self.embed)
             + conv(&self.output)
-            + self.downs.iter().map(conv).sum::<usize>()
+            + self.downs.iter().map(|d| d.weight.stored_len()).sum::<usize>()
             + self.encoders.iter().map(|s| blocks(s)).sum::<usize>()
             + decoders
             + blocks(&self.refinement)
+    }
+
+    /// Every patch conv of the network, with the resolution level of its input.
+    pub fn patch_convs(&self) -> impl Iterator<Item = (usize, &PatchConv)> {
+        let downs = self.downs.iter().enumerate();
+        downs.chain(self.decoders.iter().enumerate().map(|(i, d)| (LEVELS - 1 - i, &d.up)))
     }
 
     /// Every block of the network, with its resolution level.
