@@ -1,7 +1,7 @@
 """Random-architecture parity sweep: `maskdcpt restore --backend cpu` against the PyTorch
 reference (scripts/reference_nafnet.py) on networks and images no fixture has.
 
-    python scripts/parity_sweep.py [--seed S] [--cases N] [--large] [--onnx] [--tlc] [--bin target/release/maskdcpt]
+    python scripts/parity_sweep.py [--seed S] [--cases N] [--large] [--onnx] [--tlc] [--restormer] [--bin target/release/maskdcpt]
 
 Each case draws a family (MaskDCPT or upstream NAFNet), a width, 1-4 levels with 0-2 blocks
 per encoder, decoder and bottleneck group (at least one block in all), seeded random weights
@@ -16,8 +16,11 @@ of 16-64 pixels, so that windows are smaller than the maps) against the referenc
 upstream NAFNet's TLC windows (reference_nafnet.use_tlc_), and with --onnx also exported with
 them at the image's fixed size; and with `--tlc-sampled T` (MaskDCPT's NAFNet class) against
 use_tlc_(sampled=True), where a size the reference refuses (windows of no sample) must be
-refused too. Needs torch and numpy (CPU), and
-onnxruntime for --onnx.
+refused too. With --restormer a third of the cases are the MaskDCPT fork's Restormer instead
+(scripts/reference_restormer.py: even dim 4-16, or 24-48 with --large, 1-2 blocks per level,
+0-2 refinement blocks, heads dividing every width, feed-forward expansion 1.5-2.66), restored
+whole or with `--tile N --sca global` (which runs it whole); it has no ONNX export or TLC.
+Needs torch and numpy (CPU), and onnxruntime for --onnx.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import reference_nafnet as R  # noqa: E402
+import reference_restormer as RR  # noqa: E402
 
 
 def draw_spec(rng: random.Random, large: bool) -> dict:
@@ -50,6 +54,29 @@ def draw_spec(rng: random.Random, large: bool) -> dict:
         # A network without blocks has the same keys in both layouts: the CLI refuses it.
         if sum(spec["enc_blocks"]) + spec["middle_blocks"] + sum(spec["dec_blocks"]) > 0:
             return spec
+
+
+def draw_restormer(rng: random.Random, large: bool) -> dict:
+    dim = rng.choice([24, 32, 48] if large else [4, 8, 12, 16])
+    # Heads divide each level's width; the full-resolution decoder keeps level 0's.
+    heads = [rng.choice([h for h in (1, 2, 4, 8) if (dim << level) % h == 0]) for level in range(4)]
+    return dict(
+        dim=dim,
+        blocks=[rng.randint(1, 2) for _ in range(4)],
+        refinement=rng.randint(0, 2),
+        heads=heads,
+        expansion=rng.choice([1.5, 2.0, 2.66]),
+    )
+
+
+def run_restormer(net: torch.nn.Module, img: np.ndarray) -> np.ndarray:
+    """The harness's reflect padding to a multiple of 8 (numpy's, which keeps mirroring where a
+    pad is longer than the side, as maskdcpt does and PyTorch refuses), run, crop."""
+    h, w = img.shape[:2]
+    padded = np.pad(img, ((0, (-h) % RR.SIZE_MULTIPLE), (0, (-w) % RR.SIZE_MULTIPLE), (0, 0)), mode="reflect")
+    with torch.no_grad():
+        out = net.network(torch.from_numpy(np.ascontiguousarray(padded)).permute(2, 0, 1)[None].contiguous())
+    return out[0, :, :h, :w].permute(1, 2, 0).numpy()
 
 
 def cli(cmd: list[str]) -> None:
@@ -83,6 +110,7 @@ def main() -> None:
     ap.add_argument("--large", action="store_true", help="widths 32-64, images of 100-400 pixels a side")
     ap.add_argument("--onnx", action="store_true", help="also export each model and run it in ONNX Runtime")
     ap.add_argument("--tlc", action="store_true", help="also restore each case with TLC channel attention")
+    ap.add_argument("--restormer", action="store_true", help="a third of the cases are Restormers")
     ap.add_argument("--bin", default=str(HERE.parent / "target/release/maskdcpt"))
     args = ap.parse_args()
     rng = random.Random(args.seed)
@@ -90,9 +118,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for case in range(args.cases):
-            family = rng.choice(["maskdcpt", "nafnet"])
-            spec = draw_spec(rng, args.large)
-            net = R.randomize_(R.build_model(family, **spec), seed=args.seed * 1000 + case)
+            restormer = args.restormer and rng.random() < 1 / 3
+            family = "restormer" if restormer else rng.choice(["maskdcpt", "nafnet"])
+            if restormer:
+                spec = draw_restormer(rng, args.large)
+                net = RR.randomize_(RR.RestormerRef(**spec).eval(), seed=args.seed * 1000 + case)
+            else:
+                spec = draw_spec(rng, args.large)
+                net = R.randomize_(R.build_model(family, **spec), seed=args.seed * 1000 + case)
             torch.save({"params": net.state_dict()}, work / "model.pth")
             lo, hi = (100, 400) if args.large else (3, 90)
             h, w = rng.randint(lo, hi), rng.randint(lo, hi)
@@ -100,17 +133,17 @@ def main() -> None:
             if rng.random() < 1 / 3:
                 img = img * rng.choice([5.0, 50.0]) - 1
             np.save(work / "in.npy", img)
-            run_ref = R.run_maskdcpt if family == "maskdcpt" else R.run_nafnet
+            run_ref = {"maskdcpt": R.run_maskdcpt, "nafnet": R.run_nafnet, "restormer": run_restormer}[family]
             ref = run_ref(net, img)
             tiling = []
             if rng.random() < 0.25:
                 tiles = [64, 100, 128] if args.large else [16, 32, 48]
                 tiling = ["--tile", str(rng.choice(tiles)), "--sca", "global"]
             runs = [(f"restore {' '.join(tiling)}", lambda: restore(args.bin, work, tiling), ref)]
-            if args.onnx:
+            if args.onnx and not restormer:
                 for shape in (["--dynamic"], ["--height", str(h), "--width", str(w)]):
                     runs.append((f"onnx {shape[0]}", lambda shape=shape: run_onnx(args.bin, work, img, shape), ref))
-            if args.tlc:
+            if args.tlc and not restormer:
                 train = rng.choice([16, 24, 32, 48, 64])
                 flags = ["--tlc", str(train), *tiling]
                 ref_tlc = run_ref(R.use_tlc_(copy.deepcopy(net), train), img)
