@@ -249,4 +249,17 @@ fn restormer_cases_match_pytorch() {
             assert!(diff <= TOLERANCE, "{case}: max |Δ| {diff}");
         }
     }
+    // bf16 products where the CPU has them (the attention's sums stay f32/f64).
+    use maskdcpt_core::backend::Precision;
+    use maskdcpt_core::backend::cpu::kernels::matmul::bf16_supported;
+    if bf16_supported() {
+        let case = &manifest["cases"][0];
+        let input = read_image(&dir.join(case["input"].as_str().unwrap()));
+        let (_, want) = read_npy(&dir.join(case["output"].as_str().unwrap()));
+        let got = restore(&model, &EngineOptions { precision: Precision::Bf16, ..untiled }, &input);
+        let mse = got.data().iter().zip(&want).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / want.len() as f64;
+        let psnr = 10.0 * (1.0 / mse).log10();
+        eprintln!("restormer bf16 vs PyTorch f32: PSNR {psnr:.1} dB");
+        assert!(psnr > 40.0, "{psnr}");
+    }
 }
