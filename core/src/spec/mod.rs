@@ -247,18 +247,7 @@ impl ModelSpec {
     /// Checks that `weights` holds exactly this architecture's keys with the right shapes
     /// (keys under [`CLASSIFIER_PREFIX`] belong to the classification head and are not checked here).
     pub fn validate(&self, weights: &WeightStore) -> Result<()> {
-        let expected = self.expected_tensors();
-        let expected_keys: BTreeSet<&str> = expected.iter().map(|(k, _)| k.as_str()).collect();
-        for (key, tensor) in weights.iter() {
-            if !expected_keys.contains(key) && !key.starts_with(CLASSIFIER_PREFIX) {
-                return Err(Error::UnexpectedKey {
-                    key: key.to_owned(),
-                    shape: tensor.shape().to_vec(),
-                    family: self.family.name(),
-                });
-            }
-        }
-        check_shapes(weights, &expected)
+        check_exact_keys(weights, &self.expected_tensors(), self.family.name(), Some(CLASSIFIER_PREFIX))
     }
 }
 
@@ -353,8 +342,20 @@ impl Architecture {
     }
 }
 
-/// Checks that every `expected` key is in `weights` with its shape.
-fn check_shapes(weights: &WeightStore, expected: &[(String, Vec<usize>)]) -> Result<()> {
+/// Checks that `weights` holds exactly the `expected` keys of a `family` network with their
+/// shapes, besides keys under `ignored` (another part's, checked elsewhere).
+fn check_exact_keys(
+    weights: &WeightStore,
+    expected: &[(String, Vec<usize>)],
+    family: &'static str,
+    ignored: Option<&str>,
+) -> Result<()> {
+    let expected_keys: BTreeSet<&str> = expected.iter().map(|(k, _)| k.as_str()).collect();
+    for (key, tensor) in weights.iter() {
+        if !expected_keys.contains(key) && !ignored.is_some_and(|prefix| key.starts_with(prefix)) {
+            return Err(Error::UnexpectedKey { key: key.to_owned(), shape: tensor.shape().to_vec(), family });
+        }
+    }
     for (key, shape) in expected {
         let tensor = weights.get(key).ok_or_else(|| Error::MissingKey { key: key.clone(), expected: shape.clone() })?;
         if tensor.shape() != shape.as_slice() {

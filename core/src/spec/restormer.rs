@@ -8,9 +8,7 @@
 //! released config leaves it false elsewhere). The harness reflect-pads bottom/right to a
 //! multiple of 8.
 
-use std::collections::BTreeSet;
-
-use super::{CLASSIFIER_PREFIX, IMAGE_CHANNELS, count_indices};
+use super::{IMAGE_CHANNELS, count_indices};
 use crate::error::{Error, Result};
 use crate::weights::WeightStore;
 
@@ -258,17 +256,9 @@ impl RestormerSpec {
     }
 
     /// Checks that `weights` holds exactly this architecture's keys with the right shapes.
+    /// A classification head's keys are unexpected too: the library has none for a Restormer.
     pub fn validate(&self, weights: &WeightStore) -> Result<()> {
-        let expected = self.expected_tensors();
-        let expected_keys: BTreeSet<&str> = expected.iter().map(|(k, _)| k.as_str()).collect();
-        for (key, tensor) in weights.iter() {
-            if !expected_keys.contains(key) {
-                let family =
-                    if key.starts_with(CLASSIFIER_PREFIX) { "Restormer (no classification head)" } else { NAME };
-                return Err(Error::UnexpectedKey { key: key.to_owned(), shape: tensor.shape().to_vec(), family });
-            }
-        }
-        super::check_shapes(weights, &expected)
+        super::check_exact_keys(weights, &self.expected_tensors(), NAME, None)
     }
 }
 

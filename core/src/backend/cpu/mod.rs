@@ -57,20 +57,7 @@ pub struct CpuEngine {
 impl CpuEngine {
     /// Builds the engine: fuses the graph and converts the weights once.
     pub fn new(model: &Model, options: &EngineOptions) -> Result<Self> {
-        let precision = match options.precision {
-            Precision::F32 => MatmulPrecision::F32,
-            Precision::Bf16 => MatmulPrecision::Bf16,
-        };
-        let threads = match options.threads {
-            Some(0) => return Err(Error::InvalidArgument("threads must be at least 1".into())),
-            Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("maskdcpt-cpu-{i}"))
-            .build()
-            .map_err(|e| Error::Unsupported(format!("cannot start {threads} worker threads: {e}")))?;
+        let (precision, threads, pool) = workers(options)?;
         let graph = model.graph("the NAFNet CPU engine")?;
         let program = fuse(&graph)?;
         let windowed = options.attention_pool != AttentionPool::Global;
@@ -304,6 +291,26 @@ impl Engine for CpuEngine {
         self.spare.lock().unwrap_or_else(|e| e.into_inner()).push(ws);
         Ok(())
     }
+}
+
+/// What both CPU engines take from `options`: the products' precision, the number of workers
+/// and the engine's own pool of them.
+fn workers(options: &EngineOptions) -> Result<(MatmulPrecision, usize, rayon::ThreadPool)> {
+    let precision = match options.precision {
+        Precision::F32 => MatmulPrecision::F32,
+        Precision::Bf16 => MatmulPrecision::Bf16,
+    };
+    let threads = match options.threads {
+        Some(0) => return Err(Error::InvalidArgument("threads must be at least 1".into())),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("maskdcpt-cpu-{i}"))
+        .build()
+        .map_err(|e| Error::Unsupported(format!("cannot start {threads} worker threads: {e}")))?;
+    Ok((precision, threads, pool))
 }
 
 /// Row ranges `[r0, r1)` covering `0..h` in bands of `band_rows`.

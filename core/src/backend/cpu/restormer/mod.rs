@@ -12,12 +12,12 @@ mod weights;
 
 use std::sync::Mutex;
 
-use super::available_memory;
 use super::kernels::conv::{conv3x3, im2col3x3};
 use super::kernels::elementwise::{add_pixel_shuffle, space_to_depth};
 use super::kernels::matmul::{Epilogue, MatMut, MatRef, MatmulPrecision, matmul};
 use super::workspace::zeroed;
-use crate::backend::{Engine, EngineOptions, LocalTiles, MemoryEstimate, Precision, TILING_HINT, TileSize, Tiling};
+use super::{available_memory, workers};
+use crate::backend::{Engine, EngineOptions, LocalTiles, MemoryEstimate, TILING_HINT, TileSize, Tiling};
 use crate::error::{Error, Result};
 use crate::image::{Image, check_size, from_planar_cropped, pad_planar_into, round_up};
 use crate::model::Model;
@@ -160,20 +160,7 @@ impl RestormerEngine {
                     .into(),
             ));
         }
-        let precision = match options.precision {
-            Precision::F32 => MatmulPrecision::F32,
-            Precision::Bf16 => MatmulPrecision::Bf16,
-        };
-        let threads = match options.threads {
-            Some(0) => return Err(Error::InvalidArgument("threads must be at least 1".into())),
-            Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("maskdcpt-cpu-{i}"))
-            .build()
-            .map_err(|e| Error::Unsupported(format!("cannot start {threads} worker threads: {e}")))?;
+        let (precision, threads, pool) = workers(options)?;
         Ok(RestormerEngine {
             weights: RestormerWeights::new(spec, model.weights(), precision)?,
             dim: spec.dim,
