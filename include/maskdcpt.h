@@ -116,6 +116,10 @@ enum maskdcpt_family
    * MaskDCPT `Restormer` (reflect padding to a multiple of 8; the CPU engine runs it).
    */
   MASKDCPT_FAMILY_RESTORMER = 2,
+  /**
+   * MaskDCPT `PromptIR` (reflect padding to a multiple of 8; the CPU engine runs it).
+   */
+  MASKDCPT_FAMILY_PROMPTIR = 3,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

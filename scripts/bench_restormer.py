@@ -1,10 +1,11 @@
-"""CPU benchmark of the Restormer engine against PyTorch eager on the released shape.
+"""CPU benchmark of the Restormer and PromptIR engine against PyTorch eager on the released shapes.
 
-    .venv-torch/bin/python scripts/bench_restormer.py [--sizes 256x256] [--threads 2] [--iters 3]
+    .venv-torch/bin/python scripts/bench_restormer.py [--archs restormer,promptir] [--sizes 256x256] [--threads 2] [--iters 3]
 
-Builds the fork's released Restormer (dim 48, blocks [4,6,6,8], refinement 4, heads
-[1,2,4,8]; 26,126,644 parameters) with seeded random weights (reference_restormer.randomize_),
-caches it in target/bench-cpu/ as f32 safetensors, then per size (multiples of 8):
+Builds the fork's released Restormer (dim 48, blocks [4,6,6,8], refinement 4, heads [1,2,4,8];
+26,126,644 parameters) and PromptIR (the same with biases and three prompt stages; 35,539,290
+parameters) with seeded random weights (reference_restormer.randomize_), caches them in
+target/bench-cpu/ as f32 safetensors, then per network and size (multiples of 8):
 1. PyTorch eager f32 (`torch.set_num_threads(T)`, inference mode) in its own process:
    warm-up + N timed runs, peak RSS; it also writes its output for one input;
 2. `maskdcpt bench` with the same size and threads (median, peak RSS);
@@ -34,19 +35,22 @@ from bench_cpu import cpu_info, parse_sizes, run_json, warn_if_busy  # noqa: E40
 GEN_TAG = "v1"  # bump when the weight generator changes (invalidates the cache)
 
 
-def prepare(cache: Path, seed: int) -> Path:
-    path = cache / f"restormer_dim48_seed{seed}_{GEN_TAG}.safetensors"
+# Released shapes: class, parameters, tensors.
+ARCHS = {"restormer": ("RestormerRef", 26_126_644, 494), "promptir": ("PromptIRRef", 35_539_290, 830)}
+
+
+def prepare(cache: Path, arch: str, seed: int) -> Path:
+    path = cache / f"{arch}_dim48_seed{seed}_{GEN_TAG}.safetensors"
     if path.exists():
         return path
-    import torch
-
     import reference_restormer as R
     from gen_golden import write_safetensors
 
     cache.mkdir(parents=True, exist_ok=True)
-    net = R.randomize_(R.RestormerRef(), seed)
+    cls, params, tensors = ARCHS[arch]
+    net = R.randomize_(getattr(R, cls)(), seed)
     n = sum(p.numel() for p in net.parameters())
-    assert (n, len(net.state_dict())) == (26_126_644, 494), n
+    assert (n, len(net.state_dict())) == (params, tensors), n
     tmp = path.with_suffix(".tmp")
     write_safetensors(net.state_dict(), tmp)
     tmp.rename(path)
@@ -61,7 +65,7 @@ def torch_worker(args: argparse.Namespace) -> None:
     from gen_golden import read_safetensors
 
     torch.set_num_threads(args.threads)
-    net = R.RestormerRef().eval()
+    net = getattr(R, ARCHS[args.arch][0])().eval()
     net.load_state_dict(read_safetensors(Path(args.torch_worker)), strict=True)
     image = np.load(args.input)
     x = torch.from_numpy(image).permute(2, 0, 1)[None].contiguous()
@@ -80,6 +84,8 @@ def torch_worker(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--archs", default="restormer,promptir", help="comma separated: restormer, promptir")
+    ap.add_argument("--arch", help=argparse.SUPPRESS)
     ap.add_argument("--sizes", default="256x256", help="comma separated HxW (multiples of 8)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=3)
@@ -95,31 +101,32 @@ def main() -> None:
         torch_worker(args)
         return
 
-    weights = prepare(args.cache, args.seed)
     cpu = cpu_info()
     notes: list[str] = []
     rows = []
-    for h, w in parse_sizes(args.sizes):
+    for arch, (h, w) in [(a, s) for a in args.archs.split(",") for s in parse_sizes(args.sizes)]:
+        weights = prepare(args.cache, arch, args.seed)
         assert h % 8 == 0 and w % 8 == 0, "sizes must be multiples of 8 (no padding)"
         image = args.cache / f"restormer_input_{h}x{w}.npy"
         np.save(image, np.random.default_rng(h * w).random((h, w, 3), dtype=np.float32))
-        theirs, ours_out = args.cache / f"restormer_torch_{h}x{w}.npy", args.cache / f"restormer_ours_{h}x{w}.npy"
+        theirs, ours_out = args.cache / f"{arch}_torch_{h}x{w}.npy", args.cache / f"{arch}_ours_{h}x{w}.npy"
         common = ["--threads", str(args.threads), "--iters", str(args.iters), "--warmup", str(args.warmup)]
         warn_if_busy(f"torch {h}x{w}", notes)
-        torch_result = run_json([sys.executable, __file__, "--torch-worker", str(weights), "--input", str(image),
-                                 "--output", str(theirs), *common])
+        torch_result = run_json([sys.executable, __file__, "--torch-worker", str(weights), "--arch", arch,
+                                 "--input", str(image), "--output", str(theirs), *common])
         warn_if_busy(f"maskdcpt {h}x{w}", notes)
         ours = run_json([str(args.bin), "bench", "-m", str(weights), "--height", str(h), "--width", str(w), *common])
         subprocess.run([str(args.bin), "restore", "-m", str(weights), "-i", str(image), "-o", str(ours_out),
                         "--threads", str(args.threads)], check=True)
         diff = float(np.abs(np.load(ours_out) - np.load(theirs)).max())
-        rows.append((h, w, torch_result, ours, diff))
+        rows.append((arch, h, w, torch_result, ours, diff))
 
-    print(f"\nCPU: {cpu['model']}, {args.threads} threads; torch {rows[0][2]['torch_version'] if rows else '-'}")
-    print("\n| size | PyTorch eager f32 ms | maskdcpt f32 ms | speed-up | PyTorch RSS MB | maskdcpt RSS MB | max abs diff |")
-    print("|---|---|---|---|---|---|---|")
-    for h, w, t, o, diff in rows:
-        print(f"| {h}x{w} | {t['median_ms']:.0f} | {o['median_ms']:.0f} | {t['median_ms'] / o['median_ms']:.2f}x "
+    print(f"\nCPU: {cpu['model']}, {args.threads} threads; torch {rows[0][3]['torch_version'] if rows else '-'}")
+    print("\n| network | size | PyTorch eager f32 ms | maskdcpt f32 ms | speed-up | PyTorch RSS MB | maskdcpt RSS MB "
+          "| max abs diff |")
+    print("|---|---|---|---|---|---|---|---|")
+    for arch, h, w, t, o, diff in rows:
+        print(f"| {arch} | {h}x{w} | {t['median_ms']:.0f} | {o['median_ms']:.0f} | {t['median_ms'] / o['median_ms']:.2f}x "
               f"| {t['peak_rss_mb']:.0f} | {o['peak_rss_mb']:.0f} | {diff:.1e} |")
     for note in notes:
         print(f"\n{note}")

@@ -16,10 +16,11 @@ of 16-64 pixels, so that windows are smaller than the maps) against the referenc
 upstream NAFNet's TLC windows (reference_nafnet.use_tlc_), and with --onnx also exported with
 them at the image's fixed size; and with `--tlc-sampled T` (MaskDCPT's NAFNet class) against
 use_tlc_(sampled=True), where a size the reference refuses (windows of no sample) must be
-refused too. With --restormer a third of the cases are the MaskDCPT fork's Restormer instead
-(scripts/reference_restormer.py: even dim 4-16, or 24-48 with --large, 1-2 blocks per level,
-0-2 refinement blocks, heads dividing every width, feed-forward expansion 1.5-2.66), restored
-whole or with `--tile N --sca global` (which runs it whole); it has no ONNX export or TLC.
+refused too. With --restormer a third of the cases are the MaskDCPT fork's Restormer or PromptIR
+instead (scripts/reference_restormer.py: even dim 4-16, or 24-48 with --large, 1-2 blocks per
+level, 0-2 refinement blocks, heads dividing every width, feed-forward expansion 1.5-2.66;
+PromptIR with random prompt widths, counts and sides), restored whole or with
+`--tile N --sca global` (which runs it whole); they have no ONNX export or TLC.
 Needs torch and numpy (CPU), and onnxruntime for --onnx.
 """
 
@@ -67,6 +68,13 @@ def draw_restormer(rng: random.Random, large: bool) -> dict:
         heads=heads,
         expansion=rng.choice([1.5, 2.0, 2.66]),
     )
+
+
+def draw_prompts(rng: random.Random, dim: int) -> dict:
+    # (channels, side, features) for prompt1..3; the features are the decoder's widths.
+    sides = [1, 2, 3, 5, 8, 16]
+    prompts = [(rng.randint(1, 12), rng.choice(sides), dim << (level + 1)) for level in range(3)]
+    return dict(prompts=prompts, prompt_count=rng.randint(1, 5))
 
 
 def run_restormer(net: torch.nn.Module, img: np.ndarray) -> np.ndarray:
@@ -119,10 +127,15 @@ def main() -> None:
         work = Path(tmp)
         for case in range(args.cases):
             restormer = args.restormer and rng.random() < 1 / 3
-            family = "restormer" if restormer else rng.choice(["maskdcpt", "nafnet"])
+            family = rng.choice(["restormer", "promptir"]) if restormer else rng.choice(["maskdcpt", "nafnet"])
             if restormer:
                 spec = draw_restormer(rng, args.large)
-                net = RR.randomize_(RR.RestormerRef(**spec).eval(), seed=args.seed * 1000 + case)
+                if family == "promptir":
+                    spec.update(draw_prompts(rng, spec["dim"]))
+                    # The noise-level blocks take level 2's heads: they must split their widths.
+                    spec["heads"][2] = 1
+                cls = RR.PromptIRRef if family == "promptir" else RR.RestormerRef
+                net = RR.randomize_(cls(**spec).eval(), seed=args.seed * 1000 + case)
             else:
                 spec = draw_spec(rng, args.large)
                 net = R.randomize_(R.build_model(family, **spec), seed=args.seed * 1000 + case)
@@ -133,7 +146,7 @@ def main() -> None:
             if rng.random() < 1 / 3:
                 img = img * rng.choice([5.0, 50.0]) - 1
             np.save(work / "in.npy", img)
-            run_ref = {"maskdcpt": R.run_maskdcpt, "nafnet": R.run_nafnet, "restormer": run_restormer}[family]
+            run_ref = {"maskdcpt": R.run_maskdcpt, "nafnet": R.run_nafnet}.get(family, run_restormer)
             ref = run_ref(net, img)
             tiling = []
             if rng.random() < 0.25:

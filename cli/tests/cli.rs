@@ -727,8 +727,9 @@ fn cuda_engine_files_need_a_gpu_and_the_cuda_backend() {
     assert!(!output.exists());
 }
 
-/// A Restormer checkpoint (the golden one): `info` names its architecture, `restore` is the
-/// core engine (whole and in local tiles), and the NAFNet-only paths refuse it by name.
+/// Restormer and PromptIR checkpoints (the golden ones): `info` names the architecture,
+/// `restore` is the core engine (whole and in local tiles), and the NAFNet-only paths refuse
+/// them by name.
 #[test]
 fn restormer_checkpoints_restore_on_the_cpu() {
     let dir = TempDir::new().unwrap();
@@ -758,4 +759,13 @@ fn restormer_checkpoints_restore_on_the_cpu() {
     refused(&[&restore[..], &["--tlc"]].concat(), &["TLC", "Restormer"]);
     let onnx = dir.path().join("m.onnx");
     refused(&["export-onnx", "-m", s(&model), "-o", s(&onnx), "--dynamic"], &["ONNX export runs NAFNet networks only"]);
+
+    // PromptIR through the same paths.
+    let model = model.with_file_name("promptir_w8.pth");
+    let out = maskdcpt(&["info", "--json", s(&model)]);
+    assert_ok(&out);
+    let info: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(info["family"], "promptir");
+    assert_ok(&maskdcpt(&["restore", "-m", s(&model), "-i", s(&input), "-o", s(&output)]));
+    assert_eq!(read_npy(&output).1, core_restore(&model, w, h, pattern(w, h, 9)));
 }

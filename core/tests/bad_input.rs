@@ -101,7 +101,6 @@ fn keys_of_another_network_are_an_unknown_architecture() {
         other => panic!("{named}: {other:?}"),
     };
     let embed = ("patch_embed.proj.weight", vec![8, 3, 3, 3]);
-    unknown(tensors(&[embed.clone(), ("prompt1.prompt_param", vec![1, 5, 4, 4, 4])]), "PromptIR");
     unknown(
         tensors(&[("conv_first.weight", vec![8, 3, 3, 3]), ("conv_after_body.weight", vec![8, 8, 3, 3])]),
         "SwinIR",

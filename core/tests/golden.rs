@@ -210,56 +210,75 @@ fn image_embedding_head_matches_pytorch() {
     assert!(worst <= 1e-5, "max |Δp| {worst}");
 }
 
-/// The fork's Restormer (`tests/golden/restormer/`, `scripts/gen_golden_restormer.py`): its
-/// architecture read from the checkpoint, and every case against PyTorch, untiled and with
-/// global-mean tiles (which run whole).
+/// The fork's Restormer and PromptIR (`tests/golden/restormer/`,
+/// `scripts/gen_golden_restormer.py`): each architecture read from its checkpoint, and every
+/// case against PyTorch, untiled and with global-mean tiles (which run whole), and in bf16
+/// where the CPU has AVX512-BF16.
 #[test]
-fn restormer_cases_match_pytorch() {
+fn restormer_and_promptir_cases_match_pytorch() {
+    use maskdcpt_core::backend::Precision;
+    use maskdcpt_core::backend::cpu::kernels::matmul::bf16_supported;
     use maskdcpt_core::spec::Architecture;
 
     let dir = golden_dir().join("restormer");
     let manifest: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
-    let options = LoadOptions { param_key: manifest["param_key"].as_str().map(str::to_owned) };
-    let model = Model::load(&dir.join(manifest["model"].as_str().unwrap()), &options).unwrap();
-    let Architecture::Restormer(spec) = model.architecture() else { panic!("not read as a Restormer") };
-    let config = &manifest["config"];
-    let list = |key: &str| -> Vec<usize> {
-        config[key].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect()
-    };
-    assert_eq!(spec.dim as u64, config["dim"].as_u64().unwrap());
-    assert_eq!(spec.blocks.to_vec(), list("blocks"));
-    assert_eq!(spec.heads.to_vec(), list("heads"));
-    assert_eq!(spec.hidden.to_vec(), list("hidden"));
-    assert_eq!(spec.refinement as u64, config["refinement"].as_u64().unwrap());
-    assert_eq!(model.architecture().param_count() as u64, manifest["parameters"].as_u64().unwrap());
-    assert_eq!(model.weights().len() as u64, manifest["tensors"].as_u64().unwrap());
-
-    let untiled = EngineOptions { threads: Some(2), ..Default::default() };
-    let global_tiles = EngineOptions {
-        tiling: Some(Tiling { tile: TileSize::Pixels(8), overlap: 4, sca: ScaMode::Global, blend: false }),
-        ..untiled.clone()
-    };
-    for case in manifest["cases"].as_array().unwrap() {
-        let input = read_image(&dir.join(case["input"].as_str().unwrap()));
-        let (_, want) = read_npy(&dir.join(case["output"].as_str().unwrap()));
-        for options in [&untiled, &global_tiles] {
-            let got = restore(&model, options, &input);
-            let diff = max_abs_diff(got.data(), &want);
-            eprintln!("restormer {}x{}: max |Δ| {diff:.2e}", input.height(), input.width());
-            assert!(diff <= TOLERANCE, "{case}: max |Δ| {diff}");
+    let models = manifest["models"].as_array().unwrap();
+    assert_eq!(models.len(), 2);
+    for entry in models {
+        let options = LoadOptions { param_key: entry["param_key"].as_str().map(str::to_owned) };
+        let model = Model::load(&dir.join(entry["model"].as_str().unwrap()), &options).unwrap();
+        let Architecture::Restormer(spec) = model.architecture() else { panic!("not read as a Restormer") };
+        let name = entry["architecture"].as_str().unwrap();
+        assert_eq!(spec.name(), name);
+        let config = &entry["config"];
+        let list =
+            |v: &Value| -> Vec<usize> { v.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect() };
+        assert_eq!(spec.dim as u64, config["dim"].as_u64().unwrap());
+        assert_eq!(spec.blocks.to_vec(), list(&config["blocks"]));
+        assert_eq!(spec.heads.to_vec(), list(&config["heads"]));
+        assert_eq!(spec.hidden.to_vec(), list(&config["hidden"]));
+        assert_eq!(spec.refinement as u64, config["refinement"].as_u64().unwrap());
+        match (&spec.prompts, config["prompts"].as_array()) {
+            (None, None) => {}
+            (Some(stages), Some(prompts)) => {
+                // The manifest lists prompt1..3; the spec, the stages before each up-sampling.
+                for (stage, prompt) in stages.iter().rev().zip(prompts) {
+                    let [channels, size, features] = list(prompt).try_into().unwrap();
+                    assert_eq!((stage.channels, stage.size), (channels, size));
+                    assert_eq!(stage.count as u64, config["prompt_count"].as_u64().unwrap());
+                    assert!(features > 0);
+                }
+            }
+            other => panic!("{name}: prompts {other:?}"),
         }
-    }
-    // bf16 products where the CPU has them (the attention's sums stay f32/f64).
-    use maskdcpt_core::backend::Precision;
-    use maskdcpt_core::backend::cpu::kernels::matmul::bf16_supported;
-    if bf16_supported() {
-        let case = &manifest["cases"][0];
-        let input = read_image(&dir.join(case["input"].as_str().unwrap()));
-        let (_, want) = read_npy(&dir.join(case["output"].as_str().unwrap()));
-        let got = restore(&model, &EngineOptions { precision: Precision::Bf16, ..untiled }, &input);
-        let mse = got.data().iter().zip(&want).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / want.len() as f64;
-        let psnr = 10.0 * (1.0 / mse).log10();
-        eprintln!("restormer bf16 vs PyTorch f32: PSNR {psnr:.1} dB");
-        assert!(psnr > 40.0, "{psnr}");
+        assert_eq!(model.architecture().param_count() as u64, entry["parameters"].as_u64().unwrap());
+        assert_eq!(model.weights().len() as u64, entry["tensors"].as_u64().unwrap());
+
+        let untiled = EngineOptions { threads: Some(2), ..Default::default() };
+        let global_tiles = EngineOptions {
+            tiling: Some(Tiling { tile: TileSize::Pixels(8), overlap: 4, sca: ScaMode::Global, blend: false }),
+            ..untiled.clone()
+        };
+        for case in entry["cases"].as_array().unwrap() {
+            let input = read_image(&dir.join(case["input"].as_str().unwrap()));
+            let (_, want) = read_npy(&dir.join(case["output"].as_str().unwrap()));
+            for options in [&untiled, &global_tiles] {
+                let got = restore(&model, options, &input);
+                let diff = max_abs_diff(got.data(), &want);
+                eprintln!("{name} {}x{}: max |Δ| {diff:.2e}", input.height(), input.width());
+                assert!(diff <= TOLERANCE, "{name} {case}: max |Δ| {diff}");
+            }
+        }
+        if bf16_supported() {
+            let case = &entry["cases"][0];
+            let input = read_image(&dir.join(case["input"].as_str().unwrap()));
+            let (_, want) = read_npy(&dir.join(case["output"].as_str().unwrap()));
+            let got = restore(&model, &EngineOptions { precision: Precision::Bf16, ..untiled }, &input);
+            let mse =
+                got.data().iter().zip(&want).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / want.len() as f64;
+            let psnr = 10.0 * (1.0 / mse).log10();
+            eprintln!("{name} bf16 vs PyTorch f32: PSNR {psnr:.1} dB");
+            assert!(psnr > 40.0, "{name}: {psnr}");
+        }
     }
 }

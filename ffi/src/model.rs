@@ -27,6 +27,8 @@ pub enum maskdcpt_family {
     Nafnet = 1,
     /// MaskDCPT `Restormer` (reflect padding to a multiple of 8; the CPU engine runs it).
     Restormer = 2,
+    /// MaskDCPT `PromptIR` (reflect padding to a multiple of 8; the CPU engine runs it).
+    Promptir = 3,
 }
 
 /// What a model is, filled by `maskdcpt_model_get_info`.
@@ -181,7 +183,11 @@ pub unsafe extern "C" fn maskdcpt_model_get_info(
             ),
             Architecture::Restormer(spec) => {
                 let stages = spec.encoder_stages().into_iter().chain(spec.decoder_stages());
-                (maskdcpt_family::Restormer, spec.dim, restormer::LEVELS - 1, stages.map(|s| s.blocks).sum())
+                let family =
+                    if spec.prompts.is_some() { maskdcpt_family::Promptir } else { maskdcpt_family::Restormer };
+                // PromptIR's prompt stages hold one block each.
+                let prompt_blocks = spec.prompts.map_or(0, |p| p.len());
+                (family, spec.dim, restormer::LEVELS - 1, stages.map(|s| s.blocks).sum::<usize>() + prompt_blocks)
             }
         };
         let info = maskdcpt_model_info {

@@ -256,24 +256,21 @@ impl ModelSpec {
 pub enum Architecture {
     /// NAFNet: the fork's `NAFNetBaseline` or upstream NAFNet ([`Family`]).
     Nafnet(ModelSpec),
-    /// The fork's `Restormer` (runs on the CPU engine).
+    /// The fork's `Restormer` or `PromptIR` (run on the CPU engine).
     Restormer(RestormerSpec),
 }
 
 impl Architecture {
     /// Recognises the network of `weights` from its keys, infers its hyper-parameters and
-    /// validates every key. The fork's PromptIR and SwinIR are named and refused.
+    /// validates every key. The fork's SwinIR is named and refused.
     pub fn infer(weights: &WeightStore) -> Result<Self> {
         let has = |key: &str| weights.get(key).is_some();
         let unsupported = |name: &str, key: &str| {
             Err(Error::UnknownArchitecture(format!(
                 "this is a {name} checkpoint (it has `{key}`), which maskdcpt does not run yet; it runs the MaskDCPT \
-                 NAFNet and Restormer checkpoints and upstream NAFNet"
+                 NAFNet, Restormer and PromptIR checkpoints and upstream NAFNet"
             )))
         };
-        if has("prompt1.prompt_param") {
-            return unsupported("PromptIR", "prompt1.prompt_param");
-        }
         if has("conv_first.weight") && has("conv_after_body.weight") {
             return unsupported("SwinIR", "conv_after_body.weight");
         }
@@ -283,11 +280,11 @@ impl Architecture {
         ModelSpec::infer(weights).map(Architecture::Nafnet)
     }
 
-    /// Short stable name: the NAFNet family's (`maskdcpt`, `nafnet`) or `restormer`.
+    /// Short stable name: the NAFNet family's (`maskdcpt`, `nafnet`), `restormer` or `promptir`.
     pub fn name(&self) -> &'static str {
         match self {
             Architecture::Nafnet(spec) => spec.family.name(),
-            Architecture::Restormer(_) => restormer::NAME,
+            Architecture::Restormer(spec) => spec.name(),
         }
     }
 

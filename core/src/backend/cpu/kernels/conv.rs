@@ -212,15 +212,15 @@ fn dw_gate_rows(
     dst.chunks(a.w).map(|row| sum_lanes(row) as f64).sum()
 }
 
-/// Depthwise 3×3 without bias of the `c` channels of `u`, rows `[r0, r1)`: channel `i`'s
-/// `(r1 − r0) · w` values go to `out[i · out_stride..]`. Rows of `u` outside the image are zero
-/// padding.
+/// Depthwise 3×3 (plus `bias`, if any) of the `c` channels of `u`, rows `[r0, r1)`: channel
+/// `i`'s `(r1 − r0) · w` values go to `out[i · out_stride..]`. Rows of `u` outside the image
+/// are zero padding.
 #[allow(clippy::too_many_arguments)]
 pub fn depthwise(
     out: &mut [f32],
     out_stride: usize,
     u: &Band<'_>,
-    weight: &[f32],
+    (weight, bias): (&[f32], Option<&[f32]>),
     c: usize,
     (h, w): (usize, usize),
     (r0, r1): (usize, usize),
@@ -228,36 +228,39 @@ pub fn depthwise(
     let n = (r1 - r0) * w;
     u.check(c, (h, w), (r0, r1));
     assert!(out_stride >= n && out.len() >= (c - 1) * out_stride + n && weight.len() >= 9 * c);
+    assert!(bias.is_none_or(|b| b.len() >= c));
     out.par_chunks_mut(out_stride).take(c).enumerate().for_each(|(i, dst)| {
-        dw_rows(&mut dst[..n], u.plane(i, (h, w)), r0, &weight[i * 9..i * 9 + 9]);
+        let b = bias.map_or(0.0, |b| b[i]);
+        dw_rows(&mut dst[..n], u.plane(i, (h, w)), r0, &weight[i * 9..i * 9 + 9], b);
     });
 }
 
 /// Restormer's gated feed-forward core: `out[i] = gelu(dw(u[i])) · dw(u[i + c])` over rows
-/// `[r0, r1)` (`c × (r1 − r0) · w`), depthwise 3×3 without bias, GELU with the exact `erf`.
+/// `[r0, r1)` (`c × (r1 − r0) · w`), depthwise 3×3 plus `bias` (if any), GELU with `erf`.
 pub fn depthwise_gelu_gate(
     out: &mut [f32],
     u: &Band<'_>,
-    weight: &[f32],
+    (weight, bias): (&[f32], Option<&[f32]>),
     c: usize,
     (h, w): (usize, usize),
     (r0, r1): (usize, usize),
 ) {
     let n = (r1 - r0) * w;
     u.check(2 * c, (h, w), (r0, r1));
-    assert!(out.len() >= c * n && weight.len() >= 18 * c);
+    assert!(out.len() >= c * n && weight.len() >= 18 * c && bias.is_none_or(|b| b.len() >= 2 * c));
+    let b = |ch: usize| bias.map_or(0.0, |b| b[ch]);
     out[..c * n].par_chunks_mut(n).enumerate().for_each(|(i, dst)| {
         let mut gate = vec![0.0f32; n];
-        dw_rows(dst, u.plane(i, (h, w)), r0, &weight[i * 9..i * 9 + 9]);
-        dw_rows(&mut gate, u.plane(i + c, (h, w)), r0, &weight[(i + c) * 9..(i + c) * 9 + 9]);
+        dw_rows(dst, u.plane(i, (h, w)), r0, &weight[i * 9..i * 9 + 9], b(i));
+        dw_rows(&mut gate, u.plane(i + c, (h, w)), r0, &weight[(i + c) * 9..(i + c) * 9 + 9], b(i + c));
         gelu_gate(dst, &gate);
     });
 }
 
-/// `dst = conv3×3(plane)` over rows `r0..` with kernel `k`.
+/// `dst = bias + conv3×3(plane)` over rows `r0..` with kernel `k`.
 #[multiversion(targets("x86_64+avx512f+avx512vl+fma", "x86_64+avx2+fma", "aarch64+neon"))]
-fn dw_rows(dst: &mut [f32], plane: Plane<'_>, r0: usize, k: &[f32]) {
-    dst.fill(0.0);
+fn dw_rows(dst: &mut [f32], plane: Plane<'_>, r0: usize, k: &[f32], bias: f32) {
+    dst.fill(bias);
     accumulate_rows(dst, plane, r0, k);
 }
 

@@ -1,5 +1,6 @@
-//! Memory-bound layout kernels: space-to-depth for the 2×2 stride-2 conv, and PixelShuffle(2)
-//! fused with the skip addition. (Bias and SimpleGate are fused into the matrix products.)
+//! Memory-bound layout kernels: space-to-depth for the 2×2 stride-2 conv, PixelShuffle(2)
+//! fused with the skip addition (bias and SimpleGate are fused into the matrix products), and
+//! PromptIR's bilinear resize of its prompts.
 
 use rayon::prelude::*;
 
@@ -36,9 +37,58 @@ pub fn add_pixel_shuffle(out: &mut [f32], t: &[f32], c: usize, (h, w): (usize, u
     });
 }
 
+/// Bilinear resize of the planar `c × ih × iw` map `input` to `c × oh × ow` in `out`, as
+/// PyTorch's `F.interpolate(mode="bilinear", align_corners=False)` without antialiasing: output
+/// pixel `o` samples the input at `(o + ½) · in/out − ½`, clamped at 0, between its two
+/// nearest pixels (the last repeated at the edge).
+pub fn resize_bilinear(out: &mut [f32], input: &[f32], c: usize, (ih, iw): (usize, usize), (oh, ow): (usize, usize)) {
+    assert!(input.len() >= c * ih * iw && out.len() >= c * oh * ow && ih * iw > 0);
+    // Per output coordinate: the two input indices and their weights.
+    let taps = |n_in: usize, n_out: usize| -> Vec<(usize, usize, f32, f32)> {
+        let scale = n_in as f32 / n_out as f32;
+        (0..n_out)
+            .map(|o| {
+                let src = ((o as f32 + 0.5) * scale - 0.5).max(0.0);
+                let i0 = (src as usize).min(n_in - 1);
+                let i1 = if i0 + 1 < n_in { i0 + 1 } else { i0 };
+                let l1 = src - i0 as f32;
+                (i0, i1, 1.0 - l1, l1)
+            })
+            .collect()
+    };
+    let (rows, cols) = (taps(ih, oh), taps(iw, ow));
+    out[..c * oh * ow].par_chunks_mut(oh * ow).enumerate().for_each(|(ch, plane)| {
+        let src = &input[ch * ih * iw..(ch + 1) * ih * iw];
+        for (row, &(y0, y1, wy0, wy1)) in plane.chunks_exact_mut(ow).zip(&rows) {
+            let (a, b) = (&src[y0 * iw..(y0 + 1) * iw], &src[y1 * iw..(y1 + 1) * iw]);
+            for (v, &(x0, x1, wx0, wx1)) in row.iter_mut().zip(&cols) {
+                *v = wy0 * (wx0 * a[x0] + wx1 * a[x1]) + wy1 * (wx0 * b[x0] + wx1 * b[x1]);
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Up and down: a linear ramp stays linear inside, edges repeat, and a same-size resize is
+    /// the identity.
+    #[test]
+    fn bilinear_resize_follows_the_half_pixel_rule() {
+        let input: Vec<f32> = (0..4).map(|x| x as f32).collect(); // one row: 0 1 2 3
+        let mut up = vec![0.0; 8];
+        resize_bilinear(&mut up, &input, 1, (1, 4), (1, 8));
+        // src = (o + 0.5) / 2 - 0.5: -0.25→0, 0.25, 0.75, ..., 3.25→3 (clamped to the edge).
+        assert_eq!(up, [0.0, 0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3.0]);
+        let mut down = vec![0.0; 2];
+        resize_bilinear(&mut down, &input, 1, (1, 4), (1, 2));
+        assert_eq!(down, [0.5, 2.5]);
+        let square: Vec<f32> = (0..2 * 9).map(|v| (v as f32 * 0.37).sin()).collect();
+        let mut same = vec![0.0; 2 * 9];
+        resize_bilinear(&mut same, &square, 2, (3, 3), (3, 3));
+        assert_eq!(same, square);
+    }
 
     #[test]
     fn shuffle_is_the_inverse_of_space_to_depth() {

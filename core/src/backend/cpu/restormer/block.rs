@@ -12,7 +12,7 @@ use super::super::kernels::attention::AttentionSums;
 use super::super::kernels::conv::{Band, depthwise, depthwise_gelu_gate};
 use super::super::kernels::layernorm::layer_norm_stats;
 use super::super::kernels::matmul::{Epilogue, MatMut, MatRef, MatmulPrecision, PackedLhs, RhsNorm, matmul};
-use super::weights::TransformerWeights;
+use super::weights::{BlockBiases, TransformerWeights};
 use crate::error::{Error, Result};
 use crate::spec::restormer::LAYER_NORM_EPS;
 
@@ -56,40 +56,48 @@ pub fn run_block(
 ) -> Result<()> {
     let (c, hw) = (b.c, h * w);
     let x = &mut x[..c * hw];
+    let bias = |pick: fn(&BlockBiases) -> &[f32]| b.biases.as_ref().map(pick);
 
     // Attention, pass 1: q·kᵀ sums and v.
     let mut sums = AttentionSums::new(c, b.heads);
     let mut window = RowWindow::new(s.window, w, rows);
     for (r0, r1) in row_bands(h, rows) {
         let (a, z) = window.advance(r0, (r1 + 1).min(h), 3 * c);
-        pointwise(window.rows_mut(a), x, hw, (a, z), w, &b.qkv, &b.norm1, threads);
+        let qkv = (&b.qkv, bias(|b| &b.qkv));
+        pointwise(window.rows_mut(a), x, hw, (a, z), w, qkv, &b.norm1, threads);
         let band = window.band();
         let n = (r1 - r0) * w;
-        depthwise(s.qk, n, &band, &b.qkv_dw, 2 * c, (h, w), (r0, r1));
+        let dw_bias = bias(|b| &b.qkv_dw);
+        depthwise(s.qk, n, &band, (&b.qkv_dw, dw_bias), 2 * c, (h, w), (r0, r1));
         let v_band = Band { data: &band.data[2 * c * band.stride..], ..band };
-        depthwise(&mut s.v[r0 * w..], hw, &v_band, &b.qkv_dw[18 * c..], c, (h, w), (r0, r1));
+        let v_dw = (&b.qkv_dw[18 * c..], dw_bias.map(|d| &d[2 * c..]));
+        depthwise(&mut s.v[r0 * w..], hw, &v_band, v_dw, c, (h, w), (r0, r1));
         sums.add(&s.qk[..c * n], &s.qk[c * n..2 * c * n], n, n);
     }
     // Pass 2: x += project_out · blockdiag(attn) · v.
     let folded = sums.fold_into(&b.temperature, &b.project_out);
     let folded = PackedLhs::new(&folded, c, c, precision).map_err(Error::Unsupported)?;
-    let add = Epilogue { accumulate: true, ..Default::default() };
-    matmul(MatMut { data: x, row_stride: hw }, &folded, MatRef { data: s.v, row_stride: hw }, hw, add, threads);
+    let add = |bias| Epilogue { accumulate: true, bias, ..Default::default() };
+    let (dst, v) = (MatMut { data: x, row_stride: hw }, MatRef { data: s.v, row_stride: hw });
+    matmul(dst, &folded, v, hw, add(bias(|b| &b.project_out)), threads);
 
     // Feed-forward, band by band.
     let mut window = RowWindow::new(s.window, w, rows);
     for (r0, r1) in row_bands(h, rows) {
         let (a, z) = window.advance(r0, (r1 + 1).min(h), 2 * b.hidden);
-        pointwise(window.rows_mut(a), x, hw, (a, z), w, &b.project_in, &b.norm2, threads);
+        let project_in = (&b.project_in, bias(|b| &b.project_in));
+        pointwise(window.rows_mut(a), x, hw, (a, z), w, project_in, &b.norm2, threads);
         let n = (r1 - r0) * w;
-        depthwise_gelu_gate(s.gated, &window.band(), &b.ffn_dw, b.hidden, (h, w), (r0, r1));
+        let dw = (&b.ffn_dw[..], bias(|b| &b.ffn_dw));
+        depthwise_gelu_gate(s.gated, &window.band(), dw, b.hidden, (h, w), (r0, r1));
         let dst = MatMut { data: &mut x[r0 * w..], row_stride: hw };
-        matmul(dst, &b.ffn_out, MatRef { data: s.gated, row_stride: n }, n, add, threads);
+        let out = add(bias(|b| &b.ffn_out));
+        matmul(dst, &b.ffn_out, MatRef { data: s.gated, row_stride: n }, n, out, threads);
     }
     Ok(())
 }
 
-/// `dst = lhs · LayerNorm(x rows [a, z))` (`x`: channels `hw` apart, rows of width `w`).
+/// `dst = bias + lhs · LayerNorm(x rows [a, z))` (`x`: channels `hw` apart, rows of width `w`).
 #[allow(clippy::too_many_arguments)]
 fn pointwise(
     dst: MatMut<'_>,
@@ -97,7 +105,7 @@ fn pointwise(
     hw: usize,
     (a, z): (usize, usize),
     w: usize,
-    lhs: &PackedLhs,
+    (lhs, bias): (&PackedLhs, Option<&[f32]>),
     (scale, shift): &(Vec<f32>, Vec<f32>),
     threads: usize,
 ) {
@@ -108,7 +116,7 @@ fn pointwise(
     let rhs = MatRef { data: &x[a * w..], row_stride: hw };
     let stats = layer_norm_stats(rhs.data, hw, scale.len(), n, LAYER_NORM_EPS);
     let norm = RhsNorm { mean: &stats.mean, rstd: &stats.rstd, weight: scale, bias: shift };
-    matmul(dst, lhs, rhs, n, Epilogue { rhs_norm: Some(norm), ..Default::default() }, threads);
+    matmul(dst, lhs, rhs, n, Epilogue { rhs_norm: Some(norm), bias, ..Default::default() }, threads);
 }
 
 /// Rows `[first, end)` of a per-pixel product that a band's 3×3 depthwise reads, channel
@@ -193,6 +201,14 @@ mod tests {
             project_in: pack(2 * hidden, c, 9.0),
             ffn_dw: values(18 * hidden, 10.0, 0.3),
             ffn_out: pack(c, hidden, 11.0),
+            biases: Some(BlockBiases {
+                qkv: values(3 * c, 12.0, 0.1),
+                qkv_dw: values(3 * c, 13.0, 0.1),
+                project_out: values(c, 14.0, 0.1),
+                project_in: values(2 * hidden, 15.0, 0.1),
+                ffn_dw: values(2 * hidden, 16.0, 0.1),
+                ffn_out: values(c, 17.0, 0.1),
+            }),
         }
     }
 

@@ -8,12 +8,13 @@
 //! its context through the whole network (`tiling::restore_local_tiles`).
 
 mod block;
+mod prompt;
 mod weights;
 
 use std::sync::Mutex;
 
 use super::kernels::conv::{conv3x3, im2col3x3};
-use super::kernels::elementwise::{add_pixel_shuffle, space_to_depth};
+use super::kernels::elementwise::{add_pixel_shuffle, resize_bilinear, space_to_depth};
 use super::kernels::matmul::{Epilogue, MatMut, MatRef, MatmulPrecision, matmul};
 use super::workspace::zeroed;
 use super::{available_memory, workers};
@@ -79,17 +80,21 @@ impl Layout {
             let lens = scratch_len(b, map, band_rows(b.c, b.hidden, map));
             block.iter_mut().zip(lens).for_each(|(a, n)| *a = (*a).max(n));
         }
+        let decoders = weights.decoders.iter().enumerate().map(|(i, d)| (LEVELS - 2 - i, d));
+        // Prompt stages: the feature with its prompt (in `concat`), the stage's output (in `x`).
+        let prompts = || decoders.clone().filter_map(|(level, d)| d.prompt.as_ref().map(|p| (level + 1, p)));
+        let concat = decoders
+            .clone()
+            .filter(|(_, d)| d.reduce.is_some())
+            .map(|(level, d)| (d.up.cout / 4 + (dim << level)) * pixels(level));
         Layout {
             image: IMAGE_CHANNELS * pixels(0),
             skips: std::array::from_fn(|level| (dim << level) * pixels(level)),
-            // The full-resolution decoder's concatenation is the widest map.
-            x: 2 * dim * pixels(0),
-            // Down convs halve the channels; up convs double them one level below.
-            conv: (0..LEVELS - 1)
-                .map(|l| ((dim << l) / 2 * pixels(l)).max(4 * (dim << l) * pixels(l + 1)))
-                .max()
-                .unwrap_or(0),
-            concat: (1..LEVELS - 1).map(|l| 2 * (dim << l) * pixels(l)).max().unwrap_or(0),
+            // The full-resolution decoder's concatenation is the widest of the decoder's maps.
+            x: prompts().map(|(level, p)| p.stage.out * pixels(level)).fold(2 * dim * pixels(0), usize::max),
+            // A 3×3 conv's input (a resized prompt) or output before (un)shuffling.
+            conv: weights.patch_convs().map(|(level, c)| c.cin.max(c.cout) * pixels(level)).max().unwrap_or(0),
+            concat: concat.chain(prompts().map(|(level, p)| p.block.c * pixels(level))).max().unwrap_or(0),
             patches: weights
                 .patch_convs()
                 .map(|(level, conv)| {
@@ -264,9 +269,24 @@ impl RestormerEngine {
             let (hl, wl) = size(level);
             space_to_depth(next, conv, down.cout, (hl, wl), (0, hl / 2));
         }
-        // Decoder: up-sample (3×3 conv, shuffle), concatenate the skip, reduce, blocks.
+        // Decoder: PromptIR's prompt stage, up-sample (3×3 conv, shuffle), concatenate the skip,
+        // reduce, blocks.
         for (i, decoder) in nets.decoders.iter().enumerate() {
             let level = LEVELS - 2 - i;
+            if let Some(p) = &decoder.prompt {
+                let below = size(level + 1);
+                let plane = below.0 * below.1;
+                let features = p.linear.len() / p.stage.count;
+                let side = p.stage.size;
+                let mixed = prompt::mixed_prompt(p, x, plane);
+                resize_bilinear(conv, &mixed, p.stage.channels, (side, side), below);
+                concat[..features * plane].copy_from_slice(&x[..features * plane]);
+                patch_conv(&p.conv, &mut concat[features * plane..], conv, level + 1);
+                stage(std::slice::from_ref(&p.block), concat, level + 1)?;
+                let (dst, rhs) = (MatMut { data: x, row_stride: plane }, MatRef { data: concat, row_stride: plane });
+                let reduce = Epilogue { bias: Some(&p.reduce.1), ..Default::default() };
+                matmul(dst, &p.reduce.0, rhs, plane, reduce, self.threads);
+            }
             let (hl, wl) = size(level);
             let (up, plane) = (&decoder.up, hl * wl);
             patch_conv(up, conv, x, level + 1);
@@ -276,9 +296,10 @@ impl RestormerEngine {
             add_pixel_shuffle(target, conv, shuffled, (hl, wl), (0, hl / 2));
             let skip = &skips[level][..(self.dim << level) * plane];
             target[shuffled * plane..shuffled * plane + skip.len()].copy_from_slice(skip);
-            if let Some(reduce) = &decoder.reduce {
+            if let Some((reduce, bias)) = &decoder.reduce {
                 let (dst, rhs) = (MatMut { data: x, row_stride: plane }, MatRef { data: concat, row_stride: plane });
-                matmul(dst, reduce, rhs, plane, Epilogue::default(), self.threads);
+                let epilogue = Epilogue { bias: bias.as_deref(), ..Default::default() };
+                matmul(dst, reduce, rhs, plane, epilogue, self.threads);
             }
             stage(&decoder.blocks, x, level)?;
         }

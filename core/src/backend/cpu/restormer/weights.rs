@@ -1,16 +1,16 @@
-//! A Restormer's weights converted once to f32 and laid out for the CPU kernels.
+//! A Restormer's or PromptIR's weights converted once to f32 and laid out for the CPU kernels.
 
 use super::super::kernels::matmul::{MatmulPrecision, PackedLhs};
 use super::super::prepared::pack;
 use crate::error::Result;
-use crate::spec::restormer::{LEVELS, RestormerSpec, Stage};
+use crate::spec::restormer::{LEVELS, PromptStage, RestormerSpec, Stage, TransformerSite};
 use crate::weights::WeightStore;
 
-/// A dense 3×3 conv without bias: `[cout][cin][9]`, and zeros for the kernel's bias.
+/// A dense 3×3 conv: `[cout][cin][9]`, and its bias (zeros where it has none).
 pub struct Conv3x3 {
     /// Weights `[cout][cin][9]`.
     pub weight: Vec<f32>,
-    /// Zeros, one per output channel (the convs have no bias).
+    /// One per output channel.
     pub bias: Vec<f32>,
     /// Input channels.
     pub cin: usize,
@@ -54,15 +54,62 @@ pub struct TransformerWeights {
     pub ffn_dw: Vec<f32>,
     /// Feed-forward `project_out` `[c][h]`.
     pub ffn_out: PackedLhs,
+    /// PromptIR's biases (a Restormer's blocks have none).
+    pub biases: Option<BlockBiases>,
 }
 
-/// One decoder level: the up conv (PixelShuffle follows), the optional 1×1 channel reduction
-/// after the skip is concatenated, and the stage's blocks.
+/// The biases of a PromptIR block, one per output channel of each conv.
+pub struct BlockBiases {
+    /// `qkv` `[3c]`.
+    pub qkv: Vec<f32>,
+    /// `qkv_dwconv` `[3c]`.
+    pub qkv_dw: Vec<f32>,
+    /// Attention `project_out` `[c]`.
+    pub project_out: Vec<f32>,
+    /// `project_in` `[2h]`.
+    pub project_in: Vec<f32>,
+    /// `dwconv` `[2h]`.
+    pub ffn_dw: Vec<f32>,
+    /// Feed-forward `project_out` `[c]`.
+    pub ffn_out: Vec<f32>,
+}
+
+impl BlockBiases {
+    fn len(&self) -> usize {
+        [&self.qkv, &self.qkv_dw, &self.project_out, &self.project_in, &self.ffn_dw, &self.ffn_out]
+            .iter()
+            .map(|v| v.len())
+            .sum()
+    }
+}
+
+/// PromptIR's stage before an up-sampling ([`PromptStage`]).
+pub struct PromptWeights {
+    /// The learned prompts, `[count][channels][size][size]`.
+    pub prompts: Vec<f32>,
+    /// Their shape.
+    pub stage: PromptStage,
+    /// The linear map of the feature's mean to the prompts' logits, `[count][features]`.
+    pub linear: Vec<f32>,
+    /// Its bias `[count]`.
+    pub linear_bias: Vec<f32>,
+    /// The 3×3 conv of the resized prompt.
+    pub conv: PatchConv,
+    /// The block over the feature and its prompt.
+    pub block: TransformerWeights,
+    /// The 1×1 conv after it, `[out][features + channels]`, and its bias.
+    pub reduce: (PackedLhs, Vec<f32>),
+}
+
+/// One decoder level: PromptIR's prompt stage, the up conv (PixelShuffle follows), the 1×1
+/// channel reduction after the skip is concatenated, and the stage's blocks.
 pub struct DecoderWeights {
+    /// PromptIR's prompt stage at the level below (none in a Restormer).
+    pub prompt: Option<PromptWeights>,
     /// Up conv `c → 2c` at the level below.
     pub up: PatchConv,
-    /// 1×1 `[c/2][c]` after the concatenation (none at full resolution).
-    pub reduce: Option<PackedLhs>,
+    /// 1×1 after the concatenation, with PromptIR's bias (none at full resolution).
+    pub reduce: Option<(PackedLhs, Option<Vec<f32>>)>,
     /// The stage's blocks.
     pub blocks: Vec<TransformerWeights>,
 }
@@ -87,43 +134,74 @@ impl RestormerWeights {
     /// Converts the weights of `spec` from `store` for products in `precision`.
     pub fn new(spec: &RestormerSpec, store: &WeightStore, precision: MatmulPrecision) -> Result<Self> {
         let get = |key: &str| -> Result<Vec<f32>> { Ok(store.require(key)?.to_f32()) };
-        let conv = |key: &str| -> Result<Conv3x3> {
-            let t = store.require(key)?;
+        let bias = |key: &str| -> Result<Option<Vec<f32>>> { spec.has_bias().then(|| get(key)).transpose() };
+        // `patch_embed` has no bias in either network; PromptIR's `output` has one.
+        let conv = |key: &str, biased: bool| -> Result<Conv3x3> {
+            let t = store.require(&format!("{key}.weight"))?;
             let (cout, cin) = (t.shape()[0], t.shape()[1]);
-            Ok(Conv3x3 { weight: t.to_f32(), bias: vec![0.0; cout], cin, cout })
+            let bias = if biased { bias(&format!("{key}.bias"))? } else { None };
+            let bias = bias.unwrap_or_else(|| vec![0.0; cout]);
+            Ok(Conv3x3 { weight: t.to_f32(), bias, cin, cout })
         };
         let patch_conv = |key: &str| -> Result<PatchConv> {
             let t = store.require(key)?;
             let (cout, cin) = (t.shape()[0], t.shape()[1]);
             Ok(PatchConv { weight: pack(&t.to_f32(), cout, precision)?, cin, cout })
         };
+        let block = |site: &TransformerSite| -> Result<TransformerWeights> {
+            let key = |suffix: &str| format!("{}.{suffix}", site.prefix);
+            let (c, h) = (site.channels, site.hidden);
+            let biases = match spec.has_bias() {
+                true => Some(BlockBiases {
+                    qkv: get(&key("attn.qkv.bias"))?,
+                    qkv_dw: get(&key("attn.qkv_dwconv.bias"))?,
+                    project_out: get(&key("attn.project_out.bias"))?,
+                    project_in: get(&key("ffn.project_in.bias"))?,
+                    ffn_dw: get(&key("ffn.dwconv.bias"))?,
+                    ffn_out: get(&key("ffn.project_out.bias"))?,
+                }),
+                false => None,
+            };
+            Ok(TransformerWeights {
+                c,
+                heads: site.heads,
+                hidden: h,
+                norm1: (get(&key("norm1.weight"))?, get(&key("norm1.bias"))?),
+                temperature: get(&key("attn.temperature"))?,
+                qkv: pack(&get(&key("attn.qkv.weight"))?, 3 * c, precision)?,
+                qkv_dw: get(&key("attn.qkv_dwconv.weight"))?,
+                project_out: get(&key("attn.project_out.weight"))?,
+                norm2: (get(&key("norm2.weight"))?, get(&key("norm2.bias"))?),
+                project_in: pack(&get(&key("ffn.project_in.weight"))?, 2 * h, precision)?,
+                ffn_dw: get(&key("ffn.dwconv.weight"))?,
+                ffn_out: pack(&get(&key("ffn.project_out.weight"))?, c, precision)?,
+                biases,
+            })
+        };
         let stage = |stage: &Stage| -> Result<Vec<TransformerWeights>> {
-            (0..stage.blocks)
-                .map(|b| {
-                    let site = spec.block(stage, b);
-                    let key = |suffix: &str| format!("{}.{suffix}", site.prefix);
-                    let (c, h) = (site.channels, site.hidden);
-                    Ok(TransformerWeights {
-                        c,
-                        heads: site.heads,
-                        hidden: h,
-                        norm1: (get(&key("norm1.weight"))?, get(&key("norm1.bias"))?),
-                        temperature: get(&key("attn.temperature"))?,
-                        qkv: pack(&get(&key("attn.qkv.weight"))?, 3 * c, precision)?,
-                        qkv_dw: get(&key("attn.qkv_dwconv.weight"))?,
-                        project_out: get(&key("attn.project_out.weight"))?,
-                        norm2: (get(&key("norm2.weight"))?, get(&key("norm2.bias"))?),
-                        project_in: pack(&get(&key("ffn.project_in.weight"))?, 2 * h, precision)?,
-                        ffn_dw: get(&key("ffn.dwconv.weight"))?,
-                        ffn_out: pack(&get(&key("ffn.project_out.weight"))?, c, precision)?,
-                    })
-                })
-                .collect()
+            (0..stage.blocks).map(|b| block(&spec.block(stage, b))).collect()
+        };
+        let prompt = |i: usize| -> Result<Option<PromptWeights>> {
+            let Some(stage) = spec.prompts.map(|p| p[i]) else { return Ok(None) };
+            let level = LEVELS - 1 - i;
+            let site = spec.prompt_block(i, &stage);
+            let reduce = get(&format!("reduce_noise_level{level}.weight"))?;
+            Ok(Some(PromptWeights {
+                prompts: get(&format!("prompt{level}.prompt_param"))?,
+                stage,
+                linear: get(&format!("prompt{level}.linear_layer.weight"))?,
+                linear_bias: get(&format!("prompt{level}.linear_layer.bias"))?,
+                conv: patch_conv(&format!("prompt{level}.conv3x3.weight"))?,
+                block: block(&site)?,
+                reduce: (pack(&reduce, stage.out, precision)?, get(&format!("reduce_noise_level{level}.bias"))?),
+            }))
+        };
+        let reduce = |key: &str, rows: usize| -> Result<(PackedLhs, Option<Vec<f32>>)> {
+            Ok((pack(&get(&format!("{key}.weight"))?, rows, precision)?, bias(&format!("{key}.bias"))?))
         };
         let [dec3, dec2, dec1, refinement] = spec.decoder_stages();
-        let reduce = |key: &str, rows: usize| -> Result<PackedLhs> { pack(&get(key)?, rows, precision) };
         Ok(RestormerWeights {
-            embed: conv("patch_embed.proj.weight")?,
+            embed: conv("patch_embed.proj", false)?,
             encoders: spec.encoder_stages().iter().map(stage).collect::<Result<_>>()?,
             downs: ["down1_2", "down2_3", "down3_4"]
                 .iter()
@@ -131,68 +209,80 @@ impl RestormerWeights {
                 .collect::<Result<_>>()?,
             decoders: vec![
                 DecoderWeights {
+                    prompt: prompt(0)?,
                     up: patch_conv("up4_3.conv.weight")?,
-                    reduce: Some(reduce("reduce_chan_level3.weight", spec.width(2))?),
+                    reduce: Some(reduce("reduce_chan_level3", spec.width(2))?),
                     blocks: stage(&dec3)?,
                 },
                 DecoderWeights {
+                    prompt: prompt(1)?,
                     up: patch_conv("up3_2.conv.weight")?,
-                    reduce: Some(reduce("reduce_chan_level2.weight", spec.width(1))?),
+                    reduce: Some(reduce("reduce_chan_level2", spec.width(1))?),
                     blocks: stage(&dec2)?,
                 },
-                DecoderWeights { up: patch_conv("up2_1.conv.weight")?, reduce: None, blocks: stage(&dec1)? },
+                DecoderWeights {
+                    prompt: prompt(2)?,
+                    up: patch_conv("up2_1.conv.weight")?,
+                    reduce: None,
+                    blocks: stage(&dec1)?,
+                },
             ],
             refinement: stage(&refinement)?,
-            output: conv("output.weight")?,
+            output: conv("output", true)?,
         })
     }
 
     /// Number of f32 values held.
     pub fn len(&self) -> usize {
         let conv = |c: &Conv3x3| c.weight.len() + c.bias.len();
-        let blocks = |blocks: &[TransformerWeights]| -> usize {
-            blocks
-                .iter()
-                .map(|b| {
-                    let plain = [
-                        &b.norm1.0,
-                        &b.norm1.1,
-                        &b.temperature,
-                        &b.qkv_dw,
-                        &b.project_out,
-                        &b.norm2.0,
-                        &b.norm2.1,
-                        &b.ffn_dw,
-                    ];
-                    plain.iter().map(|v| v.len()).sum::<usize>()
-                        + [&b.qkv, &b.project_in, &b.ffn_out].iter().map(|p| p.stored_len()).sum::<usize>()
-                })
-                .sum()
+        let block = |b: &TransformerWeights| -> usize {
+            let plain =
+                [&b.norm1.0, &b.norm1.1, &b.temperature, &b.qkv_dw, &b.project_out, &b.norm2.0, &b.norm2.1, &b.ffn_dw];
+            plain.iter().map(|v| v.len()).sum::<usize>()
+                + [&b.qkv, &b.project_in, &b.ffn_out].iter().map(|p| p.stored_len()).sum::<usize>()
+                + b.biases.as_ref().map_or(0, BlockBiases::len)
+        };
+        let prompt = |p: &PromptWeights| {
+            p.prompts.len()
+                + p.linear.len()
+                + p.linear_bias.len()
+                + p.conv.weight.stored_len()
+                + block(&p.block)
+                + p.reduce.0.stored_len()
+                + p.reduce.1.len()
         };
         let decoders: usize = self
             .decoders
             .iter()
-            .map(|d| d.up.weight.stored_len() + d.reduce.as_ref().map_or(0, PackedLhs::stored_len) + blocks(&d.blocks))
+            .map(|d| {
+                let reduce = d.reduce.as_ref().map_or(0, |(w, b)| w.stored_len() + b.as_ref().map_or(0, Vec::len));
+                d.prompt.as_ref().map_or(0, prompt) + d.up.weight.stored_len() + reduce
+            })
             .sum();
         conv(&self.embed)
             + conv(&self.output)
             + self.downs.iter().map(|d| d.weight.stored_len()).sum::<usize>()
-            + self.encoders.iter().map(|s| blocks(s)).sum::<usize>()
+            + self.blocks().map(|(_, b)| block(b)).sum::<usize>()
             + decoders
-            + blocks(&self.refinement)
     }
 
     /// Every patch conv of the network, with the resolution level of its input.
     pub fn patch_convs(&self) -> impl Iterator<Item = (usize, &PatchConv)> {
         let downs = self.downs.iter().enumerate();
-        downs.chain(self.decoders.iter().enumerate().map(|(i, d)| (LEVELS - 1 - i, &d.up)))
+        let decoders = self.decoders.iter().enumerate().flat_map(|(i, d)| {
+            let prompt = d.prompt.as_ref().map(|p| (LEVELS - 1 - i, &p.conv));
+            prompt.into_iter().chain([(LEVELS - 1 - i, &d.up)])
+        });
+        downs.chain(decoders)
     }
 
-    /// Every block of the network, with its resolution level.
+    /// Every block of the network, with its resolution level (prompt stages' included).
     pub fn blocks(&self) -> impl Iterator<Item = (usize, &TransformerWeights)> {
         let encoders = self.encoders.iter().enumerate().flat_map(|(level, s)| s.iter().map(move |b| (level, b)));
-        let decoders =
-            self.decoders.iter().enumerate().flat_map(|(i, d)| d.blocks.iter().map(move |b| (LEVELS - 2 - i, b)));
+        let decoders = self.decoders.iter().enumerate().flat_map(|(i, d)| {
+            let prompt = d.prompt.as_ref().map(|p| (LEVELS - 1 - i, &p.block));
+            prompt.into_iter().chain(d.blocks.iter().map(move |b| (LEVELS - 2 - i, b)))
+        });
         encoders.chain(decoders).chain(self.refinement.iter().map(|b| (0, b)))
     }
 }
