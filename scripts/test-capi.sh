@@ -96,12 +96,14 @@ vg=(valgrind --quiet --error-exitcode=1 --leak-check=full --errors-for-leak-kind
 "${vg[@]}" "$build/restore_image" "$MODEL" "$tmp/in.ppm" "$tmp/valgrind-tlc.ppm" --threads 2 --tlc 16
 cmp "$tmp/cli4.ppm" "$tmp/valgrind-tlc.ppm"
 "${vg[@]}" "$build/frame_loop" "$MODEL" --frames 3 --width 64 --height 48 --threads 2
-# A Restormer checkpoint through the same sample: the CLI's bytes, and clean under valgrind.
-RESTORMER=tests/golden/restormer/restormer_w8.pth
-target/release/maskdcpt restore -m "$RESTORMER" -i "$tmp/in.ppm" -o "$tmp/cli-restormer.ppm" --threads 2
-"${vg[@]}" "$build/restore_image" "$RESTORMER" "$tmp/in.ppm" "$tmp/restormer.ppm" --threads 2
-cmp "$tmp/cli-restormer.ppm" "$tmp/restormer.ppm"
-echo "identical: a Restormer checkpoint (under valgrind)"
+# Restormer and PromptIR checkpoints through the same sample: the CLI's bytes, clean under valgrind.
+for net in restormer promptir; do
+    weights="tests/golden/restormer/${net}_w8.pth"
+    target/release/maskdcpt restore -m "$weights" -i "$tmp/in.ppm" -o "$tmp/cli-$net.ppm" --threads 2
+    "${vg[@]}" "$build/restore_image" "$weights" "$tmp/in.ppm" "$tmp/$net.ppm" --threads 2
+    cmp "$tmp/cli-$net.ppm" "$tmp/$net.ppm"
+    echo "identical: a $net checkpoint (under valgrind)"
+done
 # The embedded default model, with its classification head (C++ Engine::classify).
 "${vg[@]}" "$build/frame_loop" default --frames 2 --width 64 --height 48 --threads 2 | tee "$tmp/classify.log"
 grep -q "last input frame: " "$tmp/classify.log"
