@@ -75,10 +75,7 @@ impl CpuEngine {
             tiling: options.tiling,
             attention_pool: options.attention_pool,
             memory_limit: options.memory_limit,
-            tile_budget: match options.tiling {
-                Some(Tiling { tile: TileSize::Auto, .. }) => options.memory_limit.or_else(available_memory),
-                _ => None,
-            },
+            tile_budget: tile_budget(options),
             pool,
             threads,
             spare: Mutex::new(Vec::new()),
@@ -290,6 +287,15 @@ impl Engine for CpuEngine {
         let ws = self.take_workspace(&self.layout(h, w))?;
         self.spare.lock().unwrap_or_else(|e| e.into_inner()).push(ws);
         Ok(())
+    }
+}
+
+/// Bytes an automatic tile's run may take: the memory limit, else the memory available now
+/// (`None`: unknown, or no automatic tiles).
+fn tile_budget(options: &EngineOptions) -> Option<u64> {
+    match options.tiling {
+        Some(Tiling { tile: TileSize::Auto, .. }) => options.memory_limit.or_else(available_memory),
+        _ => None,
     }
 }
 

@@ -17,8 +17,8 @@ use super::kernels::conv::{conv3x3, im2col3x3};
 use super::kernels::elementwise::{add_pixel_shuffle, resize_bilinear, space_to_depth};
 use super::kernels::matmul::{Epilogue, MatMut, MatRef, MatmulPrecision, matmul};
 use super::workspace::zeroed;
-use super::{available_memory, workers};
-use crate::backend::{Engine, EngineOptions, LocalTiles, MemoryEstimate, TILING_HINT, TileSize, Tiling};
+use super::{available_memory, tile_budget, workers};
+use crate::backend::{Engine, EngineOptions, LocalTiles, MemoryEstimate, TILING_HINT, Tiling};
 use crate::error::{Error, Result};
 use crate::image::{Image, check_size, from_planar_cropped, pad_planar_into, round_up};
 use crate::model::Model;
@@ -172,10 +172,7 @@ impl RestormerEngine {
             precision,
             tiling: options.tiling,
             memory_limit: options.memory_limit,
-            tile_budget: match options.tiling {
-                Some(Tiling { tile: TileSize::Auto, .. }) => options.memory_limit.or_else(available_memory),
-                _ => None,
-            },
+            tile_budget: tile_budget(options),
             pool,
             threads,
             spare: Mutex::new(Vec::new()),
