@@ -296,7 +296,7 @@ impl RestormerSpec {
             weights
                 .get(key)
                 .map(|t| t.shape().to_vec())
-                .ok_or_else(|| Error::UnknownArchitecture(format!("a Restormer needs `{key}`, which is missing")))
+                .ok_or_else(|| Error::UnknownArchitecture(format!("this network needs `{key}`, which is missing")))
         };
         let mismatch = |key: String, expected: Vec<usize>, found: &[usize]| Error::ShapeMismatch {
             key,
@@ -343,7 +343,12 @@ impl RestormerSpec {
             )));
         }
         let mut spec = RestormerSpec { dim, blocks, refinement, heads, hidden, prompts: None };
-        if weights.get("prompt1.prompt_param").is_some() {
+        // Any key of a prompt stage makes it a PromptIR (whose missing keys are then named).
+        let prompt_groups = ["prompt", "noise_level", "reduce_noise_level"];
+        if keys
+            .iter()
+            .any(|k| prompt_groups.iter().any(|g| k.strip_prefix(g).is_some_and(|r| r.starts_with(['1', '2', '3']))))
+        {
             let mut prompts = [PromptStage { channels: 0, count: 0, size: 0, heads: 0, hidden: 0, out: 0 }; LEVELS - 1];
             for (i, stage) in prompts.iter_mut().enumerate() {
                 let level = LEVELS - 1 - i;
