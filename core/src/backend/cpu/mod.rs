@@ -8,8 +8,6 @@ mod prepared;
 mod restormer;
 mod workspace;
 
-use std::sync::Mutex;
-
 use crate::backend::{
     Engine, EngineOptions, LocalTiles, MemoryEstimate, Precision, ScaMode, TILING_HINT, TileSize, Tiling,
 };
@@ -28,7 +26,7 @@ use kernels::conv::conv3x3;
 use kernels::elementwise::{add_pixel_shuffle, space_to_depth};
 use kernels::matmul::{Epilogue, MatMut, MatRef, MatmulPrecision, matmul};
 use prepared::{StepWeights, prepare};
-use workspace::{Layout, Workspace};
+use workspace::{Layout, Spare, Workspace};
 
 pub use restormer::RestormerEngine;
 
@@ -51,7 +49,7 @@ pub struct CpuEngine {
     pool: rayon::ThreadPool,
     threads: usize,
     /// Workspaces of finished runs, reused by later runs of the same size.
-    spare: Mutex<Vec<Workspace>>,
+    spare: Spare<Workspace>,
 }
 
 impl CpuEngine {
@@ -78,7 +76,7 @@ impl CpuEngine {
             tile_budget: tile_budget(options),
             pool,
             threads,
-            spare: Mutex::new(Vec::new()),
+            spare: Spare::new(),
         })
     }
 
@@ -113,20 +111,12 @@ impl CpuEngine {
         (round_up(height, self.size_multiple), round_up(width, self.size_multiple))
     }
 
-    fn check_memory(&self, estimate: &MemoryEstimate, hint: &str) -> Result<()> {
-        let Some(available) = self.memory_limit.or_else(available_memory) else { return Ok(()) };
-        if estimate.total() <= available {
-            return Ok(());
-        }
-        Err(Error::OutOfMemory { needed_mb: estimate.total() >> 20, available_mb: available >> 20, hint: hint.into() })
-    }
-
     /// The local tiles of a `width × height` restore and its largest run (a tile with its
     /// context, or the image), once its size and memory are checked.
     fn fitting_run(&self, width: usize, height: usize) -> Result<(Option<LocalTiles>, (usize, usize))> {
         let tiles = self.local_tiles(width, height)?;
         let run = largest_run(tiles, width, height);
-        self.check_memory(&self.estimate_runs(width, height, run), TILING_HINT)?;
+        check_memory(self.memory_limit, &self.estimate_runs(width, height, run), TILING_HINT)?;
         Ok((tiles, run))
     }
 
@@ -155,22 +145,12 @@ impl CpuEngine {
             self.execute(&layout, &mut ws, h, w, on_output);
             from_planar_cropped(&ws.slots[out_slot], h, w, img.width(), img.height())
         });
-        self.spare.lock().unwrap_or_else(|e| e.into_inner()).push(ws);
+        self.spare.keep(ws);
         Ok(out)
     }
 
     fn take_workspace(&self, layout: &Layout) -> Result<Workspace> {
-        let reuse = {
-            let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
-            spare.iter().position(|ws| ws.fits(layout)).map(|i| spare.swap_remove(i))
-        };
-        match reuse {
-            Some(ws) => Ok(ws),
-            None => {
-                self.spare.lock().unwrap_or_else(|e| e.into_inner()).clear();
-                Workspace::allocate(layout)
-            }
-        }
+        self.spare.take(|ws| ws.fits(layout), || Workspace::allocate(layout))
     }
 
     fn execute(
@@ -251,7 +231,11 @@ impl Engine for CpuEngine {
         let (width, height) = (input.width(), input.height());
         check_size(width, height)?;
         let estimate = self.estimate_runs(width, height, (width, height));
-        self.check_memory(&estimate, "classify a downscaled copy of the image (the head needs one whole-image run)")?;
+        check_memory(
+            self.memory_limit,
+            &estimate,
+            "classify a downscaled copy of the image (the head needs one whole-image run)",
+        )?;
         let (h, w) = self.padded(width, height);
         let wanted = self.graph.level_outputs(source);
         let mut features: Vec<Option<Feature>> = wanted.iter().map(|_| None).collect();
@@ -285,9 +269,19 @@ impl Engine for CpuEngine {
         let (_, (rw, rh)) = self.fitting_run(width, height)?;
         let (h, w) = self.padded(rw, rh);
         let ws = self.take_workspace(&self.layout(h, w))?;
-        self.spare.lock().unwrap_or_else(|e| e.into_inner()).push(ws);
+        self.spare.keep(ws);
         Ok(())
     }
+}
+
+/// Refuses a run of `estimate` over `limit`, or without one over the memory available now,
+/// with `hint` on what to do instead.
+fn check_memory(limit: Option<u64>, estimate: &MemoryEstimate, hint: &str) -> Result<()> {
+    let Some(available) = limit.or_else(available_memory) else { return Ok(()) };
+    if estimate.total() <= available {
+        return Ok(());
+    }
+    Err(Error::OutOfMemory { needed_mb: estimate.total() >> 20, available_mb: available >> 20, hint: hint.into() })
 }
 
 /// Bytes an automatic tile's run may take: the memory limit, else the memory available now

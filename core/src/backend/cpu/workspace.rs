@@ -1,6 +1,8 @@
 //! Buffers of one CPU run: the planned value slots plus the scratch of the steps, sized up
 //! front for a padded input size and allocated fallibly (an error, not an abort).
 
+use std::sync::Mutex;
+
 use super::block::scratch_len;
 use super::prepared::StepWeights;
 use crate::error::{Error, Result};
@@ -76,6 +78,41 @@ pub struct Workspace {
     pub tmp: Vec<f32>,
     /// See [`Layout::window_len`].
     pub window: Vec<f32>,
+}
+
+/// Workspaces of finished runs, kept for later runs that fit one; shared by the threads that
+/// restore on one engine.
+pub(super) struct Spare<W>(Mutex<Vec<W>>);
+
+impl<W> Spare<W> {
+    pub(super) fn new() -> Self {
+        Spare(Mutex::new(Vec::new()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<W>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A kept workspace that `fits`, or else (dropping the kept ones, sized for other inputs)
+    /// a new one from `allocate`.
+    pub(super) fn take(&self, fits: impl Fn(&W) -> bool, allocate: impl FnOnce() -> Result<W>) -> Result<W> {
+        let reuse = {
+            let mut spare = self.lock();
+            spare.iter().position(fits).map(|i| spare.swap_remove(i))
+        };
+        match reuse {
+            Some(ws) => Ok(ws),
+            None => {
+                self.lock().clear();
+                allocate()
+            }
+        }
+    }
+
+    /// Keeps `ws` for a later run.
+    pub(super) fn keep(&self, ws: W) {
+        self.lock().push(ws);
+    }
 }
 
 pub(super) fn zeroed(len: usize) -> Result<Vec<f32>> {

@@ -12,6 +12,7 @@ use super::super::kernels::attention::AttentionSums;
 use super::super::kernels::conv::{Band, depthwise, depthwise_gelu_gate};
 use super::super::kernels::layernorm::layer_norm_stats;
 use super::super::kernels::matmul::{Epilogue, MatMut, MatRef, MatmulPrecision, PackedLhs, RhsNorm, matmul};
+use super::super::row_bands;
 use super::weights::{BlockBiases, TransformerWeights};
 use crate::error::{Error, Result};
 use crate::spec::restormer::LAYER_NORM_EPS;
@@ -167,12 +168,6 @@ impl<'a> RowWindow<'a> {
         let len = (self.channels - 1) * self.stride + (self.end - self.first) * self.w;
         Band { data: &self.buf[..len], first: self.first, rows: self.end - self.first, stride: self.stride }
     }
-}
-
-/// Row ranges `[r0, r1)` covering `0..h` in bands of `rows`.
-fn row_bands(h: usize, rows: usize) -> impl Iterator<Item = (usize, usize)> {
-    let step = rows.max(1);
-    (0..h).step_by(step).map(move |r0| (r0, (r0 + step).min(h)))
 }
 
 #[cfg(test)]

@@ -11,13 +11,11 @@ mod block;
 mod prompt;
 mod weights;
 
-use std::sync::Mutex;
-
 use super::kernels::conv::{conv3x3, im2col3x3};
 use super::kernels::elementwise::{add_pixel_shuffle, resize_bilinear, space_to_depth};
 use super::kernels::matmul::{Epilogue, MatMut, MatRef, MatmulPrecision, matmul};
-use super::workspace::zeroed;
-use super::{available_memory, tile_budget, workers};
+use super::workspace::{Spare, zeroed};
+use super::{check_memory, row_bands, tile_budget, workers};
 use crate::backend::{Engine, EngineOptions, LocalTiles, MemoryEstimate, TILING_HINT, Tiling};
 use crate::error::{Error, Result};
 use crate::image::{Image, check_size, from_planar_cropped, pad_planar_into, round_up};
@@ -49,7 +47,7 @@ pub struct RestormerEngine {
     pool: rayon::ThreadPool,
     threads: usize,
     /// Workspaces of finished runs, reused by later runs of the same size.
-    spare: Mutex<Vec<Workspace>>,
+    spare: Spare<Workspace>,
 }
 
 /// Buffer lengths (f32 values) of one run on a padded `h × w` input.
@@ -175,7 +173,7 @@ impl RestormerEngine {
             tile_budget: tile_budget(options),
             pool,
             threads,
-            spare: Mutex::new(Vec::new()),
+            spare: Spare::new(),
         })
     }
 
@@ -195,29 +193,12 @@ impl RestormerEngine {
     fn fitting_run(&self, width: usize, height: usize) -> Result<(Option<LocalTiles>, (usize, usize))> {
         let tiles = self.local_tiles(width, height)?;
         let run = largest_run(tiles, width, height);
-        let estimate = self.estimate_runs(width, height, run);
-        if let Some(available) = self.memory_limit.or_else(available_memory)
-            && estimate.total() > available
-        {
-            return Err(Error::OutOfMemory {
-                needed_mb: estimate.total() >> 20,
-                available_mb: available >> 20,
-                hint: TILING_HINT.into(),
-            });
-        }
+        check_memory(self.memory_limit, &self.estimate_runs(width, height, run), TILING_HINT)?;
         Ok((tiles, run))
     }
 
     fn take_workspace(&self, layout: Layout) -> Result<Workspace> {
-        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
-        match spare.iter().position(|ws| ws.layout == layout) {
-            Some(i) => Ok(spare.swap_remove(i)),
-            None => {
-                spare.clear();
-                drop(spare);
-                Workspace::allocate(layout)
-            }
-        }
+        self.spare.take(|ws| ws.layout == layout, || Workspace::allocate(layout))
     }
 
     /// One run of the network on the whole of `img`.
@@ -229,7 +210,7 @@ impl RestormerEngine {
             self.forward(&mut ws, (h, w))?;
             Ok(from_planar_cropped(&ws.output, h, w, img.width(), img.height()))
         });
-        self.spare.lock().unwrap_or_else(|e| e.into_inner()).push(ws);
+        self.spare.keep(ws);
         result
     }
 
@@ -315,9 +296,7 @@ fn run_patch_conv(
     patches: &mut [f32],
     threads: usize,
 ) {
-    let rows = patch_rows(conv.cin, (h, w));
-    for r0 in (0..h).step_by(rows) {
-        let r1 = (r0 + rows).min(h);
+    for (r0, r1) in row_bands(h, patch_rows(conv.cin, (h, w))) {
         let n = (r1 - r0) * w;
         im2col3x3(patches, input, conv.cin, (h, w), (r0, r1));
         let dst = MatMut { data: &mut out[r0 * w..], row_stride: h * w };
@@ -325,7 +304,7 @@ fn run_patch_conv(
     }
 }
 
-/// `out = conv(input) [+ residual]` for a bias-free 3×3 conv on an `h × w` map.
+/// `out = conv(input) [+ residual]` for a direct 3×3 conv (with its bias) on an `h × w` map.
 fn run_conv(conv: &Conv3x3, out: &mut [f32], input: &[f32], residual: Option<&[f32]>, (h, w): (usize, usize)) {
     conv3x3(out, input, residual, &conv.weight, &conv.bias, (conv.cin, conv.cout), (h, w));
 }
@@ -354,7 +333,7 @@ impl Engine for RestormerEngine {
     fn prepare(&self, width: usize, height: usize) -> Result<()> {
         let (_, (rw, rh)) = self.fitting_run(width, height)?;
         let ws = self.take_workspace(Layout::new(&self.weights, self.dim, self.padded(rw, rh)))?;
-        self.spare.lock().unwrap_or_else(|e| e.into_inner()).push(ws);
+        self.spare.keep(ws);
         Ok(())
     }
 }
