@@ -187,7 +187,7 @@ impl ModelSpec {
 
     /// Total number of parameters.
     pub fn param_count(&self) -> usize {
-        self.expected_tensors().iter().map(|(_, s)| s.iter().product::<usize>()).sum()
+        count_params(&self.expected_tensors())
     }
 
     /// Multiply-accumulates of one forward pass on a `height`×`width` (padded) input.
@@ -314,7 +314,7 @@ impl Architecture {
 
     /// Total number of parameters.
     pub fn param_count(&self) -> usize {
-        self.expected_tensors().iter().map(|(_, s)| s.iter().product::<usize>()).sum()
+        count_params(&self.expected_tensors())
     }
 
     /// Multiply-accumulates of one forward pass on a `height × width` (padded) input.
@@ -337,6 +337,11 @@ impl Architecture {
             ))),
         }
     }
+}
+
+/// Number of values in `tensors` (key, shape) pairs.
+fn count_params(tensors: &[(String, Vec<usize>)]) -> usize {
+    tensors.iter().map(|(_, shape)| shape.iter().product::<usize>()).sum()
 }
 
 /// Checks that `weights` holds exactly the `expected` keys of a `family` network with their

@@ -246,7 +246,7 @@ impl RestormerSpec {
 
     /// Total number of parameters.
     pub fn param_count(&self) -> usize {
-        self.expected_tensors().iter().map(|(_, s)| s.iter().product::<usize>()).sum()
+        super::count_params(&self.expected_tensors())
     }
 
     /// Multiply-accumulates of one forward pass on a `height × width` (padded) input, the
