@@ -457,7 +457,9 @@ fn build_backend(model: &Model, options: &EngineOptions) -> Result<Box<dyn Engin
     match &options.backend {
         Backend::Cpu => match model.architecture() {
             Architecture::Nafnet(_) => Ok(Box::new(cpu::CpuEngine::new(model, options)?)),
-            Architecture::Restormer(spec) => Ok(Box::new(cpu::RestormerEngine::new(model, spec, options)?)),
+            Architecture::Restormer(spec) => Ok(Box::new(cpu::RestormerEngine::new(options, |precision| {
+                cpu::RestormerNetwork::new(model, spec, precision)
+            })?)),
         },
         #[cfg(feature = "tensorrt")]
         Backend::TensorRt(trt) => Ok(Box::new(tensorrt::TensorRtEngine::new(model, options, trt)?)),

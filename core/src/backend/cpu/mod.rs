@@ -6,6 +6,7 @@ pub(crate) mod head;
 pub mod kernels;
 mod prepared;
 mod restormer;
+mod whole;
 mod workspace;
 
 use crate::backend::{
@@ -28,7 +29,8 @@ use kernels::matmul::{Epilogue, MatMut, MatRef, MatmulPrecision, matmul};
 use prepared::{StepWeights, prepare};
 use workspace::{Layout, Spare, Workspace};
 
-pub use restormer::RestormerEngine;
+pub use restormer::{RestormerEngine, RestormerNetwork};
+pub use whole::{WholeEngine, WholeNetwork};
 
 /// Elements of the band matrices a block streams through when no tile size is given.
 const AUTO_BAND_ELEMENTS: usize = 1 << 20;

@@ -2,10 +2,7 @@
 //! from the spec (`spec::restormer`) over planar f32 maps, with the CPU kernels of the NAFNet
 //! engine (products with LayerNorm fused into their input, direct 3×3 convs, space-to-depth
 //! and PixelShuffle) and Restormer's own (depthwise 3×3, the GELU gate, the attention sums).
-//!
-//! Restormer's attention spans the whole map, so a run is exact only whole: global-mean tiling
-//! runs the image whole (as the CUDA engine does for NAFNet), local tiling runs each tile with
-//! its context through the whole network (`tiling::restore_local_tiles`).
+//! Restormer's attention spans the whole map, so the network runs whole (`WholeEngine`).
 
 mod block;
 mod prompt;
@@ -14,16 +11,13 @@ mod weights;
 use super::kernels::conv::{conv3x3, im2col3x3};
 use super::kernels::elementwise::{add_pixel_shuffle, resize_bilinear, space_to_depth};
 use super::kernels::matmul::{Epilogue, MatMut, MatRef, MatmulPrecision, matmul};
-use super::workspace::{Spare, zeroed};
-use super::{check_memory, row_bands, tile_budget, workers};
-use crate::backend::{Engine, EngineOptions, LocalTiles, MemoryEstimate, TILING_HINT, Tiling};
-use crate::error::{Error, Result};
-use crate::image::{Image, check_size, from_planar_cropped, pad_planar_into, round_up};
+use super::row_bands;
+use super::whole::{WholeEngine, WholeNetwork};
+use super::workspace::zeroed;
+use crate::error::Result;
 use crate::model::Model;
+use crate::spec::RestormerSpec;
 use crate::spec::restormer::{LEVELS, SIZE_MULTIPLE};
-use crate::spec::{IMAGE_CHANNELS, PadMode, RestormerSpec};
-use crate::tiling::{largest_run, restore_local_tiles};
-use crate::tlc::AttentionPool;
 use block::{BlockScratch, band_rows, run_block, scratch_len};
 use weights::{Conv3x3, PatchConv, RestormerWeights, TransformerWeights};
 
@@ -35,26 +29,19 @@ fn patch_rows(cin: usize, (h, w): (usize, usize)) -> usize {
     (PATCH_ELEMENTS / (9 * cin * w).max(1)).clamp(1, h.max(1))
 }
 
-/// The Restormer CPU engine.
-pub struct RestormerEngine {
+/// The Restormer and PromptIR networks: their converted weights and forward pass.
+pub struct RestormerNetwork {
     weights: RestormerWeights,
     dim: usize,
     precision: MatmulPrecision,
-    tiling: Option<Tiling>,
-    memory_limit: Option<u64>,
-    /// Bytes an automatic tile's run may take (see `CpuEngine`).
-    tile_budget: Option<u64>,
-    pool: rayon::ThreadPool,
-    threads: usize,
-    /// Workspaces of finished runs, reused by later runs of the same size.
-    spare: Spare<Workspace>,
 }
+
+/// The Restormer and PromptIR CPU engine.
+pub type RestormerEngine = WholeEngine<RestormerNetwork>;
 
 /// Buffer lengths (f32 values) of one run on a padded `h × w` input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Layout {
-    /// Input and output images.
-    image: usize,
     /// Encoder outputs kept for the skips, full resolution first.
     skips: [usize; LEVELS - 1],
     /// The running feature map.
@@ -86,7 +73,6 @@ impl Layout {
             .filter(|(_, d)| d.reduce.is_some())
             .map(|(level, d)| (d.up.cout / 4 + (dim << level)) * pixels(level));
         Layout {
-            image: IMAGE_CHANNELS * pixels(0),
             skips: std::array::from_fn(|level| (dim << level) * pixels(level)),
             // The full-resolution decoder's concatenation is the widest of the decoder's maps.
             x: prompts().map(|(level, p)| p.stage.out * pixels(level)).fold(2 * dim * pixels(0), usize::max),
@@ -106,8 +92,7 @@ impl Layout {
     }
 
     fn total_len(&self) -> usize {
-        2 * self.image
-            + self.skips.iter().sum::<usize>()
+        self.skips.iter().sum::<usize>()
             + self.x
             + self.conv
             + self.concat
@@ -117,10 +102,7 @@ impl Layout {
 }
 
 /// The buffers of one run.
-struct Workspace {
-    layout: Layout,
-    input: Vec<f32>,
-    output: Vec<f32>,
+pub struct Workspace {
     skips: Vec<Vec<f32>>,
     x: Vec<f32>,
     conv: Vec<f32>,
@@ -136,9 +118,6 @@ impl Workspace {
     fn allocate(layout: Layout) -> Result<Self> {
         let [window, qk, gated, v] = layout.block;
         Ok(Workspace {
-            layout,
-            input: zeroed(layout.image)?,
-            output: zeroed(layout.image)?,
             skips: layout.skips.iter().map(|&n| zeroed(n)).collect::<Result<_>>()?,
             x: zeroed(layout.x)?,
             conv: zeroed(layout.conv)?,
@@ -152,74 +131,73 @@ impl Workspace {
     }
 }
 
-impl RestormerEngine {
-    /// Builds the engine: converts the weights once.
-    pub fn new(model: &Model, spec: &RestormerSpec, options: &EngineOptions) -> Result<Self> {
-        if options.attention_pool != AttentionPool::Global {
-            return Err(Error::Unsupported(
-                "TLC windows belong to NAFNet's simplified channel attention; a Restormer's attention has none: \
-                 restore it without them (CLI: no `--tlc` or `--tlc-sampled`; C: options.tlc_train_size and \
-                 options.tlc_sampled_train_size = 0)"
-                    .into(),
-            ));
-        }
-        let (precision, threads, pool) = workers(options)?;
-        Ok(RestormerEngine {
+impl RestormerNetwork {
+    /// Converts the weights of `spec` once, for products in `precision`.
+    pub fn new(model: &Model, spec: &RestormerSpec, precision: MatmulPrecision) -> Result<Self> {
+        Ok(RestormerNetwork {
             weights: RestormerWeights::new(spec, model.weights(), precision)?,
             dim: spec.dim,
             precision,
-            tiling: options.tiling,
-            memory_limit: options.memory_limit,
-            tile_budget: tile_budget(options),
-            pool,
-            threads,
-            spare: Spare::new(),
         })
     }
+}
 
-    fn padded(&self, width: usize, height: usize) -> (usize, usize) {
-        (round_up(height, SIZE_MULTIPLE), round_up(width, SIZE_MULTIPLE))
+/// `out = conv(input)` for a 3×3 patch conv on an `h × w` map, in row bands through `patches`.
+fn run_patch_conv(
+    conv: &PatchConv,
+    out: &mut [f32],
+    input: &[f32],
+    (h, w): (usize, usize),
+    patches: &mut [f32],
+    threads: usize,
+) {
+    for (r0, r1) in row_bands(h, patch_rows(conv.cin, (h, w))) {
+        let n = (r1 - r0) * w;
+        im2col3x3(patches, input, conv.cin, (h, w), (r0, r1));
+        let dst = MatMut { data: &mut out[r0 * w..], row_stride: h * w };
+        matmul(dst, &conv.weight, MatRef { data: patches, row_stride: n }, n, Epilogue::default(), threads);
+    }
+}
+
+/// `out = conv(input) [+ residual]` for a direct 3×3 conv (with its bias) on an `h × w` map.
+fn run_conv(conv: &Conv3x3, out: &mut [f32], input: &[f32], residual: Option<&[f32]>, (h, w): (usize, usize)) {
+    conv3x3(out, input, residual, &conv.weight, &conv.bias, (conv.cin, conv.cout), (h, w));
+}
+
+impl WholeNetwork for RestormerNetwork {
+    type Workspace = Workspace;
+
+    fn name(&self) -> &'static str {
+        if self.weights.decoders.iter().any(|d| d.prompt.is_some()) { "promptir" } else { "restormer" }
     }
 
-    /// Memory of restoring a `width × height` image in runs of `run` (width, height) pixels.
-    fn estimate_runs(&self, width: usize, height: usize, (rw, rh): (usize, usize)) -> MemoryEstimate {
-        let (h, w) = self.padded(rw, rh);
-        let io = IMAGE_CHANNELS as u64 * ((rw * rh) as u64 + (width * height) as u64);
-        let activations = (Layout::new(&self.weights, self.dim, (h, w)).total_len() as u64 + io) * 4;
-        MemoryEstimate { weights: self.weights.len() as u64 * 4, activations }
+    fn size_multiple(&self) -> usize {
+        SIZE_MULTIPLE
     }
 
-    /// The local tiles of a restore and its largest run, once its memory is checked.
-    fn fitting_run(&self, width: usize, height: usize) -> Result<(Option<LocalTiles>, (usize, usize))> {
-        let tiles = self.local_tiles(width, height)?;
-        let run = largest_run(tiles, width, height);
-        check_memory(self.memory_limit, &self.estimate_runs(width, height, run), TILING_HINT)?;
-        Ok((tiles, run))
+    fn weights_len(&self) -> usize {
+        self.weights.len()
     }
 
-    fn take_workspace(&self, layout: Layout) -> Result<Workspace> {
-        self.spare.take(|ws| ws.layout == layout, || Workspace::allocate(layout))
+    fn workspace_len(&self, size: (usize, usize)) -> usize {
+        Layout::new(&self.weights, self.dim, size).total_len()
     }
 
-    /// One run of the network on the whole of `img`.
-    fn restore_whole(&self, img: &Image) -> Result<Image> {
-        let (h, w) = self.padded(img.width(), img.height());
-        let mut ws = self.take_workspace(Layout::new(&self.weights, self.dim, (h, w)))?;
-        let result = self.pool.install(|| {
-            pad_planar_into(img, h, w, PadMode::Reflect, &mut ws.input[..IMAGE_CHANNELS * h * w]);
-            self.forward(&mut ws, (h, w))?;
-            Ok(from_planar_cropped(&ws.output, h, w, img.width(), img.height()))
-        });
-        self.spare.keep(ws);
-        result
+    fn allocate(&self, size: (usize, usize)) -> Result<Workspace> {
+        Workspace::allocate(Layout::new(&self.weights, self.dim, size))
     }
 
-    /// The network on `ws.input` (`3 × h × w`, padded) into `ws.output`.
-    fn forward(&self, ws: &mut Workspace, (h, w): (usize, usize)) -> Result<()> {
+    fn forward(
+        &self,
+        ws: &mut Workspace,
+        input: &[f32],
+        output: &mut [f32],
+        (h, w): (usize, usize),
+        threads: usize,
+    ) -> Result<()> {
         let size = |level: usize| (h >> level, w >> level);
         let nets = &self.weights;
-        let Workspace { input, output, skips, x, conv, concat, patches, window, qk, gated, v, .. } = ws;
-        let threads = self.threads;
+        let Workspace { skips, x, conv, concat, patches, window, qk, gated, v } = ws;
         let mut patch_conv = |c: &PatchConv, out: &mut [f32], input: &[f32], level: usize| {
             run_patch_conv(c, out, input, size(level), patches, threads)
         };
@@ -228,7 +206,7 @@ impl RestormerEngine {
                 let scratch =
                     BlockScratch { window: &mut window[..], qk: &mut qk[..], gated: &mut gated[..], v: &mut v[..] };
                 let rows = band_rows(b.c, b.hidden, size(level));
-                run_block(b, map, size(level), rows, scratch, self.precision, self.threads)?;
+                run_block(b, map, size(level), rows, scratch, self.precision, threads)?;
             }
             Ok(())
         };
@@ -263,7 +241,7 @@ impl RestormerEngine {
                 stage(std::slice::from_ref(&p.block), concat, level + 1)?;
                 let (dst, rhs) = (MatMut { data: x, row_stride: plane }, MatRef { data: concat, row_stride: plane });
                 let reduce = Epilogue { bias: Some(&p.reduce.1), ..Default::default() };
-                matmul(dst, &p.reduce.0, rhs, plane, reduce, self.threads);
+                matmul(dst, &p.reduce.0, rhs, plane, reduce, threads);
             }
             let (hl, wl) = size(level);
             let (up, plane) = (&decoder.up, hl * wl);
@@ -277,63 +255,12 @@ impl RestormerEngine {
             if let Some((reduce, bias)) = &decoder.reduce {
                 let (dst, rhs) = (MatMut { data: x, row_stride: plane }, MatRef { data: concat, row_stride: plane });
                 let epilogue = Epilogue { bias: bias.as_deref(), ..Default::default() };
-                matmul(dst, reduce, rhs, plane, epilogue, self.threads);
+                matmul(dst, reduce, rhs, plane, epilogue, threads);
             }
             stage(&decoder.blocks, x, level)?;
         }
         stage(&nets.refinement, x, 0)?;
         run_conv(&nets.output, output, x, Some(input), size(0));
-        Ok(())
-    }
-}
-
-/// `out = conv(input)` for a 3×3 patch conv on an `h × w` map, in row bands through `patches`.
-fn run_patch_conv(
-    conv: &PatchConv,
-    out: &mut [f32],
-    input: &[f32],
-    (h, w): (usize, usize),
-    patches: &mut [f32],
-    threads: usize,
-) {
-    for (r0, r1) in row_bands(h, patch_rows(conv.cin, (h, w))) {
-        let n = (r1 - r0) * w;
-        im2col3x3(patches, input, conv.cin, (h, w), (r0, r1));
-        let dst = MatMut { data: &mut out[r0 * w..], row_stride: h * w };
-        matmul(dst, &conv.weight, MatRef { data: patches, row_stride: n }, n, Epilogue::default(), threads);
-    }
-}
-
-/// `out = conv(input) [+ residual]` for a direct 3×3 conv (with its bias) on an `h × w` map.
-fn run_conv(conv: &Conv3x3, out: &mut [f32], input: &[f32], residual: Option<&[f32]>, (h, w): (usize, usize)) {
-    conv3x3(out, input, residual, &conv.weight, &conv.bias, (conv.cin, conv.cout), (h, w));
-}
-
-impl Engine for RestormerEngine {
-    fn restore(&self, input: &Image) -> Result<Image> {
-        input.check_finite()?;
-        match self.fitting_run(input.width(), input.height())?.0 {
-            Some(tiles) => restore_local_tiles(input, tiles, |t| self.restore_whole(t)),
-            None => self.restore_whole(input),
-        }
-    }
-
-    fn memory_estimate(&self, width: usize, height: usize) -> Result<MemoryEstimate> {
-        Ok(self.estimate_runs(width, height, largest_run(self.local_tiles(width, height)?, width, height)))
-    }
-
-    fn local_tiles(&self, width: usize, height: usize) -> Result<Option<LocalTiles>> {
-        check_size(width, height)?;
-        let Some(tiling) = self.tiling else { return Ok(None) };
-        tiling.local_tiles((width, height), SIZE_MULTIPLE, self.tile_budget, |run| {
-            self.estimate_runs(width, height, run).total()
-        })
-    }
-
-    fn prepare(&self, width: usize, height: usize) -> Result<()> {
-        let (_, (rw, rh)) = self.fitting_run(width, height)?;
-        let ws = self.take_workspace(Layout::new(&self.weights, self.dim, self.padded(rw, rh)))?;
-        self.spare.keep(ws);
         Ok(())
     }
 }
