@@ -25,6 +25,7 @@ pub fn run(args: &InfoArgs) -> Result<()> {
             "dec_blocks": info.dec_blocks,
             "refinement_blocks": info.refinement_blocks,
             "heads": info.heads,
+            "window": info.window,
             "parameters": info.parameters,
             "tensors": info.tensors,
             "dtype": info.dtype,
@@ -50,6 +51,9 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         }
         if let Some(heads) = &info.heads {
             println!("heads:          {}", list(heads));
+        }
+        if let Some(window) = info.window {
+            println!("window:         {window} (odd blocks shift by {})", window / 2);
         }
         println!("parameters:     {}", thousands(info.parameters));
         println!("tensors:        {}", info.tensors);
@@ -79,8 +83,10 @@ struct Info<'a> {
     dec_blocks: Vec<usize>,
     /// Blocks of a Restormer's refinement stage.
     refinement_blocks: Option<usize>,
-    /// A Restormer's attention heads per level.
+    /// A transformer's attention heads per level (Restormer) or residual group (SwinIR).
     heads: Option<Vec<usize>>,
+    /// A SwinIR's attention window side.
+    window: Option<usize>,
     parameters: usize,
     tensors: usize,
     dtype: &'static str,
@@ -105,6 +111,15 @@ fn describe(model: &Model) -> Info<'_> {
             let [b1, b2, b3, latent] = spec.blocks;
             (spec.dim, vec![b1, b2, b3], latent, vec![b3, b2, b1], Some(spec.refinement), Some(spec.heads.to_vec()))
         }
+        // The residual groups: `encode_layers` as the encoder, `decode_layers` as the decoder.
+        Architecture::Swinir(spec) => {
+            let (encoder, decoder) = spec.depths.split_at(spec.encode_layers);
+            (spec.embed_dim, encoder.to_vec(), 0, decoder.to_vec(), None, Some(spec.heads.clone()))
+        }
+    };
+    let window = match architecture {
+        Architecture::Swinir(spec) => Some(spec.window),
+        _ => None,
     };
     Info {
         format: match weights.format() {
@@ -119,6 +134,7 @@ fn describe(model: &Model) -> Info<'_> {
         dec_blocks,
         refinement_blocks,
         heads,
+        window,
         parameters: architecture.param_count(),
         tensors: weights.len(),
         dtype: weights.common_dtype().map_or("mixed", |d| d.name()),

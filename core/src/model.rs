@@ -45,7 +45,7 @@ impl Model {
         let architecture = Architecture::infer(&weights)?;
         let head = match &architecture {
             Architecture::Nafnet(spec) => HeadSpec::from_weights(spec, &weights)?,
-            Architecture::Restormer(_) => None,
+            Architecture::Restormer(_) | Architecture::Swinir(_) => None,
         };
         for (key, tensor) in weights.iter() {
             if let Some((index, value)) = tensor.to_f32().into_iter().enumerate().find(|(_, v)| !v.is_finite()) {

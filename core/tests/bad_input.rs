@@ -101,10 +101,10 @@ fn keys_of_another_network_are_an_unknown_architecture() {
         other => panic!("{named}: {other:?}"),
     };
     let embed = ("patch_embed.proj.weight", vec![8, 3, 3, 3]);
-    unknown(
-        tensors(&[("conv_first.weight", vec![8, 3, 3, 3]), ("conv_after_body.weight", vec![8, 8, 3, 3])]),
-        "SwinIR",
-    );
+    let first = ("conv_first.weight", vec![12, 3, 3, 3]);
+    unknown(tensors(&[first.clone(), ("conv_after_body.weight", vec![12, 12, 3, 3])]), "SwinIR's first residual group");
+    let bias_table = ("layers.0.residual_group.blocks.0.attn.relative_position_bias_table", vec![225, 6]);
+    unknown(tensors(&[first, bias_table]), "upstream SwinIR");
     unknown(tensors(&[embed]), "encoder_level1");
     unknown(tensors(&[("conv.weight", vec![8, 3, 3, 3])]), "NAFBlock");
     unknown(BTreeMap::new(), "NAFBlock");

@@ -212,12 +212,9 @@ fn image_embedding_head_matches_pytorch() {
 
 /// The fork's Restormer and PromptIR (`tests/golden/restormer/`,
 /// `scripts/gen_golden_restormer.py`): each architecture read from its checkpoint, and every
-/// case against PyTorch, untiled and with global-mean tiles (which run whole), and in bf16
-/// where the CPU has AVX512-BF16.
+/// case against PyTorch ([`transformer_cases_match`]).
 #[test]
 fn restormer_and_promptir_cases_match_pytorch() {
-    use maskdcpt_core::backend::Precision;
-    use maskdcpt_core::backend::cpu::kernels::matmul::bf16_supported;
     use maskdcpt_core::spec::Architecture;
 
     let dir = golden_dir().join("restormer");
@@ -254,31 +251,69 @@ fn restormer_and_promptir_cases_match_pytorch() {
         assert_eq!(model.architecture().param_count() as u64, entry["parameters"].as_u64().unwrap());
         assert_eq!(model.weights().len() as u64, entry["tensors"].as_u64().unwrap());
 
-        let untiled = EngineOptions { threads: Some(2), ..Default::default() };
-        let global_tiles = EngineOptions {
-            tiling: Some(Tiling { tile: TileSize::Pixels(8), overlap: 4, sca: ScaMode::Global, blend: false }),
-            ..untiled.clone()
-        };
-        for case in entry["cases"].as_array().unwrap() {
-            let input = read_image(&dir.join(case["input"].as_str().unwrap()));
-            let (_, want) = read_npy(&dir.join(case["output"].as_str().unwrap()));
-            for options in [&untiled, &global_tiles] {
-                let got = restore(&model, options, &input);
-                let diff = max_abs_diff(got.data(), &want);
-                eprintln!("{name} {}x{}: max |Δ| {diff:.2e}", input.height(), input.width());
-                assert!(diff <= TOLERANCE, "{name} {case}: max |Δ| {diff}");
-            }
+        transformer_cases_match(&model, entry, &dir, name);
+    }
+}
+
+/// Every case of a transformer's manifest `entry` against PyTorch, untiled and with
+/// global-mean tiles (which run whole), and the first in bf16 where the CPU has AVX512-BF16.
+fn transformer_cases_match(model: &Model, entry: &Value, dir: &Path, name: &str) {
+    use maskdcpt_core::backend::Precision;
+    use maskdcpt_core::backend::cpu::kernels::matmul::bf16_supported;
+
+    let untiled = EngineOptions { threads: Some(2), ..Default::default() };
+    let global_tiles = EngineOptions {
+        tiling: Some(Tiling { tile: TileSize::Pixels(8), overlap: 4, sca: ScaMode::Global, blend: false }),
+        ..untiled.clone()
+    };
+    for case in entry["cases"].as_array().unwrap() {
+        let input = read_image(&dir.join(case["input"].as_str().unwrap()));
+        let (_, want) = read_npy(&dir.join(case["output"].as_str().unwrap()));
+        for options in [&untiled, &global_tiles] {
+            let got = restore(model, options, &input);
+            let diff = max_abs_diff(got.data(), &want);
+            eprintln!("{name} {}x{}: max |Δ| {diff:.2e}", input.height(), input.width());
+            assert!(diff <= TOLERANCE, "{name} {case}: max |Δ| {diff}");
         }
-        if bf16_supported() {
-            let case = &entry["cases"][0];
-            let input = read_image(&dir.join(case["input"].as_str().unwrap()));
-            let (_, want) = read_npy(&dir.join(case["output"].as_str().unwrap()));
-            let got = restore(&model, &EngineOptions { precision: Precision::Bf16, ..untiled }, &input);
-            let mse =
-                got.data().iter().zip(&want).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / want.len() as f64;
-            let psnr = 10.0 * (1.0 / mse).log10();
-            eprintln!("{name} bf16 vs PyTorch f32: PSNR {psnr:.1} dB");
-            assert!(psnr > 40.0, "{name}: {psnr}");
-        }
+    }
+    if bf16_supported() {
+        let case = &entry["cases"][0];
+        let input = read_image(&dir.join(case["input"].as_str().unwrap()));
+        let (_, want) = read_npy(&dir.join(case["output"].as_str().unwrap()));
+        let got = restore(model, &EngineOptions { precision: Precision::Bf16, ..untiled }, &input);
+        let mse = got.data().iter().zip(&want).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / want.len() as f64;
+        let psnr = 10.0 * (1.0 / mse).log10();
+        eprintln!("{name} bf16 vs PyTorch f32: PSNR {psnr:.1} dB");
+        assert!(psnr > 40.0, "{name}: {psnr}");
+    }
+}
+
+/// The fork's SwinIR (`tests/golden/swinir/`, `scripts/gen_golden_swinir.py`): a `.pth` read
+/// with the fork's defaults for heads and window, a safetensors file whose metadata gives
+/// others, and every case against PyTorch.
+#[test]
+fn swinir_cases_match_pytorch() {
+    use maskdcpt_core::spec::Architecture;
+
+    let dir = golden_dir().join("swinir");
+    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let models = manifest["models"].as_array().unwrap();
+    assert_eq!(models.len(), 2);
+    let list =
+        |v: &Value| -> Vec<usize> { v.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect() };
+    for entry in models {
+        let file = entry["model"].as_str().unwrap();
+        let options = LoadOptions { param_key: entry["param_key"].as_str().map(str::to_owned) };
+        let model = Model::load(&dir.join(file), &options).unwrap();
+        let Architecture::Swinir(spec) = model.architecture() else { panic!("{file}: not read as a SwinIR") };
+        let config = &entry["config"];
+        assert_eq!(spec.embed_dim as u64, config["embed_dim"].as_u64().unwrap());
+        assert_eq!(spec.depths, list(&config["depths"]));
+        assert_eq!(spec.heads, list(&config["heads"]));
+        assert_eq!(spec.window as u64, config["window"].as_u64().unwrap());
+        assert_eq!(spec.mlp_hidden as u64, config["mlp_hidden"].as_u64().unwrap());
+        assert_eq!(model.architecture().param_count() as u64, entry["parameters"].as_u64().unwrap());
+        assert_eq!(model.weights().len() as u64, entry["tensors"].as_u64().unwrap());
+        transformer_cases_match(&model, entry, &dir, file);
     }
 }

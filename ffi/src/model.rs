@@ -29,6 +29,9 @@ pub enum maskdcpt_family {
     Restormer = 2,
     /// MaskDCPT `PromptIR` (reflect padding to a multiple of 8; the CPU engine runs it).
     Promptir = 3,
+    /// MaskDCPT `SwinIR` (reflect padding to a multiple of its window, 8 as released; the CPU
+    /// engine runs it; `width` is its token channels, `levels` 0).
+    Swinir = 4,
 }
 
 /// What a model is, filled by `maskdcpt_model_get_info`.
@@ -189,6 +192,7 @@ pub unsafe extern "C" fn maskdcpt_model_get_info(
                 let prompt_blocks = spec.prompts.map_or(0, |p| p.len());
                 (family, spec.dim, restormer::LEVELS - 1, stages.map(|s| s.blocks).sum::<usize>() + prompt_blocks)
             }
+            Architecture::Swinir(spec) => (maskdcpt_family::Swinir, spec.embed_dim, 0, spec.depths.iter().sum()),
         };
         let info = maskdcpt_model_info {
             family,

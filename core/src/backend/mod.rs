@@ -460,6 +460,9 @@ fn build_backend(model: &Model, options: &EngineOptions) -> Result<Box<dyn Engin
             Architecture::Restormer(spec) => Ok(Box::new(cpu::RestormerEngine::new(options, |precision| {
                 cpu::RestormerNetwork::new(model, spec, precision)
             })?)),
+            Architecture::Swinir(spec) => Ok(Box::new(cpu::SwinirEngine::new(options, |precision| {
+                cpu::SwinirNetwork::new(model, spec, precision)
+            })?)),
         },
         #[cfg(feature = "tensorrt")]
         Backend::TensorRt(trt) => Ok(Box::new(tensorrt::TensorRtEngine::new(model, options, trt)?)),

@@ -11,8 +11,10 @@ use crate::error::{Error, Result};
 use crate::weights::WeightStore;
 
 pub mod restormer;
+pub mod swinir;
 
 pub use restormer::RestormerSpec;
+pub use swinir::SwinirSpec;
 
 /// Number of image channels every supported network takes and returns (RGB).
 pub const IMAGE_CHANNELS: usize = 3;
@@ -251,28 +253,24 @@ impl ModelSpec {
     }
 }
 
-/// A recognised network: a NAFNet of either layout, or the fork's Restormer.
+/// A recognised network: a NAFNet of either layout, or one of the fork's transformers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Architecture {
     /// NAFNet: the fork's `NAFNetBaseline` or upstream NAFNet ([`Family`]).
     Nafnet(ModelSpec),
     /// The fork's `Restormer` or `PromptIR` (run on the CPU engine).
     Restormer(RestormerSpec),
+    /// The fork's `SwinIR` (run on the CPU engine).
+    Swinir(SwinirSpec),
 }
 
 impl Architecture {
     /// Recognises the network of `weights` from its keys, infers its hyper-parameters and
-    /// validates every key. The fork's SwinIR is named and refused.
+    /// validates every key.
     pub fn infer(weights: &WeightStore) -> Result<Self> {
         let has = |key: &str| weights.get(key).is_some();
-        let unsupported = |name: &str, key: &str| {
-            Err(Error::UnknownArchitecture(format!(
-                "this is a {name} checkpoint (it has `{key}`), which maskdcpt does not run yet; it runs the MaskDCPT \
-                 NAFNet, Restormer and PromptIR checkpoints and upstream NAFNet"
-            )))
-        };
-        if has("conv_first.weight") && has("conv_after_body.weight") {
-            return unsupported("SwinIR", "conv_after_body.weight");
+        if has("conv_first.weight") {
+            return SwinirSpec::infer(weights).map(Architecture::Swinir);
         }
         if has("patch_embed.proj.weight") {
             return RestormerSpec::infer(weights).map(Architecture::Restormer);
@@ -280,11 +278,13 @@ impl Architecture {
         ModelSpec::infer(weights).map(Architecture::Nafnet)
     }
 
-    /// Short stable name: the NAFNet family's (`maskdcpt`, `nafnet`), `restormer` or `promptir`.
+    /// Short stable name: the NAFNet family's (`maskdcpt`, `nafnet`), `restormer`, `promptir`
+    /// or `swinir`.
     pub fn name(&self) -> &'static str {
         match self {
             Architecture::Nafnet(spec) => spec.family.name(),
             Architecture::Restormer(spec) => spec.name(),
+            Architecture::Swinir(_) => "swinir",
         }
     }
 
@@ -293,6 +293,7 @@ impl Architecture {
         match self {
             Architecture::Nafnet(spec) => spec.size_multiple(),
             Architecture::Restormer(_) => restormer::SIZE_MULTIPLE,
+            Architecture::Swinir(spec) => spec.window,
         }
     }
 
@@ -300,7 +301,7 @@ impl Architecture {
     pub fn pad_mode(&self) -> PadMode {
         match self {
             Architecture::Nafnet(spec) => spec.family.pad_mode(),
-            Architecture::Restormer(_) => PadMode::Reflect,
+            Architecture::Restormer(_) | Architecture::Swinir(_) => PadMode::Reflect,
         }
     }
 
@@ -309,6 +310,7 @@ impl Architecture {
         match self {
             Architecture::Nafnet(spec) => spec.expected_tensors(),
             Architecture::Restormer(spec) => spec.expected_tensors(),
+            Architecture::Swinir(spec) => spec.expected_tensors(),
         }
     }
 
@@ -322,6 +324,7 @@ impl Architecture {
         match self {
             Architecture::Nafnet(spec) => spec.macs(height, width),
             Architecture::Restormer(spec) => spec.macs(height, width),
+            Architecture::Swinir(spec) => spec.macs(height, width),
         }
     }
 

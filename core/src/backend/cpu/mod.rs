@@ -2,10 +2,12 @@
 //! buffer plan. Always available; the reference every other backend is checked against.
 
 mod block;
+mod dense_conv;
 pub(crate) mod head;
 pub mod kernels;
 mod prepared;
 mod restormer;
+mod swinir;
 mod whole;
 mod workspace;
 
@@ -30,6 +32,7 @@ use prepared::{StepWeights, prepare};
 use workspace::{Layout, Spare, Workspace};
 
 pub use restormer::{RestormerEngine, RestormerNetwork};
+pub use swinir::{SwinirEngine, SwinirNetwork};
 pub use whole::{WholeEngine, WholeNetwork};
 
 /// Elements of the band matrices a block streams through when no tile size is given.

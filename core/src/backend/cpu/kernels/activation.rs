@@ -1,5 +1,5 @@
 //! GELU (exact form, `x / 2 · (1 + erf(x / √2))`, PyTorch's default) for Restormer's gated
-//! feed-forward, with an `erf` that vectorises.
+//! feed-forward and SwinIR's MLP, with an `erf` that vectorises.
 
 use multiversion::multiversion;
 
@@ -7,6 +7,12 @@ use multiversion::multiversion;
 #[multiversion(targets("x86_64+avx512f+avx512vl+fma", "x86_64+avx2+fma", "aarch64+neon"))]
 pub fn gelu_gate(dst: &mut [f32], gate: &[f32]) {
     dst.iter_mut().zip(gate).for_each(|(d, g)| *d = gelu(*d) * g);
+}
+
+/// `x[i] = gelu(x[i])`.
+#[multiversion(targets("x86_64+avx512f+avx512vl+fma", "x86_64+avx2+fma", "aarch64+neon"))]
+pub fn gelu_in_place(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| *v = gelu(*v));
 }
 
 /// GELU with the error function: `x / 2 · (1 + erf(x / √2))`.

@@ -30,6 +30,24 @@ pub fn layer_norm_stats(x: &[f32], x_stride: usize, c: usize, n: usize, eps: f32
     NormStats { mean, rstd }
 }
 
+/// Statistics of the first `mean.len()` pixels of `x` (as [`layer_norm_stats`]), on the
+/// calling thread.
+pub fn layer_norm_stats_into(mean: &mut [f32], rstd: &mut [f32], x: &[f32], x_stride: usize, c: usize, eps: f32) {
+    assert!(c > 0 && rstd.len() == mean.len() && x.len() >= (c - 1) * x_stride + mean.len());
+    stats(mean, rstd, x, x_stride, c, 0, eps);
+}
+
+/// Normalises `n` pixels of the `c`-channel map `x` (channel stride `stride`) in place:
+/// `(x − mean) · rstd · weight[channel] + bias[channel]`.
+pub fn layer_norm_in_place(x: &mut [f32], stride: usize, n: usize, (weight, bias): (&[f32], &[f32]), eps: f32) {
+    let c = weight.len();
+    assert!(bias.len() == c && x.len() >= c * stride && n <= stride);
+    let s = layer_norm_stats(x, stride, c, n, eps);
+    x.par_chunks_mut(stride).take(c).zip(weight.par_iter().zip(bias)).for_each(|(row, (&w, &b))| {
+        row[..n].iter_mut().zip(s.mean.iter().zip(&s.rstd)).for_each(|(v, (&m, &r))| *v = (*v - m) * r * w + b);
+    });
+}
+
 /// Mean and reciprocal standard deviation over `c` channels for pixels `p0..p0+mean.len()`.
 #[multiversion(targets("x86_64+avx512f+avx512vl+fma", "x86_64+avx2+fma", "aarch64+neon"))]
 fn stats(mean: &mut [f32], rstd: &mut [f32], x: &[f32], stride: usize, c: usize, p0: usize, eps: f32) {

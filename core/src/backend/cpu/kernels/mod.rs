@@ -13,3 +13,4 @@ pub mod layernorm;
 pub mod matmul;
 pub mod strided_conv;
 pub mod window;
+pub mod window_attention;

@@ -8,10 +8,9 @@ mod block;
 mod prompt;
 mod weights;
 
-use super::kernels::conv::{conv3x3, im2col3x3};
+use super::dense_conv::PatchConv;
 use super::kernels::elementwise::{add_pixel_shuffle, resize_bilinear, space_to_depth};
 use super::kernels::matmul::{Epilogue, MatMut, MatRef, MatmulPrecision, matmul};
-use super::row_bands;
 use super::whole::{WholeEngine, WholeNetwork};
 use super::workspace::zeroed;
 use crate::error::Result;
@@ -19,15 +18,7 @@ use crate::model::Model;
 use crate::spec::RestormerSpec;
 use crate::spec::restormer::{LEVELS, SIZE_MULTIPLE};
 use block::{BlockScratch, band_rows, run_block, scratch_len};
-use weights::{Conv3x3, PatchConv, RestormerWeights, TransformerWeights};
-
-/// Elements of the patch matrix a 3×3 product streams through.
-const PATCH_ELEMENTS: usize = 1 << 21;
-
-/// Rows per band of a patch conv with `cin` inputs on an `h × w` map.
-fn patch_rows(cin: usize, (h, w): (usize, usize)) -> usize {
-    (PATCH_ELEMENTS / (9 * cin * w).max(1)).clamp(1, h.max(1))
-}
+use weights::{RestormerWeights, TransformerWeights};
 
 /// The Restormer and PromptIR networks: their converted weights and forward pass.
 pub struct RestormerNetwork {
@@ -81,10 +72,7 @@ impl Layout {
             concat: concat.chain(prompts().map(|(level, p)| p.block.c * pixels(level))).max().unwrap_or(0),
             patches: weights
                 .patch_convs()
-                .map(|(level, conv)| {
-                    let map = (h >> level, w >> level);
-                    9 * conv.cin * patch_rows(conv.cin, map) * map.1
-                })
+                .map(|(level, conv)| conv.patches_len((h >> level, w >> level)))
                 .max()
                 .unwrap_or(0),
             block,
@@ -142,28 +130,6 @@ impl RestormerNetwork {
     }
 }
 
-/// `out = conv(input)` for a 3×3 patch conv on an `h × w` map, in row bands through `patches`.
-fn run_patch_conv(
-    conv: &PatchConv,
-    out: &mut [f32],
-    input: &[f32],
-    (h, w): (usize, usize),
-    patches: &mut [f32],
-    threads: usize,
-) {
-    for (r0, r1) in row_bands(h, patch_rows(conv.cin, (h, w))) {
-        let n = (r1 - r0) * w;
-        im2col3x3(patches, input, conv.cin, (h, w), (r0, r1));
-        let dst = MatMut { data: &mut out[r0 * w..], row_stride: h * w };
-        matmul(dst, &conv.weight, MatRef { data: patches, row_stride: n }, n, Epilogue::default(), threads);
-    }
-}
-
-/// `out = conv(input) [+ residual]` for a direct 3×3 conv (with its bias) on an `h × w` map.
-fn run_conv(conv: &Conv3x3, out: &mut [f32], input: &[f32], residual: Option<&[f32]>, (h, w): (usize, usize)) {
-    conv3x3(out, input, residual, &conv.weight, &conv.bias, (conv.cin, conv.cout), (h, w));
-}
-
 impl WholeNetwork for RestormerNetwork {
     type Workspace = Workspace;
 
@@ -199,7 +165,7 @@ impl WholeNetwork for RestormerNetwork {
         let nets = &self.weights;
         let Workspace { skips, x, conv, concat, patches, window, qk, gated, v } = ws;
         let mut patch_conv = |c: &PatchConv, out: &mut [f32], input: &[f32], level: usize| {
-            run_patch_conv(c, out, input, size(level), patches, threads)
+            c.run(out, input, size(level), patches, false, threads)
         };
         let mut stage = |blocks: &[TransformerWeights], map: &mut [f32], level: usize| -> Result<()> {
             for b in blocks {
@@ -211,7 +177,7 @@ impl WholeNetwork for RestormerNetwork {
             Ok(())
         };
         // Encoder: embed, then each level's blocks and its down-sampling (3×3 conv, unshuffle).
-        run_conv(&nets.embed, &mut skips[0], input, None, size(0));
+        nets.embed.run(&mut skips[0], input, None, size(0));
         for level in 0..LEVELS {
             let last = level == LEVELS - 1;
             let map: &mut [f32] = if last { &mut x[..] } else { &mut skips[level][..] };
@@ -260,7 +226,7 @@ impl WholeNetwork for RestormerNetwork {
             stage(&decoder.blocks, x, level)?;
         }
         stage(&nets.refinement, x, 0)?;
-        run_conv(&nets.output, output, x, Some(input), size(0));
+        nets.output.run(output, x, Some(input), size(0));
         Ok(())
     }
 }

@@ -1,32 +1,11 @@
 //! A Restormer's or PromptIR's weights converted once to f32 and laid out for the CPU kernels.
 
+use super::super::dense_conv::{Conv3x3, PatchConv};
 use super::super::kernels::matmul::{MatmulPrecision, PackedLhs};
 use super::super::prepared::pack;
 use crate::error::Result;
 use crate::spec::restormer::{LEVELS, PromptStage, RestormerSpec, Stage, TransformerSite};
 use crate::weights::WeightStore;
-
-/// A dense 3×3 conv: `[cout][cin][9]`, and its bias (zeros where it has none).
-pub struct Conv3x3 {
-    /// Weights `[cout][cin][9]`.
-    pub weight: Vec<f32>,
-    /// One per output channel.
-    pub bias: Vec<f32>,
-    /// Input channels.
-    pub cin: usize,
-    /// Output channels.
-    pub cout: usize,
-}
-
-/// A dense 3×3 conv without bias run as a product over its patches: `[cout][cin · 9]` packed.
-pub struct PatchConv {
-    /// Weights `[cout][cin · 9]`.
-    pub weight: PackedLhs,
-    /// Input channels.
-    pub cin: usize,
-    /// Output channels.
-    pub cout: usize,
-}
 
 /// One transformer block.
 pub struct TransformerWeights {
@@ -135,19 +114,7 @@ impl RestormerWeights {
     pub fn new(spec: &RestormerSpec, store: &WeightStore, precision: MatmulPrecision) -> Result<Self> {
         let get = |key: &str| -> Result<Vec<f32>> { Ok(store.require(key)?.to_f32()) };
         let bias = |key: &str| -> Result<Option<Vec<f32>>> { spec.has_bias().then(|| get(key)).transpose() };
-        // `patch_embed` has no bias in either network; PromptIR's `output` has one.
-        let conv = |key: &str, biased: bool| -> Result<Conv3x3> {
-            let t = store.require(&format!("{key}.weight"))?;
-            let (cout, cin) = (t.shape()[0], t.shape()[1]);
-            let bias = if biased { bias(&format!("{key}.bias"))? } else { None };
-            let bias = bias.unwrap_or_else(|| vec![0.0; cout]);
-            Ok(Conv3x3 { weight: t.to_f32(), bias, cin, cout })
-        };
-        let patch_conv = |key: &str| -> Result<PatchConv> {
-            let t = store.require(key)?;
-            let (cout, cin) = (t.shape()[0], t.shape()[1]);
-            Ok(PatchConv { weight: pack(&t.to_f32(), cout, precision)?, cin, cout })
-        };
+        let patch_conv = |key: &str| PatchConv::load(store, key, false, precision);
         let block = |site: &TransformerSite| -> Result<TransformerWeights> {
             let key = |suffix: &str| format!("{}.{suffix}", site.prefix);
             let (c, h) = (site.channels, site.hidden);
@@ -191,7 +158,7 @@ impl RestormerWeights {
                 stage,
                 linear: get(&format!("prompt{level}.linear_layer.weight"))?,
                 linear_bias: get(&format!("prompt{level}.linear_layer.bias"))?,
-                conv: patch_conv(&format!("prompt{level}.conv3x3.weight"))?,
+                conv: patch_conv(&format!("prompt{level}.conv3x3"))?,
                 block: block(&site)?,
                 reduce: (pack(&reduce, stage.out, precision)?, get(&format!("reduce_noise_level{level}.bias"))?),
             }))
@@ -201,40 +168,40 @@ impl RestormerWeights {
         };
         let [dec3, dec2, dec1, refinement] = spec.decoder_stages();
         Ok(RestormerWeights {
-            embed: conv("patch_embed.proj", false)?,
+            // `patch_embed` has no bias in either network; PromptIR's `output` has one.
+            embed: Conv3x3::load(store, "patch_embed.proj", false)?,
             encoders: spec.encoder_stages().iter().map(stage).collect::<Result<_>>()?,
             downs: ["down1_2", "down2_3", "down3_4"]
                 .iter()
-                .map(|d| patch_conv(&format!("{d}.conv.weight")))
+                .map(|d| patch_conv(&format!("{d}.conv")))
                 .collect::<Result<_>>()?,
             decoders: vec![
                 DecoderWeights {
                     prompt: prompt(0)?,
-                    up: patch_conv("up4_3.conv.weight")?,
+                    up: patch_conv("up4_3.conv")?,
                     reduce: Some(reduce("reduce_chan_level3", spec.width(2))?),
                     blocks: stage(&dec3)?,
                 },
                 DecoderWeights {
                     prompt: prompt(1)?,
-                    up: patch_conv("up3_2.conv.weight")?,
+                    up: patch_conv("up3_2.conv")?,
                     reduce: Some(reduce("reduce_chan_level2", spec.width(1))?),
                     blocks: stage(&dec2)?,
                 },
                 DecoderWeights {
                     prompt: prompt(2)?,
-                    up: patch_conv("up2_1.conv.weight")?,
+                    up: patch_conv("up2_1.conv")?,
                     reduce: None,
                     blocks: stage(&dec1)?,
                 },
             ],
             refinement: stage(&refinement)?,
-            output: conv("output", true)?,
+            output: Conv3x3::load(store, "output", spec.has_bias())?,
         })
     }
 
     /// Number of f32 values held.
     pub fn len(&self) -> usize {
-        let conv = |c: &Conv3x3| c.weight.len() + c.bias.len();
         let block = |b: &TransformerWeights| -> usize {
             let plain =
                 [&b.norm1.0, &b.norm1.1, &b.temperature, &b.qkv_dw, &b.project_out, &b.norm2.0, &b.norm2.1, &b.ffn_dw];
@@ -246,7 +213,7 @@ impl RestormerWeights {
             p.prompts.len()
                 + p.linear.len()
                 + p.linear_bias.len()
-                + p.conv.weight.stored_len()
+                + p.conv.len()
                 + block(&p.block)
                 + p.reduce.0.stored_len()
                 + p.reduce.1.len()
@@ -256,12 +223,12 @@ impl RestormerWeights {
             .iter()
             .map(|d| {
                 let reduce = d.reduce.as_ref().map_or(0, |(w, b)| w.stored_len() + b.as_ref().map_or(0, Vec::len));
-                d.prompt.as_ref().map_or(0, prompt) + d.up.weight.stored_len() + reduce
+                d.prompt.as_ref().map_or(0, prompt) + d.up.len() + reduce
             })
             .sum();
-        conv(&self.embed)
-            + conv(&self.output)
-            + self.downs.iter().map(|d| d.weight.stored_len()).sum::<usize>()
+        self.embed.len()
+            + self.output.len()
+            + self.downs.iter().map(PatchConv::len).sum::<usize>()
             + self.blocks().map(|(_, b)| block(b)).sum::<usize>()
             + decoders
     }

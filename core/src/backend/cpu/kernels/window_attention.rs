@@ -1,0 +1,167 @@
+//! Multi-head self-attention within one window of tokens (SwinIR's, without position bias):
+//! `out_h = v_h · softmax(scale · q_hᵀ k_h)ᵀ` for each head, on channel-major `q`, `k`, `v`
+//! (a row per channel, the window's tokens contiguous), with an `exp` that vectorises.
+//!
+//! The scores are kept transposed (`scores[j][i]`: key `j`, query `i`), so every loop runs
+//! along contiguous rows of tokens: the products as row updates, the softmax as running
+//! maxima and sums over rows.
+
+use multiversion::multiversion;
+
+/// One window's query, key and value rows: `3 · channels` rows of the window's tokens (q,
+/// then k, then v).
+pub struct Qkv<'a> {
+    /// The rows, `row_stride` apart.
+    pub data: &'a mut [f32],
+    /// Distance between rows.
+    pub row_stride: usize,
+}
+
+/// Writes the attention of the window's `tokens` tokens into `out` (`channels` rows of
+/// `tokens`, `row_stride` apart); `heads` split the channels evenly, `scores` holds at least
+/// `tokens²` values. Scales q in place first, as PyTorch does (`q = q · scale`).
+#[multiversion(targets("x86_64+avx512f+avx512vl+fma", "x86_64+avx2+fma", "aarch64+neon"))]
+pub fn attend(
+    qkv: Qkv<'_>,
+    out: &mut [f32],
+    (channels, heads, tokens): (usize, usize, usize),
+    row_stride: usize,
+    scores: &mut [f32],
+) {
+    let head_dim = channels / heads;
+    assert!(heads > 0 && head_dim * heads == channels && tokens > 0);
+    assert!(qkv.data.len() >= (3 * channels - 1) * qkv.row_stride + tokens);
+    assert!(out.len() >= (channels - 1) * row_stride + tokens && scores.len() >= tokens * tokens);
+    let scale = (head_dim as f32).powf(-0.5);
+    let stride = qkv.row_stride;
+    let (q, kv) = qkv.data.split_at_mut(channels * stride);
+    let row = |r: usize| r * stride..r * stride + tokens;
+    for h in 0..heads {
+        let dims = h * head_dim..(h + 1) * head_dim;
+        for d in dims.clone() {
+            q[row(d)].iter_mut().for_each(|v| *v *= scale);
+        }
+        // scores[j][i] = Σ_d k[d][j] · q[d][i]
+        for (j, srow) in scores.chunks_exact_mut(tokens).take(tokens).enumerate() {
+            srow.fill(0.0);
+            for d in dims.clone() {
+                let kdj = kv[d * stride + j];
+                srow.iter_mut().zip(&q[row(d)]).for_each(|(s, &qv)| *s = kdj.mul_add(qv, *s));
+            }
+        }
+        softmax_over_keys(&mut scores[..tokens * tokens], tokens);
+        // out[d][i] = Σ_j v[d][j] · p[j][i]
+        for d in dims {
+            let orow = &mut out[d * row_stride..d * row_stride + tokens];
+            orow.fill(0.0);
+            let vrow = &kv[row(channels + d)];
+            for (prow, &vdj) in scores.chunks_exact(tokens).zip(vrow) {
+                orow.iter_mut().zip(prow).for_each(|(o, &p)| *o = vdj.mul_add(p, *o));
+            }
+        }
+    }
+}
+
+/// Softmax of each query's column of `scores[j][i]` (`tokens × tokens`) over the keys `j`.
+#[inline(always)]
+fn softmax_over_keys(scores: &mut [f32], tokens: usize) {
+    let mut max = [f32::NEG_INFINITY; MAX_TOKENS];
+    let mut sum = [0.0f32; MAX_TOKENS];
+    for chunk in (0..tokens).step_by(MAX_TOKENS) {
+        let width = MAX_TOKENS.min(tokens - chunk);
+        let (max, sum) = (&mut max[..width], &mut sum[..width]);
+        max.fill(f32::NEG_INFINITY);
+        sum.fill(0.0);
+        for srow in scores.chunks_exact(tokens) {
+            max.iter_mut().zip(&srow[chunk..chunk + width]).for_each(|(m, &s)| *m = m.max(s));
+        }
+        for srow in scores.chunks_exact_mut(tokens) {
+            let part = &mut srow[chunk..chunk + width];
+            part.iter_mut().zip(max.iter()).zip(sum.iter_mut()).for_each(|((s, &m), t)| {
+                *s = exp(*s - m);
+                *t += *s;
+            });
+        }
+        sum.iter_mut().for_each(|t| *t = 1.0 / *t);
+        for srow in scores.chunks_exact_mut(tokens) {
+            srow[chunk..chunk + width].iter_mut().zip(sum.iter()).for_each(|(s, &r)| *s *= r);
+        }
+    }
+}
+
+/// Queries whose softmax statistics are held at once.
+const MAX_TOKENS: usize = 256;
+
+/// `e^x` in single precision without branches (Cephes `expf`: `x = n·ln 2 + r`, a degree-5
+/// polynomial for `e^r`, `2^n` from the exponent bits), within 2 ulp (tested); inputs are
+/// clamped to [−87.3, 88.3], so results stay normal and finite.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const P: [f32; 6] = [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5];
+    let x = x.clamp(-87.3, 88.3);
+    let n = (x * std::f32::consts::LOG2_E).round();
+    let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, x));
+    let poly = P.iter().fold(0.0f32, |acc, &p| acc.mul_add(r, p));
+    let er = (poly * r).mul_add(r, r) + 1.0;
+    er * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_is_within_two_ulp() {
+        let mut worst = 0.0f64;
+        for i in 0..=2_000_000 {
+            let x = -87.0 + 175.0 * i as f32 / 2_000_000.0;
+            let exact = (x as f64).exp();
+            let ulp = (exact as f32).abs() * f32::EPSILON;
+            worst = worst.max((exp(x) as f64 - exact).abs() / ulp as f64);
+        }
+        assert!(worst <= 2.0, "{worst} ulp");
+        assert_eq!(exp(0.0), 1.0);
+        assert!(exp(-1e4) >= 0.0 && exp(-1e4) < 1e-37 && exp(1e4).is_finite());
+    }
+
+    /// Every head's output matches a float64 evaluation of the formula, also with more
+    /// queries than the softmax holds at once.
+    #[test]
+    fn attention_matches_a_float64_reference() {
+        for (channels, heads, tokens) in [(6, 2, 5), (12, 3, 64), (4, 1, 300)] {
+            let stride = tokens + 3;
+            let values: Vec<f32> = (0..3 * channels * stride).map(|i| ((i as f32) * 0.377).sin() * 2.0).collect();
+            let mut qkv = values.clone();
+            let mut out = vec![0.0; channels * stride];
+            let mut scores = vec![0.0; tokens * tokens];
+            attend(
+                Qkv { data: &mut qkv, row_stride: stride },
+                &mut out,
+                (channels, heads, tokens),
+                stride,
+                &mut scores,
+            );
+            let hd = channels / heads;
+            let at = |r: usize, t: usize| values[r * stride + t] as f64;
+            let mut worst = 0.0f64;
+            for h in 0..heads {
+                for i in 0..tokens {
+                    let logits: Vec<f64> = (0..tokens)
+                        .map(|j| (0..hd).map(|d| at(h * hd + d, i) * at(channels + h * hd + d, j)).sum::<f64>())
+                        .map(|s| s / (hd as f64).sqrt())
+                        .collect();
+                    let m = logits.iter().cloned().fold(f64::MIN, f64::max);
+                    let e: Vec<f64> = logits.iter().map(|l| (l - m).exp()).collect();
+                    let z: f64 = e.iter().sum();
+                    for d in 0..hd {
+                        let want: f64 = (0..tokens).map(|j| e[j] / z * at(2 * channels + h * hd + d, j)).sum();
+                        worst = worst.max((out[(h * hd + d) * stride + i] as f64 - want).abs());
+                    }
+                }
+            }
+            assert!(worst < 1e-5, "{channels} channels, {heads} heads, {tokens} tokens: max |Δ| {worst}");
+        }
+    }
+}
