@@ -120,6 +120,11 @@ enum maskdcpt_family
    * MaskDCPT `PromptIR` (reflect padding to a multiple of 8; the CPU engine runs it).
    */
   MASKDCPT_FAMILY_PROMPTIR = 3,
+  /**
+   * MaskDCPT `SwinIR` (reflect padding to a multiple of its window, 8 as released; the CPU
+   * engine runs it; `width` is its token channels, `levels` 0).
+   */
+  MASKDCPT_FAMILY_SWINIR = 4,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

@@ -1,10 +1,11 @@
-"""CPU benchmark of the Restormer and PromptIR engine against PyTorch eager on the released shapes.
+"""CPU benchmark of the transformer engines against PyTorch eager on the released shapes.
 
-    .venv-torch/bin/python scripts/bench_restormer.py [--archs restormer,promptir] [--sizes 256x256] [--threads 2] [--iters 3]
+    .venv-torch/bin/python scripts/bench_restormer.py [--archs restormer,promptir,swinir] [--sizes 256x256] [--threads 2] [--iters 3]
 
 Builds the fork's released Restormer (dim 48, blocks [4,6,6,8], refinement 4, heads [1,2,4,8];
-26,126,644 parameters) and PromptIR (the same with biases and three prompt stages; 35,539,290
-parameters) with seeded random weights (reference_restormer.randomize_), caches them in
+26,126,644 parameters), PromptIR (the same with biases and three prompt stages; 35,539,290
+parameters) and SwinIR (embed 180, six groups of six blocks, 6 heads, windows of 8; 11,455,563
+parameters) with seeded random weights (the references' randomize_), caches them in
 target/bench-cpu/ as f32 safetensors, then per network and size (multiples of 8):
 1. PyTorch eager f32 (`torch.set_num_threads(T)`, inference mode) in its own process:
    warm-up + N timed runs, peak RSS; it also writes its output for one input;
@@ -35,20 +36,33 @@ from bench_cpu import cpu_info, parse_sizes, run_json, warn_if_busy  # noqa: E40
 GEN_TAG = "v1"  # bump when the weight generator changes (invalidates the cache)
 
 
-# Released shapes: class, parameters, tensors.
-ARCHS = {"restormer": ("RestormerRef", 26_126_644, 494), "promptir": ("PromptIRRef", 35_539_290, 830)}
+# Released shapes: reference module, class, parameters, tensors.
+ARCHS = {
+    "restormer": ("reference_restormer", "RestormerRef", 26_126_644, 494),
+    "promptir": ("reference_restormer", "PromptIRRef", 35_539_290, 830),
+    "swinir": ("reference_swinir", "SwinIRRef", 11_455_563, 454),
+}
+
+
+def reference(arch: str):
+    """The reference module and class of `arch`."""
+    import importlib
+
+    module, cls = ARCHS[arch][:2]
+    references = importlib.import_module(module)
+    return references, getattr(references, cls)
 
 
 def prepare(cache: Path, arch: str, seed: int) -> Path:
-    path = cache / f"{arch}_dim48_seed{seed}_{GEN_TAG}.safetensors"
+    path = cache / f"{arch}_released_seed{seed}_{GEN_TAG}.safetensors"
     if path.exists():
         return path
-    import reference_restormer as R
     from gen_golden import write_safetensors
 
     cache.mkdir(parents=True, exist_ok=True)
-    cls, params, tensors = ARCHS[arch]
-    net = R.randomize_(getattr(R, cls)(), seed)
+    references, cls = reference(arch)
+    params, tensors = ARCHS[arch][2:]
+    net = references.randomize_(cls(), seed)
     n = sum(p.numel() for p in net.parameters())
     assert (n, len(net.state_dict())) == (params, tensors), n
     tmp = path.with_suffix(".tmp")
@@ -61,11 +75,10 @@ def prepare(cache: Path, arch: str, seed: int) -> Path:
 def torch_worker(args: argparse.Namespace) -> None:
     import torch
 
-    import reference_restormer as R
     from gen_golden import read_safetensors
 
     torch.set_num_threads(args.threads)
-    net = getattr(R, ARCHS[args.arch][0])().eval()
+    net = reference(args.arch)[1]().eval()
     net.load_state_dict(read_safetensors(Path(args.torch_worker)), strict=True)
     image = np.load(args.input)
     x = torch.from_numpy(image).permute(2, 0, 1)[None].contiguous()
@@ -84,7 +97,7 @@ def torch_worker(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--archs", default="restormer,promptir", help="comma separated: restormer, promptir")
+    ap.add_argument("--archs", default="restormer,promptir,swinir", help="comma separated: restormer, promptir, swinir")
     ap.add_argument("--arch", help=argparse.SUPPRESS)
     ap.add_argument("--sizes", default="256x256", help="comma separated HxW (multiples of 8)")
     ap.add_argument("--threads", type=int, default=2)

@@ -1,7 +1,7 @@
 """Random-architecture parity sweep: `maskdcpt restore --backend cpu` against the PyTorch
 reference (scripts/reference_nafnet.py) on networks and images no fixture has.
 
-    python scripts/parity_sweep.py [--seed S] [--cases N] [--large] [--onnx] [--tlc] [--restormer] [--bin target/release/maskdcpt]
+    python scripts/parity_sweep.py [--seed S] [--cases N] [--large] [--onnx] [--tlc] [--restormer] [--swinir] [--bin target/release/maskdcpt]
 
 Each case draws a family (MaskDCPT or upstream NAFNet), a width, 1-4 levels with 0-2 blocks
 per encoder, decoder and bottleneck group (at least one block in all), seeded random weights
@@ -20,7 +20,10 @@ refused too. With --restormer a third of the cases are the MaskDCPT fork's Resto
 instead (scripts/reference_restormer.py: even dim 4-16, or 24-48 with --large, 1-2 blocks per
 level, 0-2 refinement blocks, heads dividing every width, feed-forward expansion 1.5-2.66;
 PromptIR with random prompt widths, counts and sides), restored whole or with
-`--tile N --sca global` (which runs it whole); they have no ONNX export or TLC.
+`--tile N --sca global` (which runs it whole); they have no ONNX export or TLC. With --swinir
+a third of the cases (of those left) are the fork's SwinIR (scripts/reference_swinir.py: six
+groups of 0-2 blocks, the first at least 1, random heads per group and window side, written
+into the safetensors metadata, random MLP ratio, qkv bias and patch norm), restored the same ways.
 Needs torch and numpy (CPU), and onnxruntime for --onnx.
 """
 
@@ -41,6 +44,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import reference_nafnet as R  # noqa: E402
 import reference_restormer as RR  # noqa: E402
+import reference_swinir as RS  # noqa: E402
+from gen_golden_swinir import save_safetensors  # noqa: E402
 
 
 def draw_spec(rng: random.Random, large: bool) -> dict:
@@ -77,11 +82,29 @@ def draw_prompts(rng: random.Random, dim: int) -> dict:
     return dict(prompts=prompts, prompt_count=rng.randint(1, 5))
 
 
-def run_restormer(net: torch.nn.Module, img: np.ndarray) -> np.ndarray:
-    """The harness's reflect padding to a multiple of 8 (numpy's, which keeps mirroring where a
-    pad is longer than the side, as maskdcpt does and PyTorch refuses), run, crop."""
+def draw_swinir(rng: random.Random, large: bool) -> dict:
+    head_dim = rng.choice([4, 6, 8] if large else [1, 2, 3])
+    heads = [rng.choice([1, 2, 3, 6]) for _ in range(6)]
+    # Every group's heads divide the width.
+    width = head_dim * 6
+    return dict(
+        embed_dim=width,
+        depths=[rng.randint(1, 2)] + [rng.randint(0, 2) for _ in range(5)],
+        heads=heads,
+        window=rng.choice([2, 4, 5, 8]),
+        mlp_ratio=rng.choice([1.0, 1.5, 2.0]),
+        qkv_bias=rng.random() < 0.8,
+        patch_norm=rng.random() < 0.8,
+    )
+
+
+def run_transformer(net: torch.nn.Module, img: np.ndarray) -> np.ndarray:
+    """The harness's reflect padding to a multiple of 8 or the window (numpy's, which keeps
+    mirroring where a pad is longer than the side, as maskdcpt does and PyTorch refuses), run,
+    crop."""
     h, w = img.shape[:2]
-    padded = np.pad(img, ((0, (-h) % RR.SIZE_MULTIPLE), (0, (-w) % RR.SIZE_MULTIPLE), (0, 0)), mode="reflect")
+    multiple = getattr(net, "window", RR.SIZE_MULTIPLE)
+    padded = np.pad(img, ((0, (-h) % multiple), (0, (-w) % multiple), (0, 0)), mode="reflect")
     with torch.no_grad():
         out = net.network(torch.from_numpy(np.ascontiguousarray(padded)).permute(2, 0, 1)[None].contiguous())
     return out[0, :, :h, :w].permute(1, 2, 0).numpy()
@@ -93,8 +116,8 @@ def cli(cmd: list[str]) -> None:
         raise RuntimeError(done.stderr.strip())
 
 
-def restore(binary: str, work: Path, flags: list[str]) -> np.ndarray:
-    cli([binary, "restore", "-m", str(work / "model.pth"), "-i", str(work / "in.npy"), "-o", str(work / "out.npy"),
+def restore(binary: str, work: Path, flags: list[str], model: str = "model.pth") -> np.ndarray:
+    cli([binary, "restore", "-m", str(work / model), "-i", str(work / "in.npy"), "-o", str(work / "out.npy"),
          "--backend", "cpu", *flags])
     return np.load(work / "out.npy")
 
@@ -119,6 +142,7 @@ def main() -> None:
     ap.add_argument("--onnx", action="store_true", help="also export each model and run it in ONNX Runtime")
     ap.add_argument("--tlc", action="store_true", help="also restore each case with TLC channel attention")
     ap.add_argument("--restormer", action="store_true", help="a third of the cases are Restormers")
+    ap.add_argument("--swinir", action="store_true", help="a third of the cases (of those left) are SwinIRs")
     ap.add_argument("--bin", default=str(HERE.parent / "target/release/maskdcpt"))
     args = ap.parse_args()
     rng = random.Random(args.seed)
@@ -127,8 +151,16 @@ def main() -> None:
         work = Path(tmp)
         for case in range(args.cases):
             restormer = args.restormer and rng.random() < 1 / 3
+            swinir = not restormer and args.swinir and rng.random() < 1 / 3
             family = rng.choice(["restormer", "promptir"]) if restormer else rng.choice(["maskdcpt", "nafnet"])
-            if restormer:
+            model = "model.pth"
+            if swinir:
+                family, spec, model = "swinir", draw_swinir(rng, args.large), "model.safetensors"
+                net = RS.randomize_(RS.SwinIRRef(**spec).eval(), seed=args.seed * 1000 + case)
+                metadata = {"swinir.num_heads": ",".join(map(str, spec["heads"])),
+                            "swinir.window_size": str(spec["window"])}
+                save_safetensors(work / model, net.state_dict(), metadata)
+            elif restormer:
                 spec = draw_restormer(rng, args.large)
                 if family == "promptir":
                     spec.update(draw_prompts(rng, spec["dim"]))
@@ -139,24 +171,26 @@ def main() -> None:
             else:
                 spec = draw_spec(rng, args.large)
                 net = R.randomize_(R.build_model(family, **spec), seed=args.seed * 1000 + case)
-            torch.save({"params": net.state_dict()}, work / "model.pth")
+            if not swinir:
+                torch.save({"params": net.state_dict()}, work / "model.pth")
             lo, hi = (100, 400) if args.large else (3, 90)
             h, w = rng.randint(lo, hi), rng.randint(lo, hi)
             img = np.random.default_rng(args.seed * 1000 + case).random((h, w, 3), dtype=np.float32)
             if rng.random() < 1 / 3:
                 img = img * rng.choice([5.0, 50.0]) - 1
             np.save(work / "in.npy", img)
-            run_ref = {"maskdcpt": R.run_maskdcpt, "nafnet": R.run_nafnet}.get(family, run_restormer)
+            run_ref = {"maskdcpt": R.run_maskdcpt, "nafnet": R.run_nafnet}.get(family, run_transformer)
+            transformer = restormer or swinir
             ref = run_ref(net, img)
             tiling = []
             if rng.random() < 0.25:
                 tiles = [64, 100, 128] if args.large else [16, 32, 48]
                 tiling = ["--tile", str(rng.choice(tiles)), "--sca", "global"]
-            runs = [(f"restore {' '.join(tiling)}", lambda: restore(args.bin, work, tiling), ref)]
-            if args.onnx and not restormer:
+            runs = [(f"restore {' '.join(tiling)}", lambda: restore(args.bin, work, tiling, model), ref)]
+            if args.onnx and not transformer:
                 for shape in (["--dynamic"], ["--height", str(h), "--width", str(w)]):
                     runs.append((f"onnx {shape[0]}", lambda shape=shape: run_onnx(args.bin, work, img, shape), ref))
-            if args.tlc and not restormer:
+            if args.tlc and not transformer:
                 train = rng.choice([16, 24, 32, 48, 64])
                 flags = ["--tlc", str(train), *tiling]
                 ref_tlc = run_ref(R.use_tlc_(copy.deepcopy(net), train), img)

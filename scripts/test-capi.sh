@@ -96,9 +96,11 @@ vg=(valgrind --quiet --error-exitcode=1 --leak-check=full --errors-for-leak-kind
 "${vg[@]}" "$build/restore_image" "$MODEL" "$tmp/in.ppm" "$tmp/valgrind-tlc.ppm" --threads 2 --tlc 16
 cmp "$tmp/cli4.ppm" "$tmp/valgrind-tlc.ppm"
 "${vg[@]}" "$build/frame_loop" "$MODEL" --frames 3 --width 64 --height 48 --threads 2
-# Restormer and PromptIR checkpoints through the same sample: the CLI's bytes, clean under valgrind.
-for net in restormer promptir; do
-    weights="tests/golden/restormer/${net}_w8.pth"
+# Restormer, PromptIR and SwinIR checkpoints through the same sample: the CLI's bytes, clean
+# under valgrind.
+for weights in tests/golden/restormer/restormer_w8.pth tests/golden/restormer/promptir_w8.pth \
+    tests/golden/swinir/swinir_w12_heads.safetensors; do
+    net=$(basename "${weights%.*}")
     target/release/maskdcpt restore -m "$weights" -i "$tmp/in.ppm" -o "$tmp/cli-$net.ppm" --threads 2
     "${vg[@]}" "$build/restore_image" "$weights" "$tmp/in.ppm" "$tmp/$net.ppm" --threads 2
     cmp "$tmp/cli-$net.ppm" "$tmp/$net.ppm"

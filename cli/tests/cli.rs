@@ -727,11 +727,11 @@ fn cuda_engine_files_need_a_gpu_and_the_cuda_backend() {
     assert!(!output.exists());
 }
 
-/// Restormer and PromptIR checkpoints (the golden ones): `info` names the architecture,
-/// `restore` is the core engine (whole and in local tiles), and the NAFNet-only paths refuse
-/// them by name.
+/// Restormer, PromptIR and SwinIR checkpoints (the golden ones): `info` names the
+/// architecture, `restore` is the core engine (whole and in local tiles), and the NAFNet-only
+/// paths refuse them by name.
 #[test]
-fn restormer_checkpoints_restore_on_the_cpu() {
+fn transformer_checkpoints_restore_on_the_cpu() {
     let dir = TempDir::new().unwrap();
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/restormer/restormer_w8.pth");
     let out = maskdcpt(&["info", "--json", s(&model)]);
@@ -768,4 +768,20 @@ fn restormer_checkpoints_restore_on_the_cpu() {
     assert_eq!(info["family"], "promptir");
     assert_ok(&maskdcpt(&["restore", "-m", s(&model), "-i", s(&input), "-o", s(&output)]));
     assert_eq!(read_npy(&output).1, core_restore(&model, w, h, pattern(w, h, 9)));
+
+    // SwinIR, with heads and window from the file's metadata.
+    let model = model.parent().unwrap().join("../swinir/swinir_w12_heads.safetensors");
+    let out = maskdcpt(&["info", "--json", s(&model)]);
+    assert_ok(&out);
+    let info: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(info["family"], "swinir");
+    assert_eq!(info["heads"], serde_json::json!([2, 3, 1, 4, 6, 2]));
+    assert_eq!((info["window"].as_u64(), info["size_multiple"].as_u64()), (Some(4), Some(4)));
+    let restore = ["restore", "-m", s(&model), "-i", s(&input), "-o", s(&output)];
+    assert_ok(&maskdcpt(&restore));
+    assert_eq!(read_npy(&output).1, core_restore(&model, w, h, pattern(w, h, 9)));
+    assert_ok(&maskdcpt(&[&restore[..], &tiles[..]].concat()));
+    assert_eq!(read_npy(&output).1, core_restore_with(&model, &options, w, h, pattern(w, h, 9)));
+    refused(&[&restore[..], &["--backend", "cuda"]].concat(), &["CUDA engine runs NAFNet networks only", "swinir"]);
+    refused(&[&restore[..], &["--tlc"]].concat(), &["TLC", "SwinIR"]);
 }

@@ -300,44 +300,51 @@ fn the_default_model_loads_and_restores() {
     }
 }
 
-/// A Restormer checkpoint through the C ABI: its info, a restore equal to the core engine's,
-/// and the CUDA backend's refusal with a message naming why.
+/// Restormer and SwinIR checkpoints through the C ABI: their info, a restore equal to the
+/// core engine's, and the CUDA backend's refusal with a message naming why.
 #[test]
-fn restormer_checkpoints_load_and_restore_on_the_cpu() {
+fn transformer_checkpoints_load_and_restore_on_the_cpu() {
     use maskdcpt_core::backend::{EngineOptions, build_engine};
     use maskdcpt_core::model::Model;
     use maskdcpt_core::weights::LoadOptions;
 
-    let path = model_path().with_file_name("restormer/restormer_w8.pth");
-    let mut model = ptr::null_mut();
-    // SAFETY (all blocks): valid arguments throughout.
-    let status = unsafe { maskdcpt_model_load_file(c_path(&path).as_ptr(), ptr::null(), &mut model) };
-    assert_eq!(status, maskdcpt_status::Ok, "{}", last_error());
-    let mut info = std::mem::MaybeUninit::uninit();
-    assert_eq!(unsafe { maskdcpt_model_get_info(model, info.as_mut_ptr()) }, maskdcpt_status::Ok);
-    let info = unsafe { info.assume_init() };
-    let summary = (info.family, info.width, info.levels, info.blocks, info.size_multiple, info.param_count);
-    // Blocks: encoders 1 + 1 + 1, latent 2, decoders 1 + 1 + 1, refinement 1.
-    assert_eq!(summary, (maskdcpt_family::Restormer, 8, 3, 9, 8, 262_301));
+    let checkpoints = [
+        // Blocks: encoders 1 + 1 + 1, latent 2, decoders 1 + 1 + 1, refinement 1.
+        ("restormer/restormer_w8.pth", (maskdcpt_family::Restormer, 8, 3, 9, 8, 262_301)),
+        // Blocks: groups of 1, 2, 1, 1, 2, 1; no down-sampling; windows of 8.
+        ("swinir/swinir_w12.pth", (maskdcpt_family::Swinir, 12, 0, 8, 8, 20_139)),
+    ];
+    for (file, want) in checkpoints {
+        let path = model_path().with_file_name(file);
+        let mut model = ptr::null_mut();
+        // SAFETY (all blocks): valid arguments throughout.
+        let status = unsafe { maskdcpt_model_load_file(c_path(&path).as_ptr(), ptr::null(), &mut model) };
+        assert_eq!(status, maskdcpt_status::Ok, "{}", last_error());
+        let mut info = std::mem::MaybeUninit::uninit();
+        assert_eq!(unsafe { maskdcpt_model_get_info(model, info.as_mut_ptr()) }, maskdcpt_status::Ok);
+        let info = unsafe { info.assume_init() };
+        let summary = (info.family, info.width, info.levels, info.blocks, info.size_multiple, info.param_count);
+        assert_eq!(summary, want, "{file}");
 
-    let image = pattern(19, 13, 4);
-    let mut input = OwnedFrame::from_image(maskdcpt_pixel_format::RgbF32, &image, 0);
-    let mut output = OwnedFrame::new(maskdcpt_pixel_format::RgbF32, 19, 13, 0, 0);
-    let mut engine = new_engine(model, &options(2));
-    let status = unsafe { maskdcpt_restore(engine, &input.image(), &output.image()) };
-    assert_eq!(status, maskdcpt_status::Ok, "{}", last_error());
-    let core = Model::load(&path, &LoadOptions::default()).unwrap();
-    let want = build_engine(&core, &EngineOptions::default()).unwrap().restore(&image).unwrap();
-    assert_eq!(output, OwnedFrame::from_image(maskdcpt_pixel_format::RgbF32, &want, 0));
+        let image = pattern(19, 13, 4);
+        let mut input = OwnedFrame::from_image(maskdcpt_pixel_format::RgbF32, &image, 0);
+        let mut output = OwnedFrame::new(maskdcpt_pixel_format::RgbF32, 19, 13, 0, 0);
+        let mut engine = new_engine(model, &options(2));
+        let status = unsafe { maskdcpt_restore(engine, &input.image(), &output.image()) };
+        assert_eq!(status, maskdcpt_status::Ok, "{}", last_error());
+        let core = Model::load(&path, &LoadOptions::default()).unwrap();
+        let want = build_engine(&core, &EngineOptions::default()).unwrap().restore(&image).unwrap();
+        assert_eq!(output, OwnedFrame::from_image(maskdcpt_pixel_format::RgbF32, &want, 0), "{file}");
 
-    let mut cuda = options(1);
-    cuda.backend = maskdcpt_backend::Cuda as u32;
-    let mut refused = ptr::null_mut();
-    let status = unsafe { maskdcpt_engine_new(model, &cuda, &mut refused) };
-    assert_eq!(status, maskdcpt_status::Unsupported, "{}", last_error());
-    assert!(refused.is_null() && last_error().contains("NAFNet networks only"), "{}", last_error());
-    unsafe {
-        maskdcpt_engine_free(&mut engine);
-        maskdcpt_model_free(&mut model);
+        let mut cuda = options(1);
+        cuda.backend = maskdcpt_backend::Cuda as u32;
+        let mut refused = ptr::null_mut();
+        let status = unsafe { maskdcpt_engine_new(model, &cuda, &mut refused) };
+        assert_eq!(status, maskdcpt_status::Unsupported, "{}", last_error());
+        assert!(refused.is_null() && last_error().contains("NAFNet networks only"), "{}", last_error());
+        unsafe {
+            maskdcpt_engine_free(&mut engine);
+            maskdcpt_model_free(&mut model);
+        }
     }
 }

@@ -1,8 +1,9 @@
-//! One Swin block on window-major tokens, window by window in parallel, in place:
-//! `x += proj(attention(LN1(x)))` within the window, then `x += fc2(GELU(fc1(LN2(x))))`.
+//! One Swin block on window-major tokens, a group of windows at a time in parallel, in place:
+//! `x += proj(attention(LN1(x)))` within each window, then `x += fc2(GELU(fc1(LN2(x))))`.
 //!
-//! A window holds every token its attention reads and the MLP is per token, so each window
-//! runs the whole block on its own, in scratch small enough to stay in cache; the LayerNorms
+//! A window holds every token its attention reads and the MLP is per token, so each group of
+//! windows runs the whole block on its own, in scratch small enough to stay in cache: the
+//! products over the group's tokens at once, the attention window by window. The LayerNorms
 //! are applied while the products read their input.
 
 use rayon::prelude::*;
@@ -25,33 +26,41 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn new(channels: usize, hidden: usize, tokens: usize) -> Self {
+    fn new(channels: usize, hidden: usize, tokens: usize, window_tokens: usize) -> Self {
         Scratch {
             qkv: vec![0.0; 3 * channels * tokens],
             attention: vec![0.0; channels * tokens],
             hidden: vec![0.0; hidden * tokens],
-            scores: vec![0.0; tokens * tokens],
+            scores: vec![0.0; window_tokens * window_tokens],
             mean: vec![0.0; tokens],
             rstd: vec![0.0; tokens],
         }
     }
 }
 
-/// Runs `b` on `windows`: windows of `channels × tokens` values each, one after another.
-pub fn run_block(b: &SwinBlockWeights, windows: &mut [f32], channels: usize, tokens: usize) {
+/// Runs `b` on `windows` (window-major, [`Windows`](super::windows::Windows)): groups of
+/// `group` windows of `window_tokens` tokens with `channels` channels.
+pub fn run_block(b: &SwinBlockWeights, windows: &mut [f32], channels: usize, window_tokens: usize, group: usize) {
     let hidden = b.fc1.weight.rows();
-    windows
-        .par_chunks_mut(channels * tokens)
-        .for_each_init(|| Scratch::new(channels, hidden, tokens), |s, x| window_block(b, x, s, channels, tokens));
+    windows.par_chunks_mut(group * channels * window_tokens).for_each_init(
+        || Scratch::new(channels, hidden, group * window_tokens, window_tokens),
+        |s, x| group_block(b, x, s, channels, window_tokens),
+    );
 }
 
-fn window_block(b: &SwinBlockWeights, x: &mut [f32], s: &mut Scratch, channels: usize, tokens: usize) {
+/// The block on one group: `x` is `channels × (k · window_tokens)` for its `k` windows.
+fn group_block(b: &SwinBlockWeights, x: &mut [f32], s: &mut Scratch, channels: usize, window_tokens: usize) {
+    let tokens = x.len() / channels;
     let Scratch { qkv, attention, hidden, scores, mean, rstd } = s;
+    let (mean, rstd) = (&mut mean[..tokens], &mut rstd[..tokens]);
     normed_product(qkv, &b.qkv, x, &b.norm1, (mean, rstd), tokens);
-    attend(Qkv { data: qkv, row_stride: tokens }, attention, (channels, b.heads, tokens), tokens, scores);
+    for start in (0..tokens).step_by(window_tokens) {
+        let qkv = Qkv { data: &mut qkv[start..], row_stride: tokens };
+        attend(qkv, &mut attention[start..], (channels, b.heads, window_tokens), tokens, scores);
+    }
     add_product(x, &b.proj, attention, tokens);
     normed_product(hidden, &b.fc1, x, &b.norm2, (mean, rstd), tokens);
-    gelu_in_place(hidden);
+    gelu_in_place(&mut hidden[..b.fc1.weight.rows() * tokens]);
     add_product(x, &b.fc2, hidden, tokens);
 }
 

@@ -19,6 +19,9 @@ use crate::spec::{IMAGE_CHANNELS, SwinirSpec};
 use weights::{Norm, SwinirWeights};
 use windows::Windows;
 
+/// Tokens a Swin block's products take at once: whole windows, as many as make this many.
+const GROUP_TOKENS: usize = 256;
+
 /// The SwinIR network: its converted weights and forward pass.
 pub struct SwinirNetwork {
     weights: SwinirWeights,
@@ -111,14 +114,21 @@ impl WholeNetwork for SwinirNetwork {
             layer_norm(x, pixels, norm);
         }
         let tokens = self.window * self.window;
+        let windows_per_group = GROUP_TOKENS.div_ceil(tokens);
         for group in &nets.groups {
             if group.blocks.is_empty() {
                 y.copy_from_slice(x);
             }
             for (j, block) in group.blocks.iter().enumerate() {
-                let layout = Windows { channels: e, size: (h, w), side: self.window, shift: block.shift };
+                let layout = Windows {
+                    channels: e,
+                    size: (h, w),
+                    side: self.window,
+                    shift: block.shift,
+                    group: windows_per_group,
+                };
                 layout.gather(windows, if j == 0 { x } else { y });
-                block::run_block(block, windows, e, tokens);
+                block::run_block(block, windows, e, tokens, windows_per_group);
                 layout.scatter(y, windows);
             }
             group.conv.run(x, y, (h, w), patches, true, threads);
