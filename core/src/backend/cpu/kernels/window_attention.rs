@@ -134,7 +134,7 @@ pub fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     const P: [f32; 6] = [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5];
-    let x = x.max(-87.3).min(88.3);
+    let x = x.clamp(-87.3, 88.3);
     // t = 1.5·2²³ + n: n = round(x / ln 2) sits in the low mantissa bits.
     let t = x.mul_add(std::f32::consts::LOG2_E, SHIFTER);
     let n = t - SHIFTER;
