@@ -301,6 +301,10 @@ pub struct ConvertArgs {
     /// Element type of the written tensors.
     #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
     pub dtype: DtypeArg,
+    /// Metadata to write besides the input's (repeatable), e.g. a SwinIR's
+    /// `swinir.num_heads=6` or `swinir.window_size=8`, which its weights do not say.
+    #[arg(long = "metadata", value_name = "KEY=VALUE")]
+    pub metadata: Vec<String>,
 }
 
 /// `--dtype` values of `convert`.

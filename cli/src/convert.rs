@@ -1,8 +1,9 @@
-//! `maskdcpt convert`: load and validate a checkpoint, write its tensors as `.safetensors`.
+//! `maskdcpt convert`: load and validate a checkpoint, write its tensors as `.safetensors`
+//! with the input's metadata and any given with `--metadata`.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 
+use maskdcpt_core::model::Model;
 use maskdcpt_core::weights::Tensor;
 use safetensors::Dtype;
 
@@ -19,7 +20,18 @@ pub fn run(args: &ConvertArgs) -> Result<()> {
     if same_file(&args.input, &args.output) {
         return Err(CliError::file(&args.output, "refusing to overwrite the input checkpoint"));
     }
-    let model = crate::model::load(&args.input, args.param_key.as_deref())?;
+    let loaded = crate::model::load(&args.input, args.param_key.as_deref())?;
+    let mut metadata = loaded.weights().metadata_map().clone();
+    metadata.insert("format".to_owned(), "pt".to_owned());
+    for entry in &args.metadata {
+        let Some((key, value)) = entry.split_once('=') else {
+            return Err(CliError::Invalid(format!("--metadata `{entry}`: give it as KEY=VALUE")));
+        };
+        metadata.insert(key.to_owned(), value.to_owned());
+    }
+    // The model as the written file will read, checked before anything is written.
+    let model = Model::from_weights(loaded.weights().clone().with_metadata(metadata.clone()))
+        .map_err(|e| CliError::Invalid(format!("with the metadata given: {e}")))?;
     let encoded = model
         .weights()
         .iter()
@@ -37,7 +49,6 @@ pub fn run(args: &ConvertArgs) -> Result<()> {
                 .map_err(|e| CliError::Invalid(format!("tensor `{key}`: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    let metadata = BTreeMap::from([("format".to_owned(), "pt".to_owned())]);
     // Serialised in memory and written through `write_atomically` rather than with
     // `serialize_to_file`, whose own temporary file would leave the output readable by its
     // owner only (mode 0600).

@@ -251,6 +251,32 @@ fn convert_to_f16_keeps_the_model_close() {
     assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(&twice).unwrap());
 }
 
+/// `convert` keeps the input's metadata and writes what `--metadata` adds, checked first: a
+/// SwinIR's heads, which its weights do not say.
+#[test]
+fn convert_writes_and_keeps_metadata() {
+    let dir = TempDir::new().unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/swinir/swinir_w12.pth");
+    let heads = |path: &Path| {
+        let out = maskdcpt(&["info", "--json", s(path)]);
+        assert_ok(&out);
+        let info: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        (info["heads"].clone(), info["window"].as_u64())
+    };
+    assert_eq!(heads(&model), (serde_json::json!([6, 6, 6, 6, 6, 6]), Some(8)));
+    let (three, again) = (dir.path().join("three.safetensors"), dir.path().join("again.safetensors"));
+    let set = ["--metadata", "swinir.num_heads=3", "--metadata", "swinir.window_size=4"];
+    assert_ok(&maskdcpt(&[&["convert", s(&model), "-o", s(&three)][..], &set[..]].concat()));
+    assert_eq!(heads(&three), (serde_json::json!([3, 3, 3, 3, 3, 3]), Some(4)));
+    assert_ok(&maskdcpt(&["convert", s(&three), "-o", s(&again)]));
+    assert_eq!(heads(&again), heads(&three));
+    let bad = dir.path().join("bad.safetensors");
+    let convert = ["convert", s(&model), "-o", s(&bad), "--metadata"];
+    assert_error(&maskdcpt(&[&convert[..], &["swinir.num_heads=5"]].concat()), &["5 heads", "do not split the 12"]);
+    assert_error(&maskdcpt(&[&convert[..], &["swinir.num_heads"]].concat()), &["KEY=VALUE"]);
+    assert!(!bad.exists());
+}
+
 #[test]
 fn convert_refuses_to_overwrite_its_input_and_other_extensions() {
     let dir = TempDir::new().unwrap();

@@ -194,6 +194,11 @@ impl WeightStore {
         self.metadata.get(key).map(String::as_str)
     }
 
+    /// All of the file's string metadata.
+    pub fn metadata_map(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+
     /// Reads a checkpoint file, choosing the reader from the file's magic bytes.
     pub fn load(path: &Path, options: &LoadOptions) -> Result<Self> {
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
