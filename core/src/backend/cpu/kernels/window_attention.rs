@@ -43,20 +43,33 @@ pub fn attend(
         }
         // scores[j][i] = Σ_d k[d][j] · q[d][i]
         let q = &*q;
-        for (j, srow) in scores.chunks_exact_mut(tokens).take(tokens).enumerate() {
-            combine(srow, head_dim, |t| kv[(h * head_dim + t) * stride + j], |t| &q[row(h * head_dim + t)]);
+        let k = |t: usize, j: usize| kv[(h * head_dim + t) * stride + j];
+        let q_row = |t: usize| &q[row(h * head_dim + t)];
+        let mut pairs = scores[..tokens * tokens].chunks_exact_mut(2 * tokens);
+        for (pair, rows) in pairs.by_ref().enumerate() {
+            let (a, b) = rows.split_at_mut(tokens);
+            let j = 2 * pair;
+            combine_pair((a, b), head_dim, |t| (k(t, j), k(t, j + 1)), q_row);
+        }
+        let last = pairs.into_remainder();
+        if !last.is_empty() {
+            combine(last, head_dim, |t| k(t, tokens - 1), q_row);
         }
         softmax_over_keys(&mut scores[..tokens * tokens], tokens);
         // out[d][i] = Σ_j v[d][j] · p[j][i]
         let p = &scores[..tokens * tokens];
-        for d in dims {
+        let p_row = |j: usize| &p[j * tokens..(j + 1) * tokens];
+        let mut d = dims.start;
+        while d + 1 < dims.end {
+            let (va, vb) = (&kv[row(channels + d)], &kv[row(channels + d + 1)]);
+            let (head, tail) = out.split_at_mut((d + 1) * row_stride);
+            let pair = (&mut head[d * row_stride..d * row_stride + tokens], &mut tail[..tokens]);
+            combine_pair(pair, tokens, |j| (va[j], vb[j]), p_row);
+            d += 2;
+        }
+        if d < dims.end {
             let vrow = &kv[row(channels + d)];
-            combine(
-                &mut out[d * row_stride..d * row_stride + tokens],
-                tokens,
-                |j| vrow[j],
-                |j| &p[j * tokens..(j + 1) * tokens],
-            );
+            combine(&mut out[d * row_stride..d * row_stride + tokens], tokens, |j| vrow[j], p_row);
         }
     }
 }
@@ -69,6 +82,37 @@ fn combine<'a>(out: &mut [f32], terms: usize, coef: impl Fn(usize) -> f32, row: 
     start = combine_blocks::<16>(out, start, terms, &coef, &row);
     for (i, o) in out.iter_mut().enumerate().skip(start) {
         *o = (0..terms).fold(0.0, |acc, t| coef(t).mul_add(row(t)[i], acc));
+    }
+}
+
+/// [`combine`] for two outputs over the same rows, `coefs(t)` giving each one's coefficient:
+/// each row value is loaded once for both, and the two sets of sums are independent chains.
+#[inline(always)]
+fn combine_pair<'a>(
+    (a, b): (&mut [f32], &mut [f32]),
+    terms: usize,
+    coefs: impl Fn(usize) -> (f32, f32),
+    row: impl Fn(usize) -> &'a [f32],
+) {
+    const B: usize = 64;
+    let mut start = 0;
+    while start + B <= a.len() {
+        let (mut acc_a, mut acc_b) = ([0.0f32; B], [0.0f32; B]);
+        for t in 0..terms {
+            let (ca, cb) = coefs(t);
+            let r: &[f32; B] = row(t)[start..start + B].try_into().expect("a block of the row");
+            for ((x, y), &v) in acc_a.iter_mut().zip(acc_b.iter_mut()).zip(r) {
+                *x = ca.mul_add(v, *x);
+                *y = cb.mul_add(v, *y);
+            }
+        }
+        a[start..start + B].copy_from_slice(&acc_a);
+        b[start..start + B].copy_from_slice(&acc_b);
+        start += B;
+    }
+    if start < a.len() {
+        combine(&mut a[start..], terms, |t| coefs(t).0, |t| &row(t)[start..]);
+        combine(&mut b[start..], terms, |t| coefs(t).1, |t| &row(t)[start..]);
     }
 }
 
