@@ -40,6 +40,21 @@ MODELS = [
 ]
 
 
+def write_cases(net: torch.nn.Module, stem: str, out_dir: Path) -> list[dict]:
+    """Runs `net` on each of INPUTS (HWC float32 in tests/golden/) and saves its raw output as
+    `output_{stem}_{H}x{W}.npy` in `out_dir`; returns the manifest's cases."""
+    cases = []
+    for name in INPUTS:
+        img = np.load(GOLDEN / name)
+        with torch.no_grad():
+            out = net(torch.from_numpy(img).permute(2, 0, 1)[None])[0].permute(1, 2, 0).numpy()
+        h, w = img.shape[:2]
+        output = f"output_{stem}_{h}x{w}.npy"
+        np.save(out_dir / output, np.ascontiguousarray(out.astype(np.float32)))
+        cases.append({"input": f"../{name}", "output": output})
+    return cases
+
+
 def main() -> None:
     torch.set_num_threads(1)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -47,15 +62,7 @@ def main() -> None:
     for architecture, stem, cls, config, seed in MODELS:
         net = R.randomize_(cls(**config), seed).eval()
         torch.save({"params_ema": net.state_dict()}, OUT / f"{stem}.pth")
-        cases = []
-        for name in INPUTS:
-            img = np.load(GOLDEN / name)
-            with torch.no_grad():
-                out = net(torch.from_numpy(img).permute(2, 0, 1)[None])[0].permute(1, 2, 0).numpy()
-            h, w = img.shape[:2]
-            output = f"output_{stem}_{h}x{w}.npy"
-            np.save(OUT / output, np.ascontiguousarray(out.astype(np.float32)))
-            cases.append({"input": f"../{name}", "output": output})
+        cases = write_cases(net, stem, OUT)
         models.append({
             "architecture": architecture,
             "model": f"{stem}.pth",

@@ -18,16 +18,15 @@ import struct
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference_swinir as R  # noqa: E402
+from gen_golden_restormer import write_cases  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden"
 OUT = GOLDEN / "swinir"
-INPUTS = ["input_37x53.npy", "input_16x24.npy", "input_5x7.npy"]
 
 # Six residual groups, as the fork builds them (its decode groups read depths[i + 3]).
 DEFAULTS = dict(embed_dim=12, depths=(1, 2, 1, 1, 2, 1), heads=(6,) * 6, window=8, mlp_ratio=2.0)
@@ -61,15 +60,7 @@ def main() -> None:
             metadata = {"swinir.num_heads": ",".join(map(str, config["heads"])),
                         "swinir.window_size": str(config["window"])}
             save_safetensors(OUT / file, net.state_dict(), metadata)
-        cases = []
-        for name in INPUTS:
-            img = np.load(GOLDEN / name)
-            with torch.no_grad():
-                out = net(torch.from_numpy(img).permute(2, 0, 1)[None])[0].permute(1, 2, 0).numpy()
-            h, w = img.shape[:2]
-            output = f"output_{Path(file).stem}_{h}x{w}.npy"
-            np.save(OUT / output, np.ascontiguousarray(out.astype(np.float32)))
-            cases.append({"input": f"../{name}", "output": output})
+        cases = write_cases(net, Path(file).stem, OUT)
         models.append({
             "model": file,
             "param_key": "params_ema" if file.endswith(".pth") else None,

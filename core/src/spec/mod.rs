@@ -342,6 +342,20 @@ impl Architecture {
     }
 }
 
+/// A store holding every `(key, shape)` of `expected`, each value 0.5 (spec tests).
+#[cfg(test)]
+pub(crate) fn store_of(expected: Vec<(String, Vec<usize>)>) -> WeightStore {
+    use crate::weights::{Format, Tensor};
+    let tensors = expected
+        .into_iter()
+        .map(|(key, shape)| {
+            let n = shape.iter().product();
+            (key, Tensor::from_f32(shape, &vec![0.5; n]).unwrap())
+        })
+        .collect();
+    WeightStore::new(tensors, Format::Safetensors, None)
+}
+
 /// Number of values in `tensors` (key, shape) pairs.
 fn count_params(tensors: &[(String, Vec<usize>)]) -> usize {
     tensors.iter().map(|(_, shape)| shape.iter().product::<usize>()).sum()

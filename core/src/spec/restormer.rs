@@ -386,15 +386,7 @@ pub(crate) mod tests {
     use proptest::prelude::*;
 
     fn store_of(spec: &RestormerSpec) -> WeightStore {
-        let tensors = spec
-            .expected_tensors()
-            .into_iter()
-            .map(|(key, shape)| {
-                let n = shape.iter().product();
-                (key, Tensor::from_f32(shape, &vec![0.5; n]).unwrap())
-            })
-            .collect();
-        WeightStore::new(tensors, Format::Safetensors, None)
+        super::super::store_of(spec.expected_tensors())
     }
 
     proptest! {

@@ -276,19 +276,11 @@ pub(crate) mod tests {
     use proptest::prelude::*;
 
     fn store_of(spec: &SwinirSpec) -> WeightStore {
-        let tensors = spec
-            .expected_tensors()
-            .into_iter()
-            .map(|(key, shape)| {
-                let n = shape.iter().product();
-                (key, Tensor::from_f32(shape, &vec![0.5; n]).unwrap())
-            })
-            .collect();
         let metadata = BTreeMap::from([
             (HEADS_METADATA.to_owned(), spec.heads.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(",")),
             (WINDOW_METADATA.to_owned(), spec.window.to_string()),
         ]);
-        WeightStore::new(tensors, Format::Safetensors, None).with_metadata(metadata)
+        super::super::store_of(spec.expected_tensors()).with_metadata(metadata)
     }
 
     /// The released configuration (`test_SwinIR_5d.yml`).
