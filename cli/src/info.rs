@@ -1,7 +1,7 @@
 //! `maskdcpt info`: what a checkpoint holds, as aligned text or one JSON object.
 
 use maskdcpt_core::model::Model;
-use maskdcpt_core::spec::{Architecture, PadMode};
+use maskdcpt_core::spec::{Architecture, PadMode, swinir};
 use maskdcpt_core::weights::Format;
 use serde_json::json;
 
@@ -26,6 +26,7 @@ pub fn run(args: &InfoArgs) -> Result<()> {
             "refinement_blocks": info.refinement_blocks,
             "heads": info.heads,
             "window": info.window,
+            "assumed": info.assumed,
             "parameters": info.parameters,
             "tensors": info.tensors,
             "dtype": info.dtype,
@@ -49,11 +50,18 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         if let Some(refinement) = info.refinement_blocks {
             println!("refinement:     {refinement}");
         }
+        let assumed = |name: &str| {
+            if info.assumed.contains(&name) {
+                " (the fork's default: not in the weights; see `convert --metadata`)"
+            } else {
+                ""
+            }
+        };
         if let Some(heads) = &info.heads {
-            println!("heads:          {}", list(heads));
+            println!("heads:          {}{}", list(heads), assumed("heads"));
         }
         if let Some(window) = info.window {
-            println!("window:         {window} (odd blocks shift by {})", window / 2);
+            println!("window:         {window}, odd blocks shift by {}{}", window / 2, assumed("window"));
         }
         println!("parameters:     {}", thousands(info.parameters));
         println!("tensors:        {}", info.tensors);
@@ -87,6 +95,9 @@ struct Info<'a> {
     heads: Option<Vec<usize>>,
     /// A SwinIR's attention window side.
     window: Option<usize>,
+    /// Hyper-parameters not in the file, taken from the fork's defaults (a SwinIR's `heads`
+    /// and `window` without metadata).
+    assumed: Vec<&'static str>,
     parameters: usize,
     tensors: usize,
     dtype: &'static str,
@@ -121,6 +132,14 @@ fn describe(model: &Model) -> Info<'_> {
         Architecture::Swinir(spec) => Some(spec.window),
         _ => None,
     };
+    let assumed = match architecture {
+        Architecture::Swinir(_) => [("heads", swinir::HEADS_METADATA), ("window", swinir::WINDOW_METADATA)]
+            .into_iter()
+            .filter(|(_, key)| weights.metadata(key).is_none())
+            .map(|(name, _)| name)
+            .collect(),
+        _ => Vec::new(),
+    };
     Info {
         format: match weights.format() {
             Format::Safetensors => "safetensors",
@@ -135,6 +154,7 @@ fn describe(model: &Model) -> Info<'_> {
         refinement_blocks,
         heads,
         window,
+        assumed,
         parameters: architecture.param_count(),
         tensors: weights.len(),
         dtype: weights.common_dtype().map_or("mixed", |d| d.name()),

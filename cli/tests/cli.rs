@@ -261,13 +261,14 @@ fn convert_writes_and_keeps_metadata() {
         let out = maskdcpt(&["info", "--json", s(path)]);
         assert_ok(&out);
         let info: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
-        (info["heads"].clone(), info["window"].as_u64())
+        (info["heads"].clone(), info["window"].as_u64(), info["assumed"].clone())
     };
-    assert_eq!(heads(&model), (serde_json::json!([6, 6, 6, 6, 6, 6]), Some(8)));
+    let defaults = serde_json::json!(["heads", "window"]);
+    assert_eq!(heads(&model), (serde_json::json!([6, 6, 6, 6, 6, 6]), Some(8), defaults));
     let (three, again) = (dir.path().join("three.safetensors"), dir.path().join("again.safetensors"));
     let set = ["--metadata", "swinir.num_heads=3", "--metadata", "swinir.window_size=4"];
     assert_ok(&maskdcpt(&[&["convert", s(&model), "-o", s(&three)][..], &set[..]].concat()));
-    assert_eq!(heads(&three), (serde_json::json!([3, 3, 3, 3, 3, 3]), Some(4)));
+    assert_eq!(heads(&three), (serde_json::json!([3, 3, 3, 3, 3, 3]), Some(4), serde_json::json!([])));
     assert_ok(&maskdcpt(&["convert", s(&three), "-o", s(&again)]));
     assert_eq!(heads(&again), heads(&three));
     let bad = dir.path().join("bad.safetensors");
