@@ -4,8 +4,10 @@
 
 Uses scripts/reference_swinir.py (checked bit-exact against the fork's `SwinIR`, see
 tests/golden/README.md). Two small models with seeded random weights:
-- `swinir_w12.pth`: a BasicSR checkpoint (`params_ema`) with the fork's defaults for what the
-  weights do not say (6 heads, windows of 8);
+- `swinir_w12.pth`: a BasicSR checkpoint with the fork's defaults for what the weights do not
+  say (6 heads, windows of 8); the outputs are of its `params`, which the fork's SwinIR 5D
+  config reads and maskdcpt reads by default for a SwinIR, and its `params_ema` holds other
+  weights (seed + 100);
 - `swinir_w12_heads.safetensors`: other heads per group and windows of 4, which the
   `swinir.num_heads` / `swinir.window_size` metadata carry.
 Inputs are the NAFNet cases' images; outputs are the raw network outputs cropped to H x W.
@@ -55,7 +57,8 @@ def main() -> None:
     for file, config, seed in MODELS:
         net = R.randomize_(R.SwinIRRef(**config), seed).eval()
         if file.endswith(".pth"):
-            torch.save({"params_ema": net.state_dict()}, OUT / file)
+            ema = R.randomize_(R.SwinIRRef(**config), seed + 100)
+            torch.save({"params": net.state_dict(), "params_ema": ema.state_dict()}, OUT / file)
         else:
             metadata = {"swinir.num_heads": ",".join(map(str, config["heads"])),
                         "swinir.window_size": str(config["window"])}
@@ -63,7 +66,7 @@ def main() -> None:
         cases = write_cases(net, Path(file).stem, OUT)
         models.append({
             "model": file,
-            "param_key": "params_ema" if file.endswith(".pth") else None,
+            "param_key": None,
             "config": {**config, "mlp_hidden": int(config["embed_dim"] * config["mlp_ratio"])},
             "parameters": sum(p.numel() for p in net.parameters()),
             "tensors": len(net.state_dict()),

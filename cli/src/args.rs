@@ -50,7 +50,8 @@ pub struct RestoreArgs {
     /// Output file (format from its extension), or a folder when INPUT is a folder.
     #[arg(short, long, value_name = "OUTPUT")]
     pub output: PathBuf,
-    /// Checkpoint entry to use (default: `params_ema`, then `params`).
+    /// Checkpoint entry to use (default: `params_ema`, then `params`; for a SwinIR `params`,
+    /// then `params_ema`, as the fork's 5-task test configs read them).
     #[arg(long, value_name = "K")]
     pub param_key: Option<String>,
     /// Engine settings.
@@ -295,7 +296,8 @@ pub struct ConvertArgs {
     /// Output `.safetensors` file.
     #[arg(short, long, value_name = "OUT.safetensors")]
     pub output: PathBuf,
-    /// Checkpoint entry to use (default: `params_ema`, then `params`).
+    /// Checkpoint entry to use (default: `params_ema`, then `params`; for a SwinIR `params`,
+    /// then `params_ema`, as the fork's 5-task test configs read them).
     #[arg(long, value_name = "K")]
     pub param_key: Option<String>,
     /// Element type of the written tensors.
@@ -325,7 +327,8 @@ pub struct InfoArgs {
     /// The checkpoint as the other commands take it (`-m MODEL`), instead of the positional one.
     #[arg(short = 'm', long = "model", value_name = "MODEL", conflicts_with = "model")]
     pub model_option: Option<PathBuf>,
-    /// Checkpoint entry to use (default: `params_ema`, then `params`).
+    /// Checkpoint entry to use (default: `params_ema`, then `params`; for a SwinIR `params`,
+    /// then `params_ema`, as the fork's 5-task test configs read them).
     #[arg(long, value_name = "K")]
     pub param_key: Option<String>,
     /// Print one JSON object instead of text.
@@ -363,7 +366,8 @@ pub struct ExportOnnxArgs {
     /// Output `.onnx` file.
     #[arg(short, long, value_name = "OUT.onnx")]
     pub output: PathBuf,
-    /// Checkpoint entry to use (default: `params_ema`, then `params`).
+    /// Checkpoint entry to use (default: `params_ema`, then `params`; for a SwinIR `params`,
+    /// then `params_ema`, as the fork's 5-task test configs read them).
     #[arg(long, value_name = "K")]
     pub param_key: Option<String>,
     /// Float16 weights and activations; LayerNorm stays float32.
@@ -418,7 +422,8 @@ pub struct BuildEngineArgs {
     /// an engine file that is reused as it is when already up to date).
     #[arg(short, long, value_name = "OUT.engine")]
     pub output: PathBuf,
-    /// Checkpoint entry to use (default: `params_ema`, then `params`).
+    /// Checkpoint entry to use (default: `params_ema`, then `params`; for a SwinIR `params`,
+    /// then `params_ema`, as the fork's 5-task test configs read them).
     #[arg(long, value_name = "K")]
     pub param_key: Option<String>,
     /// Backend to build for.
@@ -480,7 +485,8 @@ pub struct BenchArgs {
     /// Checkpoint (`.pth` or `.safetensors`); default: the embedded default model.
     #[arg(short, long, value_name = "MODEL")]
     pub model: Option<PathBuf>,
-    /// Checkpoint entry to use (default: `params_ema`, then `params`).
+    /// Checkpoint entry to use (default: `params_ema`, then `params`; for a SwinIR `params`,
+    /// then `params_ema`, as the fork's 5-task test configs read them).
     #[arg(long, value_name = "K")]
     pub param_key: Option<String>,
     /// Input height in pixels.

@@ -9,6 +9,10 @@ use crate::head::HeadSpec;
 use crate::spec::{Architecture, ModelSpec};
 use crate::weights::{LoadOptions, WeightStore};
 
+/// The BasicSR entry read by default from a SwinIR checkpoint: the fork's `test_SwinIR_5d.yml`
+/// names no `param_key`, so BasicSR reads `params` (its `_dn` config reads `params_ema`).
+const SWINIR_PARAM_KEY: &str = "params";
+
 /// Weights whose architecture has been recognised and validated.
 #[derive(Debug, Clone)]
 pub struct Model {
@@ -29,14 +33,34 @@ impl Model {
         Self::from_bytes(DEFAULT_MODEL, &LoadOptions::default())
     }
 
-    /// Loads and validates a checkpoint file (`.pth` or `.safetensors`).
+    /// Loads and validates a checkpoint file (`.pth` or `.safetensors`); see
+    /// [`Model::from_bytes`] for the entry read when `options` names none.
     pub fn load(path: &Path, options: &LoadOptions) -> Result<Self> {
-        Self::from_weights(WeightStore::load(path, options)?)
+        Self::read_with(options, |o| WeightStore::load(path, o))
     }
 
-    /// Loads and validates a checkpoint held in memory.
+    /// Loads and validates a checkpoint held in memory. When `options` names no entry of a
+    /// BasicSR checkpoint, the one the fork's 5-task test config reads: `params_ema` (then
+    /// `params`), except for SwinIR, whose config reads `params` (then `params_ema`).
     pub fn from_bytes(bytes: &[u8], options: &LoadOptions) -> Result<Self> {
-        Self::from_weights(WeightStore::from_bytes(bytes, options)?)
+        Self::read_with(options, |o| WeightStore::from_bytes(bytes, o))
+    }
+
+    /// The model `read` gives, read again from `params` if it is a SwinIR read by default
+    /// from `params_ema` and the file has `params`.
+    fn read_with(options: &LoadOptions, read: impl Fn(&LoadOptions) -> Result<WeightStore>) -> Result<Self> {
+        let model = Self::from_weights(read(options)?)?;
+        let swinir_from_ema = options.param_key.is_none()
+            && matches!(model.architecture, Architecture::Swinir(_))
+            && model.weights.param_key() == Some("params_ema");
+        if swinir_from_ema {
+            let params = LoadOptions { param_key: Some(SWINIR_PARAM_KEY.to_owned()) };
+            // A file without `params` keeps `params_ema`.
+            if let Ok(store) = read(&params) {
+                return Self::from_weights(store);
+            }
+        }
+        Ok(model)
     }
 
     /// Infers the architecture of `weights` (and of its classification head, if it has one)

@@ -289,8 +289,8 @@ fn transformer_cases_match(model: &Model, entry: &Value, dir: &Path, name: &str)
 }
 
 /// The fork's SwinIR (`tests/golden/swinir/`, `scripts/gen_golden_swinir.py`): a `.pth` read
-/// with the fork's defaults for heads and window, a safetensors file whose metadata gives
-/// others, and every case against PyTorch.
+/// with the fork's defaults for heads and window (and from `params` by default), a safetensors
+/// file whose metadata gives others, and every case against PyTorch.
 #[test]
 fn swinir_cases_match_pytorch() {
     use maskdcpt_core::spec::Architecture;
@@ -315,5 +315,16 @@ fn swinir_cases_match_pytorch() {
         assert_eq!(model.architecture().param_count() as u64, entry["parameters"].as_u64().unwrap());
         assert_eq!(model.weights().len() as u64, entry["tensors"].as_u64().unwrap());
         transformer_cases_match(&model, entry, &dir, file);
+        if file.ends_with(".pth") {
+            // Read by default from `params`, as the fork's 5D config does; `params_ema` differs.
+            assert_eq!(model.weights().param_key(), Some("params"));
+            let options = LoadOptions { param_key: Some("params_ema".to_owned()) };
+            let ema = Model::load(&dir.join(file), &options).unwrap();
+            assert_eq!(ema.weights().param_key(), Some("params_ema"));
+            let input = read_image(&dir.join(entry["cases"][0]["input"].as_str().unwrap()));
+            let (a, b) =
+                (restore(&model, &EngineOptions::default(), &input), restore(&ema, &EngineOptions::default(), &input));
+            assert!(max_abs_diff(a.data(), b.data()) > 1e-2, "the two weight sets must give different outputs");
+        }
     }
 }

@@ -90,7 +90,8 @@ unsafe fn give(out: Out<*mut maskdcpt_model>, model: Model) {
 
 /// Loads and validates a checkpoint file (`.pth` or `.safetensors`; architecture inferred from
 /// the keys). `param_key` picks the entry of a BasicSR `.pth` (NULL: `params_ema`, then
-/// `params`). On success `*out` receives a model to free with `maskdcpt_model_free`.
+/// `params`; for a SwinIR `params`, then `params_ema`, as the fork's 5-task test configs read
+/// them). On success `*out` receives a model to free with `maskdcpt_model_free`.
 ///
 /// # Safety
 /// `path` is a NUL-terminated string, `param_key` NULL or one, `out` a writable pointer.

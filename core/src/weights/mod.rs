@@ -165,7 +165,8 @@ pub enum Format {
 /// Options for reading a checkpoint.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
-    /// Which entry of a BasicSR dict to use. `None`: `params_ema`, falling back to `params`.
+    /// Which entry of a BasicSR dict to use. `None`: `params_ema`, falling back to `params`
+    /// (`Model::load` then reads a SwinIR's `params` where the file has it).
     pub param_key: Option<String>,
 }
 
