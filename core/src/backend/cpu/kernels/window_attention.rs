@@ -3,8 +3,8 @@
 //! (a row per channel, the window's tokens contiguous), with an `exp` that vectorises.
 //!
 //! The scores are kept transposed (`scores[j][i]`: key `j`, query `i`), so every loop runs
-//! along contiguous rows of tokens: the products as row updates, the softmax as running
-//! maxima and sums over rows.
+//! along contiguous rows of tokens: the products as sums of rows held in registers, two output
+//! rows at a time sharing each row load, the softmax as running maxima and sums over rows.
 
 use multiversion::multiversion;
 
