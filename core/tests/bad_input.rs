@@ -294,3 +294,59 @@ mod classification_head {
         }
     }
 }
+
+mod swinir_metadata {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use maskdcpt_core::backend::{EngineOptions, build_engine};
+    use maskdcpt_core::image::Image;
+    use maskdcpt_core::model::Model;
+    use maskdcpt_core::spec::Architecture;
+    use maskdcpt_core::spec::swinir::{HEADS_METADATA, WINDOW_METADATA};
+    use maskdcpt_core::weights::{Format, LoadOptions, WeightStore};
+    use proptest::prelude::*;
+
+    fn golden_with(metadata: &[(&str, &str)]) -> Result<Model, maskdcpt_core::Error> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/swinir/swinir_w12_heads.safetensors");
+        let file = WeightStore::load(&path, &LoadOptions::default()).unwrap();
+        let tensors = file.iter().map(|(k, v)| (k.to_owned(), v.clone())).collect();
+        let metadata = metadata.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<BTreeMap<_, _>>();
+        Model::from_weights(WeightStore::new(tensors, Format::Safetensors, None).with_metadata(metadata))
+    }
+
+    /// A window's attention scores (tokens² per worker) are in the memory estimate, so a large
+    /// window over the limit is refused up front rather than allocated.
+    #[test]
+    fn large_windows_count_their_attention_scratch() {
+        let model = golden_with(&[(HEADS_METADATA, "1"), (WINDOW_METADATA, "100")]).unwrap();
+        let options = EngineOptions { threads: Some(2), memory_limit: Some(200 << 20), ..Default::default() };
+        let engine = build_engine(&model, &options).unwrap();
+        let scores = 2 * 10_000u64 * 10_000 * 4;
+        assert!(engine.memory_estimate(5, 3).unwrap().activations >= scores);
+        let err = engine.restore(&Image::new(5, 3, vec![0.5; 45]).unwrap()).unwrap_err();
+        assert!(matches!(err, maskdcpt_core::Error::OutOfMemory { .. }), "{err}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// A SwinIR's heads and window metadata are untrusted text: any pair of strings loads or
+        /// is refused cleanly; what loads has heads that split the width and a window of 1-127,
+        /// and restores an image to its own size with finite values.
+        #[test]
+        fn arbitrary_swinir_metadata_never_panics(
+            heads in "((1|2|3|4|6|12)(,(1|2|3|4|6|12)){5})|(1|2|3|4|6|12)|[0-9]{1,3}(,[0-9]{1,3}){0,6}|.{0,12}",
+            window in "[1-9]|[1-3][0-9]|[0-9]{1,4}|.{0,6}",
+        ) {
+            let Ok(model) = golden_with(&[(HEADS_METADATA, &heads), (WINDOW_METADATA, &window)]) else {
+                return Ok(());
+            };
+            let Architecture::Swinir(spec) = model.architecture() else { panic!("not a SwinIR") };
+            prop_assert!(spec.heads.iter().all(|&h| h > 0 && 12 % h == 0) && (1..=127).contains(&spec.window));
+            let engine = build_engine(&model, &EngineOptions { threads: Some(1), ..Default::default() }).unwrap();
+            let out = engine.restore(&Image::new(5, 3, vec![0.5; 45]).unwrap()).unwrap();
+            prop_assert!((out.width(), out.height()) == (5, 3) && out.data().iter().all(|v| v.is_finite()));
+        }
+    }
+}

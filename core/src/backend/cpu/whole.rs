@@ -33,6 +33,11 @@ pub trait WholeNetwork: Send + Sync {
     /// f32 values of a workspace for a padded `h × w` run (besides the input and output).
     fn workspace_len(&self, size: (usize, usize)) -> usize;
 
+    /// f32 values of the scratch each worker thread allocates during a run.
+    fn worker_scratch_len(&self) -> usize {
+        0
+    }
+
     /// Allocates a workspace for a padded `h × w` run.
     fn allocate(&self, size: (usize, usize)) -> Result<Self::Workspace>;
 
@@ -102,7 +107,8 @@ impl<N: WholeNetwork> WholeEngine<N> {
     fn estimate_runs(&self, width: usize, height: usize, (rw, rh): (usize, usize)) -> MemoryEstimate {
         let (h, w) = self.padded(rw, rh);
         let io = IMAGE_CHANNELS as u64 * ((rw * rh) as u64 + (width * height) as u64 + 2 * (h * w) as u64);
-        let activations = (self.network.workspace_len((h, w)) as u64 + io) * 4;
+        let scratch = (self.threads * self.network.worker_scratch_len()) as u64;
+        let activations = (self.network.workspace_len((h, w)) as u64 + scratch + io) * 4;
         MemoryEstimate { weights: self.network.weights_len() as u64 * 4, activations }
     }
 

@@ -15,7 +15,14 @@ use super::super::kernels::window_attention::{Qkv, attend};
 use super::weights::{Linear, Norm, SwinBlockWeights};
 use crate::spec::swinir::LAYER_NORM_EPS;
 
-/// The scratch of one window's block.
+/// f32 values of one worker's scratch for a block of `channels` channels and `hidden` MLP
+/// channels over groups of `group` windows of `window_tokens` tokens.
+pub fn scratch_len(channels: usize, hidden: usize, group: usize, window_tokens: usize) -> usize {
+    let tokens = group * window_tokens;
+    (4 * channels + hidden + 2) * tokens + window_tokens * window_tokens
+}
+
+/// The scratch of one worker's block over a group of windows ([`scratch_len`] values).
 struct Scratch {
     qkv: Vec<f32>,
     attention: Vec<f32>,

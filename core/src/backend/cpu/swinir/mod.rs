@@ -42,6 +42,11 @@ impl SwinirNetwork {
         })
     }
 
+    /// Windows per group of a block's products.
+    fn windows_per_group(&self) -> usize {
+        GROUP_TOKENS.div_ceil(self.window * self.window)
+    }
+
     fn patches_len(&self, size: (usize, usize)) -> usize {
         self.weights.patch_convs().map(|c| c.patches_len(size)).max().unwrap_or(0)
     }
@@ -84,6 +89,12 @@ impl WholeNetwork for SwinirNetwork {
         (IMAGE_CHANNELS + 3 * self.embed_dim) * h * w + self.patches_len((h, w))
     }
 
+    fn worker_scratch_len(&self) -> usize {
+        let hidden = self.weights.groups.iter().flat_map(|g| &g.blocks).map(|b| b.fc1.weight.rows()).max();
+        let tokens = self.window * self.window;
+        block::scratch_len(self.embed_dim, hidden.unwrap_or(0), self.windows_per_group(), tokens)
+    }
+
     fn allocate(&self, (h, w): (usize, usize)) -> Result<Workspace> {
         let map = self.embed_dim * h * w;
         Ok(Workspace {
@@ -114,7 +125,7 @@ impl WholeNetwork for SwinirNetwork {
             layer_norm(x, pixels, norm);
         }
         let tokens = self.window * self.window;
-        let windows_per_group = GROUP_TOKENS.div_ceil(tokens);
+        let windows_per_group = self.windows_per_group();
         for group in &nets.groups {
             if group.blocks.is_empty() {
                 y.copy_from_slice(x);
