@@ -128,17 +128,17 @@ fn describe(model: &Model) -> Info<'_> {
             (spec.embed_dim, encoder.to_vec(), 0, decoder.to_vec(), None, Some(spec.heads.clone()))
         }
     };
-    let window = match architecture {
-        Architecture::Swinir(spec) => Some(spec.window),
-        _ => None,
-    };
-    let assumed = match architecture {
-        Architecture::Swinir(_) => [("heads", swinir::HEADS_METADATA), ("window", swinir::WINDOW_METADATA)]
-            .into_iter()
-            .filter(|(_, key)| weights.metadata(key).is_none())
-            .map(|(name, _)| name)
-            .collect(),
-        _ => Vec::new(),
+    // A SwinIR's window, and which of its hyper-parameters the file does not give.
+    let (window, assumed) = match architecture {
+        Architecture::Swinir(spec) => {
+            let assumed = [("heads", swinir::HEADS_METADATA), ("window", swinir::WINDOW_METADATA)]
+                .into_iter()
+                .filter(|(_, key)| weights.metadata(key).is_none())
+                .map(|(name, _)| name)
+                .collect();
+            (Some(spec.window), assumed)
+        }
+        _ => (None, Vec::new()),
     };
     Info {
         format: match weights.format() {

@@ -457,10 +457,10 @@ fn build_backend(model: &Model, options: &EngineOptions) -> Result<Box<dyn Engin
     match &options.backend {
         Backend::Cpu => match model.architecture() {
             Architecture::Nafnet(_) => Ok(Box::new(cpu::CpuEngine::new(model, options)?)),
-            Architecture::Restormer(spec) => Ok(Box::new(cpu::RestormerEngine::new(options, |precision| {
+            Architecture::Restormer(spec) => Ok(Box::new(cpu::RestormerEngine::new(model, options, |precision| {
                 cpu::RestormerNetwork::new(model, spec, precision)
             })?)),
-            Architecture::Swinir(spec) => Ok(Box::new(cpu::SwinirEngine::new(options, |precision| {
+            Architecture::Swinir(spec) => Ok(Box::new(cpu::SwinirEngine::new(model, options, |precision| {
                 cpu::SwinirNetwork::new(model, spec, precision)
             })?)),
         },

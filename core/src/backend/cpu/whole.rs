@@ -12,6 +12,7 @@ use super::{check_memory, tile_budget, workers};
 use crate::backend::{Engine, EngineOptions, LocalTiles, MemoryEstimate, TILING_HINT, Tiling};
 use crate::error::{Error, Result};
 use crate::image::{Image, check_size, from_planar_cropped, pad_planar_into, round_up};
+use crate::model::Model;
 use crate::spec::{IMAGE_CHANNELS, PadMode};
 use crate::tiling::{largest_run, restore_local_tiles};
 use crate::tlc::AttentionPool;
@@ -20,12 +21,6 @@ use crate::tlc::AttentionPool;
 pub trait WholeNetwork: Send + Sync {
     /// The buffers of one run on one padded size.
     type Workspace: Send;
-
-    /// Short name for messages (`restormer`).
-    fn name(&self) -> &'static str;
-
-    /// Height and width of the network input must be multiples of this.
-    fn size_multiple(&self) -> usize;
 
     /// f32 values the converted weights hold.
     fn weights_len(&self) -> usize;
@@ -64,6 +59,8 @@ struct Run<W> {
 /// The CPU engine of a [`WholeNetwork`].
 pub struct WholeEngine<N: WholeNetwork> {
     network: N,
+    /// Height and width of the network input must be multiples of this.
+    size_multiple: usize,
     tiling: Option<Tiling>,
     memory_limit: Option<u64>,
     /// Bytes an automatic tile's run may take (see `CpuEngine`).
@@ -75,20 +72,26 @@ pub struct WholeEngine<N: WholeNetwork> {
 }
 
 impl<N: WholeNetwork> WholeEngine<N> {
-    /// Builds the engine of the network `build` makes for products in the options' precision.
-    pub fn new(options: &EngineOptions, build: impl FnOnce(MatmulPrecision) -> Result<N>) -> Result<Self> {
-        let (precision, threads, pool) = workers(options)?;
-        let network = build(precision)?;
+    /// Builds the engine of `model`'s network, which `build` makes for products in the
+    /// options' precision (after the options are checked, so a refusal converts no weights).
+    pub fn new(
+        model: &Model,
+        options: &EngineOptions,
+        build: impl FnOnce(MatmulPrecision) -> Result<N>,
+    ) -> Result<Self> {
+        let architecture = model.architecture();
         if options.attention_pool != AttentionPool::Global {
             return Err(Error::Unsupported(format!(
                 "TLC windows belong to NAFNet's simplified channel attention, which this `{}` network (like every \
-                 Restormer, PromptIR and SwinIR) has none of: restore it without them (CLI: no `--tlc` or `--tlc-sampled`; C: options.tlc_train_size and \
-                 options.tlc_sampled_train_size = 0)",
-                network.name()
+                 Restormer, PromptIR and SwinIR) has none of: restore it without them (CLI: no `--tlc` or \
+                 `--tlc-sampled`; C: options.tlc_train_size and options.tlc_sampled_train_size = 0)",
+                architecture.name()
             )));
         }
+        let (precision, threads, pool) = workers(options)?;
         Ok(WholeEngine {
-            network,
+            network: build(precision)?,
+            size_multiple: architecture.size_multiple(),
             tiling: options.tiling,
             memory_limit: options.memory_limit,
             tile_budget: tile_budget(options),
@@ -99,8 +102,7 @@ impl<N: WholeNetwork> WholeEngine<N> {
     }
 
     fn padded(&self, width: usize, height: usize) -> (usize, usize) {
-        let multiple = self.network.size_multiple();
-        (round_up(height, multiple), round_up(width, multiple))
+        (round_up(height, self.size_multiple), round_up(width, self.size_multiple))
     }
 
     /// Memory of restoring a `width × height` image in runs of `run` (width, height) pixels.
@@ -166,7 +168,7 @@ impl<N: WholeNetwork> Engine for WholeEngine<N> {
     fn local_tiles(&self, width: usize, height: usize) -> Result<Option<LocalTiles>> {
         check_size(width, height)?;
         let Some(tiling) = self.tiling else { return Ok(None) };
-        tiling.local_tiles((width, height), self.network.size_multiple(), self.tile_budget, |run| {
+        tiling.local_tiles((width, height), self.size_multiple, self.tile_budget, |run| {
             self.estimate_runs(width, height, run).total()
         })
     }

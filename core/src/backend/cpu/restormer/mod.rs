@@ -16,7 +16,7 @@ use super::workspace::zeroed;
 use crate::error::Result;
 use crate::model::Model;
 use crate::spec::RestormerSpec;
-use crate::spec::restormer::{LEVELS, SIZE_MULTIPLE};
+use crate::spec::restormer::LEVELS;
 use block::{BlockScratch, band_rows, run_block, scratch_len};
 use weights::{RestormerWeights, TransformerWeights};
 
@@ -132,14 +132,6 @@ impl RestormerNetwork {
 
 impl WholeNetwork for RestormerNetwork {
     type Workspace = Workspace;
-
-    fn name(&self) -> &'static str {
-        if self.weights.decoders.iter().any(|d| d.prompt.is_some()) { "promptir" } else { "restormer" }
-    }
-
-    fn size_multiple(&self) -> usize {
-        SIZE_MULTIPLE
-    }
 
     fn weights_len(&self) -> usize {
         self.weights.len()

@@ -73,14 +73,6 @@ fn layer_norm(x: &mut [f32], pixels: usize, (scale, shift): &Norm) {
 impl WholeNetwork for SwinirNetwork {
     type Workspace = Workspace;
 
-    fn name(&self) -> &'static str {
-        "swinir"
-    }
-
-    fn size_multiple(&self) -> usize {
-        self.window
-    }
-
     fn weights_len(&self) -> usize {
         self.weights.len()
     }

@@ -45,12 +45,13 @@ impl Windows {
         (g * self.group_len(), in_group * n, slot * n)
     }
 
-    /// The two runs of map columns of window column `b` (the second empty unless it wraps).
-    fn columns(&self, b: usize) -> [(usize, usize); 2] {
+    /// The two runs of window column `b` along a map row, as (map column, column in the
+    /// window, length); the second is empty unless the window wraps around the right edge.
+    fn columns(&self, b: usize) -> [(usize, usize, usize); 2] {
         let w = self.size.1;
         let start = b * self.side + self.shift;
         let first = (w - start).min(self.side);
-        [(start, first), (0, self.side - first)]
+        [(start, 0, first), (0, first, self.side - first)]
     }
 
     /// Map row of row `r` of window row `a`.
@@ -71,10 +72,8 @@ impl Windows {
                     for r in 0..self.side {
                         let row = &map[ch * h * w + self.row(a, r) * w..][..w];
                         let out = &mut group[ch * stride + offset + r * self.side..][..self.side];
-                        let mut at = 0;
-                        for (start, len) in self.columns(b) {
+                        for (start, at, len) in self.columns(b) {
                             out[at..at + len].copy_from_slice(&row[start..start + len]);
-                            at += len;
                         }
                     }
                 }
@@ -93,10 +92,8 @@ impl Windows {
                 for r in 0..self.side {
                     let src = &windows[group + ch * stride + offset + r * self.side..][..self.side];
                     let row = &mut plane[self.row(a, r) * w..][..w];
-                    let mut at = 0;
-                    for (start, len) in self.columns(b) {
+                    for (start, at, len) in self.columns(b) {
                         row[start..start + len].copy_from_slice(&src[at..at + len]);
-                        at += len;
                     }
                 }
             }
