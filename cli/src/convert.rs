@@ -29,9 +29,14 @@ pub fn run(args: &ConvertArgs) -> Result<()> {
         };
         metadata.insert(key.to_owned(), value.to_owned());
     }
-    // The model as the written file will read, checked before anything is written.
-    let model = Model::from_weights(loaded.weights().clone().with_metadata(metadata.clone()))
-        .map_err(|e| CliError::Invalid(format!("with the metadata given: {e}")))?;
+    // With metadata given, the model as the written file will read it, checked before anything
+    // is written (without, the loaded model is that model).
+    let model = if args.metadata.is_empty() {
+        loaded
+    } else {
+        Model::from_weights(loaded.weights().clone().with_metadata(metadata.clone()))
+            .map_err(|e| CliError::Invalid(format!("with the metadata given: {e}")))?
+    };
     let encoded = model
         .weights()
         .iter()
