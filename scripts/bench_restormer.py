@@ -1,6 +1,6 @@
 """CPU benchmark of the transformer engines against PyTorch eager on the released shapes.
 
-    .venv-torch/bin/python scripts/bench_restormer.py [--archs restormer,promptir,swinir] [--sizes 256x256] [--threads 2] [--iters 3]
+    .venv-torch/bin/python scripts/bench_restormer.py [--archs restormer,promptir,swinir] [--sizes 256x256] [--threads 2] [--iters 3] [--onnx]
 
 Builds the fork's released Restormer (dim 48, blocks [4,6,6,8], refinement 4, heads [1,2,4,8];
 26,126,644 parameters), PromptIR (the same with biases and three prompt stages; 35,539,290
@@ -10,7 +10,9 @@ target/bench-cpu/ as f32 safetensors, then per network and size (multiples of 8)
 1. PyTorch eager f32 (`torch.set_num_threads(T)`, inference mode) in its own process:
    warm-up + N timed runs, peak RSS; it also writes its output for one input;
 2. `maskdcpt bench` with the same size and threads (median, peak RSS);
-3. `maskdcpt restore` of the same input: max |ours - PyTorch|.
+3. `maskdcpt restore` of the same input: max |ours - PyTorch|;
+4. with --onnx, ONNX Runtime (CPU, all graph optimisations, the same threads; bench_cpu.py's
+   worker) on `maskdcpt export-onnx` of the network at that fixed size: median, peak RSS.
 Prints a Markdown table; writes nothing outside target/.
 """
 
@@ -106,6 +108,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", type=Path, default=ROOT / "target" / "bench-cpu")
     ap.add_argument("--bin", type=Path, default=ROOT / "target" / "release" / "maskdcpt")
+    ap.add_argument("--onnx", action="store_true", help="also time ONNX Runtime on the exported network")
     ap.add_argument("--torch-worker", help=argparse.SUPPRESS)
     ap.add_argument("--input", help=argparse.SUPPRESS)
     ap.add_argument("--output", help=argparse.SUPPRESS)
@@ -132,15 +135,24 @@ def main() -> None:
         subprocess.run([str(args.bin), "restore", "-m", str(weights), "-i", str(image), "-o", str(ours_out),
                         "--threads", str(args.threads)], check=True)
         diff = float(np.abs(np.load(ours_out) - np.load(theirs)).max())
-        rows.append((arch, h, w, torch_result, ours, diff))
+        ort_result = None
+        if args.onnx:
+            model = args.cache / f"{arch}_{h}x{w}.onnx"
+            subprocess.run([str(args.bin), "export-onnx", "-m", str(weights), "-o", str(model), "--height", str(h),
+                            "--width", str(w)], check=True, capture_output=True)
+            warn_if_busy(f"onnxruntime {h}x{w}", notes)
+            ort_result = run_json([sys.executable, str(HERE / "bench_cpu.py"), "--ort-worker", str(model), *common])
+        rows.append((arch, h, w, torch_result, ours, diff, ort_result))
 
     print(f"\nCPU: {cpu['model']}, {args.threads} threads; torch {rows[0][3]['torch_version'] if rows else '-'}")
+    ort_head, ort_rule = (" ONNX Runtime ms | ONNX Runtime RSS MB |", "---|---|") if args.onnx else ("", "")
     print("\n| network | size | PyTorch eager f32 ms | maskdcpt f32 ms | speed-up | PyTorch RSS MB | maskdcpt RSS MB "
-          "| max abs diff |")
-    print("|---|---|---|---|---|---|---|---|")
-    for arch, h, w, t, o, diff in rows:
+          f"| max abs diff |{ort_head}")
+    print(f"|---|---|---|---|---|---|---|---|{ort_rule}")
+    for arch, h, w, t, o, diff, r in rows:
+        ort_cells = f" {r['median_ms']:.0f} | {r['peak_rss_mb']:.0f} |" if r else ""
         print(f"| {arch} | {h}x{w} | {t['median_ms']:.0f} | {o['median_ms']:.0f} | {t['median_ms'] / o['median_ms']:.2f}x "
-              f"| {t['peak_rss_mb']:.0f} | {o['peak_rss_mb']:.0f} | {diff:.1e} |")
+              f"| {t['peak_rss_mb']:.0f} | {o['peak_rss_mb']:.0f} | {diff:.1e} |{ort_cells}")
     for note in notes:
         print(f"\n{note}")
 

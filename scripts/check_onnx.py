@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Checks an ONNX file exported by `maskdcpt export-onnx` against `maskdcpt restore`.
+"""Checks an ONNX file exported by `maskdcpt export-onnx` against an expected output.
 
     check_onnx.py MODEL.onnx INPUT.npy EXPECTED.npy [--tol 1e-4]
 
 INPUT is an H×W×3 float32 RGB image, EXPECTED the raw `.npy` output of `maskdcpt restore`
-on it. Runs `onnx.checker.check_model(full_check=True)`, then ONNX Runtime (CPU), and fails
-if max |ONNX Runtime − maskdcpt| exceeds the tolerance. Prints one line of results.
+or a PyTorch fixture, on it. Runs `onnx.checker.check_model(full_check=True)`, then ONNX Runtime (CPU), and fails
+if max |ONNX Runtime − expected| exceeds the tolerance. Prints one line of results.
 """
 import argparse
 import sys
@@ -35,7 +35,7 @@ def main() -> int:
     diff = float(np.abs(got.astype(np.float64) - expected).max())
     verdict = "ok" if diff <= args.tol else "FAIL"
     print(f"{verdict} {args.model}: checker full_check passed; onnxruntime {ort.__version__} "
-          f"max |diff| vs maskdcpt = {diff:.3e} (tolerance {args.tol:g})")
+          f"max |diff| vs expected = {diff:.3e} (tolerance {args.tol:g})")
     return 0 if diff <= args.tol else 1
 
 

@@ -20,7 +20,7 @@ refused too. With --restormer a third of the cases are the MaskDCPT fork's Resto
 instead (scripts/reference_restormer.py: even dim 4-16, or 24-48 with --large, 1-2 blocks per
 level, 0-2 refinement blocks, heads dividing every width, feed-forward expansion 1.5-2.66;
 PromptIR with random prompt widths, counts and sides), restored whole or with
-`--tile N --sca global` (which runs it whole); they have no ONNX export or TLC. With --swinir
+`--tile N --sca global` (which runs it whole), and exported with --onnx; they have no TLC. With --swinir
 a third of the cases (of those left) are the fork's SwinIR (scripts/reference_swinir.py: six
 groups of 0-2 blocks, the first at least 1, random heads per group and window side, written
 into the safetensors metadata, random MLP ratio, qkv bias and patch norm), restored the same ways.
@@ -122,10 +122,10 @@ def restore(binary: str, work: Path, flags: list[str], model: str = "model.pth")
     return np.load(work / "out.npy")
 
 
-def run_onnx(binary: str, work: Path, img: np.ndarray, shape: list[str]) -> np.ndarray:
+def run_onnx(binary: str, work: Path, img: np.ndarray, shape: list[str], model: str = "model.pth") -> np.ndarray:
     import onnxruntime as ort
 
-    cli([binary, "export-onnx", "-m", str(work / "model.pth"), "-o", str(work / "model.onnx"), *shape])
+    cli([binary, "export-onnx", "-m", str(work / model), "-o", str(work / "model.onnx"), *shape])
     session = ort.InferenceSession(str(work / "model.onnx"), providers=["CPUExecutionProvider"])
     try:
         out = session.run(None, {"input": img.transpose(2, 0, 1)[None]})[0]
@@ -187,9 +187,10 @@ def main() -> None:
                 tiles = [64, 100, 128] if args.large else [16, 32, 48]
                 tiling = ["--tile", str(rng.choice(tiles)), "--sca", "global"]
             runs = [(f"restore {' '.join(tiling)}", lambda: restore(args.bin, work, tiling, model), ref)]
-            if args.onnx and not transformer:
+            if args.onnx:
                 for shape in (["--dynamic"], ["--height", str(h), "--width", str(w)]):
-                    runs.append((f"onnx {shape[0]}", lambda shape=shape: run_onnx(args.bin, work, img, shape), ref))
+                    run = lambda shape=shape: run_onnx(args.bin, work, img, shape, model)  # noqa: E731
+                    runs.append((f"onnx {shape[0]}", run, ref))
             if args.tlc and not transformer:
                 train = rng.choice([16, 24, 32, 48, 64])
                 flags = ["--tlc", str(train), *tiling]

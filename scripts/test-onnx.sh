@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # ONNX export parity (part of scripts/test.sh): exports the golden models with
 # `maskdcpt export-onnx` (dynamic and fixed shapes, both families, fp32 and fp16, TLC
-# attention), checks each file with onnx.checker (full check) and runs it in ONNX Runtime
-# 1.31.1 against the raw output of `maskdcpt restore` on the same input (the TLC exports
-# against the PyTorch fixture). Needs target/release/maskdcpt.
+# attention, and the fork's Restormer, PromptIR and SwinIR), checks each file with onnx.checker
+# (full check) and runs it in ONNX Runtime 1.31.1 against the raw output of `maskdcpt restore`
+# on the same input, and fixed-shape exports against the PyTorch fixtures themselves. Needs
+# target/release/maskdcpt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,12 +57,31 @@ done
 check maskdcpt-fixed-5x3 maskdcpt_w8.pth "$work/input_5x3.npy" 1e-4 --height 5 --width 3
 # float16 activations: rounding, not parity; the bound catches a broken graph.
 check maskdcpt-fp16-96x136 maskdcpt_w8.pth input_96x136.npy 5e-2 --dynamic --fp16
-# TLC channel attention (fixed sizes only), against the PyTorch fixture itself.
-for precision in f32:1e-4 fp16:5e-2; do
-    flags=(--height 96 --width 136 --tlc 32)
-    [ "${precision%%:*}" = fp16 ] && flags+=(--fp16)
-    "$bin" export-onnx -m "$golden/nafnet_w8.pth" -o "$work/tlc.onnx" "${flags[@]}" 2>/dev/null
-    compare "$work/tlc.onnx" "$golden/input_96x136.npy" "$golden/output_nafnet_w8_tlc32_96x136.npy" "${precision#*:}"
+
+# against_reference MODEL INPUT FIXTURE EXPORT-FLAGS...: the export in float32 (1e-4) and with
+# float16 activations (5e-2) against the PyTorch fixture itself (paths in tests/golden).
+against_reference() {
+    local model=$1 input=$2 fixture=$3
+    shift 3
+    for precision in f32:1e-4 fp16:5e-2; do
+        local flags=("$@")
+        [ "${precision%%:*}" = fp16 ] && flags+=(--fp16)
+        "$bin" export-onnx -m "$golden/$model" -o "$work/reference.onnx" "${flags[@]}" 2>/dev/null
+        compare "$work/reference.onnx" "$golden/$input" "$golden/$fixture" "${precision#*:}"
+    done
+}
+
+# TLC channel attention (fixed sizes only).
+against_reference nafnet_w8.pth input_96x136.npy output_nafnet_w8_tlc32_96x136.npy --height 96 --width 136 --tlc 32
+# The fork's transformers; the SwinIR safetensors reads its heads and windows of 4 from metadata.
+for model in restormer/restormer_w8.pth restormer/promptir_w8.pth swinir/swinir_w12.pth \
+    swinir/swinir_w12_heads.safetensors; do
+    name=$(basename "${model%.*}")
+    check "$name-dynamic-37x53" "$model" input_37x53.npy 1e-4 --dynamic
+    for size in 5x3 1x1; do
+        check "$name-dynamic-$size" "$model" "$work/input_$size.npy" 1e-4 --dynamic
+    done
+    against_reference "$model" input_37x53.npy "$(dirname "$model")/output_${name}_37x53.npy" --height 37 --width 53
 done
 
 echo "onnx export: $passed passed, $failed failed"

@@ -370,7 +370,7 @@ pub struct ExportOnnxArgs {
     /// then `params_ema`, as the fork's 5-task test configs read them).
     #[arg(long, value_name = "K")]
     pub param_key: Option<String>,
-    /// Float16 weights and activations; LayerNorm stays float32.
+    /// Float16 weights and activations; LayerNorm (and a transformer's attention maps) stay float32.
     #[arg(long)]
     pub fp16: bool,
     /// Symbolic batch, height and width (instead of --height/--width).

@@ -755,8 +755,8 @@ fn cuda_engine_files_need_a_gpu_and_the_cuda_backend() {
 }
 
 /// Restormer, PromptIR and SwinIR checkpoints (the golden ones): `info` names the
-/// architecture, `restore` is the core engine (whole and in local tiles), and the NAFNet-only
-/// paths refuse them by name.
+/// architecture, `restore` is the core engine (whole and in local tiles), `export-onnx` writes
+/// them (`scripts/test-onnx.sh` runs the files), and the NAFNet-only paths refuse them by name.
 #[test]
 fn transformer_checkpoints_restore_on_the_cpu() {
     let dir = TempDir::new().unwrap();
@@ -785,7 +785,12 @@ fn transformer_checkpoints_restore_on_the_cpu() {
     refused(&[&restore[..], &["--backend", "cuda"]].concat(), &["CUDA engine runs NAFNet networks only", "restormer"]);
     refused(&[&restore[..], &["--tlc"]].concat(), &["TLC", "Restormer"]);
     let onnx = dir.path().join("m.onnx");
-    refused(&["export-onnx", "-m", s(&model), "-o", s(&onnx), "--dynamic"], &["ONNX export runs NAFNet networks only"]);
+    let export = ["export-onnx", "-m", s(&model), "-o", s(&onnx), "--height", "21", "--width", "29"];
+    refused(&[&export[..], &["--tlc"]].concat(), &["TLC", "restormer", "without `--tlc`"]);
+    assert!(!onnx.exists());
+    let out = maskdcpt(&export);
+    assert_ok(&out);
+    assert!(stderr(&out).contains("wrote") && std::fs::metadata(&onnx).unwrap().len() > 1000, "{}", stderr(&out));
 
     // PromptIR through the same paths.
     let model = model.with_file_name("promptir_w8.pth");

@@ -23,6 +23,15 @@ pub const SIZE_MULTIPLE: usize = 8;
 /// LayerNorm epsilon (`nn.LayerNorm` default).
 pub const LAYER_NORM_EPS: f32 = 1e-5;
 
+/// Key groups of the down-sampling after each encoder level but the latent (full resolution
+/// first).
+pub const DOWNS: [&str; LEVELS - 1] = ["down1_2", "down2_3", "down3_4"];
+
+/// Key groups of each decoder level's up-sampling and of the 1×1 conv after its skip
+/// (lowest resolution first; the full-resolution decoder has none).
+pub const UPS: [(&str, Option<&str>); LEVELS - 1] =
+    [("up4_3", Some("reduce_chan_level3")), ("up3_2", Some("reduce_chan_level2")), ("up2_1", None)];
+
 /// PromptIR's stage before a decoder level's up-sampling: a prompt made from the feature
 /// (`promptN`: softmax of a linear map of the feature's spatial mean mixes `count` learned
 /// `channels × size × size` prompts, resized bilinearly to the feature, then a 3×3 conv),
@@ -164,16 +173,14 @@ impl RestormerSpec {
     pub fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
         let d = self.dim;
         let mut out = vec![("patch_embed.proj.weight".to_owned(), vec![d, IMAGE_CHANNELS, 3, 3])];
-        let downs = ["down1_2", "down2_3", "down3_4"];
         for stage in self.encoder_stages() {
             self.push_stage(&mut out, &stage);
-            if let Some(down) = downs.get(stage.level) {
+            if let Some(down) = DOWNS.get(stage.level) {
                 let c = self.width(stage.level);
                 out.push((format!("{down}.conv.weight"), vec![c / 2, c, 3, 3]));
             }
         }
-        let ups = [("up4_3", Some("reduce_chan_level3")), ("up3_2", Some("reduce_chan_level2")), ("up2_1", None)];
-        for (i, (stage, (up, reduce))) in self.decoder_stages().iter().zip(ups).enumerate() {
+        for (i, (stage, (up, reduce))) in self.decoder_stages().iter().zip(UPS).enumerate() {
             if let Some(prompts) = &self.prompts {
                 let (p, level) = (&prompts[i], LEVELS - 1 - i);
                 let block = self.prompt_block(i, p);

@@ -4,7 +4,7 @@ use super::super::dense_conv::{Conv3x3, PatchConv};
 use super::super::kernels::matmul::{MatmulPrecision, PackedLhs};
 use super::super::prepared::pack;
 use crate::error::Result;
-use crate::spec::restormer::{LEVELS, PromptStage, RestormerSpec, Stage, TransformerSite};
+use crate::spec::restormer::{DOWNS, LEVELS, PromptStage, RestormerSpec, Stage, TransformerSite, UPS};
 use crate::weights::WeightStore;
 
 /// One transformer block.
@@ -166,36 +166,23 @@ impl RestormerWeights {
         let reduce = |key: &str, rows: usize| -> Result<(PackedLhs, Option<Vec<f32>>)> {
             Ok((pack(&get(&format!("{key}.weight"))?, rows, precision)?, bias(&format!("{key}.bias"))?))
         };
-        let [dec3, dec2, dec1, refinement] = spec.decoder_stages();
+        let stages = spec.decoder_stages();
+        let decoder = |i: usize| -> Result<DecoderWeights> {
+            let (up, reduce_key) = UPS[i];
+            Ok(DecoderWeights {
+                prompt: prompt(i)?,
+                up: patch_conv(&format!("{up}.conv"))?,
+                reduce: reduce_key.map(|key| reduce(key, spec.width(stages[i].level))).transpose()?,
+                blocks: stage(&stages[i])?,
+            })
+        };
         Ok(RestormerWeights {
             // `patch_embed` has no bias in either network; PromptIR's `output` has one.
             embed: Conv3x3::load(store, "patch_embed.proj", false)?,
             encoders: spec.encoder_stages().iter().map(stage).collect::<Result<_>>()?,
-            downs: ["down1_2", "down2_3", "down3_4"]
-                .iter()
-                .map(|d| patch_conv(&format!("{d}.conv")))
-                .collect::<Result<_>>()?,
-            decoders: vec![
-                DecoderWeights {
-                    prompt: prompt(0)?,
-                    up: patch_conv("up4_3.conv")?,
-                    reduce: Some(reduce("reduce_chan_level3", spec.width(2))?),
-                    blocks: stage(&dec3)?,
-                },
-                DecoderWeights {
-                    prompt: prompt(1)?,
-                    up: patch_conv("up3_2.conv")?,
-                    reduce: Some(reduce("reduce_chan_level2", spec.width(1))?),
-                    blocks: stage(&dec2)?,
-                },
-                DecoderWeights {
-                    prompt: prompt(2)?,
-                    up: patch_conv("up2_1.conv")?,
-                    reduce: None,
-                    blocks: stage(&dec1)?,
-                },
-            ],
-            refinement: stage(&refinement)?,
+            downs: DOWNS.iter().map(|d| patch_conv(&format!("{d}.conv"))).collect::<Result<_>>()?,
+            decoders: (0..UPS.len()).map(decoder).collect::<Result<_>>()?,
+            refinement: stage(&stages[LEVELS - 1])?,
             output: Conv3x3::load(store, "output", spec.has_bias())?,
         })
     }
