@@ -4,10 +4,36 @@
 //!
 //! On x86-64 CPUs with AVX-512 the product runs on our own micro-kernels (module `avx512`), in f32
 //! or with bf16 inputs and f32 accumulation (AVX512-BF16); elsewhere it goes through the
-//! `gemm` crate (AVX2+FMA, NEON or portable code, chosen at run time).
+//! `gemm` crate (AVX2+FMA, NEON or portable code, chosen at run time). The environment variable
+//! [`KERNELS_ENV`] set to `portable` takes the `gemm` crate path on every CPU.
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+
+use std::sync::OnceLock;
+
+/// Environment variable choosing the product kernels, read once per process: `native` (the
+/// default: our AVX-512 kernels where the CPU has AVX-512) or `portable` (the `gemm` crate, as
+/// on CPUs without AVX-512 and on aarch64; no bf16), for comparisons and tests.
+pub const KERNELS_ENV: &str = "MASKDCPT_CPU_KERNELS";
+
+/// Whether [`KERNELS_ENV`] allows our native kernels; an error names a value it does not take.
+fn native_kernels_allowed() -> Result<bool, String> {
+    static CHOICE: OnceLock<Result<bool, String>> = OnceLock::new();
+    CHOICE.get_or_init(|| kernels_choice(std::env::var(KERNELS_ENV))).clone()
+}
+
+/// Whether the [`KERNELS_ENV`] value `value` allows the native kernels.
+fn kernels_choice(value: Result<String, std::env::VarError>) -> Result<bool, String> {
+    let shown = match value {
+        Err(std::env::VarError::NotPresent) => return Ok(true),
+        Ok(value) if value == "native" => return Ok(true),
+        Ok(value) if value == "portable" => return Ok(false),
+        Ok(value) => format!("`{value}`"),
+        Err(std::env::VarError::NotUnicode(value)) => format!("{value:?}"),
+    };
+    Err(format!("{KERNELS_ENV} is {shown}: set it to `native` or `portable`, or unset it"))
+}
 
 /// Arithmetic of a product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,8 +129,9 @@ impl PackedLhs {
 
     fn pack(w: &[f32], m: usize, k: usize, gated: bool, precision: MatmulPrecision) -> Result<Self, String> {
         assert_eq!(w.len(), m * k, "weight matrix size");
+        let native = native_kernels_allowed()?;
         #[cfg(target_arch = "x86_64")]
-        {
+        if native {
             let rows = if gated { avx512::Rows::Gated(m / 2) } else { avx512::Rows::Plain(m) };
             if let Some(packed) = avx512::Packed::new(w, rows, k, precision) {
                 return Ok(PackedLhs { m, k, gated, layout: Layout::Avx512(packed) });
@@ -112,6 +139,9 @@ impl PackedLhs {
         }
         match precision {
             MatmulPrecision::F32 => Ok(PackedLhs { m, k, gated, layout: Layout::RowMajor(w.to_vec()) }),
+            MatmulPrecision::Bf16 if !native => {
+                Err(format!("bf16 precision needs the native kernels ({KERNELS_ENV} is `portable`)"))
+            }
             MatmulPrecision::Bf16 => Err("bf16 precision needs a CPU with AVX512-BF16".into()),
         }
     }
@@ -131,11 +161,11 @@ impl PackedLhs {
     }
 }
 
-/// Whether this CPU runs bf16 products natively.
+/// Whether this CPU runs bf16 products natively (and [`KERNELS_ENV`] allows it).
 pub fn bf16_supported() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        avx512::bf16_supported()
+        avx512::bf16_supported() && native_kernels_allowed() == Ok(true)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -402,6 +432,16 @@ mod tests {
         } else {
             assert!(PackedLhs::new(&[0.0; 4], 2, 2, MatmulPrecision::Bf16).is_err());
         }
+    }
+
+    #[test]
+    fn kernel_choice_reads_native_portable_or_nothing() {
+        use std::env::VarError;
+        assert_eq!(kernels_choice(Err(VarError::NotPresent)), Ok(true));
+        assert_eq!(kernels_choice(Ok("native".into())), Ok(true));
+        assert_eq!(kernels_choice(Ok("portable".into())), Ok(false));
+        let err = kernels_choice(Ok("avx2".into())).unwrap_err();
+        assert!(err.contains("MASKDCPT_CPU_KERNELS is `avx2`") && err.contains("`portable`"), "{err}");
     }
 
     #[test]

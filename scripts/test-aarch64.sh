@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The library on aarch64 (Jetson's CPU), run by scripts/test.sh after the Rust tests (needs
+# target/release/maskdcpt): the core is cross-compiled and its unit tests (but the CUDA
+# backend's, whose kernels are compiled and emulated on this host), golden parity tests (every
+# network against the PyTorch fixtures: the gemm crate's NEON products, the kernels' NEON and
+# portable versions) and weight-reader tests run under qemu-aarch64; then libmaskdcpt.a is
+# cross-built, the C sample linked against it for aarch64 and run under qemu on every golden
+# checkpoint family, its output within one level per byte of `maskdcpt restore` on this host.
+# Sets up what it needs when missing: the Rust target (rustup), qemu-user and the aarch64 cross
+# gcc with its C library (apt).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+target=aarch64-unknown-linux-gnu
+sysroot=/usr/aarch64-linux-gnu
+rustup target list --installed | grep -qx "$target" || rustup target add "$target"
+missing=()
+for pair in qemu-aarch64:qemu-user aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu; do
+    command -v "${pair%%:*}" > /dev/null || missing+=("${pair#*:}")
+done
+[ -e "$sysroot/lib/libc.so.6" ] || missing+=(libc6-dev-arm64-cross)
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=$([ "$(id -u)" = 0 ] || echo sudo)
+    $sudo apt-get update && $sudo apt-get install -y "${missing[@]}"
+fi
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L $sysroot"
+export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
+
+echo "== core tests on aarch64 (qemu)"
+cargo test --release --target "$target" -p maskdcpt-core --lib --test golden --test weights -- --skip backend::cuda
+
+echo "== C sample on aarch64 (qemu) vs maskdcpt restore on this host"
+cargo build --release --target "$target" -p maskdcpt-ffi
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+aarch64-linux-gnu-gcc -std=c99 -Wall -Wextra -Werror -O2 -Iinclude samples/restore_image.c \
+    "target/$target/release/libmaskdcpt.a" -lpthread -ldl -lm -o "$tmp/restore_image"
+python3 - "$tmp/in.ppm" << 'PY'
+import sys
+w, h = 45, 30  # not a multiple of 8 or 16: exercises the padding
+pixels = bytes((x * 5 + y * 7 + c * 80 + (x * y) % 13) % 256 for y in range(h) for x in range(w) for c in range(3))
+open(sys.argv[1], "wb").write(b"P6\n%d %d\n255\n" % (w, h) + pixels)
+PY
+for model in maskdcpt_w8.pth nafnet_w8.pth restormer/promptir_w8.pth swinir/swinir_w12_heads.safetensors; do
+    target/release/maskdcpt restore -m "tests/golden/$model" -i "$tmp/in.ppm" -o "$tmp/host.ppm" --threads 2
+    qemu-aarch64 -L "$sysroot" "$tmp/restore_image" "tests/golden/$model" "$tmp/in.ppm" "$tmp/aarch64.ppm" --threads 2
+    python3 - "$tmp/host.ppm" "$tmp/aarch64.ppm" "$model" << 'PY'
+import sys
+host, arm = (open(p, "rb").read() for p in sys.argv[1:3])
+if len(host) != len(arm) or host[:15] != arm[:15]:
+    sys.exit(f"{sys.argv[3]}: the aarch64 sample wrote another image ({len(arm)} bytes, {len(host)} on this host)")
+worst = max(abs(a - b) for a, b in zip(host, arm))
+differing = sum(a != b for a, b in zip(host, arm))
+print(f"{sys.argv[3]}: {differing} of {len(host)} bytes differ, by at most {worst}")
+if worst > 1:
+    sys.exit(1)
+PY
+done
