@@ -12,6 +12,8 @@ mod avx512;
 
 use std::sync::OnceLock;
 
+use rayon::prelude::*;
+
 /// Environment variable choosing the product kernels, read once per process: `native` (the
 /// default: our AVX-512 kernels where the CPU has AVX-512) or `portable` (the `gemm` crate, as
 /// on CPUs without AVX-512 and on aarch64; no bf16), for comparisons and tests.
@@ -206,6 +208,13 @@ pub fn matmul(dst: MatMut<'_>, lhs: &PackedLhs, rhs: MatRef<'_>, n: usize, epilo
     }
 }
 
+/// The first `n` columns of the first `rows` rows of `dst`, in parallel on the current pool.
+fn rows_mut<'a>(dst: MatMut<'a>, rows: usize, n: usize) -> impl IndexedParallelIterator<Item = &'a mut [f32]> {
+    // A single row may have any stride; rows of several start a stride apart.
+    let stride = if rows > 1 { dst.row_stride } else { n };
+    dst.data.par_chunks_mut(stride.max(1)).take(rows).map(move |row| &mut row[..n])
+}
+
 /// The `gemm` crate path of a gated product: the full product in a temporary, then the gate.
 fn portable_gated(
     dst: MatMut<'_>,
@@ -218,10 +227,9 @@ fn portable_gated(
     let mut full = vec![0.0f32; m * n];
     portable(MatMut { data: &mut full, row_stride: n }, w, rhs, (m, k, n), e, threads);
     let (first, second) = full.split_at(m / 2 * n);
-    for (i, (a, b)) in first.chunks_exact(n).zip(second.chunks_exact(n)).enumerate() {
-        let row = &mut dst.data[i * dst.row_stride..i * dst.row_stride + n];
-        row.iter_mut().zip(a.iter().zip(b)).for_each(|(d, (x, y))| *d = x * y);
-    }
+    rows_mut(dst, m / 2, n)
+        .zip(first.par_chunks_exact(n).zip(second.par_chunks_exact(n)))
+        .for_each(|(row, (a, b))| row.iter_mut().zip(a.iter().zip(b)).for_each(|(d, (x, y))| *d = x * y));
 }
 
 /// The `gemm` crate path.
@@ -233,13 +241,14 @@ fn portable(
     e: Epilogue<'_>,
     threads: usize,
 ) {
-    let normalized: Vec<f32>;
+    let mut normalized: Vec<f32>;
     let rhs = match e.rhs_norm {
         Some(norm) => {
-            normalized = (0..k)
-                .flat_map(|r| (0..n).map(move |j| (r, j)))
-                .map(|(r, j)| norm.apply(rhs.data[r * rhs.row_stride + j], r, j))
-                .collect();
+            normalized = vec![0.0; k * n];
+            normalized.par_chunks_exact_mut(n).enumerate().for_each(|(r, row)| {
+                let source = &rhs.data[r * rhs.row_stride..][..n];
+                row.iter_mut().zip(source).enumerate().for_each(|(j, (out, &x))| *out = norm.apply(x, r, j));
+            });
             MatRef { data: &normalized, row_stride: n }
         }
         None => rhs,
@@ -252,15 +261,15 @@ fn portable(
         }
         None => w,
     };
-    for i in 0..m {
-        let row = &mut dst.data[i * dst.row_stride..i * dst.row_stride + n];
+    let row_stride = dst.row_stride;
+    rows_mut(MatMut { data: &mut *dst.data, row_stride }, m, n).enumerate().for_each(|(i, row)| {
         let b = e.bias.map_or(0.0, |b| b[i]);
         if e.accumulate {
             row.iter_mut().for_each(|v| *v += b);
         } else {
             row.fill(b);
         }
-    }
+    });
     let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     // SAFETY: `matmul` checked that every index the kernel touches is inside the three slices;
     // `dst` is exclusively borrowed and cannot alias `lhs` or `rhs`.
