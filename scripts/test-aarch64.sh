@@ -3,9 +3,10 @@
 # target/release/maskdcpt): the core is cross-compiled and its unit tests (but the CUDA
 # backend's, whose kernels are compiled and emulated on this host), golden parity tests (every
 # network against the PyTorch fixtures: the gemm crate's NEON products, the kernels' NEON and
-# portable versions) and weight-reader tests run under qemu-aarch64; then libmaskdcpt.a is
-# cross-built, the C sample linked against it for aarch64 and run under qemu on every golden
-# checkpoint family, its output within one level per byte of `maskdcpt restore` on this host.
+# portable versions) and weight-reader tests run under qemu-aarch64; then libmaskdcpt.a and the
+# `maskdcpt` command are cross-built, the C sample linked against the library for aarch64, and
+# both run under qemu on every golden checkpoint family, their outputs within one level per byte
+# of `maskdcpt restore` on this host.
 # Sets up what it needs when missing: the Rust target (rustup), qemu-user and the aarch64 cross
 # gcc with its C library (apt).
 set -euo pipefail
@@ -30,8 +31,8 @@ export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
 echo "== core tests on aarch64 (qemu)"
 cargo test --release --target "$target" -p maskdcpt-core --lib --test golden --test weights -- --skip backend::cuda
 
-echo "== C sample on aarch64 (qemu) vs maskdcpt restore on this host"
-cargo build --release --target "$target" -p maskdcpt-ffi
+echo "== C sample and maskdcpt on aarch64 (qemu) vs maskdcpt restore on this host"
+cargo build --release --target "$target" -p maskdcpt-ffi -p maskdcpt
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 aarch64-linux-gnu-gcc -std=c99 -Wall -Wextra -Werror -O2 -Iinclude samples/restore_image.c \
@@ -44,16 +45,20 @@ open(sys.argv[1], "wb").write(b"P6\n%d %d\n255\n" % (w, h) + pixels)
 PY
 for model in maskdcpt_w8.pth nafnet_w8.pth restormer/promptir_w8.pth swinir/swinir_w12_heads.safetensors; do
     target/release/maskdcpt restore -m "tests/golden/$model" -i "$tmp/in.ppm" -o "$tmp/host.ppm" --threads 2
-    qemu-aarch64 -L "$sysroot" "$tmp/restore_image" "tests/golden/$model" "$tmp/in.ppm" "$tmp/aarch64.ppm" --threads 2
-    python3 - "$tmp/host.ppm" "$tmp/aarch64.ppm" "$model" << 'PY'
+    qemu-aarch64 -L "$sysroot" "$tmp/restore_image" "tests/golden/$model" "$tmp/in.ppm" "$tmp/sample.ppm" --threads 2
+    qemu-aarch64 -L "$sysroot" "target/$target/release/maskdcpt" restore -m "tests/golden/$model" -i "$tmp/in.ppm" \
+        -o "$tmp/cli.ppm" --threads 2
+    python3 - "$tmp/host.ppm" "$model" "$tmp/sample.ppm" "$tmp/cli.ppm" << 'PY'
 import sys
-host, arm = (open(p, "rb").read() for p in sys.argv[1:3])
-if len(host) != len(arm) or host[:15] != arm[:15]:
-    sys.exit(f"{sys.argv[3]}: the aarch64 sample wrote another image ({len(arm)} bytes, {len(host)} on this host)")
-worst = max(abs(a - b) for a, b in zip(host, arm))
-differing = sum(a != b for a, b in zip(host, arm))
-print(f"{sys.argv[3]}: {differing} of {len(host)} bytes differ, by at most {worst}")
-if worst > 1:
-    sys.exit(1)
+host = open(sys.argv[1], "rb").read()
+for what, path in zip(["C sample", "maskdcpt"], sys.argv[3:]):
+    arm = open(path, "rb").read()
+    if len(host) != len(arm):
+        sys.exit(f"{sys.argv[2]}: the aarch64 {what} wrote another image ({len(arm)} bytes, {len(host)} on this host)")
+    worst = max(abs(a - b) for a, b in zip(host, arm))
+    differing = sum(a != b for a, b in zip(host, arm))
+    print(f"{sys.argv[2]}, aarch64 {what}: {differing} of {len(host)} bytes differ, by at most {worst}")
+    if worst > 1:
+        sys.exit(1)
 PY
 done
