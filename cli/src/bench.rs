@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use maskdcpt_core::backend::cpu::product_kernels;
 use maskdcpt_core::backend::{TileSize, build_engine};
 use maskdcpt_core::image::{Image, round_up};
 use serde_json::json;
@@ -57,6 +58,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "warmup": args.warmup,
         "threads": threads,
         "precision": args.engine.precision.name(),
+        // The CPU engine's matrix products: our AVX-512 kernels, or the gemm crate.
+        "cpu_products": matches!(args.engine.backend, BackendArg::Cpu).then(|| product_kernels(options.precision)).flatten(),
         "tile": args.engine.tile.map(|tile| match tile {
             TileSize::Pixels(pixels) => json!(pixels),
             TileSize::Auto => json!("auto"),

@@ -298,13 +298,24 @@ fn tile_budget(options: &EngineOptions) -> Option<u64> {
     }
 }
 
+/// The arithmetic of the matrix products at `precision`.
+fn matmul_precision(precision: Precision) -> MatmulPrecision {
+    match precision {
+        Precision::F32 => MatmulPrecision::F32,
+        Precision::Bf16 => MatmulPrecision::Bf16,
+    }
+}
+
+/// The kernels the CPU engine's matrix products run on here at `precision`
+/// ([`kernels::matmul::product_kernels`]), for reports; `None` where they cannot run.
+pub fn product_kernels(precision: Precision) -> Option<&'static str> {
+    kernels::matmul::product_kernels(matmul_precision(precision))
+}
+
 /// What both CPU engines take from `options`: the products' precision, the number of workers
 /// and the engine's own pool of them.
 fn workers(options: &EngineOptions) -> Result<(MatmulPrecision, usize, rayon::ThreadPool)> {
-    let precision = match options.precision {
-        Precision::F32 => MatmulPrecision::F32,
-        Precision::Bf16 => MatmulPrecision::Bf16,
-    };
+    let precision = matmul_precision(options.precision);
     let threads = match options.threads {
         Some(0) => return Err(Error::InvalidArgument("threads must be at least 1".into())),
         Some(n) => n,

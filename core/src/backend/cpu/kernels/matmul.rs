@@ -163,6 +163,20 @@ impl PackedLhs {
     }
 }
 
+/// The kernels products in `precision` run on here: `avx512` or `avx512-bf16` (ours), or `gemm`
+/// (the `gemm` crate: CPUs without AVX-512, aarch64, [`KERNELS_ENV`] `portable`); `None` where
+/// they cannot run (bf16 without AVX512-BF16, or a bad [`KERNELS_ENV`]).
+pub fn product_kernels(precision: MatmulPrecision) -> Option<&'static str> {
+    match PackedLhs::new(&[0.0], 1, 1, precision).ok()?.layout {
+        Layout::RowMajor(_) => Some("gemm"),
+        #[cfg(target_arch = "x86_64")]
+        Layout::Avx512(_) => Some(match precision {
+            MatmulPrecision::F32 => "avx512",
+            MatmulPrecision::Bf16 => "avx512-bf16",
+        }),
+    }
+}
+
 /// Whether this CPU runs bf16 products natively (and [`KERNELS_ENV`] allows it).
 pub fn bf16_supported() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -441,6 +455,14 @@ mod tests {
         } else {
             assert!(PackedLhs::new(&[0.0; 4], 2, 2, MatmulPrecision::Bf16).is_err());
         }
+    }
+
+    #[test]
+    fn product_kernels_name_the_path_a_product_takes() {
+        let expected =
+            if is_x86_feature_detected!("avx512f") && native_kernels_allowed() == Ok(true) { "avx512" } else { "gemm" };
+        assert_eq!(product_kernels(MatmulPrecision::F32), Some(expected));
+        assert_eq!(product_kernels(MatmulPrecision::Bf16).is_some(), bf16_supported());
     }
 
     #[test]
