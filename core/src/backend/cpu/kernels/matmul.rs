@@ -459,8 +459,11 @@ mod tests {
 
     #[test]
     fn product_kernels_name_the_path_a_product_takes() {
-        let expected =
-            if is_x86_feature_detected!("avx512f") && native_kernels_allowed() == Ok(true) { "avx512" } else { "gemm" };
+        #[cfg(target_arch = "x86_64")]
+        let avx512 = is_x86_feature_detected!("avx512f");
+        #[cfg(not(target_arch = "x86_64"))]
+        let avx512 = false;
+        let expected = if avx512 && native_kernels_allowed() == Ok(true) { "avx512" } else { "gemm" };
         assert_eq!(product_kernels(MatmulPrecision::F32), Some(expected));
         assert_eq!(product_kernels(MatmulPrecision::Bf16).is_some(), bf16_supported());
     }
