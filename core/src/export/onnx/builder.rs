@@ -66,7 +66,7 @@ pub struct PaddedInput {
 pub struct Builder<'a> {
     weights: &'a WeightStore,
     /// Whether weights and activations are float16.
-    pub fp16: bool,
+    fp16: bool,
     nodes: Vec<Message>,
     initializers: Vec<Message>,
     next: usize,
@@ -81,7 +81,7 @@ impl<'a> Builder<'a> {
     }
 
     /// A new value name.
-    pub fn fresh(&mut self) -> String {
+    fn fresh(&mut self) -> String {
         self.next += 1;
         format!("t{}", self.next)
     }
@@ -94,7 +94,7 @@ impl<'a> Builder<'a> {
     }
 
     /// Appends a node writing the named `outputs`.
-    pub fn node_to(&mut self, op: &str, inputs: &[&str], outputs: &[&str], attrs: &[Message]) {
+    fn node_to(&mut self, op: &str, inputs: &[&str], outputs: &[&str], attrs: &[Message]) {
         let mut m = Message::new();
         for i in inputs {
             m = m.string(1, i);
@@ -197,7 +197,7 @@ impl<'a> Builder<'a> {
     }
 
     /// `Cast(x, to)`.
-    pub fn cast(&mut self, x: &str, to: i64) -> String {
+    fn cast(&mut self, x: &str, to: i64) -> String {
         self.node("Cast", &[x], &[attr_int("to", to)])
     }
 
@@ -251,11 +251,16 @@ impl<'a> Builder<'a> {
         PaddedInput { dims, padded, size }
     }
 
+    /// `Shape(x)[start..end]`: dimensions `start` to `end` (exclusive) of `x`.
+    pub fn dims(&mut self, x: &str, start: i64, end: i64) -> String {
+        let shape = self.node("Shape", &[x], &[]);
+        let (start, end, zero) = (self.int64s(&[start]), self.int64s(&[end]), self.int64s(&[0]));
+        self.node("Slice", &[&shape, &start, &end, &zero], &[])
+    }
+
     /// `Shape(x)[2..4]`: the `[H, W]` of an NCHW value.
     pub fn spatial_dims(&mut self, x: &str) -> String {
-        let shape = self.node("Shape", &[x], &[]);
-        let (two, four, zero) = (self.int64s(&[2]), self.int64s(&[4]), self.int64s(&[0]));
-        self.node("Slice", &[&shape, &two, &four, &zero], &[])
+        self.dims(x, 2, 4)
     }
 
     /// The source index of every row (`axis` 0) or column (1) of the reflect-padded input: the

@@ -138,10 +138,7 @@ fn prompt_stage(b: &mut Builder<'_>, x: &str, spec: &RestormerSpec, i: usize, st
     let mixed = b.node("MatMul", &[&mixing, &prompts], &[]);
     let mixed = b.reshape(&mixed, &[-1, channels as i64, side as i64, side as i64]);
     // Resized to the features' size.
-    let shape = b.node("Shape", &[x], &[]);
-    let (zero, one, two, four) = (b.int64s(&[0]), b.int64s(&[1]), b.int64s(&[2]), b.int64s(&[4]));
-    let batch = b.node("Slice", &[&shape, &zero, &one, &zero], &[]);
-    let hw = b.node("Slice", &[&shape, &two, &four, &zero], &[]);
+    let (batch, hw) = (b.dims(x, 0, 1), b.spatial_dims(x));
     let width = b.int64s(&[channels as i64]);
     let sizes = b.node("Concat", &[&batch, &width, &hw], &[attr_int("axis", 0)]);
     let attrs = [attr_string("mode", "linear"), attr_string("coordinate_transformation_mode", "half_pixel")];

@@ -20,8 +20,8 @@ pub fn export(model: &Model, spec: &SwinirSpec, options: &OnnxOptions) -> Result
     let mean = b.constant(&[1, RGB_MEAN.len(), 1, 1], &RGB_MEAN, false)?;
     let centred = b.node("Sub", &[&input.padded, &mean], &[]);
     let first = b.conv_layer(&centred, "conv_first", 3, 1)?;
-    let grid = WindowGrid::new(&mut b, &first, spec);
     let mut t = b.transpose(&first, &[0, 2, 3, 1]);
+    let grid = WindowGrid::new(&mut b, &t, spec);
     if spec.patch_norm {
         t = b.layer_norm(&t, "patch_embed.norm.weight", "patch_embed.norm.bias", LAYER_NORM_EPS)?;
     }
@@ -67,22 +67,21 @@ struct WindowGrid {
 }
 
 impl WindowGrid {
-    /// The grid of windows over the NCHW map `first`.
-    fn new(b: &mut Builder<'_>, first: &str, spec: &SwinirSpec) -> Self {
+    /// The grid of windows over the `[N, H, W, C]` token map `map`.
+    fn new(b: &mut Builder<'_>, map: &str, spec: &SwinirSpec) -> Self {
         let (window, channels) = (spec.window as i64, spec.embed_dim as i64);
-        let hw = b.spatial_dims(first);
         let side = b.int64s(&[window]);
-        let windows = b.node("Div", &[&hw, &side], &[]);
-        let (zero, one, two) = (b.int64s(&[0]), b.int64s(&[1]), b.int64s(&[2]));
-        let rows = b.node("Slice", &[&windows, &zero, &one, &zero], &[]);
-        let cols = b.node("Slice", &[&windows, &one, &two, &zero], &[]);
+        // Windows down and across: the map's height and width over the window side.
+        let [rows, cols] = [1, 2].map(|axis| {
+            let length = b.dims(map, axis, axis + 1);
+            b.node("Div", &[&length, &side], &[])
+        });
         let (copy, inferred, side_c) = (b.int64s(&[0]), b.int64s(&[-1]), b.int64s(&[window, channels]));
         let concat = |b: &mut Builder<'_>, parts: &[&str]| b.node("Concat", parts, &[attr_int("axis", 0)]);
         let cut = concat(b, &[&copy, &rows, &side, &cols, &side_c]);
         let sides = b.int64s(&[window, window, channels]);
         let join = concat(b, &[&inferred, &rows, &cols, &sides]);
-        let channels_name = b.int64s(&[channels]);
-        let map = concat(b, &[&copy, &hw, &channels_name]);
+        let map = b.node("Shape", &[map], &[]);
         WindowGrid { window, channels, cut, join, map }
     }
 
