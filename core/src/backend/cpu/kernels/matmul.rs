@@ -179,14 +179,7 @@ pub fn product_kernels(precision: MatmulPrecision) -> Option<&'static str> {
 
 /// Whether this CPU runs bf16 products natively (and [`KERNELS_ENV`] allows it).
 pub fn bf16_supported() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        avx512::bf16_supported() && native_kernels_allowed() == Ok(true)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    product_kernels(MatmulPrecision::Bf16).is_some()
 }
 
 fn fits(len: usize, rows: usize, row_stride: usize, cols: usize) -> bool {
@@ -460,12 +453,13 @@ mod tests {
     #[test]
     fn product_kernels_name_the_path_a_product_takes() {
         #[cfg(target_arch = "x86_64")]
-        let avx512 = is_x86_feature_detected!("avx512f");
+        let (avx512, bf16) = (is_x86_feature_detected!("avx512f"), is_x86_feature_detected!("avx512bf16"));
         #[cfg(not(target_arch = "x86_64"))]
-        let avx512 = false;
-        let expected = if avx512 && native_kernels_allowed() == Ok(true) { "avx512" } else { "gemm" };
-        assert_eq!(product_kernels(MatmulPrecision::F32), Some(expected));
-        assert_eq!(product_kernels(MatmulPrecision::Bf16).is_some(), bf16_supported());
+        let (avx512, bf16) = (false, false);
+        let native = avx512 && native_kernels_allowed() == Ok(true);
+        assert_eq!(product_kernels(MatmulPrecision::F32), Some(if native { "avx512" } else { "gemm" }));
+        assert_eq!(product_kernels(MatmulPrecision::Bf16), (native && bf16).then_some("avx512-bf16"));
+        assert_eq!(bf16_supported(), native && bf16);
     }
 
     #[test]
