@@ -37,12 +37,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 aarch64-linux-gnu-gcc -std=c99 -Wall -Wextra -Werror -O2 -Iinclude samples/restore_image.c \
     "target/$target/release/libmaskdcpt.a" -lpthread -ldl -lm -o "$tmp/restore_image"
-python3 - "$tmp/in.ppm" << 'PY'
-import sys
-w, h = 45, 30  # not a multiple of 8 or 16: exercises the padding
-pixels = bytes((x * 5 + y * 7 + c * 80 + (x * y) % 13) % 256 for y in range(h) for x in range(w) for c in range(3))
-open(sys.argv[1], "wb").write(b"P6\n%d %d\n255\n" % (w, h) + pixels)
-PY
+python3 scripts/sample_ppm.py "$tmp/in.ppm"
 for model in maskdcpt_w8.pth nafnet_w8.pth restormer/promptir_w8.pth swinir/swinir_w12_heads.safetensors; do
     target/release/maskdcpt restore -m "tests/golden/$model" -i "$tmp/in.ppm" -o "$tmp/host.ppm" --threads 2
     qemu-aarch64 -L "$sysroot" "$tmp/restore_image" "tests/golden/$model" "$tmp/in.ppm" "$tmp/sample.ppm" --threads 2

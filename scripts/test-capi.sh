@@ -47,12 +47,7 @@ cmake -S samples -B "$build" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_BUILD_TYPE=Re
 cmake --build "$build" -j 2 > /dev/null
 
 echo "== C sample vs maskdcpt restore, byte for byte"
-python3 - "$tmp/in.ppm" << 'PY'
-import sys
-w, h = 45, 30  # not a multiple of 16: exercises the padding
-pixels = bytes((x * 5 + y * 7 + c * 80 + (x * y) % 13) % 256 for y in range(h) for x in range(w) for c in range(3))
-open(sys.argv[1], "wb").write(b"P6\n%d %d\n255\n" % (w, h) + pixels)
-PY
+python3 scripts/sample_ppm.py "$tmp/in.ppm"
 run=0
 for options in "" "--tile 16 --sca global" "--tile 16 --tile-overlap 8 --sca local" "--tlc 16" \
     "--tile auto --tile-overlap 8 --sca local" "--tile 16 --tile-overlap 8 --sca local --tile-blend" \
