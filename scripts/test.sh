@@ -21,8 +21,11 @@ scripts/test-onnx.sh
 # The TensorRT shim compiles against the TensorRT 11.4 headers (nothing TensorRT runs here).
 scripts/test-tensorrt.sh
 cargo test --release --workspace
-# The products CPUs without AVX-512 run (the gemm crate): the kernels' tests and the PyTorch fixtures.
-MASKDCPT_CPU_KERNELS=portable cargo test --release -p maskdcpt-core --lib --test golden -- --skip backend::cuda
+# The products x86-64 CPUs without AVX-512 run (our AVX2 kernels) and aarch64's (the gemm crate):
+# the kernels' tests and the PyTorch fixtures.
+for kernels in avx2 portable; do
+    MASKDCPT_CPU_KERNELS=$kernels cargo test --release -p maskdcpt-core --lib --test golden -- --skip backend::cuda
+done
 scripts/test-trainer.sh
 # The C ABI: header drift, C/C++ header compiles, install, samples, byte identity, valgrind.
 scripts/test-capi.sh

@@ -58,7 +58,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "warmup": args.warmup,
         "threads": threads,
         "precision": args.engine.precision.name(),
-        // The CPU engine's matrix products: our AVX-512 kernels, or the gemm crate.
+        // The CPU engine's matrix products: our AVX-512 or AVX2 kernels, or the gemm crate.
         "cpu_products": matches!(args.engine.backend, BackendArg::Cpu).then(|| product_kernels(options.precision)).flatten(),
         "tile": args.engine.tile.map(|tile| match tile {
             TileSize::Pixels(pixels) => json!(pixels),

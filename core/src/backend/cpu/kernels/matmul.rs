@@ -2,39 +2,68 @@
 //! where `rhs` and `dst` are channel-major feature maps (row stride = channel stride) and `lhs`
 //! is a weight matrix `[cout][cin]` packed once when the engine is built.
 //!
-//! On x86-64 CPUs with AVX-512 the product runs on our own micro-kernels (module `avx512`), in f32
-//! or with bf16 inputs and f32 accumulation (AVX512-BF16); elsewhere it goes through the
-//! `gemm` crate (AVX2+FMA, NEON or portable code, chosen at run time). The environment variable
-//! [`KERNELS_ENV`] set to `portable` takes the `gemm` crate path on every CPU.
+//! On x86-64 the product runs on our own register-tiled kernels (module `tiled`): AVX-512 in f32
+//! or with bf16 inputs and f32 accumulation (AVX512-BF16), else AVX2 with FMA in f32; elsewhere
+//! (aarch64, x86-64 without AVX2) it goes through the `gemm` crate (NEON or portable code). The
+//! environment variable [`KERNELS_ENV`] chooses other kernels than the best for comparisons
+//! and tests.
 
 #[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod tiled;
 
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
 /// Environment variable choosing the product kernels, read once per process: `native` (the
-/// default: our AVX-512 kernels where the CPU has AVX-512) or `portable` (the `gemm` crate, as
-/// on CPUs without AVX-512 and on aarch64; no bf16), for comparisons and tests.
+/// default: our AVX-512 or AVX2 kernels, whichever is the best this CPU runs), `avx2` (our AVX2
+/// kernels even where AVX-512 exists; f32 only) or `portable` (the `gemm` crate, as on aarch64;
+/// no bf16).
 pub const KERNELS_ENV: &str = "MASKDCPT_CPU_KERNELS";
 
-/// Whether [`KERNELS_ENV`] allows our native kernels; an error names a value it does not take.
-fn native_kernels_allowed() -> Result<bool, String> {
-    static CHOICE: OnceLock<Result<bool, String>> = OnceLock::new();
-    CHOICE.get_or_init(|| kernels_choice(std::env::var(KERNELS_ENV))).clone()
+/// The product kernels [`KERNELS_ENV`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KernelChoice {
+    /// The best this CPU runs.
+    Native,
+    /// Our AVX2 kernels.
+    Avx2,
+    /// The `gemm` crate.
+    Portable,
 }
 
-/// Whether the [`KERNELS_ENV`] value `value` allows the native kernels.
-fn kernels_choice(value: Result<String, std::env::VarError>) -> Result<bool, String> {
+impl KernelChoice {
+    /// The [`KERNELS_ENV`] values, in the order of the variants.
+    const NAMES: [(&str, KernelChoice); 3] =
+        [("native", KernelChoice::Native), ("avx2", KernelChoice::Avx2), ("portable", KernelChoice::Portable)];
+
+    /// The value of [`KERNELS_ENV`] that asks for it.
+    fn name(self) -> &'static str {
+        Self::NAMES.iter().find(|(_, c)| *c == self).map_or("native", |(name, _)| name)
+    }
+}
+
+/// The kernels [`KERNELS_ENV`] asks for; an error names a value it does not take.
+fn kernel_choice() -> Result<KernelChoice, String> {
+    static CHOICE: OnceLock<Result<KernelChoice, String>> = OnceLock::new();
+    CHOICE.get_or_init(|| parse_kernel_choice(std::env::var(KERNELS_ENV))).clone()
+}
+
+/// The choice the [`KERNELS_ENV`] value `value` makes.
+fn parse_kernel_choice(value: Result<String, std::env::VarError>) -> Result<KernelChoice, String> {
     let shown = match value {
-        Err(std::env::VarError::NotPresent) => return Ok(true),
-        Ok(value) if value == "native" => return Ok(true),
-        Ok(value) if value == "portable" => return Ok(false),
-        Ok(value) => format!("`{value}`"),
+        Err(std::env::VarError::NotPresent) => return Ok(KernelChoice::Native),
+        Ok(value) => match KernelChoice::NAMES.iter().find(|(name, _)| *name == value) {
+            Some(&(_, choice)) => return Ok(choice),
+            None => format!("`{value}`"),
+        },
         Err(std::env::VarError::NotUnicode(value)) => format!("{value:?}"),
     };
-    Err(format!("{KERNELS_ENV} is {shown}: set it to `native` or `portable`, or unset it"))
+    Err(format!("{KERNELS_ENV} is {shown}: set it to `native`, `avx2` or `portable`, or unset it"))
 }
 
 /// Arithmetic of a product.
@@ -110,14 +139,14 @@ pub struct PackedLhs {
 enum Layout {
     /// Row-major, for the `gemm` crate.
     RowMajor(Vec<f32>),
-    /// Panels for the AVX-512 kernels.
+    /// Panels for our tiled kernels.
     #[cfg(target_arch = "x86_64")]
-    Avx512(avx512::Packed),
+    Tiled(tiled::Packed),
 }
 
 impl PackedLhs {
     /// Packs the row-major `m × k` matrix `w` for products in `precision`; errors if this CPU
-    /// cannot run that precision.
+    /// (or [`KERNELS_ENV`]) cannot run that precision.
     pub fn new(w: &[f32], m: usize, k: usize, precision: MatmulPrecision) -> Result<Self, String> {
         Self::pack(w, m, k, false, precision)
     }
@@ -131,21 +160,30 @@ impl PackedLhs {
 
     fn pack(w: &[f32], m: usize, k: usize, gated: bool, precision: MatmulPrecision) -> Result<Self, String> {
         assert_eq!(w.len(), m * k, "weight matrix size");
-        let native = native_kernels_allowed()?;
+        let choice = kernel_choice()?;
         #[cfg(target_arch = "x86_64")]
-        if native {
-            let rows = if gated { avx512::Rows::Gated(m / 2) } else { avx512::Rows::Plain(m) };
-            if let Some(packed) = avx512::Packed::new(w, rows, k, precision) {
-                return Ok(PackedLhs { m, k, gated, layout: Layout::Avx512(packed) });
+        if choice != KernelChoice::Portable
+            && let Some(kernel) = tiled::Kernel::detect(precision, choice == KernelChoice::Avx2)
+        {
+            return Ok(Self::packed_for(w, m, k, gated, kernel));
+        }
+        match (precision, choice) {
+            (MatmulPrecision::F32, KernelChoice::Avx2) => {
+                Err(format!("{KERNELS_ENV} is `avx2`, but this CPU has no AVX2 with FMA: unset it"))
+            }
+            (MatmulPrecision::F32, _) => Ok(PackedLhs { m, k, gated, layout: Layout::RowMajor(w.to_vec()) }),
+            (MatmulPrecision::Bf16, KernelChoice::Native) => Err("bf16 precision needs a CPU with AVX512-BF16".into()),
+            (MatmulPrecision::Bf16, choice) => {
+                Err(format!("bf16 precision needs the AVX-512 kernels ({KERNELS_ENV} is `{}`)", choice.name()))
             }
         }
-        match precision {
-            MatmulPrecision::F32 => Ok(PackedLhs { m, k, gated, layout: Layout::RowMajor(w.to_vec()) }),
-            MatmulPrecision::Bf16 if !native => {
-                Err(format!("bf16 precision needs the native kernels ({KERNELS_ENV} is `portable`)"))
-            }
-            MatmulPrecision::Bf16 => Err("bf16 precision needs a CPU with AVX512-BF16".into()),
-        }
+    }
+
+    /// `w` packed for one of our kernels.
+    #[cfg(target_arch = "x86_64")]
+    fn packed_for(w: &[f32], m: usize, k: usize, gated: bool, kernel: tiled::Kernel) -> Self {
+        let rows = if gated { tiled::Rows::Gated(m / 2) } else { tiled::Rows::Plain(m) };
+        PackedLhs { m, k, gated, layout: Layout::Tiled(tiled::Packed::new(w, rows, k, kernel)) }
     }
 
     /// Rows of the output (output channels; half the product's rows when gated).
@@ -158,23 +196,25 @@ impl PackedLhs {
         match &self.layout {
             Layout::RowMajor(w) => w.len(),
             #[cfg(target_arch = "x86_64")]
-            Layout::Avx512(p) => p.len(),
+            Layout::Tiled(p) => p.len(),
+        }
+    }
+
+    /// The name of the kernels that multiply it: `avx512`, `avx512-bf16`, `avx2` or `gemm`.
+    fn kernels(&self) -> &'static str {
+        match &self.layout {
+            Layout::RowMajor(_) => "gemm",
+            #[cfg(target_arch = "x86_64")]
+            Layout::Tiled(p) => p.kernel().name(),
         }
     }
 }
 
-/// The kernels products in `precision` run on here: `avx512` or `avx512-bf16` (ours), or `gemm`
-/// (the `gemm` crate: CPUs without AVX-512, aarch64, [`KERNELS_ENV`] `portable`); `None` where
-/// they cannot run (bf16 without AVX512-BF16, or a bad [`KERNELS_ENV`]).
+/// The kernels products in `precision` run on here: `avx512`, `avx512-bf16` or `avx2` (ours), or
+/// `gemm` (the `gemm` crate: aarch64, [`KERNELS_ENV`] `portable`); `None` where they cannot run
+/// (bf16 without AVX512-BF16, or a bad [`KERNELS_ENV`]).
 pub fn product_kernels(precision: MatmulPrecision) -> Option<&'static str> {
-    match PackedLhs::new(&[0.0], 1, 1, precision).ok()?.layout {
-        Layout::RowMajor(_) => Some("gemm"),
-        #[cfg(target_arch = "x86_64")]
-        Layout::Avx512(_) => Some(match precision {
-            MatmulPrecision::F32 => "avx512",
-            MatmulPrecision::Bf16 => "avx512-bf16",
-        }),
-    }
+    Some(PackedLhs::new(&[0.0], 1, 1, precision).ok()?.kernels())
 }
 
 /// Whether this CPU runs bf16 products natively (and [`KERNELS_ENV`] allows it).
@@ -211,7 +251,7 @@ pub fn matmul(dst: MatMut<'_>, lhs: &PackedLhs, rhs: MatRef<'_>, n: usize, epilo
         Layout::RowMajor(w) if lhs.gated => portable_gated(dst, w, rhs, (m, k, n), epilogue, threads),
         Layout::RowMajor(w) => portable(dst, w, rhs, (m, k, n), epilogue, threads),
         #[cfg(target_arch = "x86_64")]
-        Layout::Avx512(p) => avx512::matmul(dst, p, rhs, n, epilogue, threads),
+        Layout::Tiled(p) => tiled::matmul(dst, p, rhs, n, epilogue, threads),
     }
 }
 
@@ -309,6 +349,25 @@ fn portable(
 mod tests {
     use super::*;
 
+    /// `w` packed for every kernel that runs `precision` on this CPU, whatever [`KERNELS_ENV`]
+    /// says: the `gemm` crate's layout (f32) and each of our tiled kernels.
+    fn layouts(w: &[f32], m: usize, k: usize, gated: bool, precision: MatmulPrecision) -> Vec<PackedLhs> {
+        let mut all = vec![];
+        if precision == MatmulPrecision::F32 {
+            all.push(PackedLhs { m, k, gated, layout: Layout::RowMajor(w.to_vec()) });
+        }
+        #[cfg(target_arch = "x86_64")]
+        for avx2_only in [false, true] {
+            match tiled::Kernel::detect(precision, avx2_only) {
+                Some(kernel) if all.iter().all(|p: &PackedLhs| p.kernels() != kernel.name()) => {
+                    all.push(PackedLhs::packed_for(w, m, k, gated, kernel))
+                }
+                _ => {}
+            }
+        }
+        all
+    }
+
     fn check(precision: MatmulPrecision, tolerance: f32) {
         for (m, k, n, stride) in
             [(5, 7, 9, 13), (16, 64, 100, 100), (13, 33, 47, 50), (128, 64, 1000, 1024), (8, 1, 1, 1)]
@@ -317,13 +376,14 @@ mod tests {
             let rhs: Vec<f32> = (0..k * stride).map(|i| (i as f32 * 0.11).cos()).collect();
             let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.5).collect();
             let scale: Vec<f32> = (0..k).map(|i| 1.0 + i as f32 * 0.01).collect();
-            let packed = PackedLhs::new(&lhs, m, k, precision).unwrap();
-            for accumulate in [false, true] {
+            for (packed, accumulate) in
+                layouts(&lhs, m, k, false, precision).iter().flat_map(|p| [(p, false), (p, true)])
+            {
                 let mut dst = vec![1.0f32; m * stride];
                 let e = Epilogue { accumulate, bias: Some(&bias), rhs_scale: Some(&scale), rhs_norm: None };
                 matmul(
                     MatMut { data: &mut dst, row_stride: stride },
-                    &packed,
+                    packed,
                     MatRef { data: &rhs, row_stride: stride },
                     n,
                     e,
@@ -338,7 +398,8 @@ mod tests {
                         let got = dst[i * stride + j];
                         assert!(
                             (got - want).abs() <= tolerance * (1.0 + magnitude),
-                            "{m}x{k}x{n} ({i},{j}): {got} vs {want}"
+                            "{} {m}x{k}x{n} ({i},{j}): {got} vs {want}",
+                            packed.kernels()
                         );
                     }
                     assert!(
@@ -355,26 +416,39 @@ mod tests {
             let lhs: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
             let rhs: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
             let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.05).collect();
-            let packed = PackedLhs::gated(&lhs, m, k, precision).unwrap();
-            assert_eq!(packed.rows(), m / 2);
-            let mut dst = vec![7.0f32; m / 2 * n + 3];
-            let e = Epilogue { bias: Some(&bias), ..Default::default() };
-            matmul(MatMut { data: &mut dst, row_stride: n }, &packed, MatRef { data: &rhs, row_stride: n }, n, e, 2);
-            // Exact row values in f64, and their magnitudes (sum of |terms|) for the error bound.
-            let row = |i: usize, j: usize| {
-                let terms = (0..k).map(|p| f64::from(lhs[i * k + p]) * f64::from(rhs[p * n + j]));
-                let (sum, mag) = terms.fold((0.0, 0.0), |(s, a), t| (s + t, a + t.abs()));
-                (sum + f64::from(bias[i]), mag + f64::from(bias[i]).abs())
-            };
-            for i in 0..m / 2 {
-                for j in 0..n {
-                    let ((a, mag_a), (b, mag_b)) = (row(i, j), row(i + m / 2, j));
-                    let got = f64::from(dst[i * n + j]);
-                    let bound = tolerance * (mag_a * b.abs() + mag_b * a.abs() + tolerance * mag_a * mag_b);
-                    assert!((got - a * b).abs() <= bound, "{m}x{k}x{n} ({i},{j}): {got} vs {}", a * b);
+            for packed in layouts(&lhs, m, k, true, precision) {
+                assert_eq!(packed.rows(), m / 2);
+                let mut dst = vec![7.0f32; m / 2 * n + 3];
+                let e = Epilogue { bias: Some(&bias), ..Default::default() };
+                matmul(
+                    MatMut { data: &mut dst, row_stride: n },
+                    &packed,
+                    MatRef { data: &rhs, row_stride: n },
+                    n,
+                    e,
+                    2,
+                );
+                // Exact row values in f64, and their magnitudes (sum of |terms|) for the error bound.
+                let row = |i: usize, j: usize| {
+                    let terms = (0..k).map(|p| f64::from(lhs[i * k + p]) * f64::from(rhs[p * n + j]));
+                    let (sum, mag) = terms.fold((0.0, 0.0), |(s, a), t| (s + t, a + t.abs()));
+                    (sum + f64::from(bias[i]), mag + f64::from(bias[i]).abs())
+                };
+                for i in 0..m / 2 {
+                    for j in 0..n {
+                        let ((a, mag_a), (b, mag_b)) = (row(i, j), row(i + m / 2, j));
+                        let got = f64::from(dst[i * n + j]);
+                        let bound = tolerance * (mag_a * b.abs() + mag_b * a.abs() + tolerance * mag_a * mag_b);
+                        assert!(
+                            (got - a * b).abs() <= bound,
+                            "{} {m}x{k}x{n} ({i},{j}): {got} vs {}",
+                            packed.kernels(),
+                            a * b
+                        );
+                    }
                 }
+                assert_eq!(&dst[m / 2 * n..], &[7.0; 3], "rows past m/2 untouched");
             }
-            assert_eq!(&dst[m / 2 * n..], &[7.0; 3], "rows past m/2 untouched");
         }
     }
 
@@ -410,17 +484,12 @@ mod tests {
         let (weight, shift): (Vec<f32>, Vec<f32>) = (0..k).map(|r| (0.5 + r as f32 * 0.1, r as f32 * -0.3)).unzip();
         let norm = RhsNorm { mean: &mean, rstd: &rstd, weight: &weight, bias: &shift };
         let scale: Vec<f32> = (0..k).map(|r| 2.0 - r as f32 * 0.1).collect();
-        let mut paths = vec![];
-        let packed = PackedLhs::new(&lhs, m, k, MatmulPrecision::F32).unwrap();
         let e = Epilogue { rhs_norm: Some(norm), rhs_scale: Some(&scale), ..Default::default() };
-        let mut fast = vec![0.0; m * n];
-        matmul(MatMut { data: &mut fast, row_stride: n }, &packed, MatRef { data: &rhs, row_stride: stride }, n, e, 2);
-        paths.push(fast);
-        let mut slow = vec![0.0; m * n];
-        let rhs_ref = MatRef { data: &rhs, row_stride: stride };
-        portable(MatMut { data: &mut slow, row_stride: n }, &lhs, rhs_ref, (m, k, n), e, 1);
-        paths.push(slow);
-        for (path, dst) in paths.iter().enumerate() {
+        for packed in layouts(&lhs, m, k, false, MatmulPrecision::F32) {
+            let mut dst = vec![0.0; m * n];
+            let rhs_ref = MatRef { data: &rhs, row_stride: stride };
+            matmul(MatMut { data: &mut dst, row_stride: n }, &packed, rhs_ref, n, e, 2);
+            let path = packed.kernels();
             for i in 0..m {
                 for j in 0..n {
                     let want: f32 = (0..k)
@@ -451,25 +520,70 @@ mod tests {
     }
 
     #[test]
-    fn product_kernels_name_the_path_a_product_takes() {
-        #[cfg(target_arch = "x86_64")]
-        let (avx512, bf16) = (is_x86_feature_detected!("avx512f"), is_x86_feature_detected!("avx512bf16"));
-        #[cfg(not(target_arch = "x86_64"))]
-        let (avx512, bf16) = (false, false);
-        let native = avx512 && native_kernels_allowed() == Ok(true);
-        assert_eq!(product_kernels(MatmulPrecision::F32), Some(if native { "avx512" } else { "gemm" }));
-        assert_eq!(product_kernels(MatmulPrecision::Bf16), (native && bf16).then_some("avx512-bf16"));
-        assert_eq!(bf16_supported(), native && bf16);
+    fn tiled_kernels_give_the_same_bits() {
+        // Every element is the same chain of operations on AVX-512 and on AVX2.
+        let (m, k, n, stride) = (26, 37, 211, 230);
+        let lhs: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.29).sin()).collect();
+        let rhs: Vec<f32> = (0..k * stride).map(|i| (i as f32 * 0.07).cos() * 3.0 + 1.0).collect();
+        let per_column: Vec<f32> = (0..n).map(|j| 0.9 + j as f32 * 0.01).collect();
+        let per_row: Vec<f32> = (0..m.max(k)).map(|r| 0.5 - r as f32 * 0.03).collect();
+        let norm = RhsNorm { mean: &per_column, rstd: &per_column, weight: &per_row, bias: &per_row };
+        let e = Epilogue { accumulate: false, bias: Some(&per_row), rhs_scale: Some(&per_row), rhs_norm: Some(norm) };
+        for (gated, accumulate) in [(false, false), (false, true), (true, false)] {
+            let outputs: Vec<(&str, Vec<f32>)> = layouts(&lhs, m, k, gated, MatmulPrecision::F32)
+                .iter()
+                .filter(|p| p.kernels() != "gemm")
+                .map(|packed| {
+                    let mut dst: Vec<f32> = (0..m * stride).map(|i| i as f32 * 1e-3).collect();
+                    let rhs_ref = MatRef { data: &rhs, row_stride: stride };
+                    matmul(
+                        MatMut { data: &mut dst, row_stride: stride },
+                        packed,
+                        rhs_ref,
+                        n,
+                        Epilogue { accumulate, ..e },
+                        2,
+                    );
+                    (packed.kernels(), dst)
+                })
+                .collect();
+            for pair in outputs.windows(2) {
+                assert!(pair[0].1 == pair[1].1, "{} and {} differ (gated {gated})", pair[0].0, pair[1].0);
+            }
+        }
     }
 
     #[test]
-    fn kernel_choice_reads_native_portable_or_nothing() {
+    fn product_kernels_name_the_path_a_product_takes() {
+        #[cfg(target_arch = "x86_64")]
+        let (avx512, bf16, avx2) = (
+            is_x86_feature_detected!("avx512f"),
+            is_x86_feature_detected!("avx512bf16"),
+            is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+        );
+        #[cfg(not(target_arch = "x86_64"))]
+        let (avx512, bf16, avx2) = (false, false, false);
+        let (f32_name, bf16_name) = match kernel_choice() {
+            Ok(KernelChoice::Native) if avx512 => (Some("avx512"), bf16.then_some("avx512-bf16")),
+            Ok(KernelChoice::Native | KernelChoice::Avx2) if avx2 => (Some("avx2"), None),
+            Ok(KernelChoice::Avx2) | Err(_) => (None, None),
+            Ok(_) => (Some("gemm"), None),
+        };
+        assert_eq!(product_kernels(MatmulPrecision::F32), f32_name);
+        assert_eq!(product_kernels(MatmulPrecision::Bf16), bf16_name);
+        assert_eq!(bf16_supported(), bf16_name.is_some());
+    }
+
+    #[test]
+    fn kernel_choice_reads_native_avx2_portable_or_nothing() {
         use std::env::VarError;
-        assert_eq!(kernels_choice(Err(VarError::NotPresent)), Ok(true));
-        assert_eq!(kernels_choice(Ok("native".into())), Ok(true));
-        assert_eq!(kernels_choice(Ok("portable".into())), Ok(false));
-        let err = kernels_choice(Ok("avx2".into())).unwrap_err();
-        assert!(err.contains("MASKDCPT_CPU_KERNELS is `avx2`") && err.contains("`portable`"), "{err}");
+        assert_eq!(parse_kernel_choice(Err(VarError::NotPresent)), Ok(KernelChoice::Native));
+        for (name, choice) in KernelChoice::NAMES {
+            assert_eq!(parse_kernel_choice(Ok(name.into())), Ok(choice));
+            assert_eq!(choice.name(), name);
+        }
+        let err = parse_kernel_choice(Ok("sse".into())).unwrap_err();
+        assert!(err.contains("MASKDCPT_CPU_KERNELS is `sse`") && err.contains("`avx2`"), "{err}");
     }
 
     #[test]

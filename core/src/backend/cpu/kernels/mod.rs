@@ -1,7 +1,8 @@
 //! CPU kernels over planar f32 feature maps (`[channel][row][col]`, rows contiguous).
 //!
-//! The 1×1 convolutions (most of the work) are GEMMs through the `gemm` crate, which
-//! dispatches to AVX-512 / AVX2+FMA / NEON micro-kernels at run time. The memory-bound kernels
+//! The 1×1 convolutions (most of the work) are matrix products ([`matmul`]): our register-tiled
+//! AVX-512 and AVX2+FMA kernels on x86-64, the `gemm` crate (NEON, portable) elsewhere, chosen
+//! at run time. The memory-bound kernels
 //! here are written once as plain loops and compiled per target with `multiversion`
 //! (AVX-512, AVX2+FMA, NEON, portable fallback), dispatched at run time.
 
