@@ -29,5 +29,7 @@ done
 scripts/test-trainer.sh
 # The C ABI: header drift, C/C++ header compiles, install, samples, byte identity, valgrind.
 scripts/test-capi.sh
+# x86-64 without AVX-512 (qemu as a Haswell): the kernels' AVX2 paths and the PyTorch fixtures.
+scripts/test-x86-avx2.sh
 # aarch64 (Jetson's CPU) under qemu: the core's tests and the C sample, cross-compiled.
 scripts/test-aarch64.sh
