@@ -3,11 +3,13 @@
 
 use std::path::Path;
 
+use rayon::prelude::*;
+
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::head::HeadSpec;
 use crate::spec::{Architecture, ModelSpec};
-use crate::weights::{LoadOptions, WeightStore};
+use crate::weights::{LoadOptions, Tensor, WeightStore};
 
 /// The BasicSR entry read by default from a SwinIR checkpoint: the fork's `test_SwinIR_5d.yml`
 /// names no `param_key`, so BasicSR reads `params` (its `_dn` config reads `params_ema`).
@@ -71,10 +73,12 @@ impl Model {
             Architecture::Nafnet(spec) => HeadSpec::from_weights(spec, &weights)?,
             Architecture::Restormer(_) | Architecture::Swinir(_) => None,
         };
-        for (key, tensor) in weights.iter() {
-            if let Some((index, value)) = tensor.to_f32().into_iter().enumerate().find(|(_, v)| !v.is_finite()) {
-                return Err(Error::NonFinite { key: key.to_owned(), index, value });
-            }
+        let tensors: Vec<(&str, &Tensor)> = weights.iter().collect();
+        let non_finite = tensors.par_iter().find_map_first(|(key, tensor)| {
+            tensor.first_non_finite().map(|(index, value)| Error::NonFinite { key: (*key).to_owned(), index, value })
+        });
+        if let Some(error) = non_finite {
+            return Err(error);
         }
         Ok(Model { architecture, head, weights })
     }

@@ -136,14 +136,37 @@ impl Tensor {
 
     /// The values converted to f32.
     pub fn to_f32(&self) -> Vec<f32> {
-        let b = self.bytes();
+        let mut values = vec![0.0; self.len / self.dtype.size()];
+        self.decode_into(0, &mut values);
+        values
+    }
+
+    /// The index and value of the first NaN or infinity, if any, found without a copy of the
+    /// whole tensor.
+    pub fn first_non_finite(&self) -> Option<(usize, f32)> {
+        const CHUNK: usize = 4096;
+        let mut chunk = [0.0f32; CHUNK];
+        (0..self.len / self.dtype.size()).step_by(CHUNK).find_map(|start| {
+            let values = &mut chunk[..(self.len / self.dtype.size() - start).min(CHUNK)];
+            self.decode_into(start, values);
+            values.iter().position(|v| !v.is_finite()).map(|i| (start + i, values[i]))
+        })
+    }
+
+    /// Elements `[start, start + out.len())` converted to f32 into `out`.
+    fn decode_into(&self, start: usize, out: &mut [f32]) {
+        let size = self.dtype.size();
+        let bytes = &self.bytes()[start * size..][..out.len() * size];
+        // Chunks of a constant size, so that each loop compiles to vector code.
+        fn convert<const N: usize>(out: &mut [f32], bytes: &[u8], value: impl Fn([u8; N]) -> f32) {
+            let (chunks, _) = bytes.as_chunks::<N>();
+            out.iter_mut().zip(chunks).for_each(|(v, c)| *v = value(*c));
+        }
         match self.dtype {
-            DType::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            DType::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            DType::BF16 => b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            DType::F64 => {
-                b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")) as f32).collect()
-            }
+            DType::F32 => convert(out, bytes, f32::from_le_bytes),
+            DType::F16 => convert(out, bytes, |c| half::f16::from_le_bytes(c).to_f32()),
+            DType::BF16 => convert(out, bytes, |c| half::bf16::from_le_bytes(c).to_f32()),
+            DType::F64 => convert(out, bytes, |c| f64::from_le_bytes(c) as f32),
         }
     }
 }
@@ -293,4 +316,39 @@ pub(crate) fn strip_module_prefix(tensors: BTreeMap<String, Tensor>) -> Result<B
         out.insert(key, v);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `values` stored as `dtype`, little-endian.
+    fn stored(dtype: DType, values: &[f32]) -> Tensor {
+        let bytes: Vec<u8> = match dtype {
+            DType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            DType::F16 => values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
+            DType::BF16 => values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(),
+            DType::F64 => values.iter().flat_map(|v| f64::from(*v).to_le_bytes()).collect(),
+        };
+        Tensor::from_bytes(dtype, vec![values.len()], bytes).unwrap()
+    }
+
+    #[test]
+    fn values_convert_and_the_first_non_finite_one_is_found_past_a_chunk() {
+        let mut values: Vec<f32> = (0..10_000).map(|i| (i % 97) as f32 * 0.25 - 12.0).collect();
+        for dtype in [DType::F32, DType::F16, DType::BF16, DType::F64] {
+            let tensor = stored(dtype, &values);
+            assert_eq!(tensor.to_f32(), values, "{dtype:?}");
+            assert_eq!(tensor.first_non_finite(), None, "{dtype:?}");
+        }
+        values[9_000] = f32::INFINITY;
+        values[5_000] = f32::NAN;
+        for dtype in [DType::F32, DType::F16, DType::BF16, DType::F64] {
+            let found = stored(dtype, &values).first_non_finite();
+            assert!(matches!(found, Some((5_000, v)) if v.is_nan()), "{dtype:?}: {found:?}");
+        }
+        values[5_000] = 0.0;
+        assert_eq!(stored(DType::F16, &values).first_non_finite(), Some((9_000, f32::INFINITY)));
+        assert_eq!(stored(DType::F32, &[]).first_non_finite(), None);
+    }
 }

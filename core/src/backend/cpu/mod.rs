@@ -11,6 +11,8 @@ mod swinir;
 mod whole;
 mod workspace;
 
+use rayon::prelude::*;
+
 use crate::backend::{
     Engine, EngineOptions, LocalTiles, MemoryEstimate, Precision, ScaMode, TILING_HINT, TileSize, Tiling,
 };
@@ -64,11 +66,14 @@ impl CpuEngine {
         let graph = model.graph("the NAFNet CPU engine")?;
         let program = fuse(&graph)?;
         let windowed = options.attention_pool != AttentionPool::Global;
-        let weights = program
-            .steps
-            .iter()
-            .map(|s| prepare(s, model.weights(), precision, windowed))
-            .collect::<Result<Vec<_>>>()?;
+        // On the engine's workers: converting and packing the weights is most of the build.
+        let weights = pool.install(|| {
+            program
+                .steps
+                .par_iter()
+                .map(|s| prepare(s, model.weights(), precision, windowed))
+                .collect::<Result<Vec<_>>>()
+        })?;
         Ok(CpuEngine {
             graph,
             program,

@@ -77,7 +77,7 @@ impl<N: WholeNetwork> WholeEngine<N> {
     pub fn new(
         model: &Model,
         options: &EngineOptions,
-        build: impl FnOnce(MatmulPrecision) -> Result<N>,
+        build: impl FnOnce(MatmulPrecision) -> Result<N> + Send,
     ) -> Result<Self> {
         let architecture = model.architecture();
         if options.attention_pool != AttentionPool::Global {
@@ -90,7 +90,8 @@ impl<N: WholeNetwork> WholeEngine<N> {
         }
         let (precision, threads, pool) = workers(options)?;
         Ok(WholeEngine {
-            network: build(precision)?,
+            // On the engine's workers, as every later run of it.
+            network: pool.install(|| build(precision))?,
             size_multiple: architecture.size_multiple(),
             tiling: options.tiling,
             memory_limit: options.memory_limit,

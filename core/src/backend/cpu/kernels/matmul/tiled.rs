@@ -197,17 +197,22 @@ impl Packed {
     /// Packs the row-major `· × k` product matrix `w`, its rows arranged as `rows`, for `kernel`
     /// (which [`Kernel::detect`] found on this CPU).
     pub fn new(w: &[f32], rows: Rows, k: usize, kernel: Kernel) -> Self {
-        let mr = kernel.mr();
-        let at = |p: usize, r: usize, kk: usize| match rows.source(mr, p, r) {
-            Some(i) if kk < k => w[i * k + kk],
-            _ => 0.0,
-        };
-        let words =
-            (0..rows.panels(mr)).flat_map(|p| (0..kernel.steps(k)).flat_map(move |s| (0..mr).map(move |r| (p, s, r))));
-        let data = match kernel {
-            Kernel::Avx512Bf16 => words.map(|(p, s, r)| bf16_pair(at(p, r, 2 * s), at(p, r, 2 * s + 1))).collect(),
-            Kernel::Avx512 | Kernel::Avx2 => words.map(|(p, s, r)| at(p, r, s).to_bits()).collect(),
-        };
+        let (mr, steps) = (kernel.mr(), kernel.steps(k));
+        let mut data = vec![0u32; rows.panels(mr) * steps * mr];
+        // Each panel is the transpose of its rows (zeros where a row or a step is missing), in
+        // parallel: this is most of the time an engine takes to build.
+        data.par_chunks_mut((steps * mr).max(1)).enumerate().for_each(|(p, panel)| {
+            for (r, i) in (0..mr).filter_map(|r| rows.source(mr, p, r).map(|i| (r, i))) {
+                let row = &w[i * k..][..k];
+                let words = panel.iter_mut().skip(r).step_by(mr);
+                match kernel {
+                    Kernel::Avx512Bf16 => words
+                        .zip(row.chunks(2))
+                        .for_each(|(word, pair)| *word = bf16_pair(pair[0], pair.get(1).copied().unwrap_or(0.0))),
+                    Kernel::Avx512 | Kernel::Avx2 => words.zip(row).for_each(|(word, x)| *word = x.to_bits()),
+                }
+            }
+        });
         Packed { kernel, rows, k, data }
     }
 
