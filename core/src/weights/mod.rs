@@ -136,7 +136,7 @@ impl Tensor {
 
     /// The values converted to f32.
     pub fn to_f32(&self) -> Vec<f32> {
-        let mut values = vec![0.0; self.len / self.dtype.size()];
+        let mut values = vec![0.0; self.numel()];
         self.decode_into(0, &mut values);
         values
     }
@@ -146,8 +146,9 @@ impl Tensor {
     pub fn first_non_finite(&self) -> Option<(usize, f32)> {
         const CHUNK: usize = 4096;
         let mut chunk = [0.0f32; CHUNK];
-        (0..self.len / self.dtype.size()).step_by(CHUNK).find_map(|start| {
-            let values = &mut chunk[..(self.len / self.dtype.size() - start).min(CHUNK)];
+        let numel = self.numel();
+        (0..numel).step_by(CHUNK).find_map(|start| {
+            let values = &mut chunk[..(numel - start).min(CHUNK)];
             self.decode_into(start, values);
             values.iter().position(|v| !v.is_finite()).map(|i| (start + i, values[i]))
         })
