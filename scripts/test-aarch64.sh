@@ -2,11 +2,13 @@
 # The library on aarch64 (Jetson's CPU), run by scripts/test.sh after the Rust tests (needs
 # target/release/maskdcpt): the core is cross-compiled and its unit tests (but the CUDA
 # backend's, whose kernels are compiled and emulated on this host), golden parity tests (every
-# network against the PyTorch fixtures: the gemm crate's NEON products, the kernels' NEON and
-# portable versions) and weight-reader tests run under qemu-aarch64; then libmaskdcpt.a and the
+# network against the PyTorch fixtures: our NEON products and the gemm crate's, the kernels' NEON
+# and portable versions) and weight-reader tests run under qemu-aarch64; then libmaskdcpt.a and the
 # `maskdcpt` command are cross-built, the C sample linked against the library for aarch64, and
 # both run under qemu on every golden checkpoint family, their outputs within one level per byte
-# of `maskdcpt restore` on this host.
+# of `maskdcpt restore` on this host, and the command's raw f32 output (`.npy`) the same bits as
+# this host's for NAFNet and SwinIR (within 1e-5 for Restormer and PromptIR, whose attention
+# sums run in another order per vector width).
 # Sets up what it needs when missing: the Rust target (rustup), qemu-user and the aarch64 cross
 # gcc with its C library (apt).
 set -euo pipefail
@@ -30,6 +32,8 @@ export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
 
 echo "== core tests on aarch64 (qemu)"
 cargo test --release --target "$target" -p maskdcpt-core --lib --test golden --test weights -- --skip backend::cuda
+echo "== the golden tests on aarch64 with the gemm crate's products (qemu)"
+MASKDCPT_CPU_KERNELS=portable cargo test --release --target "$target" -p maskdcpt-core --test golden
 
 echo "== C sample and maskdcpt on aarch64 (qemu) vs maskdcpt restore on this host"
 cargo build --release --target "$target" -p maskdcpt-ffi -p maskdcpt
@@ -38,22 +42,40 @@ trap 'rm -rf "$tmp"' EXIT
 aarch64-linux-gnu-gcc -std=c99 -Wall -Wextra -Werror -O2 -Iinclude samples/restore_image.c \
     "target/$target/release/libmaskdcpt.a" -lpthread -ldl -lm -o "$tmp/restore_image"
 python3 scripts/sample_ppm.py "$tmp/in.ppm"
-for model in maskdcpt_w8.pth nafnet_w8.pth restormer/promptir_w8.pth swinir/swinir_w12_heads.safetensors; do
+# model and the largest |Δ| its f32 output may have between this host and aarch64
+for case in maskdcpt_w8.pth:0 nafnet_w8.pth:0 restormer/restormer_w8.pth:1e-5 restormer/promptir_w8.pth:1e-5 \
+    swinir/swinir_w12_heads.safetensors:0; do
+    model=${case%%:*}
     target/release/maskdcpt restore -m "tests/golden/$model" -i "$tmp/in.ppm" -o "$tmp/host.ppm" --threads 2
+    target/release/maskdcpt restore -m "tests/golden/$model" -i "$tmp/in.ppm" -o "$tmp/host.npy" --threads 2
     qemu-aarch64 -L "$sysroot" "$tmp/restore_image" "tests/golden/$model" "$tmp/in.ppm" "$tmp/sample.ppm" --threads 2
-    qemu-aarch64 -L "$sysroot" "target/$target/release/maskdcpt" restore -m "tests/golden/$model" -i "$tmp/in.ppm" \
-        -o "$tmp/cli.ppm" --threads 2
-    python3 - "$tmp/host.ppm" "$model" "$tmp/sample.ppm" "$tmp/cli.ppm" << 'PY'
-import sys
-host = open(sys.argv[1], "rb").read()
-for what, path in zip(["C sample", "maskdcpt"], sys.argv[3:]):
-    arm = open(path, "rb").read()
+    for out in cli.ppm cli.npy; do
+        qemu-aarch64 -L "$sysroot" "target/$target/release/maskdcpt" restore -m "tests/golden/$model" -i "$tmp/in.ppm" \
+            -o "$tmp/$out" --threads 2
+    done
+    python3 - "$tmp" "$model" "${case##*:}" << 'PY'
+import array, sys
+tmp, model, tolerance = sys.argv[1], sys.argv[2], float(sys.argv[3])
+host = open(f"{tmp}/host.ppm", "rb").read()
+for what, name in [("C sample", "sample.ppm"), ("maskdcpt", "cli.ppm")]:
+    arm = open(f"{tmp}/{name}", "rb").read()
     if len(host) != len(arm):
-        sys.exit(f"{sys.argv[2]}: the aarch64 {what} wrote another image ({len(arm)} bytes, {len(host)} on this host)")
+        sys.exit(f"{model}: the aarch64 {what} wrote another image ({len(arm)} bytes, {len(host)} on this host)")
     worst = max(abs(a - b) for a, b in zip(host, arm))
     differing = sum(a != b for a, b in zip(host, arm))
-    print(f"{sys.argv[2]}, aarch64 {what}: {differing} of {len(host)} bytes differ, by at most {worst}")
+    print(f"{model}, aarch64 {what}: {differing} of {len(host)} bytes differ, by at most {worst}")
     if worst > 1:
         sys.exit(1)
+# The .npy files hold the same header (shape) and little-endian f32 values.
+host, arm = (open(f"{tmp}/{name}", "rb").read() for name in ("host.npy", "cli.npy"))
+header = host.index(b"\n") + 1
+if host[:header] != arm[:header] or len(host) != len(arm):
+    sys.exit(f"{model}: the aarch64 maskdcpt wrote another .npy header or size")
+values = [array.array("f", data[header:]) for data in (host, arm)]
+worst = max(abs(a - b) for a, b in zip(*values))
+differing = sum(a != b for a, b in zip(*values))
+print(f"{model}, aarch64 maskdcpt f32 output: {differing} of {len(values[0])} values differ, by at most {worst:.3g}")
+if worst > tolerance:
+    sys.exit(f"{model}: the f32 outputs of this host and aarch64 differ by {worst:.3g}, more than {tolerance:g}")
 PY
 done

@@ -21,8 +21,8 @@ scripts/test-onnx.sh
 # The TensorRT shim compiles against the TensorRT 11.4 headers (nothing TensorRT runs here).
 scripts/test-tensorrt.sh
 cargo test --release --workspace
-# The products x86-64 CPUs without AVX-512 run (our AVX2 kernels) and aarch64's (the gemm crate):
-# the kernels' tests and the PyTorch fixtures.
+# The products x86-64 CPUs without AVX-512 run (our AVX2 kernels) and those of the gemm crate
+# (x86-64 without AVX2): the kernels' tests and the PyTorch fixtures.
 for kernels in avx2 portable; do
     MASKDCPT_CPU_KERNELS=$kernels cargo test --release -p maskdcpt-core --lib --test golden -- --skip backend::cuda
 done

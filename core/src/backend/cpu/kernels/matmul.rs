@@ -2,17 +2,19 @@
 //! where `rhs` and `dst` are channel-major feature maps (row stride = channel stride) and `lhs`
 //! is a weight matrix `[cout][cin]` packed once when the engine is built.
 //!
-//! On x86-64 the product runs on our own register-tiled kernels (module `tiled`): AVX-512 in f32
-//! or with bf16 inputs and f32 accumulation (AVX512-BF16), else AVX2 with FMA in f32; elsewhere
-//! (aarch64, x86-64 without AVX2) it goes through the `gemm` crate (NEON or portable code). The
-//! environment variable [`KERNELS_ENV`] chooses other kernels than the best for comparisons
-//! and tests.
+//! The product runs on our own register-tiled kernels (module `tiled`), which give the same bits
+//! on every ISA: on x86-64 AVX-512 in f32 or with bf16 inputs and f32 accumulation
+//! (AVX512-BF16), else AVX2 with FMA in f32; on aarch64 NEON in f32. Elsewhere (x86-64 without
+//! AVX2) it goes through the `gemm` crate. The environment variable [`KERNELS_ENV`] chooses other
+//! kernels than the best for comparisons and tests.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
-#[cfg(target_arch = "x86_64")]
+#[cfg(target_arch = "aarch64")]
+mod neon;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod tiled;
 
 use std::sync::OnceLock;
@@ -20,9 +22,8 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 /// Environment variable choosing the product kernels, read once per process: `native` (the
-/// default: our AVX-512 or AVX2 kernels, whichever is the best this CPU runs), `avx2` (our AVX2
-/// kernels even where AVX-512 exists; f32 only) or `portable` (the `gemm` crate, as on aarch64;
-/// no bf16).
+/// default: the best of our kernels this CPU runs, AVX-512, AVX2 or NEON), `avx2` (our AVX2
+/// kernels even where AVX-512 exists; f32 only) or `portable` (the `gemm` crate; no bf16).
 pub const KERNELS_ENV: &str = "MASKDCPT_CPU_KERNELS";
 
 /// The product kernels [`KERNELS_ENV`] asks for.
@@ -140,7 +141,7 @@ enum Layout {
     /// Row-major, for the `gemm` crate.
     RowMajor(Vec<f32>),
     /// Panels for our tiled kernels.
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     Tiled(tiled::Packed),
 }
 
@@ -161,7 +162,7 @@ impl PackedLhs {
     fn pack(w: &[f32], m: usize, k: usize, gated: bool, precision: MatmulPrecision) -> Result<Self, String> {
         assert_eq!(w.len(), m * k, "weight matrix size");
         let choice = kernel_choice()?;
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         if choice != KernelChoice::Portable
             && let Some(kernel) = tiled::Kernel::detect(precision, choice == KernelChoice::Avx2)
         {
@@ -180,7 +181,7 @@ impl PackedLhs {
     }
 
     /// `w` packed for one of our kernels.
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     fn packed_for(w: &[f32], m: usize, k: usize, gated: bool, kernel: tiled::Kernel) -> Self {
         let rows = if gated { tiled::Rows::Gated(m / 2) } else { tiled::Rows::Plain(m) };
         PackedLhs { m, k, gated, layout: Layout::Tiled(tiled::Packed::new(w, rows, k, kernel)) }
@@ -195,24 +196,24 @@ impl PackedLhs {
     pub fn stored_len(&self) -> usize {
         match &self.layout {
             Layout::RowMajor(w) => w.len(),
-            #[cfg(target_arch = "x86_64")]
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
             Layout::Tiled(p) => p.len(),
         }
     }
 
-    /// The name of the kernels that multiply it: `avx512`, `avx512-bf16`, `avx2` or `gemm`.
+    /// The name of the kernels that multiply it: `avx512`, `avx512-bf16`, `avx2`, `neon` or `gemm`.
     fn kernels(&self) -> &'static str {
         match &self.layout {
             Layout::RowMajor(_) => "gemm",
-            #[cfg(target_arch = "x86_64")]
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
             Layout::Tiled(p) => p.kernel().name(),
         }
     }
 }
 
-/// The kernels products in `precision` run on here: `avx512`, `avx512-bf16` or `avx2` (ours), or
-/// `gemm` (the `gemm` crate: aarch64, [`KERNELS_ENV`] `portable`); `None` where they cannot run
-/// (bf16 without AVX512-BF16, or a bad [`KERNELS_ENV`]).
+/// The kernels products in `precision` run on here: `avx512`, `avx512-bf16`, `avx2` or `neon`
+/// (ours), or `gemm` (the `gemm` crate: x86-64 without AVX2, [`KERNELS_ENV`] `portable`); `None`
+/// where they cannot run (bf16 without AVX512-BF16, or a bad [`KERNELS_ENV`]).
 pub fn product_kernels(precision: MatmulPrecision) -> Option<&'static str> {
     Some(PackedLhs::new(&[0.0], 1, 1, precision).ok()?.kernels())
 }
@@ -250,7 +251,7 @@ pub fn matmul(dst: MatMut<'_>, lhs: &PackedLhs, rhs: MatRef<'_>, n: usize, epilo
     match &lhs.layout {
         Layout::RowMajor(w) if lhs.gated => portable_gated(dst, w, rhs, (m, k, n), epilogue, threads),
         Layout::RowMajor(w) => portable(dst, w, rhs, (m, k, n), epilogue, threads),
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         Layout::Tiled(p) => tiled::matmul(dst, p, rhs, n, epilogue, threads),
     }
 }
@@ -356,7 +357,7 @@ mod tests {
         if precision == MatmulPrecision::F32 {
             all.push(PackedLhs { m, k, gated, layout: Layout::RowMajor(w.to_vec()) });
         }
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         for avx2_only in [false, true] {
             match tiled::Kernel::detect(precision, avx2_only) {
                 Some(kernel) if all.iter().all(|p: &PackedLhs| p.kernels() != kernel.name()) => {
@@ -519,9 +520,28 @@ mod tests {
         }
     }
 
+    /// What the tiled kernels compute for `dst[i][j]` of a `Plain` product, step by step as they
+    /// do: `rhs` normalised and scaled while packing, one FMA per step of `k` in order, then the
+    /// bias and the previous contents.
+    fn tiled_chain(lhs: &[f32], rhs: MatRef<'_>, k: usize, e: Epilogue<'_>, prev: f32, (i, j): (usize, usize)) -> f32 {
+        let acc = (0..k).fold(0.0f32, |acc, kk| {
+            let mut b = rhs.data[kk * rhs.row_stride + j];
+            if let Some(norm) = e.rhs_norm {
+                b = ((b - norm.mean[j]) * norm.rstd[j]).mul_add(norm.weight[kk], norm.bias[kk]);
+            }
+            if let Some(s) = e.rhs_scale {
+                b *= s[kk];
+            }
+            lhs[i * k + kk].mul_add(b, acc)
+        });
+        let val = acc + e.bias.map_or(0.0, |b| b[i]);
+        if e.accumulate { val + prev } else { val }
+    }
+
     #[test]
-    fn tiled_kernels_give_the_same_bits() {
-        // Every element is the same chain of operations on AVX-512 and on AVX2.
+    fn tiled_kernels_give_the_same_bits_on_every_isa() {
+        // Every element is the same chain of operations on AVX-512, AVX2 and NEON: each kernel
+        // gives exactly the bits of `tiled_chain`, so products agree across machines too.
         let (m, k, n, stride) = (26, 37, 211, 230);
         let lhs: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.29).sin()).collect();
         let rhs: Vec<f32> = (0..k * stride).map(|i| (i as f32 * 0.07).cos() * 3.0 + 1.0).collect();
@@ -529,26 +549,31 @@ mod tests {
         let per_row: Vec<f32> = (0..m.max(k)).map(|r| 0.5 - r as f32 * 0.03).collect();
         let norm = RhsNorm { mean: &per_column, rstd: &per_column, weight: &per_row, bias: &per_row };
         let e = Epilogue { accumulate: false, bias: Some(&per_row), rhs_scale: Some(&per_row), rhs_norm: Some(norm) };
-        for (gated, accumulate) in [(false, false), (false, true), (true, false)] {
-            let outputs: Vec<(&str, Vec<f32>)> = layouts(&lhs, m, k, gated, MatmulPrecision::F32)
-                .iter()
-                .filter(|p| p.kernels() != "gemm")
-                .map(|packed| {
-                    let mut dst: Vec<f32> = (0..m * stride).map(|i| i as f32 * 1e-3).collect();
-                    let rhs_ref = MatRef { data: &rhs, row_stride: stride };
-                    matmul(
-                        MatMut { data: &mut dst, row_stride: stride },
-                        packed,
-                        rhs_ref,
-                        n,
-                        Epilogue { accumulate, ..e },
-                        2,
+        let rhs_ref = MatRef { data: &rhs, row_stride: stride };
+        let prev = |i: usize| i as f32 * 1e-3;
+        let tiled: Vec<_> = [false, true]
+            .into_iter()
+            .flat_map(|gated| layouts(&lhs, m, k, gated, MatmulPrecision::F32))
+            .filter(|p| p.kernels() != "gemm")
+            .collect();
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        assert!(!tiled.is_empty(), "no tiled kernel ran");
+        for packed in &tiled {
+            for accumulate in if packed.gated { vec![false] } else { vec![false, true] } {
+                let e = Epilogue { accumulate, ..e };
+                let mut dst: Vec<f32> = (0..m * stride).map(prev).collect();
+                matmul(MatMut { data: &mut dst, row_stride: stride }, packed, rhs_ref, n, e, 2);
+                for (i, j) in (0..packed.rows()).flat_map(|i| (0..n).map(move |j| (i, j))) {
+                    let chain = |row: usize| tiled_chain(&lhs, rhs_ref, k, e, prev(row * stride + j), (row, j));
+                    let want = if packed.gated { chain(i) * chain(i + m / 2) } else { chain(i) };
+                    let got = dst[i * stride + j];
+                    assert!(
+                        got.to_bits() == want.to_bits(),
+                        "{} (gated {}, accumulate {accumulate}) ({i},{j}): {got} vs {want}",
+                        packed.kernels(),
+                        packed.gated
                     );
-                    (packed.kernels(), dst)
-                })
-                .collect();
-            for pair in outputs.windows(2) {
-                assert!(pair[0].1 == pair[1].1, "{} and {} differ (gated {gated})", pair[0].0, pair[1].0);
+                }
             }
         }
     }
@@ -556,16 +581,18 @@ mod tests {
     #[test]
     fn product_kernels_name_the_path_a_product_takes() {
         #[cfg(target_arch = "x86_64")]
-        let (avx512, bf16, avx2) = (
+        let (avx512, bf16, avx2, neon) = (
             is_x86_feature_detected!("avx512f"),
             is_x86_feature_detected!("avx512bf16"),
             is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            false,
         );
         #[cfg(not(target_arch = "x86_64"))]
-        let (avx512, bf16, avx2) = (false, false, false);
+        let (avx512, bf16, avx2, neon) = (false, false, false, cfg!(target_arch = "aarch64"));
         let (f32_name, bf16_name) = match kernel_choice() {
             Ok(KernelChoice::Native) if avx512 => (Some("avx512"), bf16.then_some("avx512-bf16")),
             Ok(KernelChoice::Native | KernelChoice::Avx2) if avx2 => (Some("avx2"), None),
+            Ok(KernelChoice::Native) if neon => (Some("neon"), None),
             Ok(KernelChoice::Avx2) | Err(_) => (None, None),
             Ok(_) => (Some("gemm"), None),
         };

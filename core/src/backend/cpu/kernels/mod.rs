@@ -1,8 +1,8 @@
 //! CPU kernels over planar f32 feature maps (`[channel][row][col]`, rows contiguous).
 //!
 //! The 1×1 convolutions (most of the work) are matrix products ([`matmul`]): our register-tiled
-//! AVX-512 and AVX2+FMA kernels on x86-64, the `gemm` crate (NEON, portable) elsewhere, chosen
-//! at run time. The memory-bound kernels
+//! AVX-512 and AVX2+FMA kernels on x86-64 and NEON kernels on aarch64 (the same bits on each),
+//! the `gemm` crate elsewhere, chosen at run time. The memory-bound kernels
 //! here are written once as plain loops and compiled per target with `multiversion`
 //! (AVX-512, AVX2+FMA, NEON, portable fallback), dispatched at run time.
 

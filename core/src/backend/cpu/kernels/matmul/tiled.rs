@@ -1,4 +1,4 @@
-//! The register-tiled product shared by our x86-64 kernels, for
+//! The register-tiled product shared by our kernels (x86-64 and aarch64), for
 //! `dst[m×n] (+)= bias + A[m×k] · diag(s) · B[k×n]`.
 //!
 //! BLIS-style: `A` (weights) is packed once into panels of `MR` rows; for each block of `B`'s
@@ -9,8 +9,9 @@
 //!
 //! Everything here is generic over the vector registers ([`Simd`]) and the tile's shape; the ISA
 //! modules instantiate it inside their `#[target_feature]` entry points. Every element is the
-//! same chain of operations whatever the vector width (one FMA per `k` in order, then the bias,
-//! the previous contents or the gate), so the AVX2 and AVX-512 kernels give the same bits.
+//! same chain of operations whatever the ISA and vector width (one FMA per `k` in order, then the
+//! bias, the previous contents or the gate), so the AVX-512, AVX2 and NEON kernels give the same
+//! bits.
 
 // Every function below is a kernel whose contract (features detected, views bounds-checked) is
 // established once in `super::matmul`; unsafe blocks inside them would add nothing. The
@@ -23,11 +24,19 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+#[cfg(target_arch = "aarch64")]
+use super::neon;
 use super::{Epilogue, MatMut, MatRef, MatmulPrecision};
+#[cfg(target_arch = "x86_64")]
 use super::{avx2, avx512};
 
 /// Bytes of packed `B` one block may take (kept in L2 next to the `A` panel).
+#[cfg(target_arch = "x86_64")]
 const BLOCK_BYTES: usize = 384 * 1024;
+/// Bytes of packed `B` one block may take: less than on x86-64, for the 256 KiB L2 of a
+/// Jetson Orin's Cortex-A78AE cores.
+#[cfg(target_arch = "aarch64")]
+const BLOCK_BYTES: usize = 192 * 1024;
 
 /// One vector register of f32 lanes and the operations the tile needs.
 pub trait Simd {
@@ -77,15 +86,22 @@ pub trait Operands<S: Simd, const MR: usize, const NV: usize> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
     /// AVX-512F, f32.
+    #[cfg(target_arch = "x86_64")]
     Avx512,
     /// AVX-512 with AVX512-BF16 products.
+    #[cfg(target_arch = "x86_64")]
     Avx512Bf16,
     /// AVX2 with FMA, f32.
+    #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// NEON (every aarch64 CPU), f32.
+    #[cfg(target_arch = "aarch64")]
+    Neon,
 }
 
 impl Kernel {
     /// The kernel for `precision` on this CPU (AVX-512 before AVX2 unless `avx2_only`).
+    #[cfg(target_arch = "x86_64")]
     pub fn detect(precision: MatmulPrecision, avx2_only: bool) -> Option<Self> {
         let avx512 = !avx2_only && is_x86_feature_detected!("avx512f");
         match precision {
@@ -95,50 +111,81 @@ impl Kernel {
         }
     }
 
+    /// The kernel for `precision` on this CPU: NEON in f32; none in bf16, or for `avx2_only`.
+    #[cfg(target_arch = "aarch64")]
+    pub fn detect(precision: MatmulPrecision, avx2_only: bool) -> Option<Self> {
+        (precision == MatmulPrecision::F32 && !avx2_only).then_some(Kernel::Neon)
+    }
+
     /// The name reports give it.
     pub fn name(self) -> &'static str {
         match self {
+            #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => "avx512",
+            #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Bf16 => "avx512-bf16",
+            #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => "avx2",
+            #[cfg(target_arch = "aarch64")]
+            Kernel::Neon => "neon",
+        }
+    }
+
+    /// Accumulator rows and columns of its tile.
+    fn tile(self) -> (usize, usize) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 | Kernel::Avx512Bf16 => (AVX512_MR, 16 * AVX512_NV),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => (AVX2_MR, 8 * AVX2_NV),
+            #[cfg(target_arch = "aarch64")]
+            Kernel::Neon => (NEON_MR, 4 * NEON_NV),
         }
     }
 
     /// Accumulator rows of its tile.
     fn mr(self) -> usize {
-        match self {
-            Kernel::Avx512 | Kernel::Avx512Bf16 => AVX512_MR,
-            Kernel::Avx2 => AVX2_MR,
-        }
+        self.tile().0
     }
 
     /// Columns of its tile.
     fn nr(self) -> usize {
-        match self {
-            Kernel::Avx512 | Kernel::Avx512Bf16 => AVX512_NR,
-            Kernel::Avx2 => AVX2_NR,
+        self.tile().1
+    }
+
+    /// Whether it multiplies bf16 pairs (one packed step per two steps of `k`).
+    fn bf16(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if self == Kernel::Avx512Bf16 {
+            return true;
         }
+        false
     }
 
     /// Packed steps of `k`.
     fn steps(self, k: usize) -> usize {
-        match self {
-            Kernel::Avx512Bf16 => k.div_ceil(2),
-            Kernel::Avx512 | Kernel::Avx2 => k,
-        }
+        if self.bf16() { k.div_ceil(2) } else { k }
     }
 }
 
-/// The AVX-512 tile: 8 rows of 3 zmm (24 accumulators).
+/// The AVX-512 tile: 8 rows of 3 zmm (24 accumulators of 32 registers).
+#[cfg(target_arch = "x86_64")]
 pub const AVX512_MR: usize = 8;
 /// zmm per AVX-512 tile row.
+#[cfg(target_arch = "x86_64")]
 pub const AVX512_NV: usize = 3;
-const AVX512_NR: usize = 16 * AVX512_NV;
 /// The AVX2 tile: 6 rows of 2 ymm (12 accumulators of 16 registers).
+#[cfg(target_arch = "x86_64")]
 pub const AVX2_MR: usize = 6;
 /// ymm per AVX2 tile row.
+#[cfg(target_arch = "x86_64")]
 pub const AVX2_NV: usize = 2;
-const AVX2_NR: usize = 8 * AVX2_NV;
+/// The NEON tile: 6 rows of 4 q registers (24 accumulators of 32 registers).
+#[cfg(target_arch = "aarch64")]
+pub const NEON_MR: usize = 6;
+/// q registers per NEON tile row.
+#[cfg(target_arch = "aarch64")]
+pub const NEON_NV: usize = 4;
 
 /// How the `MR` accumulator rows of a panel map to rows of the product and of the output.
 #[derive(Debug, Clone, Copy)]
@@ -205,11 +252,12 @@ impl Packed {
             for (r, i) in (0..mr).filter_map(|r| rows.source(mr, p, r).map(|i| (r, i))) {
                 let row = &w[i * k..][..k];
                 let words = panel.iter_mut().skip(r).step_by(mr);
-                match kernel {
-                    Kernel::Avx512Bf16 => words
+                if kernel.bf16() {
+                    words
                         .zip(row.chunks(2))
-                        .for_each(|(word, pair)| *word = bf16_pair(pair[0], pair.get(1).copied().unwrap_or(0.0))),
-                    Kernel::Avx512 | Kernel::Avx2 => words.zip(row).for_each(|(word, x)| *word = x.to_bits()),
+                        .for_each(|(word, pair)| *word = bf16_pair(pair[0], pair.get(1).copied().unwrap_or(0.0)));
+                } else {
+                    words.zip(row).for_each(|(word, x)| *word = x.to_bits());
                 }
             }
         });
@@ -279,9 +327,14 @@ fn run_block(block: Block<'_>, buf: &mut Vec<u32>) {
     // inside `dst` (checked by the caller) and no other task writes it.
     unsafe {
         match block.a.kernel {
+            #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => avx512::run_block_f32(block, buf),
+            #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Bf16 => avx512::run_block_bf16(block, buf),
+            #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => avx2::run_block_f32(block, buf),
+            #[cfg(target_arch = "aarch64")]
+            Kernel::Neon => neon::run_block_f32(block, buf),
         }
     }
 }
@@ -441,9 +494,16 @@ unsafe fn store<S: Simd, const MR: usize, const NV: usize>(
 mod tests {
     use super::*;
 
+    /// Every kernel of this architecture.
+    #[cfg(target_arch = "x86_64")]
+    const ALL: [Kernel; 3] = [Kernel::Avx512, Kernel::Avx512Bf16, Kernel::Avx2];
+    /// Every kernel of this architecture.
+    #[cfg(target_arch = "aarch64")]
+    const ALL: [Kernel; 1] = [Kernel::Neon];
+
     #[test]
     fn tasks_cover_every_column_and_row_once() {
-        for nr in [AVX512_NR, AVX2_NR] {
+        for nr in ALL.map(Kernel::nr) {
             for (m, k, n, threads) in [
                 (1024usize, 512usize, 1024usize, 2usize),
                 (2048, 1024, 256, 2),
@@ -467,7 +527,7 @@ mod tests {
 
     #[test]
     fn gated_panels_pair_each_row_with_its_partner() {
-        for mr in [AVX512_MR, AVX2_MR] {
+        for mr in ALL.map(Kernel::mr) {
             let rows = Rows::Gated(7);
             let mut seen = vec![0u32; 14];
             for p in 0..rows.panels(mr) {
