@@ -7,30 +7,30 @@ pub(crate) mod head;
 pub mod kernels;
 mod prepared;
 mod restormer;
+mod sizing;
 mod swinir;
 mod whole;
 mod workspace;
 
 use rayon::prelude::*;
 
-use crate::backend::{
-    Engine, EngineOptions, LocalTiles, MemoryEstimate, Precision, ScaMode, TILING_HINT, TileSize, Tiling,
-};
+use crate::backend::{Engine, EngineOptions, LocalTiles, MemoryEstimate, Precision, ScaMode, TileSize, Tiling};
 use crate::error::{Error, Result};
 use crate::graph::ValueId;
 use crate::graph::{FeatureSource, Graph};
 use crate::head::Feature;
-use crate::image::{Image, check_size, from_planar_cropped, pad_planar_into, round_up};
+use crate::image::{Image, check_size, from_planar_cropped, pad_planar_into};
 use crate::model::Model;
 use crate::passes::{Program, Step, fuse};
 use crate::spec::{IMAGE_CHANNELS, PadMode};
-use crate::tiling::{largest_run, restore_local_tiles};
+use crate::tiling::restore_local_tiles;
 use crate::tlc::{AttentionPool, MapPool};
 use block::{BlockScratch, run_block};
 use kernels::conv::conv3x3;
 use kernels::elementwise::{add_pixel_shuffle, space_to_depth};
 use kernels::matmul::{Epilogue, MatMut, MatRef, MatmulPrecision, matmul};
 use prepared::{StepWeights, prepare};
+use sizing::{RunEstimate, RunSizing};
 use workspace::{Layout, Spare, Workspace};
 
 pub use restormer::{RestormerEngine, RestormerNetwork};
@@ -45,14 +45,9 @@ pub struct CpuEngine {
     graph: Graph,
     program: Program,
     weights: Vec<StepWeights>,
-    size_multiple: usize,
+    sizing: RunSizing,
     pad_mode: PadMode,
-    tiling: Option<Tiling>,
     attention_pool: AttentionPool,
-    memory_limit: Option<u64>,
-    /// Bytes an automatic tile's run may take: the memory limit, else the memory available
-    /// when the engine was built (`None`: unknown, or no automatic tiles).
-    tile_budget: Option<u64>,
     pool: rayon::ThreadPool,
     threads: usize,
     /// Workspaces of finished runs, reused by later runs of the same size.
@@ -78,12 +73,9 @@ impl CpuEngine {
             graph,
             program,
             weights,
-            size_multiple: model.architecture().size_multiple(),
+            sizing: RunSizing::new(model.architecture().size_multiple(), options),
             pad_mode: model.architecture().pad_mode(),
-            tiling: options.tiling,
             attention_pool: options.attention_pool,
-            memory_limit: options.memory_limit,
-            tile_budget: tile_budget(options),
             pool,
             threads,
             spare: Spare::new(),
@@ -93,7 +85,7 @@ impl CpuEngine {
     /// Rows per band at resolution `level` when one band row needs `row_elements` of scratch:
     /// the tile (scaled to the level) in global tiled mode, else what fits the default budget.
     fn band_rows(&self, level: usize, row_elements: usize) -> usize {
-        match self.tiling {
+        match self.sizing.tiling {
             Some(Tiling { tile: TileSize::Pixels(tile), sca: ScaMode::Global, .. }) => (tile >> level).max(1),
             _ => (AUTO_BAND_ELEMENTS / row_elements.max(1)).max(1),
         }
@@ -101,7 +93,7 @@ impl CpuEngine {
 
     /// The channel attention's averaging of a block at `level` on an `h × w` map.
     fn map_pool(&self, level: usize, map: (usize, usize)) -> MapPool {
-        self.attention_pool.map_pool(level, self.size_multiple, map)
+        self.attention_pool.map_pool(level, self.sizing.size_multiple, map)
     }
 
     /// Buffer layout for a padded `h × w` input.
@@ -116,23 +108,14 @@ impl CpuEngine {
         self.weights.iter().map(|w| w.len() as u64 * 4).sum()
     }
 
-    /// Padded size of one untiled run over a `width × height` image.
-    fn padded(&self, width: usize, height: usize) -> (usize, usize) {
-        (round_up(height, self.size_multiple), round_up(width, self.size_multiple))
-    }
-
-    /// The local tiles of a `width × height` restore and its largest run (a tile with its
-    /// context, or the image), once its size and memory are checked.
-    fn fitting_run(&self, width: usize, height: usize) -> Result<(Option<LocalTiles>, (usize, usize))> {
-        let tiles = self.local_tiles(width, height)?;
-        let run = largest_run(tiles, width, height);
-        check_memory(self.memory_limit, &self.estimate_runs(width, height, run), TILING_HINT)?;
-        Ok((tiles, run))
+    /// [`CpuEngine::estimate_runs`] of a `width × height` image, for [`RunSizing`].
+    fn runs_of(&self, width: usize, height: usize) -> impl RunEstimate + '_ {
+        move |run| self.estimate_runs(width, height, run)
     }
 
     /// Memory of restoring a `width × height` image in runs of `run` (width, height) pixels.
     fn estimate_runs(&self, width: usize, height: usize, (rw, rh): (usize, usize)) -> MemoryEstimate {
-        let (h, w) = self.padded(rw, rh);
+        let (h, w) = self.sizing.padded(rw, rh);
         // The cropped result of one run, plus the whole output (the padded input is written
         // straight into the workspace).
         let io = IMAGE_CHANNELS as u64 * ((rw * rh) as u64 + (width * height) as u64);
@@ -143,9 +126,9 @@ impl CpuEngine {
     /// Runs the network once on the whole `img` (no local tiling); `on_output` sees every
     /// step's output value as it is produced.
     fn restore_whole(&self, img: &Image, on_output: &mut (dyn FnMut(ValueId, &[f32]) + Send)) -> Result<Image> {
-        let (h, w) = self.padded(img.width(), img.height());
+        let (h, w) = self.sizing.padded(img.width(), img.height());
         let levels = self.graph.nodes.iter().map(|node| node.level).max().unwrap_or(0);
-        self.attention_pool.check_maps(levels, self.size_multiple, (h, w))?;
+        self.attention_pool.check_maps(levels, self.sizing.size_multiple, (h, w))?;
         let layout = self.layout(h, w);
         let mut ws = self.take_workspace(&layout)?;
         let in_slot = layout.plan.slot_of[self.program.input.0].expect("input is planned");
@@ -228,7 +211,8 @@ impl CpuEngine {
 impl Engine for CpuEngine {
     fn restore(&self, input: &Image) -> Result<Image> {
         input.check_finite()?;
-        match self.fitting_run(input.width(), input.height())?.0 {
+        let (width, height) = (input.width(), input.height());
+        match self.sizing.fitting_run(width, height, self.runs_of(width, height))?.0 {
             Some(tiles) => restore_local_tiles(input, tiles, |t| self.restore_whole(t, &mut |_, _| {})),
             None => self.restore_whole(input, &mut |_, _| {}),
         }
@@ -241,12 +225,9 @@ impl Engine for CpuEngine {
         let (width, height) = (input.width(), input.height());
         check_size(width, height)?;
         let estimate = self.estimate_runs(width, height, (width, height));
-        check_memory(
-            self.memory_limit,
-            &estimate,
-            "classify a downscaled copy of the image (the head needs one whole-image run)",
-        )?;
-        let (h, w) = self.padded(width, height);
+        self.sizing
+            .check_memory(&estimate, "classify a downscaled copy of the image (the head needs one whole-image run)")?;
+        let (h, w) = self.sizing.padded(width, height);
         let wanted = self.graph.level_outputs(source);
         let mut features: Vec<Option<Feature>> = wanted.iter().map(|_| None).collect();
         self.restore_whole(input, &mut |value, data| {
@@ -262,44 +243,21 @@ impl Engine for CpuEngine {
     }
 
     fn memory_estimate(&self, width: usize, height: usize) -> Result<MemoryEstimate> {
-        Ok(self.estimate_runs(width, height, largest_run(self.local_tiles(width, height)?, width, height)))
+        self.sizing.memory_estimate(width, height, self.runs_of(width, height))
     }
 
     fn local_tiles(&self, width: usize, height: usize) -> Result<Option<LocalTiles>> {
-        check_size(width, height)?;
-        let Some(tiling) = self.tiling else { return Ok(None) };
-        tiling.local_tiles((width, height), self.size_multiple, self.tile_budget, |run| {
-            self.estimate_runs(width, height, run).total()
-        })
+        self.sizing.local_tiles(width, height, self.runs_of(width, height))
     }
 
     /// Checks the memory as a restore would and allocates the workspace of one run (a tile's
     /// with tiling), kept for the next restore.
     fn prepare(&self, width: usize, height: usize) -> Result<()> {
-        let (_, (rw, rh)) = self.fitting_run(width, height)?;
-        let (h, w) = self.padded(rw, rh);
+        let (_, (rw, rh)) = self.sizing.fitting_run(width, height, self.runs_of(width, height))?;
+        let (h, w) = self.sizing.padded(rw, rh);
         let ws = self.take_workspace(&self.layout(h, w))?;
         self.spare.keep(ws);
         Ok(())
-    }
-}
-
-/// Refuses a run of `estimate` over `limit`, or without one over the memory available now,
-/// with `hint` on what to do instead.
-fn check_memory(limit: Option<u64>, estimate: &MemoryEstimate, hint: &str) -> Result<()> {
-    let Some(available) = limit.or_else(available_memory) else { return Ok(()) };
-    if estimate.total() <= available {
-        return Ok(());
-    }
-    Err(Error::OutOfMemory { needed_mb: estimate.total() >> 20, available_mb: available >> 20, hint: hint.into() })
-}
-
-/// Bytes an automatic tile's run may take: the memory limit, else the memory available now
-/// (`None`: unknown, or no automatic tiles).
-fn tile_budget(options: &EngineOptions) -> Option<u64> {
-    match options.tiling {
-        Some(Tiling { tile: TileSize::Auto, .. }) => options.memory_limit.or_else(available_memory),
-        _ => None,
     }
 }
 
@@ -338,12 +296,4 @@ fn workers(options: &EngineOptions) -> Result<(MatmulPrecision, usize, rayon::Th
 fn row_bands(h: usize, band_rows: usize) -> impl Iterator<Item = (usize, usize)> {
     let step = band_rows.max(1);
     (0..h).step_by(step).map(move |r0| (r0, (r0 + step).min(h)))
-}
-
-/// Memory the operating system reports as available (Linux `MemAvailable`), in bytes.
-fn available_memory() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }

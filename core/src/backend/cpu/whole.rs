@@ -7,14 +7,15 @@
 //! runs each tile with its context through the whole network (`tiling::restore_local_tiles`).
 
 use super::kernels::matmul::MatmulPrecision;
+use super::sizing::{RunEstimate, RunSizing};
+use super::workers;
 use super::workspace::Spare;
-use super::{check_memory, tile_budget, workers};
-use crate::backend::{Engine, EngineOptions, LocalTiles, MemoryEstimate, TILING_HINT, Tiling};
+use crate::backend::{Engine, EngineOptions, LocalTiles, MemoryEstimate};
 use crate::error::{Error, Result};
-use crate::image::{Image, check_size, from_planar_cropped, pad_planar_into, round_up};
+use crate::image::{Image, from_planar_cropped, pad_planar_into};
 use crate::model::Model;
 use crate::spec::{IMAGE_CHANNELS, PadMode};
-use crate::tiling::{largest_run, restore_local_tiles};
+use crate::tiling::restore_local_tiles;
 use crate::tlc::AttentionPool;
 
 /// A network run in one pass over a reflect-padded planar image.
@@ -59,12 +60,7 @@ struct Run<W> {
 /// The CPU engine of a [`WholeNetwork`].
 pub struct WholeEngine<N: WholeNetwork> {
     network: N,
-    /// Height and width of the network input must be multiples of this.
-    size_multiple: usize,
-    tiling: Option<Tiling>,
-    memory_limit: Option<u64>,
-    /// Bytes an automatic tile's run may take (see `CpuEngine`).
-    tile_budget: Option<u64>,
+    sizing: RunSizing,
     pool: rayon::ThreadPool,
     threads: usize,
     /// Workspaces of finished runs, reused by later runs of the same size.
@@ -92,35 +88,25 @@ impl<N: WholeNetwork> WholeEngine<N> {
         Ok(WholeEngine {
             // On the engine's workers, as every later run of it.
             network: pool.install(|| build(precision))?,
-            size_multiple: architecture.size_multiple(),
-            tiling: options.tiling,
-            memory_limit: options.memory_limit,
-            tile_budget: tile_budget(options),
+            sizing: RunSizing::new(architecture.size_multiple(), options),
             pool,
             threads,
             spare: Spare::new(),
         })
     }
 
-    fn padded(&self, width: usize, height: usize) -> (usize, usize) {
-        (round_up(height, self.size_multiple), round_up(width, self.size_multiple))
+    /// [`WholeEngine::estimate_runs`] of a `width × height` image, for [`RunSizing`].
+    fn runs_of(&self, width: usize, height: usize) -> impl RunEstimate + '_ {
+        move |run| self.estimate_runs(width, height, run)
     }
 
     /// Memory of restoring a `width × height` image in runs of `run` (width, height) pixels.
     fn estimate_runs(&self, width: usize, height: usize, (rw, rh): (usize, usize)) -> MemoryEstimate {
-        let (h, w) = self.padded(rw, rh);
+        let (h, w) = self.sizing.padded(rw, rh);
         let io = IMAGE_CHANNELS as u64 * ((rw * rh) as u64 + (width * height) as u64 + 2 * (h * w) as u64);
         let scratch = (self.threads * self.network.worker_scratch_len()) as u64;
         let activations = (self.network.workspace_len((h, w)) as u64 + scratch + io) * 4;
         MemoryEstimate { weights: self.network.weights_len() as u64 * 4, activations }
-    }
-
-    /// The local tiles of a restore and its largest run, once its memory is checked.
-    fn fitting_run(&self, width: usize, height: usize) -> Result<(Option<LocalTiles>, (usize, usize))> {
-        let tiles = self.local_tiles(width, height)?;
-        let run = largest_run(tiles, width, height);
-        check_memory(self.memory_limit, &self.estimate_runs(width, height, run), TILING_HINT)?;
-        Ok((tiles, run))
     }
 
     fn take_run(&self, size: (usize, usize)) -> Result<Run<N::Workspace>> {
@@ -140,7 +126,7 @@ impl<N: WholeNetwork> WholeEngine<N> {
 
     /// One run of the network on the whole of `img`.
     fn restore_whole(&self, img: &Image) -> Result<Image> {
-        let (h, w) = self.padded(img.width(), img.height());
+        let (h, w) = self.sizing.padded(img.width(), img.height());
         let mut run = self.take_run((h, w))?;
         let result = self.pool.install(|| {
             let Run { input, output, network, .. } = &mut run;
@@ -156,27 +142,24 @@ impl<N: WholeNetwork> WholeEngine<N> {
 impl<N: WholeNetwork> Engine for WholeEngine<N> {
     fn restore(&self, input: &Image) -> Result<Image> {
         input.check_finite()?;
-        match self.fitting_run(input.width(), input.height())?.0 {
+        let (width, height) = (input.width(), input.height());
+        match self.sizing.fitting_run(width, height, self.runs_of(width, height))?.0 {
             Some(tiles) => restore_local_tiles(input, tiles, |t| self.restore_whole(t)),
             None => self.restore_whole(input),
         }
     }
 
     fn memory_estimate(&self, width: usize, height: usize) -> Result<MemoryEstimate> {
-        Ok(self.estimate_runs(width, height, largest_run(self.local_tiles(width, height)?, width, height)))
+        self.sizing.memory_estimate(width, height, self.runs_of(width, height))
     }
 
     fn local_tiles(&self, width: usize, height: usize) -> Result<Option<LocalTiles>> {
-        check_size(width, height)?;
-        let Some(tiling) = self.tiling else { return Ok(None) };
-        tiling.local_tiles((width, height), self.size_multiple, self.tile_budget, |run| {
-            self.estimate_runs(width, height, run).total()
-        })
+        self.sizing.local_tiles(width, height, self.runs_of(width, height))
     }
 
     fn prepare(&self, width: usize, height: usize) -> Result<()> {
-        let (_, (rw, rh)) = self.fitting_run(width, height)?;
-        let run = self.take_run(self.padded(rw, rh))?;
+        let (_, (rw, rh)) = self.sizing.fitting_run(width, height, self.runs_of(width, height))?;
+        let run = self.take_run(self.sizing.padded(rw, rh))?;
         self.spare.keep(run);
         Ok(())
     }
