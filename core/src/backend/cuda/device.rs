@@ -38,6 +38,12 @@ pub fn open(ordinal: usize) -> Result<Device> {
                 .into(),
         ));
     }
+    let mut driver = 0;
+    // SAFETY: the driver library is present (checked above); the call only writes `driver`.
+    unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut driver) }
+        .result()
+        .map_err(cuda_error("reading the CUDA driver's version"))?;
+    check_driver_version(driver)?;
     if !unsafe { cudarc::cublaslt::sys::is_culib_present() } {
         return Err(Error::Unsupported(
             "cuBLASLt (libcublasLt.so.13) not found: install the CUDA 13 runtime libraries (or the PyPI \
@@ -45,6 +51,8 @@ pub fn open(ordinal: usize) -> Result<Device> {
                 .into(),
         ));
     }
+    // SAFETY: the library is present (checked above); the call takes no arguments.
+    check_cublaslt_version(unsafe { cudarc::cublaslt::sys::cublasLtGetVersion() })?;
     let count = CudaContext::device_count().map_err(|e| Error::Unsupported(format!("no CUDA device: {e}")))?;
     if ordinal >= count.max(0) as usize {
         return Err(Error::InvalidArgument(format!(
@@ -59,4 +67,58 @@ pub fn open(ordinal: usize) -> Result<Device> {
     let name = ctx.name().map_err(cuda_error("reading the device name"))?;
     let stream = ctx.new_stream().map_err(cuda_error("creating a stream"))?;
     Ok(Device { ctx, stream, arch, name, ordinal })
+}
+
+/// The oldest CUDA the driver must support (`cuDriverGetVersion`'s `1000 · major + 10 · minor`):
+/// the engine calls the driver through CUDA 13.0's API, so an older driver could lack a
+/// function it calls.
+const MIN_DRIVER_VERSION: i32 = 13000;
+
+/// Refuses a driver older than [`MIN_DRIVER_VERSION`], saying what it supports.
+fn check_driver_version(version: i32) -> Result<()> {
+    if version >= MIN_DRIVER_VERSION {
+        return Ok(());
+    }
+    Err(Error::Unsupported(format!(
+        "the CUDA driver on this host supports CUDA {}.{}, and the cuda backend needs CUDA 13.0 or newer \
+         (NVIDIA driver 580 or newer; on a Jetson, a JetPack with CUDA 13): update the driver, or use the cpu \
+         backend",
+        version / 1000,
+        version % 1000 / 10
+    )))
+}
+
+/// Refuses a cuBLASLt other than 13.x (`cublasLtGetVersion`'s `10000 · major + 100 · minor +
+/// patch`), whose interface the engine is built against: the loader also finds other versions.
+fn check_cublaslt_version(version: usize) -> Result<()> {
+    let (major, minor, patch) = (version / 10000, version / 100 % 100, version % 100);
+    if major == 13 {
+        return Ok(());
+    }
+    Err(Error::Unsupported(format!(
+        "the cuBLASLt library found is version {major}.{minor}.{patch}, and the cuda backend is built against \
+         cuBLASLt 13 (libcublasLt.so.13): install the CUDA 13 runtime libraries (or the PyPI wheel nvidia-cublas) \
+         and put their folder first in LD_LIBRARY_PATH"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drivers_before_cuda_13_are_refused_with_their_version() {
+        assert!(check_driver_version(13000).is_ok() && check_driver_version(13020).is_ok());
+        let message = check_driver_version(12060).unwrap_err().to_string();
+        assert!(message.contains("supports CUDA 12.6") && message.contains("CUDA 13.0 or newer"), "{message}");
+    }
+
+    #[test]
+    fn cublaslt_other_than_13_is_refused_with_its_version() {
+        assert!(check_cublaslt_version(130000).is_ok() && check_cublaslt_version(130102).is_ok());
+        for (version, shown) in [(120604, "12.6.4"), (140000, "14.0.0")] {
+            let message = check_cublaslt_version(version).unwrap_err().to_string();
+            assert!(message.contains(&format!("version {shown}")) && message.contains("cuBLASLt 13"), "{message}");
+        }
+    }
 }
