@@ -46,36 +46,15 @@ python3 scripts/sample_ppm.py "$tmp/in.ppm"
 for case in maskdcpt_w8.pth:0 nafnet_w8.pth:0 restormer/restormer_w8.pth:1e-5 restormer/promptir_w8.pth:1e-5 \
     swinir/swinir_w12_heads.safetensors:0; do
     model=${case%%:*}
-    target/release/maskdcpt restore -m "tests/golden/$model" -i "$tmp/in.ppm" -o "$tmp/host.ppm" --threads 2
-    target/release/maskdcpt restore -m "tests/golden/$model" -i "$tmp/in.ppm" -o "$tmp/host.npy" --threads 2
+    for out in host.ppm host.npy; do
+        target/release/maskdcpt restore -m "tests/golden/$model" -i "$tmp/in.ppm" -o "$tmp/$out" --threads 2
+    done
     qemu-aarch64 -L "$sysroot" "$tmp/restore_image" "tests/golden/$model" "$tmp/in.ppm" "$tmp/sample.ppm" --threads 2
     for out in cli.ppm cli.npy; do
         qemu-aarch64 -L "$sysroot" "target/$target/release/maskdcpt" restore -m "tests/golden/$model" -i "$tmp/in.ppm" \
             -o "$tmp/$out" --threads 2
     done
-    python3 - "$tmp" "$model" "${case##*:}" << 'PY'
-import array, sys
-tmp, model, tolerance = sys.argv[1], sys.argv[2], float(sys.argv[3])
-host = open(f"{tmp}/host.ppm", "rb").read()
-for what, name in [("C sample", "sample.ppm"), ("maskdcpt", "cli.ppm")]:
-    arm = open(f"{tmp}/{name}", "rb").read()
-    if len(host) != len(arm):
-        sys.exit(f"{model}: the aarch64 {what} wrote another image ({len(arm)} bytes, {len(host)} on this host)")
-    worst = max(abs(a - b) for a, b in zip(host, arm))
-    differing = sum(a != b for a, b in zip(host, arm))
-    print(f"{model}, aarch64 {what}: {differing} of {len(host)} bytes differ, by at most {worst}")
-    if worst > 1:
-        sys.exit(1)
-# The .npy files hold the same header (shape) and little-endian f32 values.
-host, arm = (open(f"{tmp}/{name}", "rb").read() for name in ("host.npy", "cli.npy"))
-header = host.index(b"\n") + 1
-if host[:header] != arm[:header] or len(host) != len(arm):
-    sys.exit(f"{model}: the aarch64 maskdcpt wrote another .npy header or size")
-values = [array.array("f", data[header:]) for data in (host, arm)]
-worst = max(abs(a - b) for a, b in zip(*values))
-differing = sum(a != b for a, b in zip(*values))
-print(f"{model}, aarch64 maskdcpt f32 output: {differing} of {len(values[0])} values differ, by at most {worst:.3g}")
-if worst > tolerance:
-    sys.exit(f"{model}: the f32 outputs of this host and aarch64 differ by {worst:.3g}, more than {tolerance:g}")
-PY
+    python3 scripts/same_output.py "$model" "the aarch64 C sample" "$tmp/host.ppm" "$tmp/sample.ppm"
+    python3 scripts/same_output.py "$model" "the aarch64 maskdcpt" "$tmp/host.ppm" "$tmp/cli.ppm"
+    python3 scripts/same_output.py "$model" "the aarch64 maskdcpt's f32 output" "$tmp/host.npy" "$tmp/cli.npy" "${case##*:}"
 done
