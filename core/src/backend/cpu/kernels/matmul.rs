@@ -173,7 +173,9 @@ impl PackedLhs {
                 Err(format!("{KERNELS_ENV} is `avx2`, but this CPU has no AVX2 with FMA: unset it"))
             }
             (MatmulPrecision::F32, _) => Ok(PackedLhs { m, k, gated, layout: Layout::RowMajor(w.to_vec()) }),
-            (MatmulPrecision::Bf16, KernelChoice::Native) => Err("bf16 precision needs a CPU with AVX512-BF16".into()),
+            (MatmulPrecision::Bf16, KernelChoice::Native) => {
+                Err("bf16 precision needs an x86-64 CPU with AVX512-BF16: use f32 precision on this one".into())
+            }
             (MatmulPrecision::Bf16, choice) => {
                 Err(format!("bf16 precision needs the AVX-512 kernels ({KERNELS_ENV} is `{}`)", choice.name()))
             }
