@@ -18,7 +18,7 @@ pub struct RunSizing {
     /// The tiling asked for, if any.
     pub tiling: Option<Tiling>,
     /// The caller's memory limit, if any.
-    pub memory_limit: Option<u64>,
+    memory_limit: Option<u64>,
     /// Bytes an automatic tile's run may take: the memory limit, else the memory available
     /// when the engine was built (`None`: unknown, or no automatic tiles).
     tile_budget: Option<u64>,
