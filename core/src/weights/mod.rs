@@ -8,6 +8,7 @@ mod pickle;
 mod pth;
 mod safetensors_file;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -139,6 +140,18 @@ impl Tensor {
         let mut values = vec![0.0; self.numel()];
         self.decode_into(0, &mut values);
         values
+    }
+
+    /// The values as f32: borrowed where the bytes are already aligned little-endian f32 (a
+    /// safetensors or `.pth` file of f32 tensors), converted otherwise.
+    pub fn f32_values(&self) -> Cow<'_, [f32]> {
+        #[cfg(target_endian = "little")]
+        if self.dtype == DType::F32
+            && let Ok(values) = bytemuck::try_cast_slice(self.bytes())
+        {
+            return Cow::Borrowed(values);
+        }
+        Cow::Owned(self.to_f32())
     }
 
     /// The index and value of the first NaN or infinity, if any, found without a copy of the
@@ -351,5 +364,23 @@ mod tests {
         values[5_000] = 0.0;
         assert_eq!(stored(DType::F16, &values).first_non_finite(), Some((9_000, f32::INFINITY)));
         assert_eq!(stored(DType::F32, &[]).first_non_finite(), None);
+    }
+
+    #[test]
+    fn f32_values_borrow_aligned_f32_bytes_and_convert_the_rest() {
+        let values = [1.5f32, -2.0, 3.25];
+        let le: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        for shift in [0, 1] {
+            let mut bytes = vec![0u8; le.len() + 4];
+            let start = bytes.as_ptr().align_offset(4) + shift;
+            bytes[start..start + le.len()].copy_from_slice(&le);
+            let backing = Backing::Owned(Arc::new(bytes));
+            let tensor = Tensor { dtype: DType::F32, shape: vec![3], backing, start, len: le.len() };
+            let got = tensor.f32_values();
+            assert_eq!(&*got, &values, "shift {shift}");
+            assert_eq!(matches!(got, Cow::Borrowed(_)), shift == 0, "shift {shift}");
+        }
+        let half = stored(DType::F16, &values);
+        assert!(matches!(half.f32_values(), Cow::Owned(v) if v == values));
     }
 }

@@ -61,7 +61,7 @@ impl PatchConv {
         let t = store.require(&format!("{key}.weight"))?;
         let (cout, cin) = (t.shape()[0], t.shape()[1]);
         let bias = biased.then(|| store.require(&format!("{key}.bias")).map(|b| b.to_f32())).transpose()?;
-        Ok(PatchConv { weight: pack(&t.to_f32(), cout, precision)?, bias, cin, cout })
+        Ok(PatchConv { weight: pack(&t.f32_values(), cout, precision)?, bias, cin, cout })
     }
 
     /// f32 values held.

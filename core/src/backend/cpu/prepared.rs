@@ -72,27 +72,27 @@ pub(super) fn pack(w: &[f32], rows: usize, precision: MatmulPrecision) -> Result
 }
 
 /// Converts the weights `step` references (`windowed`: blocks also pack their attention's
-/// weights for windowed attention).
+/// weights for windowed attention). Matrices stored as f32 are packed straight from the file.
 pub fn prepare(step: &Step, store: &WeightStore, precision: MatmulPrecision, windowed: bool) -> Result<StepWeights> {
-    let get = |key: &str| -> Result<(Vec<f32>, Vec<usize>)> {
-        let t = store.require(key)?;
-        Ok((t.to_f32(), t.shape().to_vec()))
-    };
+    let owned = |key: &str| -> Result<Vec<f32>> { Ok(store.require(key)?.to_f32()) };
     Ok(match step {
         Step::Conv3x3 { weight, bias, .. } => {
-            let (w, shape) = get(weight)?;
-            StepWeights::Conv3x3 { weight: w, bias: get(bias)?.0, cin: shape[1], cout: shape[0] }
+            let t = store.require(weight)?;
+            StepWeights::Conv3x3 { weight: t.to_f32(), bias: owned(bias)?, cin: t.shape()[1], cout: t.shape()[0] }
         }
         Step::Down { weight, bias, .. } => {
-            let (w, shape) = get(weight)?;
-            StepWeights::Down { weight: (pack(&w, shape[0], precision)?, get(bias)?.0), cin: shape[1] }
+            let t = store.require(weight)?;
+            StepWeights::Down {
+                weight: (pack(&t.f32_values(), t.shape()[0], precision)?, owned(bias)?),
+                cin: t.shape()[1],
+            }
         }
         Step::UpShuffleAdd { weight, .. } => {
-            let (w, shape) = get(weight)?;
-            StepWeights::Up { weight: pack(&w, shape[0], precision)? }
+            let t = store.require(weight)?;
+            StepWeights::Up { weight: pack(&t.f32_values(), t.shape()[0], precision)? }
         }
         Step::NafBlock { keys, eps, .. } => {
-            let mut block = prepare_block(keys, *eps, &get, precision)?;
+            let mut block = prepare_block(keys, *eps, store, precision)?;
             if windowed {
                 block.sca_windowed = Some(pack(&block.sca.0, block.c, precision)?);
             }
@@ -101,23 +101,21 @@ pub fn prepare(step: &Step, store: &WeightStore, precision: MatmulPrecision, win
     })
 }
 
-type Getter<'a> = dyn Fn(&str) -> Result<(Vec<f32>, Vec<usize>)> + 'a;
-
-fn prepare_block(keys: &BlockKeys, eps: f32, get: &Getter<'_>, precision: MatmulPrecision) -> Result<BlockWeights> {
-    let pair = |(w, b): &(String, String)| -> Result<(Vec<f32>, Vec<f32>)> { Ok((get(w)?.0, get(b)?.0)) };
-    let dense = |keys: &(String, String)| -> Result<Dense> {
-        let (w, b) = pair(keys)?;
-        Ok((pack(&w, b.len(), precision)?, b))
-    };
-    let gated = |keys: &(String, String)| -> Result<Dense> {
-        let (w, b) = pair(keys)?;
-        let packed = PackedLhs::gated(&w, b.len(), w.len() / b.len(), precision).map_err(Error::Unsupported)?;
+fn prepare_block(keys: &BlockKeys, eps: f32, store: &WeightStore, precision: MatmulPrecision) -> Result<BlockWeights> {
+    let owned = |key: &str| -> Result<Vec<f32>> { Ok(store.require(key)?.to_f32()) };
+    let pair = |(w, b): &(String, String)| -> Result<(Vec<f32>, Vec<f32>)> { Ok((owned(w)?, owned(b)?)) };
+    let dense = |(w, b): &(String, String), gated: bool| -> Result<Dense> {
+        let (w, b) = (store.require(w)?.f32_values(), owned(b)?);
+        let (m, k) = (b.len(), w.len() / b.len());
+        let packed = match gated {
+            true => PackedLhs::gated(&w, m, k, precision).map_err(Error::Unsupported)?,
+            false => pack(&w, m, precision)?,
+        };
         Ok((packed, b))
     };
     let scaled = |(w, b): &(String, String), scale: &str| -> Result<Dense> {
-        let s = get(scale)?.0;
-        let (mut w, mut b) = pair(&(w.clone(), b.clone()))?;
-        fold_branch_scale(&mut w, &mut b, &s);
+        let (mut w, mut b, s) = (store.require(w)?.f32_values(), owned(b)?, owned(scale)?);
+        fold_branch_scale(w.to_mut(), &mut b, &s);
         Ok((pack(&w, s.len(), precision)?, b))
     };
     let norm1 = pair(&keys.norm1)?;
@@ -125,13 +123,13 @@ fn prepare_block(keys: &BlockKeys, eps: f32, get: &Getter<'_>, precision: Matmul
         c: norm1.0.len(),
         eps,
         norm1,
-        conv1: dense(&keys.conv1)?,
+        conv1: dense(&keys.conv1, false)?,
         dw: pair(&keys.conv2)?,
         sca: pair(&keys.sca)?,
         sca_windowed: None,
         conv3_beta: scaled(&keys.conv3, &keys.beta)?,
         norm2: pair(&keys.norm2)?,
-        conv4: gated(&keys.conv4)?,
+        conv4: dense(&keys.conv4, true)?,
         conv5_gamma: scaled(&keys.conv5, &keys.gamma)?,
     })
 }

@@ -2,6 +2,7 @@
 //! in the engine's storage type with the branch scales β and γ folded into conv3 and conv5,
 //! everything the element-wise kernels read in f32.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream, DeviceRepr};
@@ -146,9 +147,9 @@ impl<'a> Uploader<'a> {
         Uploader { store, stream, windowed_attention }
     }
 
-    fn get(&self, key: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+    fn get(&self, key: &str) -> Result<(Cow<'a, [f32]>, Vec<usize>)> {
         let t = self.store.require(key)?;
-        Ok((t.to_f32(), t.shape().to_vec()))
+        Ok((t.f32_values(), t.shape().to_vec()))
     }
 
     fn upload<T: Element>(&self, values: &[f32]) -> Result<CudaSlice<T>> {
@@ -169,9 +170,9 @@ impl<'a> Uploader<'a> {
     /// A 1×1 conv with its bias, with the branch scale `scale` folded in when given.
     fn conv1x1<T: Element>(&self, (w, b): &(String, String), scale: Option<&str>) -> Result<Dense<T>> {
         let (mut w, shape) = self.get(w)?;
-        let mut bias = self.get(b)?.0;
+        let mut bias = self.get(b)?.0.into_owned();
         if let Some(key) = scale {
-            fold_branch_scale(&mut w, &mut bias, &self.get(key)?.0);
+            fold_branch_scale(w.to_mut(), &mut bias, &self.get(key)?.0);
         }
         self.dense(&w, Some(&bias), shape[0])
     }

@@ -113,6 +113,7 @@ impl RestormerWeights {
     /// Converts the weights of `spec` from `store` for products in `precision`.
     pub fn new(spec: &RestormerSpec, store: &WeightStore, precision: MatmulPrecision) -> Result<Self> {
         let get = |key: &str| -> Result<Vec<f32>> { Ok(store.require(key)?.to_f32()) };
+        let packed = |key: &str, rows: usize| pack(&store.require(key)?.f32_values(), rows, precision);
         let bias = |key: &str| -> Result<Option<Vec<f32>>> { spec.has_bias().then(|| get(key)).transpose() };
         let patch_conv = |key: &str| PatchConv::load(store, key, false, precision);
         let block = |site: &TransformerSite| -> Result<TransformerWeights> {
@@ -135,13 +136,13 @@ impl RestormerWeights {
                 hidden: h,
                 norm1: (get(&key("norm1.weight"))?, get(&key("norm1.bias"))?),
                 temperature: get(&key("attn.temperature"))?,
-                qkv: pack(&get(&key("attn.qkv.weight"))?, 3 * c, precision)?,
+                qkv: packed(&key("attn.qkv.weight"), 3 * c)?,
                 qkv_dw: get(&key("attn.qkv_dwconv.weight"))?,
                 project_out: get(&key("attn.project_out.weight"))?,
                 norm2: (get(&key("norm2.weight"))?, get(&key("norm2.bias"))?),
-                project_in: pack(&get(&key("ffn.project_in.weight"))?, 2 * h, precision)?,
+                project_in: packed(&key("ffn.project_in.weight"), 2 * h)?,
                 ffn_dw: get(&key("ffn.dwconv.weight"))?,
-                ffn_out: pack(&get(&key("ffn.project_out.weight"))?, c, precision)?,
+                ffn_out: packed(&key("ffn.project_out.weight"), c)?,
                 biases,
             })
         };
@@ -152,7 +153,6 @@ impl RestormerWeights {
             let Some(stage) = spec.prompts.map(|p| p[i]) else { return Ok(None) };
             let level = LEVELS - 1 - i;
             let site = spec.prompt_block(i, &stage);
-            let reduce = get(&format!("reduce_noise_level{level}.weight"))?;
             Ok(Some(PromptWeights {
                 prompts: get(&format!("prompt{level}.prompt_param"))?,
                 stage,
@@ -160,11 +160,14 @@ impl RestormerWeights {
                 linear_bias: get(&format!("prompt{level}.linear_layer.bias"))?,
                 conv: patch_conv(&format!("prompt{level}.conv3x3"))?,
                 block: block(&site)?,
-                reduce: (pack(&reduce, stage.out, precision)?, get(&format!("reduce_noise_level{level}.bias"))?),
+                reduce: (
+                    packed(&format!("reduce_noise_level{level}.weight"), stage.out)?,
+                    get(&format!("reduce_noise_level{level}.bias"))?,
+                ),
             }))
         };
         let reduce = |key: &str, rows: usize| -> Result<(PackedLhs, Option<Vec<f32>>)> {
-            Ok((pack(&get(&format!("{key}.weight"))?, rows, precision)?, bias(&format!("{key}.bias"))?))
+            Ok((packed(&format!("{key}.weight"), rows)?, bias(&format!("{key}.bias"))?))
         };
         let stages = spec.decoder_stages();
         let decoder = |i: usize| -> Result<DecoderWeights> {

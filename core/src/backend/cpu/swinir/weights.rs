@@ -76,7 +76,7 @@ impl SwinirWeights {
         let linear = |key: &str, biased: bool| -> Result<Linear> {
             let t = store.require(&format!("{key}.weight"))?;
             let bias = biased.then(|| get(&format!("{key}.bias"))).transpose()?;
-            Ok(Linear { weight: pack(&t.to_f32(), t.shape()[0], precision)?, bias })
+            Ok(Linear { weight: pack(&t.f32_values(), t.shape()[0], precision)?, bias })
         };
         let block = |i: usize, j: usize| -> Result<SwinBlockWeights> {
             let p = spec.block_prefix(i, j);
