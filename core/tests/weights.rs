@@ -682,6 +682,16 @@ fn safetensors_bad_header_is_corrupt() {
 }
 
 #[test]
+fn a_file_that_is_no_checkpoint_says_so() {
+    let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x10";
+    for bytes in [&b"root:x:0:0:root:/root:/bin/bash\n"[..], png] {
+        let err = load(bytes).unwrap_err();
+        assert!(matches!(&err, Error::CorruptWeights { format: "checkpoint", .. }), "{err:?}");
+        assert!(err.to_string().contains("not a checkpoint"), "{err}");
+    }
+}
+
+#[test]
 fn legacy_torch_file_gets_a_clear_error() {
     let bytes = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.\x80\x02M\xe9\x03.";
     assert_corrupt(load(bytes), "legacy");

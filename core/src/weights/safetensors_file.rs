@@ -102,6 +102,13 @@ fn parse_error(bytes: &[u8], error: &safetensors::SafeTensorError) -> Error {
              PyTorch (torch.save(torch.load(f), f)) or convert it to safetensors",
         );
     }
+    // A safetensors header is a JSON object right after its length.
+    if bytes.get(LEN_PREFIX) != Some(&b'{') {
+        return Error::corrupt(
+            "checkpoint",
+            "not a checkpoint: expected a PyTorch `.pth` (the zip archive torch.save writes) or a `.safetensors` file",
+        );
+    }
     Error::corrupt("safetensors", format!("cannot parse the header: {error}"))
 }
 
