@@ -4,15 +4,19 @@
 //! Reading: 8-bit samples are divided by 255, 16-bit ones by 65535, float samples are kept
 //! (the rule of [`maskdcpt_core::pixels`], which the C library shares).
 //! Grayscale becomes RGB; an alpha channel is dropped (and reported to the caller, who warns).
+//! An image with an Exif orientation (a phone's JPEG, a PNG `eXIf` chunk, a TIFF tag) is turned
+//! upright as viewers show it, as OpenCV's `imread`/`imdecode` (the reference's data loader)
+//! turn it; outputs carry no orientation.
 //! Writing: `.npy` holds the values as given; image formats clamp to [0, 1] and round to the
 //! output depth. Every write is atomic (see [`crate::atomic`]).
 
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Cursor, Write};
 use std::path::Path;
 
 use image::codecs::jpeg::JpegEncoder;
 use image::codecs::pnm::{PnmEncoder, PnmSubtype, SampleEncoding};
-use image::{ColorType, DynamicImage, ImageBuffer, ImageFormat, Rgb};
+use image::metadata::Orientation;
+use image::{ColorType, DynamicImage, ImageBuffer, ImageDecoder, ImageFormat, ImageReader, Rgb};
 use maskdcpt_core::image::Image;
 use maskdcpt_core::pixels::{f32_to_unorm8, f32_to_unorm16, unorm8_to_f32, unorm16_to_f32};
 use npyz::WriterBuilder;
@@ -104,8 +108,12 @@ pub fn read(path: &Path) -> Result<Loaded> {
 fn decode_image(path: &Path, bytes: &[u8]) -> Result<Loaded> {
     let format =
         image::guess_format(bytes).or_else(|_| ImageFormat::from_path(path)).map_err(|e| CliError::file(path, e))?;
-    let img = image::load_from_memory_with_format(bytes, format)
-        .map_err(|e| CliError::file(path, format!("cannot decode image: {e}")))?;
+    let cannot_decode = |e: image::ImageError| CliError::file(path, format!("cannot decode image: {e}"));
+    let mut decoder = ImageReader::with_format(Cursor::new(bytes), format).into_decoder().map_err(cannot_decode)?;
+    // Unreadable Exif leaves the pixels as stored, as OpenCV leaves them.
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(cannot_decode)?;
+    img.apply_orientation(orientation);
     let color = img.color();
     let (width, height) = (img.width() as usize, img.height() as usize);
     let (depth, data) = match color {
@@ -255,6 +263,43 @@ mod tests {
         for (ext, bytes) in seeds() {
             let loaded = parse(ext, &bytes).unwrap_or_else(|| panic!("{ext}"));
             assert_eq!((loaded.image.width(), loaded.image.height()), (5, 4));
+        }
+    }
+
+    #[test]
+    fn exif_orientation_turns_the_image_upright() {
+        // 3 × 2 pixels, each its own colour, stored as a PNG (lossless) with an eXIf chunk.
+        let (w, h) = (3u32, 2u32);
+        let stored = image::RgbImage::from_fn(w, h, |x, y| Rgb([40 * x as u8, 100 * y as u8, 7]));
+        // Big-endian TIFF header, one IFD entry: Orientation (0x0112), SHORT, count 1, value.
+        let exif = |value: u8| {
+            let mut e = b"MM\0*\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01\0".to_vec();
+            e.extend_from_slice(&[value, 0, 0, 0, 0, 0, 0]);
+            e
+        };
+        let png = |orientation: Option<u8>| {
+            let mut bytes = vec![];
+            let mut encoder = image::codecs::png::PngEncoder::new(&mut bytes);
+            if let Some(value) = orientation {
+                image::ImageEncoder::set_exif_metadata(&mut encoder, exif(value)).unwrap();
+            }
+            image::ImageEncoder::write_image(encoder, stored.as_raw(), w, h, image::ExtendedColorType::Rgb8).unwrap();
+            bytes
+        };
+        let pixels = |img: &image::RgbImage| -> Vec<f32> { img.as_raw().iter().copied().map(unorm8_to_f32).collect() };
+        let cases = [
+            (None, stored.clone()),
+            (Some(1), stored.clone()),
+            (Some(3), image::imageops::rotate180(&stored)),
+            (Some(6), image::imageops::rotate90(&stored)),
+            (Some(8), image::imageops::rotate270(&stored)),
+            (Some(2), image::imageops::flip_horizontal(&stored)),
+        ];
+        for (orientation, upright) in cases {
+            let loaded = decode_image(Path::new("x.png"), &png(orientation)).unwrap();
+            let size = (loaded.image.width() as u32, loaded.image.height() as u32);
+            assert_eq!(size, upright.dimensions(), "orientation {orientation:?}");
+            assert_eq!(loaded.image.data(), pixels(&upright), "orientation {orientation:?}");
         }
     }
 
