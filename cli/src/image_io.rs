@@ -7,6 +7,8 @@
 //! An image with an Exif orientation (a phone's JPEG, a PNG `eXIf` chunk, a TIFF tag) is turned
 //! upright as viewers show it, as OpenCV's `imread`/`imdecode` (the reference's data loader)
 //! turn it; outputs carry no orientation.
+//! Image outputs keep the input's ICC colour profile (PNG, JPEG, TIFF) and Exif block (PNG,
+//! JPEG; its orientation reset): the network maps values to values in the same colour space.
 //! Writing: `.npy` holds the values as given; image formats clamp to [0, 1] and round to the
 //! output depth. Every write is atomic (see [`crate::atomic`]).
 
@@ -14,9 +16,11 @@ use std::io::{BufWriter, Cursor, Write};
 use std::path::Path;
 
 use image::codecs::jpeg::JpegEncoder;
+use image::codecs::png::PngEncoder;
 use image::codecs::pnm::{PnmEncoder, PnmSubtype, SampleEncoding};
+use image::codecs::tiff::{TiffDecoder, TiffEncoder};
 use image::metadata::Orientation;
-use image::{ColorType, DynamicImage, ImageBuffer, ImageDecoder, ImageFormat, ImageReader, Rgb};
+use image::{ColorType, DynamicImage, ImageBuffer, ImageDecoder, ImageEncoder, ImageFormat, ImageReader, Rgb};
 use maskdcpt_core::image::Image;
 use maskdcpt_core::pixels::{f32_to_unorm8, f32_to_unorm16, unorm8_to_f32, unorm16_to_f32};
 use npyz::WriterBuilder;
@@ -78,6 +82,24 @@ pub enum Depth {
     Float,
 }
 
+/// What an image file holds besides its pixels, carried to image outputs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metadata {
+    /// The ICC colour profile the samples are in.
+    pub icc_profile: Option<Vec<u8>>,
+    /// The Exif block, with its orientation reset (the pixels were turned upright on reading).
+    pub exif: Option<Vec<u8>>,
+}
+
+impl Metadata {
+    /// What of this an output of `kind` cannot hold and a reader would miss: the colour
+    /// profile outside PNG, JPEG and TIFF (the colours would read as sRGB).
+    pub fn dropped_by(&self, kind: FileKind) -> Option<&'static str> {
+        let holds_profile = matches!(kind, FileKind::Png | FileKind::Jpeg | FileKind::Tiff);
+        (self.icc_profile.is_some() && !holds_profile).then_some("ICC colour profile")
+    }
+}
+
 /// An image read from a file.
 #[derive(Debug)]
 pub struct Loaded {
@@ -87,6 +109,8 @@ pub struct Loaded {
     pub depth: Depth,
     /// Whether the file had an alpha channel, which was dropped.
     pub dropped_alpha: bool,
+    /// Colour profile and Exif, for the output.
+    pub metadata: Metadata,
 }
 
 /// Reads an image or `.npy` file (format by extension; image codecs also sniff the content).
@@ -112,6 +136,21 @@ fn decode_image(path: &Path, bytes: &[u8]) -> Result<Loaded> {
     let mut decoder = ImageReader::with_format(Cursor::new(bytes), format).into_decoder().map_err(cannot_decode)?;
     // Unreadable Exif leaves the pixels as stored, as OpenCV leaves them.
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let metadata = Metadata {
+        icc_profile: match format {
+            // image 0.25.10's TIFF decoder loses its tags once `ImageReader` sets its limits:
+            // the profile comes from a decoder of its own (the tiff crate's default limits).
+            ImageFormat::Tiff => TiffDecoder::new(Cursor::new(bytes)).and_then(|mut tiff| tiff.icc_profile()),
+            _ => decoder.icc_profile(),
+        }
+        .ok()
+        .flatten(),
+        exif: decoder.exif_metadata().ok().flatten().map(|mut exif| {
+            // `None` (nothing to reset) where the block has no valid orientation.
+            let _ = Orientation::remove_from_exif_chunk(&mut exif);
+            exif
+        }),
+    };
     let mut img = DynamicImage::from_decoder(decoder).map_err(cannot_decode)?;
     img.apply_orientation(orientation);
     let color = img.color();
@@ -127,7 +166,7 @@ fn decode_image(path: &Path, bytes: &[u8]) -> Result<Loaded> {
         other => return Err(CliError::file(path, format!("unsupported pixel format {other:?}"))),
     };
     let image = Image::new(width, height, data).map_err(|e| CliError::file(path, e))?;
-    Ok(Loaded { image, depth, dropped_alpha: color.has_alpha() })
+    Ok(Loaded { image, depth, dropped_alpha: color.has_alpha(), metadata })
 }
 
 /// Parses a float32 `H × W × 3` C-order `.npy` file.
@@ -162,22 +201,25 @@ fn read_npy(bytes: &[u8]) -> std::result::Result<Loaded, String> {
         .into_vec::<f32>()
         .map_err(|e| format!("cannot read .npy data: {e}"))?;
     let image = Image::new(width, height, data).map_err(|e| e.to_string())?;
-    Ok(Loaded { image, depth: Depth::Float, dropped_alpha: false })
+    Ok(Loaded { image, depth: Depth::Float, dropped_alpha: false, metadata: Metadata::default() })
 }
 
 /// Writes `image` to `path` in the format of its extension. Image formats get `depth`
 /// (16-bit for `U16` and `Float`) where they support it; JPEG and PPM (binary P6) are always
-/// 8-bit.
-pub fn write(path: &Path, image: &Image, depth: Depth) -> Result<()> {
+/// 8-bit. The `metadata` each format can hold is written with it.
+pub fn write(path: &Path, image: &Image, depth: Depth, metadata: &Metadata) -> Result<()> {
     let kind = FileKind::from_path(path)?;
     write_atomically(path, |file| {
         let mut out = BufWriter::new(file);
         let encoded = match kind {
             FileKind::Npy => write_npy(&mut out, image).map_err(|e| e.to_string()),
-            FileKind::Jpeg => encode(&mut out, image, ImageFormat::Jpeg, Depth::U8),
-            FileKind::Png => encode(&mut out, image, ImageFormat::Png, depth),
-            FileKind::Tiff => encode(&mut out, image, ImageFormat::Tiff, depth),
-            FileKind::Ppm => encode(&mut out, image, ImageFormat::Pnm, Depth::U8),
+            FileKind::Jpeg => encode(JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY), image, Depth::U8, metadata),
+            FileKind::Png => encode(PngEncoder::new(&mut out), image, depth, metadata),
+            FileKind::Tiff => encode(TiffEncoder::new(&mut out), image, depth, metadata),
+            FileKind::Ppm => {
+                let ppm = PnmEncoder::new(&mut out).with_subtype(PnmSubtype::Pixmap(SampleEncoding::Binary));
+                encode(ppm, image, Depth::U8, metadata)
+            }
         };
         encoded.and_then(|()| out.flush().map_err(|e| e.to_string())).map_err(std::io::Error::other)
     })
@@ -191,12 +233,13 @@ fn write_npy(out: &mut impl Write, image: &Image) -> std::io::Result<()> {
     writer.finish()
 }
 
-/// Clamps to [0, 1], quantises to `depth` and encodes as `format`.
-fn encode<W: Write + std::io::Seek>(
-    out: &mut W,
+/// Clamps to [0, 1], quantises to `depth` and encodes with `encoder`, with the `metadata` it
+/// can hold.
+fn encode(
+    mut encoder: impl ImageEncoder,
     image: &Image,
-    format: ImageFormat,
     depth: Depth,
+    metadata: &Metadata,
 ) -> std::result::Result<(), String> {
     let (w, h) = (u32::try_from(image.width()), u32::try_from(image.height()));
     let (Ok(w), Ok(h)) = (w, h) else {
@@ -213,14 +256,15 @@ fn encode<W: Write + std::io::Seek>(
         }
     }
     .ok_or("pixel buffer does not match the image size")?;
-    let result = match format {
-        ImageFormat::Jpeg => pixels.write_with_encoder(JpegEncoder::new_with_quality(out, JPEG_QUALITY)),
-        ImageFormat::Pnm => {
-            pixels.write_with_encoder(PnmEncoder::new(out).with_subtype(PnmSubtype::Pixmap(SampleEncoding::Binary)))
-        }
-        _ => pixels.write_to(out, format),
-    };
-    result.map_err(|e| format!("cannot encode image: {e}"))
+    // An encoder refuses what its format cannot hold (Exif in TIFF, anything in PPM): dropped,
+    // and reported by `Metadata::dropped_by` where a reader would miss it.
+    if let Some(profile) = &metadata.icc_profile {
+        let _ = encoder.set_icc_profile(profile.clone());
+    }
+    if let Some(exif) = &metadata.exif {
+        let _ = encoder.set_exif_metadata(exif.clone());
+    }
+    pixels.write_with_encoder(encoder).map_err(|e| format!("cannot encode image: {e}"))
 }
 
 #[cfg(test)]
@@ -228,7 +272,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// Valid encodings of a small gradient in every supported format, made by our writer.
+    /// Valid encodings of a small gradient in every supported format, made by our writer, each
+    /// with a colour profile and an Exif orientation (a quarter turn) where the format holds them.
     fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         let (w, h) = (5, 4);
         let image = Image::new(w, h, (0..w * h * 3).map(|i| i as f32 / 60.0).collect()).unwrap();
@@ -244,7 +289,8 @@ mod tests {
         .into_iter()
         .map(|(ext, depth)| {
             let path = dir.path().join(format!("seed.{ext}"));
-            write(&path, &image, depth).unwrap();
+            let metadata = Metadata { icc_profile: Some((0..64).collect()), exif: Some(exif(6)) };
+            write(&path, &image, depth, &metadata).unwrap();
             (ext, std::fs::read(&path).unwrap())
         })
         .collect()
@@ -262,30 +308,44 @@ mod tests {
     fn seeds_parse_back() {
         for (ext, bytes) in seeds() {
             let loaded = parse(ext, &bytes).unwrap_or_else(|| panic!("{ext}"));
-            assert_eq!((loaded.image.width(), loaded.image.height()), (5, 4));
+            let turned = matches!(ext, "png" | "jpg");
+            let size = if turned { (4, 5) } else { (5, 4) };
+            assert_eq!((loaded.image.width(), loaded.image.height()), size, "{ext}");
         }
+    }
+
+    /// An Exif block holding only `orientation`: a big-endian TIFF header and one IFD entry,
+    /// Orientation (0x0112), SHORT, count 1.
+    fn exif(orientation: u8) -> Vec<u8> {
+        let mut e = b"MM\0*\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01\0".to_vec();
+        e.extend_from_slice(&[orientation, 0, 0, 0, 0, 0, 0]);
+        e
+    }
+
+    /// 3 × 2 pixels, each its own colour.
+    fn stored() -> image::RgbImage {
+        image::RgbImage::from_fn(3, 2, |x, y| Rgb([40 * x as u8, 100 * y as u8, 7]))
+    }
+
+    /// [`stored`] as a PNG (lossless) with `metadata`.
+    fn png_with(metadata: &Metadata) -> Vec<u8> {
+        let (stored, mut bytes) = (stored(), vec![]);
+        let mut encoder = PngEncoder::new(&mut bytes);
+        if let Some(profile) = &metadata.icc_profile {
+            encoder.set_icc_profile(profile.clone()).unwrap();
+        }
+        if let Some(exif) = &metadata.exif {
+            encoder.set_exif_metadata(exif.clone()).unwrap();
+        }
+        let (w, h) = stored.dimensions();
+        encoder.write_image(stored.as_raw(), w, h, image::ExtendedColorType::Rgb8).unwrap();
+        bytes
     }
 
     #[test]
     fn exif_orientation_turns_the_image_upright() {
-        // 3 × 2 pixels, each its own colour, stored as a PNG (lossless) with an eXIf chunk.
-        let (w, h) = (3u32, 2u32);
-        let stored = image::RgbImage::from_fn(w, h, |x, y| Rgb([40 * x as u8, 100 * y as u8, 7]));
-        // Big-endian TIFF header, one IFD entry: Orientation (0x0112), SHORT, count 1, value.
-        let exif = |value: u8| {
-            let mut e = b"MM\0*\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01\0".to_vec();
-            e.extend_from_slice(&[value, 0, 0, 0, 0, 0, 0]);
-            e
-        };
-        let png = |orientation: Option<u8>| {
-            let mut bytes = vec![];
-            let mut encoder = image::codecs::png::PngEncoder::new(&mut bytes);
-            if let Some(value) = orientation {
-                image::ImageEncoder::set_exif_metadata(&mut encoder, exif(value)).unwrap();
-            }
-            image::ImageEncoder::write_image(encoder, stored.as_raw(), w, h, image::ExtendedColorType::Rgb8).unwrap();
-            bytes
-        };
+        let stored = stored();
+        let png = |orientation: Option<u8>| png_with(&Metadata { icc_profile: None, exif: orientation.map(exif) });
         let pixels = |img: &image::RgbImage| -> Vec<f32> { img.as_raw().iter().copied().map(unorm8_to_f32).collect() };
         let cases = [
             (None, stored.clone()),
@@ -301,6 +361,31 @@ mod tests {
             assert_eq!(size, upright.dimensions(), "orientation {orientation:?}");
             assert_eq!(loaded.image.data(), pixels(&upright), "orientation {orientation:?}");
         }
+    }
+
+    #[test]
+    fn colour_profile_and_exif_reach_the_outputs_that_hold_them() {
+        let profile: Vec<u8> = (0..300u32).map(|i| (i * 7 % 251) as u8).collect();
+        let input = png_with(&Metadata { icc_profile: Some(profile.clone()), exif: Some(exif(6)) });
+        let loaded = decode_image(Path::new("in.png"), &input).unwrap();
+        assert_eq!(loaded.metadata, Metadata { icc_profile: Some(profile.clone()), exif: Some(exif(1)) });
+        let dir = tempfile::tempdir().unwrap();
+        for (ext, keeps_exif) in [("png", true), ("jpg", true), ("tiff", false), ("ppm", false)] {
+            let path = dir.path().join(format!("out.{ext}"));
+            write(&path, &loaded.image, loaded.depth, &loaded.metadata).unwrap();
+            let again = decode_image(&path, &std::fs::read(&path).unwrap()).unwrap();
+            // Upright already: not turned a second time.
+            assert_eq!((again.image.width(), again.image.height()), (2, 3), "{ext}");
+            let kind = FileKind::from_path(&path).unwrap();
+            let profile_kept = loaded.metadata.dropped_by(kind).is_none();
+            assert_eq!(again.metadata.icc_profile.is_some(), profile_kept, "{ext}");
+            if profile_kept {
+                assert_eq!(again.metadata.icc_profile.as_deref(), Some(&profile[..]), "{ext}");
+            }
+            assert_eq!(again.metadata.exif, keeps_exif.then(|| exif(1)), "{ext}");
+        }
+        assert_eq!(loaded.metadata.dropped_by(FileKind::Ppm), Some("ICC colour profile"));
+        assert_eq!(Metadata::default().dropped_by(FileKind::Ppm), None);
     }
 
     proptest! {

@@ -24,12 +24,17 @@ fn run_file(args: &RestoreArgs) -> Result<()> {
     if args.output.is_dir() {
         return Err(CliError::file(&args.output, "is a folder: give an output file name, since INPUT is a file"));
     }
-    FileKind::from_path(&args.output)?;
+    let output_kind = FileKind::from_path(&args.output)?;
     if same_file(&args.input, &args.output) {
         return Err(CliError::file(&args.output, "refusing to overwrite the input"));
     }
     // Read the input before the (slower) model load, so a bad input fails fast.
     let loaded = read_input(&args.input, |msg| eprintln!("{}", warning_line(&msg)))?;
+    if let Some(what) = loaded.metadata.dropped_by(output_kind) {
+        let msg =
+            format!("the input's {what} is not written: the format has no place for it (.png, .jpg and .tif keep it)");
+        eprintln!("{}", warning_line(&format!("{}: {msg}", args.output.display())));
+    }
     let engine = engine(args)?;
     restore_to(engine.as_ref(), &args.input, &loaded, &args.output)
 }
@@ -104,7 +109,7 @@ fn read_input(path: &Path, warn: impl Fn(String)) -> Result<Loaded> {
 /// Restores the image read from `input` and writes it to `output` (format from its extension).
 fn restore_to(engine: &dyn Engine, input: &Path, loaded: &Loaded, output: &Path) -> Result<()> {
     let restored = engine.restore(&loaded.image).map_err(|e| CliError::file(input, e))?;
-    image_io::write(output, &restored, loaded.depth)
+    image_io::write(output, &restored, loaded.depth, &loaded.metadata)
 }
 
 /// Loads the model and builds the engine for `args`.
