@@ -4,7 +4,8 @@ use std::io::Cursor;
 use std::path::Path;
 
 use image::codecs::png::PngEncoder;
-use image::{DynamicImage, ExtendedColorType, ImageEncoder, ImageReader};
+use image::metadata::Orientation;
+use image::{DynamicImage, ExtendedColorType, ImageDecoder, ImageEncoder, ImageReader};
 
 use crate::{Error, atomic};
 
@@ -51,7 +52,8 @@ impl Rgb {
         Ok(())
     }
 
-    /// Loads a PNG/JPEG/TIFF/PPM file (8-bit values / 255, 16-bit / 65535; alpha dropped).
+    /// Loads a PNG/JPEG/TIFF/PPM file (8-bit values / 255, 16-bit / 65535; alpha dropped;
+    /// turned upright by an Exif orientation).
     pub fn load(path: &Path) -> Result<Self, Error> {
         let decoded = ImageReader::open(path).map_err(image::ImageError::IoError).and_then(decode_reader);
         let img = decoded.map_err(|source| Error::ReadImage { path: path.to_path_buf(), source })?;
@@ -134,6 +136,12 @@ impl Rgb {
     }
 }
 
+/// Decodes, turned upright by the file's Exif orientation as OpenCV's `imread` (the
+/// reference's loader) turns it.
 fn decode_reader<R: std::io::BufRead + std::io::Seek>(reader: ImageReader<R>) -> image::ImageResult<DynamicImage> {
-    reader.with_guessed_format().map_err(image::ImageError::IoError)?.decode()
+    let mut decoder = reader.with_guessed_format().map_err(image::ImageError::IoError)?.into_decoder()?;
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder)?;
+    img.apply_orientation(orientation);
+    Ok(img)
 }

@@ -40,6 +40,22 @@ fn png_8_and_16_bit_load_scaled_and_save_round_trips() {
 }
 
 #[test]
+fn an_exif_orientation_turns_the_image_upright() {
+    let stored = ImageBuffer::<Px<u8>, _>::from_fn(3, 2, |x, y| Px([x as u8 * 80, y as u8 * 200, 9]));
+    // Exif: a big-endian TIFF header and one IFD entry, Orientation (0x0112) = 6 (a quarter
+    // turn clockwise to view).
+    let exif = b"MM\0*\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01\0\x06\0\0\0\0\0\0".to_vec();
+    let mut png = vec![];
+    let mut encoder = image::codecs::png::PngEncoder::new(&mut png);
+    image::ImageEncoder::set_exif_metadata(&mut encoder, exif).unwrap();
+    image::ImageEncoder::write_image(encoder, stored.as_raw(), 3, 2, image::ExtendedColorType::Rgb8).unwrap();
+    let upright = image::imageops::rotate90(&stored);
+    let loaded = Rgb::decode(&png).unwrap();
+    assert_eq!((loaded.width, loaded.height), (2, 3));
+    assert_eq!(loaded.to_rgb8(), upright.into_raw());
+}
+
+#[test]
 fn unreadable_files_name_the_file() {
     let dir = temp_dir("bad");
     let path = dir.join("broken.png");
