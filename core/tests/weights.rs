@@ -333,6 +333,45 @@ fn golden_fixture_defaults_to_params_ema_with_module_prefix_stripped() {
     check_golden(&store, 2.0);
 }
 
+/// `archive` with every entry recompressed with deflate (as some tools re-save checkpoints).
+fn deflated(archive: &[u8]) -> Vec<u8> {
+    let mut input = zip::ZipArchive::new(Cursor::new(archive)).unwrap();
+    let mut out = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let options = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    for i in 0..input.len() {
+        let mut entry = input.by_index(i).unwrap();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+        out.start_file(entry.name().unwrap().into_owned(), options).unwrap();
+        out.write_all(&bytes).unwrap();
+    }
+    out.finish().unwrap().into_inner()
+}
+
+#[test]
+fn deflated_archives_read_the_same_and_check_their_crc() {
+    let strided = View { class: "FloatStorage", key: "0", numel: 12, offset: 1, size: vec![2, 3], stride: vec![1, 4] };
+    let tail = View { class: "FloatStorage", key: "0", numel: 12, offset: 8, size: vec![4], stride: vec![1] };
+    let root = Node::Ordered(entries(vec![
+        ("v", Node::Tensor(strided)),
+        ("t", Node::Tensor(tail)),
+        ("w", f32_tensor("1", &[3])),
+    ]));
+    let stored = pth(&root, &[("0", ramp(0.0, 12)), ("1", ramp(20.0, 3))]);
+    let (a, b) = (load(&stored).unwrap(), load(&deflated(&stored)).unwrap());
+    assert_eq!(keys(&a), keys(&b));
+    for key in keys(&a) {
+        assert_eq!((shape(&a, key), values(&a, key)), (shape(&b, key), values(&b, key)), "{key}");
+    }
+    assert_eq!(values(&a, "t"), [8.0, 9.0, 10.0, 11.0]);
+    // A flipped bit inside the compressed blob fails the zip reader's own checks.
+    let mut damaged = deflated(&stored);
+    let at = damaged.windows(14).position(|w| w == b"archive/data/1").unwrap();
+    let data = at + 14 + 2; // past the local header's name, into the deflate stream
+    damaged[data] ^= 0x01;
+    assert!(load(&damaged).is_err());
+}
+
 #[test]
 fn golden_fixture_explicit_params() {
     let store = WeightStore::load(&golden(), &LoadOptions { param_key: Some("params".into()) }).unwrap();

@@ -265,7 +265,7 @@ impl WeightStore {
     fn from_map_len(map: Arc<memmap2::Mmap>, len: usize, options: &LoadOptions) -> Result<Self> {
         let head = &map[..len.min(4)];
         if head.starts_with(b"PK") {
-            pth::read(&map[..len], options)
+            pth::read(&map, len, options)
         } else if len >= 8 {
             safetensors_file::read(map, len, options)
         } else {

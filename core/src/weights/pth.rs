@@ -2,8 +2,10 @@
 //!
 //! The archive holds one top-level folder (its name varies: `archive/`, `net_g_latest/`, ...)
 //! with `data.pkl` (read by the restricted [`pickle`] reader), `byteorder`, and one raw blob per
-//! storage under `data/<key>`. Tensors are gathered from their storage into owned contiguous
-//! bytes, every index checked against the blob.
+//! storage under `data/<key>`. A contiguous tensor of a stored (uncompressed) blob, which is
+//! how `torch.save` writes them, is a view of the file's memory map; other tensors are gathered
+//! from their storage into owned contiguous bytes. Every index is checked against the blob, and
+//! every blob read or viewed against its CRC-32.
 //!
 //! Choosing the state dict inside the pickled object:
 //! - `options.param_key` given: that top-level entry, which must be a dict (no fallback);
@@ -15,9 +17,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Cursor, Read};
+use std::ops::Range;
+use std::sync::Arc;
 
-use zip::ZipArchive;
+use rayon::prelude::*;
 use zip::result::ZipError;
+use zip::{CompressionMethod, ZipArchive};
 
 use super::pickle::{self, Object, Pickle, TensorRef, Value};
 use super::{DType, Format, LoadOptions, Tensor, WeightStore, checked_numel, strip_module_prefix};
@@ -37,8 +42,9 @@ const WRAPPER_KEYS: [&str; 5] = ["params_ema", "params", "state_dict", "model", 
 /// How many top-level keys an error message lists.
 const LISTED_KEYS: usize = 20;
 
-/// Reads a `torch.save` zip archive held in `bytes`.
-pub(super) fn read(bytes: &[u8], options: &LoadOptions) -> Result<WeightStore> {
+/// Reads the `torch.save` zip archive held in `map[..len]`.
+pub(super) fn read(map: &Arc<memmap2::Mmap>, len: usize, options: &LoadOptions) -> Result<WeightStore> {
+    let bytes = map.get(..len).ok_or_else(|| corrupt("length exceeds the mapping"))?;
     let mut archive =
         ZipArchive::new(Cursor::new(bytes)).map_err(|e| corrupt(format!("not a readable zip archive: {e}")))?;
     let prefix = archive_prefix(&archive)?;
@@ -49,7 +55,7 @@ pub(super) fn read(bytes: &[u8], options: &LoadOptions) -> Result<WeightStore> {
     let pickle = pickle::unpickle(&pkl)?;
     let (param_key, dict) = choose_state_dict(&pickle, options)?;
     let refs = tensor_refs(&pickle, dict, param_key.as_deref())?;
-    let tensors = Storages::new(&mut archive, &prefix, &refs).resolve(refs)?;
+    let tensors = Storages::new(&mut archive, (map, len), &prefix, &refs).resolve(refs)?;
     Ok(WeightStore::new(strip_module_prefix(tensors)?, Format::TorchZip, param_key))
 }
 
@@ -180,50 +186,91 @@ fn tensor_refs<'p>(
     Ok(out)
 }
 
-/// Storage blobs of the archive, loaded on first use and freed after their last.
+/// Where a storage's bytes are.
+enum Blob {
+    /// Stored uncompressed: this range of the memory map.
+    Mapped(Range<usize>),
+    /// Decompressed into memory.
+    Loaded(Vec<u8>),
+}
+
+/// A stored blob's range of the map and the CRC-32 its zip entry gives.
+struct Checksum {
+    name: String,
+    range: Range<usize>,
+    crc32: u32,
+}
+
+/// Storage blobs of the archive, mapped or loaded on first use and freed after their last.
 struct Storages<'b, 'a> {
     archive: &'b mut Archive<'a>,
+    /// The map whose first `archive_len` bytes are the archive.
+    map: &'b Arc<memmap2::Mmap>,
+    archive_len: usize,
     prefix: &'b str,
-    loaded: HashMap<String, Vec<u8>>,
+    blobs: HashMap<String, Blob>,
     uses: HashMap<String, usize>,
+    checksums: Vec<Checksum>,
 }
 
 impl<'b, 'a> Storages<'b, 'a> {
-    /// Prepares to resolve `refs`, counting how many tensors view each storage.
-    fn new(archive: &'b mut Archive<'a>, prefix: &'b str, refs: &BTreeMap<String, (DType, &TensorRef)>) -> Self {
+    /// Prepares to resolve `refs` of the archive in `map[..archive_len]`, counting how many
+    /// tensors view each storage.
+    fn new(
+        archive: &'b mut Archive<'a>,
+        (map, archive_len): (&'b Arc<memmap2::Mmap>, usize),
+        prefix: &'b str,
+        refs: &BTreeMap<String, (DType, &TensorRef)>,
+    ) -> Self {
         let mut uses = HashMap::new();
         for (_, tensor) in refs.values() {
             *uses.entry(tensor.storage.key.to_string()).or_insert(0) += 1;
         }
-        Storages { archive, prefix, loaded: HashMap::new(), uses }
+        Storages { archive, map, archive_len, prefix, blobs: HashMap::new(), uses, checksums: Vec::new() }
     }
 
-    /// Builds every tensor.
+    /// Builds every tensor, then checks the mapped blobs' CRC-32s (in parallel).
     fn resolve(mut self, refs: BTreeMap<String, (DType, &TensorRef)>) -> Result<BTreeMap<String, Tensor>> {
-        refs.into_iter()
-            .map(|(key, (dtype, tensor))| {
-                let bytes = self.view(&key, dtype, tensor)?;
-                Ok((key, Tensor::from_bytes(dtype, tensor.size.clone(), bytes)?))
-            })
-            .collect()
+        let tensors = refs
+            .into_iter()
+            .map(|(key, (dtype, tensor))| Ok((key.clone(), self.tensor(&key, dtype, tensor)?)))
+            .collect::<Result<_>>()?;
+        let damaged = self.checksums.par_iter().find_first(|c| crc32fast::hash(&self.map[c.range.clone()]) != c.crc32);
+        match damaged {
+            Some(c) => Err(corrupt(format!("`{}` fails its CRC-32 check: the file is damaged", c.name))),
+            None => Ok(tensors),
+        }
     }
 
-    /// The contiguous bytes of `tensor` (named `key`), moving the blob out when this tensor is
-    /// its last user and covers it exactly.
-    fn view(&mut self, key: &str, dtype: DType, tensor: &TensorRef) -> Result<Vec<u8>> {
+    /// The tensor `key`: a view of the map where its storage is mapped and it is contiguous,
+    /// else its bytes gathered (the blob moved out when this tensor is its last user and
+    /// covers it exactly).
+    fn tensor(&mut self, key: &str, dtype: DType, tensor: &TensorRef) -> Result<Tensor> {
         let storage_key = &*tensor.storage.key;
         let last = self.release(storage_key);
-        let whole = tensor.offset == 0
-            && is_contiguous(&tensor.size, &tensor.stride)
-            && checked_numel(&tensor.size) == Some(tensor.storage.numel);
-        let blob = self.blob(storage_key, dtype, tensor.storage.numel)?;
-        let gathered = if whole && last {
-            None
-        } else {
-            Some(gather(blob, dtype.size(), tensor).ok_or_else(|| outside(key, tensor))?)
+        let contiguous = is_contiguous(&tensor.size, &tensor.stride);
+        let whole = tensor.offset == 0 && contiguous && checked_numel(&tensor.size) == Some(tensor.storage.numel);
+        let elem = dtype.size();
+        self.fetch(storage_key, dtype, tensor.storage.numel)?;
+        let gathered = match &self.blobs[storage_key] {
+            Blob::Mapped(range) if contiguous => {
+                let view = contiguous_range(tensor, elem, range.len()).ok_or_else(|| outside(key, tensor))?;
+                let (start, len) = (range.start + view.start, view.len());
+                return Ok(Tensor::mapped(dtype, tensor.size.clone(), self.map.clone(), start, len));
+            }
+            Blob::Loaded(_) if whole && last => None,
+            Blob::Mapped(range) => {
+                Some(gather(&self.map[range.clone()], elem, tensor).ok_or_else(|| outside(key, tensor))?)
+            }
+            Blob::Loaded(blob) => Some(gather(blob, elem, tensor).ok_or_else(|| outside(key, tensor))?),
         };
-        let freed = if last { self.loaded.remove(storage_key) } else { None };
-        gathered.or(freed).ok_or_else(|| corrupt("storage cache out of sync"))
+        let freed = if last { self.blobs.remove(storage_key) } else { None };
+        let bytes = match (gathered, freed) {
+            (Some(bytes), _) => bytes,
+            (None, Some(Blob::Loaded(blob))) => blob,
+            (None, _) => return Err(corrupt("storage cache out of sync")),
+        };
+        Tensor::from_bytes(dtype, tensor.size.clone(), bytes)
     }
 
     /// Counts one use of a storage; true when it was the last.
@@ -237,27 +284,65 @@ impl<'b, 'a> Storages<'b, 'a> {
         }
     }
 
-    /// The blob of a storage, loaded if needed; its length must be `numel` elements of `dtype`.
-    fn blob(&mut self, storage_key: &str, dtype: DType, numel: usize) -> Result<&[u8]> {
+    /// Maps or loads the blob of a storage unless done already; its length must be `numel`
+    /// elements of `dtype`.
+    fn fetch(&mut self, storage_key: &str, dtype: DType, numel: usize) -> Result<()> {
         let expected = numel
             .checked_mul(dtype.size())
             .ok_or_else(|| corrupt(format!("storage `{storage_key}` size overflows")))?;
-        if !self.loaded.contains_key(storage_key) {
+        if !self.blobs.contains_key(storage_key) {
             let name = format!("{}data/{storage_key}", self.prefix);
-            let bytes =
-                read_entry(self.archive, &name, expected)?.ok_or_else(|| corrupt(format!("`{name}` is missing")))?;
-            self.loaded.insert(storage_key.to_owned(), bytes);
+            let blob = match stored_entry(self.archive, self.archive_len, &name)? {
+                Some(checksum) => {
+                    let range = checksum.range.clone();
+                    self.checksums.push(checksum);
+                    Blob::Mapped(range)
+                }
+                None => Blob::Loaded(
+                    read_entry(self.archive, &name, expected)?
+                        .ok_or_else(|| corrupt(format!("`{name}` is missing")))?,
+                ),
+            };
+            self.blobs.insert(storage_key.to_owned(), blob);
         }
-        let blob = self.loaded.get(storage_key).map_or(&[][..], Vec::as_slice);
-        if blob.len() != expected {
+        let held = match &self.blobs[storage_key] {
+            Blob::Mapped(range) => range.len(),
+            Blob::Loaded(bytes) => bytes.len(),
+        };
+        if held != expected {
             return Err(corrupt(format!(
-                "storage `{storage_key}` holds {} bytes, expected {numel} {} elements",
-                blob.len(),
+                "storage `{storage_key}` holds {held} bytes, expected {numel} {} elements",
                 dtype.name()
             )));
         }
-        Ok(blob)
+        Ok(())
     }
+}
+
+/// The range of the archive's `archive_len` bytes holding entry `name` and its CRC-32, when it
+/// is stored uncompressed and unencrypted (`None` otherwise, or when absent: read it instead).
+fn stored_entry(archive: &mut Archive<'_>, archive_len: usize, name: &str) -> Result<Option<Checksum>> {
+    let file = match archive.by_name(name) {
+        Ok(file) => file,
+        Err(ZipError::FileNotFound) => return Ok(None),
+        Err(e) => return Err(corrupt(format!("cannot open `{name}`: {e}"))),
+    };
+    if file.compression() != CompressionMethod::Stored || file.encrypted() || file.size() != file.compressed_size() {
+        return Ok(None);
+    }
+    let start = file.data_start().and_then(|s| usize::try_from(s).ok());
+    let range = start.zip(usize::try_from(file.size()).ok()).and_then(|(s, n)| Some(s..s.checked_add(n)?));
+    match range.filter(|r| r.end <= archive_len) {
+        Some(range) => Ok(Some(Checksum { name: name.to_owned(), range, crc32: file.crc32() })),
+        None => Err(corrupt(format!("`{name}` reaches past the end of the file"))),
+    }
+}
+
+/// The byte range of a contiguous `tensor` inside its storage of `storage_len` bytes.
+fn contiguous_range(tensor: &TensorRef, elem: usize, storage_len: usize) -> Option<Range<usize>> {
+    let start = tensor.offset.checked_mul(elem)?;
+    let end = start.checked_add(checked_numel(&tensor.size)?.checked_mul(elem)?)?;
+    (end <= storage_len).then_some(start..end)
 }
 
 /// The error for a view that reaches outside its storage.
@@ -317,5 +402,24 @@ fn advance(index: &mut [usize], size: &[usize]) {
             return;
         }
         *i = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Backing;
+    use super::*;
+
+    #[test]
+    fn torch_save_tensors_are_views_of_the_file() {
+        // torch.save stores its blobs uncompressed: its contiguous tensors need no copy; the
+        // fixture's one strided view (`transposed`) is gathered.
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/weights/basicsr_tiny.pth");
+        let store = WeightStore::load(&path, &LoadOptions::default()).unwrap();
+        assert!(store.len() > 1);
+        for (key, tensor) in store.iter() {
+            let mapped = matches!(tensor.backing, Backing::Mapped(_));
+            assert_eq!(mapped, key != "transposed", "`{key}`");
+        }
     }
 }
