@@ -91,12 +91,38 @@ pub struct Metadata {
     pub exif: Option<Vec<u8>>,
 }
 
+/// The largest Exif block a JPEG holds: one APP1 segment of at most 65535 bytes, less its
+/// length field and `Exif\0\0` header.
+const JPEG_MAX_EXIF: usize = 65535 - 2 - 6;
+
+/// The largest ICC profile a JPEG holds: 255 APP2 segments, each less its length field and
+/// 14-byte header.
+const JPEG_MAX_ICC: usize = 255 * (65535 - 2 - 14);
+
 impl Metadata {
-    /// What of this an output of `kind` cannot hold and a reader would miss: the colour
-    /// profile outside PNG, JPEG and TIFF (the colours would read as sRGB).
-    pub fn dropped_by(&self, kind: FileKind) -> Option<&'static str> {
-        let holds_profile = matches!(kind, FileKind::Png | FileKind::Jpeg | FileKind::Tiff);
-        (self.icc_profile.is_some() && !holds_profile).then_some("ICC colour profile")
+    /// What of this an output of `kind` holds, and the names of what it cannot hold: a
+    /// profile outside PNG, JPEG and TIFF (the colours would read as sRGB), Exif outside PNG
+    /// and JPEG, and either beyond a JPEG's segments.
+    pub fn fitting(&self, kind: FileKind) -> (Metadata, Vec<&'static str>) {
+        let (profile_limit, exif_limit) = match kind {
+            FileKind::Png => (usize::MAX, usize::MAX),
+            FileKind::Jpeg => (JPEG_MAX_ICC, JPEG_MAX_EXIF),
+            FileKind::Tiff => (usize::MAX, 0),
+            FileKind::Ppm | FileKind::Npy => (0, 0),
+        };
+        let mut dropped = Vec::new();
+        let mut keep = |block: &Option<Vec<u8>>, limit: usize, name: &'static str| match block {
+            Some(bytes) if bytes.len() > limit => {
+                dropped.push(name);
+                None
+            }
+            other => other.clone(),
+        };
+        let kept = Metadata {
+            icc_profile: keep(&self.icc_profile, profile_limit, "ICC colour profile"),
+            exif: keep(&self.exif, exif_limit, "Exif block"),
+        };
+        (kept, dropped)
     }
 }
 
@@ -206,9 +232,11 @@ fn read_npy(bytes: &[u8]) -> std::result::Result<Loaded, String> {
 
 /// Writes `image` to `path` in the format of its extension. Image formats get `depth`
 /// (16-bit for `U16` and `Float`) where they support it; JPEG and PPM (binary P6) are always
-/// 8-bit. The `metadata` each format can hold is written with it.
+/// 8-bit. What of `metadata` the format can hold is written with it ([`Metadata::fitting`]).
 pub fn write(path: &Path, image: &Image, depth: Depth, metadata: &Metadata) -> Result<()> {
     let kind = FileKind::from_path(path)?;
+    let (metadata, _) = metadata.fitting(kind);
+    let metadata = &metadata;
     write_atomically(path, |file| {
         let mut out = BufWriter::new(file);
         let encoded = match kind {
@@ -233,8 +261,8 @@ fn write_npy(out: &mut impl Write, image: &Image) -> std::io::Result<()> {
     writer.finish()
 }
 
-/// Clamps to [0, 1], quantises to `depth` and encodes with `encoder`, with the `metadata` it
-/// can hold.
+/// Clamps to [0, 1], quantises to `depth` and encodes with `encoder`, with `metadata` (which
+/// its format holds).
 fn encode(
     mut encoder: impl ImageEncoder,
     image: &Image,
@@ -256,13 +284,12 @@ fn encode(
         }
     }
     .ok_or("pixel buffer does not match the image size")?;
-    // An encoder refuses what its format cannot hold (Exif in TIFF, anything in PPM): dropped,
-    // and reported by `Metadata::dropped_by` where a reader would miss it.
+    let unsupported = |e: image::error::UnsupportedError| format!("cannot write the metadata: {e}");
     if let Some(profile) = &metadata.icc_profile {
-        let _ = encoder.set_icc_profile(profile.clone());
+        encoder.set_icc_profile(profile.clone()).map_err(unsupported)?;
     }
     if let Some(exif) = &metadata.exif {
-        let _ = encoder.set_exif_metadata(exif.clone());
+        encoder.set_exif_metadata(exif.clone()).map_err(unsupported)?;
     }
     pixels.write_with_encoder(encoder).map_err(|e| format!("cannot encode image: {e}"))
 }
@@ -376,16 +403,32 @@ mod tests {
             let again = decode_image(&path, &std::fs::read(&path).unwrap()).unwrap();
             // Upright already: not turned a second time.
             assert_eq!((again.image.width(), again.image.height()), (2, 3), "{ext}");
-            let kind = FileKind::from_path(&path).unwrap();
-            let profile_kept = loaded.metadata.dropped_by(kind).is_none();
-            assert_eq!(again.metadata.icc_profile.is_some(), profile_kept, "{ext}");
-            if profile_kept {
-                assert_eq!(again.metadata.icc_profile.as_deref(), Some(&profile[..]), "{ext}");
-            }
+            let (kept, dropped) = loaded.metadata.fitting(FileKind::from_path(&path).unwrap());
+            let profile_kept = ext != "ppm";
+            assert_eq!(again.metadata.icc_profile.as_deref(), profile_kept.then_some(&profile[..]), "{ext}");
             assert_eq!(again.metadata.exif, keeps_exif.then(|| exif(1)), "{ext}");
+            assert_eq!(kept, again.metadata, "{ext}");
+            let named = [(!profile_kept).then_some("ICC colour profile"), (!keeps_exif).then_some("Exif block")];
+            assert_eq!(dropped, named.into_iter().flatten().collect::<Vec<_>>(), "{ext}");
         }
-        assert_eq!(loaded.metadata.dropped_by(FileKind::Ppm), Some("ICC colour profile"));
-        assert_eq!(Metadata::default().dropped_by(FileKind::Ppm), None);
+        assert_eq!(Metadata::default().fitting(FileKind::Ppm), (Metadata::default(), vec![]));
+    }
+
+    #[test]
+    fn a_jpeg_drops_metadata_beyond_its_segments_instead_of_writing_a_broken_file() {
+        let big_exif = [exif(1), vec![0; JPEG_MAX_EXIF]].concat();
+        let fits = Metadata { icc_profile: Some(vec![7; 70_000]), exif: Some(exif(1)) };
+        let too_big = Metadata { icc_profile: Some(vec![7; JPEG_MAX_ICC + 1]), exif: Some(big_exif) };
+        assert_eq!(fits.fitting(FileKind::Jpeg), (fits.clone(), vec![]));
+        assert_eq!(too_big.fitting(FileKind::Jpeg), (Metadata::default(), vec!["ICC colour profile", "Exif block"]));
+        let dir = tempfile::tempdir().unwrap();
+        let image = Image::new(2, 2, vec![0.5; 12]).unwrap();
+        for metadata in [fits, too_big] {
+            let path = dir.path().join("out.jpg");
+            write(&path, &image, Depth::U8, &metadata).unwrap();
+            let again = decode_image(&path, &std::fs::read(&path).unwrap()).unwrap();
+            assert_eq!(again.metadata, metadata.fitting(FileKind::Jpeg).0);
+        }
     }
 
     proptest! {

@@ -30,9 +30,8 @@ fn run_file(args: &RestoreArgs) -> Result<()> {
     }
     // Read the input before the (slower) model load, so a bad input fails fast.
     let loaded = read_input(&args.input, |msg| eprintln!("{}", warning_line(&msg)))?;
-    if let Some(what) = loaded.metadata.dropped_by(output_kind) {
-        let msg =
-            format!("the input's {what} is not written: the format has no place for it (.png, .jpg and .tif keep it)");
+    for what in loaded.metadata.fitting(output_kind).1 {
+        let msg = format!("the input's {what} is not written: the output format has no place for it (.png keeps it)");
         eprintln!("{}", warning_line(&format!("{}: {msg}", args.output.display())));
     }
     let engine = engine(args)?;
