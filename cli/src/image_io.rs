@@ -235,18 +235,17 @@ fn read_npy(bytes: &[u8]) -> std::result::Result<Loaded, String> {
 /// 8-bit. What of `metadata` the format can hold is written with it ([`Metadata::fitting`]).
 pub fn write(path: &Path, image: &Image, depth: Depth, metadata: &Metadata) -> Result<()> {
     let kind = FileKind::from_path(path)?;
-    let (metadata, _) = metadata.fitting(kind);
-    let metadata = &metadata;
+    let (kept, _) = metadata.fitting(kind);
     write_atomically(path, |file| {
         let mut out = BufWriter::new(file);
         let encoded = match kind {
             FileKind::Npy => write_npy(&mut out, image).map_err(|e| e.to_string()),
-            FileKind::Jpeg => encode(JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY), image, Depth::U8, metadata),
-            FileKind::Png => encode(PngEncoder::new(&mut out), image, depth, metadata),
-            FileKind::Tiff => encode(TiffEncoder::new(&mut out), image, depth, metadata),
+            FileKind::Jpeg => encode(JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY), image, Depth::U8, kept),
+            FileKind::Png => encode(PngEncoder::new(&mut out), image, depth, kept),
+            FileKind::Tiff => encode(TiffEncoder::new(&mut out), image, depth, kept),
             FileKind::Ppm => {
                 let ppm = PnmEncoder::new(&mut out).with_subtype(PnmSubtype::Pixmap(SampleEncoding::Binary));
-                encode(ppm, image, Depth::U8, metadata)
+                encode(ppm, image, Depth::U8, kept)
             }
         };
         encoded.and_then(|()| out.flush().map_err(|e| e.to_string())).map_err(std::io::Error::other)
@@ -267,7 +266,7 @@ fn encode(
     mut encoder: impl ImageEncoder,
     image: &Image,
     depth: Depth,
-    metadata: &Metadata,
+    metadata: Metadata,
 ) -> std::result::Result<(), String> {
     let (w, h) = (u32::try_from(image.width()), u32::try_from(image.height()));
     let (Ok(w), Ok(h)) = (w, h) else {
@@ -285,11 +284,11 @@ fn encode(
     }
     .ok_or("pixel buffer does not match the image size")?;
     let unsupported = |e: image::error::UnsupportedError| format!("cannot write the metadata: {e}");
-    if let Some(profile) = &metadata.icc_profile {
-        encoder.set_icc_profile(profile.clone()).map_err(unsupported)?;
+    if let Some(profile) = metadata.icc_profile {
+        encoder.set_icc_profile(profile).map_err(unsupported)?;
     }
-    if let Some(exif) = &metadata.exif {
-        encoder.set_exif_metadata(exif.clone()).map_err(unsupported)?;
+    if let Some(exif) = metadata.exif {
+        encoder.set_exif_metadata(exif).map_err(unsupported)?;
     }
     pixels.write_with_encoder(encoder).map_err(|e| format!("cannot encode image: {e}"))
 }

@@ -30,6 +30,9 @@ use crate::error::{Error, Result};
 
 type Archive<'a> = ZipArchive<Cursor<&'a [u8]>>;
 
+/// An open entry of an [`Archive`] over `&'a [u8]`, borrowing it for `'z`.
+type Entry<'z, 'a> = zip::read::ZipFile<'z, Cursor<&'a [u8]>>;
+
 /// The key/value pairs of a pickled dict.
 type Pairs = [(Value, Value)];
 
@@ -89,14 +92,23 @@ fn check_byteorder(archive: &mut Archive<'_>, prefix: &str) -> Result<()> {
     }
 }
 
+/// Entry `name` of the archive (`None` when absent).
+fn open_entry<'z, 'a>(archive: &'z mut Archive<'a>, name: &str) -> Result<Option<Entry<'z, 'a>>> {
+    match archive.by_name(name) {
+        Ok(file) => Ok(Some(file)),
+        Err(ZipError::FileNotFound) => Ok(None),
+        Err(e) => Err(corrupt(format!("cannot open `{name}`: {e}"))),
+    }
+}
+
 /// The bytes of entry `name` (`None` when absent), refusing entries of more than `max` bytes.
-/// Reads to the end of the entry so that the zip reader checks its CRC.
 fn read_entry(archive: &mut Archive<'_>, name: &str, max: usize) -> Result<Option<Vec<u8>>> {
-    let file = match archive.by_name(name) {
-        Ok(file) => file,
-        Err(ZipError::FileNotFound) => return Ok(None),
-        Err(e) => return Err(corrupt(format!("cannot open `{name}`: {e}"))),
-    };
+    open_entry(archive, name)?.map(|file| read_file(file, name, max)).transpose()
+}
+
+/// The bytes of `file` (entry `name`), refusing more than `max` bytes. Reads to the end of the
+/// entry so that the zip reader checks its CRC.
+fn read_file(file: Entry<'_, '_>, name: &str, max: usize) -> Result<Vec<u8>> {
     let size = usize::try_from(file.size()).ok().filter(|&s| s <= max);
     let size = size.ok_or_else(|| corrupt(format!("`{name}` holds {} bytes, at most {max} expected", file.size())))?;
     let mut bytes = Vec::new();
@@ -106,7 +118,7 @@ fn read_entry(archive: &mut Archive<'_>, name: &str, max: usize) -> Result<Optio
     if bytes.len() != size {
         return Err(corrupt(format!("`{name}` holds {} bytes, its header says {size}", bytes.len())));
     }
-    Ok(Some(bytes))
+    Ok(bytes)
 }
 
 /// The state dict to use and the top-level key it came from.
@@ -292,16 +304,14 @@ impl<'b, 'a> Storages<'b, 'a> {
             .ok_or_else(|| corrupt(format!("storage `{storage_key}` size overflows")))?;
         if !self.blobs.contains_key(storage_key) {
             let name = format!("{}data/{storage_key}", self.prefix);
-            let blob = match stored_entry(self.archive, self.archive_len, &name)? {
+            let file = open_entry(self.archive, &name)?.ok_or_else(|| corrupt(format!("`{name}` is missing")))?;
+            let blob = match stored_range(&file, self.archive_len, &name)? {
                 Some(checksum) => {
                     let range = checksum.range.clone();
                     self.checksums.push(checksum);
                     Blob::Mapped(range)
                 }
-                None => Blob::Loaded(
-                    read_entry(self.archive, &name, expected)?
-                        .ok_or_else(|| corrupt(format!("`{name}` is missing")))?,
-                ),
+                None => Blob::Loaded(read_file(file, &name, expected)?),
             };
             self.blobs.insert(storage_key.to_owned(), blob);
         }
@@ -319,14 +329,9 @@ impl<'b, 'a> Storages<'b, 'a> {
     }
 }
 
-/// The range of the archive's `archive_len` bytes holding entry `name` and its CRC-32, when it
-/// is stored uncompressed and unencrypted (`None` otherwise, or when absent: read it instead).
-fn stored_entry(archive: &mut Archive<'_>, archive_len: usize, name: &str) -> Result<Option<Checksum>> {
-    let file = match archive.by_name(name) {
-        Ok(file) => file,
-        Err(ZipError::FileNotFound) => return Ok(None),
-        Err(e) => return Err(corrupt(format!("cannot open `{name}`: {e}"))),
-    };
+/// The range of the archive's `archive_len` bytes holding `file` (entry `name`) and its CRC-32,
+/// when it is stored uncompressed and unencrypted (`None` otherwise: read it instead).
+fn stored_range(file: &Entry<'_, '_>, archive_len: usize, name: &str) -> Result<Option<Checksum>> {
     if file.compression() != CompressionMethod::Stored || file.encrypted() || file.size() != file.compressed_size() {
         return Ok(None);
     }
@@ -380,8 +385,7 @@ fn gather(storage: &[u8], elem: usize, tensor: &TensorRef) -> Option<Vec<u8>> {
     }
     let len = numel.checked_mul(elem)?;
     if is_contiguous(size, stride) {
-        let start = tensor.offset * elem;
-        return storage.get(start..start + len).map(<[u8]>::to_vec);
+        return contiguous_range(tensor, elem, storage.len()).map(|range| storage[range].to_vec());
     }
     let mut out = Vec::new();
     out.try_reserve_exact(len).ok()?;

@@ -72,14 +72,14 @@ pub(super) fn pack(w: &[f32], rows: usize, precision: MatmulPrecision) -> Result
 }
 
 /// A copy of tensor `key` as f32 (for weights the kernels read as they are).
-fn owned(store: &WeightStore, key: &str) -> Result<Vec<f32>> {
+fn f32_copy(store: &WeightStore, key: &str) -> Result<Vec<f32>> {
     Ok(store.require(key)?.to_f32())
 }
 
 /// Converts the weights `step` references (`windowed`: blocks also pack their attention's
 /// weights for windowed attention). Matrices stored as f32 are packed straight from the file.
 pub fn prepare(step: &Step, store: &WeightStore, precision: MatmulPrecision, windowed: bool) -> Result<StepWeights> {
-    let owned = |key: &str| owned(store, key);
+    let owned = |key: &str| f32_copy(store, key);
     Ok(match step {
         Step::Conv3x3 { weight, bias, .. } => {
             let t = store.require(weight)?;
@@ -107,7 +107,7 @@ pub fn prepare(step: &Step, store: &WeightStore, precision: MatmulPrecision, win
 }
 
 fn prepare_block(keys: &BlockKeys, eps: f32, store: &WeightStore, precision: MatmulPrecision) -> Result<BlockWeights> {
-    let owned = |key: &str| owned(store, key);
+    let owned = |key: &str| f32_copy(store, key);
     let pair = |(w, b): &(String, String)| -> Result<(Vec<f32>, Vec<f32>)> { Ok((owned(w)?, owned(b)?)) };
     let dense = |(w, b): &(String, String), gated: bool| -> Result<Dense> {
         let (w, b) = (store.require(w)?.f32_values(), owned(b)?);
