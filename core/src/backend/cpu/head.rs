@@ -3,6 +3,8 @@
 //! then a forward pass over the decoder features a run captured (and the input image, for a
 //! head that embeds it or has a spectral branch).
 
+use std::borrow::Cow;
+
 use super::kernels::conv::conv3x3;
 use super::kernels::layernorm::layer_norm_stats;
 use super::kernels::matmul::{Epilogue, MatMut, MatRef, MatmulPrecision, PackedLhs, matmul};
@@ -86,24 +88,28 @@ impl HeadWeights {
     /// Converts the head `spec` describes from `store`; `pad_mode` is the backbone's (the
     /// image embedding reads the input padded as the backbone does).
     pub fn new(spec: &HeadSpec, store: &WeightStore, pad_mode: PadMode) -> Result<Self> {
-        let get = |name: &str| -> Result<(Vec<f32>, Vec<usize>)> {
+        // Borrowed from the checkpoint where it holds aligned f32: the 1×1 convs (most of the
+        // head's weights) are packed from there without a copy.
+        let get = |name: &str| -> Result<(Cow<'_, [f32]>, Vec<usize>)> {
             let t = store.require(&format!("{CLASSIFIER_PREFIX}{name}"))?;
-            Ok((t.to_f32(), t.shape().to_vec()))
+            Ok((t.f32_values(), t.shape().to_vec()))
         };
+        let owned = |name: &str| -> Result<Vec<f32>> { Ok(get(name)?.0.into_owned()) };
         let pack = |w: &[f32], shape: &[usize]| {
             PackedLhs::new(w, shape[0], shape[1], MatmulPrecision::F32).map_err(Error::Unsupported)
         };
-        let norm = |prefix: &str| -> Result<Norm> {
-            Ok((get(&format!("{prefix}.weight"))?.0, get(&format!("{prefix}.bias"))?.0))
+        // A LayerNorm's or a linear layer's weight and bias.
+        let weight_and_bias = |prefix: &str| -> Result<(Vec<f32>, Vec<f32>)> {
+            Ok((owned(&format!("{prefix}.weight"))?, owned(&format!("{prefix}.bias"))?))
         };
         let normed = |prefix: &str| -> Result<NormedConv> {
             let (w, shape) = get(&format!("{prefix}.weight"))?;
             let conv = if shape[2] == 1 {
                 Conv::Pointwise(pack(&w, &shape)?)
             } else {
-                Conv::Spatial { weight: w, cin: shape[1], cout: shape[0] }
+                Conv::Spatial { weight: w.into_owned(), cin: shape[1], cout: shape[0] }
             };
-            Ok(NormedConv { conv, norm: norm(&format!("{prefix}.norm"))? })
+            Ok(NormedConv { conv, norm: weight_and_bias(&format!("{prefix}.norm"))? })
         };
         let stage = |prefix: &str| -> Result<Vec<Bottleneck>> {
             (0..spec.blocks_per_scale)
@@ -126,20 +132,22 @@ impl HeadWeights {
             .collect::<Result<_>>()?;
         let embed = if spec.embeds_image {
             let (weight, shape) = get("conv_embed.0.weight")?;
-            let bias = get("conv_embed.0.bias")?.0;
-            Some(Embed { weight, bias, channels: shape[0], norm: norm("conv_embed.1")? })
+            let bias = owned("conv_embed.0.bias")?;
+            Some(Embed {
+                weight: weight.into_owned(),
+                bias,
+                channels: shape[0],
+                norm: weight_and_bias("conv_embed.1")?,
+            })
         } else {
             None
         };
-        let linear = |prefix: &str| -> Result<Linear> {
-            Ok((get(&format!("{prefix}.weight"))?.0, get(&format!("{prefix}.bias"))?.0))
-        };
         let spectrum = match spec.spectrum_hidden {
             Some(_) => Some(Spectrum {
-                centre: get(SPECTRUM_CENTRE)?.0,
-                scale: get(SPECTRUM_SCALE)?.0,
-                hidden: linear(SPECTRUM_HIDDEN_LAYER)?,
-                out: linear(SPECTRUM_OUTPUT_LAYER)?,
+                centre: owned(SPECTRUM_CENTRE)?,
+                scale: owned(SPECTRUM_SCALE)?,
+                hidden: weight_and_bias(SPECTRUM_HIDDEN_LAYER)?,
+                out: weight_and_bias(SPECTRUM_OUTPUT_LAYER)?,
             }),
             None => None,
         };
@@ -153,7 +161,7 @@ impl HeadWeights {
             scales,
             downsamples,
             last_stage: stage("last_stage")?,
-            fc: linear("fc")?,
+            fc: weight_and_bias("fc")?,
         })
     }
 
