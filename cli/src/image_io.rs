@@ -232,10 +232,11 @@ fn read_npy(bytes: &[u8]) -> std::result::Result<Loaded, String> {
 
 /// Writes `image` to `path` in the format of its extension. Image formats get `depth`
 /// (16-bit for `U16` and `Float`) where they support it; JPEG and PPM (binary P6) are always
-/// 8-bit. What of `metadata` the format can hold is written with it ([`Metadata::fitting`]).
-pub fn write(path: &Path, image: &Image, depth: Depth, metadata: &Metadata) -> Result<()> {
+/// 8-bit. What of `metadata` the format can hold is written with it ([`Metadata::fitting`]);
+/// the names of what it cannot are returned.
+pub fn write(path: &Path, image: &Image, depth: Depth, metadata: &Metadata) -> Result<Vec<&'static str>> {
     let kind = FileKind::from_path(path)?;
-    let (kept, _) = metadata.fitting(kind);
+    let (kept, dropped) = metadata.fitting(kind);
     write_atomically(path, |file| {
         let mut out = BufWriter::new(file);
         let encoded = match kind {
@@ -249,7 +250,8 @@ pub fn write(path: &Path, image: &Image, depth: Depth, metadata: &Metadata) -> R
             }
         };
         encoded.and_then(|()| out.flush().map_err(|e| e.to_string())).map_err(std::io::Error::other)
-    })
+    })?;
+    Ok(dropped)
 }
 
 /// Writes the raw values as a float32 `H × W × 3` `.npy`.
@@ -398,11 +400,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for (ext, keeps_exif) in [("png", true), ("jpg", true), ("tiff", false), ("ppm", false)] {
             let path = dir.path().join(format!("out.{ext}"));
-            write(&path, &loaded.image, loaded.depth, &loaded.metadata).unwrap();
+            let dropped = write(&path, &loaded.image, loaded.depth, &loaded.metadata).unwrap();
             let again = decode_image(&path, &std::fs::read(&path).unwrap()).unwrap();
             // Upright already: not turned a second time.
             assert_eq!((again.image.width(), again.image.height()), (2, 3), "{ext}");
-            let (kept, dropped) = loaded.metadata.fitting(FileKind::from_path(&path).unwrap());
+            let (kept, _) = loaded.metadata.fitting(FileKind::from_path(&path).unwrap());
             let profile_kept = ext != "ppm";
             assert_eq!(again.metadata.icc_profile.as_deref(), profile_kept.then_some(&profile[..]), "{ext}");
             assert_eq!(again.metadata.exif, keeps_exif.then(|| exif(1)), "{ext}");

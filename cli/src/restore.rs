@@ -24,18 +24,15 @@ fn run_file(args: &RestoreArgs) -> Result<()> {
     if args.output.is_dir() {
         return Err(CliError::file(&args.output, "is a folder: give an output file name, since INPUT is a file"));
     }
-    let output_kind = FileKind::from_path(&args.output)?;
+    FileKind::from_path(&args.output)?; // an unknown extension fails before the work
     if same_file(&args.input, &args.output) {
         return Err(CliError::file(&args.output, "refusing to overwrite the input"));
     }
     // Read the input before the (slower) model load, so a bad input fails fast.
-    let loaded = read_input(&args.input, |msg| eprintln!("{}", warning_line(&msg)))?;
-    for what in loaded.metadata.fitting(output_kind).1 {
-        let msg = format!("the input's {what} is not written: the output format has no place for it (.png keeps it)");
-        eprintln!("{}", warning_line(&format!("{}: {msg}", args.output.display())));
-    }
+    let warn = |msg: String| eprintln!("{}", warning_line(&msg));
+    let loaded = read_input(&args.input, warn)?;
     let engine = engine(args)?;
-    restore_to(engine.as_ref(), &args.input, &loaded, &args.output)
+    restore_to(engine.as_ref(), &args.input, &loaded, &args.output, warn)
 }
 
 fn run_folder(args: &RestoreArgs) -> Result<()> {
@@ -62,7 +59,8 @@ fn run_folder(args: &RestoreArgs) -> Result<()> {
         bar.set_message(name.clone());
         let warn = |msg: String| bar.suspend(|| eprintln!("{}", warning_line(&msg)));
         let output = args.output.join(&name);
-        let result = read_input(input, warn).and_then(|loaded| restore_to(engine.as_ref(), input, &loaded, &output));
+        let result =
+            read_input(input, warn).and_then(|loaded| restore_to(engine.as_ref(), input, &loaded, &output, warn));
         if let Err(e) = result {
             bar.suspend(|| eprintln!("{}", error_line(&e)));
             failed.push(name);
@@ -106,9 +104,15 @@ fn read_input(path: &Path, warn: impl Fn(String)) -> Result<Loaded> {
 }
 
 /// Restores the image read from `input` and writes it to `output` (format from its extension).
-fn restore_to(engine: &dyn Engine, input: &Path, loaded: &Loaded, output: &Path) -> Result<()> {
+/// Restores `loaded` (read from `input`) into `output`, passing `warn` a line for each block
+/// of the input's metadata that the output's format cannot hold.
+fn restore_to(engine: &dyn Engine, input: &Path, loaded: &Loaded, output: &Path, warn: impl Fn(String)) -> Result<()> {
     let restored = engine.restore(&loaded.image).map_err(|e| CliError::file(input, e))?;
-    image_io::write(output, &restored, loaded.depth, &loaded.metadata)
+    for what in image_io::write(output, &restored, loaded.depth, &loaded.metadata)? {
+        let msg = "is not written: the output format has no place for it (.png keeps it)";
+        warn(format!("{}: the input's {what} {msg}", output.display()));
+    }
+    Ok(())
 }
 
 /// Loads the model and builds the engine for `args`.

@@ -450,6 +450,30 @@ fn gray_becomes_rgb_and_alpha_is_dropped_with_a_warning() {
 }
 
 #[test]
+fn a_colour_profile_the_output_cannot_hold_is_named_in_a_warning() {
+    use image::ImageEncoder;
+    let dir = TempDir::new().unwrap();
+    let model = write_model(dir.path());
+    let input = dir.path().join("profiled.png");
+    let mut png = Vec::new();
+    let mut encoder = image::codecs::png::PngEncoder::new(&mut png);
+    encoder.set_icc_profile(vec![3; 200]).unwrap();
+    let pixels = rgb8(10, 7, 4);
+    encoder.write_image(pixels.as_raw(), 10, 7, image::ExtendedColorType::Rgb8).unwrap();
+    std::fs::write(&input, png).unwrap();
+    for (ext, warned) in [("png", false), ("ppm", true)] {
+        let output = dir.path().join(format!("out.{ext}"));
+        let out = maskdcpt(&["restore", "-m", s(&model), "-i", s(&input), "-o", s(&output)]);
+        assert_ok(&out);
+        let err = stderr(&out);
+        let named =
+            err.starts_with("maskdcpt: warning: ") && err.contains("out.ppm") && err.contains("ICC colour profile");
+        assert_eq!(named, warned, "{ext}: {err}");
+        assert_eq!(err.is_empty(), !warned, "{ext}: {err}");
+    }
+}
+
+#[test]
 fn folder_mode_restores_the_good_files_and_lists_the_bad_ones() {
     let dir = TempDir::new().unwrap();
     let model = write_model(dir.path());
