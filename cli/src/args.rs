@@ -44,7 +44,7 @@ pub struct RestoreArgs {
     /// Checkpoint (`.pth` or `.safetensors`); default: the embedded default model.
     #[arg(short, long, value_name = "MODEL")]
     pub model: Option<PathBuf>,
-    /// Input image (PNG, JPEG, TIFF, PPM or float32 H×W×3 `.npy`), or a folder of them.
+    /// Input image (PNG, JPEG, TIFF, PPM, WebP or float32 H×W×3 `.npy`), or a folder of them.
     #[arg(short, long, value_name = "INPUT")]
     pub input: PathBuf,
     /// Output file (format from its extension), or a folder when INPUT is a folder.
@@ -343,7 +343,7 @@ pub struct ClassifyArgs {
     /// Checkpoint with a classification head; default: the embedded default model.
     #[arg(short, long, value_name = "MODEL")]
     pub model: Option<PathBuf>,
-    /// Input image (PNG, JPEG, TIFF, PPM or float32 H×W×3 `.npy`).
+    /// Input image (PNG, JPEG, TIFF, PPM, WebP or float32 H×W×3 `.npy`).
     #[arg(short, long, value_name = "INPUT")]
     pub input: PathBuf,
     /// Classes to print, most probable first.

@@ -1,14 +1,16 @@
-//! Image files in and out: PNG / JPEG / TIFF / binary PPM (8- and 16-bit) through the `image`
-//! crate, and float32 `H × W × 3` `.npy` arrays through `npyz`.
+//! Image files in and out: PNG / JPEG / TIFF / binary PPM (8- and 16-bit) and WebP (8-bit;
+//! lossy or lossless in, lossless out) through the `image` crate, and float32 `H × W × 3`
+//! `.npy` arrays through `npyz`.
 //!
 //! Reading: 8-bit samples are divided by 255, 16-bit ones by 65535, float samples are kept
 //! (the rule of [`maskdcpt_core::pixels`], which the C library shares).
 //! Grayscale becomes RGB; an alpha channel is dropped (and reported to the caller, who warns).
-//! An image with an Exif orientation (a phone's JPEG, a PNG `eXIf` chunk, a TIFF tag) is turned
+//! An image with an Exif orientation (a phone's JPEG, a PNG `eXIf` chunk, a TIFF tag, a WebP
+//! `EXIF` chunk) is turned
 //! upright as viewers show it, as OpenCV's `imread`/`imdecode` (the reference's data loader)
 //! turn it; outputs carry no orientation.
-//! Image outputs keep the input's ICC colour profile (PNG, JPEG, TIFF) and Exif block (PNG,
-//! JPEG; its orientation reset): the network maps values to values in the same colour space.
+//! Image outputs keep the input's ICC colour profile (PNG, JPEG, TIFF, WebP) and Exif block
+//! (PNG, JPEG, WebP; its orientation reset): the network maps values to values in the same colour space.
 //! Writing: `.npy` holds the values as given; image formats clamp to [0, 1] and round to the
 //! output depth. Every write is atomic (see [`crate::atomic`]).
 
@@ -19,6 +21,7 @@ use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::PngEncoder;
 use image::codecs::pnm::{PnmEncoder, PnmSubtype, SampleEncoding};
 use image::codecs::tiff::{TiffDecoder, TiffEncoder};
+use image::codecs::webp::WebPEncoder;
 use image::metadata::Orientation;
 use image::{ColorType, DynamicImage, ImageBuffer, ImageDecoder, ImageEncoder, ImageFormat, ImageReader, Rgb};
 use maskdcpt_core::image::Image;
@@ -42,12 +45,14 @@ pub enum FileKind {
     Tiff,
     /// `.ppm` (binary PPM: read at 8 or 16 bits, written as 8-bit P6)
     Ppm,
+    /// `.webp` (read lossy or lossless, written lossless, 8-bit)
+    WebP,
     /// `.npy` (float32 `H × W × 3`)
     Npy,
 }
 
 /// The extensions [`FileKind::from_path`] accepts, for messages.
-pub const SUPPORTED_EXTENSIONS: &str = "png, jpg, jpeg, tif, tiff, ppm, npy";
+pub const SUPPORTED_EXTENSIONS: &str = "png, jpg, jpeg, tif, tiff, ppm, webp, npy";
 
 impl FileKind {
     /// The format of `path` by its (case-insensitive) extension.
@@ -58,6 +63,7 @@ impl FileKind {
             Some("jpg" | "jpeg") => Ok(FileKind::Jpeg),
             Some("tif" | "tiff") => Ok(FileKind::Tiff),
             Some("ppm") => Ok(FileKind::Ppm),
+            Some("webp") => Ok(FileKind::WebP),
             Some("npy") => Ok(FileKind::Npy),
             Some(other) => Err(CliError::file(
                 path,
@@ -101,11 +107,12 @@ const JPEG_MAX_ICC: usize = 255 * (65535 - 2 - 14);
 
 impl Metadata {
     /// What of this an output of `kind` holds, and the names of what it cannot hold: a
-    /// profile outside PNG, JPEG and TIFF (the colours would read as sRGB), Exif outside PNG
-    /// and JPEG, and either beyond a JPEG's segments.
+    /// profile outside PNG, JPEG, TIFF and WebP (the colours would read as sRGB), Exif outside
+    /// PNG, JPEG and WebP, and either beyond a JPEG's segments.
     pub fn fitting(&self, kind: FileKind) -> (Metadata, Vec<&'static str>) {
         let (profile_limit, exif_limit) = match kind {
-            FileKind::Png => (usize::MAX, usize::MAX),
+            // A WebP chunk's size field is 32 bits.
+            FileKind::Png | FileKind::WebP => (usize::MAX, usize::MAX),
             FileKind::Jpeg => (JPEG_MAX_ICC, JPEG_MAX_EXIF),
             FileKind::Tiff => (usize::MAX, 0),
             FileKind::Ppm | FileKind::Npy => (0, 0),
@@ -154,7 +161,7 @@ pub fn read(path: &Path) -> Result<Loaded> {
     Ok(loaded)
 }
 
-/// Decodes PNG / JPEG / TIFF / PPM bytes to RGB f32.
+/// Decodes PNG / JPEG / TIFF / PPM / WebP bytes to RGB f32.
 fn decode_image(path: &Path, bytes: &[u8]) -> Result<Loaded> {
     let format =
         image::guess_format(bytes).or_else(|_| ImageFormat::from_path(path)).map_err(|e| CliError::file(path, e))?;
@@ -231,8 +238,8 @@ fn read_npy(bytes: &[u8]) -> std::result::Result<Loaded, String> {
 }
 
 /// Writes `image` to `path` in the format of its extension. Image formats get `depth`
-/// (16-bit for `U16` and `Float`) where they support it; JPEG and PPM (binary P6) are always
-/// 8-bit. What of `metadata` the format can hold is written with it ([`Metadata::fitting`]);
+/// (16-bit for `U16` and `Float`) where they support it; JPEG, PPM (binary P6) and WebP
+/// (lossless) are always 8-bit. What of `metadata` the format can hold is written with it ([`Metadata::fitting`]);
 /// the names of what it cannot are returned.
 pub fn write(path: &Path, image: &Image, depth: Depth, metadata: &Metadata) -> Result<Vec<&'static str>> {
     let kind = FileKind::from_path(path)?;
@@ -248,6 +255,7 @@ pub fn write(path: &Path, image: &Image, depth: Depth, metadata: &Metadata) -> R
                 let ppm = PnmEncoder::new(&mut out).with_subtype(PnmSubtype::Pixmap(SampleEncoding::Binary));
                 encode(ppm, image, Depth::U8, kept)
             }
+            FileKind::WebP => encode(WebPEncoder::new_lossless(&mut out), image, Depth::U8, kept),
         };
         encoded.and_then(|()| out.flush().map_err(|e| e.to_string())).map_err(std::io::Error::other)
     })?;
@@ -312,6 +320,7 @@ mod tests {
             ("jpg", Depth::U8),
             ("tiff", Depth::U16),
             ("ppm", Depth::U8),
+            ("webp", Depth::U8),
             ("npy", Depth::Float),
         ]
         .into_iter()
@@ -336,7 +345,7 @@ mod tests {
     fn seeds_parse_back() {
         for (ext, bytes) in seeds() {
             let loaded = parse(ext, &bytes).unwrap_or_else(|| panic!("{ext}"));
-            let turned = matches!(ext, "png" | "jpg");
+            let turned = matches!(ext, "png" | "jpg" | "webp");
             let size = if turned { (4, 5) } else { (5, 4) };
             assert_eq!((loaded.image.width(), loaded.image.height()), size, "{ext}");
         }
@@ -398,7 +407,7 @@ mod tests {
         let loaded = decode_image(Path::new("in.png"), &input).unwrap();
         assert_eq!(loaded.metadata, Metadata { icc_profile: Some(profile.clone()), exif: Some(exif(1)) });
         let dir = tempfile::tempdir().unwrap();
-        for (ext, keeps_exif) in [("png", true), ("jpg", true), ("tiff", false), ("ppm", false)] {
+        for (ext, keeps_exif) in [("png", true), ("jpg", true), ("tiff", false), ("ppm", false), ("webp", true)] {
             let path = dir.path().join(format!("out.{ext}"));
             let dropped = write(&path, &loaded.image, loaded.depth, &loaded.metadata).unwrap();
             let again = decode_image(&path, &std::fs::read(&path).unwrap()).unwrap();
@@ -413,6 +422,29 @@ mod tests {
             assert_eq!(dropped, named.into_iter().flatten().collect::<Vec<_>>(), "{ext}");
         }
         assert_eq!(Metadata::default().fitting(FileKind::Ppm), (Metadata::default(), vec![]));
+    }
+
+    #[test]
+    fn webp_is_written_lossless() {
+        let image = Image::new(7, 5, (0..7 * 5 * 3).map(|i| (i * 37 % 256) as f32 / 255.0).collect()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.webp");
+        write(&path, &image, Depth::U16, &Metadata::default()).unwrap();
+        let again = read(&path).unwrap();
+        assert_eq!((again.depth, again.image.width(), again.image.height()), (Depth::U8, 7, 5));
+        assert_eq!(again.image.data(), image.data());
+    }
+
+    #[test]
+    fn lossy_webp_decodes_to_the_pixels_of_libwebp() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/images");
+        for name in ["lossy_q80", "lossy_q10_alpha"] {
+            let webp = read(&dir.join(format!("{name}.webp"))).unwrap();
+            let libwebp = read(&dir.join(format!("{name}_libwebp.png"))).unwrap();
+            assert_eq!(webp.depth, Depth::U8, "{name}");
+            assert_eq!(webp.dropped_alpha, name.ends_with("alpha"), "{name}");
+            assert_eq!(webp.image, libwebp.image, "{name}");
+        }
     }
 
     #[test]
@@ -439,7 +471,7 @@ mod tests {
         /// error, never a panic.
         #[test]
         fn mutated_files_never_panic(
-            seed in 0usize..6,
+            seed in 0usize..7,
             flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
             cut in any::<prop::sample::Index>(),
             truncate in any::<bool>(),

@@ -394,14 +394,14 @@ fn png_16_bit_stays_16_bit_in_png_and_tiff() {
 }
 
 #[test]
-fn tiff_and_ppm_8_bit_round_trip() {
+fn tiff_ppm_and_webp_8_bit_round_trip() {
     let dir = TempDir::new().unwrap();
     let model = write_model(dir.path());
     let (w, h) = (17, 20);
     let img = rgb8(w, h, 11);
     let data: Vec<f32> = img.as_raw().iter().map(|&v| f32::from(v) / 255.0).collect();
     let expected = quantize8(&core_restore(&model, w, h, data));
-    for ext in ["tiff", "ppm"] {
+    for ext in ["tiff", "ppm", "webp"] {
         let (input, output) = (dir.path().join(format!("in.{ext}")), dir.path().join(format!("out.{ext}")));
         img.save(&input).unwrap();
         assert_ok(&maskdcpt(&["restore", "-m", s(&model), "-i", s(&input), "-o", s(&output)]));

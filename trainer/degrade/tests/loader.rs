@@ -40,6 +40,16 @@ fn png_8_and_16_bit_load_scaled_and_save_round_trips() {
 }
 
 #[test]
+fn webp_loads_as_the_same_pixels_as_png() {
+    let dir = temp_dir("webp");
+    let stored = ImageBuffer::<Px<u8>, _>::from_fn(6, 4, |x, y| Px([x as u8 * 40, y as u8 * 60, 200]));
+    stored.save(dir.join("a.png")).unwrap();
+    stored.save(dir.join("a.webp")).unwrap();
+    assert_eq!(Rgb::load(&dir.join("a.webp")).unwrap(), Rgb::load(&dir.join("a.png")).unwrap());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn an_exif_orientation_turns_the_image_upright() {
     let stored = ImageBuffer::<Px<u8>, _>::from_fn(3, 2, |x, y| Px([x as u8 * 80, y as u8 * 200, 9]));
     // Exif: a big-endian TIFF header and one IFD entry, Orientation (0x0112) = 6 (a quarter

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use crate::Error;
 
 /// File extensions read as clean images (compared case-insensitively).
-const EXTENSIONS: [&str; 6] = ["png", "jpg", "jpeg", "tif", "tiff", "ppm"];
+const EXTENSIONS: [&str; 7] = ["png", "jpg", "jpeg", "tif", "tiff", "ppm", "webp"];
 
-/// The image files (PNG, JPEG, TIFF, PPM) directly inside `dir`, sorted by file name; an
+/// The image files (PNG, JPEG, TIFF, PPM, WebP) directly inside `dir`, sorted by file name; an
 /// error when the folder cannot be listed or holds none.
 pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
     let list_error = |source| Error::ListFolder { path: dir.to_path_buf(), source };
