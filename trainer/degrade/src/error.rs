@@ -6,7 +6,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An image file could not be opened or decoded.
-    #[error("cannot read image {path}: {source}; check that it is a valid PNG/JPEG/TIFF/PPM file or remove it")]
+    #[error("cannot read image {path}: {source}; check that it is a valid PNG/JPEG/TIFF/PPM/WebP file or remove it")]
     ReadImage {
         /// The file.
         path: PathBuf,
@@ -15,7 +15,7 @@ pub enum Error {
     },
 
     /// In-memory bytes are not a decodable image.
-    #[error("cannot decode image bytes: {0}; pass the bytes of a PNG/JPEG/TIFF/PPM file")]
+    #[error("cannot decode image bytes: {0}; pass the bytes of a PNG/JPEG/TIFF/PPM/WebP file")]
     Decode(#[source] image::ImageError),
 
     /// An image could not be encoded (PNG for output, JPEG for the `jpeg` degradation).
@@ -50,7 +50,7 @@ pub enum Error {
     },
 
     /// An image folder holds no image files.
-    #[error("the image folder {path} holds no PNG/JPEG/TIFF/PPM files; put images there or pass another folder")]
+    #[error("the image folder {path} holds no PNG/JPEG/TIFF/PPM/WebP files; put images there or pass another folder")]
     EmptyFolder {
         /// The folder.
         path: PathBuf,

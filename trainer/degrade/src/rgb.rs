@@ -1,11 +1,9 @@
 //! The image type every degradation takes and returns, with file loading and PNG saving.
 
-use std::io::Cursor;
 use std::path::Path;
 
 use image::codecs::png::PngEncoder;
-use image::metadata::Orientation;
-use image::{DynamicImage, ExtendedColorType, ImageDecoder, ImageEncoder, ImageReader};
+use image::{DynamicImage, ExtendedColorType, ImageEncoder};
 
 use crate::{Error, atomic};
 
@@ -52,17 +50,19 @@ impl Rgb {
         Ok(())
     }
 
-    /// Loads a PNG/JPEG/TIFF/PPM file (8-bit values / 255, 16-bit / 65535; alpha dropped;
-    /// turned upright by an Exif orientation).
+    /// Loads a PNG/JPEG/TIFF/PPM/WebP file as the reference's OpenCV `imread` decodes it
+    /// ([`maskdcpt_imread`]: JPEG through libjpeg-turbo, turned upright by an Exif
+    /// orientation); 8-bit values / 255, 16-bit / 65535, alpha dropped.
     pub fn load(path: &Path) -> Result<Self, Error> {
-        let decoded = ImageReader::open(path).map_err(image::ImageError::IoError).and_then(decode_reader);
-        let img = decoded.map_err(|source| Error::ReadImage { path: path.to_path_buf(), source })?;
-        Self::from_dynamic(img)
+        let read_error = |source| Error::ReadImage { path: path.to_path_buf(), source };
+        let bytes = std::fs::read(path).map_err(|e| read_error(image::ImageError::IoError(e)))?;
+        let hint = image::ImageFormat::from_path(path).ok();
+        Self::from_dynamic(maskdcpt_imread::decode(&bytes, hint).map_err(read_error)?.pixels)
     }
 
-    /// Decodes the bytes of an image file (format guessed from the content).
+    /// Decodes the bytes of an image file (format told by the content) as [`Rgb::load`] does.
     pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
-        Self::from_dynamic(decode_reader(ImageReader::new(Cursor::new(bytes))).map_err(Error::Decode)?)
+        Self::from_dynamic(maskdcpt_imread::decode(bytes, None).map_err(Error::Decode)?.pixels)
     }
 
     fn from_dynamic(img: DynamicImage) -> Result<Self, Error> {
@@ -134,14 +134,4 @@ impl Rgb {
     pub(crate) fn map(&self, mut f: impl FnMut(f32) -> f32) -> Self {
         Self { width: self.width, height: self.height, data: self.data.iter().map(|&v| f(v)).collect() }
     }
-}
-
-/// Decodes, turned upright by the file's Exif orientation as OpenCV's `imread` (the
-/// reference's loader) turns it.
-fn decode_reader<R: std::io::BufRead + std::io::Seek>(reader: ImageReader<R>) -> image::ImageResult<DynamicImage> {
-    let mut decoder = reader.with_guessed_format().map_err(image::ImageError::IoError)?.into_decoder()?;
-    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
-    let mut img = DynamicImage::from_decoder(decoder)?;
-    img.apply_orientation(orientation);
-    Ok(img)
 }
