@@ -5,7 +5,10 @@ loader, OpenCV's `imread`, decodes them to, which the command's reader must give
 
 Each case is a seeded smooth pattern with noise, saved by Pillow (JPEG through libjpeg-turbo,
 WebP through libwebp) and read back with `cv2.imread(path, cv2.IMREAD_COLOR)` as the
-reference's data loader reads it; the RGB result is stored as `<name>_decoded.png`.
+reference's data loader reads it; the RGB result is stored as `<name>_decoded.png`. And for the
+JPEG degradation (the reference's JPEG datasets: `cv2.imencode(".jpg", bgr,
+[cv2.IMWRITE_JPEG_QUALITY, q])`), an 8-bit input `opencv_encode_input.png` and OpenCV's files
+of it at a few qualities, `opencv_encode_q<q>.jpg`, which our encoder must write byte for byte.
 """
 
 from pathlib import Path
@@ -15,6 +18,9 @@ import numpy as np
 from PIL import Image, features
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "images"
+
+# Qualities of the encoder fixtures: below 24 the baseline limit on the tables matters.
+ENCODE_QUALITIES = [10, 50, 95]
 
 # (file name, height, width, channels, Pillow save options)
 CASES = [
@@ -51,6 +57,12 @@ def main() -> None:
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
         Image.fromarray(np.ascontiguousarray(bgr[..., ::-1])).save(OUT / f"{path.stem}_decoded.png")
         print(f"{name}: {path.stat().st_size} bytes")
+    rgb = pattern(len(CASES), 37, 53, 3)
+    Image.fromarray(rgb).save(OUT / "opencv_encode_input.png")
+    for quality in ENCODE_QUALITIES:
+        ok, encoded = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+        assert ok
+        (OUT / f"opencv_encode_q{quality}.jpg").write_bytes(encoded.tobytes())
     print(f"OpenCV {cv2.__version__}, Pillow's libjpeg-turbo {features.version_feature('libjpeg_turbo')}")
 
 

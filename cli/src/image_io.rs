@@ -312,7 +312,7 @@ mod tests {
     }
 
     /// The written seeds and the lossy files of `tests/images` (progressive, CMYK and gray
-    /// JPEGs, lossy WebP with alpha).
+    /// JPEGs, OpenCV's, lossy WebP with alpha).
     fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/images");
         let mut lossy: Vec<_> = std::fs::read_dir(dir)
@@ -325,7 +325,7 @@ mod tests {
             })
             .collect();
         lossy.sort();
-        assert_eq!(lossy.len(), 7);
+        assert!(lossy.len() >= 7, "{} lossy files", lossy.len());
         [written_seeds(), lossy].concat()
     }
 
@@ -455,13 +455,14 @@ mod tests {
         /// error, never a panic.
         #[test]
         fn mutated_files_never_panic(
-            seed in 0usize..14,
+            seed in any::<prop::sample::Index>(),
             flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
             cut in any::<prop::sample::Index>(),
             truncate in any::<bool>(),
             insert in prop::collection::vec(any::<u8>(), 0..16),
         ) {
-            let (ext, mut bytes) = seeds().swap_remove(seed);
+            let mut seeds = seeds();
+            let (ext, mut bytes) = seeds.swap_remove(seed.index(seeds.len()));
             for (at, value) in flips {
                 let i = at.index(bytes.len());
                 bytes[i] ^= value;

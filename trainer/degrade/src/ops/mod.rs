@@ -64,7 +64,7 @@ pub enum Op {
         /// Principal standard deviation in pixels.
         sigma: f64,
     },
-    /// JPEG round trip of the 8-bit image (image crate encoder, 4:4:4).
+    /// JPEG round trip of the 8-bit image, encoded and decoded as OpenCV does (4:2:0).
     Jpeg {
         /// Quality 1–100.
         quality: u8,
