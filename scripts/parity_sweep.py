@@ -1,7 +1,7 @@
 """Random-architecture parity sweep: `maskdcpt restore --backend cpu` against the PyTorch
 reference (scripts/reference_nafnet.py) on networks and images no fixture has.
 
-    python scripts/parity_sweep.py [--seed S] [--cases N] [--large] [--onnx] [--tlc] [--restormer] [--swinir] [--bin target/release/maskdcpt]
+    python scripts/parity_sweep.py [--seed S] [--cases N] [--large] [--onnx] [--tlc] [--restormer] [--swinir] [--jpeg] [--bin target/release/maskdcpt]
 
 Each case draws a family (MaskDCPT or upstream NAFNet), a width, 1-4 levels with 0-2 blocks
 per encoder, decoder and bottleneck group (at least one block in all), seeded random weights
@@ -24,7 +24,11 @@ PromptIR with random prompt widths, counts and sides), restored whole or with
 a third of the cases (of those left) are the fork's SwinIR (scripts/reference_swinir.py: six
 groups of 0-2 blocks, the first at least 1, random heads per group and window side, written
 into the safetensors metadata, random MLP ratio, qkv bias and patch norm), restored the same ways.
-Needs torch and numpy (CPU), and onnxruntime for --onnx.
+With --jpeg each case's image (clipped to [0, 1]) is also written as a JPEG by OpenCV at a
+random quality (10-95), chroma subsampling (4:1:1, 4:2:0, 4:2:2, 4:4:0, 4:4:4) and, for a
+third, progressive, and restored from that file against the reference run on
+`cv2.imread(path, cv2.IMREAD_COLOR)` / 255, as the reference's data loader reads it.
+Needs torch and numpy (CPU), onnxruntime for --onnx and opencv-python(-headless) for --jpeg.
 """
 
 from __future__ import annotations
@@ -116,10 +120,26 @@ def cli(cmd: list[str]) -> None:
         raise RuntimeError(done.stderr.strip())
 
 
-def restore(binary: str, work: Path, flags: list[str], model: str = "model.pth") -> np.ndarray:
-    cli([binary, "restore", "-m", str(work / model), "-i", str(work / "in.npy"), "-o", str(work / "out.npy"),
+def restore(binary: str, work: Path, flags: list[str], model: str = "model.pth", image: str = "in.npy") -> np.ndarray:
+    cli([binary, "restore", "-m", str(work / model), "-i", str(work / image), "-o", str(work / "out.npy"),
          "--backend", "cpu", *flags])
     return np.load(work / "out.npy")
+
+
+def write_jpeg(rng: random.Random, img: np.ndarray, path: Path) -> tuple[str, np.ndarray]:
+    """Writes `img` as an 8-bit JPEG with OpenCV at random settings; returns them and the
+    image as the reference's loader reads the file back (RGB, / 255)."""
+    import cv2
+
+    quality = rng.randint(10, 95)
+    sampling = rng.choice(["411", "420", "422", "440", "444"])
+    progressive = rng.random() < 1 / 3
+    bgr = np.rint(np.clip(img, 0, 1)[..., ::-1] * 255).astype(np.uint8)
+    options = [cv2.IMWRITE_JPEG_QUALITY, quality, cv2.IMWRITE_JPEG_PROGRESSIVE, int(progressive),
+               cv2.IMWRITE_JPEG_SAMPLING_FACTOR, getattr(cv2, f"IMWRITE_JPEG_SAMPLING_FACTOR_{sampling}")]
+    assert cv2.imwrite(str(path), np.ascontiguousarray(bgr), options)
+    read = cv2.imread(str(path), cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) / 255
+    return f"q{quality} {sampling}{' progressive' if progressive else ''}", np.ascontiguousarray(read)
 
 
 def run_onnx(binary: str, work: Path, img: np.ndarray, shape: list[str], model: str = "model.pth") -> np.ndarray:
@@ -143,6 +163,7 @@ def main() -> None:
     ap.add_argument("--tlc", action="store_true", help="also restore each case with TLC channel attention")
     ap.add_argument("--restormer", action="store_true", help="a third of the cases are Restormers")
     ap.add_argument("--swinir", action="store_true", help="a third of the cases (of those left) are SwinIRs")
+    ap.add_argument("--jpeg", action="store_true", help="also restore each image from a JPEG written and read by OpenCV")
     ap.add_argument("--bin", default=str(HERE.parent / "target/release/maskdcpt"))
     args = ap.parse_args()
     rng = random.Random(args.seed)
@@ -191,6 +212,10 @@ def main() -> None:
                 for shape in (["--dynamic"], ["--height", str(h), "--width", str(w)]):
                     run = lambda shape=shape: run_onnx(args.bin, work, img, shape, model)  # noqa: E731
                     runs.append((f"onnx {shape[0]}", run, ref))
+            if args.jpeg:
+                settings, read = write_jpeg(rng, img, work / "in.jpg")
+                runs.append((f"restore from JPEG {settings} {' '.join(tiling)}",
+                             lambda: restore(args.bin, work, tiling, model, "in.jpg"), run_ref(net, read)))
             if args.tlc and not transformer:
                 train = rng.choice([16, 24, 32, 48, 64])
                 flags = ["--tlc", str(train), *tiling]
