@@ -217,8 +217,8 @@ fn read_npy(bytes: &[u8]) -> std::result::Result<Loaded, String> {
 
 /// Writes `image` to `path` in the format of its extension. Image formats get `depth`
 /// (16-bit for `U16` and `Float`) where they support it; JPEG, PPM (binary P6) and WebP
-/// (lossless) are always 8-bit. What of `metadata` the format can hold is written with it ([`Metadata::fitting`]);
-/// the names of what it cannot are returned.
+/// (lossless) are always 8-bit. What of `metadata` the format can hold is written with it
+/// ([`Metadata::fitting`]); the names of what it cannot are returned.
 pub fn write(path: &Path, image: &Image, depth: Depth, metadata: &Metadata) -> Result<Vec<&'static str>> {
     let kind = FileKind::from_path(path)?;
     let (kept, dropped) = metadata.fitting(kind);

@@ -103,9 +103,8 @@ fn read_input(path: &Path, warn: impl Fn(String)) -> Result<Loaded> {
     Ok(loaded)
 }
 
-/// Restores the image read from `input` and writes it to `output` (format from its extension).
-/// Restores `loaded` (read from `input`) into `output`, passing `warn` a line for each block
-/// of the input's metadata that the output's format cannot hold.
+/// Restores `loaded` (read from `input`) into `output` (format from its extension), passing
+/// `warn` a line for each block of the input's metadata that the output's format cannot hold.
 fn restore_to(engine: &dyn Engine, input: &Path, loaded: &Loaded, output: &Path, warn: impl Fn(String)) -> Result<()> {
     let restored = engine.restore(&loaded.image).map_err(|e| CliError::file(input, e))?;
     for what in image_io::write(output, &restored, loaded.depth, &loaded.metadata)? {

@@ -29,13 +29,7 @@ pub(super) fn round_trip(img: &Rgb, quality: u8) -> Result<Rgb, Error> {
         source: image::ImageError::Encoding(EncodingError::new(ImageFormatHint::Exact(ImageFormat::Jpeg), message)),
     };
     let bytes = encode(&img.to_rgb8(), w, h, quality).map_err(encode_error)?;
-    let decoded = maskdcpt_imread::decode(&bytes, Some(ImageFormat::Jpeg))
-        .map_err(|e| encode_error(format!("cannot decode the encoded file: {e}")))?;
-    Ok(Rgb {
-        width: img.width,
-        height: img.height,
-        data: decoded.pixels.into_rgb8().into_raw().into_iter().map(|v| f32::from(v) / 255.0).collect(),
-    })
+    Rgb::decode(&bytes).map_err(|e| encode_error(format!("cannot decode the encoded file: {e}")))
 }
 
 /// Encodes interleaved RGB8 `pixels` of `width × height` at `quality` (1–100) as OpenCV does.
